@@ -1,0 +1,25 @@
+# The README's two commands. Each builds .venv when it is missing, installs the CPU
+# build of torch first (any other torch spec would pull CUDA packages), then the package.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.contrastive-installed
+
+.PHONY: test demo install clean bench
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install torch==2.13.0
+	$(PY) -m pip install -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+demo: $(STAMP)
+	$(VENV)/bin/contrastive gradcheck
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache .hypothesis

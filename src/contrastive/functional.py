@@ -1,0 +1,380 @@
+"""The functional API: every objective, validated, with its analytic gradient as backward.
+
+Conventions: embeddings are ``(N, d)``; two views are ``loss(z1, z2)``; explicit pairs are
+``loss(u, v, y)`` with ``y = 1`` meaning *similar*; ``reduction`` is ``'mean' | 'sum' |
+'none'``. Half-precision inputs are computed in float32 and the result cast back.
+"""
+from __future__ import annotations
+
+from typing import Optional, Union
+
+import torch
+
+from . import _validation as V
+from .ops import compute_dtype
+from .ops.contrastive_loss import ContrastiveLossFn
+from .ops.cosine_similarity import MapCosineFn, PackedSymCosineFn, SymCosineFn, _packed_to_full, packed_dim
+from .ops.info_nce_dense import DenseInfoNCEFn
+
+__all__ = ["contrastive_loss", "info_nce", "nt_xent", "cosine_similarity"]
+
+Temperature = Union[float, torch.Tensor]
+
+
+def _reduce(per_row: torch.Tensor, reduction: str, out_dtype: torch.dtype) -> torch.Tensor:
+    if reduction == "mean":
+        per_row = per_row.mean()
+    elif reduction == "sum":
+        per_row = per_row.sum()
+    return per_row.to(out_dtype)
+
+
+def contrastive_loss(
+    u: torch.Tensor,
+    v: torch.Tensor,
+    y: torch.Tensor,
+    margin: float = 1.0,
+    reduction: str = "mean",
+    *,
+    check_finite: bool = True,
+) -> torch.Tensor:
+    r"""Margin contrastive loss on Euclidean distance (Hadsell, Chopra and LeCun 2006).
+
+    .. math::
+
+        D_b = \lVert u_b - v_b \rVert_2, \qquad
+        L_b = y_b \tfrac12 D_b^2 + (1 - y_b) \tfrac12 \max(0, m - D_b)^2
+
+    ``y = 1`` means *similar* (as in torch and metric-learn; the DrLIM paper uses the
+    opposite). Soft labels ``y`` in [0, 1] interpolate between the two terms. The backward
+    is the closed form
+
+    .. math::
+
+        \partial L_b / \partial u_b = (u_b - v_b)\,(y_b - (1 - y_b) \max(m - D_b, 0) / D_b),
+        \qquad \partial L_b / \partial v_b = -\partial L_b / \partial u_b
+
+    At :math:`D_b = 0` the hinge term has a kink; its gradient there is the Clarke
+    subgradient 0, so no input gives NaN. Gradients with respect to ``y`` are
+    :math:`\tfrac12 D^2 - \tfrac12 \max(0, m - D)^2`. Derivation:
+    ``docs/derivations/contrastive_loss.md``.
+
+    Args:
+        u: first embeddings of each pair.
+        v: second embeddings of each pair.
+        y: similarity labels in [0, 1] (1 = similar), float, int or bool.
+        margin: m >= 0; dissimilar pairs farther apart than m cost nothing.
+        reduction: ``'mean'`` | ``'sum'`` | ``'none'``.
+        check_finite: raise on NaN/Inf inputs (one reduction over each input).
+
+    Shape:
+        u, v: ``(B, d)``; y: ``(B,)``; output: scalar, or ``(B,)`` for ``reduction='none'``.
+
+    Returns:
+        The loss in the dtype of ``u``.
+
+    Raises:
+        TypeError: non-tensor or non-floating inputs.
+        ValueError: shapes that do not match, an empty batch, margin < 0, y outside [0, 1],
+            NaN/Inf inputs.
+
+    Examples:
+        >>> import torch
+        >>> from contrastive import contrastive_loss
+        >>> u = torch.tensor([[0.0, 0.0], [0.0, 0.0]])
+        >>> v = torch.tensor([[3.0, 4.0], [0.3, 0.4]])
+        >>> y = torch.tensor([1.0, 0.0])   # similar pair at D = 5, dissimilar pair at D = 0.5
+        >>> contrastive_loss(u, v, y, margin=1.0, reduction="none")
+        tensor([12.5000,  0.1250])
+
+    References:
+        Hadsell, Chopra, LeCun. Dimensionality Reduction by Learning an Invariant Mapping.
+        CVPR 2006.
+    """
+    V.check_tensor("u", u, 2)
+    V.check_tensor("v", v, 2)
+    V.check_same_shape("u", u, "v", v)
+    V.check_same_device("u", u, "v", v)
+    if not isinstance(y, torch.Tensor):
+        raise TypeError(f"y must be a torch.Tensor of labels in [0, 1], got {type(y).__name__}")
+    if y.dim() != 1 or y.shape[0] != u.shape[0]:
+        raise ValueError(
+            f"y must have shape ({u.shape[0]},) to label each pair of u and v, got {tuple(y.shape)}"
+        )
+    if not y.dtype.is_floating_point:
+        y = y.to(u.dtype)
+    margin = V.check_margin(margin)
+    V.check_reduction(reduction)
+    if check_finite:
+        V.check_finite("u", u)
+        V.check_finite("v", v)
+        V.check_finite("y", y)
+    if bool(((y < 0) | (y > 1)).any()):
+        raise ValueError("y must lie in [0, 1] (1 = similar, 0 = dissimilar, soft labels between)")
+    per_pair = ContrastiveLossFn.apply(u, v, y, margin)
+    return _reduce(per_pair, reduction, u.dtype)
+
+
+def _check_temperature_device(temperature, ref: torch.Tensor):
+    if isinstance(temperature, torch.Tensor):
+        if temperature.device != ref.device:
+            raise ValueError(
+                f"temperature is on {temperature.device} and the embeddings on {ref.device}; "
+                f"move the temperature tensor to {ref.device}"
+            )
+        return temperature.reshape(())
+    return temperature
+
+
+def nt_xent(
+    z: torch.Tensor,
+    temperature: Temperature = 0.5,
+    *,
+    exclude_self: bool = True,
+    normalize: bool = True,
+    reduction: str = "mean",
+    check_finite: bool = True,
+) -> torch.Tensor:
+    r"""InfoNCE / NT-Xent on one stacked matrix of ``N = 2B`` embeddings (lower-level form).
+
+    Row ``i`` and row ``p(i) = (i + B) mod N`` are the two views of one sample:
+
+    .. math::
+
+        L_{ij} = \frac{z_i \cdot z_j}{\tau}, \qquad
+        \ell_i = -\log \frac{\exp L_{i,p(i)}}{\sum_{k} [k \ne i]\, \exp L_{ik}}, \qquad
+        \mathcal L = \frac1N \sum_i \ell_i
+
+    ``exclude_self=True`` drops ``k = i`` from the denominator (SimCLR, seed 001);
+    ``exclude_self=False`` keeps it (seed 002). With ``normalize=True`` the rows are
+    L2-normalised first, so ``L`` holds cosine similarities. The backward is seed 002's
+
+    .. math::
+
+        \nabla_Z \mathcal L = \frac{1}{N\tau} (G + G^\top) Z, \qquad G = P - \mathrm{onehot}(p)
+
+    chained through the normalisation, :math:`\nabla_u = (I - z z^\top) \nabla_z / \lVert u \rVert`;
+    a tensor ``temperature`` that requires grad gets
+    :math:`\partial \mathcal L / \partial \tau = -\sum_{ij} G_{ij} L_{ij} / (N \tau)`.
+    Derivation: ``docs/derivations/info_nce.md``.
+
+    Args:
+        z: stacked embeddings, first half one view, second half the other.
+        temperature: tau > 0, a float or a scalar tensor (learnable when it requires grad).
+        exclude_self: drop the self-similarity from the denominator (SimCLR).
+        normalize: L2-normalise rows (cosine similarity). Zero rows are then an error.
+        reduction: ``'mean'`` | ``'sum'`` | ``'none'`` (per-row losses in the order of ``z``).
+        check_finite: raise on NaN/Inf inputs.
+
+    Shape:
+        z: ``(N, d)`` with N even; output: scalar, or ``(N,)`` for ``reduction='none'``.
+
+    Returns:
+        The loss in the dtype of ``z``.
+
+    Raises:
+        TypeError, ValueError: bad types, shapes, odd N, temperature <= 0, NaN/Inf, zero rows.
+
+    Examples:
+        >>> import math, torch
+        >>> from contrastive import nt_xent
+        >>> z = torch.ones(8, 3)            # all embeddings equal: every logit is the same
+        >>> round(nt_xent(z).item(), 6) == round(math.log(8 - 1), 6)
+        True
+    """
+    V.check_tensor("z", z, 2)
+    if z.shape[0] % 2:
+        raise ValueError(
+            f"z must have an even number of rows N = 2B (row i pairs with row i + B), got "
+            f"N = {z.shape[0]}; stack the two views as torch.cat([z1, z2])"
+        )
+    temperature = V.check_temperature(temperature)
+    temperature = _check_temperature_device(temperature, z)
+    V.check_reduction(reduction)
+    if check_finite:
+        V.check_finite("z", z)
+    if normalize:
+        V.check_unit_rows("z", z)
+    per_row = DenseInfoNCEFn.apply(z, temperature, bool(exclude_self), bool(normalize))
+    return _reduce(per_row, reduction, z.dtype)
+
+
+def info_nce(
+    z1: torch.Tensor,
+    z2: torch.Tensor,
+    temperature: Temperature = 0.5,
+    *,
+    exclude_self: bool = True,
+    normalize: bool = True,
+    reduction: str = "mean",
+    check_finite: bool = True,
+) -> torch.Tensor:
+    r"""InfoNCE / NT-Xent (SimCLR) of two views: ``z1[i]`` and ``z2[i]`` are a positive pair.
+
+    Stacks :math:`Z = [z_1; z_2]` (``N = 2B`` rows, positive ``p(i) = (i + B) mod N``) and
+    computes, with cosine similarities when ``normalize=True``,
+
+    .. math::
+
+        \mathcal L = \frac1N \sum_{i=1}^{N} -\log
+            \frac{\exp(z_i \cdot z_{p(i)} / \tau)}{\sum_k [k \ne i]\, \exp(z_i \cdot z_k / \tau)}
+
+    The other ``2B - 2`` rows are the negatives of row ``i``. ``exclude_self=True`` is
+    SimCLR's denominator (seed 001), ``False`` keeps ``k = i`` (seed 002). The backward is
+    the closed form :math:`(G + G^\top) Z / (N\tau)`, never the autograd of the forward; see
+    :func:`nt_xent` for the formulas and ``docs/derivations/info_nce.md`` for the derivation
+    (with the errata of seed 001).
+
+    Args:
+        z1: embeddings of the first view.
+        z2: embeddings of the second view, row-aligned with ``z1``.
+        temperature: tau > 0, a float or a scalar tensor (learnable when it requires grad).
+        exclude_self: drop the self-similarity from the denominator (SimCLR's default).
+        normalize: L2-normalise rows (cosine similarity).
+        reduction: ``'mean'`` | ``'sum'`` | ``'none'`` (``(2B,)``: rows of z1, then rows of z2).
+        check_finite: raise on NaN/Inf inputs.
+
+    Shape:
+        z1, z2: ``(B, d)``; output: scalar, or ``(2B,)`` for ``reduction='none'``.
+
+    Returns:
+        The loss in the dtype of ``z1``.
+
+    Raises:
+        TypeError, ValueError: bad types, shapes that differ, empty batch, temperature <= 0,
+            NaN/Inf, zero rows.
+
+    Examples:
+        >>> import torch
+        >>> from contrastive import info_nce
+        >>> z1 = torch.eye(4)
+        >>> info_nce(z1, z1, temperature=0.1) < info_nce(z1, z1.flip(0), temperature=0.1)
+        tensor(True)
+
+    References:
+        Chen, Kornblith, Norouzi, Hinton. A Simple Framework for Contrastive Learning of
+        Visual Representations. ICML 2020. Oord, Li, Vinyals. Representation Learning with
+        Contrastive Predictive Coding. 2018.
+    """
+    V.check_tensor("z1", z1, 2)
+    V.check_tensor("z2", z2, 2)
+    V.check_same_shape("z1", z1, "z2", z2)
+    V.check_same_device("z1", z1, "z2", z2)
+    if z1.dtype != z2.dtype:
+        raise TypeError(f"z1 is {z1.dtype} and z2 is {z2.dtype}; cast both to one dtype")
+    if check_finite:
+        V.check_finite("z1", z1)
+        V.check_finite("z2", z2)
+    return nt_xent(
+        torch.cat([z1, z2]),
+        temperature,
+        exclude_self=exclude_self,
+        normalize=normalize,
+        reduction=reduction,
+        check_finite=False,
+    )
+
+
+def cosine_similarity(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    M: Optional[torch.Tensor] = None,
+    A: Optional[torch.Tensor] = None,
+    check_finite: bool = True,
+) -> torch.Tensor:
+    r"""Cosine similarity of pairs, plain, under a linear map ``M`` or a symmetric matrix ``A``.
+
+    .. math::
+
+        \mathrm{sim}(x, y, M) = \frac{Mx \cdot My}{\lVert Mx \rVert\, \lVert My \rVert}, \qquad
+        \mathrm{sim}(x, y, A) = \frac{y^\top A x}{\sqrt{x^\top A x \; y^\top A y}}
+
+    With :math:`A = M^\top M` the two agree. The backward is seed 003's: for ``M``,
+    :math:`\partial\,\mathrm{sim} / \partial M_{ij} = [(x_j w_i + v_i y_j) nm - l (x_j v_i m + n y_j w_i)] / (nm)^{3/2}`
+    with ``v = Mx, w = My, n = v.v, m = w.w, l = v.w``. ``A`` may be a full ``(d, d)``
+    matrix (every entry its own parameter:
+    :math:`(2 y_i x_j nm - lm x_i x_j - ln y_i y_j) / (2 (nm)^{3/2})`) or its ``d(d+1)/2``
+    upper-triangular entries, row-major, whose gradient is the seed's tied form
+    (off-diagonal entries get both terms, diagonal entries one). Derivation and the seed's
+    errata: ``docs/derivations/cosine_similarity.md``.
+
+    Args:
+        x: first items of the pairs.
+        y: second items of the pairs.
+        M: optional map ``(k, d)``.
+        A: optional symmetric matrix ``(d, d)`` or packed upper triangle ``(d(d+1)/2,)``;
+            ``x^T A x`` must be positive (project ``A`` onto the PSD cone, or use ``M``).
+        check_finite: raise on NaN/Inf inputs.
+
+    Shape:
+        x, y: ``(B, d)``; output ``(B,)``.
+
+    Raises:
+        ValueError: both ``M`` and ``A``, shapes, NaN/Inf, a zero-norm ``Mx``, and
+            ``x^T A x <= 0`` (the fix: ``CosineMetric.project_psd()`` or the map form).
+
+    Examples:
+        >>> import torch
+        >>> from contrastive import cosine_similarity
+        >>> x = torch.tensor([[1.0, 0.0]]); y = torch.tensor([[1.0, 1.0]])
+        >>> cosine_similarity(x, y)
+        tensor([0.7071])
+        >>> cosine_similarity(x, y, A=torch.diag(torch.tensor([4.0, 1.0])))  # 4 / sqrt(4 * 5)
+        tensor([0.8944])
+    """
+    V.check_tensor("x", x, 2)
+    V.check_tensor("y", y, 2)
+    V.check_same_shape("x", x, "y", y)
+    V.check_same_device("x", x, "y", y)
+    if M is not None and A is not None:
+        raise ValueError("pass M (a linear map) or A (a symmetric matrix), not both")
+    d = x.shape[1]
+    if check_finite:
+        V.check_finite("x", x)
+        V.check_finite("y", y)
+    if A is None:
+        if M is None:
+            M = torch.eye(d, dtype=x.dtype, device=x.device)
+        V.check_tensor("M", M, 2)
+        if M.shape[1] != d:
+            raise ValueError(f"M must have shape (k, {d}) to map {d}-dimensional x, got {tuple(M.shape)}")
+        if check_finite:
+            V.check_finite("M", M)
+        with torch.no_grad():
+            ct = compute_dtype(x.dtype)
+            Mc = M.to(ct)
+            zero = (torch.linalg.vector_norm(x.to(ct) @ Mc.T, dim=1) == 0) | (
+                torch.linalg.vector_norm(y.to(ct) @ Mc.T, dim=1) == 0
+            )
+        if bool(zero.any()):
+            raise ValueError(
+                f"pair {int(torch.nonzero(zero)[0, 0])} maps to a zero vector (M x = 0 or M y = 0), "
+                f"whose direction is undefined; remove zero inputs or change M"
+            )
+        return MapCosineFn.apply(x, y, M).to(x.dtype)
+    if not isinstance(A, torch.Tensor) or not A.dtype.is_floating_point:
+        raise TypeError("A must be a floating torch.Tensor, (d, d) or packed (d(d+1)/2,)")
+    if A.dim() == 1:
+        if packed_dim(A.shape[0]) != d:
+            raise ValueError(f"packed A has {A.shape[0]} entries; for d = {d} it needs {d * (d + 1) // 2}")
+        full, fn = _packed_to_full(A.detach(), d), PackedSymCosineFn
+    elif A.dim() == 2 and tuple(A.shape) == (d, d):
+        full, fn = A.detach(), SymCosineFn
+    else:
+        raise ValueError(f"A must have shape ({d}, {d}) or ({d * (d + 1) // 2},), got {tuple(A.shape)}")
+    if check_finite:
+        V.check_finite("A", A)
+    with torch.no_grad():
+        ct = compute_dtype(x.dtype)
+        Ac = full.to(ct)
+        n = ((x.to(ct) @ Ac.T) * x.to(ct)).sum(1)
+        m = ((y.to(ct) @ Ac.T) * y.to(ct)).sum(1)
+        bad = (n <= 0) | (m <= 0)
+    if bool(bad.any()):
+        raise ValueError(
+            f"x^T A x or y^T A y is <= 0 for pair {int(torch.nonzero(bad)[0, 0])}: A is not positive "
+            f"definite on these inputs; project it with CosineMetric.project_psd() (eigenvalue "
+            f"clipping) or learn A = M^T M through M"
+        )
+    return fn.apply(x, y, A).to(x.dtype)

@@ -1,0 +1,79 @@
+"""Dense InfoNCE / NT-Xent (seeds 001, 002): holds the N x N logits; the seed's backward.
+
+    L_ij = z_i . z_j / tau,  loss_i = logsumexp_{k (!= i)} L_ik - L_{i,p(i)},  p(i) = (i + N/2) mod N
+    d(sum_i w_i loss_i)/dZ = (WG + (WG)^T) Z / tau,  G = P - onehot(p),  W = diag(w)
+    d/dtau                 = -sum_ij w_i G_ij L_ij / tau
+    z = u / |u|:  grad_u   = (grad_z - z (z . grad_z)) / |u|
+
+The reference path and the oracle for the blockwise engine in :mod:`.info_nce`.
+"""
+import torch
+
+from . import compute_dtype
+
+
+def positive_index(N: int, device=None) -> torch.Tensor:
+    """p(i) = (i + N/2) mod N."""
+    return (torch.arange(N, device=device) + N // 2) % N
+
+
+def normalize_rows(x: torch.Tensor):
+    """z = x / |x| and |x|, shapes (N, d) and (N, 1)."""
+    norms = torch.linalg.vector_norm(x, dim=1, keepdim=True)       # (N, 1)
+    return x / norms, norms
+
+
+def chain_normalize(grad_z: torch.Tensor, z: torch.Tensor, norms: torch.Tensor) -> torch.Tensor:
+    """grad_u = (I - z z^T) grad_z / |u| for z = u / |u|."""
+    return (grad_z - z * (z * grad_z).sum(1, keepdim=True)) / norms
+
+
+def temperature_value(temperature, dtype, device) -> torch.Tensor:
+    if isinstance(temperature, torch.Tensor):
+        return temperature.detach().to(dtype=dtype, device=device).reshape(())
+    return torch.tensor(float(temperature), dtype=dtype, device=device)
+
+
+class DenseInfoNCEFn(torch.autograd.Function):
+    """Per-row losses (N,) of stacked u (N, d), in the compute dtype."""
+
+    @staticmethod
+    def forward(ctx, u, temperature, exclude_self: bool, normalize: bool):
+        ct = compute_dtype(u.dtype)
+        x = u.to(ct)
+        z, norms = normalize_rows(x) if normalize else (x, None)   # (N, d)
+        t = temperature_value(temperature, ct, u.device)
+        N = z.shape[0]
+        p = positive_index(N, u.device)
+        S = (z @ z.T) / t                                           # L_ij, (N, N)
+        if exclude_self:
+            S.fill_diagonal_(float("-inf"))
+        lse = torch.logsumexp(S, dim=1)                             # (N,)
+        pos = (z * z[p]).sum(1) / t                                 # L_{i,p(i)}
+        ctx.save_for_backward(z, norms if normalize else z.new_empty(0), lse, t)
+        ctx.flags = (exclude_self, normalize, u.dtype,
+                     temperature.dtype if isinstance(temperature, torch.Tensor) else None)
+        return lse - pos
+
+    @staticmethod
+    def backward(ctx, g):                                           # g = w, (N,)
+        z, norms, lse, t = ctx.saved_tensors
+        exclude_self, normalize, in_dtype, t_dtype = ctx.flags
+        g = g.to(z.dtype)
+        N = z.shape[0]
+        p = positive_index(N, z.device)
+        L = (z @ z.T) / t                                           # (N, N)
+        WG = torch.exp(L - lse[:, None])                            # P_ij
+        if exclude_self:
+            WG.fill_diagonal_(0.0)
+        WG[torch.arange(N, device=z.device), p] -= 1.0              # G = P - onehot(p)
+        WG *= g[:, None]                                            # W G
+        grad_t = None
+        if t_dtype is not None and ctx.needs_input_grad[1]:
+            grad_t = (-(WG * L).sum() / t).to(t_dtype)                           # -sum w_i G_ij L_ij / tau (G_ii = 0 if excluded)
+        grad_u = None
+        if ctx.needs_input_grad[0]:
+            grad_z = (WG + WG.T) @ z / t                            # (G + G^T) Z / tau, weighted
+            grad_u = chain_normalize(grad_z, z, norms) if normalize else grad_z
+            grad_u = grad_u.to(in_dtype)
+        return grad_u, grad_t, None, None
