@@ -167,7 +167,11 @@ def _ddp_case(errors, rank, world, sizes):
     B = sum(sizes)
     X1, X2 = torch.randn(B, 6, generator=g, dtype=torch.float64), torch.randn(B, 6, generator=g, dtype=torch.float64)
     s = _slices(sizes)[rank]
-    for loss_name, dist_fn, ref_fn in [("info_nce", cd.info_nce, C.info_nce), ("clip_loss", cd.clip_loss, C.clip_loss)]:
+    def per_row_mean(*args):                                      # 'none': collectives in backward
+        return cd.info_nce(*args, reduction="none").sum() / (2 * B)
+
+    for loss_name, dist_fn, ref_fn in [("info_nce", cd.info_nce, C.info_nce), ("clip_loss", cd.clip_loss, C.clip_loss),
+                                       ("info_nce_none", per_row_mean, C.info_nce)]:
         ref_model.zero_grad()
         model.zero_grad()
         ref_fn(*ref_model(X1, X2)).backward()
@@ -187,6 +191,7 @@ def _exactness(rank, world):
         for reduction in ("mean", "none"):
             _pair_case(errors, cd.clip_loss, C.clip_loss, rank, world, sizes, 5, 0.3, reduction, seed=k, block_size=3)
         _pair_case(errors, cd.info_nce, C.info_nce, rank, world, sizes, 4, 0.5, "mean", seed=k, gradient="ddp")
+        _pair_case(errors, cd.info_nce, C.info_nce, rank, world, sizes, 4, 0.5, "none", seed=k, gradient="ddp")
         _pair_case(errors, cd.clip_loss, C.clip_loss, rank, world, sizes, 4, 0.07, "sum", seed=k, gradient="ddp")
         # online-max path (exp(-2/tau) underflows float64) and unnormalised rows
         _pair_case(errors, cd.info_nce, C.info_nce, rank, world, sizes, 4, 0.002, "mean", seed=k, block_size=2)
