@@ -157,6 +157,7 @@ def _pair_loss(op, fn, a, b, temperature, flags, reduction, normalize, check_fin
     err = None
     try:
         _check_gradient(gradient)
+        check_block_size(block_size, 1, torch.device("cpu"))                     # validate here, size later
         temperature = _check_pair("z1" if op == "info_nce" else "a", a, "z2" if op == "info_nce" else "b", b,
                                   temperature, reduction, normalize, check_finite)
         t_value = float(temperature.detach() if isinstance(temperature, torch.Tensor) else temperature)
