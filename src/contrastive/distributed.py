@@ -1,0 +1,384 @@
+r"""Exact contrastive losses over the global batch of a ``torch.distributed`` job.
+
+**Global batch.** Rank ``r`` (of ``W``) holds ``B_r`` pairs; the global batch is the
+concatenation in rank order, ``z1 = cat_r z1_r`` and ``z2 = cat_r z2_r`` (``B = sum_r B_r``
+pairs, ``N = 2B`` rows). Per-rank sizes may differ. The single-process reference is
+
+    contrastive.info_nce(torch.cat(z1_list), torch.cat(z2_list))
+
+and every negative of every row is drawn from all ``N`` rows, not from the rank's own.
+
+**What is exact.**
+
+1. The loss returned on *every* rank equals that single-process loss (``'mean'``: the mean
+   over the ``N`` global rows; ``'sum'``: the global sum; ``'none'``: this rank's rows).
+2. ``gradient='ddp'`` (default): the gradient sent back into rank ``r``'s embeddings is
+   ``W * dL/dz_r``, so once DDP (or FSDP, or Horovod with averaging) *averages* parameter
+   gradients over the ``W`` ranks, every parameter gradient equals the single-process
+   full-batch gradient ``dL/dtheta``. ``gradient='exact'``: it is ``dL/dz_r`` itself (for
+   code that sums gradients over ranks, or that inspects them).
+3. A learnable temperature (a replicated scalar) gets the full ``dL/dtau``, all-reduced and
+   identical on every rank, in both modes (averaging identical values changes nothing).
+
+**How.** Each rank all-gathers the embeddings (``O(N d)``), computes the tiles of its own
+rows against all ``N`` columns (self excluded and positives at their global indices), and
+reduce-scatters the gradient its rows send to everybody else's, ``(WG)^T Z``, to the owners.
+No rank ever holds an ``N x N`` (or ``B_r x N``) matrix; the gradient is the analytic one.
+See :mod:`contrastive.ops.info_nce_dist` for the algebra.
+
+**Contract.** Every rank of the group calls the function with the same settings and
+temperature (checked: all ranks raise the same error otherwise, none hangs), and with
+``'mean'``/``'sum'`` all ranks back-propagate the same ``grad_output`` (true whenever each
+rank calls ``loss.backward()``, with or without a common loss scale). A rank whose inputs
+are bad raises its own ``ValueError``/``TypeError``; the others raise
+:class:`DistributedError` naming it. A rank that dies or stalls makes the others raise
+:class:`DistributedError` once the process group notices (a closed connection: at once;
+a stalled peer: after ``init_process_group(timeout=...)``).
+
+Without an initialised process group (and ``process_group=None``), or with a group of one
+rank, the functions are the single-process ones of :mod:`contrastive.functional`:
+
+>>> import torch
+>>> import contrastive, contrastive.distributed as cd
+>>> z1, z2 = torch.randn(4, 8, dtype=torch.float64), torch.randn(4, 8, dtype=torch.float64)
+>>> bool(cd.info_nce(z1, z2) == contrastive.info_nce(z1, z2))
+True
+"""
+from __future__ import annotations
+
+import zlib
+from typing import Optional
+
+import torch
+import torch.distributed as dist
+
+from . import _validation as V
+from . import functional as F
+from .functional import Temperature, _check_temperature_device
+from .ops.collectives import DistributedError, exchange
+from .ops.info_nce_dist import DistClipFn, DistConfig, DistInfoNCEFn, GatherWithGradFn
+from .ops.tiles import check_block_size
+
+__all__ = ["all_gather_with_grad", "info_nce", "clip_loss", "DistributedError", "GRADIENTS"]
+
+GRADIENTS = ("ddp", "exact")
+
+
+def _group(process_group, op: str):
+    """(group, rank, world_size), or None for the single-process path."""
+    if not (dist.is_available() and dist.is_initialized()):
+        if process_group is not None:
+            raise RuntimeError(
+                f"contrastive.distributed.{op}: process_group was given but torch.distributed is "
+                f"not initialised; call torch.distributed.init_process_group first (torchrun sets "
+                f"the environment for it), or pass process_group=None for one process"
+            )
+        return None
+    rank = dist.get_rank(process_group)
+    if rank < 0:
+        raise ValueError(f"contrastive.distributed.{op}: this process is not a member of process_group")
+    world = dist.get_world_size(process_group)
+    return (process_group, rank, world) if world > 1 else None
+
+
+def _check_gradient(gradient) -> str:
+    if gradient not in GRADIENTS:
+        raise ValueError(
+            f"gradient must be 'ddp' (the gradient is scaled by the world size, for DDP's "
+            f"averaging) or 'exact' (dL/d(local input)), got {gradient!r}"
+        )
+    return gradient
+
+
+def _dtype_code(x) -> int:
+    return zlib.crc32(str(x.dtype).encode()) if isinstance(x, torch.Tensor) else -1
+
+
+def _device(x, group):
+    if isinstance(x, torch.Tensor):
+        return x.device
+    if "nccl" in str(dist.get_backend(group)) and torch.cuda.is_available():
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def _agree(op, group, device, err, n_local, checks):
+    """Exchange [error?, rows, *checked values] between ranks; raise the same error on every
+    rank when one rank's inputs were rejected or a setting differs. Returns the row counts."""
+    names = [name for name, _ in checks]
+    M = exchange(op, [err is not None, n_local] + [float(v) for _, v in checks], device, group).cpu()
+    bad = [r for r in range(M.shape[0]) if M[r, 0] != 0]
+    if bad:
+        if err is not None:
+            raise err
+        raise DistributedError(
+            f"contrastive.distributed.{op}: rank(s) {bad} rejected their inputs (see the error "
+            f"raised there); every rank stops here so that none waits for the others"
+        )
+    for k, name in enumerate(names):
+        col = M[:, 2 + k]
+        if bool((col != col[0]).any()):
+            raise ValueError(
+                f"contrastive.distributed.{op}: {name} differs across ranks (per rank: "
+                f"{col.tolist()}); every rank must call it with the same {name}"
+            )
+    return [int(n) for n in M[:, 1].tolist()]
+
+
+def _rows(name, x):
+    """check_tensor, except that a rank may hold zero rows of the global batch."""
+    if isinstance(x, torch.Tensor) and x.dim() == 2 and x.shape[0] == 0 and x.dtype in V.FLOAT_DTYPES:
+        return x
+    return V.check_tensor(name, x, 2)
+
+
+def _check_pair(na, a, nb, b, temperature, reduction, normalize, check_finite):
+    _rows(na, a)
+    _rows(nb, b)
+    V.check_same_shape(na, a, nb, b)
+    V.check_same_device(na, a, nb, b)
+    if a.dtype != b.dtype:
+        raise TypeError(f"{na} is {a.dtype} and {nb} is {b.dtype}; cast both to one dtype")
+    temperature = _check_temperature_device(V.check_temperature(temperature), a)
+    V.check_reduction(reduction)
+    if check_finite and a.shape[0]:
+        V.check_finite(na, a)
+        V.check_finite(nb, b)
+    if normalize and a.shape[0]:
+        V.check_unit_rows(na, a)
+        V.check_unit_rows(nb, b)
+    return temperature
+
+
+def _pair_loss(op, fn, a, b, temperature, flags, reduction, normalize, check_finite,
+               block_size, gradient, group_state):
+    """Validate on every rank, agree, then run ``fn`` (DistInfoNCEFn or DistClipFn)."""
+    group, rank, world = group_state
+    err = None
+    try:
+        _check_gradient(gradient)
+        check_block_size(block_size, 1, torch.device("cpu"))                     # validate here, size later
+        temperature = _check_pair("z1" if op == "info_nce" else "a", a, "z2" if op == "info_nce" else "b", b,
+                                  temperature, reduction, normalize, check_finite)
+        t_value = float(temperature.detach() if isinstance(temperature, torch.Tensor) else temperature)
+    except (TypeError, ValueError) as e:
+        err, t_value = e, 0.0
+    want_grad = torch.is_grad_enabled() and any(
+        isinstance(x, torch.Tensor) and x.requires_grad for x in (a, b, temperature))
+    ok = err is None
+    checks = [
+        ("embedding dimension", a.shape[1] if ok else 0),
+        ("embedding dtype", _dtype_code(a) if ok else 0),
+        ("temperature", t_value),
+        ("normalize", bool(normalize)),
+        ("reduction", V.REDUCTIONS.index(reduction) if ok else 0),
+        ("need for a gradient (requires_grad on the inputs, torch.no_grad)", want_grad),
+        ("gradient", GRADIENTS.index(gradient) if ok else 0),
+    ] + [(name, bool(v)) for name, v in flags]
+    sizes = _agree(op, group, _device(a, group), err, a.shape[0] if ok else 0, checks)
+    if sum(sizes) == 0:
+        raise ValueError(f"contrastive.distributed.{op}: the global batch is empty (every rank passed 0 rows)")
+    n_cols = 2 * sum(sizes) if op == "info_nce" else sum(sizes)
+    cfg = DistConfig(
+        op=op, group=group, rank=rank, sizes=sizes,
+        scale=float(world) if gradient == "ddp" else 1.0,
+        reduction=reduction, bs=check_block_size(block_size, n_cols, a.device),
+        want_grad=want_grad, normalize=bool(normalize),
+        exclude_self=bool(dict(flags).get("exclude_self", True)),
+    )
+    return fn.apply(a, b, temperature, cfg).to(a.dtype)
+
+
+def all_gather_with_grad(x: torch.Tensor, group=None) -> torch.Tensor:
+    r"""All-gather along dim 0 whose backward returns each slice's gradient to its owner.
+
+    Forward: ``torch.cat([x_0, ..., x_{W-1}])`` over the ranks of ``group`` (first
+    dimensions may differ; the other dimensions and the dtype must agree). Backward: rank
+    ``r`` receives the sum over all ranks of the gradient of its slice (a reduce-scatter),
+
+    .. math::
+
+        \frac{\partial}{\partial x_r} \sum_{q} L_q, \qquad L_q \text{ the loss on rank } q.
+
+    This is the gradient of the *sum* of the ranks' losses. The usual ``GatherLayer``
+    returns only ``grads[rank]``, the gradient of the rank's own loss, and so drops what the
+    other ranks' losses send to this rank's embeddings. Under DDP, which *averages*
+    gradients, the parameters then get :math:`\frac1W \sum_q \partial L_q / \partial\theta`:
+    exact for the mean of per-rank losses, e.g. each rank's loss over its own rows against
+    the gathered columns, weighted ``W / N`` per row (the local mean when sizes are equal).
+    :func:`info_nce` and :func:`clip_loss` do this bookkeeping for you.
+
+    Without an initialised process group (or with one rank) it returns ``x``.
+
+    Args:
+        x: this rank's rows.
+        group: process group (``None``: the default group).
+
+    Shape:
+        x: ``(n_r, *)``; output: ``(sum_r n_r, *)``.
+
+    Raises:
+        DistributedError: a rank rejected its input or the collective failed.
+        ValueError, TypeError: trailing shapes or dtypes that differ across ranks.
+
+    Examples:
+        >>> import torch
+        >>> from contrastive.distributed import all_gather_with_grad
+        >>> x = torch.ones(3, 2, requires_grad=True)
+        >>> all_gather_with_grad(x).shape   # no process group: the identity
+        torch.Size([3, 2])
+    """
+    state = _group(group, "all_gather_with_grad")
+    if state is None:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+        return x
+    group, rank, world = state
+    err = None
+    if not isinstance(x, torch.Tensor) or x.dim() < 1 or x.dim() > 9:
+        err = TypeError(f"x must be a torch.Tensor with 1 to 9 dimensions, got {getattr(x, 'shape', type(x))}")
+    trailing = list(x.shape[1:]) if err is None else []
+    checks = [("dtype", _dtype_code(x))] + [
+        (f"size of dimension {k}", trailing[k - 1] if k - 1 < len(trailing) else -1) for k in range(1, 9)
+    ]
+    sizes = _agree("all_gather_with_grad", group, _device(x, group), err, x.shape[0] if err is None else 0, checks)
+    cfg = DistConfig("all_gather_with_grad", group, rank, sizes, 1.0, "none", 1, True, False)
+    return GatherWithGradFn.apply(x, cfg)
+
+
+def info_nce(
+    z1: torch.Tensor,
+    z2: torch.Tensor,
+    temperature: Temperature = 0.5,
+    *,
+    exclude_self: bool = True,
+    normalize: bool = True,
+    reduction: str = "mean",
+    process_group=None,
+    gradient: str = "ddp",
+    check_finite: bool = True,
+    block_size: Optional[int] = None,
+) -> torch.Tensor:
+    r"""InfoNCE / NT-Xent over the global batch: every rank's samples are everyone's negatives.
+
+    With :math:`z_1 = \mathrm{cat}_r\, z_{1,r}`, :math:`z_2 = \mathrm{cat}_r\, z_{2,r}`
+    (rank order), :math:`Z = [z_1; z_2]` (``N = 2B`` rows, ``B = sum_r B_r``) and
+    :math:`p(i) = (i + B) \bmod N`,
+
+    .. math::
+
+        \mathcal L = \frac1N \sum_{i=1}^{N} -\log
+            \frac{\exp(z_i \cdot z_{p(i)} / \tau)}{\sum_k [k \ne i]\, \exp(z_i \cdot z_k / \tau)}
+
+    exactly :func:`contrastive.info_nce` of the concatenated views, whose value every rank
+    returns. The gradient is seed 002's :math:`(G + G^\top) Z / (N\tau)` split by rows:
+    rank ``r`` computes the rows :math:`R_r` of ``G`` (its own samples, both views) against
+    all ``N`` columns, keeps :math:`(G Z)_{R_r}` and reduce-scatters
+    :math:`G_{R_r}^\top Z_{R_r}`, so the gradient of its embeddings is
+    :math:`\partial \mathcal L / \partial z_{R_r}` summed over every rank's rows, times
+    ``W`` for ``gradient='ddp'`` (see the module docstring). Memory per rank
+    ``O(N d + block_size^2)``; communication: one all-gather of ``(B, 2d)``, one
+    reduce-scatter of ``(B, 2d)`` and two scalars. Half-precision inputs are gathered as
+    they are and accumulated in float32.
+
+    Args:
+        z1: this rank's embeddings of the first view (may have 0 rows on some ranks).
+        z2: this rank's embeddings of the second view, row-aligned with ``z1``.
+        temperature: tau > 0, a float or a scalar tensor, the same on every rank.
+        exclude_self: drop the self-similarity (at its global index) from the denominator.
+        normalize: L2-normalise rows (cosine similarity).
+        reduction: ``'mean'`` (over the ``N`` global rows) | ``'sum'`` (global) |
+            ``'none'``: this rank's ``2 B_r`` row losses, ``[rows of z1_r; rows of z2_r]``;
+            back-propagating ``w`` through them is the gradient of
+            :math:`\sum_{\text{ranks}} \sum_i w_i \ell_i` (so ``losses.sum() / N`` is the
+            global mean; its backward runs collectives, so every rank must call it).
+        process_group: the group whose ranks share the batch (``None``: the default group).
+            Without an initialised process group this is :func:`contrastive.info_nce`.
+        gradient: ``'ddp'`` (default): the embedding gradient is ``world_size x`` the exact
+            one, for a wrapper that averages parameter gradients over ranks (DDP, FSDP).
+            ``'exact'``: ``dL/dz`` of the global loss w.r.t. this rank's inputs.
+        check_finite: raise on NaN/Inf inputs.
+        block_size: rows per tile (``None``: 512 on CPU, 4096 on CUDA).
+
+    Shape:
+        z1, z2: ``(B_r, d)``; output: scalar, or ``(2 B_r,)`` for ``reduction='none'``.
+
+    Returns:
+        The loss in the dtype of ``z1``, the same on every rank.
+
+    Raises:
+        TypeError, ValueError: bad inputs on this rank, or settings (d, dtype, temperature,
+            flags) that differ across ranks (raised on every rank).
+        DistributedError: another rank rejected its inputs, or a collective failed.
+
+    Examples:
+        >>> import torch
+        >>> from contrastive.distributed import info_nce
+        >>> z = torch.eye(4)
+        >>> round(info_nce(z, z, temperature=1.0).item(), 4)   # one process: contrastive.info_nce
+        1.1654
+    """
+    state = _group(process_group, "info_nce")
+    if state is None:
+        _check_gradient(gradient)
+        return F.info_nce(z1, z2, temperature, exclude_self=exclude_self, normalize=normalize,
+                          reduction=reduction, check_finite=check_finite, block_size=block_size)
+    return _pair_loss("info_nce", DistInfoNCEFn, z1, z2, temperature, [("exclude_self", exclude_self)],
+                      reduction, normalize, check_finite, block_size, gradient, state)
+
+
+def clip_loss(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    temperature: Temperature = 0.07,
+    *,
+    normalize: bool = True,
+    reduction: str = "mean",
+    process_group=None,
+    gradient: str = "ddp",
+    check_finite: bool = True,
+    block_size: Optional[int] = None,
+) -> torch.Tensor:
+    r"""Two-tower (CLIP) loss over the global batch ``a = cat_r a_r``, ``b = cat_r b_r``.
+
+    .. math::
+
+        S_{ij} = \frac{a_i \cdot b_j}{\tau}, \qquad
+        \ell_i = \tfrac12 \Big(\log\sum_j e^{S_{ij}} - S_{ii}\Big)
+                + \tfrac12 \Big(\log\sum_j e^{S_{ji}} - S_{ii}\Big)
+
+    over all ``B = sum_r B_r`` global pairs: the value of :func:`contrastive.clip_loss` of
+    the concatenated towers, on every rank. Rank ``r`` owns rows *and* columns
+    ``o_r .. o_r + B_r`` of ``S``: it computes its rows' softmax (``a_r`` against all of
+    ``b``) and its columns' (``b_r`` against all of ``a``), keeps their gradients for its own
+    embeddings and reduce-scatters what they send to the other ranks'. Exactness, the
+    ``gradient`` modes, the temperature and the contract are those of :func:`info_nce`.
+
+    Args:
+        a: this rank's first-tower embeddings (e.g. images).
+        b: this rank's second-tower embeddings, row-aligned with ``a``.
+        temperature: tau > 0, a float or a scalar tensor, the same on every rank.
+        normalize: L2-normalise rows.
+        reduction: ``'mean'`` (over the ``B`` global pairs) | ``'sum'`` | ``'none'`` (this
+            rank's ``B_r`` pair losses).
+        process_group, gradient, check_finite, block_size: as in :func:`info_nce`.
+
+    Shape:
+        a, b: ``(B_r, d)``; output: scalar, or ``(B_r,)`` for ``reduction='none'``.
+
+    Raises:
+        TypeError, ValueError, DistributedError: as in :func:`info_nce`.
+
+    Examples:
+        >>> import torch
+        >>> from contrastive.distributed import clip_loss
+        >>> round(clip_loss(torch.eye(3), torch.eye(3), temperature=1.0).item(), 4)
+        0.5514
+    """
+    state = _group(process_group, "clip_loss")
+    if state is None:
+        _check_gradient(gradient)
+        return F.clip_loss(a, b, temperature, normalize=normalize, reduction=reduction,
+                           check_finite=check_finite, block_size=block_size)
+    return _pair_loss("clip_loss", DistClipFn, a, b, temperature, [], reduction, normalize,
+                      check_finite, block_size, gradient, state)
