@@ -13,7 +13,7 @@ from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_array, check_is_fitted
 
 from . import _objective as obj
-from ._checks import check_choice, check_number, check_pairs
+from ._checks import check_choice, check_number, check_pairs, check_points
 
 
 def whitened_pca(points, n_components, center):
@@ -181,7 +181,7 @@ class _CosineMetricBase(BaseEstimator):
 
     def _check_points(self, X, name="X"):
         check_is_fitted(self, "components_")
-        X = check_array(X, input_name=name, dtype=np.float64)
+        X = check_points(X, name)
         if X.shape[1] != self.n_features_in_:
             raise ValueError(
                 f"{name} has {X.shape[1]} features, but {type(self).__name__} is expecting "

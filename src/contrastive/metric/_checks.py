@@ -9,6 +9,7 @@ import numbers
 
 import numpy as np
 from scipy import sparse
+from sklearn.utils.validation import check_array
 
 
 def _as_float_array(name, a):
@@ -111,3 +112,17 @@ def check_choice(name, value, choices):
     if not isinstance(value, str) or value not in choices:
         raise ValueError(f"{name} must be one of {choices}, got {value!r}")
     return value
+
+
+def check_points(X, name="X"):
+    """``X`` as a finite float64 (n_samples, n_features) array (scikit-learn's check_array,
+    with the fix added to its NaN/Inf message)."""
+    try:
+        return check_array(X, input_name=name, dtype=np.float64)
+    except ValueError as exc:
+        msg = str(exc)
+        if "NaN" in msg or "infinity" in msg or "inf" in msg.lower().split():
+            raise ValueError(
+                f"{msg} Drop or impute those rows (e.g. with sklearn.impute.SimpleImputer) first."
+            ) from exc
+        raise

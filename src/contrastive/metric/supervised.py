@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 from sklearn.base import TransformerMixin
-from sklearn.utils.validation import check_array
 
 from ._base import _CosineMetricBase
-from ._checks import check_number
+from ._checks import check_number, check_points
 from ._pairs import pair_indices_from_labels
 
 
@@ -82,7 +81,7 @@ class CosineSimilarityLearnerSupervised(TransformerMixin, _CosineMetricBase):
                 f"{type(self).__name__} requires y to be passed, but the target y is None; "
                 f"pass the class labels, one per row of X"
             )
-        X = check_array(X, input_name="X", dtype=np.float64)
+        X = check_points(X)
         y = np.asarray(y)
         if y.ndim == 2 and y.shape[1] == 1:
             y = y[:, 0]
