@@ -46,17 +46,17 @@ def grad_map(x, y, M):
 def sim_sym(x, y, A):
     """sim(x, y, A) = y^T A x / sqrt(x^T A x  y^T A y): x, y (B, d), A (d, d) -> (B,)."""
     x, y, A = (np.asarray(a, dtype=np.float64) for a in (x, y, A))
-    n = np.einsum("bi,ij,bj->b", x, A, x)
-    m = np.einsum("bi,ij,bj->b", y, A, y)
-    l = np.einsum("bi,ij,bj->b", y, A, x)
+    n = np.einsum("bi,ij,bj->b", x, A, x, optimize=True)
+    m = np.einsum("bi,ij,bj->b", y, A, y, optimize=True)
+    l = np.einsum("bi,ij,bj->b", y, A, x, optimize=True)
     return l / np.sqrt(n * m)
 
 
 def _nml(x, y, A):
     x, y, A = (np.asarray(a, dtype=np.float64) for a in (x, y, A))
-    n = np.einsum("bi,ij,bj->b", x, A, x)
-    m = np.einsum("bi,ij,bj->b", y, A, y)
-    l = np.einsum("bi,ij,bj->b", y, A, x)
+    n = np.einsum("bi,ij,bj->b", x, A, x, optimize=True)
+    m = np.einsum("bi,ij,bj->b", y, A, y, optimize=True)
+    l = np.einsum("bi,ij,bj->b", y, A, x, optimize=True)
     return x, y, n, m, l
 
 
