@@ -71,9 +71,9 @@ class _CosineMetricBase(BaseEstimator):
             check_choice("init", self.init, ("pca", "identity"))
 
     def _beta(self):
-        """beta, or its default for the objective: 1.0 for 'csml', 0.1 for 'margin'."""
+        """beta, or its default for the objective: 2.0 for 'csml', 0.1 for 'margin'."""
         if self.beta is None:
-            return 1.0 if self.objective == "csml" else 0.1
+            return 2.0 if self.objective == "csml" else 0.1
         return float(self.beta)
 
     def _initial(self, points):

@@ -56,7 +56,7 @@ class CosineSimilarityLearner(_CosineMetricBase):
         form: ``'map'`` (learn ``M``) or ``'symmetric'`` (learn PSD ``A``).
         objective: ``'csml'`` or ``'margin'``.
         alpha: weight of the dissimilar pairs' term, >= 0.
-        beta: pull toward the start :math:`W_0`, >= 0; None: 1.0 for ``'csml'``, 0.1 for
+        beta: pull toward the start :math:`W_0`, >= 0; None: 2.0 for ``'csml'``, 0.1 for
             ``'margin'`` (chosen on validation pairs of the four scikit-learn data sets of
             ``benchmarks/bench_metric.py``, not on their test pairs).
         margin: margin ``m`` on cosine distance for ``objective='margin'``, in (0, 2].
