@@ -4,12 +4,13 @@ Every objective has a NumPy float64 reference (:mod:`contrastive.reference`), a 
 whose backward is the analytic gradient of the seed derivations, and a validated public
 function here. See the README for a quickstart.
 """
-from .functional import contrastive_loss, cosine_similarity, info_nce, nt_xent
+from .functional import clip_loss, contrastive_loss, cosine_similarity, info_nce, nt_xent
 from .losses import ContrastiveLoss, CosineMetric, InfoNCELoss, NTXentLoss
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "clip_loss",
     "contrastive_loss",
     "cosine_similarity",
     "info_nce",

@@ -14,9 +14,12 @@ from . import _validation as V
 from .ops import compute_dtype
 from .ops.contrastive_loss import ContrastiveLossFn
 from .ops.cosine_similarity import MapCosineFn, PackedSymCosineFn, SymCosineFn, _packed_to_full, packed_dim
+from .ops.clip import ClipLossFn
+from .ops.info_nce import InfoNCEFn
 from .ops.info_nce_dense import DenseInfoNCEFn
+from .ops.tiles import check_block_size
 
-__all__ = ["contrastive_loss", "info_nce", "nt_xent", "cosine_similarity"]
+__all__ = ["contrastive_loss", "info_nce", "nt_xent", "clip_loss", "cosine_similarity"]
 
 Temperature = Union[float, torch.Tensor]
 
@@ -126,6 +129,15 @@ def _check_temperature_device(temperature, ref: torch.Tensor):
     return temperature
 
 
+BACKENDS = ("auto", "torch", "dense")
+
+
+def _check_backend(backend: str) -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    return backend
+
+
 def nt_xent(
     z: torch.Tensor,
     temperature: Temperature = 0.5,
@@ -134,6 +146,8 @@ def nt_xent(
     normalize: bool = True,
     reduction: str = "mean",
     check_finite: bool = True,
+    block_size: Optional[int] = None,
+    backend: str = "auto",
 ) -> torch.Tensor:
     r"""InfoNCE / NT-Xent on one stacked matrix of ``N = 2B`` embeddings (lower-level form).
 
@@ -165,6 +179,10 @@ def nt_xent(
         normalize: L2-normalise rows (cosine similarity). Zero rows are then an error.
         reduction: ``'mean'`` | ``'sum'`` | ``'none'`` (per-row losses in the order of ``z``).
         check_finite: raise on NaN/Inf inputs.
+        block_size: rows per tile of the blockwise engine (``None``: 512 on CPU, 4096 on
+            CUDA). Memory is O(N d + block_size^2).
+        backend: ``'auto'`` (the blockwise engine), ``'torch'`` (the same, explicitly) or
+            ``'dense'`` (holds the N x N logits; the reference path).
 
     Shape:
         z: ``(N, d)`` with N even; output: scalar, or ``(N,)`` for ``reduction='none'``.
@@ -195,8 +213,16 @@ def nt_xent(
         V.check_finite("z", z)
     if normalize:
         V.check_unit_rows("z", z)
-    per_row = DenseInfoNCEFn.apply(z, temperature, bool(exclude_self), bool(normalize))
-    return _reduce(per_row, reduction, z.dtype)
+    backend = _check_backend(backend)
+    if backend == "dense":
+        per_row = DenseInfoNCEFn.apply(z, temperature, bool(exclude_self), bool(normalize))
+        return _reduce(per_row, reduction, z.dtype)
+    bs = check_block_size(block_size, z.shape[0], z.device)
+    want_grad = torch.is_grad_enabled() and (
+        z.requires_grad or (isinstance(temperature, torch.Tensor) and temperature.requires_grad)
+    )
+    out = InfoNCEFn.apply(z, temperature, bool(exclude_self), bool(normalize), reduction, bs, want_grad)
+    return out.to(z.dtype)
 
 
 def info_nce(
@@ -208,6 +234,8 @@ def info_nce(
     normalize: bool = True,
     reduction: str = "mean",
     check_finite: bool = True,
+    block_size: Optional[int] = None,
+    backend: str = "auto",
 ) -> torch.Tensor:
     r"""InfoNCE / NT-Xent (SimCLR) of two views: ``z1[i]`` and ``z2[i]`` are a positive pair.
 
@@ -233,6 +261,8 @@ def info_nce(
         normalize: L2-normalise rows (cosine similarity).
         reduction: ``'mean'`` | ``'sum'`` | ``'none'`` (``(2B,)``: rows of z1, then rows of z2).
         check_finite: raise on NaN/Inf inputs.
+        block_size, backend: see :func:`nt_xent`. The default runs the blockwise engine,
+            which never holds the N x N matrix (memory O(N d + block_size^2)).
 
     Shape:
         z1, z2: ``(B, d)``; output: scalar, or ``(2B,)`` for ``reduction='none'``.
@@ -272,7 +302,98 @@ def info_nce(
         normalize=normalize,
         reduction=reduction,
         check_finite=False,
+        block_size=block_size,
+        backend=backend,
     )
+
+
+def _dense_clip(a, b, temperature, normalize):
+    """The two-tower loss by plain autograd over the full N x N logits (reference path)."""
+    ct = compute_dtype(a.dtype)
+    a, b = a.to(ct), b.to(ct)
+    if normalize:
+        a = a / torch.linalg.vector_norm(a, dim=1, keepdim=True)
+        b = b / torch.linalg.vector_norm(b, dim=1, keepdim=True)
+    S = a @ b.T / temperature
+    d = torch.diagonal(S)
+    return 0.5 * (torch.logsumexp(S, 1) - d) + 0.5 * (torch.logsumexp(S, 0) - d)
+
+
+def clip_loss(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    temperature: Temperature = 0.07,
+    *,
+    normalize: bool = True,
+    reduction: str = "mean",
+    check_finite: bool = True,
+    block_size: Optional[int] = None,
+    backend: str = "auto",
+) -> torch.Tensor:
+    r"""Two-tower (CLIP) contrastive loss: ``a[i]`` and ``b[i]`` are a positive pair.
+
+    .. math::
+
+        S_{ij} = \frac{a_i \cdot b_j}{\tau}, \qquad
+        \ell_i = \tfrac12 \Big(\log\sum_j e^{S_{ij}} - S_{ii}\Big)
+                + \tfrac12 \Big(\log\sum_j e^{S_{ji}} - S_{ii}\Big)
+
+    the mean of a cross-entropy over the rows (a to b) and one over the columns (b to a),
+    with cosine similarities when ``normalize=True``. Computed blockwise: the N x N matrix
+    is never held (memory O(N d + block_size^2)). The backward is analytic:
+    :math:`\partial \ell / \partial S = (W R + C W)/2 - W`, with ``R``, ``C`` the row and
+    column softmaxes; ``grad_a = dS\, b / \tau``, ``grad_b = dS^\top a / \tau``. A tensor
+    ``temperature`` that requires grad (CLIP learns it, usually as ``exp(logit_scale)``)
+    gets its exact gradient. Derivation: ``docs/derivations/info_nce.md``.
+
+    Args:
+        a: first tower's embeddings (e.g. images).
+        b: second tower's embeddings (e.g. texts), row-aligned with ``a``.
+        temperature: tau > 0, a float or a scalar tensor.
+        normalize: L2-normalise rows.
+        reduction: ``'mean'`` | ``'sum'`` | ``'none'`` (per-pair losses ``(N,)``).
+        check_finite: raise on NaN/Inf inputs.
+        block_size: rows per tile (``None``: 512 on CPU, 4096 on CUDA).
+        backend: ``'auto'`` / ``'torch'`` (blockwise engine) or ``'dense'`` (plain autograd
+            over the full logits, the reference).
+
+    Shape:
+        a, b: ``(N, d)``; output: scalar, or ``(N,)`` for ``reduction='none'``.
+
+    Raises:
+        TypeError, ValueError: bad types, shapes that differ, empty batch, temperature <= 0,
+            NaN/Inf, zero rows.
+
+    Examples:
+        >>> import torch
+        >>> from contrastive import clip_loss
+        >>> a = torch.eye(3); b = torch.eye(3)
+        >>> round(clip_loss(a, b, temperature=1.0).item(), 4)  # log(e + 2) - 1
+        0.5514
+    """
+    V.check_tensor("a", a, 2)
+    V.check_tensor("b", b, 2)
+    V.check_same_shape("a", a, "b", b)
+    V.check_same_device("a", a, "b", b)
+    if a.dtype != b.dtype:
+        raise TypeError(f"a is {a.dtype} and b is {b.dtype}; cast both to one dtype")
+    temperature = _check_temperature_device(V.check_temperature(temperature), a)
+    V.check_reduction(reduction)
+    if check_finite:
+        V.check_finite("a", a)
+        V.check_finite("b", b)
+    if normalize:
+        V.check_unit_rows("a", a)
+        V.check_unit_rows("b", b)
+    if _check_backend(backend) == "dense":
+        return _reduce(_dense_clip(a, b, temperature, normalize), reduction, a.dtype)
+    bs = check_block_size(block_size, a.shape[0], a.device)
+    want_grad = torch.is_grad_enabled() and (
+        a.requires_grad or b.requires_grad
+        or (isinstance(temperature, torch.Tensor) and temperature.requires_grad)
+    )
+    out = ClipLossFn.apply(a, b, temperature, bool(normalize), reduction, bs, want_grad)
+    return out.to(a.dtype)
 
 
 def cosine_similarity(

@@ -125,6 +125,24 @@ class InfoNCECase(Case):
         return (per_row.double() * t["w"]).sum()
 
 
+class ClipCase(Case):
+    name = "clip_loss (two towers)"
+
+    def data(self, rng):
+        N, d = 9, 4
+        return {"a": rng.normal(size=(N, d)), "b": rng.normal(size=(N, d)), "w": rng.uniform(0.5, 1.5, size=N)}
+
+    def ref_value(self, x):
+        return float(x["w"] @ ref_nce.clip_forward(x["a"], x["b"], 0.3))
+
+    def ref_grads(self, x):
+        ga, gb = ref_nce.clip_grad(x["a"], x["b"], 0.3, weights=x["w"])
+        return {"a": ga, "b": gb}
+
+    def torch_value(self, t):
+        return (F.clip_loss(t["a"], t["b"], 0.3, reduction="none", block_size=4).double() * t["w"]).sum()
+
+
 class CosineMapCase(Case):
     name = "cosine_similarity (map M)"
 
@@ -169,7 +187,7 @@ class CosineSymCase(Case):
         return F.cosine_similarity(t["x"], t["y"], A=t["a"]).double().sum()
 
 
-CASES = [ContrastiveCase(), InfoNCECase(True), InfoNCECase(False), CosineMapCase(), CosineSymCase()]
+CASES = [ContrastiveCase(), InfoNCECase(True), InfoNCECase(False), ClipCase(), CosineMapCase(), CosineSymCase()]
 
 
 def check_reference(case: Case, seed: int = 0) -> Row:
@@ -198,7 +216,7 @@ def check_torch(case: Case, dtype_name: str, seed: int = 0) -> Row:
             continue
         t = torch.tensor(val, dtype=torch.float64).to(dtype)
         rounded[key] = t.double().numpy()
-        tensors[key] = t.requires_grad_(key in ("u", "v", "z", "M", "a"))
+        tensors[key] = t.requires_grad_(key in ("u", "v", "z", "M", "a", "b"))
     value = case.torch_value(tensors)
     value.backward()
     pairs = [(value.detach().numpy(), np.asarray(case.ref_value(rounded)))]

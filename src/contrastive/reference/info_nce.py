@@ -86,3 +86,30 @@ def clip_forward(a, b, temperature=0.07, normalize=True):
 
     d = np.diag(S)
     return 0.5 * ((lse(S, 1) - d) + (lse(S, 0) - d))
+
+
+def clip_grad(a, b, temperature=0.07, normalize=True, weights=None):
+    """Gradients (d/da, d/db) of sum_i w_i loss_i for the two-tower loss (w = 1/N: the mean).
+
+        dloss/dS_ij = (w_i R_ij + w_j C_ij) / 2 - [i = j] w_i,
+        R = row softmax of S, C = column softmax of S, S = a b^T / tau
+        grad_a = dS b / tau,  grad_b = dS^T a / tau  (then through the normalisation)
+    """
+    a0 = np.asarray(a, dtype=np.float64)
+    b0 = np.asarray(b, dtype=np.float64)
+    na = np.linalg.norm(a0, axis=1, keepdims=True)
+    nb = np.linalg.norm(b0, axis=1, keepdims=True)
+    a, b = (a0 / na, b0 / nb) if normalize else (a0, b0)
+    N = a.shape[0]
+    w = np.full(N, 1.0 / N) if weights is None else np.asarray(weights, dtype=np.float64)
+    S = a @ b.T / temperature
+    R = np.exp(S - S.max(1, keepdims=True))
+    R /= R.sum(1, keepdims=True)                                 # row softmax
+    Cc = np.exp(S - S.max(0, keepdims=True))
+    Cc /= Cc.sum(0, keepdims=True)                               # column softmax
+    dS = 0.5 * (w[:, None] * R + w[None, :] * Cc) - np.diag(w)
+    ga, gb = dS @ b / temperature, dS.T @ a / temperature
+    if normalize:
+        ga = (ga - a * (a * ga).sum(1, keepdims=True)) / na
+        gb = (gb - b * (b * gb).sum(1, keepdims=True)) / nb
+    return ga, gb

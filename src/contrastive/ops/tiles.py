@@ -1,0 +1,57 @@
+"""Tile bookkeeping shared by the blockwise engines: block plans, reusable tile buffers,
+the shift rule (fixed shift or online max), and the default tile size.
+
+For rows of norm at most rho, every logit s * inv_t lies in [-c, c] with
+c = inv_t * rho_a * rho_b. The engines subtract the fixed shift c before exponentiating,
+so every exponential lies in [exp(-2c), 1]: no overflow, and no underflow as long as
+exp(-2c) is a normal number of the accumulation dtype. Past that point they switch to an
+online (running) maximum.
+"""
+from __future__ import annotations
+
+import math
+from typing import Dict, List, Tuple
+
+import torch
+
+DEFAULT_BLOCK_CPU = 512
+DEFAULT_BLOCK_CUDA = 4096
+
+
+def default_block_size(device: torch.device, n: int) -> int:
+    """512 rows on CPU (the tile fits in cache next to the GEMM operands), 4096 on GPUs."""
+    b = DEFAULT_BLOCK_CUDA if device.type == "cuda" else DEFAULT_BLOCK_CPU
+    return max(1, min(b, n))
+
+
+def check_block_size(block_size, n: int, device: torch.device) -> int:
+    if block_size is None:
+        return default_block_size(device, n)
+    if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
+        raise ValueError(f"block_size must be a positive int (rows per tile) or None for automatic, got {block_size!r}")
+    return min(block_size, n)
+
+
+def blocks(n: int, size: int) -> List[Tuple[int, int]]:
+    """[(start, end), ...] covering range(n) in steps of ``size``."""
+    return [(i, min(i + size, n)) for i in range(0, n, size)]
+
+
+def use_fixed_shift(c: float, dtype: torch.dtype) -> bool:
+    """True when exp(-2c) is a normal number of ``dtype`` with headroom for the sums."""
+    return 2.0 * c <= -math.log(torch.finfo(dtype).tiny) - 8.0
+
+
+class TileBuffers:
+    """Tile-shaped scratch tensors, allocated once per shape and reused across tiles."""
+
+    def __init__(self, dtype: torch.dtype, device: torch.device):
+        self.dtype, self.device = dtype, device
+        self._bufs: Dict[Tuple[str, int, int], torch.Tensor] = {}
+
+    def get(self, name: str, m: int, n: int) -> torch.Tensor:
+        key = (name, m, n)
+        buf = self._bufs.get(key)
+        if buf is None:
+            buf = self._bufs[key] = torch.empty(m, n, dtype=self.dtype, device=self.device)
+        return buf

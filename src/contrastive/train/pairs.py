@@ -1,0 +1,130 @@
+"""Pairs for siamese training and verification: from class labels, or, as in DrLIM, from
+each sample's k nearest neighbours in input space (no labels needed).
+
+A pair set is ``(i, j, y)``: index arrays ``i``, ``j`` of shape ``(P,)`` and labels ``y`` in
+[0, 1] (1 = similar). Everything is seeded and returns NumPy arrays.
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import numpy as np
+
+Pairs = Tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def _check_count(name: str, k) -> int:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"{name} must be a positive int, got {k!r}")
+    return int(k)
+
+
+def label_pairs(labels, pos_per_sample: int = 1, neg_per_sample: int = 1, seed: int = 0) -> Pairs:
+    """Similar pairs within a class and dissimilar pairs across classes.
+
+    For every sample ``i``, ``pos_per_sample`` partners of the same class (``y = 1``) and
+    ``neg_per_sample`` of another class (``y = 0``), drawn uniformly with a seeded generator.
+
+    Args:
+        labels: class labels, shape ``(n,)``.
+        pos_per_sample: similar pairs per sample.
+        neg_per_sample: dissimilar pairs per sample.
+        seed: random seed.
+
+    Returns:
+        ``(i, j, y)``, each of shape ``(n * (pos_per_sample + neg_per_sample),)`` at most
+        (samples alone in their class get no similar pair).
+
+    Raises:
+        ValueError: labels not 1-D, fewer than two classes, bad counts.
+
+    Examples:
+        >>> i, j, y = label_pairs([0, 0, 1, 1], pos_per_sample=1, neg_per_sample=1)
+        >>> len(i), int(y.sum())
+        (8, 4)
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or labels.size < 2:
+        raise ValueError(f"labels must be 1-D with at least 2 entries, got shape {labels.shape}")
+    classes = np.unique(labels)
+    if classes.size < 2:
+        raise ValueError("labels hold a single class: dissimilar pairs need at least two classes")
+    pos_per_sample = _check_count("pos_per_sample", pos_per_sample)
+    neg_per_sample = _check_count("neg_per_sample", neg_per_sample)
+    rng = np.random.default_rng(seed)
+    members = {c: np.flatnonzero(labels == c) for c in classes}
+    I, J, Y = [], [], []
+    for i, c in enumerate(labels):
+        same = members[c][members[c] != i]
+        if same.size:
+            for j in rng.choice(same, size=pos_per_sample, replace=same.size < pos_per_sample):
+                I.append(i), J.append(j), Y.append(1.0)
+        others = np.flatnonzero(labels != c)
+        for j in rng.choice(others, size=neg_per_sample, replace=others.size < neg_per_sample):
+            I.append(i), J.append(j), Y.append(0.0)
+    return np.asarray(I), np.asarray(J), np.asarray(Y)
+
+
+def neighbour_pairs(X, k: int = 5, neg_per_sample: int = 5, soft: bool = False,
+                    seed: int = 0, sigma: Optional[float] = None) -> Pairs:
+    """DrLIM's unsupervised pairs: each sample with its ``k`` nearest neighbours in input space
+    is similar; samples outside that neighbourhood are dissimilar.
+
+    With ``soft=True`` the labels are ``y = exp(-||x_i - x_j||^2 / (2 sigma^2))`` for the
+    neighbour pairs (``sigma`` defaults to the median neighbour distance) and 0 otherwise.
+
+    Args:
+        X: inputs, shape ``(n, ...)`` (flattened to ``(n, D)``).
+        k: neighbours per sample (similar pairs).
+        neg_per_sample: random non-neighbours per sample (dissimilar pairs).
+        soft: soft labels for the similar pairs.
+        seed: random seed.
+        sigma: bandwidth for soft labels.
+
+    Returns:
+        ``(i, j, y)`` with ``n * (k + neg_per_sample)`` pairs.
+
+    Examples:
+        >>> import numpy as np
+        >>> X = np.array([[0.0], [0.1], [5.0], [5.1]])
+        >>> i, j, y = neighbour_pairs(X, k=1, neg_per_sample=1)
+        >>> [(int(a), int(b)) for a, b, s in zip(i, j, y) if s == 1]
+        [(0, 1), (1, 0), (2, 3), (3, 2)]
+    """
+    X = np.asarray(X, dtype=np.float64)
+    if X.ndim < 2:
+        raise ValueError(f"X must have shape (n, ...) with one row per sample, got {X.shape}")
+    X = X.reshape(len(X), -1)
+    if not np.isfinite(X).all():
+        raise ValueError("X contains NaN or Inf; clean the inputs first")
+    n = len(X)
+    k = _check_count("k", k)
+    neg_per_sample = _check_count("neg_per_sample", neg_per_sample)
+    if k + 1 >= n:
+        raise ValueError(f"k = {k} neighbours needs at least k + 2 samples, got n = {n}")
+    sq = (X * X).sum(1)
+    I, J, Y = [], [], []
+    rng = np.random.default_rng(seed)
+    nbr_d = []
+    for start in range(0, n, 1024):                       # blocks of rows: O(1024 n) memory
+        D = sq[start:start + 1024, None] + sq[None, :] - 2 * X[start:start + 1024] @ X.T
+        np.maximum(D, 0, out=D)
+        for r, row in enumerate(D):
+            i = start + r
+            row[i] = np.inf
+            nbrs = np.argpartition(row, k)[:k]
+            nbrs = nbrs[np.argsort(row[nbrs], kind="stable")]
+            far = np.setdiff1d(np.arange(n), np.append(nbrs, i), assume_unique=False)
+            negs = rng.choice(far, size=neg_per_sample, replace=far.size < neg_per_sample)
+            I += [i] * (k + neg_per_sample)
+            J += list(nbrs) + list(negs)
+            nbr_d += list(row[nbrs]) + [np.nan] * neg_per_sample
+            Y += [1.0] * k + [0.0] * neg_per_sample
+    I, J, Y, nbr_d = map(np.asarray, (I, J, Y, nbr_d))
+    if soft:
+        pos = Y == 1
+        s = float(np.sqrt(np.median(nbr_d[pos]))) if sigma is None else float(sigma)
+        if not s > 0:
+            raise ValueError("sigma must be positive (duplicate inputs give a zero median distance; pass sigma)")
+        Y = np.where(pos, np.exp(-np.where(pos, nbr_d, 0) / (2 * s * s)), 0.0)
+    return I, J, Y

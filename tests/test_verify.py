@@ -1,0 +1,38 @@
+"""The gradcheck tool: every row passes, and a failure makes the command exit non-zero."""
+import numpy as np
+import pytest
+
+from contrastive import cli, verify
+
+
+def test_gradcheck_command_passes(capsys):
+    assert cli.main(["gradcheck"]) == 0
+    out = capsys.readouterr().out
+    assert "FAIL" not in out and "checks passed" in out
+    for name in ("contrastive_loss", "info_nce", "clip_loss", "cosine_similarity"):
+        assert name in out
+
+
+def test_gradcheck_exits_nonzero_on_failure(monkeypatch, capsys):
+    monkeypatch.setitem(verify.TOLERANCE, "float32", 0.0)  # nothing is exact in float32
+    assert cli.main(["gradcheck", "--dtype", "float32"]) == 1
+    assert "FAIL" in capsys.readouterr().out
+
+
+def test_gradcheck_catches_a_wrong_gradient(monkeypatch):
+    from contrastive.reference import contrastive_loss as ref
+
+    good = ref.grad
+    monkeypatch.setattr(ref, "grad", lambda *a, **k: tuple(1.01 * g for g in good(*a, **k)))
+    row = verify.check_reference(verify.ContrastiveCase())
+    assert not row.ok
+
+
+def test_central_differences_on_a_quadratic():
+    x = np.array([1.0, -2.0, 3.0])
+    np.testing.assert_allclose(verify.central_differences(lambda v: float((v**2).sum()), x), 2 * x, rtol=1e-8)
+
+
+def test_cli_requires_a_command():
+    with pytest.raises(SystemExit):
+        cli.main([])
