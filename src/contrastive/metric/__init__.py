@@ -1,0 +1,15 @@
+"""Cosine similarity metric learning (seed 003) as scikit-learn estimators.
+
+- :class:`CosineSimilarityLearner`: learns from labelled pairs ``(n_pairs, 2, d)``, with
+  metric-learn's pair-learner API.
+- :class:`CosineSimilarityLearnerSupervised`: learns from class labels ``(X, y)``, a
+  scikit-learn transformer.
+- :func:`pairs_from_labels`: balanced, seeded pairs from class labels.
+
+Needs the ``metric`` extra (scikit-learn, scipy): ``pip install contrastive[metric]``.
+"""
+from ._pairs import pairs_from_labels
+from .learner import CosineSimilarityLearner
+from .supervised import CosineSimilarityLearnerSupervised
+
+__all__ = ["CosineSimilarityLearner", "CosineSimilarityLearnerSupervised", "pairs_from_labels"]

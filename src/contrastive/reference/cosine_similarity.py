@@ -46,17 +46,17 @@ def grad_map(x, y, M):
 def sim_sym(x, y, A):
     """sim(x, y, A) = y^T A x / sqrt(x^T A x  y^T A y): x, y (B, d), A (d, d) -> (B,)."""
     x, y, A = (np.asarray(a, dtype=np.float64) for a in (x, y, A))
-    n = np.einsum("bi,ij,bj->b", x, A, x)
-    m = np.einsum("bi,ij,bj->b", y, A, y)
-    l = np.einsum("bi,ij,bj->b", y, A, x)
+    n = np.einsum("bi,ij,bj->b", x, A, x, optimize=True)
+    m = np.einsum("bi,ij,bj->b", y, A, y, optimize=True)
+    l = np.einsum("bi,ij,bj->b", y, A, x, optimize=True)
     return l / np.sqrt(n * m)
 
 
 def _nml(x, y, A):
     x, y, A = (np.asarray(a, dtype=np.float64) for a in (x, y, A))
-    n = np.einsum("bi,ij,bj->b", x, A, x)
-    m = np.einsum("bi,ij,bj->b", y, A, y)
-    l = np.einsum("bi,ij,bj->b", y, A, x)
+    n = np.einsum("bi,ij,bj->b", x, A, x, optimize=True)
+    m = np.einsum("bi,ij,bj->b", y, A, y, optimize=True)
+    l = np.einsum("bi,ij,bj->b", y, A, x, optimize=True)
     return x, y, n, m, l
 
 
@@ -87,3 +87,45 @@ def grad_sym_tied(x, y, A):
     d = x.shape[1]
     out = np.where(np.eye(d, dtype=bool), diag, off).sum(0)
     return np.triu(out)
+
+
+# Per-pair weighted sums, for learners whose objective is sum_b h(sim_b): its gradient is
+# sum_b h'(sim_b) dsim_b/dM. Same formulas as above, factored into rank-one products so a
+# batch costs two (B, k) x (B, d) products instead of a (B, k, d) array.
+
+
+def grad_map_weighted(x, y, M, weights):
+    """sum_b weights_b dsim_b/dM, (k, d): x, y (B, d), M (k, d), weights (B,).
+
+    With r = sqrt(n m), the seed's last formula splits into a term in x_j and one in y_j.
+    """
+    x, y, M, c = (np.asarray(a, dtype=np.float64) for a in (x, y, M, weights))
+    v, w = x @ M.T, y @ M.T                                      # v = Mx, w = My, (B, k)
+    n, m, l = (v * v).sum(1), (w * w).sum(1), (v * w).sum(1)
+    r = np.sqrt(n * m)
+    # [(x_j w_i + v_i y_j) n m - l (x_j v_i m + n y_j w_i)] / (n m)^(3/2)
+    #   = x_j (w_i - l v_i / n) / r + y_j (v_i - l w_i / m) / r
+    a = (c / r)[:, None] * (w - (l / n)[:, None] * v)           # (B, k), coefficient of x_j
+    b = (c / r)[:, None] * (v - (l / m)[:, None] * w)           # (B, k), coefficient of y_j
+    return a.T @ x + b.T @ y
+
+
+def grad_sym_weighted(x, y, A, weights, tied=False):
+    """sum_b weights_b dsim_b/dA, (d, d): x, y (B, d), A (d, d) symmetric, weights (B,).
+
+    ``tied=False``: every entry independent (as :func:`grad_sym_untied`); ``tied=True``: the
+    d(d+1)/2 upper-triangular parameters (as :func:`grad_sym_tied`), upper-triangular output.
+    """
+    x, y, n, m, l = _nml(x, y, A)
+    c = np.asarray(weights, dtype=np.float64)
+    r = np.sqrt(n * m)
+    # (2 y_i x_j n m - l m x_i x_j - l n y_i y_j) / (2 (n m)^(3/2))
+    #   = y_i x_j / r - l x_i x_j / (2 n r) - l y_i y_j / (2 m r)
+    G = ((c / r)[:, None] * y).T @ x
+    G -= ((c * l / (2 * n * r))[:, None] * x).T @ x
+    G -= ((c * l / (2 * m * r))[:, None] * y).T @ y
+    if not tied:
+        return G
+    # tied: off-diagonal G_ij + G_ji (the seed's ((y_i x_j + y_j x_i) nm - ...) / (nm)^(3/2)),
+    # diagonal G_ii
+    return np.triu(G + G.T - np.diag(np.diag(G)))
