@@ -19,50 +19,35 @@ def _check_count(name: str, k) -> int:
     return int(k)
 
 
-def label_pairs(labels, pos_per_sample: int = 1, neg_per_sample: int = 1, seed: int = 0) -> Pairs:
-    """Similar pairs within a class and dissimilar pairs across classes.
-
-    For every sample ``i``, ``pos_per_sample`` partners of the same class (``y = 1``) and
-    ``neg_per_sample`` of another class (``y = 0``), drawn uniformly with a seeded generator.
+def label_pairs(labels, pairs_per_sample: int = 2, seed: int = 0) -> Pairs:
+    """Balanced similar (same class, ``y = 1``) and dissimilar (``y = 0``) pairs from class
+    labels: ``pairs_per_sample * n`` pairs, half of each kind, seeded. The sampling is
+    :func:`contrastive.metric.pairs_from_labels`'s, shared by the siamese recipe.
 
     Args:
         labels: class labels, shape ``(n,)``.
-        pos_per_sample: similar pairs per sample.
-        neg_per_sample: dissimilar pairs per sample.
+        pairs_per_sample: pairs per sample on average.
         seed: random seed.
 
     Returns:
-        ``(i, j, y)``, each of shape ``(n * (pos_per_sample + neg_per_sample),)`` at most
-        (samples alone in their class get no similar pair).
+        ``(i, j, y)``, each of shape ``(pairs_per_sample * n,)``.
 
     Raises:
-        ValueError: labels not 1-D, fewer than two classes, bad counts.
+        ValueError: labels not 1-D, a single class, no class with two members, bad counts.
 
     Examples:
-        >>> i, j, y = label_pairs([0, 0, 1, 1], pos_per_sample=1, neg_per_sample=1)
+        >>> i, j, y = label_pairs([0, 0, 1, 1], pairs_per_sample=2)
         >>> len(i), int(y.sum())
         (8, 4)
     """
+    from ..metric._pairs import pair_indices_from_labels
+
     labels = np.asarray(labels)
     if labels.ndim != 1 or labels.size < 2:
         raise ValueError(f"labels must be 1-D with at least 2 entries, got shape {labels.shape}")
-    classes = np.unique(labels)
-    if classes.size < 2:
-        raise ValueError("labels hold a single class: dissimilar pairs need at least two classes")
-    pos_per_sample = _check_count("pos_per_sample", pos_per_sample)
-    neg_per_sample = _check_count("neg_per_sample", neg_per_sample)
-    rng = np.random.default_rng(seed)
-    members = {c: np.flatnonzero(labels == c) for c in classes}
-    I, J, Y = [], [], []
-    for i, c in enumerate(labels):
-        same = members[c][members[c] != i]
-        if same.size:
-            for j in rng.choice(same, size=pos_per_sample, replace=same.size < pos_per_sample):
-                I.append(i), J.append(j), Y.append(1.0)
-        others = np.flatnonzero(labels != c)
-        for j in rng.choice(others, size=neg_per_sample, replace=others.size < neg_per_sample):
-            I.append(i), J.append(j), Y.append(0.0)
-    return np.asarray(I), np.asarray(J), np.asarray(Y)
+    n_pairs = max(2, _check_count("pairs_per_sample", pairs_per_sample) * labels.size)
+    idx, y = pair_indices_from_labels(labels, n_pairs, random_state=seed)
+    return idx[:, 0], idx[:, 1], (y == 1).astype(np.float64)
 
 
 def neighbour_pairs(X, k: int = 5, neg_per_sample: int = 5, soft: bool = False,
