@@ -1,0 +1,515 @@
+"""Host side of the Triton InfoNCE engine: validation, tile configurations, launches, algebra.
+
+Two public functions with the same contract as the torch engine, so that dispatch is a swap:
+
+* :func:`info_nce_triton`: single tower, ``S = inv_temp Z Z^T``, positive ``p(i) = (i + N/2) mod N``.
+* :func:`clip_triton`: two towers, ``S = inv_temp A B^T``, positives on the diagonal, the
+  loss of row ``i`` the mean of its row and column cross-entropies.
+
+Both take unit rows (the caller normalises and chains the gradient through the
+normalisation), return per-row losses, the gradient of ``sum_i w_i loss_i`` with respect to
+the rows as free vectors, and its derivative with respect to ``inv_temp``. Launch plan:
+
+1. pass 1: per-row log-sum-exp. Fixed shift ``inv_temp`` (logits are bounded by it) with
+   atomic row/column sums over the upper triangle of the symmetric ``S`` (half the work),
+   or, below ``temperature = 1 / FIXED_SHIFT_MAX_INV_TEMP``, one program per row block
+   with an online max (no atomics). ``torch.use_deterministic_algorithms(True)`` also
+   takes the atomic-free kernel.
+2. finalize: positives and losses (O(N d)).
+3. pass 2 (only when gradients are wanted): one program per row block accumulates
+   ``sum_J H_IJ Y_J`` in registers, no atomics; the single tower needs one launch because
+   its ``H`` is symmetric, the two towers two launches (rows of A, rows of B).
+
+Nothing of size ``N x N`` is allocated: memory beyond the inputs is the float32 gradient
+``(N, d)`` plus O(N) vectors (and ``SPLIT`` gradient slices at small N, see ``_split_rows``).
+Triton is imported only when a function here runs.
+"""
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Optional, Tuple
+
+import torch
+
+__all__ = ["info_nce_triton", "clip_triton", "available", "interpret_enabled", "FIXED_SHIFT_MAX_INV_TEMP"]
+
+#: Largest ``inv_temp`` for the fixed shift: a row's smallest possible sum is about
+#: ``exp(-2 inv_temp)``, which must stay a normal float32 (exp(-80) = 1.8e-35 > 1.2e-38).
+FIXED_SHIFT_MAX_INV_TEMP = 40.0
+LOG2E = 1.4426950408889634
+SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+# ----------------------------------------------------------------------------- loading
+def interpret_enabled() -> bool:
+    """True when ``TRITON_INTERPRET`` is set to a true value (1/true/yes/on)."""
+    return os.environ.get("TRITON_INTERPRET", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def available() -> bool:
+    """Whether the Triton kernels can run here.
+
+    True when Triton imports and either a CUDA device is present or ``TRITON_INTERPRET=1``
+    (CPU tensors then run under the Triton interpreter: exact but slow, for tests).
+    """
+    if not (torch.cuda.is_available() or interpret_enabled()):
+        return False
+    try:
+        import triton  # noqa: F401
+    except Exception:  # not installed, or a broken install
+        return False
+    return True
+
+
+_MODULES: dict = {}
+_TUNED: dict = {}
+
+
+def _jit_module(interpret: bool):
+    """The device code, loaded once per kind: interpreted (CPU) or compiled (CUDA).
+
+    ``triton.jit`` decides at decoration time from ``TRITON_INTERPRET``; loading ``_jit.py``
+    under a private name with the variable forced keeps both kinds apart in one process.
+    """
+    mod = _MODULES.get(interpret)
+    if mod is None:
+        try:
+            import triton  # noqa: F401
+        except ImportError as e:  # pragma: no cover - depends on the install
+            raise ImportError(
+                "the Triton kernels need the triton package: pip install 'contrastive[triton]'"
+            ) from e
+        name = f"contrastive.kernels._jit_{'interpreted' if interpret else 'compiled'}"
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("_jit.py"))
+        mod = importlib.util.module_from_spec(spec)
+        old = os.environ.get("TRITON_INTERPRET")
+        os.environ["TRITON_INTERPRET"] = "1" if interpret else "0"
+        try:
+            sys.modules[name] = mod
+            spec.loader.exec_module(mod)
+        finally:
+            if old is None:
+                del os.environ["TRITON_INTERPRET"]
+            else:
+                os.environ["TRITON_INTERPRET"] = old
+        _MODULES[interpret] = mod
+    return mod
+
+
+def _interpret_for(x: torch.Tensor) -> bool:
+    if x.is_cuda:
+        return False
+    if x.device.type == "cpu" and interpret_enabled():
+        return True
+    raise ValueError(
+        f"the Triton kernels run on CUDA tensors, got a tensor on {x.device}; use the torch "
+        f"engine (backend='torch'), or set TRITON_INTERPRET=1 to run them on CPU under the "
+        f"Triton interpreter (slow: meant for tests)"
+    )
+
+
+# ----------------------------------------------------------------------------- configs
+def _pow2(n: int) -> int:
+    return max(16, 1 << (int(n) - 1).bit_length())
+
+
+def _configs(name: str, D: int, interpret: bool):
+    """Autotuning candidates (H100-minded), keyed by kernel and feature dimension.
+
+    Pass 1 holds one fp32 S tile per program; pass 2 also holds the (BLOCK_M, BLOCK_DV)
+    fp32 accumulator, so D > 128 is cut into BLOCK_DV chunks when a whole-row accumulator
+    would spill (each chunk recomputes S). Candidates follow ``tools``-style register
+    estimates checked by compiling for sm_90 (``benchmarks/triton_compile_report.py``).
+    Under the interpreter a single small configuration is used (nothing to tune).
+    """
+    import triton
+
+    dp = _pow2(D)
+    C = triton.Config
+    if interpret:
+        bk = min(dp, 64)
+        if name == "p1_sums_kernel":
+            return [C(dict(BLOCK=16, BLOCK_K=bk), num_warps=4, num_stages=1)]
+        kw = dict(BLOCK_M=16, BLOCK_N=16, BLOCK_K=bk)
+        if name == "p2_rows_kernel":
+            kw["BLOCK_DV"] = bk if bk >= D else min(dp, 32)
+        return [C(kw, num_warps=4, num_stages=1)]
+    bks = [dp] if dp <= 256 else [64, 128]
+    out = []
+    if name == "p1_sums_kernel":
+        for block, warps in ((64, 4), (128, 4), (128, 8)):
+            for bk in bks:
+                for stages in (2, 3):
+                    out.append(C(dict(BLOCK=block, BLOCK_K=bk), num_warps=warps, num_stages=stages))
+    elif name == "p1_rows_kernel":
+        for bm, bn, warps in ((64, 64, 4), (128, 64, 8), (128, 128, 8)):
+            for bk in bks:
+                for stages in (2, 3):
+                    out.append(C(dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk), num_warps=warps, num_stages=stages))
+    else:
+        if dp <= 128:
+            kd = [(dp, dp)]
+        elif dp == 256:
+            kd = [(256, 256), (256, 128)]
+        else:
+            kd = [(64, 128), (128, 128), (64, 256)]
+        for bm, bn, warps in ((64, 64, 4), (64, 32, 4), (128, 64, 8), (128, 32, 8)):
+            for bk, bdv in kd:
+                if (bm * bdv + bm * bn) / (32 * warps) > 128:              # fp32 acc + S tile per thread
+                    continue
+                for stages in (2, 3):
+                    out.append(C(dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, BLOCK_DV=bdv),
+                                 num_warps=warps, num_stages=stages))
+    return out
+
+
+def _manual_config(name: str, D: int, block: Optional[int], tile):
+    """Launch options for an explicit ``block_size`` (square tiles) or a test-only
+    ``tile=(BLOCK_M, BLOCK_N, BLOCK_K, BLOCK_DV)``; ``p1_sums_kernel`` uses BLOCK = BLOCK_M."""
+    dp = _pow2(D)
+    if tile is not None:
+        bm, bn, bk, bdv = tile
+    else:
+        bm = bn = block
+        bk = dp if dp <= 256 else 128
+        bdv = dp if dp <= 128 else 128
+    for v, what in ((bm, "block_size"), (bn, "BLOCK_N"), (bk, "BLOCK_K"), (bdv, "BLOCK_DV")):
+        if v < 16 or v & (v - 1):
+            raise ValueError(f"{what} must be a power of two >= 16, got {v}")
+    if name == "p1_sums_kernel":
+        kw = dict(BLOCK=bm, BLOCK_K=bk)
+    else:
+        kw = dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk)
+    if name == "p2_rows_kernel":
+        kw["BLOCK_DV"] = bdv
+    return kw, dict(num_warps=4 if bm <= 64 else 8, num_stages=2)
+
+
+class _Launcher:
+    """Launches one kernel: autotuned, or with the explicit block size."""
+
+    def __init__(self, name, D, interpret, block_size, tile):
+        self.name, self.D, self.interpret = name, D, interpret
+        self.fn = getattr(_jit_module(interpret), name)
+        self.manual = None
+        if block_size is not None or tile is not None:
+            self.manual = _manual_config(name, D, block_size, tile)
+
+    def __call__(self, grid, *args, **kwargs):
+        if self.manual is not None:
+            meta, opts = self.manual
+            return self.fn[grid](*args, **kwargs, **meta, **opts)
+        key = (self.interpret, self.name, self.D)
+        tuned = _TUNED.get(key)
+        if tuned is None:
+            import triton
+
+            reset = {"p1_sums_kernel": ["rrow_ptr", "rcol_ptr"], "p2_rows_kernel": ["dinv_ptr"]}.get(self.name)
+            tuned = triton.autotune(configs=_configs(self.name, self.D, self.interpret), key=["N_BUCKET"],
+                                    reset_to_zero=reset)(self.fn)
+            _TUNED[key] = tuned
+        return tuned[grid](*args, **kwargs)
+
+
+def _num_sms(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).multi_processor_count
+    return 1
+
+
+def _split_rows(N: int, device: torch.device, split: Optional[int]) -> int:
+    """Column splits for the row-block kernels: enough programs to fill the GPU at small N.
+
+    With 128-row blocks, N = 16384 gives 128 programs for 132 SMs; splitting the column
+    range in 3 gives 384. Each split writes its own gradient slice (summed afterwards), so
+    the result stays deterministic; at N >= 2 * 128 * SMs there is no split and no slice.
+    """
+    if split is not None:
+        return max(1, int(split))
+    if device.type != "cuda":
+        return 1
+    return max(1, min(math.ceil(2 * _num_sms(device) / math.ceil(N / 128)), math.ceil(N / 64), 32))
+
+
+def _split_sym(nb: int, sms: int) -> int:
+    """Column splits for the atomic pass 1: about 4 programs per SM (capped by the block count)."""
+    return max(1, min(nb, math.ceil(4 * sms / nb)))
+
+
+# ----------------------------------------------------------------------------- checks
+def _check_rows(name: str, x) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of unit rows (N, d), got {type(x).__name__}")
+    if x.dtype not in SUPPORTED_DTYPES:
+        raise TypeError(
+            f"{name} must be float32, bfloat16 or float16 for the Triton kernels, got {x.dtype}; "
+            f"use the torch engine for float64"
+        )
+    if x.dim() != 2 or x.shape[0] == 0 or x.shape[1] == 0:
+        raise ValueError(f"{name} must have shape (N, d) with N, d >= 1, got {tuple(x.shape)}")
+
+
+def _check_inv_temp(inv_temp) -> float:
+    if isinstance(inv_temp, torch.Tensor):
+        inv_temp = inv_temp.item()
+    inv_temp = float(inv_temp)
+    if not (math.isfinite(inv_temp) and inv_temp > 0):
+        raise ValueError(f"inv_temp = 1 / temperature must be a finite number > 0, got {inv_temp}")
+    return inv_temp
+
+
+def _weights(weights, N: int, device) -> torch.Tensor:
+    if weights is None:
+        return torch.full((N,), 1.0 / N, dtype=torch.float32, device=device)
+    if not isinstance(weights, torch.Tensor) or weights.shape != (N,):
+        shape = tuple(weights.shape) if isinstance(weights, torch.Tensor) else type(weights).__name__
+        raise ValueError(f"weights must be a tensor of shape ({N},), one per row, got {shape}")
+    return weights.to(device=device, dtype=torch.float32).contiguous()
+
+
+def _use_fixed(inv_temp: float, path: Optional[str]) -> bool:
+    if path is None:
+        return inv_temp <= FIXED_SHIFT_MAX_INV_TEMP
+    if path not in ("fixed", "online"):
+        raise ValueError(f"path must be None, 'fixed' or 'online', got {path!r}")
+    return path == "fixed"
+
+
+def _precision(dtype: torch.dtype) -> str:
+    """tl.dot input precision: float32 stays accurate (3xTF32) unless torch allows TF32."""
+    if dtype == torch.float32:
+        return "tf32" if torch.backends.cuda.matmul.allow_tf32 else "tf32x3"
+    return "tf32"  # ignored for 16-bit operands
+
+
+# ----------------------------------------------------------------------------- passes
+class _Ctx:
+    """What every launch of one call shares."""
+
+    def __init__(self, x, inv_temp, block_size, tile, split, pass1):
+        self.interpret = _interpret_for(x)
+        self.N, self.D = x.shape
+        self.device = x.device
+        self.inv_temp = inv_temp
+        self.k1 = inv_temp * LOG2E
+        self.block_size, self.tile, self.split = block_size, tile, split
+        self.pass1 = pass1
+        self.flags = dict(UPCAST=self.interpret and x.dtype == torch.bfloat16, PREC=_precision(x.dtype))
+        self.n_bucket = self.N.bit_length()
+
+    def launcher(self, name):
+        return _Launcher(name, self.D, self.interpret, self.block_size, self.tile)
+
+
+def _run_pass1(c: _Ctx, x, y, *, sym: bool, exclude: bool, fixed: bool):
+    """Natural-log lse of the rows and of the columns of S = inv_temp x y^T, each (N,) float32."""
+    N, D = c.N, c.D
+    atomic = fixed and c.pass1 != "rows" and not torch.are_deterministic_algorithms_enabled()
+    if atomic:
+        r_row = torch.zeros(N, dtype=torch.float32, device=c.device)
+        r_col = r_row if sym else torch.zeros(N, dtype=torch.float32, device=c.device)
+        sms = _num_sms(c.device)
+        nsplit = c.split
+
+        def grid(meta):
+            nb = triton_cdiv(N, meta["BLOCK"])
+            return (nb, nsplit if nsplit is not None else _split_sym(nb, sms))
+
+        c.launcher("p1_sums_kernel")(grid, x, y, r_row, r_col, N, c.k1, c.n_bucket,
+                                     D=D, SYM=sym, EXCLUDE=exclude, **c.flags)
+        lse_row = torch.log(r_row) + c.inv_temp                        # lse_i = log r_i + inv_temp
+        lse_col = lse_row if sym else torch.log(r_col) + c.inv_temp
+        return lse_row, lse_col
+
+    def rows(a, b, excl):
+        nsplit = _split_rows(N, c.device, c.split)
+        part = torch.empty((nsplit, N), dtype=torch.float32, device=c.device)   # partial lse per split
+        c.launcher("p1_rows_kernel")(lambda meta: (triton_cdiv(N, meta["BLOCK_M"]), nsplit),
+                                     a, b, part, N, c.k1, c.n_bucket,
+                                     D=D, FIXED=fixed, EXCLUDE=excl, **c.flags)
+        return part[0] if nsplit == 1 else torch.logsumexp(part, dim=0)
+
+    lse_row = rows(x, y, exclude)
+    lse_col = lse_row if sym else rows(y, x, False)                    # columns of S = rows of S^T
+    return lse_row, lse_col
+
+
+def _run_finalize(c: _Ctx, x, y, lse_row, lse_col, qshift: int):
+    """Positive cosines pos_i = x_i . y_q(i) and losses (lse_row + lse_col)/2 - inv_temp pos."""
+    N, D = c.N, c.D
+    pos = torch.empty(N, dtype=torch.float32, device=c.device)
+    loss = torch.empty(N, dtype=torch.float32, device=c.device)
+    block = 16 if c.interpret else 64
+    bk = min(_pow2(D), 64 if c.interpret else 128)
+    mod = _jit_module(c.interpret)
+    mod.finalize_kernel[(triton_cdiv(N, block),)](x, y, lse_row, lse_col, pos, loss, N, c.inv_temp, qshift,
+                                                   D=D, BLOCK=block, BLOCK_K=bk, num_warps=4)
+    return pos, loss
+
+
+def _run_pass2(c: _Ctx, x, y, alpha, beta, lx, ly, gamma, qshift: int, *, exclude: bool, fixed: bool):
+    """grad_x = inv_temp (sum_j H_ij y_j - gamma_i y_q(i)) and the partial sum_i x_i . acc_i.
+
+    H_ij = alpha_i beta-form as in ``_jit``: fixed shift ``exp(S_ij - inv_temp)(alpha_i + beta_j)``,
+    otherwise ``alpha_i exp(S_ij - lx_i) + beta_j exp(S_ij - ly_j)`` (lx, ly natural-log lse).
+    Returns the (N, D) float32 gradient (before the weight rescale) and the dinv partial sum.
+    """
+    N, D = c.N, c.D
+    nsplit = _split_rows(N, c.device, c.split)
+    out = torch.empty((nsplit, N, D), dtype=torch.float32, device=c.device)   # per-split gradient slices
+    dinv_part = torch.zeros(nsplit * triton_cdiv(N, 16) * triton_cdiv(D, 16), dtype=torch.float32,
+                            device=c.device)
+    lx2 = alpha if fixed else (lx * LOG2E).contiguous()                 # unused when fixed
+    ly2 = beta if fixed else (ly * LOG2E).contiguous()
+    grid = lambda meta: (triton_cdiv(N, meta["BLOCK_M"]), triton_cdiv(D, meta["BLOCK_DV"]), nsplit)  # noqa: E731
+    c.launcher("p2_rows_kernel")(grid, x, y, alpha.contiguous(), beta.contiguous(), lx2, ly2,
+                                 gamma.contiguous(), out, dinv_part, N, c.k1, c.inv_temp, qshift, c.n_bucket,
+                                 D=D, FIXED=fixed, EXCLUDE=exclude, **c.flags)
+    grad = out[0] if nsplit == 1 else out.sum(dim=0)
+    return grad, dinv_part.sum()
+
+
+def triton_cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _scaled_weights(w: torch.Tensor):
+    """w / max|w| and max|w|: keeps H within [-2, 2] so that float16 tiles cannot overflow."""
+    wmax = w.abs().amax().clamp_min(torch.finfo(torch.float32).tiny)   # 0-d, stays on device
+    return w / wmax, wmax
+
+
+# ----------------------------------------------------------------------------- API
+def info_nce_triton(z: torch.Tensor, inv_temp: float, exclude_self: bool, weights: Optional[torch.Tensor] = None,
+                    compute_grad: bool = True, block_size: Optional[int] = None, *, path: Optional[str] = None,
+                    _tile=None, _split=None, _pass1=None):
+    r"""Single-tower InfoNCE on unit rows, blockwise, on the GPU (or the Triton interpreter).
+
+    With :math:`S = \mathrm{inv\_temp}\, Z Z^\top`, positives :math:`p(i) = (i + N/2) \bmod N`
+    and :math:`P_{ij} = \exp(S_{ij} - \mathrm{lse}_i)` (:math:`P_{ii} = 0` when ``exclude_self``):
+
+    .. math::
+
+        \mathrm{loss}_i = \mathrm{lse}_i - S_{i,p(i)}, \qquad
+        \nabla_Z \textstyle\sum_i w_i \mathrm{loss}_i = \mathrm{inv\_temp}\,(WG + (WG)^\top) Z,
+        \quad G = P - \mathrm{onehot}(p),\ W = \mathrm{diag}(w)
+
+    and :math:`\partial/\partial\,\mathrm{inv\_temp} = \sum_{ij} w_i G_{ij}\, z_i \cdot z_j`.
+    The gradient is with respect to Z as free vectors (chain through the normalisation outside).
+
+    Args:
+        z: unit rows (norms 1 up to rounding of the input dtype); float32, bfloat16 or float16.
+        inv_temp: 1 / temperature, a positive float.
+        exclude_self: drop :math:`k = i` from the denominators (SimCLR).
+        weights: per-row weights :math:`w` of the loss whose gradient is returned; default
+            ``1/N`` each (the mean). Any sign and scale (e.g. an upstream ``grad_output``).
+        compute_grad: also run pass 2 (gradient and ``dinv``).
+        block_size: square tile size (power of two >= 16); ``None`` autotunes.
+        path: ``None`` picks the fixed shift for ``inv_temp <= FIXED_SHIFT_MAX_INV_TEMP`` and the
+            online max above; ``'fixed'``/``'online'`` force one.
+
+    Shape:
+        z: ``(N, d)``, N even. Returns ``(N,)``, ``(N, d)``, ``()``.
+
+    Returns:
+        ``(loss_rows, grad_z, dinv)``: float32 per-row losses, float32 gradient of
+        ``sum_i w_i loss_i`` (``None`` unless ``compute_grad``), its derivative with respect
+        to ``inv_temp`` as a 0-d float32 tensor (``None`` unless ``compute_grad``).
+
+    Raises:
+        TypeError: non-tensor or unsupported dtype. ValueError: odd or zero N, bad shapes,
+            ``inv_temp <= 0``, CPU tensors without ``TRITON_INTERPRET=1``.
+    """
+    _check_rows("z", z)
+    N = z.shape[0]
+    if N % 2:
+        raise ValueError(f"z must have an even number of rows N = 2B (row i pairs with i + N/2), got N = {N}")
+    inv_temp = _check_inv_temp(inv_temp)
+    c = _Ctx(z, inv_temp, block_size, _tile, _split, _pass1)
+    z = z.contiguous()                                                  # (N, d)
+    w = _weights(weights, N, z.device)                                  # (N,)
+    fixed = _use_fixed(inv_temp, path)
+    exclude = bool(exclude_self)
+    lse, _ = _run_pass1(c, z, z, sym=True, exclude=exclude, fixed=fixed)   # (N,)
+    pos, loss = _run_finalize(c, z, z, lse, lse, N // 2)                    # loss_i = lse_i - inv_temp z_i.z_p(i)
+    if not compute_grad:
+        return loss, None, None
+    ws, wmax = _scaled_weights(w)
+    # H = WP + (WP)^T: H_ij = w_i P_ij + w_j P_ji, P_ij = exp(S_ij - lse_i) = E_ij exp(inv_temp - lse_i)
+    a = ws * torch.exp(inv_temp - lse) if fixed else ws                 # alpha = beta
+    gamma = ws + ws.roll(N // 2)                                        # one-hot part: -(w_i + w_p(i)) z_p(i)
+    grad, part = _run_pass2(c, z, z, a, a, lse, lse, gamma, N // 2, exclude=exclude, fixed=fixed)
+    grad.mul_(wmax)                                                     # inv_temp (WG + (WG)^T) Z
+    # dinv = sum_ij w_i G_ij z_i.z_j = (1/2) sum_ij H_ij z_i.z_j - sum_i w_i z_i.z_p(i)
+    dinv = 0.5 * wmax * part - (w * pos).sum()
+    return loss, grad, dinv
+
+
+def clip_triton(a: torch.Tensor, b: torch.Tensor, inv_temp: float, weights: Optional[torch.Tensor] = None,
+                compute_grad: bool = True, block_size: Optional[int] = None, *, path: Optional[str] = None,
+                _tile=None, _split=None, _pass1=None):
+    r"""Two-tower (CLIP) InfoNCE on unit rows, blockwise, on the GPU (or the Triton interpreter).
+
+    With :math:`S = \mathrm{inv\_temp}\, A B^\top`, row and column softmaxes
+    :math:`P^r_{ij} = \exp(S_{ij} - \mathrm{lse}^r_i)`, :math:`P^c_{ij} = \exp(S_{ij} - \mathrm{lse}^c_j)`:
+
+    .. math::
+
+        \mathrm{loss}_i = \tfrac12 (\mathrm{lse}^r_i - S_{ii}) + \tfrac12 (\mathrm{lse}^c_i - S_{ii}),
+        \qquad K_{ij} = \tfrac12 (w_i P^r_{ij} + w_j P^c_{ij}) - w_i \delta_{ij}
+
+        \nabla_A = \mathrm{inv\_temp}\, K B, \qquad \nabla_B = \mathrm{inv\_temp}\, K^\top A, \qquad
+        \partial/\partial\,\mathrm{inv\_temp} = \textstyle\sum_{ij} K_{ij}\, a_i \cdot b_j
+
+    for :math:`\sum_i w_i \mathrm{loss}_i`.
+
+    Args:
+        a, b: unit rows, row i of ``a`` paired with row i of ``b``; float32, bfloat16 or float16.
+        inv_temp: 1 / temperature, a positive float.
+        weights: per-row weights, default ``1/N`` each.
+        compute_grad: also run pass 2.
+        block_size: square tile size (power of two >= 16); ``None`` autotunes.
+        path: as in :func:`info_nce_triton`.
+
+    Shape:
+        a, b: ``(N, d)``. Returns ``(N,)``, ``(N, d)``, ``(N, d)``, ``()``.
+
+    Returns:
+        ``(loss_rows, grad_a, grad_b, dinv)``, float32; the last three ``None`` unless ``compute_grad``.
+
+    Raises:
+        TypeError, ValueError: as :func:`info_nce_triton`, and ``a``/``b`` of different
+            shape, dtype or device.
+    """
+    _check_rows("a", a)
+    _check_rows("b", b)
+    if a.shape != b.shape or a.dtype != b.dtype or a.device != b.device:
+        raise ValueError(
+            f"a and b must have the same shape, dtype and device, got {tuple(a.shape)} {a.dtype} {a.device} "
+            f"and {tuple(b.shape)} {b.dtype} {b.device}"
+        )
+    inv_temp = _check_inv_temp(inv_temp)
+    c = _Ctx(a, inv_temp, block_size, _tile, _split, _pass1)
+    N = a.shape[0]
+    a, b = a.contiguous(), b.contiguous()                               # (N, d) each
+    w = _weights(weights, N, a.device)
+    fixed = _use_fixed(inv_temp, path)
+    lse_r, lse_c = _run_pass1(c, a, b, sym=False, exclude=False, fixed=fixed)
+    pos, loss = _run_finalize(c, a, b, lse_r, lse_c, 0)                     # S_ii = inv_temp a_i.b_i
+    if not compute_grad:
+        return loss, None, None, None
+    ws, wmax = _scaled_weights(w)
+    half = 0.5 * ws
+    # K+_ij = (w_i P^r_ij + w_j P^c_ij)/2 = E_ij (w_i e^{c - lse^r_i} + w_j e^{c - lse^c_j})/2 (fixed shift c)
+    ar = half * torch.exp(inv_temp - lse_r) if fixed else half
+    ac = half * torch.exp(inv_temp - lse_c) if fixed else half
+    grad_a, part = _run_pass2(c, a, b, ar, ac, lse_r, lse_c, ws, 0, exclude=False, fixed=fixed)   # K B
+    grad_b, _ = _run_pass2(c, b, a, ac, ar, lse_c, lse_r, ws, 0, exclude=False, fixed=fixed)      # K^T A
+    grad_a.mul_(wmax)
+    grad_b.mul_(wmax)
+    dinv = wmax * part - (w * pos).sum()                                # sum_ij K_ij a_i.b_j
+    return loss, grad_a, grad_b, dinv
