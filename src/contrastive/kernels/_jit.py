@@ -37,6 +37,30 @@ except ImportError:  # keeps the module importable (doctest collection) where Tr
     triton = tl = _NoTriton()
 
 
+# The standard-library reductions (tl.sum, tl.max) and tl.cdiv are themselves @triton.jit
+# functions, compiled or interpreted according to TRITON_INTERPRET when triton.language was
+# first imported; these local versions follow the flavour of this module instead, so that
+# interpreted and compiled kernels can live in one process.
+@triton.jit
+def _add(a, b):
+    return a + b
+
+
+@triton.jit
+def _maximum(a, b):
+    return tl.maximum(a, b)
+
+
+@triton.jit
+def _rsum(x, axis):
+    return tl.reduce(x, axis, _add)
+
+
+@triton.jit
+def _rmax(x, axis):
+    return tl.reduce(x, axis, _maximum)
+
+
 @triton.jit
 def _dot(a, b, acc, UPCAST: tl.constexpr, PREC: tl.constexpr):
     """acc + a @ b in float32.
@@ -66,7 +90,7 @@ def _load_rows(ptr, rows, rmask, k0, D: tl.constexpr, BLOCK_K: tl.constexpr):
 def _scores_multi_k(x_ptr, y_ptr, rows, rmask, cols, cmask, D: tl.constexpr, BLOCK_M: tl.constexpr,
                     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, UPCAST: tl.constexpr, PREC: tl.constexpr):
     """x_I . y_J for all pairs of a tile, reducing over D in chunks of BLOCK_K.  (BLOCK_M, BLOCK_N) fp32."""
-    s = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    s = tl.full((BLOCK_M, BLOCK_N), 0.0, dtype=tl.float32)
     for k0 in tl.range(0, D, BLOCK_K):
         x = _load_rows(x_ptr, rows, rmask, k0, D, BLOCK_K)              # (BLOCK, BLOCK_K)
         y = _load_rows(y_ptr, cols, cmask, k0, D, BLOCK_K)              # (BLOCK, BLOCK_K)
@@ -96,25 +120,25 @@ def p1_sums_kernel(x_ptr, y_ptr, rrow_ptr, rcol_ptr, N, k1, N_BUCKET,
     pid = tl.program_id(0)
     k = tl.program_id(1)
     split = tl.num_programs(1)
-    nb = tl.cdiv(N, BLOCK)
+    nb = (N + BLOCK - 1) // BLOCK
     SINGLE_K: tl.constexpr = BLOCK_K >= D
     offs = tl.arange(0, BLOCK)
     rows = pid * BLOCK + offs                                           # (BLOCK,)
     rmask = rows < N
     if SINGLE_K:
         x_tile = _load_rows(x_ptr, rows, rmask, 0, D, BLOCK_K)          # (BLOCK, BLOCK_K), kept
-    racc = tl.zeros((BLOCK,), dtype=tl.float32)                         # partial r_I
+    racc = tl.full((BLOCK,), 0.0, dtype=tl.float32)                         # partial r_I
     if SYM:
         if k == 0:
             # diagonal tile: E = exp2(s2 - c2) with c2 = k1, columns past N and (if EXCLUDE) i == j masked
             if SINGLE_K:
-                s = _dot(x_tile, tl.trans(x_tile), tl.zeros((BLOCK, BLOCK), dtype=tl.float32), UPCAST, PREC)
+                s = _dot(x_tile, tl.trans(x_tile), tl.full((BLOCK, BLOCK), 0.0, dtype=tl.float32), UPCAST, PREC)
             else:
                 s = _scores_multi_k(x_ptr, x_ptr, rows, rmask, rows, rmask, D, BLOCK, BLOCK, BLOCK_K, UPCAST, PREC)
             t = s * k1 + tl.where(rmask, -k1, float("-inf"))[None, :]
             if EXCLUDE:
                 t = tl.where(offs[:, None] == offs[None, :], float("-inf"), t)
-            racc += tl.sum(tl.exp2(t), axis=1)
+            racc += _rsum(tl.exp2(t), axis=1)
         jstart = pid + 1 + k
     else:
         jstart = k
@@ -124,15 +148,15 @@ def p1_sums_kernel(x_ptr, y_ptr, rrow_ptr, rcol_ptr, N, k1, N_BUCKET,
         cmask = cols < N
         if SINGLE_K:
             y = _load_rows(y_ptr, cols, cmask, 0, D, BLOCK_K)
-            s = _dot(x_tile, tl.trans(y), tl.zeros((BLOCK, BLOCK), dtype=tl.float32), UPCAST, PREC)
+            s = _dot(x_tile, tl.trans(y), tl.full((BLOCK, BLOCK), 0.0, dtype=tl.float32), UPCAST, PREC)
         else:
             s = _scores_multi_k(x_ptr, y_ptr, rows, rmask, cols, cmask, D, BLOCK, BLOCK, BLOCK_K, UPCAST, PREC)
         t = s * k1 + tl.where(cmask, -k1, float("-inf"))[None, :]       # s2 - c2, columns past N -> -inf
         if not SYM:
             t += rbias[:, None]
         e = tl.exp2(t)                                                  # E_IJ = exp(S_IJ - inv_temp)
-        racc += tl.sum(e, axis=1)
-        tl.atomic_add(rcol_ptr + cols, tl.sum(e, axis=0), mask=cmask, sem="relaxed")
+        racc += _rsum(e, axis=1)
+        tl.atomic_add(rcol_ptr + cols, _rsum(e, axis=0), mask=cmask, sem="relaxed")
     tl.atomic_add(rrow_ptr + rows, racc, mask=rmask, sem="relaxed")
 
 
@@ -155,19 +179,19 @@ def _p1_row_tile(m, l, x_tile, x_ptr, y_ptr, rows, rmask, jb, N, k1,
     cmask = cols < N
     if BLOCK_K >= D:
         y = _load_rows(y_ptr, cols, cmask, 0, D, BLOCK_K)               # (BLOCK_N, BLOCK_K)
-        s = _dot(x_tile, tl.trans(y), tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32), UPCAST, PREC)
+        s = _dot(x_tile, tl.trans(y), tl.full((BLOCK_M, BLOCK_N), 0.0, dtype=tl.float32), UPCAST, PREC)
     else:
         s = _scores_multi_k(x_ptr, y_ptr, rows, rmask, cols, cmask, D, BLOCK_M, BLOCK_N, BLOCK_K, UPCAST, PREC)
     t = s * k1 + tl.where(cmask, 0.0, float("-inf"))[None, :]          # s2, columns past N -> -inf
     if DIAG:
         t = tl.where(rows[:, None] == cols[None, :], float("-inf"), t)  # self excluded
     if FIXED:
-        l += tl.sum(tl.exp2(t - k1), axis=1)                            # r_i += sum_j exp(S_ij - inv_temp)
+        l += _rsum(tl.exp2(t - k1), axis=1)                            # r_i += sum_j exp(S_ij - inv_temp)
     else:
         # online max; m_safe keeps exp2 finite while a row has seen only masked entries
-        m_new = tl.maximum(m, tl.max(t, axis=1))
+        m_new = tl.maximum(m, _rmax(t, axis=1))
         m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-        l = l * tl.exp2(m - m_safe) + tl.sum(tl.exp2(t - m_safe[:, None]), axis=1)
+        l = l * tl.exp2(m - m_safe) + _rsum(tl.exp2(t - m_safe[:, None]), axis=1)
         m = m_new
     return m, l
 
@@ -189,7 +213,7 @@ def p1_rows_kernel(x_ptr, y_ptr, lse_ptr, N, k1, N_BUCKET,
     pid = tl.program_id(0)
     k = tl.program_id(1)
     split = tl.num_programs(1)
-    nbn = tl.cdiv(N, BLOCK_N)
+    nbn = (N + BLOCK_N - 1) // BLOCK_N
     jlo = (k * nbn) // split
     jhi = ((k + 1) * nbn) // split
     rows = pid * BLOCK_M + tl.arange(0, BLOCK_M)                        # (BLOCK_M,)
@@ -199,7 +223,7 @@ def p1_rows_kernel(x_ptr, y_ptr, lse_ptr, N, k1, N_BUCKET,
     else:
         x_tile = 0
     m = tl.full((BLOCK_M,), float("-inf"), dtype=tl.float32)           # running max (base 2)
-    l = tl.zeros((BLOCK_M,), dtype=tl.float32)                          # running sum
+    l = tl.full((BLOCK_M,), 0.0, dtype=tl.float32)                          # running sum
     if EXCLUDE:
         dlo, dhi = _diag_blocks(pid, nbn, BLOCK_M, BLOCK_N)
         for jb in tl.range(jlo, tl.minimum(jhi, dlo)):
@@ -232,11 +256,11 @@ def finalize_kernel(x_ptr, y_ptr, lse_row_ptr, lse_col_ptr, pos_ptr, loss_ptr, N
     rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     rmask = rows < N
     q = (rows + QSHIFT) % N                                             # positive of row i
-    pos = tl.zeros((BLOCK,), dtype=tl.float32)
+    pos = tl.full((BLOCK,), 0.0, dtype=tl.float32)
     for k0 in tl.range(0, D, BLOCK_K):
         x = _load_rows(x_ptr, rows, rmask, k0, D, BLOCK_K).to(tl.float32)
         y = _load_rows(y_ptr, q, rmask, k0, D, BLOCK_K).to(tl.float32)
-        pos += tl.sum(x * y, axis=1)
+        pos += _rsum(x * y, axis=1)
     lr = tl.load(lse_row_ptr + rows, mask=rmask, other=0.0)
     lc = tl.load(lse_col_ptr + rows, mask=rmask, other=0.0)
     tl.store(pos_ptr + rows, pos, mask=rmask)
@@ -255,7 +279,7 @@ def _p2_tile(acc, x_tile, alpha_i, lx_i, x_ptr, y_ptr, beta_ptr, ly_ptr, rows, r
     cmask = cols < N
     if BLOCK_K >= D:
         y = _load_rows(y_ptr, cols, cmask, 0, D, BLOCK_K)               # (BLOCK_N, BLOCK_K)
-        s = _dot(x_tile, tl.trans(y), tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32), UPCAST, PREC)
+        s = _dot(x_tile, tl.trans(y), tl.full((BLOCK_M, BLOCK_N), 0.0, dtype=tl.float32), UPCAST, PREC)
     else:
         s = _scores_multi_k(x_ptr, y_ptr, rows, rmask, cols, cmask, D, BLOCK_M, BLOCK_N, BLOCK_K, UPCAST, PREC)
     t = s * k1                                                          # S_IJ in base 2
@@ -299,7 +323,7 @@ def p2_rows_kernel(x_ptr, y_ptr, alpha_ptr, beta_ptr, lx_ptr, ly_ptr, gamma_ptr,
     nbm = tl.num_programs(0)
     n_dv = tl.num_programs(1)
     split = tl.num_programs(2)
-    nbn = tl.cdiv(N, BLOCK_N)
+    nbn = (N + BLOCK_N - 1) // BLOCK_N
     jlo = (k * nbn) // split
     jhi = ((k + 1) * nbn) // split
     REUSE_Y: tl.constexpr = (BLOCK_K >= D) & (BLOCK_DV == BLOCK_K)
@@ -315,7 +339,7 @@ def p2_rows_kernel(x_ptr, y_ptr, alpha_ptr, beta_ptr, lx_ptr, ly_ptr, gamma_ptr,
         lx_i = alpha_i                                                  # unused
     else:
         lx_i = tl.load(lx_ptr + rows, mask=rmask, other=float("inf"))
-    acc = tl.zeros((BLOCK_M, BLOCK_DV), dtype=tl.float32)               # sum_J H_IJ Y_J[:, chunk]
+    acc = tl.full((BLOCK_M, BLOCK_DV), 0.0, dtype=tl.float32)               # sum_J H_IJ Y_J[:, chunk]
     if EXCLUDE:
         dlo, dhi = _diag_blocks(pid, nbn, BLOCK_M, BLOCK_N)
         for jb in tl.range(jlo, tl.minimum(jhi, dlo)):
@@ -333,7 +357,7 @@ def p2_rows_kernel(x_ptr, y_ptr, alpha_ptr, beta_ptr, lx_ptr, ly_ptr, gamma_ptr,
                            D, FIXED, False, REUSE_Y, UPCAST, PREC, BLOCK_M, BLOCK_N, BLOCK_K, BLOCK_DV)
     # dinv partial: sum_ij H_ij x_i . y_j = sum_i x_i . acc_i (before the one-hot term)
     xv = _load_rows(x_ptr, rows, rmask, dv0, D, BLOCK_DV).to(tl.float32)
-    tl.store(dinv_ptr + (k * nbm + pid) * n_dv + pid_dv, tl.sum(tl.sum(xv * acc, axis=1), axis=0))
+    tl.store(dinv_ptr + (k * nbm + pid) * n_dv + pid_dv, _rsum(_rsum(xv * acc, axis=1), axis=0))
     if k == 0:
         q = (rows + QSHIFT) % N
         gamma_i = tl.load(gamma_ptr + rows, mask=rmask, other=0.0)

@@ -117,14 +117,15 @@ def _pow2(n: int) -> int:
     return max(16, 1 << (int(n) - 1).bit_length())
 
 
-def _configs(name: str, D: int, interpret: bool):
-    """Autotuning candidates (H100-minded), keyed by kernel and feature dimension.
+def _configs(name: str, D: int, interpret: bool, esize: int = 2):
+    """Autotuning candidates (H100-minded) for one kernel, feature dimension and element size.
 
-    Pass 1 holds one fp32 S tile per program; pass 2 also holds the (BLOCK_M, BLOCK_DV)
-    fp32 accumulator, so D > 128 is cut into BLOCK_DV chunks when a whole-row accumulator
-    would spill (each chunk recomputes S). Candidates follow ``tools``-style register
-    estimates checked by compiling for sm_90 (``benchmarks/triton_compile_report.py``).
-    Under the interpreter a single small configuration is used (nothing to tune).
+    Pass 1 holds one fp32 S tile per program; pass 2 also holds the (BLOCK_M, BLOCK_DV) fp32
+    accumulator. Candidates whose two fp32 tiles need more than 128 values per thread, or
+    whose pipelined tiles exceed ~200 KiB of shared memory, are left out: compiled for sm_90
+    (``benchmarks/triton_compile_report.py``) the remaining ones neither spill nor overflow
+    shared memory. D > 128 is cut into BLOCK_DV chunks when a whole-row accumulator would not
+    fit (each chunk then recomputes S). Under the interpreter a single small configuration.
     """
     import triton
 
@@ -138,32 +139,41 @@ def _configs(name: str, D: int, interpret: bool):
         if name == "p2_rows_kernel":
             kw["BLOCK_DV"] = bk if bk >= D else min(dp, 32)
         return [C(kw, num_warps=4, num_stages=1)]
-    bks = [dp] if dp <= 256 else [64, 128]
+    bks = [dp] if dp <= 256 else [128]
+    smem_max = 200 * 1024
     out = []
+
+    def add(meta, warps, stages, bm, bn, bk, acc=0, ytile=0):
+        """acc: fp32 accumulator columns; ytile: extra pipelined Y columns (pass 2 without reuse)."""
+        regs = (bm * bn + bm * acc) / (32 * warps)                      # fp32 values per thread
+        smem = (stages * bn * (bk + ytile) + bm * bk) * esize           # pipelined Y tiles + the X tile
+        if regs <= 128 and smem <= smem_max:
+            out.append(C(meta, num_warps=warps, num_stages=stages))
+
     if name == "p1_sums_kernel":
-        for block, warps in ((64, 4), (128, 4), (128, 8)):
+        shapes = ((64, 4), (128, 8)) if dp >= 256 else ((64, 4), (128, 4), (128, 8))
+        for block, warps in shapes:
             for bk in bks:
                 for stages in (2, 3):
-                    out.append(C(dict(BLOCK=block, BLOCK_K=bk), num_warps=warps, num_stages=stages))
+                    add(dict(BLOCK=block, BLOCK_K=bk), warps, stages, block, block, bk)
     elif name == "p1_rows_kernel":
         for bm, bn, warps in ((64, 64, 4), (128, 64, 8), (128, 128, 8)):
             for bk in bks:
                 for stages in (2, 3):
-                    out.append(C(dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk), num_warps=warps, num_stages=stages))
+                    add(dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk), warps, stages, bm, bn, bk)
     else:
         if dp <= 128:
             kd = [(dp, dp)]
         elif dp == 256:
             kd = [(256, 256), (256, 128)]
         else:
-            kd = [(64, 128), (128, 128), (64, 256)]
-        for bm, bn, warps in ((64, 64, 4), (64, 32, 4), (128, 64, 8), (128, 32, 8)):
+            kd = [(128, 128), (128, 256)]
+        for bm, bn, warps in ((64, 32, 4), (64, 64, 4), (64, 32, 8), (64, 64, 8), (128, 64, 8)):
             for bk, bdv in kd:
-                if (bm * bdv + bm * bn) / (32 * warps) > 128:              # fp32 acc + S tile per thread
-                    continue
+                reuse = bk >= D and bdv == bk                           # Y tile serves both dots
                 for stages in (2, 3):
-                    out.append(C(dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, BLOCK_DV=bdv),
-                                 num_warps=warps, num_stages=stages))
+                    add(dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, BLOCK_DV=bdv), warps, stages, bm, bn, bk,
+                        acc=bdv, ytile=0 if reuse else bdv)
     return out
 
 
@@ -192,8 +202,8 @@ def _manual_config(name: str, D: int, block: Optional[int], tile):
 class _Launcher:
     """Launches one kernel: autotuned, or with the explicit block size."""
 
-    def __init__(self, name, D, interpret, block_size, tile):
-        self.name, self.D, self.interpret = name, D, interpret
+    def __init__(self, name, D, interpret, block_size, tile, esize):
+        self.name, self.D, self.interpret, self.esize = name, D, interpret, esize
         self.fn = getattr(_jit_module(interpret), name)
         self.manual = None
         if block_size is not None or tile is not None:
@@ -203,13 +213,13 @@ class _Launcher:
         if self.manual is not None:
             meta, opts = self.manual
             return self.fn[grid](*args, **kwargs, **meta, **opts)
-        key = (self.interpret, self.name, self.D)
+        key = (self.interpret, self.name, self.D, self.esize)
         tuned = _TUNED.get(key)
         if tuned is None:
             import triton
 
             reset = {"p1_sums_kernel": ["rrow_ptr", "rcol_ptr"], "p2_rows_kernel": ["dinv_ptr"]}.get(self.name)
-            tuned = triton.autotune(configs=_configs(self.name, self.D, self.interpret), key=["N_BUCKET"],
+            tuned = triton.autotune(configs=_configs(self.name, self.D, self.interpret, self.esize), key=["N_BUCKET"],
                                     reset_to_zero=reset)(self.fn)
             _TUNED[key] = tuned
         return tuned[grid](*args, **kwargs)
@@ -300,9 +310,10 @@ class _Ctx:
         self.pass1 = pass1
         self.flags = dict(UPCAST=self.interpret and x.dtype == torch.bfloat16, PREC=_precision(x.dtype))
         self.n_bucket = self.N.bit_length()
+        self.esize = x.element_size()
 
     def launcher(self, name):
-        return _Launcher(name, self.D, self.interpret, self.block_size, self.tile)
+        return _Launcher(name, self.D, self.interpret, self.block_size, self.tile, self.esize)
 
 
 def _run_pass1(c: _Ctx, x, y, *, sym: bool, exclude: bool, fixed: bool):
