@@ -15,7 +15,7 @@ import torch
 pytest.importorskip("triton", minversion="3.7")
 
 from contrastive.kernels import info_nce_triton, clip_triton  # noqa: E402
-from contrastive.kernels.info_nce import FIXED_SHIFT_MAX_INV_TEMP  # noqa: E402
+from contrastive.kernels.info_nce import FIXED_SHIFT_MAX  # noqa: E402
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 TOL = {torch.float32: 1e-5, torch.bfloat16: 2e-2, torch.float16: 2e-2}
@@ -99,7 +99,7 @@ def check_clip(a, b, inv_temp, w, tol, **kw):
 
 
 # N = 2: a single pair; 16: one interpreter tile; 34, 50: a partial last tile; 64: four full tiles.
-# temperature 0.01 takes the online-max path (inv_temp 100 > FIXED_SHIFT_MAX_INV_TEMP).
+# temperature 0.01 takes the online-max path (inv_temp 100 > FIXED_SHIFT_MAX).
 @pytest.mark.parametrize(
     "N, exclude, tau",
     [(2, True, 0.5), (2, False, 0.5), (16, True, 0.07), (34, False, 0.1), (50, True, 0.01),
@@ -137,7 +137,7 @@ def test_fixed_and_online_paths_agree_on_both_variants(device):
         b = info_nce_triton(z, 20.0, exclude, path="online")
         for x, y in zip(a, b):
             torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-6)
-    assert FIXED_SHIFT_MAX_INV_TEMP < 100                              # tau = 0.01 is online
+    assert FIXED_SHIFT_MAX < 100                              # tau = 0.01 is online
 
 
 def test_deterministic_mode_takes_the_atomic_free_pass(device):
@@ -201,6 +201,16 @@ def test_clip_default_weights_and_no_grad(device):
     loss, *_ = clip_triton(a, a, 50.0, compute_grad=False)
     ref = dense_clip(a, a, 50.0, torch.full((20,), 1 / 20))[0]
     assert_close(loss, ref, 1e-5, "loss, a = b", atol=50 * 1e-6)
+
+
+@pytest.mark.parametrize("path", [None, "online"])
+def test_rows_of_any_norm(device, path):
+    # the fixed shift is inv_temp max|z|^2, so rows longer than 1 neither overflow nor lose exactness
+    N = 34
+    z = unit_rows(N, 12, torch.float32, device, seed=9) * torch.linspace(0.5, 2.0, N, device=device)[:, None]
+    check_single(z, 4.0, True, weights(N, device, seed=9), TOL[torch.float32], path=path)
+    a, b = z, unit_rows(N, 12, torch.float32, device, seed=10) * 1.5
+    check_clip(a, b, 4.0, weights(N, device, seed=10), TOL[torch.float32], path=path)
 
 
 def test_equal_embeddings_give_log_n_minus_one(device):

@@ -1,26 +1,28 @@
 """Triton device code of the blockwise InfoNCE engine (pass 1, finalize, pass 2).
 
-Host code (:mod:`contrastive.kernels.info_nce`) loads this file twice at most, once with
+Host code (:mod:`contrastive.kernels.info_nce`) loads this file at most twice, once with
 ``TRITON_INTERPRET=1`` (CPU tensors, tests) and once without (CUDA), so that the two kinds
 of kernel never mix. Everything here works in base 2: with ``k1 = inv_temp * log2(e)`` a
-logit is ``s2 = k1 * (x_i . y_j)`` and ``exp(s - m) = exp2(s2 - m2)``.
+logit is ``s2 = k1 * (x_i . y_j)`` and ``exp(s - m) = exp2(s2 - m2)``; ``c2 = c * log2(e)``.
 
-Notation shared by all kernels (``X`` rows, ``Y`` columns, both ``(N, D)`` unit rows):
+Notation shared by all kernels (``X`` rows, ``Y`` columns, both ``(N, D)``):
 
-    S_ij  = inv_temp * x_i . y_j                       logits, |S_ij| <= inv_temp
-    pass 1 fixed shift c = inv_temp (logits <= c):    r_i = sum_j exp(S_ij - c),  lse_i = log r_i + c
-    pass 1 online max (tiny temperatures):            m_i = max_j S_ij, l_i = sum_j exp(S_ij - m_i)
-    pass 2 (gradient products, one row block each):   acc_i = sum_j H_ij y_j
-        H_ij = alpha_i exp(S_ij - lx_i) + beta_j exp(S_ij - ly_j)
-             = exp(S_ij - c) (alpha'_i + beta'_j)      (fixed shift: one exponential)
+    S_ij = inv_temp * x_i . y_j                        logits, |S_ij| <= c = inv_temp max|x| max|y|
+    pass 1 fixed shift c:                               r_i = sum_j exp(S_ij - c),  lse_i = log r_i + c
+    pass 1 online max (tiny temperatures):              m_i = max_j S_ij, l_i = sum_j exp(S_ij - m_i)
+    pass 2 (gradient products, one row block each):    acc_i = sum_j H_ij y_j
+        H_ij = alpha_i exp(S_ij - lx_i) + beta_j exp(S_ij - ly_j)     (online max)
+             = exp(S_ij - c) (alpha'_i + beta'_j)                     (fixed shift: one exponential)
 
 The single tower (``X = Y = Z``) gets ``H = WP + (WP)^T`` and the two-tower form (CLIP)
-gets ``H = (W P_row + (W P_col^T)^T) / 2`` from the same pass-2 kernel by the choice of
-``alpha``, ``beta``, ``lx``, ``ly``; see the host module for the algebra. Tiles are square
-(``BLOCK x BLOCK``) so that the diagonal of ``S`` lies in diagonal tiles only.
+``H = (W P_row + (W P_col^T)^T) / 2`` from the same pass-2 kernel by the choice of
+``alpha``, ``beta``, ``lx``, ``ly``; the host module has the algebra. The atomic pass 1
+uses square ``BLOCK x BLOCK`` tiles (the upper triangle of a symmetric S), the row-block
+kernels ``BLOCK_M x BLOCK_N`` tiles; the mask of S_ii is paid only in the column blocks
+that meet the diagonal.
 
-Nothing here allocates an ``N x N`` array: a program holds one ``BLOCK x BLOCK`` tile of
-``S`` at a time, plus a ``BLOCK x BLOCK_DV`` gradient accumulator in pass 2.
+Nothing here allocates an ``N x N`` array: a program holds one tile of ``S`` at a time,
+plus a ``BLOCK_M x BLOCK_DV`` float32 gradient accumulator in pass 2.
 """
 try:
     import triton
@@ -102,7 +104,7 @@ def _scores_multi_k(x_ptr, y_ptr, rows, rmask, cols, cmask, D: tl.constexpr, BLO
 # Pass 1, fixed shift, with atomics: r_row[i] += sum_j E_ij, r_col[j] += sum_i E_ij.
 # --------------------------------------------------------------------------------------
 @triton.jit
-def p1_sums_kernel(x_ptr, y_ptr, rrow_ptr, rcol_ptr, N, k1, N_BUCKET,
+def p1_sums_kernel(x_ptr, y_ptr, rrow_ptr, rcol_ptr, N, k1, c2, N_BUCKET,
                    D: tl.constexpr, SYM: tl.constexpr, EXCLUDE: tl.constexpr,
                    UPCAST: tl.constexpr, PREC: tl.constexpr,
                    BLOCK: tl.constexpr, BLOCK_K: tl.constexpr):
@@ -130,12 +132,12 @@ def p1_sums_kernel(x_ptr, y_ptr, rrow_ptr, rcol_ptr, N, k1, N_BUCKET,
     racc = tl.full((BLOCK,), 0.0, dtype=tl.float32)                         # partial r_I
     if SYM:
         if k == 0:
-            # diagonal tile: E = exp2(s2 - c2) with c2 = k1, columns past N and (if EXCLUDE) i == j masked
+            # diagonal tile: E = exp2(s2 - c2), columns past N and (if EXCLUDE) i == j masked
             if SINGLE_K:
                 s = _dot(x_tile, tl.trans(x_tile), tl.full((BLOCK, BLOCK), 0.0, dtype=tl.float32), UPCAST, PREC)
             else:
                 s = _scores_multi_k(x_ptr, x_ptr, rows, rmask, rows, rmask, D, BLOCK, BLOCK, BLOCK_K, UPCAST, PREC)
-            t = s * k1 + tl.where(rmask, -k1, float("-inf"))[None, :]
+            t = s * k1 + tl.where(rmask, -c2, float("-inf"))[None, :]
             if EXCLUDE:
                 t = tl.where(offs[:, None] == offs[None, :], float("-inf"), t)
             racc += _rsum(tl.exp2(t), axis=1)
@@ -151,7 +153,7 @@ def p1_sums_kernel(x_ptr, y_ptr, rrow_ptr, rcol_ptr, N, k1, N_BUCKET,
             s = _dot(x_tile, tl.trans(y), tl.full((BLOCK, BLOCK), 0.0, dtype=tl.float32), UPCAST, PREC)
         else:
             s = _scores_multi_k(x_ptr, y_ptr, rows, rmask, cols, cmask, D, BLOCK, BLOCK, BLOCK_K, UPCAST, PREC)
-        t = s * k1 + tl.where(cmask, -k1, float("-inf"))[None, :]       # s2 - c2, columns past N -> -inf
+        t = s * k1 + tl.where(cmask, -c2, float("-inf"))[None, :]       # s2 - c2, columns past N -> -inf
         if not SYM:
             t += rbias[:, None]
         e = tl.exp2(t)                                                  # E_IJ = exp(S_IJ - inv_temp)
@@ -172,7 +174,7 @@ def _diag_blocks(pid, nbn, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
 
 
 @triton.jit
-def _p1_row_tile(m, l, x_tile, x_ptr, y_ptr, rows, rmask, jb, N, k1,
+def _p1_row_tile(m, l, x_tile, x_ptr, y_ptr, rows, rmask, jb, N, k1, c2,
                  D: tl.constexpr, FIXED: tl.constexpr, DIAG: tl.constexpr, UPCAST: tl.constexpr,
                  PREC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     cols = jb * BLOCK_N + tl.arange(0, BLOCK_N)                         # (BLOCK_N,)
@@ -186,7 +188,7 @@ def _p1_row_tile(m, l, x_tile, x_ptr, y_ptr, rows, rmask, jb, N, k1,
     if DIAG:
         t = tl.where(rows[:, None] == cols[None, :], float("-inf"), t)  # self excluded
     if FIXED:
-        l += _rsum(tl.exp2(t - k1), axis=1)                            # r_i += sum_j exp(S_ij - inv_temp)
+        l += _rsum(tl.exp2(t - c2), axis=1)                            # r_i += sum_j exp(S_ij - c)
     else:
         # online max; m_safe keeps exp2 finite while a row has seen only masked entries
         m_new = tl.maximum(m, _rmax(t, axis=1))
@@ -197,7 +199,7 @@ def _p1_row_tile(m, l, x_tile, x_ptr, y_ptr, rows, rmask, jb, N, k1,
 
 
 @triton.jit
-def p1_rows_kernel(x_ptr, y_ptr, lse_ptr, N, k1, N_BUCKET,
+def p1_rows_kernel(x_ptr, y_ptr, lse_ptr, N, k1, c2, N_BUCKET,
                    D: tl.constexpr, FIXED: tl.constexpr, EXCLUDE: tl.constexpr,
                    UPCAST: tl.constexpr, PREC: tl.constexpr,
                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
@@ -227,20 +229,20 @@ def p1_rows_kernel(x_ptr, y_ptr, lse_ptr, N, k1, N_BUCKET,
     if EXCLUDE:
         dlo, dhi = _diag_blocks(pid, nbn, BLOCK_M, BLOCK_N)
         for jb in tl.range(jlo, tl.minimum(jhi, dlo)):
-            m, l = _p1_row_tile(m, l, x_tile, x_ptr, y_ptr, rows, rmask, jb, N, k1,
+            m, l = _p1_row_tile(m, l, x_tile, x_ptr, y_ptr, rows, rmask, jb, N, k1, c2,
                                 D, FIXED, False, UPCAST, PREC, BLOCK_M, BLOCK_N, BLOCK_K)
         for jb in tl.range(tl.maximum(jlo, dlo), tl.minimum(jhi, dhi)):
-            m, l = _p1_row_tile(m, l, x_tile, x_ptr, y_ptr, rows, rmask, jb, N, k1,
+            m, l = _p1_row_tile(m, l, x_tile, x_ptr, y_ptr, rows, rmask, jb, N, k1, c2,
                                 D, FIXED, True, UPCAST, PREC, BLOCK_M, BLOCK_N, BLOCK_K)
         for jb in tl.range(tl.maximum(jlo, dhi), jhi):
-            m, l = _p1_row_tile(m, l, x_tile, x_ptr, y_ptr, rows, rmask, jb, N, k1,
+            m, l = _p1_row_tile(m, l, x_tile, x_ptr, y_ptr, rows, rmask, jb, N, k1, c2,
                                 D, FIXED, False, UPCAST, PREC, BLOCK_M, BLOCK_N, BLOCK_K)
     else:
         for jb in tl.range(jlo, jhi):
-            m, l = _p1_row_tile(m, l, x_tile, x_ptr, y_ptr, rows, rmask, jb, N, k1,
+            m, l = _p1_row_tile(m, l, x_tile, x_ptr, y_ptr, rows, rmask, jb, N, k1, c2,
                                 D, FIXED, False, UPCAST, PREC, BLOCK_M, BLOCK_N, BLOCK_K)
     if FIXED:
-        lse2 = k1 + tl.log2(l)
+        lse2 = c2 + tl.log2(l)
     else:
         lse2 = m + tl.log2(l)
     tl.store(lse_ptr + k * N + rows, lse2 * 0.6931471805599453, mask=rmask)   # ln 2: back to natural log
@@ -271,7 +273,7 @@ def finalize_kernel(x_ptr, y_ptr, lse_row_ptr, lse_col_ptr, pos_ptr, loss_ptr, N
 # Pass 2: acc_I = sum_J H_IJ Y_J, one program per (row block, D chunk, column split).
 # --------------------------------------------------------------------------------------
 @triton.jit
-def _p2_tile(acc, x_tile, alpha_i, lx_i, x_ptr, y_ptr, beta_ptr, ly_ptr, rows, rmask, jb, dv0, N, k1,
+def _p2_tile(acc, x_tile, alpha_i, lx_i, x_ptr, y_ptr, beta_ptr, ly_ptr, rows, rmask, jb, dv0, N, k1, c2,
              D: tl.constexpr, FIXED: tl.constexpr, DIAG: tl.constexpr, REUSE_Y: tl.constexpr,
              UPCAST: tl.constexpr, PREC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
              BLOCK_K: tl.constexpr, BLOCK_DV: tl.constexpr):
@@ -285,8 +287,8 @@ def _p2_tile(acc, x_tile, alpha_i, lx_i, x_ptr, y_ptr, beta_ptr, ly_ptr, rows, r
     t = s * k1                                                          # S_IJ in base 2
     beta_j = tl.load(beta_ptr + cols, mask=cmask, other=0.0)           # (BLOCK_N,)
     if FIXED:
-        # H_IJ = E_IJ (alpha_I + beta_J), E = exp(S - inv_temp): one exponential per entry
-        h = tl.exp2(t - k1) * (alpha_i[:, None] + beta_j[None, :])
+        # H_IJ = E_IJ (alpha_I + beta_J), E = exp(S - c): one exponential per entry
+        h = tl.exp2(t - c2) * (alpha_i[:, None] + beta_j[None, :])
     else:
         # H_IJ = alpha_I exp(S - lx_I) + beta_J exp(S - ly_J): each term bounded by its weight
         ly_j = tl.load(ly_ptr + cols, mask=cmask, other=float("inf"))
@@ -303,7 +305,7 @@ def _p2_tile(acc, x_tile, alpha_i, lx_i, x_ptr, y_ptr, beta_ptr, ly_ptr, rows, r
 
 @triton.jit
 def p2_rows_kernel(x_ptr, y_ptr, alpha_ptr, beta_ptr, lx_ptr, ly_ptr, gamma_ptr, grad_ptr, dinv_ptr,
-                   N, k1, out_scale, QSHIFT, N_BUCKET,
+                   N, k1, c2, out_scale, QSHIFT, N_BUCKET,
                    D: tl.constexpr, FIXED: tl.constexpr, EXCLUDE: tl.constexpr,
                    UPCAST: tl.constexpr, PREC: tl.constexpr,
                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_DV: tl.constexpr):
@@ -343,17 +345,17 @@ def p2_rows_kernel(x_ptr, y_ptr, alpha_ptr, beta_ptr, lx_ptr, ly_ptr, gamma_ptr,
     if EXCLUDE:
         dlo, dhi = _diag_blocks(pid, nbn, BLOCK_M, BLOCK_N)
         for jb in tl.range(jlo, tl.minimum(jhi, dlo)):
-            acc = _p2_tile(acc, x_tile, alpha_i, lx_i, x_ptr, y_ptr, beta_ptr, ly_ptr, rows, rmask, jb, dv0, N, k1,
+            acc = _p2_tile(acc, x_tile, alpha_i, lx_i, x_ptr, y_ptr, beta_ptr, ly_ptr, rows, rmask, jb, dv0, N, k1, c2,
                            D, FIXED, False, REUSE_Y, UPCAST, PREC, BLOCK_M, BLOCK_N, BLOCK_K, BLOCK_DV)
         for jb in tl.range(tl.maximum(jlo, dlo), tl.minimum(jhi, dhi)):
-            acc = _p2_tile(acc, x_tile, alpha_i, lx_i, x_ptr, y_ptr, beta_ptr, ly_ptr, rows, rmask, jb, dv0, N, k1,
+            acc = _p2_tile(acc, x_tile, alpha_i, lx_i, x_ptr, y_ptr, beta_ptr, ly_ptr, rows, rmask, jb, dv0, N, k1, c2,
                            D, FIXED, True, REUSE_Y, UPCAST, PREC, BLOCK_M, BLOCK_N, BLOCK_K, BLOCK_DV)
         for jb in tl.range(tl.maximum(jlo, dhi), jhi):
-            acc = _p2_tile(acc, x_tile, alpha_i, lx_i, x_ptr, y_ptr, beta_ptr, ly_ptr, rows, rmask, jb, dv0, N, k1,
+            acc = _p2_tile(acc, x_tile, alpha_i, lx_i, x_ptr, y_ptr, beta_ptr, ly_ptr, rows, rmask, jb, dv0, N, k1, c2,
                            D, FIXED, False, REUSE_Y, UPCAST, PREC, BLOCK_M, BLOCK_N, BLOCK_K, BLOCK_DV)
     else:
         for jb in tl.range(jlo, jhi):
-            acc = _p2_tile(acc, x_tile, alpha_i, lx_i, x_ptr, y_ptr, beta_ptr, ly_ptr, rows, rmask, jb, dv0, N, k1,
+            acc = _p2_tile(acc, x_tile, alpha_i, lx_i, x_ptr, y_ptr, beta_ptr, ly_ptr, rows, rmask, jb, dv0, N, k1, c2,
                            D, FIXED, False, REUSE_Y, UPCAST, PREC, BLOCK_M, BLOCK_N, BLOCK_K, BLOCK_DV)
     # dinv partial: sum_ij H_ij x_i . y_j = sum_i x_i . acc_i (before the one-hot term)
     xv = _load_rows(x_ptr, rows, rmask, dv0, D, BLOCK_DV).to(tl.float32)

@@ -7,6 +7,7 @@
 * ``'auto'`` (default): ``'triton'`` when every tensor is a CUDA tensor of a supported
   dtype and Triton is installed, else ``'torch'``. CPU tensors always take the torch
   engine under ``'auto'``, even with ``TRITON_INTERPRET=1`` (the interpreter is for tests).
+* Any other name (``'dense'``, ...) is the caller's business and comes back unchanged.
 
 Deciding imports nothing: Triton itself loads only when a kernel runs.
 """
@@ -16,9 +17,8 @@ import os
 
 import torch
 
-__all__ = ["BACKENDS", "choose_backend"]
+__all__ = ["choose_backend"]
 
-BACKENDS = ("auto", "torch", "triton")
 _TRITON_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
@@ -27,31 +27,30 @@ def _interpret() -> bool:
 
 
 def choose_backend(backend: str, *tensors: torch.Tensor) -> str:
-    """Resolve ``backend`` for these input tensors to ``'torch'`` or ``'triton'``.
+    """Resolve ``'auto'`` to ``'torch'`` or ``'triton'`` for these tensors; check ``'triton'``.
 
     Args:
-        backend: ``'auto'``, ``'torch'`` or ``'triton'``.
+        backend: ``'auto'``, ``'triton'``, or another backend name (returned unchanged;
+            the caller validates it).
         *tensors: the embeddings the loss will read (one or two ``(N, d)`` tensors).
 
     Returns:
-        ``'torch'`` or ``'triton'``.
+        The backend to run.
 
     Raises:
-        ValueError: unknown backend; ``'triton'`` without Triton installed, or with tensors
-            that are not on CUDA (and no ``TRITON_INTERPRET=1`` for CPU tensors).
+        ValueError: ``'triton'`` without Triton installed, or with tensors that are not on
+            CUDA (and no ``TRITON_INTERPRET=1`` for CPU tensors).
         TypeError: ``'triton'`` with a dtype the kernels do not take (float64).
 
     Examples:
         >>> import torch
         >>> choose_backend("auto", torch.zeros(4, 3))      # CPU tensor: the torch engine
         'torch'
-        >>> choose_backend("torch", torch.zeros(4, 3))
-        'torch'
+        >>> choose_backend("dense", torch.zeros(4, 3))      # not this module's decision
+        'dense'
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    if backend == "torch":
-        return "torch"
+    if backend not in ("auto", "triton"):
+        return backend
     from . import triton_installed
 
     if backend == "auto":

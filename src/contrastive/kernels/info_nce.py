@@ -10,11 +10,11 @@ Both take unit rows (the caller normalises and chains the gradient through the
 normalisation), return per-row losses, the gradient of ``sum_i w_i loss_i`` with respect to
 the rows as free vectors, and its derivative with respect to ``inv_temp``. Launch plan:
 
-1. pass 1: per-row log-sum-exp. Fixed shift ``inv_temp`` (logits are bounded by it) with
-   atomic row/column sums over the upper triangle of the symmetric ``S`` (half the work),
-   or, below ``temperature = 1 / FIXED_SHIFT_MAX_INV_TEMP``, one program per row block
-   with an online max (no atomics). ``torch.use_deterministic_algorithms(True)`` also
-   takes the atomic-free kernel.
+1. pass 1: per-row log-sum-exp. Fixed shift ``c = inv_temp max|x| max|y|`` (every logit is
+   in [-c, c]; ``c = inv_temp`` for unit rows) with atomic row/column sums over the upper
+   triangle of the symmetric ``S`` (half the work), or, when ``c > FIXED_SHIFT_MAX``
+   (temperature below ~0.025), one program per row block with an online max (no atomics).
+   ``torch.use_deterministic_algorithms(True)`` also takes the atomic-free kernel.
 2. finalize: positives and losses (O(N d)).
 3. pass 2 (only when gradients are wanted): one program per row block accumulates
    ``sum_J H_IJ Y_J`` in registers, no atomics; the single tower needs one launch because
@@ -35,11 +35,12 @@ from typing import Optional, Tuple
 
 import torch
 
-__all__ = ["info_nce_triton", "clip_triton", "available", "interpret_enabled", "FIXED_SHIFT_MAX_INV_TEMP"]
+__all__ = ["info_nce_triton", "clip_triton", "available", "interpret_enabled", "FIXED_SHIFT_MAX"]
 
-#: Largest ``inv_temp`` for the fixed shift: a row's smallest possible sum is about
-#: ``exp(-2 inv_temp)``, which must stay a normal float32 (exp(-80) = 1.8e-35 > 1.2e-38).
-FIXED_SHIFT_MAX_INV_TEMP = 40.0
+#: Largest shift ``c = inv_temp max|x| max|y|`` (about ``inv_temp`` for unit rows) for the fixed
+#: shift: a row's sum can be as small as ``exp(-2c)``, which must stay a normal float32 with
+#: headroom: ``2c <= -log(float32 tiny) - 8``, i.e. c <= 39.7 (temperature >= ~0.025).
+FIXED_SHIFT_MAX = (-math.log(torch.finfo(torch.float32).tiny) - 8.0) / 2.0
 LOG2E = 1.4426950408889634
 SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
@@ -281,9 +282,14 @@ def _weights(weights, N: int, device) -> torch.Tensor:
     return weights.to(device=device, dtype=torch.float32).contiguous()
 
 
-def _use_fixed(inv_temp: float, path: Optional[str]) -> bool:
+def _max_norm(x: torch.Tensor) -> float:
+    """max_i |x_i| in float32 (one O(N d) reduction and a host sync)."""
+    return float(torch.linalg.vector_norm(x, dim=1, dtype=torch.float32).max())
+
+
+def _use_fixed(c: float, path: Optional[str]) -> bool:
     if path is None:
-        return inv_temp <= FIXED_SHIFT_MAX_INV_TEMP
+        return c <= FIXED_SHIFT_MAX
     if path not in ("fixed", "online"):
         raise ValueError(f"path must be None, 'fixed' or 'online', got {path!r}")
     return path == "fixed"
@@ -306,6 +312,7 @@ class _Ctx:
         self.device = x.device
         self.inv_temp = inv_temp
         self.k1 = inv_temp * LOG2E
+        self.c = inv_temp                                               # the shift, set per call
         self.block_size, self.tile, self.split = block_size, tile, split
         self.pass1 = pass1
         self.flags = dict(UPCAST=self.interpret and x.dtype == torch.bfloat16, PREC=_precision(x.dtype))
@@ -330,17 +337,17 @@ def _run_pass1(c: _Ctx, x, y, *, sym: bool, exclude: bool, fixed: bool):
             nb = triton_cdiv(N, meta["BLOCK"])
             return (nb, nsplit if nsplit is not None else _split_sym(nb, sms))
 
-        c.launcher("p1_sums_kernel")(grid, x, y, r_row, r_col, N, c.k1, c.n_bucket,
+        c.launcher("p1_sums_kernel")(grid, x, y, r_row, r_col, N, c.k1, c.c * LOG2E, c.n_bucket,
                                      D=D, SYM=sym, EXCLUDE=exclude, **c.flags)
-        lse_row = torch.log(r_row) + c.inv_temp                        # lse_i = log r_i + inv_temp
-        lse_col = lse_row if sym else torch.log(r_col) + c.inv_temp
+        lse_row = torch.log(r_row) + c.c                                # lse_i = log r_i + c
+        lse_col = lse_row if sym else torch.log(r_col) + c.c
         return lse_row, lse_col
 
     def rows(a, b, excl):
         nsplit = _split_rows(N, c.device, c.split)
         part = torch.empty((nsplit, N), dtype=torch.float32, device=c.device)   # partial lse per split
         c.launcher("p1_rows_kernel")(lambda meta: (triton_cdiv(N, meta["BLOCK_M"]), nsplit),
-                                     a, b, part, N, c.k1, c.n_bucket,
+                                     a, b, part, N, c.k1, c.c * LOG2E, c.n_bucket,
                                      D=D, FIXED=fixed, EXCLUDE=excl, **c.flags)
         return part[0] if nsplit == 1 else torch.logsumexp(part, dim=0)
 
@@ -378,7 +385,7 @@ def _run_pass2(c: _Ctx, x, y, alpha, beta, lx, ly, gamma, qshift: int, *, exclud
     ly2 = beta if fixed else (ly * LOG2E).contiguous()
     grid = lambda meta: (triton_cdiv(N, meta["BLOCK_M"]), triton_cdiv(D, meta["BLOCK_DV"]), nsplit)  # noqa: E731
     c.launcher("p2_rows_kernel")(grid, x, y, alpha.contiguous(), beta.contiguous(), lx2, ly2,
-                                 gamma.contiguous(), out, dinv_part, N, c.k1, c.inv_temp, qshift, c.n_bucket,
+                                 gamma.contiguous(), out, dinv_part, N, c.k1, c.c * LOG2E, c.inv_temp, qshift, c.n_bucket,
                                  D=D, FIXED=fixed, EXCLUDE=exclude, **c.flags)
     grad = out[0] if nsplit == 1 else out.sum(dim=0)
     return grad, dinv_part.sum()
@@ -413,15 +420,16 @@ def info_nce_triton(z: torch.Tensor, inv_temp: float, exclude_self: bool, weight
     The gradient is with respect to Z as free vectors (chain through the normalisation outside).
 
     Args:
-        z: unit rows (norms 1 up to rounding of the input dtype); float32, bfloat16 or float16.
+        z: unit rows (the shift adapts to the largest norm, so rounding of the input dtype, or
+            any norm, stays exact); float32, bfloat16 or float16.
         inv_temp: 1 / temperature, a positive float.
         exclude_self: drop :math:`k = i` from the denominators (SimCLR).
         weights: per-row weights :math:`w` of the loss whose gradient is returned; default
             ``1/N`` each (the mean). Any sign and scale (e.g. an upstream ``grad_output``).
         compute_grad: also run pass 2 (gradient and ``dinv``).
         block_size: square tile size (power of two >= 16); ``None`` autotunes.
-        path: ``None`` picks the fixed shift for ``inv_temp <= FIXED_SHIFT_MAX_INV_TEMP`` and the
-            online max above; ``'fixed'``/``'online'`` force one.
+        path: ``None`` picks the fixed shift ``c = inv_temp max_i |z_i|^2`` when
+            ``c <= FIXED_SHIFT_MAX`` and the online max above; ``'fixed'``/``'online'`` force one.
 
     Shape:
         z: ``(N, d)``, N even. Returns ``(N,)``, ``(N, d)``, ``()``.
@@ -443,15 +451,16 @@ def info_nce_triton(z: torch.Tensor, inv_temp: float, exclude_self: bool, weight
     c = _Ctx(z, inv_temp, block_size, _tile, _split, _pass1)
     z = z.contiguous()                                                  # (N, d)
     w = _weights(weights, N, z.device)                                  # (N,)
-    fixed = _use_fixed(inv_temp, path)
+    c.c = inv_temp * _max_norm(z) ** 2                                  # |S_ij| <= c
+    fixed = _use_fixed(c.c, path)
     exclude = bool(exclude_self)
     lse, _ = _run_pass1(c, z, z, sym=True, exclude=exclude, fixed=fixed)   # (N,)
     pos, loss = _run_finalize(c, z, z, lse, lse, N // 2)                    # loss_i = lse_i - inv_temp z_i.z_p(i)
     if not compute_grad:
         return loss, None, None
     ws, wmax = _scaled_weights(w)
-    # H = WP + (WP)^T: H_ij = w_i P_ij + w_j P_ji, P_ij = exp(S_ij - lse_i) = E_ij exp(inv_temp - lse_i)
-    a = ws * torch.exp(inv_temp - lse) if fixed else ws                 # alpha = beta
+    # H = WP + (WP)^T: H_ij = w_i P_ij + w_j P_ji, P_ij = exp(S_ij - lse_i) = E_ij exp(c - lse_i)
+    a = ws * torch.exp(c.c - lse) if fixed else ws                      # alpha = beta
     gamma = ws + ws.roll(N // 2)                                        # one-hot part: -(w_i + w_p(i)) z_p(i)
     grad, part = _run_pass2(c, z, z, a, a, lse, lse, gamma, N // 2, exclude=exclude, fixed=fixed)
     grad.mul_(wmax)                                                     # inv_temp (WG + (WG)^T) Z
@@ -508,7 +517,8 @@ def clip_triton(a: torch.Tensor, b: torch.Tensor, inv_temp: float, weights: Opti
     N = a.shape[0]
     a, b = a.contiguous(), b.contiguous()                               # (N, d) each
     w = _weights(weights, N, a.device)
-    fixed = _use_fixed(inv_temp, path)
+    c.c = inv_temp * _max_norm(a) * _max_norm(b)                        # |S_ij| <= c
+    fixed = _use_fixed(c.c, path)
     lse_r, lse_c = _run_pass1(c, a, b, sym=False, exclude=False, fixed=fixed)
     pos, loss = _run_finalize(c, a, b, lse_r, lse_c, 0)                     # S_ii = inv_temp a_i.b_i
     if not compute_grad:
@@ -516,8 +526,8 @@ def clip_triton(a: torch.Tensor, b: torch.Tensor, inv_temp: float, weights: Opti
     ws, wmax = _scaled_weights(w)
     half = 0.5 * ws
     # K+_ij = (w_i P^r_ij + w_j P^c_ij)/2 = E_ij (w_i e^{c - lse^r_i} + w_j e^{c - lse^c_j})/2 (fixed shift c)
-    ar = half * torch.exp(inv_temp - lse_r) if fixed else half
-    ac = half * torch.exp(inv_temp - lse_c) if fixed else half
+    ar = half * torch.exp(c.c - lse_r) if fixed else half
+    ac = half * torch.exp(c.c - lse_c) if fixed else half
     grad_a, part = _run_pass2(c, a, b, ar, ac, lse_r, lse_c, ws, 0, exclude=False, fixed=fixed)   # K B
     grad_b, _ = _run_pass2(c, b, a, ac, ar, lse_c, lse_r, ws, 0, exclude=False, fixed=fixed)      # K^T A
     grad_a.mul_(wmax)
