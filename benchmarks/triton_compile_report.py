@@ -31,8 +31,10 @@ VARIANTS = [
     ("p1_sums_kernel", "sym-exclude", dict(SYM=True, EXCLUDE=True)),
     ("p1_sums_kernel", "two-tower", dict(SYM=False, EXCLUDE=False)),
     ("p1_rows_kernel", "online-exclude", dict(FIXED=False, EXCLUDE=True)),
+    ("p1_rows_kernel", "fixed-noexclude", dict(FIXED=True, EXCLUDE=False)),
     ("p2_rows_kernel", "fixed-exclude", dict(FIXED=True, EXCLUDE=True)),
     ("p2_rows_kernel", "online-noexclude", dict(FIXED=False, EXCLUDE=False)),
+    ("finalize_kernel", "", dict()),
 ]
 
 
@@ -46,7 +48,10 @@ def _compile_one(job):
     from contrastive.kernels.info_nce import _jit_module
 
     fn = getattr(_jit_module(False), kernel)
-    const = dict(D=D, UPCAST=False, PREC="tf32" if dtype != "fp32" else "tf32x3", **flags, **meta)
+    const = dict(D=D, **flags, **meta)
+    if kernel != "finalize_kernel":
+        const.setdefault("UPCAST", False)
+        const.setdefault("PREC", "tf32" if dtype != "fp32" else "tf32x3")
     sig, attrs = {}, {}
     for i, n in enumerate(fn.arg_names):
         if n.endswith("_ptr") or n in ("N", "QSHIFT"):      # as the JIT specialises 16-aligned pointers, N % 16 == 0
@@ -101,14 +106,21 @@ def main(argv=None):
     except ImportError:
         print("triton is not installed: pip install 'contrastive[triton]'", file=sys.stderr)
         return 1
-    from contrastive.kernels.info_nce import _configs
+    import triton
+
+    from contrastive.kernels.info_nce import _configs, _pow2
 
     jobs = []
     for D in args.dims:
         for kernel, variant, flags in VARIANTS:
             if args.kernels and kernel not in args.kernels:
                 continue
-            for cfg in _configs(kernel, D, interpret=False):
+            if kernel == "finalize_kernel":                       # fixed launch, as in _run_finalize
+                cfgs = [triton.Config(dict(BLOCK=64, BLOCK_K=min(_pow2(D), 128)), num_warps=4, num_stages=2)]
+            else:
+                cfgs = _configs(kernel, D, interpret=False, esize=4 if args.dtype == "fp32" else 2,
+                                prec="tf32x3" if args.dtype == "fp32" else "tf32")
+            for cfg in cfgs:
                 jobs.append((kernel, variant, flags, D, args.dtype, dict(cfg.kwargs), cfg.num_warps,
                              cfg.num_stages, args.arch))
     print(f"{len(jobs)} compilations for sm_{args.arch}, {args.dtype}", flush=True)

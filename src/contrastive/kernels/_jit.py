@@ -67,9 +67,10 @@ def _rmax(x, axis):
 def _dot(a, b, acc, UPCAST: tl.constexpr, PREC: tl.constexpr):
     """acc + a @ b in float32.
 
-    ``UPCAST``: the Triton interpreter (3.x) multiplies bfloat16 operands as their raw
-    uint16 bit patterns; upcasting to float32 first gives the exact product of the
-    bfloat16 values (only ever set under the interpreter).
+    ``UPCAST``: the Triton interpreter stores bfloat16 as uint16 and multiplies the bit
+    patterns in ``tl.dot`` (triton-lang/triton#11584; the interpreter supports no bfloat16
+    arithmetic); upcasting to float32 first gives the exact product of the bfloat16 values.
+    Set only under the interpreter.
     """
     if UPCAST:
         return tl.dot(a.to(tl.float32), b.to(tl.float32), acc)

@@ -23,6 +23,21 @@ the rows as free vectors, and its derivative with respect to ``inv_temp``. Launc
 Nothing of size ``N x N`` is allocated: memory beyond the inputs is the float32 gradient
 ``(N, d)`` plus O(N) vectors (and ``SPLIT`` gradient slices at small N, see ``_split_rows``).
 Triton is imported only when a function here runs.
+
+Why atomics in pass 1 and none in pass 2. Per tile of ``BLOCK^2`` entries pass 1 does
+``BLOCK^2 d`` multiply-adds and ``BLOCK^2`` exponentials, and the triangle halves both (at
+d = 128 an H100 SM retires bf16 tensor-core MACs and ``ex2`` at about the same rate per
+entry, so the exponentials matter as much as the GEMM). Its price is ``BLOCK`` float32
+atomic adds per tile (the column sums): ``N^2 / (2 BLOCK)`` in all, a few per thousand MACs.
+Pass 2 would need ``BLOCK x d`` atomic adds per tile to scatter ``H^T Z_I`` into the
+column block (``N^2 d / (2 BLOCK)`` in all: 5e11 at N = 2^20, d = 128, the dQ problem of
+FlashAttention's backward). Because ``H`` is symmetric, the row-block kernel that gathers
+``sum_J H_IJ Z_J`` is also the column kernel, so pass 2 visits every tile once from its
+row side instead: 2 GEMMs per tile over all tiles (4 N^2 d flops, vs 3 N^2 d for the
+triangle with atomics), no atomics, deterministic, and one exponential per entry
+(``E_IJ (a_I + a_J)`` with the fixed shift). The two-tower form has no symmetry: pass 1
+takes every tile once with row sums in registers and column sums by atomics, pass 2 runs
+the row kernel on ``(A, B)`` and on ``(B, A)``.
 """
 from __future__ import annotations
 
@@ -118,7 +133,7 @@ def _pow2(n: int) -> int:
     return max(16, 1 << (int(n) - 1).bit_length())
 
 
-def _configs(name: str, D: int, interpret: bool, esize: int = 2):
+def _configs(name: str, D: int, interpret: bool, esize: int = 2, prec: str = "tf32"):
     """Autotuning candidates (H100-minded) for one kernel, feature dimension and element size.
 
     Pass 1 holds one fp32 S tile per program; pass 2 also holds the (BLOCK_M, BLOCK_DV) fp32
@@ -126,7 +141,10 @@ def _configs(name: str, D: int, interpret: bool, esize: int = 2):
     whose pipelined tiles exceed ~200 KiB of shared memory, are left out: compiled for sm_90
     (``benchmarks/triton_compile_report.py``) the remaining ones neither spill nor overflow
     shared memory. D > 128 is cut into BLOCK_DV chunks when a whole-row accumulator would not
-    fit (each chunk then recomputes S). Under the interpreter a single small configuration.
+    fit (each chunk then recomputes S). Float32 inputs with 3xTF32 dots (``prec='tf32x3'``,
+    the default unless torch allows TF32) split each operand in two, which takes about twice
+    the registers and shared memory: they get small tiles only. Under the interpreter a
+    single small configuration.
     """
     import triton
 
@@ -140,6 +158,13 @@ def _configs(name: str, D: int, interpret: bool, esize: int = 2):
         if name == "p2_rows_kernel":
             kw["BLOCK_DV"] = bk if bk >= D else min(dp, 32)
         return [C(kw, num_warps=4, num_stages=1)]
+    if prec == "tf32x3":                                                # float32 kept accurate
+        bk = dp if dp <= 128 else 32                                    # more K chunks spill
+        if name == "p1_sums_kernel":
+            return [C(dict(BLOCK=64, BLOCK_K=bk), num_warps=4, num_stages=2)]
+        if name == "p1_rows_kernel":
+            return [C(dict(BLOCK_M=64, BLOCK_N=64, BLOCK_K=min(bk, 64)), num_warps=4, num_stages=2)]
+        return [C(dict(BLOCK_M=64, BLOCK_N=32, BLOCK_K=bk, BLOCK_DV=min(dp, 64)), num_warps=4, num_stages=2)]
     bks = [dp] if dp <= 256 else [128]
     smem_max = 200 * 1024
     out = []
@@ -203,8 +228,8 @@ def _manual_config(name: str, D: int, block: Optional[int], tile):
 class _Launcher:
     """Launches one kernel: autotuned, or with the explicit block size."""
 
-    def __init__(self, name, D, interpret, block_size, tile, esize):
-        self.name, self.D, self.interpret, self.esize = name, D, interpret, esize
+    def __init__(self, name, D, interpret, block_size, tile, esize, prec):
+        self.name, self.D, self.interpret, self.esize, self.prec = name, D, interpret, esize, prec
         self.fn = getattr(_jit_module(interpret), name)
         self.manual = None
         if block_size is not None or tile is not None:
@@ -214,13 +239,13 @@ class _Launcher:
         if self.manual is not None:
             meta, opts = self.manual
             return self.fn[grid](*args, **kwargs, **meta, **opts)
-        key = (self.interpret, self.name, self.D, self.esize)
+        key = (self.interpret, self.name, self.D, self.esize, self.prec)
         tuned = _TUNED.get(key)
         if tuned is None:
             import triton
 
             reset = {"p1_sums_kernel": ["rrow_ptr", "rcol_ptr"], "p2_rows_kernel": ["dinv_ptr"]}.get(self.name)
-            tuned = triton.autotune(configs=_configs(self.name, self.D, self.interpret, self.esize), key=["N_BUCKET"],
+            tuned = triton.autotune(configs=_configs(self.name, self.D, self.interpret, self.esize, self.prec), key=["N_BUCKET"],
                                     reset_to_zero=reset)(self.fn)
             _TUNED[key] = tuned
         return tuned[grid](*args, **kwargs)
@@ -320,7 +345,7 @@ class _Ctx:
         self.esize = x.element_size()
 
     def launcher(self, name):
-        return _Launcher(name, self.D, self.interpret, self.block_size, self.tile, self.esize)
+        return _Launcher(name, self.D, self.interpret, self.block_size, self.tile, self.esize, self.flags["PREC"])
 
 
 def _run_pass1(c: _Ctx, x, y, *, sym: bool, exclude: bool, fixed: bool):
