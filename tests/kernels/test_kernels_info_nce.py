@@ -213,6 +213,24 @@ def test_rows_of_any_norm(device, path):
     check_clip(a, b, 4.0, weights(N, device, seed=10), TOL[torch.float32], path=path)
 
 
+def test_saved_lse_skips_pass_one(device):
+    # reduction='none': forward keeps lse, backward brings the weights
+    N = 34
+    z = unit_rows(N, 12, torch.float32, device, seed=12)
+    w = weights(N, device, seed=12)
+    loss, _, _, lse = info_nce_triton(z, 5.0, True, compute_grad=False, return_lse=True)
+    again = info_nce_triton(z, 5.0, True, w, lse=lse)
+    for x, y in zip(again, info_nce_triton(z, 5.0, True, w)):
+        torch.testing.assert_close(x, y, rtol=1e-6, atol=1e-7)
+    a, b = z, unit_rows(N, 12, torch.float32, device, seed=13)
+    out = clip_triton(a, b, 5.0, compute_grad=False, return_lse=True)
+    again = clip_triton(a, b, 5.0, w, lse=out[-1])
+    for x, y in zip(again, clip_triton(a, b, 5.0, w)):
+        torch.testing.assert_close(x, y, rtol=1e-6, atol=1e-7)
+    with pytest.raises(ValueError, match="lse"):
+        info_nce_triton(z, 5.0, True, lse=lse[:3])
+
+
 def test_equal_embeddings_give_log_n_minus_one(device):
     N = 18
     z = torch.zeros(N, 8, device=device)

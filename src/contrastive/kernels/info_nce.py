@@ -312,6 +312,12 @@ def _max_norm(x: torch.Tensor) -> float:
     return float(torch.linalg.vector_norm(x, dim=1, dtype=torch.float32).max())
 
 
+def _given_lse(lse, N: int, device) -> torch.Tensor:
+    if not isinstance(lse, torch.Tensor) or lse.shape != (N,):
+        raise ValueError(f"lse must be the ({N},) tensor returned with return_lse=True")
+    return lse.to(device=device, dtype=torch.float32).contiguous()
+
+
 def _use_fixed(c: float, path: Optional[str]) -> bool:
     if path is None:
         return c <= FIXED_SHIFT_MAX
@@ -429,6 +435,7 @@ def _scaled_weights(w: torch.Tensor):
 # ----------------------------------------------------------------------------- API
 def info_nce_triton(z: torch.Tensor, inv_temp: float, exclude_self: bool, weights: Optional[torch.Tensor] = None,
                     compute_grad: bool = True, block_size: Optional[int] = None, *, path: Optional[str] = None,
+                    lse: Optional[torch.Tensor] = None, return_lse: bool = False,
                     _tile=None, _split=None, _pass1=None):
     r"""Single-tower InfoNCE on unit rows, blockwise, on the GPU (or the Triton interpreter).
 
@@ -455,14 +462,19 @@ def info_nce_triton(z: torch.Tensor, inv_temp: float, exclude_self: bool, weight
         block_size: square tile size (power of two >= 16); ``None`` autotunes.
         path: ``None`` picks the fixed shift ``c = inv_temp max_i |z_i|^2`` when
             ``c <= FIXED_SHIFT_MAX`` and the online max above; ``'fixed'``/``'online'`` force one.
+        lse: the per-row log-sum-exp of an earlier call on the same ``z`` and ``inv_temp``
+            (``return_lse=True``): pass 1 is skipped. For a backward whose weights arrive
+            late (``reduction='none'``): run pass 1 in forward, pass 2 in backward.
+        return_lse: append the per-row log-sum-exp (float32, ``(N,)``) to the outputs.
 
     Shape:
-        z: ``(N, d)``, N even. Returns ``(N,)``, ``(N, d)``, ``()``.
+        z: ``(N, d)``, N even. Returns ``(N,)``, ``(N, d)``, ``()`` (and ``(N,)``).
 
     Returns:
         ``(loss_rows, grad_z, dinv)``: float32 per-row losses, float32 gradient of
         ``sum_i w_i loss_i`` (``None`` unless ``compute_grad``), its derivative with respect
-        to ``inv_temp`` as a 0-d float32 tensor (``None`` unless ``compute_grad``).
+        to ``inv_temp`` as a 0-d float32 tensor (``None`` unless ``compute_grad``); then
+        ``lse`` when ``return_lse``.
 
     Raises:
         TypeError: non-tensor or unsupported dtype. ValueError: odd or zero N, bad shapes,
@@ -479,10 +491,14 @@ def info_nce_triton(z: torch.Tensor, inv_temp: float, exclude_self: bool, weight
     c.c = inv_temp * _max_norm(z) ** 2                                  # |S_ij| <= c
     fixed = _use_fixed(c.c, path)
     exclude = bool(exclude_self)
-    lse, _ = _run_pass1(c, z, z, sym=True, exclude=exclude, fixed=fixed)   # (N,)
+    if lse is None:
+        lse, _ = _run_pass1(c, z, z, sym=True, exclude=exclude, fixed=fixed)   # (N,)
+    else:
+        lse = _given_lse(lse, N, z.device)
     pos, loss = _run_finalize(c, z, z, lse, lse, N // 2)                    # loss_i = lse_i - inv_temp z_i.z_p(i)
+    tail = (lse,) if return_lse else ()
     if not compute_grad:
-        return loss, None, None
+        return (loss, None, None) + tail
     ws, wmax = _scaled_weights(w)
     # H = WP + (WP)^T: H_ij = w_i P_ij + w_j P_ji, P_ij = exp(S_ij - lse_i) = E_ij exp(c - lse_i)
     a = ws * torch.exp(c.c - lse) if fixed else ws                      # alpha = beta
@@ -491,11 +507,12 @@ def info_nce_triton(z: torch.Tensor, inv_temp: float, exclude_self: bool, weight
     grad.mul_(wmax)                                                     # inv_temp (WG + (WG)^T) Z
     # dinv = sum_ij w_i G_ij z_i.z_j = (1/2) sum_ij H_ij z_i.z_j - sum_i w_i z_i.z_p(i)
     dinv = 0.5 * wmax * part - (w * pos).sum()
-    return loss, grad, dinv
+    return (loss, grad, dinv) + tail
 
 
 def clip_triton(a: torch.Tensor, b: torch.Tensor, inv_temp: float, weights: Optional[torch.Tensor] = None,
                 compute_grad: bool = True, block_size: Optional[int] = None, *, path: Optional[str] = None,
+                lse: Optional[Tuple[torch.Tensor, torch.Tensor]] = None, return_lse: bool = False,
                 _tile=None, _split=None, _pass1=None):
     r"""Two-tower (CLIP) InfoNCE on unit rows, blockwise, on the GPU (or the Triton interpreter).
 
@@ -519,12 +536,15 @@ def clip_triton(a: torch.Tensor, b: torch.Tensor, inv_temp: float, weights: Opti
         compute_grad: also run pass 2.
         block_size: square tile size (power of two >= 16); ``None`` autotunes.
         path: as in :func:`info_nce_triton`.
+        lse: ``(lse_rows, lse_cols)`` of an earlier call (``return_lse=True``): skips pass 1.
+        return_lse: append ``(lse_rows, lse_cols)`` (float32, ``(N,)`` each) to the outputs.
 
     Shape:
         a, b: ``(N, d)``. Returns ``(N,)``, ``(N, d)``, ``(N, d)``, ``()``.
 
     Returns:
-        ``(loss_rows, grad_a, grad_b, dinv)``, float32; the last three ``None`` unless ``compute_grad``.
+        ``(loss_rows, grad_a, grad_b, dinv)``, float32; the last three ``None`` unless
+        ``compute_grad``; then ``(lse_rows, lse_cols)`` when ``return_lse``.
 
     Raises:
         TypeError, ValueError: as :func:`info_nce_triton`, and ``a``/``b`` of different
@@ -544,10 +564,16 @@ def clip_triton(a: torch.Tensor, b: torch.Tensor, inv_temp: float, weights: Opti
     w = _weights(weights, N, a.device)
     c.c = inv_temp * _max_norm(a) * _max_norm(b)                        # |S_ij| <= c
     fixed = _use_fixed(c.c, path)
-    lse_r, lse_c = _run_pass1(c, a, b, sym=False, exclude=False, fixed=fixed)
+    if lse is None:
+        lse_r, lse_c = _run_pass1(c, a, b, sym=False, exclude=False, fixed=fixed)
+    else:
+        if not isinstance(lse, (tuple, list)) or len(lse) != 2:
+            raise ValueError("lse must be the pair (lse_rows, lse_cols) returned with return_lse=True")
+        lse_r, lse_c = (_given_lse(t, N, a.device) for t in lse)
     pos, loss = _run_finalize(c, a, b, lse_r, lse_c, 0)                     # S_ii = inv_temp a_i.b_i
+    tail = ((lse_r, lse_c),) if return_lse else ()
     if not compute_grad:
-        return loss, None, None, None
+        return (loss, None, None, None) + tail
     ws, wmax = _scaled_weights(w)
     half = 0.5 * ws
     # K+_ij = (w_i P^r_ij + w_j P^c_ij)/2 = E_ij (w_i e^{c - lse^r_i} + w_j e^{c - lse^c_j})/2 (fixed shift c)
@@ -558,4 +584,4 @@ def clip_triton(a: torch.Tensor, b: torch.Tensor, inv_temp: float, weights: Opti
     grad_a.mul_(wmax)
     grad_b.mul_(wmax)
     dinv = wmax * part - (w * pos).sum()                                # sum_ij K_ij a_i.b_j
-    return loss, grad_a, grad_b, dinv
+    return (loss, grad_a, grad_b, dinv) + tail
