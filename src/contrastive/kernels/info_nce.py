@@ -33,9 +33,9 @@ Pass 2 would need ``BLOCK x d`` atomic adds per tile to scatter ``H^T Z_I`` into
 column block (``N^2 d / (2 BLOCK)`` in all: 5e11 at N = 2^20, d = 128, the dQ problem of
 FlashAttention's backward). Because ``H`` is symmetric, the row-block kernel that gathers
 ``sum_J H_IJ Z_J`` is also the column kernel, so pass 2 visits every tile once from its
-row side instead: 2 GEMMs per tile over all tiles (4 N^2 d flops, vs 3 N^2 d for the
-triangle with atomics), no atomics, deterministic, and one exponential per entry
-(``E_IJ (a_I + a_J)`` with the fixed shift). The two-tower form has no symmetry: pass 1
+row side instead: 2 GEMMs per tile over all tiles (4 N^2 d flops for pass 2, vs 3 N^2 d
+for the triangle with atomics; 5 N^2 d with pass 1), no atomics, deterministic, and one
+exponential per entry (``E_IJ (a_I + a_J)`` with the fixed shift). The two-tower form has no symmetry: pass 1
 takes every tile once with row sums in registers and column sums by atomics, pass 2 runs
 the row kernel on ``(A, B)`` and on ``(B, A)``.
 """
@@ -90,6 +90,9 @@ def _jit_module(interpret: bool):
 
     ``triton.jit`` decides at decoration time from ``TRITON_INTERPRET``; loading ``_jit.py``
     under a private name with the variable forced keeps both kinds apart in one process.
+    This works because the kernels call none of ``triton.language``'s own ``@jit`` helpers
+    (``tl.sum``, ``tl.max``, ``tl.zeros``, ``tl.cdiv``), whose kind was fixed when
+    ``triton.language`` was first imported; ``_jit.py`` defines its own.
     """
     mod = _MODULES.get(interpret)
     if mod is None:
@@ -245,8 +248,8 @@ class _Launcher:
             import triton
 
             reset = {"p1_sums_kernel": ["rrow_ptr", "rcol_ptr"], "p2_rows_kernel": ["dinv_ptr"]}.get(self.name)
-            tuned = triton.autotune(configs=_configs(self.name, self.D, self.interpret, self.esize, self.prec), key=["N_BUCKET"],
-                                    reset_to_zero=reset)(self.fn)
+            configs = _configs(self.name, self.D, self.interpret, self.esize, self.prec)
+            tuned = triton.autotune(configs=configs, key=["N_BUCKET"], reset_to_zero=reset)(self.fn)
             _TUNED[key] = tuned
         return tuned[grid](*args, **kwargs)
 
@@ -307,9 +310,11 @@ def _weights(weights, N: int, device) -> torch.Tensor:
     return weights.to(device=device, dtype=torch.float32).contiguous()
 
 
-def _max_norm(x: torch.Tensor) -> float:
-    """max_i |x_i| in float32 (one O(N d) reduction and a host sync)."""
-    return float(torch.linalg.vector_norm(x, dim=1, dtype=torch.float32).max())
+def _max_norm(x: torch.Tensor, chunk: int = 1 << 16) -> float:
+    """max_i |x_i| in float32: one O(N d) pass in row chunks (bounded scratch), one host sync."""
+    m = torch.stack([torch.linalg.vector_norm(x[i:i + chunk], dim=1, dtype=torch.float32).max()
+                     for i in range(0, x.shape[0], chunk)])
+    return float(m.max())
 
 
 def _given_lse(lse, N: int, device) -> torch.Tensor:
@@ -403,8 +408,8 @@ def _run_finalize(c: _Ctx, x, y, lse_row, lse_col, qshift: int):
 def _run_pass2(c: _Ctx, x, y, alpha, beta, lx, ly, gamma, qshift: int, *, exclude: bool, fixed: bool):
     """grad_x = inv_temp (sum_j H_ij y_j - gamma_i y_q(i)) and the partial sum_i x_i . acc_i.
 
-    H_ij = alpha_i beta-form as in ``_jit``: fixed shift ``exp(S_ij - inv_temp)(alpha_i + beta_j)``,
-    otherwise ``alpha_i exp(S_ij - lx_i) + beta_j exp(S_ij - ly_j)`` (lx, ly natural-log lse).
+    With the fixed shift ``H_ij = exp(S_ij - c) (alpha_i + beta_j)``, otherwise
+    ``H_ij = alpha_i exp(S_ij - lx_i) + beta_j exp(S_ij - ly_j)`` (lx, ly natural-log lse).
     Returns the (N, D) float32 gradient (before the weight rescale) and the dinv partial sum.
     """
     N, D = c.N, c.D
@@ -416,8 +421,8 @@ def _run_pass2(c: _Ctx, x, y, alpha, beta, lx, ly, gamma, qshift: int, *, exclud
     ly2 = beta if fixed else (ly * LOG2E).contiguous()
     grid = lambda meta: (triton_cdiv(N, meta["BLOCK_M"]), triton_cdiv(D, meta["BLOCK_DV"]), nsplit)  # noqa: E731
     c.launcher("p2_rows_kernel")(grid, x, y, alpha.contiguous(), beta.contiguous(), lx2, ly2,
-                                 gamma.contiguous(), out, dinv_part, N, c.k1, c.c * LOG2E, c.inv_temp, qshift, c.n_bucket,
-                                 D=D, FIXED=fixed, EXCLUDE=exclude, **c.flags)
+                                 gamma.contiguous(), out, dinv_part, N, c.k1, c.c * LOG2E, c.inv_temp, qshift,
+                                 c.n_bucket, D=D, FIXED=fixed, EXCLUDE=exclude, **c.flags)
     grad = out[0] if nsplit == 1 else out.sum(dim=0)
     return grad, dinv_part.sum()
 
