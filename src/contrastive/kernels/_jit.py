@@ -109,7 +109,7 @@ def p1_sums_kernel(x_ptr, y_ptr, rrow_ptr, rcol_ptr, N, k1, c2, N_BUCKET,
                    D: tl.constexpr, SYM: tl.constexpr, EXCLUDE: tl.constexpr,
                    UPCAST: tl.constexpr, PREC: tl.constexpr,
                    BLOCK: tl.constexpr, BLOCK_K: tl.constexpr):
-    """Row and column sums of E = exp(S - inv_temp) (fixed shift), accumulated atomically.
+    """Row and column sums of E = exp(S - c) (fixed shift c >= max |S|), accumulated atomically.
 
     ``SYM`` (single tower, ``Y = X``, ``rcol_ptr = rrow_ptr``): S is symmetric, so only the
     tiles ``J >= I`` are computed; tile (I, J > I) adds its row sums to r_I and its column
@@ -118,7 +118,7 @@ def p1_sums_kernel(x_ptr, y_ptr, rrow_ptr, rcol_ptr, N, k1, c2, N_BUCKET,
     Not ``SYM`` (two-tower): every tile, row sums to ``rrow`` and column sums to ``rcol``.
 
     Grid ``(cdiv(N, BLOCK), SPLIT)``: program (I, k) visits column blocks k, k + SPLIT, ...
-    (from I + 1 + k when ``SYM``). Pass ``N_BUCKET`` only to key the autotuner.
+    (from I + 1 + k when ``SYM``). ``N_BUCKET`` is unused here: it keys the autotuner.
     """
     pid = tl.program_id(0)
     k = tl.program_id(1)
@@ -130,7 +130,7 @@ def p1_sums_kernel(x_ptr, y_ptr, rrow_ptr, rcol_ptr, N, k1, c2, N_BUCKET,
     rmask = rows < N
     if SINGLE_K:
         x_tile = _load_rows(x_ptr, rows, rmask, 0, D, BLOCK_K)          # (BLOCK, BLOCK_K), kept
-    racc = tl.full((BLOCK,), 0.0, dtype=tl.float32)                         # partial r_I
+    racc = tl.full((BLOCK,), 0.0, dtype=tl.float32)                     # partial r_I
     if SYM:
         if k == 0:
             # diagonal tile: E = exp2(s2 - c2), columns past N and (if EXCLUDE) i == j masked
@@ -157,7 +157,7 @@ def p1_sums_kernel(x_ptr, y_ptr, rrow_ptr, rcol_ptr, N, k1, c2, N_BUCKET,
         t = s * k1 + tl.where(cmask, -c2, float("-inf"))[None, :]       # s2 - c2, columns past N -> -inf
         if not SYM:
             t += rbias[:, None]
-        e = tl.exp2(t)                                                  # E_IJ = exp(S_IJ - inv_temp)
+        e = tl.exp2(t)                                                  # E_IJ = exp(S_IJ - c)
         racc += _rsum(e, axis=1)
         tl.atomic_add(rcol_ptr + cols, _rsum(e, axis=0), mask=cmask, sem="relaxed")
     tl.atomic_add(rrow_ptr + rows, racc, mask=rmask, sem="relaxed")
