@@ -209,7 +209,7 @@ def p1_rows_kernel(x_ptr, y_ptr, lse_ptr, N, k1, c2, N_BUCKET,
     Grid ``(cdiv(N, BLOCK_M), SPLIT)``; program (I, k) covers column blocks
     ``[k nbn / SPLIT, (k + 1) nbn / SPLIT)`` (``nbn = cdiv(N, BLOCK_N)``) and writes
     ``lse_ptr[k, I]`` (natural log, -inf for an empty range); the host combines the SPLIT
-    partials with a logsumexp. ``FIXED``: sum of exp(S - inv_temp) (the deterministic
+    partials with a logsumexp. ``FIXED``: sum of exp(S - c) (the deterministic
     stand-in for ``p1_sums_kernel``); otherwise an online max, valid at any temperature.
     ``EXCLUDE`` drops S_ii; only the column blocks that meet the diagonal pay for the mask.
     """
