@@ -232,7 +232,6 @@ def gemm_tflops(d, dtype, device, M, reps, cuda):
     A = torch.randn(M, d, dtype=dtype, device=device)
     B = torch.randn(d, M, dtype=dtype, device=device)
     ms, _ = timed(lambda: torch.mm(A, B), reps, 2, cuda)
-    del A, B
     return 2.0 * M * M * d / (ms * 1e-3) / 1e12
 
 

@@ -1,7 +1,7 @@
 """Compile every Triton kernel configuration for a GPU target without a GPU; report resources.
 
 Ahead-of-time compiles (Triton's own ptxas, no driver needed) each autotuning candidate of
-``contrastive.kernels.info_nce._configs`` for sm_90 (H100) by default and prints, per
+``contrastive.kernels._launch._configs`` for sm_90 (H100) by default and prints, per
 kernel, variant and configuration: registers per thread, stack bytes (spills), dynamic
 shared memory and compile time. A candidate that spills or needs more shared memory than
 the SM has is a bad candidate. This checks that the kernels *compile* for the GPU, which
@@ -45,7 +45,7 @@ def _compile_one(job):
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    from contrastive.kernels.info_nce import _jit_module
+    from contrastive.kernels._launch import _jit_module
 
     fn = getattr(_jit_module(False), kernel)
     const = dict(D=D, **flags, **meta)
@@ -102,13 +102,12 @@ def main(argv=None):
     ap.add_argument("--csv", default=None)
     args = ap.parse_args(argv)
     try:
-        import triton  # noqa: F401
+        import triton
     except ImportError:
         print("triton is not installed: pip install 'contrastive[triton]'", file=sys.stderr)
         return 1
-    import triton
 
-    from contrastive.kernels.info_nce import _configs, _pow2
+    from contrastive.kernels._launch import _configs, _pow2
 
     jobs = []
     for D in args.dims:
