@@ -1,0 +1,57 @@
+"""Triton GPU kernels for the blockwise InfoNCE engine (optional: ``pip install 'contrastive[triton]'``).
+
+Importing this package never imports Triton: the kernels load on the first call of
+:func:`info_nce_triton` or :func:`clip_triton`. The contract is the torch engine's, so that a
+backend switch is a swap (see :mod:`contrastive.kernels.dispatch` for the rule).
+
+* :func:`info_nce_triton` ``(z, inv_temp, exclude_self, weights=None, compute_grad=True,
+  block_size=None) -> (loss_rows, grad_z, dinv)``
+* :func:`clip_triton` ``(a, b, inv_temp, weights=None, compute_grad=True, block_size=None)
+  -> (loss_rows, grad_a, grad_b, dinv)``
+* :func:`available`: Triton importable and a CUDA device present (or ``TRITON_INTERPRET=1``).
+
+CUDA tensors run compiled kernels; CPU tensors run under the Triton interpreter, only when
+``TRITON_INTERPRET=1`` is set (exact, slow, for tests).
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+
+__all__ = ["available", "info_nce_triton", "clip_triton", "triton_installed"]
+
+
+def triton_installed() -> bool:
+    """Whether the ``triton`` package is installed (checked without importing it)."""
+    return importlib.util.find_spec("triton") is not None
+
+
+def available() -> bool:
+    """Whether the Triton kernels can run: Triton imports and CUDA is present or ``TRITON_INTERPRET=1``.
+
+    Examples:
+        >>> isinstance(available(), bool)
+        True
+    """
+    interpret = os.environ.get("TRITON_INTERPRET", "").strip().lower() in ("1", "true", "yes", "on")
+    import torch
+
+    if not (interpret or torch.cuda.is_available()) or not triton_installed():
+        return False
+    from .info_nce import available as _available
+
+    return _available()
+
+
+def info_nce_triton(z, inv_temp, exclude_self, weights=None, compute_grad=True, block_size=None, **kwargs):
+    """Single-tower InfoNCE on the GPU; see :func:`contrastive.kernels.info_nce.info_nce_triton`."""
+    from .info_nce import info_nce_triton as _fn
+
+    return _fn(z, inv_temp, exclude_self, weights, compute_grad, block_size, **kwargs)
+
+
+def clip_triton(a, b, inv_temp, weights=None, compute_grad=True, block_size=None, **kwargs):
+    """Two-tower (CLIP) InfoNCE on the GPU; see :func:`contrastive.kernels.info_nce.clip_triton`."""
+    from .info_nce import clip_triton as _fn
+
+    return _fn(a, b, inv_temp, weights, compute_grad, block_size, **kwargs)
