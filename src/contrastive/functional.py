@@ -18,6 +18,7 @@ from .ops.clip import ClipLossFn
 from .ops.info_nce import InfoNCEFn
 from .ops.info_nce_dense import DenseInfoNCEFn
 from .ops.tiles import check_block_size
+from .ops.triton_glue import TritonClipFn, TritonInfoNCEFn
 
 __all__ = ["contrastive_loss", "info_nce", "nt_xent", "clip_loss", "cosine_similarity"]
 
@@ -129,13 +130,17 @@ def _check_temperature_device(temperature, ref: torch.Tensor):
     return temperature
 
 
-BACKENDS = ("auto", "torch", "dense")
+BACKENDS = ("auto", "torch", "triton", "dense")
 
 
-def _check_backend(backend: str) -> str:
+def _check_backend(backend: str, *tensors: torch.Tensor) -> str:
+    """Validate ``backend`` and resolve ``'auto'``: Triton for CUDA tensors when it is
+    installed, else the torch engine (see :mod:`contrastive.kernels.dispatch`)."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    return backend
+    from .kernels.dispatch import choose_backend
+
+    return choose_backend(backend, *tensors)
 
 
 def nt_xent(
@@ -180,8 +185,11 @@ def nt_xent(
         reduction: ``'mean'`` | ``'sum'`` | ``'none'`` (per-row losses in the order of ``z``).
         check_finite: raise on NaN/Inf inputs.
         block_size: rows per tile of the blockwise engine (``None``: 512 on CPU, 4096 on
-            CUDA). Memory is O(N d + block_size^2).
-        backend: ``'auto'`` (the blockwise engine), ``'torch'`` (the same, explicitly) or
+            CUDA; autotuned for Triton, where it must be a power of two >= 16). Memory is
+            O(N d + block_size^2).
+        backend: ``'auto'`` (Triton kernels for CUDA tensors when Triton is installed,
+            else the torch blockwise engine), ``'torch'``, ``'triton'`` (CUDA float32,
+            bfloat16 or float16; CPU only under ``TRITON_INTERPRET=1``, for tests) or
             ``'dense'`` (holds the N x N logits; the reference path).
 
     Shape:
@@ -213,15 +221,18 @@ def nt_xent(
         V.check_finite("z", z)
     if normalize:
         V.check_unit_rows("z", z)
-    backend = _check_backend(backend)
+    backend = _check_backend(backend, z)
     if backend == "dense":
         per_row = DenseInfoNCEFn.apply(z, temperature, bool(exclude_self), bool(normalize))
         return _reduce(per_row, reduction, z.dtype)
-    bs = check_block_size(block_size, z.shape[0], z.device)
     want_grad = torch.is_grad_enabled() and (
         z.requires_grad or (isinstance(temperature, torch.Tensor) and temperature.requires_grad)
     )
-    out = InfoNCEFn.apply(z, temperature, bool(exclude_self), bool(normalize), reduction, bs, want_grad)
+    if backend == "triton":
+        fn, bs = TritonInfoNCEFn, block_size
+    else:
+        fn, bs = InfoNCEFn, check_block_size(block_size, z.shape[0], z.device)
+    out = fn.apply(z, temperature, bool(exclude_self), bool(normalize), reduction, bs, want_grad)
     return out.to(z.dtype)
 
 
@@ -353,9 +364,9 @@ def clip_loss(
         normalize: L2-normalise rows.
         reduction: ``'mean'`` | ``'sum'`` | ``'none'`` (per-pair losses ``(N,)``).
         check_finite: raise on NaN/Inf inputs.
-        block_size: rows per tile (``None``: 512 on CPU, 4096 on CUDA).
-        backend: ``'auto'`` / ``'torch'`` (blockwise engine) or ``'dense'`` (plain autograd
-            over the full logits, the reference).
+        block_size: rows per tile (``None``: 512 on CPU, 4096 on CUDA, autotuned for Triton).
+        backend: ``'auto'``, ``'torch'``, ``'triton'`` (see :func:`nt_xent`) or ``'dense'``
+            (plain autograd over the full logits, the reference).
 
     Shape:
         a, b: ``(N, d)``; output: scalar, or ``(N,)`` for ``reduction='none'``.
@@ -385,14 +396,18 @@ def clip_loss(
     if normalize:
         V.check_unit_rows("a", a)
         V.check_unit_rows("b", b)
-    if _check_backend(backend) == "dense":
+    backend = _check_backend(backend, a, b)
+    if backend == "dense":
         return _reduce(_dense_clip(a, b, temperature, normalize), reduction, a.dtype)
-    bs = check_block_size(block_size, a.shape[0], a.device)
     want_grad = torch.is_grad_enabled() and (
         a.requires_grad or b.requires_grad
         or (isinstance(temperature, torch.Tensor) and temperature.requires_grad)
     )
-    out = ClipLossFn.apply(a, b, temperature, bool(normalize), reduction, bs, want_grad)
+    if backend == "triton":
+        fn, bs = TritonClipFn, block_size
+    else:
+        fn, bs = ClipLossFn, check_block_size(block_size, a.shape[0], a.device)
+    out = fn.apply(a, b, temperature, bool(normalize), reduction, bs, want_grad)
     return out.to(a.dtype)
 
 
