@@ -1,0 +1,126 @@
+"""Checkpoints: written atomically, read back without running pickled code.
+
+A training checkpoint (``*.pt``) is a dict of tensors and plain Python values (model,
+optimiser and scheduler state, epoch, step, the random generators' states) saved with
+``torch.save`` and loaded with ``torch.load(weights_only=True)``, which refuses anything
+but tensors and builtin containers. Model weights alone are also exported as safetensors.
+Every write goes to a temporary file in the same folder, is flushed to disk and then
+renamed over the target, so a crash never leaves a half-written checkpoint behind.
+"""
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Dict
+
+import numpy as np
+import torch
+
+__all__ = ["atomic_write", "capture_rng", "load_checkpoint", "load_weights", "restore_rng",
+           "save_checkpoint", "save_weights"]
+
+
+def atomic_write(path, write: Callable[[str], None]) -> Path:
+    """Call ``write(tmp_path)``, then rename ``tmp_path`` to ``path`` (same folder, so atomic).
+
+    Examples:
+        >>> import tempfile, pathlib
+        >>> d = pathlib.Path(tempfile.mkdtemp())
+        >>> _ = atomic_write(d / "x.txt", lambda p: pathlib.Path(p).write_text("ok"))
+        >>> (d / "x.txt").read_text(), sorted(q.name for q in d.iterdir())
+        ('ok', ['x.txt'])
+    """
+    path = Path(path)
+    if not callable(write):
+        raise TypeError("write must be a callable taking the temporary path")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def capture_rng() -> Dict[str, Any]:
+    """The states of Python's, NumPy's and torch's (CPU and CUDA) random generators."""
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, pstate, pgauss = random.getstate()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
+        "python": {"version": version, "state": list(pstate), "gauss": pgauss},
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: Dict[str, Any]) -> None:
+    """Restore what :func:`capture_rng` returned."""
+    if not isinstance(state, dict) or "torch" not in state:
+        raise ValueError("state must be a dict from capture_rng() with at least a 'torch' entry")
+    torch.set_rng_state(state["torch"])
+    if "numpy" in state:
+        n = state["numpy"]
+        np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    if "python" in state:
+        p = state["python"]
+        random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path, state: Dict[str, Any]) -> Path:
+    """Write a training state dict atomically (see the module docstring).
+
+    Examples:
+        >>> import tempfile, pathlib
+        >>> p = pathlib.Path(tempfile.mkdtemp()) / "last.pt"
+        >>> _ = save_checkpoint(p, {"epoch": 3, "w": torch.ones(2)})
+        >>> load_checkpoint(p)["epoch"]
+        3
+    """
+    if not isinstance(state, dict):
+        raise TypeError(f"state must be a dict, got {type(state).__name__}")
+    return atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def load_checkpoint(path, map_location="cpu") -> Dict[str, Any]:
+    """Load a checkpoint with ``weights_only=True`` (no arbitrary code runs)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {str(path)!r} not found; a run directory holds checkpoints/last.pt")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # noqa: BLE001 - report any unreadable file the same way
+        raise ValueError(f"{path}: not a readable checkpoint ({type(err).__name__}: {err})") from None
+
+
+def save_weights(path, module: torch.nn.Module) -> Path:
+    """Export ``module.state_dict()`` as safetensors, atomically."""
+    from safetensors.torch import save_file
+
+    if not isinstance(module, torch.nn.Module):
+        raise TypeError(f"module must be an nn.Module, got {type(module).__name__}")
+    tensors = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    return atomic_write(path, lambda tmp: save_file(tensors, tmp))
+
+
+def load_weights(path) -> Dict[str, torch.Tensor]:
+    """Read a safetensors file written by :func:`save_weights`."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file {str(path)!r} not found")
+    return load_file(str(path))

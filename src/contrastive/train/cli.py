@@ -1,0 +1,171 @@
+"""``contrastive train RECIPE``, ``contrastive eval RUN_DIR`` and ``contrastive embed RUN_DIR``.
+
+``train`` has one sub-command per recipe (see :mod:`contrastive.train.recipes`); each takes
+``--config run.toml``, ``--resume RUN_DIR`` and any number of ``--section.key=value``
+overrides (``--help`` lists the keys). Errors in the configuration or the data print one
+line and exit with status 2; a non-finite loss exits with status 1.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import numpy as np
+import torch
+
+from .config import ConfigError, apply_overrides, config_keys, load_toml, parse_override_args
+from .recipes import available_recipes, get_recipe
+from .runlog import NonFiniteLossError
+
+__all__ = ["register"]
+
+USER_ERRORS = (ConfigError, ValueError, TypeError, FileNotFoundError, ImportError)
+
+
+class _OverrideParser(argparse.ArgumentParser):
+    """A recipe's parser: arguments it does not know are collected as config overrides."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        ns, extras = super().parse_known_args(args, namespace)
+        ns.override_args = list(getattr(ns, "override_args", None) or []) + list(extras)
+        return ns, []
+
+
+def _keys_epilog(config_cls) -> str:
+    lines = ["configuration keys (override with --section.key=value):"]
+    for key, (typ, value) in config_keys(config_cls()).items():
+        lines.append(f"  {key:<28} {typ.__name__:<6} {value!r}")
+    return "\n".join(lines)
+
+
+def _fail(command: str, err: BaseException, code: int) -> int:
+    print(f"contrastive {command}: error: {err}", file=sys.stderr)
+    return code
+
+
+def _train(args: argparse.Namespace) -> int:
+    recipe = get_recipe(args.recipe)
+    try:
+        from .runtime import load_run_config, read_run
+
+        cfg = recipe.config_cls()
+        if args.resume:
+            if read_run(args.resume)["recipe"] != recipe.name:
+                raise ValueError(f"{args.resume} was made by another recipe; use contrastive train "
+                                 f"{read_run(args.resume)['recipe']} --resume {args.resume}")
+            cfg = load_run_config(args.resume, recipe.config_cls)
+        if args.config:
+            cfg = load_toml(cfg, args.config)
+        cfg = apply_overrides(cfg, parse_override_args(args.override_args))
+        recipe.train(cfg, args.resume)
+    except NonFiniteLossError as err:
+        return _fail("train", err, 1)
+    except USER_ERRORS as err:
+        return _fail("train", err, 2)
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from .runtime import read_run
+
+    try:
+        get_recipe(read_run(args.run_dir)["recipe"]).evaluate(args.run_dir, args.checkpoint)
+    except USER_ERRORS as err:
+        return _fail("eval", err, 2)
+    return 0
+
+
+def read_inputs(spec: str, run_dir) -> torch.Tensor:
+    """Samples for ``embed``: ``train`` / ``test`` (the run's splits), a ``.npy`` file, an IDX
+    file, or a folder of images (searched recursively, sorted by path)."""
+    from . import data as D
+    from .runtime import load_run_config, read_run
+
+    info = read_run(run_dir)
+    shape = tuple(info.get("sample_shape", ()))
+    if spec in ("train", "test"):
+        cfg = load_run_config(run_dir, get_recipe(info["recipe"]).config_cls)
+        return getattr(D.load_dataset(cfg.data), spec).x
+    path = Path(spec)
+    if not path.exists():
+        raise FileNotFoundError(f"--data {spec!r}: no such file or folder; pass train, test, a .npy file, "
+                                f"an IDX file or an image folder")
+    if path.is_dir():
+        from PIL import Image
+
+        files = sorted(f for f in path.rglob("*") if f.suffix.lower() in D.IMAGE_SUFFIXES)
+        if not files:
+            raise ValueError(f"--data {spec!r}: the folder holds no images ({', '.join(D.IMAGE_SUFFIXES)})")
+        mode = "L" if shape and shape[0] == 1 else "RGB"
+        size = (shape[2], shape[1]) if len(shape) == 3 else None
+        arrays = []
+        for f in files:
+            with Image.open(f) as im:
+                im = im.convert(mode)
+                arrays.append(np.asarray(im.resize(size, Image.BILINEAR) if size else im, dtype=np.uint8))
+        x = torch.from_numpy(np.stack(arrays))
+        return x[:, None] if x.dim() == 3 else x.permute(0, 3, 1, 2).contiguous()
+    if path.suffix == ".npy":
+        return D._as_samples(D._npy(path), path)
+    arr = D.read_idx(path)
+    return D._as_samples(arr, path)
+
+
+def _embed(args: argparse.Namespace) -> int:
+    from .evaluate import embed
+    from .runtime import read_run
+
+    try:
+        info = read_run(args.run_dir)
+        encoder, _ = get_recipe(info["recipe"]).load_encoder(args.run_dir, args.checkpoint)
+        x = read_inputs(args.data, args.run_dir)
+        want = tuple(info.get("sample_shape", x.shape[1:]))
+        if tuple(x.shape[1:]) != want:
+            raise ValueError(f"--data {args.data!r} has samples of shape {tuple(x.shape[1:])}, the encoder was "
+                             f"trained on {want}; resize or reshape the inputs")
+        features = embed(encoder, x, args.batch_size).numpy()  # (N, feature_dim)
+        out = Path(args.out)
+        if out.suffix != ".npy":
+            raise ValueError(f"--out {args.out!r} must end in .npy")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        np.save(out, features)
+    except USER_ERRORS as err:
+        return _fail("embed", err, 2)
+    print(f"wrote {features.shape[0]} embeddings of size {features.shape[1]} to {out}")
+    return 0
+
+
+def register(subparsers) -> None:
+    """Add ``train``, ``eval`` and ``embed`` to the ``contrastive`` parser."""
+    p = subparsers.add_parser("train", help="train an embedding model with a recipe (e.g. simclr)",
+                              description="Train an embedding model. Pick a recipe; `contrastive train "
+                                          "RECIPE --help` lists its configuration keys.")
+    recipes = p.add_subparsers(dest="recipe", metavar="RECIPE", parser_class=_OverrideParser)
+    recipes.required = True
+    for name, recipe in available_recipes().items():
+        q = recipes.add_parser(name, help=recipe.help, description=recipe.help, epilog=_keys_epilog(recipe.config_cls),
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
+        q.add_argument("--config", metavar="FILE.toml", help="TOML file with [section] tables of settings")
+        q.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
+        q.set_defaults(func=_train)
+
+    e = subparsers.add_parser("eval", help="evaluate a run's encoder on its held-out split")
+    e.add_argument("run_dir", metavar="RUN_DIR")
+    e.add_argument("--checkpoint", choices=("last", "best"), default="last")
+    e.set_defaults(func=_eval)
+
+    m = subparsers.add_parser("embed", help="write a run's embeddings of some data to a .npy file")
+    m.add_argument("run_dir", metavar="RUN_DIR")
+    m.add_argument("--data", required=True, help="train, test, a .npy file, an IDX file or an image folder")
+    m.add_argument("--out", required=True, metavar="FILE.npy")
+    m.add_argument("--checkpoint", choices=("last", "best"), default="last")
+    m.add_argument("--batch-size", type=int, default=512)
+    m.set_defaults(func=_embed)
+
+
+def main(argv: Optional[List[str]] = None) -> int:  # pragma: no cover - convenience
+    from ..cli import main as top
+
+    return top(argv)

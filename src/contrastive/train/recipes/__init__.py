@@ -1,0 +1,59 @@
+"""Training recipes. Each recipe module defines ``RECIPE``, a :class:`Recipe`; the ``train``
+command offers every recipe module listed in :data:`RECIPE_MODULES` that is installed, so a
+new recipe (e.g. ``siamese``) is one new module plus one line here.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Optional
+
+__all__ = ["RECIPE_MODULES", "Recipe", "available_recipes", "get_recipe"]
+
+RECIPE_MODULES = ["contrastive.train.recipes.simclr", "contrastive.train.recipes.siamese"]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What the command line needs from a recipe.
+
+    Attributes:
+        name: the sub-command (``contrastive train NAME``).
+        help: one line for ``--help``.
+        config_cls: the configuration dataclass (sections of scalars).
+        train: ``train(cfg, resume_dir or None) -> summary dict``.
+        evaluate: ``evaluate(run_dir, checkpoint) -> dict`` for ``contrastive eval``.
+        load_encoder: ``load_encoder(run_dir, checkpoint) -> (encoder, cfg)`` for ``contrastive embed``.
+    """
+
+    name: str
+    help: str
+    config_cls: type
+    train: Callable[[Any, Optional[str]], Dict[str, Any]]
+    evaluate: Callable[[str, str], Dict[str, Any]]
+    load_encoder: Callable[[str, str], Any]
+
+
+def available_recipes() -> Dict[str, Recipe]:
+    """``{name: Recipe}`` for every installed module of :data:`RECIPE_MODULES`.
+
+    Examples:
+        >>> "simclr" in available_recipes()
+        True
+    """
+    out = {}
+    for module in RECIPE_MODULES:
+        if importlib.util.find_spec(module) is None:
+            continue
+        recipe = importlib.import_module(module).RECIPE
+        out[recipe.name] = recipe
+    return out
+
+
+def get_recipe(name: str) -> Recipe:
+    """The recipe called ``name``; a ValueError lists the available ones otherwise."""
+    recipes = available_recipes()
+    if name not in recipes:
+        raise ValueError(f"unknown recipe {name!r}; available: {', '.join(sorted(recipes))}")
+    return recipes[name]

@@ -1,0 +1,99 @@
+"""Helpers every recipe shares: device choice, seeding, data statistics, and reading and
+writing a run directory's configuration (``config.toml``) and identity (``run.json``)."""
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any, Dict, List, Tuple
+
+import numpy as np
+import torch
+
+from .checkpoint import atomic_write
+from .config import dump_toml, load_toml
+
+__all__ = ["channel_stats", "load_run_config", "read_run", "resolve_device", "seed_everything", "write_run"]
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` is CUDA when available, else the CPU; a CUDA request without CUDA is an error.
+
+    Examples:
+        >>> resolve_device("cpu")
+        device(type='cpu')
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"device must be a string such as 'auto', 'cpu' or 'cuda', got {type(name).__name__}")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"run.device={name!r} but CUDA is not available here; use run.device=cpu or auto")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's generators (all devices)."""
+    if not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def channel_stats(x: torch.Tensor, chunk: int = 4096) -> Tuple[List[float], List[float]]:
+    """Per-channel (images ``(N, C, H, W)``) or per-feature (``(N, D)``) mean and std of data in
+    [0, 1] (uint8 is scaled), std clamped to >= 1e-3.
+
+    Examples:
+        >>> channel_stats(torch.tensor([[0.0, 1.0], [2.0, 1.0]]))
+        ([1.0, 1.0], [1.0, 0.001])
+    """
+    if not isinstance(x, torch.Tensor) or x.dim() not in (2, 4) or len(x) == 0:
+        raise ValueError("x must be a non-empty tensor of shape (N, C, H, W) or (N, D)")
+    dims = (0, 2, 3) if x.dim() == 4 else (0,)
+    total = torch.zeros(x.shape[1], dtype=torch.float64)
+    total_sq = torch.zeros_like(total)
+    count = 0
+    for i in range(0, len(x), chunk):
+        b = x[i:i + chunk].double()
+        if x.dtype == torch.uint8:
+            b = b / 255.0
+        total += b.sum(dims)
+        total_sq += (b * b).sum(dims)
+        count += b.numel() // x.shape[1]
+    mean = total / count
+    std = (total_sq / count - mean * mean).clamp_min(0).sqrt().clamp_min(1e-3)
+    return mean.tolist(), std.tolist()
+
+
+def write_run(run_dir, cfg, recipe: str, **info: Any) -> None:
+    """Write ``config.toml`` (the resolved configuration) and ``run.json`` (the recipe's name,
+    the package version and ``info``, e.g. the sample shape)."""
+    run_dir = Path(run_dir)
+    atomic_write(run_dir / "config.toml", lambda tmp: Path(tmp).write_text(dump_toml(cfg)))
+    info = {"recipe": recipe, "version": _version(), **info}
+    atomic_write(run_dir / "run.json", lambda tmp: Path(tmp).write_text(json.dumps(info, indent=2) + "\n"))
+
+
+def read_run(run_dir) -> Dict[str, Any]:
+    """``run.json`` of a run directory (raises a clear error when it is not one)."""
+    run_dir = Path(run_dir)
+    path = run_dir / "run.json"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{str(run_dir)!r} is not a run directory (no run.json); pass a folder made by `contrastive train`, "
+            f"e.g. runs/simclr-digits"
+        )
+    return json.loads(path.read_text())
+
+
+def load_run_config(run_dir, config_cls):
+    """The configuration saved in ``run_dir/config.toml`` on top of ``config_cls()``'s defaults."""
+    return load_toml(config_cls(), Path(run_dir) / "config.toml")
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return __version__

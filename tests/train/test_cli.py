@@ -1,0 +1,129 @@
+"""The command line end to end: a one-epoch run, eval, embed, resume equality, a non-finite
+loss and configuration errors."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from contrastive.cli import main
+from contrastive.train import checkpoint as C
+from contrastive.train.checkpoint import load_checkpoint, load_weights
+
+
+def _weights_equal(a, b) -> bool:
+    wa, wb = load_weights(a / "model.safetensors"), load_weights(b / "model.safetensors")
+    return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_one_epoch_smoke_eval_and_embed(tiny_args, tmp_path, capsys):
+    assert main(["train", "simclr", *tiny_args(**{"run.name": "smoke"})]) == 0
+    out = capsys.readouterr().out
+    run = tmp_path / "runs" / "smoke"
+    assert "raw pixels" in out and "random encoder" in out and "trained encoder (epoch 1)" in out
+    for name in ("config.toml", "run.json", "metrics.jsonl", "metrics.csv", "summary.json", "model.safetensors",
+                 "loss.png", "accuracy.png", "map_pca.png", "checkpoints/last.pt", "checkpoints/best.pt"):
+        assert (run / name).is_file(), name
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert records[0]["epoch"] == 0 and records[-1]["epoch"] == 1
+    for key in ("loss", "lr", "samples_per_s", "knn_accuracy", "linear_accuracy", "alignment", "uniformity",
+                "precision_at_1", "mean_average_precision_at_r"):
+        assert key in records[-1], key
+    summary = json.loads((run / "summary.json").read_text())
+    assert 0.0 <= summary["trained"]["knn_accuracy"] <= 1.0 and "raw pixels" in summary["baselines"]
+    assert "[train]\nepochs = 1\n" in (run / "config.toml").read_text()
+
+    assert main(["eval", str(run)]) == 0
+    assert "trained encoder (last.pt, epoch 1)" in capsys.readouterr().out
+    evaluated = json.loads((run / "eval.json").read_text())["rows"]
+    assert evaluated["trained encoder (last.pt, epoch 1)"]["knn_accuracy"] == summary["trained"]["knn_accuracy"]
+
+    assert main(["embed", str(run), "--data", "test", "--out", str(tmp_path / "e.npy")]) == 0
+    emb = np.load(tmp_path / "e.npy")
+    assert emb.shape == (80, 16) and np.isfinite(emb).all()
+    np.save(tmp_path / "imgs.npy", (np.random.default_rng(0).random((3, 8, 8)) * 255).astype(np.uint8))
+    assert main(["embed", str(run), "--data", str(tmp_path / "imgs.npy"), "--out", str(tmp_path / "f.npy")]) == 0
+    assert np.load(tmp_path / "f.npy").shape == (3, 16)
+    np.save(tmp_path / "wrong.npy", np.zeros((3, 5, 5), dtype=np.uint8))
+    assert main(["embed", str(run), "--data", str(tmp_path / "wrong.npy"), "--out", str(tmp_path / "g.npy")]) == 2
+    assert "trained on (1, 8, 8)" in capsys.readouterr().err
+    assert main(["eval", str(tmp_path)]) == 2
+    assert "not a run directory" in capsys.readouterr().err
+
+
+def test_resume_equals_uninterrupted(tiny_args, tmp_path, monkeypatch):
+    common = {"train.epochs": 2, "eval.every": 0, "data.train_limit": 96, "data.test_limit": 40}
+    assert main(["train", "simclr", *tiny_args(**common, **{"run.name": "straight"})]) == 0
+
+    real_save = C.save_checkpoint
+
+    def crash_after_epoch_1(path, state):
+        real_save(path, state)
+        if state["epoch"] == 1:
+            raise KeyboardInterrupt  # as if the machine went down right after the checkpoint
+
+    monkeypatch.setattr(C, "save_checkpoint", crash_after_epoch_1)
+    with pytest.raises(KeyboardInterrupt):
+        main(["train", "simclr", *tiny_args(**common, **{"run.name": "resumed"})])
+    monkeypatch.setattr(C, "save_checkpoint", real_save)
+    resumed = tmp_path / "runs" / "resumed"
+    assert load_checkpoint(resumed / "checkpoints" / "last.pt")["epoch"] == 1
+    assert main(["train", "simclr", "--resume", str(resumed)]) == 0
+    assert _weights_equal(tmp_path / "runs" / "straight", resumed)
+    epochs = [json.loads(line)["epoch"] for line in (resumed / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == [0, 1, 2]
+
+
+def test_resume_extends_a_finished_run(tiny_args, tmp_path):
+    common = {"eval.every": 0, "optim.schedule": "constant", "optim.warmup_epochs": 0, "data.test_limit": 40}
+    assert main(["train", "simclr", *tiny_args(**common, **{"train.epochs": 2, "run.name": "two"})]) == 0
+    assert main(["train", "simclr", *tiny_args(**common, **{"train.epochs": 1, "run.name": "one"})]) == 0
+    one = tmp_path / "runs" / "one"
+    assert main(["train", "simclr", "--resume", str(one), "--train.epochs=2"]) == 0
+    assert _weights_equal(tmp_path / "runs" / "two", one)
+
+
+def test_non_finite_loss_stops_and_keeps_checkpoint(tiny_args, tmp_path, monkeypatch, capsys):
+    import contrastive.train.recipes.simclr as simclr
+
+    calls = {"n": 0}
+    real = simclr.info_nce
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        loss = real(*args, **kwargs)
+        return loss * float("nan") if calls["n"] == 7 else loss  # epoch 2 (5 steps per epoch), step 2
+
+    monkeypatch.setattr(simclr, "info_nce", flaky)
+    code = main(["train", "simclr", *tiny_args(**{"train.epochs": 3, "run.name": "nan", "eval.every": 0})])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "the loss became nan at epoch 2, step 2" in err and "last good checkpoint" in err
+    run = tmp_path / "runs" / "nan"
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["epoch"] == 1
+    last = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert "non-finite" in last["event"]
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--optim.lrr=0.1"], "unknown config key 'optim.lrr' (did you mean 'optim.lr'?); valid keys are"),
+    (["--train.epochs=two"], "train.epochs expects an int, got 'two'"),
+    (["--train.epochs", "0"], "train.epochs must be >= 1"),
+    (["stray"], "unexpected argument 'stray'"),
+    (["--data.name=mnist"], "--data.path"),
+    (["--config", "/nonexistent/run.toml"], "config file"),
+])
+def test_config_errors_exit_2(args, fragment, tmp_path, capsys):
+    assert main(["train", "simclr", f"--run.root={tmp_path}", *args]) == 2
+    assert fragment in capsys.readouterr().err
+
+
+def test_config_file_and_help(tmp_path, capsys):
+    (tmp_path / "bad.toml").write_text("[train]\nepochs = 'many'\n")
+    assert main(["train", "simclr", "--config", str(tmp_path / "bad.toml")]) == 2
+    assert "train.epochs expects an int" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", "simclr", "--help"])
+    assert "loss.temperature" in capsys.readouterr().out
