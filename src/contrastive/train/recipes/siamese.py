@@ -179,6 +179,10 @@ def _setup(cfg: SiameseConfig):
         torch.set_num_threads(cfg.run.threads)
     device = resolve_device(cfg.run.device)
     ds = load_dataset(cfg.data)
+    missing = set(cfg.data.class_list()) - set(ds.train.y.tolist())
+    if missing:
+        raise ConfigError(f"data.classes: label(s) {sorted(missing)} not in the data; its labels are "
+                          f"{sorted(set(ds.train.y.tolist()))}")
     ds.train, ds.test = _keep(ds.train, cfg.data.class_list()), _keep(ds.test, cfg.data.class_list())
     if len(ds.train) < cfg.pairs.k + 2 or len(ds.test) < 4:
         raise ConfigError(f"too few samples after data.classes={cfg.data.classes!r}: train {len(ds.train)}, test "
