@@ -25,13 +25,13 @@ def _series(records: List[Dict], key: str):
     return [p[0] for p in pts], [p[1] for p in pts]
 
 
-def plot_loss(records: List[Dict], path) -> Path:
+def plot_loss(records: List[Dict], path, ylabel: str = "InfoNCE loss (train)") -> Path:
     """Training loss per epoch (from the metrics records) to ``path``."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     x, y = _series(records, "loss")
     ax.plot(x, y, marker="." if len(x) < 30 else None)
-    ax.set(xlabel="epoch", ylabel="InfoNCE loss (train)", title="training loss")
+    ax.set(xlabel="epoch", ylabel=ylabel, title="training loss")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

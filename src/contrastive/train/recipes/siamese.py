@@ -362,7 +362,7 @@ def _finish(cfg, run_dir: Path, model, ds, log, baselines, final, f_test, wall) 
     from .. import plots
 
     C.save_weights(run_dir / "model.safetensors", model)
-    paths = {"loss_plot": plots.plot_loss(log.records, run_dir / "loss.png")}
+    paths = {"loss_plot": plots.plot_loss(log.records, run_dir / "loss.png", "margin contrastive loss (train)")}
     if cfg.eval.map and len(f_test) >= 2:
         which = cfg.data.classes.replace(",", "") if cfg.data.classes else "all"
         paths["map_plot"] = plot_map(f_test, ds.test.y, run_dir / f"map_{which}.png", ds.classes,
