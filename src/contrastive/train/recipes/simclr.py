@@ -33,7 +33,8 @@ from ..evaluate import alignment, embed, evaluate_features, uniformity
 from ..models import SimCLRModel, build_model
 from ..optim import WarmupCosine, build_optimizer
 from ..runlog import MetricsLog, NonFiniteLossError, Progress, format_table, new_run_dir
-from ..runtime import channel_stats, load_run_config, read_run, resolve_device, seed_everything, write_run
+from ..runtime import (channel_stats, load_run_config, num_threads, read_run, resolve_device, seed_everything,
+                       write_run)
 from . import Recipe
 
 __all__ = ["LossConfig", "SimCLRConfig", "evaluate_run", "load_encoder", "train"]
@@ -112,8 +113,6 @@ def _baselines(model: SimCLRModel, ds: Dataset, aug, cfg: SimCLRConfig, device) 
 
 def _setup(cfg: SimCLRConfig):
     """Data, model, augmentation, optimiser and schedule for ``cfg`` (model built right after seeding)."""
-    if cfg.run.threads:
-        torch.set_num_threads(cfg.run.threads)
     device = resolve_device(cfg.run.device)
     ds = load_dataset(cfg.data)
     if len(ds.train) < 2:
@@ -144,11 +143,17 @@ def train(cfg: SimCLRConfig, resume: Optional[str] = None) -> Dict[str, Any]:
         final metrics, the paths of checkpoints and plots, the wall time.
 
     Raises:
-        NonFiniteLossError: the loss became NaN/Inf (the last good checkpoint is kept).
+        NonFiniteLossError: the loss (or the weights) became NaN/Inf; the last good
+            checkpoint is kept.
         ConfigError, ValueError, FileNotFoundError: bad settings or data.
     """
     if not isinstance(cfg, SimCLRConfig):
         raise TypeError(f"cfg must be a SimCLRConfig, got {type(cfg).__name__}")
+    with num_threads(cfg.run.threads):
+        return _train(cfg, resume)
+
+
+def _train(cfg: SimCLRConfig, resume: Optional[str]) -> Dict[str, Any]:
     t_start = time.perf_counter()
     if resume is not None:
         run_dir = Path(resume)
@@ -176,9 +181,9 @@ def train(cfg: SimCLRConfig, resume: Optional[str] = None) -> Dict[str, Any]:
     else:
         start, step, best = 0, 0, -1.0
         baselines = _baselines(model, ds, aug, cfg, device)
-        log.log({"epoch": 0, **{f"init_{k}": v for k, v in baselines.get("random encoder", {}).items()}})
+        log.log({"epoch": 0, **baselines.get("random encoder", {})})  # the randomly initialised model
         C.save_checkpoint(ckpt_dir / "last.pt", _state(model, opt, sched, scaler, 0, 0, best, baselines))
-    _print_header(cfg, ds, run_dir, device, start)
+    _print_header(cfg, ds, run_dir, device, start, model)
     progress = Progress(cfg.train.epochs * steps, start * steps, cfg.run.progress)
     final, f_test = None, None
     try:
@@ -228,6 +233,11 @@ def train(cfg: SimCLRConfig, resume: Optional[str] = None) -> Dict[str, Any]:
                 record.update(final)
                 progress.write(f"epoch {epoch}: " + ", ".join(f"{k} {v:.4f}" for k, v in final.items()))
             log.log(record)
+            if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+                raise NonFiniteLossError(
+                    f"the weights became NaN/Inf during epoch {epoch} (the loss was still finite): training stopped. "
+                    f"The last good checkpoint, {ckpt_dir / 'last.pt'} (epoch {epoch - 1}), was kept; resume from it "
+                    f"with a lower optim.lr or train.grad_clip > 0.")
             improved = record.get("knn_accuracy", -1.0) > best
             best = max(best, record.get("knn_accuracy", -1.0))
             C.save_checkpoint(ckpt_dir / "last.pt", _state(model, opt, sched, scaler, epoch, step, best, baselines))
@@ -241,10 +251,10 @@ def train(cfg: SimCLRConfig, resume: Optional[str] = None) -> Dict[str, Any]:
     return _finish(cfg, run_dir, model, ds, log, baselines, final, f_test, time.perf_counter() - t_start)
 
 
-def _print_header(cfg, ds, run_dir, device, start) -> None:
+def _print_header(cfg, ds, run_dir, device, start, model) -> None:
     what = "resuming" if start else "training"
     print(f"simclr: {what} {run_dir} on {device}; data {ds.name} {tuple(ds.sample_shape)}, train {len(ds.train)}, "
-          f"test {len(ds.test)}; encoder {cfg.model.encoder}, {cfg.train.epochs} epochs, batch "
+          f"test {len(ds.test)}; encoder {type(model.encoder.backbone).__name__}, {cfg.train.epochs} epochs, batch "
           f"{cfg.train.batch_size}, {cfg.optim.name} lr {cfg.optim.lr}, temperature {cfg.loss.temperature}", flush=True)
 
 
@@ -302,9 +312,10 @@ def evaluate_run(run_dir, checkpoint: str = "last") -> Dict[str, Any]:
     """Evaluate a run's checkpoint (``last`` or ``best``) next to raw pixels and the random
     initial encoder; prints the table and writes ``eval.json``."""
     cfg, device, ds, model, aug, init, state = _load(run_dir, checkpoint)
-    trained, _ = _evaluate(model, ds, aug, cfg, device)
-    model.load_state_dict(init)
-    rows = list(_baselines(model, ds, aug, cfg, device).items())
+    with num_threads(cfg.run.threads):
+        trained, _ = _evaluate(model, ds, aug, cfg, device)
+        model.load_state_dict(init)
+        rows = list(_baselines(model, ds, aug, cfg, device).items())
     rows.append((f"trained encoder ({checkpoint}.pt, epoch {state['epoch']})", trained))
     print(_table(rows, cfg))
     result = {"checkpoint": checkpoint, "epoch": state["epoch"], "rows": dict(rows)}
