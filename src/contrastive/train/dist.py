@@ -85,7 +85,17 @@ def launched() -> bool:
 
 def init(cfg: DistConfig, device: torch.device) -> Context:
     """Initialise the default process group from the torchrun environment (when launched with
-    ``WORLD_SIZE > 1`` and not initialised yet); ``device`` may be updated by :func:`device_for`."""
+    ``WORLD_SIZE > 1`` and not initialised yet). On CUDA it also makes ``cuda:LOCAL_RANK`` the
+    current device, so a plain ``cuda`` means this rank's GPU (see :func:`device_for`).
+
+    Raises:
+        ConfigError: ``nccl`` or ``sync_batchnorm`` asked for without CUDA.
+
+    Examples:
+        >>> ctx = init(DistConfig(), torch.device("cpu"))  # no torchrun here: a single process
+        >>> ctx.active, ctx.is_main, ctx.world_size
+        (False, True, 1)
+    """
     if not launched():
         return Context()
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
@@ -100,9 +110,11 @@ def init(cfg: DistConfig, device: torch.device) -> Context:
     if cfg.sync_batchnorm and device.type != "cuda":
         raise ConfigError("dist.sync_batchnorm=true needs CUDA (torch's SyncBatchNorm does not run on the CPU); "
                           "drop it on the CPU")
+    if device.type == "cuda" and device.index is None:
+        torch.cuda.set_device(local % torch.cuda.device_count())  # before the model is built: cuda = this rank's GPU
     owns = False
     if not tdist.is_initialized():
-        kwargs = {"device_id": torch.device("cuda", local)} if backend == "nccl" else {}
+        kwargs = {"device_id": torch.device("cuda", torch.cuda.current_device())} if backend == "nccl" else {}
         tdist.init_process_group(backend, timeout=datetime.timedelta(seconds=cfg.timeout_s), **kwargs)
         owns = True
     ctx = Context(tdist.get_rank(), tdist.get_world_size(), local, owns)
