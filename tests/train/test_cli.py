@@ -127,3 +127,33 @@ def test_config_file_and_help(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["train", "simclr", "--help"])
     assert "loss.temperature" in capsys.readouterr().out
+
+
+class _NanGrad(torch.autograd.Function):
+    """Identity forward, NaN gradient: the loss stays finite, the weights do not."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, g):
+        return g * float("nan")
+
+
+def test_non_finite_weights_are_not_checkpointed(tiny_args, tmp_path, monkeypatch, capsys):
+    import contrastive.train.recipes.simclr as simclr
+
+    calls = {"n": 0}
+    real = simclr.info_nce
+
+    def poisoned(*args, **kwargs):
+        calls["n"] += 1
+        loss = real(*args, **kwargs)
+        return _NanGrad.apply(loss) if calls["n"] == 10 else loss  # last step of epoch 2
+
+    monkeypatch.setattr(simclr, "info_nce", poisoned)
+    assert main(["train", "simclr", *tiny_args(**{"train.epochs": 3, "run.name": "w", "eval.every": 0})]) == 1
+    assert "weights became NaN/Inf during epoch 2" in capsys.readouterr().err
+    state = load_checkpoint(tmp_path / "runs" / "w" / "checkpoints" / "last.pt")
+    assert state["epoch"] == 1 and all(bool(torch.isfinite(v).all()) for v in state["model"].values())

@@ -1,0 +1,8 @@
+"""The training system: data loaders, augmentations, encoders, optimisers, checkpoints,
+evaluation, plots and recipes (SimCLR), driven by ``contrastive train RECIPE``.
+
+Modules: :mod:`.data`, :mod:`.augment`, :mod:`.models`, :mod:`.optim`, :mod:`.config`,
+:mod:`.checkpoint`, :mod:`.evaluate`, :mod:`.plots`, :mod:`.runlog`, :mod:`.runtime`,
+:mod:`.recipes` (one module per recipe) and :mod:`.cli`. Heavy optional dependencies
+(kornia, scikit-learn, matplotlib, tqdm) are imported only where they are used.
+"""

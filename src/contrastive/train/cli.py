@@ -8,6 +8,7 @@ line and exit with status 2; a non-finite loss exits with status 1.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -61,10 +62,42 @@ def _train(args: argparse.Namespace) -> int:
         cfg = apply_overrides(cfg, parse_override_args(args.override_args))
         recipe.train(cfg, args.resume)
     except NonFiniteLossError as err:
-        return _fail("train", err, 1)
+        return _fail_rank(err, 1)
     except USER_ERRORS as err:
-        return _fail("train", err, 2)
+        return _fail_rank(err, 2)
+    except Exception as err:  # noqa: BLE001 - under torchrun: a collective failed because another rank did
+        from .dist import launched
+
+        if not launched() or not _is_peer_failure(err):
+            raise
+        return _fail_rank(err, 1)
     return 0
+
+
+def _rank() -> int:
+    from .dist import launched
+
+    return int(os.environ.get("RANK", "0")) if launched() else 0
+
+
+def _is_peer_failure(err: BaseException) -> bool:
+    import torch.distributed as tdist
+
+    from ..ops.collectives import DistributedError
+
+    return isinstance(err, (DistributedError, tdist.DistError)) or "gloo" in str(err).lower()
+
+
+def _fail_rank(err: BaseException, code: int) -> int:
+    """One line on stderr. Under torchrun, ranks other than 0 stay quiet about the errors every
+    rank meets alike (configuration, a non-finite global loss) and name themselves otherwise."""
+    rank = _rank()
+    if rank == 0:
+        return _fail("train", err, code)
+    if not isinstance(err, (NonFiniteLossError, ConfigError)):
+        hint = "" if not _is_peer_failure(err) else " (another rank probably failed first: see its error)"
+        print(f"contrastive train (rank {rank}): error: {err}{hint}", file=sys.stderr)
+    return code
 
 
 def _eval(args: argparse.Namespace) -> int:

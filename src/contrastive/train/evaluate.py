@@ -74,7 +74,7 @@ def _top_similar(query: torch.Tensor, ref: torch.Tensor, k: int, chunk: int = 10
 
 
 def knn_accuracy(train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor,
-                 test_labels: torch.Tensor, k: int = 20, temperature: float = 0.1) -> float:
+                 test_labels: torch.Tensor, k: int = 20, temperature: float = 0.07) -> float:
     """Weighted kNN accuracy: each test sample takes the class with the largest summed
     ``exp(cos / temperature)`` over its ``k`` most cosine-similar training samples.
 
@@ -90,7 +90,7 @@ def knn_accuracy(train_features: torch.Tensor, train_labels: torch.Tensor, test_
     if not isinstance(k, int) or k < 1:
         raise ValueError(f"k must be a positive int, got {k!r}")
     if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}; 0.1 is usual")
+        raise ValueError(f"temperature must be > 0, got {temperature}; 0.07 (DINO) or 0.1 are usual")
     k = min(k, len(train_features))
     sims, idx = _top_similar(test_features, train_features, k)  # (Nq, k)
     num_classes = int(max(train_labels.max(), test_labels.max())) + 1
@@ -185,7 +185,7 @@ def uniformity(z: torch.Tensor, t: float = 2.0, max_samples: Optional[int] = 409
 
 
 def evaluate_features(train_f: torch.Tensor, train_y: torch.Tensor, test_f: torch.Tensor, test_y: torch.Tensor,
-                      k: int = 20, temperature: float = 0.1, probe: bool = True, C: float = 1.0,
+                      k: int = 20, temperature: float = 0.07, probe: bool = True, C: float = 1.0,
                       max_iter: int = 1000) -> Dict[str, float]:
     """kNN accuracy, retrieval metrics and (when ``probe``) the linear-probe accuracy."""
     out = {"knn_accuracy": knn_accuracy(train_f, train_y, test_f, test_y, k, temperature)}

@@ -24,8 +24,8 @@ class NonFiniteLossError(RuntimeError):
 
 
 def new_run_dir(root, name: str, overwrite: bool = False) -> Path:
-    """``root/name``, or ``root/name-2``, ``-3``, ... when that exists and is not empty (unless
-    ``overwrite``); created.
+    """``root/name``, or ``root/name-2``, ``-3``, ... when that exists and is not empty; created.
+    With ``overwrite``, ``root/name`` is reused and the files of the earlier run are removed.
 
     Examples:
         >>> import tempfile
@@ -43,7 +43,23 @@ def new_run_dir(root, name: str, overwrite: bool = False) -> Path:
         k += 1
         path = root / f"{name}-{k}"
     path.mkdir(parents=True, exist_ok=True)
+    if overwrite:
+        _clear_run_files(path)
     return path
+
+
+RUN_FILES = ("config.toml", "run.json", "metrics.jsonl", "metrics.csv", "summary.json", "eval.json",
+             "model.safetensors", "loss.png", "accuracy.png", "map_pca.png", "map_tsne.png")
+
+
+def _clear_run_files(path: Path) -> None:
+    """Remove what an earlier run left in ``path`` (only the files a run writes)."""
+    import shutil
+
+    for name in RUN_FILES:
+        (path / name).unlink(missing_ok=True)
+    for name in ("checkpoints", "tensorboard"):
+        shutil.rmtree(path / name, ignore_errors=True)
 
 
 def _clean(value: Any) -> Any:

@@ -2,6 +2,7 @@
 writing a run directory's configuration (``config.toml``) and identity (``run.json``)."""
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 from pathlib import Path
@@ -13,7 +14,7 @@ import torch
 from .checkpoint import atomic_write
 from .config import dump_toml, load_toml
 
-__all__ = ["channel_stats", "load_run_config", "read_run", "resolve_device", "seed_everything", "write_run"]
+__all__ = ["channel_stats", "load_run_config", "num_threads", "read_run", "resolve_device", "seed_everything", "write_run"]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -30,6 +31,29 @@ def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"run.device={name!r} but CUDA is not available here; use run.device=cpu or auto")
     return torch.device(name)
+
+
+@contextlib.contextmanager
+def num_threads(n: int):
+    """Run the block with ``n`` torch CPU threads (0 leaves the setting alone), then restore it.
+
+    Examples:
+        >>> before = torch.get_num_threads()
+        >>> with num_threads(1):
+        ...     torch.get_num_threads()
+        1
+        >>> torch.get_num_threads() == before
+        True
+    """
+    if not isinstance(n, int) or n < 0:
+        raise ValueError(f"n must be an int >= 0 (0 keeps torch's setting), got {n!r}")
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def seed_everything(seed: int) -> None:

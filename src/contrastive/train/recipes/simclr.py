@@ -24,7 +24,9 @@ import torch
 from torch import nn
 
 from ... import info_nce
+from ... import distributed as cd
 from .. import augment as A
+from .. import dist as D
 from .. import checkpoint as C
 from ..config import (AugmentConfig, ConfigError, DataConfig, EvalConfig, ModelConfig, OptimConfig, RunConfig,
                       TrainConfig, _require)
@@ -33,7 +35,8 @@ from ..evaluate import alignment, embed, evaluate_features, uniformity
 from ..models import SimCLRModel, build_model
 from ..optim import WarmupCosine, build_optimizer
 from ..runlog import MetricsLog, NonFiniteLossError, Progress, format_table, new_run_dir
-from ..runtime import channel_stats, load_run_config, read_run, resolve_device, seed_everything, write_run
+from ..runtime import (channel_stats, load_run_config, num_threads, read_run, resolve_device, seed_everything,
+                       write_run)
 from . import Recipe
 
 __all__ = ["LossConfig", "SimCLRConfig", "evaluate_run", "load_encoder", "train"]
@@ -62,6 +65,7 @@ class SimCLRConfig:
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     loss: LossConfig = dataclasses.field(default_factory=LossConfig)
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+    dist: D.DistConfig = dataclasses.field(default_factory=D.DistConfig)  # multi-process runs (torchrun)
 
 
 class _Projector(nn.Module):
@@ -110,10 +114,9 @@ def _baselines(model: SimCLRModel, ds: Dataset, aug, cfg: SimCLRConfig, device) 
     return {"raw pixels": raw, "random encoder": init}
 
 
-def _setup(cfg: SimCLRConfig):
-    """Data, model, augmentation, optimiser and schedule for ``cfg`` (model built right after seeding)."""
-    if cfg.run.threads:
-        torch.set_num_threads(cfg.run.threads)
+def _setup(cfg: SimCLRConfig, world: int = 1):
+    """Data, model, augmentation, optimiser and schedule for ``cfg`` (model built right after seeding);
+    with ``world`` > 1 processes, ``bs`` and ``steps`` are per rank (each holds 1/world of the split)."""
     device = resolve_device(cfg.run.device)
     ds = load_dataset(cfg.data)
     if len(ds.train) < 2:
@@ -123,8 +126,9 @@ def _setup(cfg: SimCLRConfig):
     model = build_model(cfg.model, ds.sample_shape, mean, std).to(device)
     aug = A.build_augment(cfg.augment, ds.sample_shape).to(device)
     opt = build_optimizer(cfg.optim, model)
-    bs = min(cfg.train.batch_size, len(ds.train))
-    steps = len(ds.train) // bs if cfg.train.drop_last else -(-len(ds.train) // bs)
+    n = len(ds.train) if world == 1 else (len(ds.train) // world if cfg.train.drop_last else -(-len(ds.train) // world))
+    bs = min(cfg.train.batch_size, n)
+    steps = n // bs if cfg.train.drop_last else -(-n // bs)
     sched = WarmupCosine(opt, cfg.optim.warmup_epochs * steps, cfg.train.epochs * steps, cfg.optim.min_lr_ratio,
                          cfg.optim.schedule)
     return device, ds, model, aug, opt, sched, bs, steps
@@ -144,25 +148,52 @@ def train(cfg: SimCLRConfig, resume: Optional[str] = None) -> Dict[str, Any]:
         final metrics, the paths of checkpoints and plots, the wall time.
 
     Raises:
-        NonFiniteLossError: the loss became NaN/Inf (the last good checkpoint is kept).
+        NonFiniteLossError: the loss (or the weights) became NaN/Inf; the last good
+            checkpoint is kept.
         ConfigError, ValueError, FileNotFoundError: bad settings or data.
     """
     if not isinstance(cfg, SimCLRConfig):
         raise TypeError(f"cfg must be a SimCLRConfig, got {type(cfg).__name__}")
+    with num_threads(cfg.run.threads):
+        ctx = D.init(cfg.dist, resolve_device(cfg.run.device))  # inactive unless torchrun started > 1 process
+        summary = _train(cfg, resume, ctx)
+        D.shutdown(ctx)
+        return summary
+
+
+def _train(cfg: SimCLRConfig, resume: Optional[str], dc: D.Context) -> Dict[str, Any]:
     t_start = time.perf_counter()
+    main = dc.is_main  # rank 0 (or the single process) writes, logs, evaluates and prints
     if resume is not None:
         run_dir = Path(resume)
         if read_run(run_dir)["recipe"] != "simclr":
             raise ValueError(f"{run_dir} is not a simclr run; resume it with its own recipe")
     else:
-        run_dir = new_run_dir(cfg.run.root, cfg.run.name or f"simclr-{cfg.data.name}", cfg.run.overwrite)
-    device, ds, model, aug, opt, sched, bs, steps = _setup(cfg)
-    write_run(run_dir, cfg, "simclr", sample_shape=list(ds.sample_shape))
+        run_dir = new_run_dir(cfg.run.root, cfg.run.name or f"simclr-{cfg.data.name}", cfg.run.overwrite) if main else None
+        run_dir = Path(D.broadcast(str(run_dir) if main else None, dc))
+    device, ds, model, aug, opt, sched, bs, steps = _setup(cfg, dc.world_size)
+    device = D.device_for(dc, device)
+    D.seed_rank(dc, cfg.run.seed)  # own augmentations per rank; the weights are already the same everywhere
+    net = D.wrap(model, dc, cfg.dist, device)  # DDP(model) under torchrun, model itself otherwise
+    sampler = D.sampler(len(ds.train), dc, cfg.run.seed, cfg.train.drop_last) if dc.active else None
+    loss_fn = cd.info_nce if dc.active else info_nce  # global-batch negatives, exact DDP gradients
+    if main:
+        write_run(run_dir, cfg, "simclr", sample_shape=list(ds.sample_shape))
     ckpt_dir = run_dir / "checkpoints"
     use_amp = cfg.train.amp and device.type == "cuda"
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler("cuda") if use_amp and amp_dtype == torch.float16 else None
-    log = MetricsLog(run_dir, cfg.run.tensorboard)
+    log = MetricsLog(run_dir, cfg.run.tensorboard) if main else D.NullLog()
+
+    def save(names, epoch):  # collective under torchrun (every rank's generators go into rank 0's file)
+        ranks = D.gather_rng(dc)
+        if main:
+            state = _state(model, opt, sched, scaler, epoch, step, best, baselines)
+            if ranks is not None:
+                state["rng_ranks"] = ranks
+            for name in names:
+                C.save_checkpoint(ckpt_dir / name, state)
+
     if resume is not None:
         state = C.load_checkpoint(ckpt_dir / "last.pt", map_location=device)
         model.load_state_dict(state["model"])
@@ -172,19 +203,26 @@ def train(cfg: SimCLRConfig, resume: Optional[str] = None) -> Dict[str, Any]:
             scaler.load_state_dict(state["scaler"])
         start, step, best, baselines = state["epoch"], state["step"], state["best"], state["baselines"]
         C.restore_rng(state["rng"])
+        if dc.active:
+            D.restore_rank_rng(dc, state, cfg.run.seed, start)
         log.truncate(start)
     else:
         start, step, best = 0, 0, -1.0
-        baselines = _baselines(model, ds, aug, cfg, device)
-        log.log({"epoch": 0, **{f"init_{k}": v for k, v in baselines.get("random encoder", {}).items()}})
-        C.save_checkpoint(ckpt_dir / "last.pt", _state(model, opt, sched, scaler, 0, 0, best, baselines))
-    _print_header(cfg, ds, run_dir, device, start)
-    progress = Progress(cfg.train.epochs * steps, start * steps, cfg.run.progress)
+        baselines = _baselines(model, ds, aug, cfg, device) if main else {}
+        log.log({"epoch": 0, **baselines.get("random encoder", {})})  # the randomly initialised model
+        save(["last.pt"], 0)
+    if main:
+        _print_header(cfg, ds, run_dir, device, start, model, dc.world_size)
+    progress = Progress(cfg.train.epochs * steps, start * steps, cfg.run.progress and main)
     final, f_test = None, None
     try:
         for epoch in range(start + 1, cfg.train.epochs + 1):
             model.train()
-            order = torch.randperm(len(ds.train))
+            if sampler is None:
+                order = torch.randperm(len(ds.train))
+            else:
+                sampler.set_epoch(epoch)
+                order = torch.tensor(list(sampler))  # this rank's share of the epoch
             total, seen, t0 = 0.0, 0, time.perf_counter()
             for s in range(steps):
                 idx = order[s * bs:(s + 1) * bs]
@@ -192,9 +230,9 @@ def train(cfg: SimCLRConfig, resume: Optional[str] = None) -> Dict[str, Any]:
                 v1, v2 = A.two_views(aug, x)
                 ctx = torch.autocast("cuda", dtype=amp_dtype) if use_amp else contextlib.nullcontext()
                 with ctx:
-                    _, z = model(torch.cat([v1, v2]))  # (2B, proj_dim)
+                    _, z = net(torch.cat([v1, v2]))  # (2B, proj_dim)
                 z1, z2 = z.float().chunk(2)
-                loss = info_nce(z1, z2, cfg.loss.temperature, exclude_self=cfg.loss.exclude_self, check_finite=False)
+                loss = loss_fn(z1, z2, cfg.loss.temperature, exclude_self=cfg.loss.exclude_self, check_finite=False)
                 value = float(loss.detach())
                 if not torch.isfinite(loss.detach()):
                     log.log({"epoch": epoch, "event": f"non-finite loss ({value}) at step {s + 1}"})
@@ -219,32 +257,39 @@ def train(cfg: SimCLRConfig, resume: Optional[str] = None) -> Dict[str, Any]:
                 step += 1
                 total += value * len(idx)
                 seen += len(idx)
-                progress.update(epoch, value, lr, seen / max(time.perf_counter() - t0, 1e-9))
+                progress.update(epoch, value, lr, seen * dc.world_size / max(time.perf_counter() - t0, 1e-9))
             elapsed = time.perf_counter() - t0
-            record = {"epoch": epoch, "loss": total / seen, "lr": lr, "samples_per_s": seen / elapsed,
+            record = {"epoch": epoch, "loss": total / seen, "lr": lr, "samples_per_s": seen * dc.world_size / elapsed,
                       "epoch_time_s": elapsed}
-            if epoch == cfg.train.epochs or (cfg.eval.every and epoch % cfg.eval.every == 0):
+            if main and (epoch == cfg.train.epochs or (cfg.eval.every and epoch % cfg.eval.every == 0)):
                 final, f_test = _evaluate(model, ds, aug, cfg, device)
                 record.update(final)
                 progress.write(f"epoch {epoch}: " + ", ".join(f"{k} {v:.4f}" for k, v in final.items()))
             log.log(record)
+            if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+                raise NonFiniteLossError(
+                    f"the weights became NaN/Inf during epoch {epoch} (the loss was still finite): training stopped. "
+                    f"The last good checkpoint, {ckpt_dir / 'last.pt'} (epoch {epoch - 1}), was kept; resume from it "
+                    f"with a lower optim.lr or train.grad_clip > 0.")
             improved = record.get("knn_accuracy", -1.0) > best
             best = max(best, record.get("knn_accuracy", -1.0))
-            C.save_checkpoint(ckpt_dir / "last.pt", _state(model, opt, sched, scaler, epoch, step, best, baselines))
-            if improved:
-                C.save_checkpoint(ckpt_dir / "best.pt", _state(model, opt, sched, scaler, epoch, step, best, baselines))
+            save(["last.pt", "best.pt"] if improved else ["last.pt"], epoch)
     finally:
         progress.close()
         log.close()
+    if not main:
+        return {"run_dir": str(run_dir), "rank": dc.rank}
     if final is None:  # resumed a run that had already finished
         final, f_test = _evaluate(model, ds, aug, cfg, device)
     return _finish(cfg, run_dir, model, ds, log, baselines, final, f_test, time.perf_counter() - t_start)
 
 
-def _print_header(cfg, ds, run_dir, device, start) -> None:
+def _print_header(cfg, ds, run_dir, device, start, model, world: int = 1) -> None:
     what = "resuming" if start else "training"
+    if world > 1:
+        what += f" ({world} processes, global batch {world} x {cfg.train.batch_size})"
     print(f"simclr: {what} {run_dir} on {device}; data {ds.name} {tuple(ds.sample_shape)}, train {len(ds.train)}, "
-          f"test {len(ds.test)}; encoder {cfg.model.encoder}, {cfg.train.epochs} epochs, batch "
+          f"test {len(ds.test)}; encoder {type(model.encoder.backbone).__name__}, {cfg.train.epochs} epochs, batch "
           f"{cfg.train.batch_size}, {cfg.optim.name} lr {cfg.optim.lr}, temperature {cfg.loss.temperature}", flush=True)
 
 
@@ -302,9 +347,10 @@ def evaluate_run(run_dir, checkpoint: str = "last") -> Dict[str, Any]:
     """Evaluate a run's checkpoint (``last`` or ``best``) next to raw pixels and the random
     initial encoder; prints the table and writes ``eval.json``."""
     cfg, device, ds, model, aug, init, state = _load(run_dir, checkpoint)
-    trained, _ = _evaluate(model, ds, aug, cfg, device)
-    model.load_state_dict(init)
-    rows = list(_baselines(model, ds, aug, cfg, device).items())
+    with num_threads(cfg.run.threads):
+        trained, _ = _evaluate(model, ds, aug, cfg, device)
+        model.load_state_dict(init)
+        rows = list(_baselines(model, ds, aug, cfg, device).items())
     rows.append((f"trained encoder ({checkpoint}.pt, epoch {state['epoch']})", trained))
     print(_table(rows, cfg))
     result = {"checkpoint": checkpoint, "epoch": state["epoch"], "rows": dict(rows)}

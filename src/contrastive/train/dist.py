@@ -1,0 +1,227 @@
+"""Multi-process training: what a recipe needs to run under ``torchrun``.
+
+``torchrun --nproc_per_node=W -m contrastive train simclr ...`` starts ``W`` processes with
+``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``, ``MASTER_ADDR`` and ``MASTER_PORT`` set. A recipe
+calls :func:`init` once: with ``WORLD_SIZE > 1`` it initialises the default process group
+(``nccl`` on CUDA, ``gloo`` on the CPU, with ``dist.timeout_s``), binds the rank to its GPU
+and returns a :class:`Context`; without it (a plain ``contrastive train``) it returns the
+inactive context and nothing about the run changes.
+
+The split of work, under an active context:
+
+- every rank builds the same model (same seed), DDP broadcasts rank 0's weights anyway;
+  :func:`wrap` converts BatchNorm to SyncBatchNorm when ``dist.sync_batchnorm`` (CUDA
+  only) and wraps the model in ``DistributedDataParallel``;
+- :func:`sampler` shards each epoch's permutation (seeded by ``run.seed`` and the epoch,
+  the same on every rank) with ``DistributedSampler``; ``train.batch_size`` is the
+  *per-rank* batch and the global batch is ``world_size x train.batch_size``;
+- the loss is :func:`contrastive.distributed.info_nce`: negatives are the global batch and,
+  after DDP averages the gradients, every parameter gradient is the full-batch one;
+- each rank draws its own augmentations (:func:`seed_rank`); the random generators of all
+  ranks are saved in rank 0's checkpoints (:func:`gather_rng`) and restored per rank on
+  ``--resume`` (:func:`restore_rank_rng`) when the world size is unchanged;
+- rank 0 alone creates the run directory (:func:`broadcast`), evaluates, logs, draws the
+  progress bar and writes checkpoints, metrics and plots; the other ranks stay quiet;
+- a non-finite loss is seen by every rank at the same step (the loss is global), so all
+  stop together; a rank that fails otherwise ends its process, and the others' next
+  collective fails (at once for a closed connection, after ``dist.timeout_s`` for a stalled
+  peer) or torchrun stops them: no rank hangs.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import os
+import sys
+from typing import Any, List, Optional
+
+import torch
+import torch.distributed as tdist
+from torch import nn
+
+from .config import ConfigError, _require
+
+__all__ = ["DistConfig", "Context", "init", "wrap", "sampler", "seed_rank", "gather_rng", "restore_rank_rng",
+           "broadcast", "shutdown", "launched"]
+
+BACKENDS = ("auto", "gloo", "nccl")
+
+
+@dataclasses.dataclass
+class DistConfig:
+    """Multi-process training under torchrun (ignored in a single process)."""
+
+    backend: str = "auto"  # auto (nccl on CUDA, gloo on CPU) | gloo | nccl
+    timeout_s: float = 1800.0  # a collective waiting longer than this fails (covers rank 0's evaluation)
+    sync_batchnorm: bool = False  # BatchNorm statistics over the global batch (CUDA only)
+
+    def __post_init__(self):
+        _require(self.backend in BACKENDS, "dist.backend", f"must be one of {BACKENDS}, got {self.backend!r}")
+        _require(self.timeout_s > 0, "dist.timeout_s", f"must be > 0 seconds, got {self.timeout_s}")
+
+
+@dataclasses.dataclass
+class Context:
+    """Where this process stands: ``rank`` of ``world_size`` (``active`` when > 1)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    owns_group: bool = False
+
+    @property
+    def active(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def launched() -> bool:
+    """True when torchrun (or an equivalent launcher) asked for more than one process."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def init(cfg: DistConfig, device: torch.device) -> Context:
+    """Initialise the default process group from the torchrun environment (when launched with
+    ``WORLD_SIZE > 1`` and not initialised yet). On CUDA it also makes ``cuda:LOCAL_RANK`` the
+    current device, so a plain ``cuda`` means this rank's GPU (see :func:`device_for`).
+
+    Raises:
+        ConfigError: ``nccl`` or ``sync_batchnorm`` asked for without CUDA.
+
+    Examples:
+        >>> ctx = init(DistConfig(), torch.device("cpu"))  # no torchrun here: a single process
+        >>> ctx.active, ctx.is_main, ctx.world_size
+        (False, True, 1)
+    """
+    if not launched():
+        return Context()
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if not tdist.is_available():
+        raise RuntimeError("WORLD_SIZE > 1 but this torch build has no torch.distributed")
+    backend = cfg.backend
+    if backend == "auto":
+        backend = "nccl" if device.type == "cuda" else "gloo"
+    if backend == "nccl" and device.type != "cuda":
+        raise ConfigError("dist.backend=nccl needs CUDA devices; use dist.backend=gloo (or auto) on the CPU")
+    if cfg.sync_batchnorm and device.type != "cuda":
+        raise ConfigError("dist.sync_batchnorm=true needs CUDA (torch's SyncBatchNorm does not run on the CPU); "
+                          "drop it on the CPU")
+    if device.type == "cuda" and device.index is None:
+        torch.cuda.set_device(local % torch.cuda.device_count())  # before the model is built: cuda = this rank's GPU
+    owns = False
+    if not tdist.is_initialized():
+        kwargs = {"device_id": torch.device("cuda", torch.cuda.current_device())} if backend == "nccl" else {}
+        tdist.init_process_group(backend, timeout=datetime.timedelta(seconds=cfg.timeout_s), **kwargs)
+        owns = True
+    ctx = Context(tdist.get_rank(), tdist.get_world_size(), local, owns)
+    if ctx.rank != rank or ctx.world_size != world:
+        raise RuntimeError(f"the process group (rank {ctx.rank} of {ctx.world_size}) disagrees with the "
+                           f"environment (RANK={rank}, WORLD_SIZE={world})")
+    return ctx
+
+
+def device_for(ctx: Context, device: torch.device) -> torch.device:
+    """The device of this rank: ``cuda:LOCAL_RANK`` for a plain ``cuda`` request."""
+    if ctx.active and device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", ctx.local_rank % torch.cuda.device_count())
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    return device
+
+
+def wrap(model: nn.Module, ctx: Context, cfg: DistConfig, device: torch.device) -> nn.Module:
+    """``model`` for the training forward pass: DDP-wrapped (after SyncBatchNorm conversion
+    when asked) under an active context, ``model`` itself otherwise. Conversion replaces the
+    BatchNorm modules *inside* ``model``, so checkpoints keep their keys."""
+    if not ctx.active:
+        return model
+    if cfg.sync_batchnorm:
+        for name, child in list(model.named_children()):
+            setattr(model, name, nn.SyncBatchNorm.convert_sync_batchnorm(child))
+    ids = [device.index] if device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+
+def sampler(n: int, ctx: Context, seed: int, drop_last: bool):
+    """A ``DistributedSampler`` over ``range(n)``: each epoch (``set_epoch``) a permutation
+    seeded by ``seed + epoch``, rank ``r`` taking every ``world_size``-th index from ``r``."""
+    from torch.utils.data import DistributedSampler
+
+    if n < 2 * ctx.world_size:
+        raise ConfigError(f"the training split has {n} samples, too few for {ctx.world_size} processes "
+                          f"(each needs at least 2)")
+    return DistributedSampler(range(n), num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=seed,
+                              drop_last=drop_last)
+
+
+def seed_rank(ctx: Context, seed: int) -> None:
+    """Give every rank its own augmentation stream (called after the model is built, so the
+    initial weights stay the same everywhere); a single process is left alone."""
+    if ctx.active:
+        from .runtime import seed_everything
+
+        seed_everything((seed * 1_000_003 + 7919 * ctx.rank) % 2**63)
+
+
+def gather_rng(ctx: Context) -> Optional[List[Any]]:
+    """Every rank's generator states, in rank order, on rank 0 (``None`` elsewhere and in a
+    single process). Collective: all ranks call it."""
+    if not ctx.active:
+        return None
+    from .checkpoint import capture_rng
+
+    out = [None] * ctx.world_size if ctx.is_main else None
+    tdist.gather_object(capture_rng(), out, dst=0)
+    return out
+
+
+def restore_rank_rng(ctx: Context, state: dict, seed: int, epoch: int) -> None:
+    """After a checkpoint is loaded: restore this rank's generators from ``state['rng_ranks']``
+    when it was saved by as many ranks; otherwise (another world size, or a single-process
+    checkpoint) seed them afresh from ``(seed, epoch, rank)``, which is reproducible but not
+    the stream an uninterrupted run would have drawn."""
+    from .checkpoint import restore_rng
+
+    ranks = state.get("rng_ranks")
+    if ranks is not None and len(ranks) == ctx.world_size:
+        restore_rng(ranks[ctx.rank])
+        return
+    seed_rank(ctx, seed + 104_729 * epoch)
+    if ctx.is_main:
+        was = len(ranks) if ranks is not None else 1
+        print(f"note: the checkpoint was written by {was} process(es), this run has {ctx.world_size}; "
+              f"the random generators were reseeded per rank", file=sys.stderr, flush=True)
+
+
+def broadcast(value: Any, ctx: Context) -> Any:
+    """Rank 0's ``value`` on every rank (a picklable object)."""
+    if not ctx.active:
+        return value
+    box = [value if ctx.is_main else None]
+    tdist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def shutdown(ctx: Context) -> None:
+    """Destroy the process group this module created (no-op otherwise)."""
+    if ctx.owns_group and tdist.is_initialized():
+        tdist.destroy_process_group()
+
+
+class NullLog:
+    """What the ranks other than 0 get instead of a :class:`~contrastive.train.runlog.MetricsLog`."""
+
+    records: List[Any] = []
+
+    def log(self, record) -> None:
+        pass
+
+    def truncate(self, epoch: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
