@@ -24,7 +24,7 @@ def test_one_epoch_smoke_eval_and_embed(tiny_args, tmp_path, capsys):
     run = tmp_path / "runs" / "smoke"
     assert "raw pixels" in out and "random encoder" in out and "trained encoder (epoch 1)" in out
     for name in ("config.toml", "run.json", "metrics.jsonl", "metrics.csv", "summary.json", "model.safetensors",
-                 "loss.png", "accuracy.png", "map_pca.png", "checkpoints/last.pt", "checkpoints/best.pt"):
+                 "loss.png", "accuracy.png", "map_tsne.png", "checkpoints/last.pt", "checkpoints/best.pt"):
         assert (run / name).is_file(), name
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert records[0]["epoch"] == 0 and records[-1]["epoch"] == 1

@@ -418,7 +418,7 @@ class EvalConfig:
     probe_C: float = 1.0
     probe_max_iter: int = 1000
     baselines: bool = True  # raw pixels and the randomly initialised encoder
-    map: str = "pca"  # 2-D map of the test embeddings: pca | tsne | none
+    map: str = "tsne"  # 2-D map of the (L2-normalised) test embeddings: tsne | pca | none
     batch_size: int = 512
 
     def __post_init__(self):

@@ -437,6 +437,10 @@ def _subsample(split: Split, limit: int, seed: int) -> Split:
 
 def load_dataset(cfg) -> Dataset:
     """Load the dataset a ``DataConfig`` names (see the module docstring for the layouts)."""
+    from .config import DataConfig
+
+    if not isinstance(cfg, DataConfig):
+        raise TypeError(f"cfg must be a DataConfig (e.g. DataConfig(name='digits')), got {type(cfg).__name__}")
     name = cfg.name
     if name == "digits":
         ds = load_digits(cfg.test_fraction, cfg.split_seed)

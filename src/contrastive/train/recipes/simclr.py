@@ -44,7 +44,7 @@ __all__ = ["LossConfig", "SimCLRConfig", "evaluate_run", "load_encoder", "train"
 class LossConfig:
     """InfoNCE settings."""
 
-    temperature: float = 0.2
+    temperature: float = 0.3  # tuned on digits: 0.3-0.4 beat 0.2 and 0.5 for kNN accuracy
     exclude_self: bool = True  # SimCLR's denominator (seed 001); false keeps k = i (seed 002)
 
     def __post_init__(self):
@@ -266,7 +266,8 @@ def _finish(cfg, run_dir: Path, model, ds, log, baselines, final, f_test, wall) 
     if "knn_accuracy" in final:
         paths["accuracy_plot"] = plots.plot_accuracy(log.records, run_dir / "accuracy.png", baselines)
     if cfg.eval.map != "none" and _labelled(ds) and len(f_test) >= 2:
-        paths["map_plot"] = plots.plot_embedding_map(f_test, ds.test.y, run_dir / f"map_{cfg.eval.map}.png",
+        f_unit = torch.nn.functional.normalize(f_test, dim=1)  # the geometry kNN and the loss see
+        paths["map_plot"] = plots.plot_embedding_map(f_unit, ds.test.y, run_dir / f"map_{cfg.eval.map}.png",
                                                      cfg.eval.map, ds.classes, "trained encoder, test split")
     paths.update(checkpoint=run_dir / "checkpoints" / "last.pt", best_checkpoint=run_dir / "checkpoints" / "best.pt",
                  weights=run_dir / "model.safetensors", metrics=run_dir / "metrics.csv")
