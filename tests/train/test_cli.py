@@ -85,18 +85,23 @@ def test_resume_extends_a_finished_run(tiny_args, tmp_path):
     assert _weights_equal(tmp_path / "runs" / "two", one)
 
 
-def test_non_finite_loss_stops_and_keeps_checkpoint(tiny_args, tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("where", ["loss", "inputs"])
+def test_non_finite_loss_stops_and_keeps_checkpoint(where, tiny_args, tmp_path, monkeypatch, capsys):
     import contrastive.train.recipes.simclr as simclr
 
     calls = {"n": 0}
-    real = simclr.info_nce
+    target = (simclr, "info_nce") if where == "loss" else (simclr.A, "two_views")
+    real = getattr(*target)
 
     def flaky(*args, **kwargs):
         calls["n"] += 1
-        loss = real(*args, **kwargs)
-        return loss * float("nan") if calls["n"] == 7 else loss  # epoch 2 (5 steps per epoch), step 2
+        out = real(*args, **kwargs)
+        # epoch 2 (5 steps per epoch), step 2; the views are also drawn once for the random encoder's alignment
+        if calls["n"] != (7 if where == "loss" else 8):
+            return out
+        return out * float("nan") if where == "loss" else (out[0] * float("nan"), out[1])
 
-    monkeypatch.setattr(simclr, "info_nce", flaky)
+    monkeypatch.setattr(*target, flaky)
     code = main(["train", "simclr", *tiny_args(**{"train.epochs": 3, "run.name": "nan", "eval.every": 0})])
     err = capsys.readouterr().err
     assert code == 1

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
@@ -199,9 +200,13 @@ def _train(cfg: SimCLRConfig, resume: Optional[str]) -> Dict[str, Any]:
                 with ctx:
                     _, z = model(torch.cat([v1, v2]))  # (2B, proj_dim)
                 z1, z2 = z.float().chunk(2)
-                loss = info_nce(z1, z2, cfg.loss.temperature, exclude_self=cfg.loss.exclude_self, check_finite=False)
-                value = float(loss.detach())
-                if not torch.isfinite(loss.detach()):
+                # NaN/Inf embeddings give a NaN loss without asking info_nce (which would reject them)
+                if bool(torch.isfinite(z.detach()).all()):
+                    loss = info_nce(z1, z2, temperature=cfg.loss.temperature, exclude_self=cfg.loss.exclude_self)
+                    value = float(loss.detach())
+                else:
+                    value = math.nan
+                if not math.isfinite(value):
                     log.log({"epoch": epoch, "event": f"non-finite loss ({value}) at step {s + 1}"})
                     raise NonFiniteLossError(
                         f"the loss became {value} at epoch {epoch}, step {s + 1}: training stopped. The last "
