@@ -34,8 +34,8 @@ from ..evaluate import alignment, embed, evaluate_features, uniformity
 from ..models import SimCLRModel, build_model
 from ..optim import WarmupCosine, build_optimizer
 from ..runlog import MetricsLog, NonFiniteLossError, Progress, format_table, new_run_dir
-from ..runtime import (channel_stats, load_run_config, num_threads, read_run, resolve_device, seed_everything,
-                       write_run)
+from ..runtime import (channel_stats, limit_threads, load_run_config, num_threads, read_run, resolve_device,
+                       seed_everything, write_run)
 from . import Recipe
 
 __all__ = ["LossConfig", "SimCLRConfig", "evaluate_run", "load_encoder", "train"]
@@ -85,7 +85,7 @@ def _labelled(ds: Dataset) -> bool:
 def _evaluate(model: SimCLRModel, ds: Dataset, aug: nn.Module, cfg: SimCLRConfig, device) -> Tuple[Dict, torch.Tensor]:
     """Held-out metrics of the encoder; leaves every random generator as it was."""
     e = cfg.eval
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), limit_threads(e.threads):
         f_test = embed(model.encoder, ds.test.x, e.batch_size, device)
         out: Dict[str, float] = {}
         if _labelled(ds):
@@ -106,8 +106,9 @@ def _baselines(model: SimCLRModel, ds: Dataset, aug, cfg: SimCLRConfig, device) 
     e = cfg.eval
     if not (e.baselines and _labelled(ds)):
         return {}
-    raw = evaluate_features(to_float(ds.train.x).flatten(1), ds.train.y, to_float(ds.test.x).flatten(1), ds.test.y,
-                            e.knn_k, e.knn_temperature, e.probe, e.probe_C, e.probe_max_iter)
+    with limit_threads(e.threads):
+        raw = evaluate_features(to_float(ds.train.x).flatten(1), ds.train.y, to_float(ds.test.x).flatten(1),
+                                ds.test.y, e.knn_k, e.knn_temperature, e.probe, e.probe_C, e.probe_max_iter)
     init, _ = _evaluate(model, ds, aug, cfg, device)
     return {"raw pixels": raw, "random encoder": init}
 
@@ -267,13 +268,14 @@ def _finish(cfg, run_dir: Path, model, ds, log, baselines, final, f_test, wall) 
     from .. import plots
 
     C.save_weights(run_dir / "model.safetensors", model)
-    paths = {"loss_plot": plots.plot_loss(log.records, run_dir / "loss.png")}
-    if "knn_accuracy" in final:
-        paths["accuracy_plot"] = plots.plot_accuracy(log.records, run_dir / "accuracy.png", baselines)
-    if cfg.eval.map != "none" and _labelled(ds) and len(f_test) >= 2:
-        f_unit = torch.nn.functional.normalize(f_test, dim=1)  # the geometry kNN and the loss see
-        paths["map_plot"] = plots.plot_embedding_map(f_unit, ds.test.y, run_dir / f"map_{cfg.eval.map}.png",
-                                                     cfg.eval.map, ds.classes, "trained encoder, test split")
+    with limit_threads(cfg.eval.threads):
+        paths = {"loss_plot": plots.plot_loss(log.records, run_dir / "loss.png")}
+        if "knn_accuracy" in final:
+            paths["accuracy_plot"] = plots.plot_accuracy(log.records, run_dir / "accuracy.png", baselines)
+        if cfg.eval.map != "none" and _labelled(ds) and len(f_test) >= 2:
+            f_unit = torch.nn.functional.normalize(f_test, dim=1)  # the geometry kNN and the loss see
+            paths["map_plot"] = plots.plot_embedding_map(f_unit, ds.test.y, run_dir / f"map_{cfg.eval.map}.png",
+                                                         cfg.eval.map, ds.classes, "trained encoder, test split")
     paths.update(checkpoint=run_dir / "checkpoints" / "last.pt", best_checkpoint=run_dir / "checkpoints" / "best.pt",
                  weights=run_dir / "model.safetensors", metrics=run_dir / "metrics.csv")
     if not paths["best_checkpoint"].exists():
