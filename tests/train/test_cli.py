@@ -24,7 +24,7 @@ def test_one_epoch_smoke_eval_and_embed(tiny_args, tmp_path, capsys):
     run = tmp_path / "runs" / "smoke"
     assert "raw pixels" in out and "random encoder" in out and "trained encoder (epoch 1)" in out
     for name in ("config.toml", "run.json", "metrics.jsonl", "metrics.csv", "summary.json", "model.safetensors",
-                 "loss.png", "accuracy.png", "map_pca.png", "checkpoints/last.pt", "checkpoints/best.pt"):
+                 "loss.png", "accuracy.png", "map_tsne.png", "checkpoints/last.pt", "checkpoints/best.pt"):
         assert (run / name).is_file(), name
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert records[0]["epoch"] == 0 and records[-1]["epoch"] == 1
@@ -54,7 +54,7 @@ def test_one_epoch_smoke_eval_and_embed(tiny_args, tmp_path, capsys):
 
 
 def test_resume_equals_uninterrupted(tiny_args, tmp_path, monkeypatch):
-    common = {"train.epochs": 2, "eval.every": 0, "data.train_limit": 96, "data.test_limit": 40}
+    common = {"train.epochs": 2, "eval.every": 1, "data.train_limit": 96, "data.test_limit": 40}  # eval is RNG-neutral
     assert main(["train", "simclr", *tiny_args(**common, **{"run.name": "straight"})]) == 0
 
     real_save = C.save_checkpoint
@@ -85,18 +85,23 @@ def test_resume_extends_a_finished_run(tiny_args, tmp_path):
     assert _weights_equal(tmp_path / "runs" / "two", one)
 
 
-def test_non_finite_loss_stops_and_keeps_checkpoint(tiny_args, tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("where", ["loss", "inputs"])
+def test_non_finite_loss_stops_and_keeps_checkpoint(where, tiny_args, tmp_path, monkeypatch, capsys):
     import contrastive.train.recipes.simclr as simclr
 
     calls = {"n": 0}
-    real = simclr.info_nce
+    target = (simclr, "info_nce") if where == "loss" else (simclr.A, "two_views")
+    real = getattr(*target)
 
     def flaky(*args, **kwargs):
         calls["n"] += 1
-        loss = real(*args, **kwargs)
-        return loss * float("nan") if calls["n"] == 7 else loss  # epoch 2 (5 steps per epoch), step 2
+        out = real(*args, **kwargs)
+        # epoch 2 (5 steps per epoch), step 2; the views are also drawn once for the random encoder's alignment
+        if calls["n"] != (7 if where == "loss" else 8):
+            return out
+        return out * float("nan") if where == "loss" else (out[0] * float("nan"), out[1])
 
-    monkeypatch.setattr(simclr, "info_nce", flaky)
+    monkeypatch.setattr(*target, flaky)
     code = main(["train", "simclr", *tiny_args(**{"train.epochs": 3, "run.name": "nan", "eval.every": 0})])
     err = capsys.readouterr().err
     assert code == 1
@@ -157,3 +162,40 @@ def test_non_finite_weights_are_not_checkpointed(tiny_args, tmp_path, monkeypatc
     assert "weights became NaN/Inf during epoch 2" in capsys.readouterr().err
     state = load_checkpoint(tmp_path / "runs" / "w" / "checkpoints" / "last.pt")
     assert state["epoch"] == 1 and all(bool(torch.isfinite(v).all()) for v in state["model"].values())
+
+
+def test_cifar_resnet_lars_from_toml(tmp_path, capsys):
+    """The colour path: CIFAR pickles, SimCLR's colour augmentations, ResNet-18, LARS, clipping."""
+    from .test_data import write_cifar
+
+    write_cifar(tmp_path / "cifar-10-batches-py", 10, n=8)
+    (tmp_path / "run.toml").write_text(
+        f'[run]\nroot = "{tmp_path}"\nname = "c10"\nprogress = false\nthreads = 1\n'
+        f'[data]\nname = "cifar10"\npath = "{tmp_path}"\n'
+        '[model]\nencoder = "resnet18"\nwidth = 2\nproj_dim = 4\n'
+        '[optim]\nname = "lars"\nlr = 0.3\n[train]\nepochs = 1\nbatch_size = 16\ngrad_clip = 1.0\n'
+        '[eval]\nknn_k = 3\nprobe_max_iter = 20\nmap = "pca"\n')
+    assert main(["train", "simclr", "--config", str(tmp_path / "run.toml")]) == 0
+    out = capsys.readouterr().out
+    assert "ResNet" in out and "trained encoder (epoch 1)" in out
+    assert (tmp_path / "c10" / "map_pca.png").is_file()
+
+
+def test_unlabelled_vectors(tmp_path, capsys):
+    """The vector path: one .npy file without labels, MLP encoder, noise augmentation, no kNN."""
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).normal(size=(40, 6)).astype(np.float32))
+    args = [f"--run.root={tmp_path}", "--run.name=vec", "--run.progress=false", "--data.name=npy",
+            f"--data.path={tmp_path / 'x.npy'}", "--train.epochs=1", "--train.batch_size=8", "--model.mlp_hidden=8"]
+    assert main(["train", "simclr", *args]) == 0
+    summary = json.loads((tmp_path / "vec" / "summary.json").read_text())
+    assert "knn_accuracy" not in summary["trained"] and summary["trained"]["uniformity"] <= 0
+    assert summary["baselines"] == {}
+
+
+def test_tensorboard_is_optional(tiny_args, capsys):
+    import importlib.util
+
+    if importlib.util.find_spec("tensorboard") is not None:
+        pytest.skip("tensorboard is installed here")
+    assert main(["train", "simclr", *tiny_args(**{"run.tensorboard": "true"})]) == 2
+    assert "pip install tensorboard" in capsys.readouterr().err

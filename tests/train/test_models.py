@@ -43,3 +43,18 @@ def test_encoder_errors():
         build_encoder(ModelConfig(encoder="cnn"), (12,), [0.0] * 12, [1.0] * 12)
     with pytest.raises(ValueError, match="at least 4 x 4"):
         build_encoder(ModelConfig(encoder="cnn"), (1, 2, 2), [0.0], [1.0])
+
+
+def test_builders_check_their_config():
+    from contrastive.train.augment import build_augment
+    from contrastive.train.data import load_dataset
+    from contrastive.train.optim import build_optimizer
+
+    with pytest.raises(TypeError, match="ModelConfig"):
+        build_encoder({"encoder": "cnn"}, (1, 8, 8), [0.0], [1.0])
+    with pytest.raises(TypeError, match="DataConfig"):
+        load_dataset("digits")
+    with pytest.raises(TypeError, match="AugmentConfig"):
+        build_augment(None, (1, 8, 8))
+    with pytest.raises(TypeError, match="OptimConfig"):
+        build_optimizer("sgd", torch.nn.Linear(2, 2))

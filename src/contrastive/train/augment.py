@@ -78,6 +78,10 @@ def build_augment(cfg, sample_shape: Tuple[int, ...]) -> nn.Module:
         >>> aug(torch.rand(5, 1, 8, 8)).shape
         torch.Size([5, 1, 8, 8])
     """
+    from .config import AugmentConfig
+
+    if not isinstance(cfg, AugmentConfig):
+        raise TypeError(f"cfg must be an AugmentConfig, got {type(cfg).__name__}")
     kind = resolve_kind(cfg.kind, tuple(sample_shape))
     if kind == "none":
         return nn.Identity()

@@ -179,7 +179,9 @@ def register(subparsers) -> None:
     recipes.required = True
     for name, recipe in available_recipes().items():
         q = recipes.add_parser(name, help=recipe.help, description=recipe.help, epilog=_keys_epilog(recipe.config_cls),
-                               formatter_class=argparse.RawDescriptionHelpFormatter)
+                               formatter_class=argparse.RawDescriptionHelpFormatter,
+                               usage=f"contrastive train {name} [-h] [--config FILE.toml] [--resume RUN_DIR] "
+                                     f"[--section.key=value ...]")
         q.add_argument("--config", metavar="FILE.toml", help="TOML file with [section] tables of settings")
         q.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
         q.set_defaults(func=_train)

@@ -418,8 +418,9 @@ class EvalConfig:
     probe_C: float = 1.0
     probe_max_iter: int = 1000
     baselines: bool = True  # raw pixels and the randomly initialised encoder
-    map: str = "pca"  # 2-D map of the test embeddings: pca | tsne | none
+    map: str = "tsne"  # 2-D map of the (L2-normalised) test embeddings: tsne | pca | none
     batch_size: int = 512
+    threads: int = 1  # thread cap for evaluation and plots (0: none); see runtime.limit_threads
 
     def __post_init__(self):
         _require(self.every >= 0, "eval.every", f"must be >= 0, got {self.every}")
@@ -429,3 +430,4 @@ class EvalConfig:
         _require(self.probe_max_iter >= 1, "eval.probe_max_iter", f"must be >= 1, got {self.probe_max_iter}")
         _choice(self.map, "eval.map", ("pca", "tsne", "none"))
         _require(self.batch_size >= 1, "eval.batch_size", f"must be >= 1, got {self.batch_size}")
+        _require(self.threads >= 0, "eval.threads", f"must be >= 0 (0: no cap), got {self.threads}")

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import gzip
 import importlib
+import os
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -437,17 +438,23 @@ def _subsample(split: Split, limit: int, seed: int) -> Split:
 
 def load_dataset(cfg) -> Dataset:
     """Load the dataset a ``DataConfig`` names (see the module docstring for the layouts)."""
+    from .config import DataConfig
+
+    if not isinstance(cfg, DataConfig):
+        raise TypeError(f"cfg must be a DataConfig (e.g. DataConfig(name='digits')), got {type(cfg).__name__}")
     name = cfg.name
+    path = os.path.expanduser(cfg.path) if cfg.path else ""
     if name == "digits":
         ds = load_digits(cfg.test_fraction, cfg.split_seed)
     elif name in ("mnist", "fashion_mnist"):
-        ds = load_mnist(cfg.path, name)
+        ds = load_mnist(path, name)
     elif name in ("cifar10", "cifar100"):
-        ds = load_cifar(cfg.path, 10 if name == "cifar10" else 100)
+        ds = load_cifar(path, 10 if name == "cifar10" else 100)
     elif name == "folder":
-        ds = load_image_folder(cfg.path, cfg.image_size, cfg.channels, cfg.test_fraction, cfg.split_seed)
+        ds = load_image_folder(path, cfg.image_size, cfg.channels, cfg.test_fraction, cfg.split_seed)
     elif name == "npy":
-        ds = load_npy(cfg.path, cfg.labels, cfg.test_fraction, cfg.split_seed)
+        labels = os.path.expanduser(cfg.labels) if cfg.labels else ""
+        ds = load_npy(path, labels, cfg.test_fraction, cfg.split_seed)
     else:
         raise ValueError(f"data.name must be one of {DATASETS}, got {name!r}")
     ds.train = _subsample(ds.train, cfg.train_limit, cfg.split_seed)

@@ -173,6 +173,12 @@ def build_encoder(cfg, sample_shape: Tuple[int, ...], mean: Sequence[float], std
         >>> enc(torch.rand(3, 1, 8, 8)).shape
         torch.Size([3, 16])
     """
+    from .config import ModelConfig
+
+    if not isinstance(cfg, ModelConfig):
+        raise TypeError(f"cfg must be a ModelConfig, got {type(cfg).__name__}")
+    if len(tuple(sample_shape)) not in (1, 3):
+        raise ValueError(f"sample_shape must be (C, H, W) or (D,), got {tuple(sample_shape)}")
     name, shape = cfg.encoder, tuple(sample_shape)
     if name not in ENCODERS:
         raise ValueError(f"model.encoder must be one of {ENCODERS}, got {name!r}")

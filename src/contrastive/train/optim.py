@@ -100,6 +100,10 @@ class LARS(torch.optim.Optimizer):
 
 def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
     """The optimiser an ``OptimConfig`` names (``sgd``, ``lars`` or ``adamw``)."""
+    from .config import OptimConfig
+
+    if not isinstance(cfg, OptimConfig):
+        raise TypeError(f"cfg must be an OptimConfig, got {type(cfg).__name__}")
     groups = param_groups(model, cfg.weight_decay)
     if cfg.name == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)

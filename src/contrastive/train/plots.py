@@ -96,7 +96,7 @@ def plot_embedding_map(features: torch.Tensor, labels: torch.Tensor, path, metho
         ax.scatter(xy[m, 0], xy[m, 1], s=6, color=cmap(int(c) % cmap.N), label=name if len(classes) <= 20 else None)
     if 0 < len(np.unique(labels)) <= 20:
         ax.legend(markerscale=3, fontsize=7, loc="best", ncol=2)
-    ax.set(title=f"{title} ({method.upper()})", xticks=[], yticks=[])
+    ax.set(title=f"{title} ({ {'pca': 'PCA', 'tsne': 't-SNE'}[method]})", xticks=[], yticks=[])
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

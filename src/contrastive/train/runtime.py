@@ -14,7 +14,7 @@ import torch
 from .checkpoint import atomic_write
 from .config import dump_toml, load_toml
 
-__all__ = ["channel_stats", "load_run_config", "num_threads", "read_run", "resolve_device", "seed_everything", "write_run"]
+__all__ = ["channel_stats", "limit_threads", "load_run_config", "num_threads", "read_run", "resolve_device", "seed_everything", "write_run"]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -54,6 +54,27 @@ def num_threads(n: int):
         yield
     finally:
         torch.set_num_threads(before)
+
+
+@contextlib.contextmanager
+def limit_threads(n: int):
+    """Cap every native thread pool (OpenBLAS, OpenMP, torch's included) at ``n`` threads in
+    the block (0: no cap). Evaluation is many small BLAS calls (the linear probe's L-BFGS,
+    t-SNE) that run faster on one thread, and far faster when other jobs share the cores.
+
+    Examples:
+        >>> with limit_threads(1):
+        ...     pass
+    """
+    if not isinstance(n, int) or n < 0:
+        raise ValueError(f"n must be an int >= 0 (0: no cap), got {n!r}")
+    if n == 0:
+        yield
+        return
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=n):
+        yield
 
 
 def seed_everything(seed: int) -> None:
