@@ -50,7 +50,7 @@ def test_builders_check_their_config():
     from contrastive.train.data import load_dataset
     from contrastive.train.optim import build_optimizer
 
-    with pytest.raises(TypeError, match="ModelConfig"):
+    with pytest.raises(TypeError, match="model config"):
         build_encoder({"encoder": "cnn"}, (1, 8, 8), [0.0], [1.0])
     with pytest.raises(TypeError, match="DataConfig"):
         load_dataset("digits")

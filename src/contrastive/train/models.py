@@ -173,10 +173,10 @@ def build_encoder(cfg, sample_shape: Tuple[int, ...], mean: Sequence[float], std
         >>> enc(torch.rand(3, 1, 8, 8)).shape
         torch.Size([3, 16])
     """
-    from .config import ModelConfig
-
-    if not isinstance(cfg, ModelConfig):
-        raise TypeError(f"cfg must be a ModelConfig, got {type(cfg).__name__}")
+    missing = [k for k in ("encoder", "width", "mlp_hidden", "mlp_depth") if not hasattr(cfg, k)]
+    if missing:  # any model config with these fields (SimCLR's ModelConfig, the siamese one)
+        raise TypeError(f"cfg must be a model config with fields encoder, width, mlp_hidden and mlp_depth; "
+                        f"{type(cfg).__name__} lacks {missing}")
     if len(tuple(sample_shape)) not in (1, 3):
         raise ValueError(f"sample_shape must be (C, H, W) or (D,), got {tuple(sample_shape)}")
     name, shape = cfg.encoder, tuple(sample_shape)
