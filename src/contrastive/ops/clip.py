@@ -16,14 +16,7 @@ import torch
 
 from . import compute_dtype
 from .info_nce_dense import chain_normalize, normalize_rows, temperature_value
-from .tiles import TileBuffers, blocks, use_fixed_shift
-
-
-def _online_update(m, r, sl, tile_max, expsum):
-    new = torch.maximum(m[sl], tile_max)
-    safe = torch.where(torch.isinf(new), torch.zeros_like(new), new)
-    r[sl] = r[sl] * torch.exp(m[sl] - safe) + expsum(safe)
-    m[sl] = new
+from .tiles import TileBuffers, blocks, online_update, use_fixed_shift
 
 
 def lse_pass(a, b, inv_t, c, bs, fixed):
@@ -50,8 +43,8 @@ def lse_pass(a, b, inv_t, c, bs, fixed):
         for j0, j1 in rb:
             S = buf.get("S", i1 - i0, j1 - j0)
             torch.mm(As[i0:i1], b[j0:j1].T, out=S)
-            _online_update(mr, rr, slice(i0, i1), S.amax(1), lambda s: torch.exp(S - s[:, None]).sum(1))
-            _online_update(mc, rc, slice(j0, j1), S.amax(0), lambda s: torch.exp(S - s[None, :]).sum(0))
+            online_update(mr, rr, slice(i0, i1), S.amax(1), lambda s: torch.exp(S - s[:, None]).sum(1))
+            online_update(mc, rc, slice(j0, j1), S.amax(0), lambda s: torch.exp(S - s[None, :]).sum(0))
     return mr + rr.log(), mc + rc.log()
 
 

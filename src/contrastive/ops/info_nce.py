@@ -25,7 +25,7 @@ import torch
 
 from . import compute_dtype
 from .info_nce_dense import chain_normalize, normalize_rows, positive_index, temperature_value
-from .tiles import TileBuffers, blocks, use_fixed_shift
+from .tiles import TileBuffers, blocks, online_update, use_fixed_shift
 
 
 def _max_sq_norm(z: torch.Tensor) -> float:
@@ -48,23 +48,15 @@ def lse_pass(z: torch.Tensor, inv_t: float, c: float, exclude_self: bool, bs: in
                 E = buf.get("E", i1 - i0, j1 - j0)
                 torch.addmm(shift, zi, z[j0:j1].T, out=E)           # S_IJ - c
                 torch.exp(E, out=E)                                 # E_IJ in [exp(-2c), 1]
-                if i0 == j0:
-                    if exclude_self:
-                        E.fill_diagonal_(0.0)
-                    r[i0:i1].addmv_(E, ones[: j1 - j0])
-                else:
-                    r[i0:i1].addmv_(E, ones[: j1 - j0])             # row sums
+                if i0 == j0 and exclude_self:
+                    E.fill_diagonal_(0.0)
+                r[i0:i1].addmv_(E, ones[: j1 - j0])                 # row sums
+                if i0 != j0:
                     r[j0:j1].add_(E.sum(0))                         # column sums (symmetry)
         return r.log_() + c
     # online max: one running max per row; a tile updates its rows and (by symmetry) its columns
     m = z.new_full((N,), float("-inf"))
     r = z.new_zeros(N)
-
-    def update(sl, tile_max, expsum):
-        new = torch.maximum(m[sl], tile_max)
-        safe = torch.where(torch.isinf(new), torch.zeros_like(new), new)
-        r[sl] = r[sl] * torch.exp(m[sl] - safe) + expsum(safe)
-        m[sl] = new
 
     for bi, (i0, i1) in enumerate(plan):
         zi = zs[i0:i1]
@@ -73,9 +65,9 @@ def lse_pass(z: torch.Tensor, inv_t: float, c: float, exclude_self: bool, bs: in
             torch.mm(zi, z[j0:j1].T, out=S)                         # S_IJ
             if i0 == j0 and exclude_self:
                 S.fill_diagonal_(float("-inf"))
-            update(slice(i0, i1), S.amax(1), lambda s: torch.exp(S - s[:, None]).sum(1))
+            online_update(m, r, slice(i0, i1), S.amax(1), lambda s: torch.exp(S - s[:, None]).sum(1))
             if i0 != j0:
-                update(slice(j0, j1), S.amax(0), lambda s: torch.exp(S - s[None, :]).sum(0))
+                online_update(m, r, slice(j0, j1), S.amax(0), lambda s: torch.exp(S - s[None, :]).sum(0))
     return m + r.log()
 
 

@@ -23,8 +23,7 @@ from typing import Optional
 
 import torch
 
-from .clip import _online_update
-from .tiles import TileBuffers, blocks
+from .tiles import TileBuffers, blocks, online_update
 
 
 def _mask_self(T: torch.Tensor, i0: int, j0: int, self_col: Optional[int], value: float) -> None:
@@ -56,7 +55,7 @@ def rows_lse(x, y, inv_t: float, c: float, fixed: bool, bs: int, self_col: Optio
             S = buf.get("S", i1 - i0, j1 - j0)
             torch.mm(xs[i0:i1], y[j0:j1].T, out=S)                  # S_IJ
             _mask_self(S, i0, j0, self_col, float("-inf"))
-            _online_update(m, r, slice(i0, i1), S.amax(1), lambda s: torch.exp(S - s[:, None]).sum(1))
+            online_update(m, r, slice(i0, i1), S.amax(1), lambda s: torch.exp(S - s[:, None]).sum(1))
     return m + r.log()
 
 

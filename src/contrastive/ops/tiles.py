@@ -55,3 +55,13 @@ class TileBuffers:
         if buf is None:
             buf = self._bufs[key] = torch.empty(m, n, dtype=self.dtype, device=self.device)
         return buf
+
+
+def online_update(m: torch.Tensor, r: torch.Tensor, sl: slice, tile_max: torch.Tensor, expsum) -> None:
+    """One online log-sum-exp step on rows ``sl``: running max ``m``, running sum ``r`` (both in
+    place). ``expsum(shift)`` returns the tile's sums of exp(S - shift); a row that has seen only
+    -inf keeps shift 0, so no inf - inf appears."""
+    new = torch.maximum(m[sl], tile_max)
+    safe = torch.where(torch.isinf(new), torch.zeros_like(new), new)
+    r[sl] = r[sl] * torch.exp(m[sl] - safe) + expsum(safe)
+    m[sl] = new
