@@ -138,6 +138,30 @@ def load_run_config(run_dir, config_cls):
     return load_toml(config_cls(), Path(run_dir) / "config.toml")
 
 
+def eval_config(run_dir, checkpoint: str, recipe: str, config_cls):
+    """The configuration of ``recipe``'s run in ``run_dir``, to rebuild it for evaluation on
+    the best available device; checks the checkpoint name and the recipe first."""
+    import dataclasses
+
+    if checkpoint not in ("last", "best"):
+        raise ValueError(f"checkpoint must be 'last' or 'best', got {checkpoint!r}")
+    if read_run(run_dir)["recipe"] != recipe:
+        raise ValueError(f"{run_dir} is not a {recipe} run")
+    cfg = load_run_config(run_dir, config_cls)
+    return cfg, dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, device="auto"))
+
+
+def restore(model: torch.nn.Module, run_dir, checkpoint: str, device):
+    """Load ``checkpoints/<checkpoint>.pt`` into ``model``; returns (the model's state before
+    loading, i.e. its initialisation, and the checkpoint dict)."""
+    from .checkpoint import load_checkpoint
+
+    init = {k: v.clone() for k, v in model.state_dict().items()}
+    state = load_checkpoint(Path(run_dir) / "checkpoints" / f"{checkpoint}.pt", map_location=device)
+    model.load_state_dict(state["model"])
+    return init, state
+
+
 def _version() -> str:
     from .. import __version__
 

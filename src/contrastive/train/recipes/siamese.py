@@ -39,7 +39,7 @@ from ..models import ENCODERS, build_encoder
 from ..optim import WarmupCosine, build_optimizer
 from ..pairs import label_pairs, neighbour_pairs
 from ..runlog import MetricsLog, NonFiniteLossError, Progress, format_table, new_run_dir
-from ..runtime import channel_stats, load_run_config, read_run, resolve_device, seed_everything, write_run
+from ..runtime import channel_stats, eval_config, read_run, restore, resolve_device, seed_everything, write_run
 from . import Recipe
 
 __all__ = ["SiameseConfig", "SiameseModel", "evaluate_run", "load_encoder", "train"]
@@ -382,15 +382,9 @@ def _finish(cfg, run_dir: Path, model, ds, log, baselines, final, f_test, wall) 
 
 
 def _load(run_dir, checkpoint: str):
-    if checkpoint not in ("last", "best"):
-        raise ValueError(f"checkpoint must be 'last' or 'best', got {checkpoint!r}")
-    if read_run(run_dir)["recipe"] != "siamese":
-        raise ValueError(f"{run_dir} is not a siamese run")
-    cfg = load_run_config(run_dir, SiameseConfig)
-    device, ds, _, model, *_ = _setup(dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, device="auto")))
-    init = {k: v.clone() for k, v in model.state_dict().items()}
-    state = C.load_checkpoint(Path(run_dir) / "checkpoints" / f"{checkpoint}.pt", map_location=device)
-    model.load_state_dict(state["model"])
+    cfg, cfg_auto = eval_config(run_dir, checkpoint, "siamese", SiameseConfig)
+    device, ds, _, model, *_ = _setup(cfg_auto)
+    init, state = restore(model, run_dir, checkpoint, device)
     return cfg, device, ds, model, init, state
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import math
 import time
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
@@ -36,7 +35,7 @@ from ..evaluate import alignment, embed, evaluate_features, uniformity
 from ..models import SimCLRModel, build_model
 from ..optim import WarmupCosine, build_optimizer
 from ..runlog import MetricsLog, NonFiniteLossError, Progress, format_table, new_run_dir
-from ..runtime import (channel_stats, limit_threads, load_run_config, num_threads, read_run, resolve_device,
+from ..runtime import (channel_stats, eval_config, limit_threads, restore, num_threads, read_run, resolve_device,
                        seed_everything, write_run)
 from . import Recipe
 
@@ -336,15 +335,9 @@ def _table(rows, cfg) -> str:
 
 
 def _load(run_dir, checkpoint: str):
-    if checkpoint not in ("last", "best"):
-        raise ValueError(f"checkpoint must be 'last' or 'best', got {checkpoint!r}")
-    if read_run(run_dir)["recipe"] != "simclr":
-        raise ValueError(f"{run_dir} is not a simclr run")
-    cfg = load_run_config(run_dir, SimCLRConfig)
-    device, ds, model, aug, *_ = _setup(dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, device="auto")))
-    init = {k: v.clone() for k, v in model.state_dict().items()}
-    state = C.load_checkpoint(Path(run_dir) / "checkpoints" / f"{checkpoint}.pt", map_location=device)
-    model.load_state_dict(state["model"])
+    cfg, cfg_auto = eval_config(run_dir, checkpoint, "simclr", SimCLRConfig)
+    device, ds, model, aug, *_ = _setup(cfg_auto)
+    init, state = restore(model, run_dir, checkpoint, device)
     return cfg, device, ds, model, aug, init, state
 
 
