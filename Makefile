@@ -15,8 +15,26 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# Everything: doctests, multi-process, Triton-interpreter and slow tests (CI runs this).
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+.PHONY: test-fast lint docs
+
+# The fast tier for development (under a minute on two cores): no slow, multi-process or
+# Triton-interpreter tests. Markers: pyproject.toml; which tests carry them: tests/conftest.py.
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow and not multiprocess and not triton"
+
+# ruff (rules in pyproject.toml, see CONTRIBUTING.md), the formatter's check, mypy on the public surface.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+# The documentation site (mkdocs.yml) into site/; --strict turns a broken reference into an error.
+docs: $(STAMP)
+	$(VENV)/bin/mkdocs build --strict --site-dir site
 
 # The demo trains SimCLR on the embedded digits (runs/demo/). Passive OpenMP waiting keeps
 # torch's threads from spinning when other jobs share the cores (up to 10x slower otherwise).
