@@ -1,25 +1,27 @@
 """The ``contrastive`` command line. Each subcommand lives in its own module, which adds
-itself to the parser through a ``register(subparsers)`` function."""
+itself to the parser through a ``register(subparsers)`` function; the modules are imported
+here by name, so the entry point's dependencies are visible to readers and tools."""
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import sys
 from typing import List, Optional
 
-# modules that may register subcommands; a missing optional one is skipped
-SUBCOMMAND_MODULES = ["contrastive.verify", "contrastive.train.cli"]
+from . import verify
+from .train import cli as train_cli
+
+# the modules whose ``register(subparsers)`` adds subcommands, in the order ``--help`` lists them
+SUBCOMMANDS = (verify, train_cli)
+# deprecated (0.1.0 looked the modules up by these names); kept for one release
+SUBCOMMAND_MODULES = [module.__name__ for module in SUBCOMMANDS]
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="contrastive", description="Contrastive objectives and training recipes.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for name in SUBCOMMAND_MODULES:
-        if importlib.util.find_spec(name) is None:
-            continue
-        importlib.import_module(name).register(sub)
+    for module in SUBCOMMANDS:
+        module.register(sub)
     return parser
 
 
