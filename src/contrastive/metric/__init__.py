@@ -1,4 +1,6 @@
-"""Cosine similarity metric learning (seed 003) as scikit-learn estimators.
+"""Cosine similarity metric learning (CSML, Nguyen and Bai 2010) as scikit-learn estimators.
+
+The gradients are derived in ``docs/derivations/cosine_similarity.md``.
 
 - :class:`CosineSimilarityLearner`: learns from labelled pairs ``(n_pairs, 2, d)``, with
   metric-learn's pair-learner API.

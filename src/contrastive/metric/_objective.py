@@ -1,7 +1,7 @@
 """The cosine similarity learner's objectives, their gradients and its solvers.
 
 The objective is a sum over pairs of a function of the learned cosine plus a pull toward
-the starting metric; its gradient is therefore a per-pair weighted sum of seed 003's
+the starting metric; its gradient is therefore a per-pair weighted sum of the cosine's
 ``dsim/dM`` (map form) or ``dsim/dA`` (symmetric form), which come from
 :mod:`contrastive.reference.cosine_similarity` (``grad_map_weighted``,
 ``grad_sym_weighted``). Everything here is NumPy float64; nothing is public API.
@@ -55,7 +55,7 @@ def map_loss_grad(M, x, y, similar, M0, objective, alpha, margin, beta):
         sim = ref.sim_map(x, y, M)                                  # (B,)
     loss, dl = pair_loss(sim, similar, objective, alpha, margin)
     keep = dl != 0
-    # dJ/dM = sum_b J'(c_b) dc_b/dM  (seed 003, map form)  +  2 beta (M - M0)
+    # dJ/dM = sum_b J'(c_b) dc_b/dM  (cosine_similarity.md, map form)  +  2 beta (M - M0)
     grad = ref.grad_map_weighted(x[keep], y[keep], M, dl[keep]) if keep.any() else np.zeros_like(M)
     diff = M - M0
     return loss + beta * float((diff * diff).sum()), grad + 2.0 * beta * diff
@@ -73,7 +73,7 @@ def sym_loss_grad(A, x, y, similar, A0, objective, alpha, margin, beta):
         sim = ref.sim_sym(x, y, A)
     loss, dl = pair_loss(sim, similar, objective, alpha, margin)
     keep = dl != 0
-    # entries independent: sum_b J'(c_b) dc_b/dA_ij  (seed 003)  +  2 beta (A - A0)
+    # entries independent: sum_b J'(c_b) dc_b/dA_ij  (cosine_similarity.md)  +  2 beta (A - A0)
     G = ref.grad_sym_weighted(x[keep], y[keep], A, dl[keep]) if keep.any() else np.zeros_like(A)
     diff = A - A0
     G = G + 2.0 * beta * diff

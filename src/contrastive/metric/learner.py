@@ -1,4 +1,4 @@
-"""Cosine similarity metric learning (CSML, Nguyen and Bai 2010) on labelled pairs (seed 003).
+"""Cosine similarity metric learning (CSML, Nguyen and Bai 2010) on labelled pairs.
 
 :class:`CosineSimilarityLearner` follows metric-learn's pair learners (``fit(pairs, y)``,
 ``pair_score``, ``predict``, ``calibrate_threshold``, ``score`` = ROC-AUC).
@@ -18,7 +18,7 @@ STRATEGIES = ("accuracy", "f_beta", "max_tpr", "max_tnr")
 class CosineSimilarityLearner(_CosineMetricBase):
     r"""Learn a cosine similarity ``sim(x, y)`` from similar and dissimilar pairs.
 
-    The model is seed 003's cosine under a learned metric, on centred points
+    The model is the cosine under a learned metric (CSML), on centred points
     (:math:`\bar x = x - \mu`, :math:`\mu` = ``mean_``):
 
     .. math::
@@ -44,7 +44,7 @@ class CosineSimilarityLearner(_CosineMetricBase):
     (the paper's sums with :math:`\alpha_{paper} = \alpha P / N`, :math:`\beta_{paper} = \beta P`),
     or with ``objective='margin'`` the margin loss on cosine distance :math:`D = 1 - \mathrm{sim}`,
     :math:`\frac1P \sum D^2/2 + \frac{\alpha}{N} \sum \max(0, m - D)^2/2 + \beta \lVert W - W_0\rVert_F^2`.
-    Its gradient is a weighted sum of seed 003's :math:`\partial\,\mathrm{sim}/\partial M_{ij}`
+    Its gradient is a weighted sum of the cosine's :math:`\partial\,\mathrm{sim}/\partial M_{ij}`
     or :math:`\partial\,\mathrm{sim}/\partial A_{ij}` (tied form for the symmetric parameters),
     computed by :mod:`contrastive.reference.cosine_similarity`; the corrected derivation is in
     ``docs/derivations/cosine_similarity.md``. ``solver='lbfgs'`` runs scipy's L-BFGS (the

@@ -1,6 +1,6 @@
-"""NumPy float64 oracles: each seed formula, forward and analytic gradient.
+"""NumPy float64 oracles: each objective's formula, forward and analytic gradient.
 
-These modules import no torch. They are written to mirror the seed derivations line by
+These modules import no torch. They are written to mirror the derivations (docs/derivations/) line by
 line (the formula sits in a comment beside the code) and are checked against central
 finite differences in the test suite; the torch ops are then checked against them.
 """

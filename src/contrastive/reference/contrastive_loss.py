@@ -1,6 +1,6 @@
-"""Seed 000: the margin contrastive loss on Euclidean distance (Hadsell, Chopra, LeCun 2006).
+"""The margin contrastive loss on Euclidean distance (Hadsell, Chopra, LeCun 2006).
 
-Convention (the seed's redefinition, and torch's): y = 1 means *similar*; DrLIM's paper
+Convention (torch's, and docs/derivations/contrastive_loss.md's): y = 1 means *similar*; DrLIM's paper
 uses the opposite. Soft labels y in [0, 1] are allowed.
 
     L(y, u, v) = y 1/2 D^2 + (1 - y) 1/2 max(0, m - D)^2,   D = ||u - v||_2

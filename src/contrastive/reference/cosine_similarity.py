@@ -1,11 +1,12 @@
-"""Seed 003: cosine similarity under a learned map M or a learned symmetric matrix A.
+"""Cosine similarity under a learned map M or a learned symmetric matrix A (CSML, Nguyen and
+Bai 2010); the derivation, with the errata below, is docs/derivations/cosine_similarity.md.
 
 Map form, v = M x, w = M y, n = v.v, m = w.w, l = v.w:
 
     sim(x, y, M) = l / sqrt(n m)
     dsim/dM_ij = [(x_j w_i + v_i y_j) n m - l (x_j v_i m + n y_j w_i)] / (n m)^(3/2)
 
-Symmetric form, n = x^T A x, m = y^T A y, l = y^T A x (the seed's first display lacks its
+Symmetric form, n = x^T A x, m = y^T A y, l = y^T A x (the original derivation's first display lacks its
 "=", and the second line of its dsim/dA_ij derivation has a wrong denominator; its last
 line, used here, is right):
 
@@ -30,7 +31,7 @@ def sim_map(x, y, M):
 
 
 def grad_map(x, y, M):
-    """dsim_b/dM summed over the batch, (k, d), by the seed's last formula, element by element
+    """dsim_b/dM summed over the batch, (k, d), by the derivation's last formula, element by element
     in vectorised form."""
     x, y, M = (np.asarray(a, dtype=np.float64) for a in (x, y, M))
     v, w = x @ M.T, y @ M.T
@@ -74,7 +75,7 @@ def grad_sym_untied(x, y, A):
 
 
 def grad_sym_tied(x, y, A):
-    """The seed's tied gradient on the d(d+1)/2 upper-triangular parameters, as a (d, d)
+    """The tied gradient on the d(d+1)/2 upper-triangular parameters, as a (d, d)
     upper-triangular matrix: off-diagonal ((y_i x_j + y_j x_i) nm - lm x_i x_j - ln y_i y_j)
     / (nm)^(3/2); diagonal (2 y_i x_i nm - lm x_i^2 - ln y_i^2) / (2 (nm)^(3/2))."""
     x, y, n, m, l = _nml(x, y, A)
@@ -97,7 +98,7 @@ def grad_sym_tied(x, y, A):
 def grad_map_weighted(x, y, M, weights):
     """sum_b weights_b dsim_b/dM, (k, d): x, y (B, d), M (k, d), weights (B,).
 
-    With r = sqrt(n m), the seed's last formula splits into a term in x_j and one in y_j.
+    With r = sqrt(n m), the derivation's last formula splits into a term in x_j and one in y_j.
     """
     x, y, M, c = (np.asarray(a, dtype=np.float64) for a in (x, y, M, weights))
     v, w = x @ M.T, y @ M.T                                      # v = Mx, w = My, (B, k)
@@ -126,6 +127,6 @@ def grad_sym_weighted(x, y, A, weights, tied=False):
     G -= ((c * l / (2 * m * r))[:, None] * y).T @ y
     if not tied:
         return G
-    # tied: off-diagonal G_ij + G_ji (the seed's ((y_i x_j + y_j x_i) nm - ...) / (nm)^(3/2)),
+    # tied: off-diagonal G_ij + G_ji (the derivation's ((y_i x_j + y_j x_i) nm - ...) / (nm)^(3/2)),
     # diagonal G_ii
     return np.triu(G + G.T - np.diag(np.diag(G)))

@@ -1,11 +1,11 @@
-"""Seeds 001 and 002: InfoNCE / NT-Xent on N = 2B unit-norm rows.
+"""InfoNCE / NT-Xent on N = 2B unit-norm rows (SimCLR, Chen et al. 2020; van den Oord et al. 2018).
 
     L_ij = z_i . z_j / tau,   P_ij = exp(L_ij) / sum_k [k != i] exp(L_ik)
     loss = (1/N) sum_i -log P_{i, p(i)},   p(i) = (i + B) mod N
 
-``exclude_self=True`` drops k = i from the denominator (seed 001, SimCLR);
-``exclude_self=False`` keeps it (seed 002). Seed 002's gradient with respect to Z as free
-vectors is
+``exclude_self=True`` drops k = i from the denominator (SimCLR);
+``exclude_self=False`` keeps it (InfoNCE as van den Oord et al.). The gradient with respect to
+Z as free vectors (docs/derivations/info_nce.md) is
 
     grad_Z L = (G + G^T) Z / (N tau),   G_ij = P_ij - 1[j = p(i)]
 
