@@ -34,7 +34,7 @@ lint: $(STAMP)
 
 # The documentation site (mkdocs.yml) into site/; --strict turns a broken reference into an error.
 docs: $(STAMP)
-	$(VENV)/bin/mkdocs build --strict --site-dir site
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
 
 # The demo trains SimCLR on the embedded digits (runs/demo/). Passive OpenMP waiting keeps
 # torch's threads from spinning when other jobs share the cores (up to 10x slower otherwise).

@@ -12,6 +12,7 @@ reST literals (````x````) are already Markdown code spans. Loaded by ``mkdocs.ym
 (``plugins: mkdocstrings: handlers: python: options: extensions``); the source files are
 never changed.
 """
+
 from __future__ import annotations
 
 import re

@@ -1,12 +1,14 @@
 """MkDocs hooks of the documentation site (loaded by ``mkdocs.yml``: ``hooks``).
 
-- The home page is the README (one source, included by ``pymdownx.snippets``), and
-  CONTRIBUTING.md, CHANGELOG.md and LICENSE are pages too: the README's links into
-  ``docs/`` and to those files are written relative to the repository root, so that they
-  work on a code host; on the site they are made relative to the pages.
+- README.md (the home page), CONTRIBUTING.md and CHANGELOG.md stay at the repository root,
+  their one source: the pages ``index.md``, ``contributing.md`` and ``changelog.md`` hold
+  only an include line (``--8<-- "README.md"``), which this hook replaces by the file. The
+  files' links into ``docs/`` and to each other are written relative to the repository root,
+  so that they work on a code host; on the site they are made relative to the pages.
 - The benchmark plots stay where the benchmark scripts write them (``benchmarks/results/``);
   they are added to the site under the same path instead of being copied into ``docs/``.
 """
+
 from __future__ import annotations
 
 import re
@@ -17,9 +19,15 @@ from mkdocs.structure.files import File, Files
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
-_README_LINK = re.compile(r"\]\(docs/")
-# files at the repository root that the site shows as pages of their own
-ROOT_PAGES = {"CONTRIBUTING.md": "contributing.md", "CHANGELOG.md": "changelog.md", "LICENSE": "license.md"}
+# files at the repository root that the site shows as pages, and the page each becomes
+ROOT_PAGES = {
+    "README.md": "index.md",
+    "CONTRIBUTING.md": "contributing.md",
+    "CHANGELOG.md": "changelog.md",
+    "LICENSE": "license.md",
+}
+_INCLUDE = re.compile(r'^\s*--8<--\s+"(?P<name>[^"/]+)"\s*$')
+_DOCS_LINK = re.compile(r"\]\(docs/")
 
 
 def on_files(files: Files, config: Any, **kwargs: Any) -> Files:
@@ -29,9 +37,11 @@ def on_files(files: Files, config: Any, **kwargs: Any) -> Files:
 
 
 def on_page_markdown(markdown: str, page: Any, **kwargs: Any) -> str:
-    if page.file.src_uri not in ("index.md", *ROOT_PAGES.values()):
+    m = _INCLUDE.match(markdown)
+    if m is None or ROOT_PAGES.get(m.group("name")) != page.file.src_uri or m.group("name") == "LICENSE":
         return markdown
-    markdown = _README_LINK.sub("](", markdown)
+    text = (ROOT / m.group("name")).read_text(encoding="utf-8")
+    text = _DOCS_LINK.sub("](", text)
     for source, target in ROOT_PAGES.items():
-        markdown = markdown.replace(f"]({source})", f"]({target})")
-    return markdown
+        text = text.replace(f"]({source})", f"]({target})")
+    return text

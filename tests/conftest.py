@@ -27,3 +27,10 @@ def naive_clip(a, b, temperature, normalize=True):
     S = a @ b.T / temperature
     d = torch.diagonal(S)
     return 0.5 * ((torch.logsumexp(S, 1) - d) + (torch.logsumexp(S, 0) - d))
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tier markers (slow, multiprocess, triton, cuda) from the table in ``tests/markers.py``."""
+    from .markers import apply_markers
+
+    apply_markers(items, config.rootpath)

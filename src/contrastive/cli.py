@@ -1,11 +1,11 @@
 """The ``contrastive`` command line. Each subcommand lives in its own module, which adds
 itself to the parser through a ``register(subparsers)`` function; the modules are imported
 here by name, so the entry point's dependencies are visible to readers and tools."""
+
 from __future__ import annotations
 
 import argparse
 import sys
-from typing import List, Optional
 
 from . import verify
 from .train import cli as train_cli
@@ -17,7 +17,9 @@ SUBCOMMAND_MODULES = [module.__name__ for module in SUBCOMMANDS]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="contrastive", description="Contrastive objectives and training recipes.")
+    parser = argparse.ArgumentParser(
+        prog="contrastive", description="Contrastive objectives and training recipes."
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for module in SUBCOMMANDS:
@@ -25,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     return int(args.func(args) or 0)
 
