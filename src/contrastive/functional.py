@@ -20,8 +20,12 @@ from .ops.info_nce import info_nce_objective
 from .ops.info_nce_dense import DenseInfoNCEFn
 from .ops.tiles import check_block_size
 from .ops.triton_glue import TritonClipFn, TritonInfoNCEFn
+from .objectives import retrieval_loss, siglip_loss, supcon_loss  # noqa: F401  (re-exported)
 
-__all__ = ["contrastive_loss", "info_nce", "nt_xent", "clip_loss", "cosine_similarity"]
+__all__ = [
+    "contrastive_loss", "info_nce", "nt_xent", "clip_loss", "cosine_similarity",
+    "supcon_loss", "retrieval_loss", "siglip_loss",
+]
 
 Temperature = Union[float, torch.Tensor]
 
