@@ -56,10 +56,12 @@ try:
                     sms=p.multi_processor_count, gpus=torch.cuda.device_count())
 except Exception as e:
     info.update(torch=f"not importable: {e}", cuda=False)
-for mod in ("triton", "numpy", "inf_cl", "matplotlib", "pytest"):
+from importlib import metadata
+for mod, dist in (("triton", "triton"), ("numpy", "numpy"), ("inf_cl", "inf-cl"), ("matplotlib", "matplotlib"),
+                  ("pytest", "pytest")):
     try:
-        m = __import__(mod)
-        info[mod] = getattr(m, "__version__", "installed")
+        __import__(mod)
+        info[mod] = metadata.version(dist)
     except Exception as e:
         info[mod] = f"absent ({type(e).__name__})"
 if shutil.which("nvidia-smi"):
@@ -85,7 +87,8 @@ def parse_args(argv=None):
 def run_stage(name, cmd, log_path, timeout, env):
     """Run cmd in its own process group, teeing its output to log_path; kill the group at timeout."""
     t0 = time.monotonic()
-    print(f"\n=== {name}: {' '.join(str(c) for c in cmd)} (limit {timeout:.0f} s)", flush=True)
+    shown = " ".join(str(c) if len(str(c)) < 80 else "<script>" for c in cmd)
+    print(f"\n=== {name}: {shown} (limit {timeout:.0f} s)", flush=True)
     with open(log_path, "w") as log:
         proc = subprocess.Popen([str(c) for c in cmd], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, start_new_session=True)
@@ -180,8 +183,9 @@ def main(argv=None) -> int:
     except ImportError:
         per_test = []
     commands = {
-        "tests": [py, "-m", "pytest", "tests/cuda", "-m", "cuda", "-q", "-rfE", "-p", "no:cacheprovider",
-                  f"--junitxml={R / 'tests_cuda.xml'}", *per_test],
+        # -v: one line per test in the log, so a stage cut by its time limit still shows its results
+        "tests": [py, "-m", "pytest", "tests/cuda", "-m", "cuda", "-v", "-rfE", "--durations=15",
+                  "-p", "no:cacheprovider", f"--junitxml={R / 'tests_cuda.xml'}", *per_test],
         "accuracy": [py, "benchmarks/gpu_accuracy.py", *dry_flag, *(["--dtypes", "bfloat16"] if dry else []),
                      "--csv", R / "accuracy.csv"],
         "bench": [py, "benchmarks/bench_info_nce_gpu.py", *dry_flag, "--dtype", "bfloat16",
@@ -189,7 +193,7 @@ def main(argv=None) -> int:
                   "--providers", "triton", "torch-engine", "naive", "inf-cl", "--forms", "single", "clip",
                   "--modes", "fwd+bwd", "--reps", "5", "--warmup", "1", "--rep-seconds", "3",
                   "--csv", R / "bench_info_nce_gpu.csv"],
-        "kernels": [py, "-m", "pytest", "tests/kernels/test_kernels_info_nce.py", "-k", "cuda", "-q", "-rfE",
+        "kernels": [py, "-m", "pytest", "tests/kernels/test_kernels_info_nce.py", "-k", "cuda", "-v", "-rfE",
                     "-p", "no:cacheprovider", f"--junitxml={R / 'tests_kernels_cuda.xml'}", *per_test],
     }
     for name in ("tests", "accuracy", "bench", "kernels"):
