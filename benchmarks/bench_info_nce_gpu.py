@@ -20,6 +20,12 @@ implementation does: the single tower ``2 N^2 d`` forward and ``4 N^2 d`` forwar
 rate with a bf16 ``(M x d) @ (d x M)`` GEMM (M = 16384) timed in the same run. Peak memory
 is ``torch.cuda.max_memory_allocated`` minus what was allocated before the call (inputs).
 
+Rows go to the CSV as they are measured (a killed run keeps them); at the end a markdown table
+(``--table``, the README's) and a plot of TFLOP/s against N (``--plot``) are written beside it.
+Shapes run cheapest first (by N^2 d); ``--budget-seconds`` skips a measurement whose predicted
+time (the same provider at a smaller N, scaled by N^2) would overrun, and ``--rep-seconds``
+caps the timed calls of a long one. ``make gpu-check`` runs this on its sweep.
+
     python benchmarks/bench_info_nce_gpu.py                          # the full sweep (CUDA)
     python benchmarks/bench_info_nce_gpu.py --N 65536 --d 128 --providers triton inf-cl
     python benchmarks/bench_info_nce_gpu.py --dry-run                # CPU, Triton interpreter, tiny N
@@ -251,7 +257,6 @@ def gemm_tflops(M, K, Ncols, dtype, device, reps, cuda):
     A = torch.randn(M, K, dtype=dtype, device=device)
     B = torch.randn(K, Ncols, dtype=dtype, device=device)
     ms, _ = timed(lambda: torch.mm(A, B), reps, 2, cuda)
-    del A, B
     return 2.0 * M * K * Ncols / (ms * 1e-3) / 1e12
 
 
