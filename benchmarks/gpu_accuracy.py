@@ -130,6 +130,7 @@ def main(argv=None) -> int:
     out_path.parent.mkdir(parents=True, exist_ok=True)
     dev_name = torch.cuda.get_device_name(device) if cuda else "cpu, dry run"
     rows = []
+    table_path = Path(args.table) if args.table else out_path.with_suffix(".md")
     with open(out_path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=KEYS)
         w.writeheader()
@@ -160,12 +161,11 @@ def main(argv=None) -> int:
                     rows.append(row)
                     w.writerow(row)
                     f.flush()
+                    table_path.write_text(markdown(rows))                # a run cut short keeps its table
                     print(f"{name:19s} {backend:6s} {dname:8s} " + (
                         f"loss {row['loss']:.1e} rows {row['rows']:.1e} grad {row['grad']:.1e} "
                         f"param {row['param']:.1e}" if row["status"] == "ok" else row["status"]), flush=True)
     table = markdown(rows)
-    table_path = Path(args.table) if args.table else out_path.with_suffix(".md")
-    table_path.write_text(table)
     print(f"wrote {out_path} and {table_path}\n")
     print(table)
     return 1 if any(r["status"] != "ok" for r in rows) else 0

@@ -70,3 +70,15 @@ def test_engine_gemms_take_half_precision_operands(device, dtype, name):
         frac = rec.half_fraction()
         assert frac >= 0.9, (f"{name}: only {100 * frac:.1f} % of the GEMM flops have {dtype} operands "
                              f"(dtypes seen: {sorted({str(x) for x, _, _ in rec.calls})})")
+
+
+def test_recorder_weighs_gemms_by_flops(device):
+    a = torch.ones(64, 32, dtype=torch.bfloat16, device=device)
+    b = torch.ones(32, 16, dtype=torch.bfloat16, device=device)
+    out = torch.zeros(64, 16, device=device)
+    with GemmRecorder() as rec:
+        torch.mm(a, b)                                                   # 2 * 64 * 32 * 16 flops, bf16
+        out.addmm_(a.float(), b.float())                                 # the same flops in float32
+        torch.addmv(out[:, 0], a.float(), b.float()[:, 0])               # not a GEMM
+    assert [f for _, _, f in rec.calls] == [2 * 64 * 32 * 16] * 2
+    assert rec.half_fraction() == 0.5
