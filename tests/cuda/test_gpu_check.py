@@ -54,3 +54,24 @@ def test_gpu_check_dry_run_runs_every_stage_and_packs(tmp_path):
     assert {f"gpu_check/{n}" for n in ("summary.md", "env.json", "tests_cuda.xml", "accuracy.csv", "accuracy.md",
                                        "bench_info_nce_gpu.csv", "bench_info_nce_gpu.png", "bench.log")} <= names
     assert (tmp_path / "out" / "summary.md").read_text() == summary
+
+
+def test_bench_budget_skips_and_says_so(tmp_path, monkeypatch):
+    import importlib.util
+
+    monkeypatch.setenv("TRITON_INTERPRET", "1")                        # main() sets it; restored after
+    path = SCRIPT.with_name("bench_info_nce_gpu.py")
+    spec = importlib.util.spec_from_file_location("bench_info_nce_gpu", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "b.csv"
+    rc = bench.main(["--dry-run", "--N", "32", "--d", "16", "--providers", "naive", "--modes", "fwd",
+                     "--budget-seconds", "0", "--csv", str(out)])
+    assert rc == 0
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 2 and all(r["status"] == "skipped: time budget spent" for r in rows)
+    rc = bench.main(["--dry-run", "--N", "32", "--d", "16", "--providers", "naive", "--modes", "fwd",
+                     "--csv", str(out)])
+    rows = list(csv.DictReader(out.open()))
+    assert rc == 0 and all(r["status"] == "ok" for r in rows)
+    assert "| naive |" in out.with_suffix(".md").read_text() and out.with_suffix(".png").exists()
