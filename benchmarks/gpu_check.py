@@ -168,7 +168,7 @@ def main(argv=None) -> int:
         print("\nno CUDA device here: nothing can be measured. Running the same check as a dry run on CPU "
               "(tiny sizes, Triton interpreter) so that the check itself is tested.\n", flush=True)
         dry = True
-    R = Path(args.results) if args.results else (
+    R = Path(args.results).resolve() if args.results else (
         Path(os.environ.get("TMPDIR", "/tmp")) / "contrastive-gpu-check-dry" if dry else DEFAULT_RESULTS)
     R.mkdir(parents=True, exist_ok=True)
     for old in R.iterdir():                                             # a stale file must not pass as new
