@@ -402,10 +402,10 @@ def main(argv=None):
             M = 256 if args.dry_run else 16384
             gemm_d[d] = gemm_tflops(M, d, M, dtype, device, args.reps, cuda)
             print(f"d={d}: GEMM ({M}x{d})@({d}x{M}): {gemm_d[d]:.1f} TFLOP/s", flush=True)
-        g = torch.Generator(device="cpu").manual_seed(N + d)
-        z = torch.nn.functional.normalize(torch.randn(N, d, generator=g), dim=1).to(device=device, dtype=dtype)
+        g = torch.Generator(device=device).manual_seed(N + d)          # drawn on the device: fast at 2^20
+        z = torch.nn.functional.normalize(torch.randn(N, d, generator=g, device=device), dim=1).to(dtype)
         a = z
-        b = torch.nn.functional.normalize(torch.randn(N, d, generator=g), dim=1).to(device=device, dtype=dtype)
+        b = torch.nn.functional.normalize(torch.randn(N, d, generator=g, device=device), dim=1).to(dtype)
         for form in args.forms:
             for mode in args.modes:
                 for provider in args.providers:
