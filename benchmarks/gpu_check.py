@@ -164,6 +164,10 @@ def main(argv=None) -> int:
         info = json.loads(text[text.index("{"):text.rindex("}") + 1])
     except Exception:
         info = {"cuda": False}
+    if str(info.get("torch", "not importable")).startswith("not importable"):
+        print(f"\ntorch is not importable with {py}: run make install first (it builds .venv), or point "
+              f"GPU_CHECK_PYTHON at a Python that has torch.", flush=True)
+        return 1
     if not info.get("cuda") and not dry:
         print("\nno CUDA device here: nothing can be measured. Running the same check as a dry run on CPU "
               "(tiny sizes, Triton interpreter) so that the check itself is tested.\n", flush=True)
