@@ -22,7 +22,7 @@ is ``torch.cuda.max_memory_allocated`` minus what was allocated before the call 
 
 Rows go to the CSV as they are measured (a killed run keeps them); at the end a markdown table
 (``--table``, the README's) and a plot of TFLOP/s against N (``--plot``) are written beside it.
-Shapes run cheapest first (by N^2 d); ``--budget-seconds`` skips a measurement whose predicted
+Shapes run d by d in the order given, N ascending; ``--budget-seconds`` skips a measurement whose predicted
 time (the same provider at a smaller N, scaled by N^2) would overrun, and ``--rep-seconds``
 caps the timed calls of a long one. ``make gpu-check`` runs this on its sweep.
 
@@ -396,8 +396,8 @@ def main(argv=None):
     f = open(out_path, "w", newline="")
     writer = csv.DictWriter(f, fieldnames=KEYS, extrasaction="ignore")
     writer.writeheader()
-    # cheapest configurations first (N^2 d), so that a time budget cuts the most expensive ones
-    for N, d in sorted(((N, d) for N in Ns for d in ds), key=lambda nd: (nd[0] ** 2 * nd[1], nd[1])):
+    # d in the order given, N ascending: a time budget cuts the last (largest) shapes of the last d
+    for d, N in ((d, N) for d in ds for N in sorted(Ns)):
         if d not in gemm_d:
             M = 256 if args.dry_run else 16384
             gemm_d[d] = gemm_tflops(M, d, M, dtype, device, args.reps, cuda)
