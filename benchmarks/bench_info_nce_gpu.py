@@ -20,6 +20,12 @@ implementation does: the single tower ``2 N^2 d`` forward and ``4 N^2 d`` forwar
 rate with a bf16 ``(M x d) @ (d x M)`` GEMM (M = 16384) timed in the same run. Peak memory
 is ``torch.cuda.max_memory_allocated`` minus what was allocated before the call (inputs).
 
+Rows go to the CSV as they are measured (a killed run keeps them); at the end a markdown table
+(``--table``, the README's) and a plot of TFLOP/s against N (``--plot``) are written beside it.
+Shapes run d by d in the order given, N ascending; ``--budget-seconds`` skips a measurement whose predicted
+time (the same provider at a smaller N, scaled by N^2) would overrun, and ``--rep-seconds``
+caps the timed calls of a long one. ``make gpu-check`` runs this on its sweep.
+
     python benchmarks/bench_info_nce_gpu.py                          # the full sweep (CUDA)
     python benchmarks/bench_info_nce_gpu.py --N 65536 --d 128 --providers triton inf-cl
     python benchmarks/bench_info_nce_gpu.py --dry-run                # CPU, Triton interpreter, tiny N
@@ -63,7 +69,13 @@ def parse_args(argv=None):
     ap.add_argument("--warmup", type=int, default=2, help="untimed runs first (autotuning, compilation)")
     ap.add_argument("--max-seconds", type=float, default=30.0,
                     help="a provider slower than this for one run skips the larger N")
+    ap.add_argument("--budget-seconds", type=float, default=None,
+                    help="stop starting measurements predicted to end past this many seconds (rows say so)")
+    ap.add_argument("--rep-seconds", type=float, default=3.0,
+                    help="at most this many seconds of timed calls per measurement (at least one call)")
     ap.add_argument("--csv", default=None, help="output CSV (default benchmarks/results/info_nce_gpu.csv)")
+    ap.add_argument("--table", default=None, help="markdown table (default: the CSV's path with .md)")
+    ap.add_argument("--plot", default=None, help="PNG plot (default: the CSV's path with .png)")
     ap.add_argument("--dry-run", action="store_true",
                     help="CPU + Triton interpreter at tiny N: checks the script, measures nothing real")
     return ap.parse_args(argv)
@@ -203,36 +215,49 @@ def naive_bytes(provider, form, N, mode):
     return per * N * N * (1.5 if form == "clip" else 1.0)
 
 
-def timed(fn, reps, warmup, cuda):
+def _once(fn, cuda):
+    """(milliseconds, output) of one call: CUDA events on a GPU, the wall clock on CPU."""
     import torch
 
-    out = None
-    for _ in range(warmup):
+    if cuda:
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        torch.cuda.synchronize()
+        start.record()
         out = fn()
+        end.record()
+        torch.cuda.synchronize()
+        return start.elapsed_time(end), out
+    t0 = time.perf_counter()
+    out = fn()
+    return (time.perf_counter() - t0) * 1e3, out
+
+
+def timed(fn, reps, warmup, cuda, rep_seconds=None):
+    """Median milliseconds of ``reps`` calls after ``warmup`` untimed ones, and the last output.
+
+    With ``rep_seconds``, fewer timed calls when one call is long: at most as many as fit in
+    that many seconds (at least one), so that N = 2^20 does not eat the run's time budget.
+    """
+    out, last = None, None
+    for _ in range(warmup):
+        last, out = _once(fn, cuda)
+    if rep_seconds is not None and last is not None:
+        reps = max(1, min(reps, int(rep_seconds * 1e3 // max(last, 1e-3))))
     times = []
     for _ in range(reps):
-        if cuda:
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            torch.cuda.synchronize()
-            start.record()
-            out = fn()
-            end.record()
-            torch.cuda.synchronize()
-            times.append(start.elapsed_time(end))
-        else:
-            t0 = time.perf_counter()
-            out = fn()
-            times.append((time.perf_counter() - t0) * 1e3)
+        ms, out = _once(fn, cuda)
+        times.append(ms)
     return statistics.median(times), out
 
 
-def gemm_tflops(d, dtype, device, M, reps, cuda):
+def gemm_tflops(M, K, Ncols, dtype, device, reps, cuda):
+    """Achieved TFLOP/s of a (M x K) @ (K x Ncols) product on random data."""
     import torch
 
-    A = torch.randn(M, d, dtype=dtype, device=device)
-    B = torch.randn(d, M, dtype=dtype, device=device)
+    A = torch.randn(M, K, dtype=dtype, device=device)
+    B = torch.randn(K, Ncols, dtype=dtype, device=device)
     ms, _ = timed(lambda: torch.mm(A, B), reps, 2, cuda)
-    return 2.0 * M * M * d / (ms * 1e-3) / 1e12
+    return 2.0 * M * K * Ncols / (ms * 1e-3) / 1e12
 
 
 def report(row):
@@ -243,8 +268,96 @@ def report(row):
           f"{row.get('status')}{extra}", flush=True)
 
 
+def flops(form, mode, N, d):
+    """Nominal flops: 2 N^2 d forward; 4 N^2 d (single) or 6 N^2 d (two towers) forward+backward."""
+    return (2 if mode == "fwd" else (4 if form == "single" else 6)) * N * N * d
+
+
+KEYS = ["device", "form", "provider", "mode", "N", "d", "dtype", "status", "time_ms", "tflops",
+        "gemm_tflops", "pct_gemm", "gemm_d_tflops", "peak_mib_beyond_inputs", "loss", "torch", "triton",
+        "dry_run"]
+
+
+# ------------------------------------------------------------------------------ outputs
+def _cell(row):
+    if row.get("status") != "ok":
+        st = row.get("status", "")
+        return "oom" if "memory" in st else "-" if st.startswith(("unavailable", "skipped")) else "error"
+    mem = row.get("peak_mib_beyond_inputs")
+    mem = f", +{float(mem) / 1024:.2f} GiB" if mem not in (None, "") else ""
+    return f"{float(row['time_ms']):.2f} ms, {float(row['tflops']):.0f} TFLOP/s ({float(row['pct_gemm']):.0f} %){mem}"
+
+
+def markdown_table(rows):
+    """The README table: one block per (d, form, mode), providers by N; time, TFLOP/s, % GEMM, memory."""
+    out = []
+    if not rows:
+        return ""
+    g = rows[0].get("gemm_tflops")
+    out.append(f"Device: {rows[0]['device']}; torch {rows[0]['torch']}; triton {rows[0]['triton']}; "
+               f"{rows[0]['dtype']}. Cell: median time, nominal TFLOP/s (% of the {g} TFLOP/s square "
+               f"bf16 GEMM measured in the same run), peak memory beyond the inputs.")
+    groups = {}
+    for r in rows:
+        groups.setdefault((int(r["d"]), r["form"], r["mode"]), []).append(r)
+    for (d, form, mode), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] != "single", kv[0][2])):
+        Ns = sorted({int(r["N"]) for r in rs})
+        provs = list(dict.fromkeys(r["provider"] for r in rs))
+        if all(r.get("status") != "ok" for r in rs):
+            continue
+        out.append("")
+        out.append(f"{'NT-Xent (single tower)' if form == 'single' else 'CLIP (two towers)'}, {mode}, d = {d}")
+        out.append("")
+        out.append("| provider | " + " | ".join(f"N = {n}" for n in Ns) + " |")
+        out.append("| --- |" + " --- |" * len(Ns))
+        for p in provs:
+            cells = {int(r["N"]): _cell(r) for r in rs if r["provider"] == p}
+            if all(c in ("-",) for c in cells.values()):
+                continue
+            out.append(f"| {p} | " + " | ".join(cells.get(n, "") for n in Ns) + " |")
+    return "\n".join(out) + "\n"
+
+
+def plot(rows, path):
+    """TFLOP/s against N, one panel per d, one line per (form, provider, mode); the GEMM rate dashed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except Exception as e:  # no matplotlib: the CSV and the table still stand
+        print(f"no plot ({type(e).__name__}: {e})")
+        return False
+    ok = [r for r in rows if r.get("status") == "ok"]
+    ds = sorted({int(r["d"]) for r in rows}) or [0]
+    fig, axes = plt.subplots(1, len(ds), figsize=(6 * len(ds), 4.5), squeeze=False)
+    for ax, d in zip(axes[0], ds):
+        lines = {}
+        for r in ok:
+            if int(r["d"]) == d:
+                lines.setdefault((r["form"], r["provider"], r["mode"]), []).append((int(r["N"]), float(r["tflops"])))
+        for (form, prov, mode), pts in sorted(lines.items()):
+            pts.sort()
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=f"{prov} {form} {mode}")
+        gemm = [float(r["gemm_tflops"]) for r in rows if r.get("gemm_tflops") not in (None, "")]
+        if gemm:
+            ax.axhline(gemm[0], linestyle="--", color="gray", label="bf16 GEMM (square)")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("N (rows)")
+        ax.set_ylabel("TFLOP/s (nominal)")
+        ax.set_title(f"d = {d}, {rows[0]['dtype'] if rows else ''}")
+        ax.legend(fontsize=7)
+    fig.suptitle(f"InfoNCE on {rows[0]['device'] if rows else '?'}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+# ------------------------------------------------------------------------------ the sweep
 def main(argv=None):
     args = parse_args(argv)
+    t_start = time.monotonic()
     if args.dry_run:
         os.environ["TRITON_INTERPRET"] = "1"                            # before any Triton import
     import torch
@@ -271,77 +384,99 @@ def main(argv=None):
         triton_version = "absent"
     dev_name = torch.cuda.get_device_name(device) if cuda else f"cpu ({platform.processor() or 'unknown'}), dry run"
     print(f"device: {dev_name}; torch {torch.__version__}; triton {triton_version}; dtype {args.dtype}", flush=True)
+    sq = 256 if args.dry_run else 8192
+    gemm = gemm_tflops(sq, sq, sq, dtype, device, 3 if args.dry_run else 10, cuda)
+    print(f"square GEMM {sq}^3 ({args.dtype}, random data): {gemm:.1f} TFLOP/s", flush=True)
 
-    rows = []
-    too_slow = set()
-    for d in ds:
-        gemm_M = 256 if args.dry_run else 16384
-        gemm = gemm_tflops(d, dtype, device, gemm_M, args.reps, cuda)
-        print(f"d={d}: bf16-class GEMM ({gemm_M}x{d})@({d}x{gemm_M}): {gemm:.1f} TFLOP/s", flush=True)
-        for N in Ns:
-            g = torch.Generator(device="cpu").manual_seed(N + d)
-            z = torch.nn.functional.normalize(torch.randn(N, d, generator=g), dim=1).to(device=device, dtype=dtype)
-            a = z
-            b = torch.nn.functional.normalize(torch.randn(N, d, generator=g), dim=1).to(device=device, dtype=dtype)
-            for form in args.forms:
-                for mode in args.modes:
-                    for provider in args.providers:
-                        row = dict(device=dev_name, form=form, provider=provider, mode=mode, N=N, d=d,
-                                   dtype=args.dtype, torch=torch.__version__, triton=triton_version,
-                                   gemm_tflops=round(gemm, 2), dry_run=int(args.dry_run))
-                        rows.append(row)
-                        key = (form, provider, mode, d)
+    def left():
+        return math.inf if args.budget_seconds is None else args.budget_seconds - (time.monotonic() - t_start)
+
+    rows, too_slow, last = [], set(), {}
+    gemm_d = {}
+    f = open(out_path, "w", newline="")
+    writer = csv.DictWriter(f, fieldnames=KEYS, extrasaction="ignore")
+    writer.writeheader()
+    # d in the order given, N ascending: a time budget cuts the last (largest) shapes of the last d
+    for d, N in ((d, N) for d in ds for N in sorted(Ns)):
+        if d not in gemm_d:
+            M = 256 if args.dry_run else 16384
+            gemm_d[d] = gemm_tflops(M, d, M, dtype, device, args.reps, cuda)
+            print(f"d={d}: GEMM ({M}x{d})@({d}x{M}): {gemm_d[d]:.1f} TFLOP/s", flush=True)
+        g = torch.Generator(device=device).manual_seed(N + d)          # drawn on the device: fast at 2^20
+        z = torch.nn.functional.normalize(torch.randn(N, d, generator=g, device=device), dim=1).to(dtype)
+        a = z
+        b = torch.nn.functional.normalize(torch.randn(N, d, generator=g, device=device), dim=1).to(dtype)
+        for form in args.forms:
+            for mode in args.modes:
+                for provider in args.providers:
+                    row = dict(device=dev_name, form=form, provider=provider, mode=mode, N=N, d=d,
+                               dtype=args.dtype, torch=torch.__version__, triton=triton_version,
+                               gemm_tflops=round(gemm, 2), gemm_d_tflops=round(gemm_d[d], 2),
+                               dry_run=int(args.dry_run))
+                    rows.append(row)
+                    key = (form, provider, mode, d)
+                    prev = last.get(key)
+                    predicted = None if prev is None else prev[1] * (N / prev[0]) ** 2 * 2e-3  # s, warm-up + 1
+                    fn = None
+                    try:
                         if key in too_slow:
                             row["status"] = f"skipped: slower than {args.max_seconds}s at a smaller N"
-                            report(row)
+                            continue
+                        if predicted is not None and predicted > left():
+                            row["status"] = f"skipped: ~{predicted:.0f} s predicted, {max(left(), 0):.0f} s left of the budget"
+                            continue
+                        if left() <= 0:
+                            row["status"] = "skipped: time budget spent"
                             continue
                         if cuda:
                             free, _ = torch.cuda.mem_get_info(device)
                             need = naive_bytes(provider, form, N, mode)
                             if need > 0.9 * free:
                                 row["status"] = f"skipped: needs ~{need / 2**30:.0f} GiB, {free / 2**30:.0f} GiB free"
-                                report(row)
                                 continue
-                        try:
-                            fn = (make_single(provider, z, args.temperature, mode) if form == "single"
-                                  else make_clip(provider, a, b, args.temperature, mode))
-                            if isinstance(fn, str):
-                                row["status"] = f"unavailable: {fn}"
-                                report(row)
-                                continue
-                            if cuda:
-                                torch.cuda.synchronize()
-                                torch.cuda.empty_cache()
-                                base = torch.cuda.memory_allocated(device)
-                                torch.cuda.reset_peak_memory_stats(device)
-                            ms, loss = timed(fn, args.reps, args.warmup, cuda)
-                            flops = (2 if mode == "fwd" else (4 if form == "single" else 6)) * N * N * d
-                            tf = flops / (ms * 1e-3) / 1e12
-                            row.update(status="ok", time_ms=round(ms, 3), tflops=round(tf, 2),
-                                       pct_gemm=round(100 * tf / gemm, 1), loss=float(loss))
-                            if cuda:
-                                row["peak_mib_beyond_inputs"] = round(
-                                    (torch.cuda.max_memory_allocated(device) - base) / 2**20, 1)
-                            if ms > args.max_seconds * 1e3:
-                                too_slow.add(key)
-                        except torch.cuda.OutOfMemoryError:
-                            row["status"] = "out of memory"
+                        fn = (make_single(provider, z, args.temperature, mode) if form == "single"
+                              else make_clip(provider, a, b, args.temperature, mode))
+                        if isinstance(fn, str):
+                            row["status"] = f"unavailable: {fn}"
+                            continue
+                        if cuda:
+                            torch.cuda.synchronize()
+                            torch.cuda.empty_cache()
+                            base = torch.cuda.memory_allocated(device)
+                            torch.cuda.reset_peak_memory_stats(device)
+                        ms, loss = timed(fn, args.reps, args.warmup, cuda, args.rep_seconds)
+                        tf = flops(form, mode, N, d) / (ms * 1e-3) / 1e12
+                        row.update(status="ok", time_ms=round(ms, 3), tflops=round(tf, 2),
+                                   pct_gemm=round(100 * tf / gemm, 1), loss=float(loss))
+                        if cuda:
+                            row["peak_mib_beyond_inputs"] = round(
+                                (torch.cuda.max_memory_allocated(device) - base) / 2**20, 1)
+                        last[key] = (N, ms)
+                        if ms > args.max_seconds * 1e3:
                             too_slow.add(key)
-                        except Exception as e:  # record, keep going
-                            row["status"] = f"error: {type(e).__name__}: {str(e).splitlines()[0][:160]}"
-                        finally:
-                            fn = None
-                            if cuda:
-                                torch.cuda.empty_cache()
+                    except torch.cuda.OutOfMemoryError:
+                        row["status"] = "out of memory"
+                        too_slow.add(key)
+                    except Exception as e:  # record, keep going
+                        row["status"] = f"error: {type(e).__name__}: {str(e).splitlines()[0][:160]}"
+                    finally:
+                        fn = None
+                        if cuda:
+                            torch.cuda.empty_cache()
                         report(row)
-            del z, a, b
-    keys = ["device", "form", "provider", "mode", "N", "d", "dtype", "status", "time_ms", "tflops",
-            "gemm_tflops", "pct_gemm", "peak_mib_beyond_inputs", "loss", "torch", "triton", "dry_run"]
-    with open(out_path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=keys)
-        w.writeheader()
-        w.writerows(rows)
+                        writer.writerow(row)                            # a killed run keeps its rows
+                        f.flush()
+        del z, a, b
+    f.close()
     print(f"wrote {out_path} ({len(rows)} rows)")
+    table = markdown_table(rows)
+    table_path = Path(args.table) if args.table else out_path.with_suffix(".md")
+    table_path.write_text(table)
+    png = Path(args.plot) if args.plot else out_path.with_suffix(".png")
+    if plot(rows, png):
+        print(f"wrote {png}")
+    print(f"wrote {table_path}\n")
+    print(table)
     return 0
 
 

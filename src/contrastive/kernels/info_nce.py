@@ -142,7 +142,10 @@ class _Ctx:
         self.block_size, self.tile, self.split = block_size, tile, split
         self.pass1 = pass1
         self.flags = dict(UPCAST=self.interpret and x.dtype == torch.bfloat16, PREC=_precision(x.dtype))
-        self.n_bucket = self.N.bit_length()
+        # autotuning key: one bucket per power of two below 2^16 rows, one for all N >= 2^16
+        # (>= 512 row blocks, several waves on any GPU: the ranking settles, while tuning at
+        # N = 2^20 would time every candidate at ~1 s a launch)
+        self.n_bucket = min(self.N.bit_length(), 17)
         self.esize = x.element_size()
 
     def launcher(self, name):
