@@ -58,7 +58,7 @@ class Objective:
 Build = Callable[[List[Optional[torch.Tensor]], float, Optional[float], Sequence[bool]], Objective]
 
 
-def _finish(obj: Objective, w: torch.Tensor, grads: Grads, zs, norms, inv_t: float, needs):
+def _finish(grads: Grads, zs, norms, inv_t: float, needs):
     """Chain the normalisation, turn d/d(inv_t) into d/d(tau)."""
     gs, d_inv, d_bias = grads
     out = []
@@ -104,7 +104,7 @@ class EngineFn(torch.autograd.Function):
         w = obj.mean_weights(ref) if reduction == "mean" else ref.new_ones(obj.n)
         if want_grad:
             losses, grads = obj.losses_and_grad(w)
-            ctx.grads = _finish(obj, w, grads, zs, norms, inv_t, needs)
+            ctx.grads = _finish(grads, zs, norms, inv_t, needs)
         else:
             losses = obj.losses()
         return (w * losses).sum()                                      # sum_i w_i loss_i
@@ -116,7 +116,7 @@ class EngineFn(torch.autograd.Function):
         if reduction == "none":
             zs = ctx.zs
             w = g_out.to(next(z for z in zs if z is not None).dtype)     # the upstream weights
-            gs, d_tau, d_bias = _finish(ctx.obj, w, ctx.obj.grad(w), zs, ctx.norms, inv_t, needs[6:])
+            gs, d_tau, d_bias = _finish(ctx.obj.grad(w), zs, ctx.norms, inv_t, needs[6:])
             scale = 1.0
         else:
             gs, d_tau, d_bias = ctx.grads
