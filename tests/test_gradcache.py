@@ -312,6 +312,32 @@ def test_autocast_bfloat16_matches_the_plain_step_under_autocast():
         assert _err(p.grad, q.grad) <= 2e-2
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (the CUDA generator's replay)")
+def test_cuda_dropout_replay_and_float16_grad_scaler():
+    encs = [MLP(bn=True).cuda(), MLP(seed=1).cuda()]
+    refs = copy.deepcopy(encs)
+    x1, x2 = (x.cuda() for x in _data())
+    loss_fn = lambda a, b: C.clip_loss(a, b, 0.1)  # noqa: E731
+    want = reference_step(refs, [0, 1], (x1, x2), [4, 3], loss_fn, seed=9)
+    got = cached_step(encs, (x1, x2), (4, 3), loss_fn, seed=9)
+    assert _err(got, want) <= TOL
+    assert_same_grads(encs, refs)
+    # float16 autocast with a GradScaler: the plain AMP step, to float16's tolerance
+    torch.manual_seed(0)
+    enc = nn.Sequential(nn.Linear(6, 32), nn.ReLU(), nn.Linear(32, 8)).cuda()
+    ref = copy.deepcopy(enc)
+    f1, f2 = x1.float(), x2.float()
+    scaler = torch.amp.GradScaler("cuda", init_scale=2.0 ** 12)
+    loss = GradCache(enc, chunk_size=4, scaler=scaler, autocast=torch.float16).step(loss_fn, f1, f2)
+    with torch.autocast("cuda", dtype=torch.float16):
+        z1, z2 = ref(f1), ref(f2)
+    want = loss_fn(z1.float(), z2.float())
+    (want * 2.0 ** 12).backward()
+    assert _err(loss, want) <= 2e-2
+    for p, q in zip(enc.parameters(), ref.parameters()):
+        assert _err(p.grad / 2.0 ** 12, q.grad / 2.0 ** 12) <= 2e-2
+
+
 # ----------------------------------------------------------------------------- bad input
 def test_bad_arguments_raise_clear_errors():
     enc = MLP()
@@ -373,8 +399,9 @@ def _ddp_case(rank, world):
     errors, n = {}, 6
     X1, X2 = _data(seed=5, n=n * world)
     s = slice(rank * n, (rank + 1) * n)
-    for name, two, dist_fn, ref_fn in [("info_nce", False, cd.info_nce, C.info_nce),
-                                       ("clip_loss", True, cd.clip_loss, C.clip_loss)]:
+    for name, two, dist_fn, ref_fn, chunk in [("info_nce", False, cd.info_nce, C.info_nce, 4),
+                                              ("clip_loss", True, cd.clip_loss, C.clip_loss, 4),
+                                              ("info_nce_plain_step", False, cd.info_nce, C.info_nce, n)]:
         encs = [MLP(seed=1, bn=True)] + ([MLP(seed=2, bn=True)] if two else [])
         refs = copy.deepcopy(encs)
         towers = [0, 1] if two else [0, 0]
@@ -388,16 +415,21 @@ def _ddp_case(rank, world):
         for r in range(world):
             torch.manual_seed(100 + r)
             for i, X in enumerate((X1, X2)):
-                embeddings[i] += [refs[towers[i]](c) for c in X[r * n:(r + 1) * n].tensor_split(2)]
+                embeddings[i] += [refs[towers[i]](c) for c in _split(X[r * n:(r + 1) * n], chunk)]
         want = ref_fn(torch.cat(embeddings[0]), torch.cat(embeddings[1]), TAU)
         want.backward()
-        torch.manual_seed(100 + rank)
-        got = GradCache(ddps if two else ddps[0], chunk_size=4).step(lambda a, b: dist_fn(a, b, TAU), X1[s], X2[s])
-        errors[f"{name}/loss"] = _err(got, want)
-        for k, (e, r) in enumerate(zip(encs, refs)):
-            for (pname, p), q in zip(e.named_parameters(), r.parameters()):
-                errors[f"{name}/tower{k}/{pname}"] = _err(p.grad, q.grad)
-        errors[f"{name}/all-reduces per step ({len(reduces)}) == towers"] = 0.0 if len(reduces) == len(encs) else 1.0
+        cache = GradCache(ddps if two else ddps[0], chunk_size=chunk)
+        for step in (1, 2):                   # a second step: DDP's state is left ready for the next one
+            reduces.clear()
+            for e in encs:
+                e.zero_grad()
+            torch.manual_seed(100 + rank)
+            got = cache.step(lambda a, b: dist_fn(a, b, TAU), X1[s], X2[s])
+            errors[f"{name}/{step}/loss"] = _err(got, want)
+            for k, (e, r) in enumerate(zip(encs, refs)):
+                for (pname, p), q in zip(e.named_parameters(), r.parameters()):
+                    errors[f"{name}/{step}/tower{k}/{pname}"] = _err(p.grad, q.grad)
+            errors[f"{name}/{step}/all-reduces ({len(reduces)}) == towers"] = 0.0 if len(reduces) == len(encs) else 1.0
     return errors
 
 

@@ -365,15 +365,20 @@ class GradCache:
         rows = [_rows(leaves, f"inputs[{i}]") for i, (leaves, _) in enumerate(flat)]
         sizes = [self.chunk_sizes[t] for t in towers]
         if all(n <= c for n, c in zip(rows, sizes)):
-            return self._plain_step(loss_fn, inputs, towers)
+            return self._plain_step(loss_fn, inputs, rows, towers)
         return self._cached_step(loss_fn, flat, rows, sizes, towers)
 
-    def _plain_step(self, loss_fn, inputs, towers) -> torch.Tensor:
-        """Every input fits in one chunk: one forward with a graph, the loss, its backward."""
+    def _plain_step(self, loss_fn, inputs, rows, towers) -> torch.Tensor:
+        """Every input fits in one chunk: one forward with a graph, the loss, its backward.
+
+        An encoder that embeds several inputs runs all but its last forward under
+        ``no_sync``: the one backward then synchronises once, and DDP broadcasts buffers
+        once per step, as in the cached path."""
+        last = {id(self.encoders[t]): i for i, t in enumerate(towers)}
         embeddings = []
-        for x, t in zip(inputs, towers):
-            n = _rows(_flatten(x, "input")[0], "input")
-            leaves, rebuild = self._outputs(self._forward(self.encoders[t], x), n, t)
+        for i, (x, n, t) in enumerate(zip(inputs, rows, towers)):
+            with _sync(self.encoders[t], last[id(self.encoders[t])] == i):
+                leaves, rebuild = self._outputs(self._forward(self.encoders[t], x), n, t)
             embeddings.append(rebuild([_upcast(z) for z in leaves]))
         loss = self._check_loss(loss_fn(*embeddings))
         self._backward_loss(loss)
