@@ -6,6 +6,7 @@ function here. See the README for a quickstart.
 """
 from .functional import clip_loss, contrastive_loss, cosine_similarity, info_nce, nt_xent
 from .losses import ContrastiveLoss, CosineMetric, InfoNCELoss, NTXentLoss
+from .gradcache import GradCache
 
 __version__ = "0.1.0"
 
@@ -19,4 +20,5 @@ __all__ = [
     "CosineMetric",
     "InfoNCELoss",
     "NTXentLoss",
+    "GradCache",
 ]
