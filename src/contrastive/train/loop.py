@@ -122,8 +122,13 @@ class Task:
         z = self.forward(net, torch.cat(list(inputs)))  # (sum of sizes, d)
         return tuple(z.split(sizes))
 
+    def towers(self, net: nn.Module) -> Tuple[nn.Module, ...]:
+        """The modules that embed the inputs, one per input or one for all, for gradient
+        caching (``train.chunk_size``): default, one tower calling :meth:`forward`."""
+        return (_Tower(net, self.forward),)
+
     def loss(self, embeddings: Tuple[torch.Tensor, ...], batch: Batch) -> torch.Tensor:
-        """The scalar loss of a batch's embeddings (float32)."""
+        """The scalar loss of a batch's embeddings (float32, or the model's dtype if wider)."""
         raise NotImplementedError
 
     # -- evaluation -----------------------------------------------------------------------
@@ -164,6 +169,60 @@ class Task:
     def encoder_of(self, model: nn.Module) -> nn.Module:
         """The module ``contrastive embed`` runs (the representation a user keeps)."""
         return model
+
+
+class _Tower(nn.Module):
+    """``x -> forward(net, x)`` as a module for :class:`contrastive.GradCache`; it exposes the
+    DDP wrapper's ``no_sync`` so that gradients are all-reduced once per step."""
+
+    def __init__(self, net: nn.Module, forward: Callable[[nn.Module, Any], torch.Tensor]):
+        super().__init__()
+        self.net, self._forward = net, forward
+
+    def forward(self, x: Any) -> torch.Tensor:
+        return self._forward(self.net, x)
+
+    def no_sync(self):
+        no_sync = getattr(self.net, "no_sync", None)
+        return no_sync() if callable(no_sync) else contextlib.nullcontext()
+
+
+def _rows(x: Any) -> int:
+    """Rows of one input: a tensor, or the first tensor of a dict / tuple."""
+    if isinstance(x, torch.Tensor):
+        return len(x)
+    first = next(iter(x.values() if isinstance(x, dict) else x))
+    return _rows(first)
+
+
+def _upcast(z: torch.Tensor) -> torch.Tensor:
+    """Half-precision embeddings (autocast) to float32; float32 and float64 as they are."""
+    return z.float() if z.dtype in (torch.float16, torch.bfloat16) else z
+
+
+def _step(task: Task, net: nn.Module, batch: Batch, chunk_size: int, scaler, amp_dtype,
+          check: Callable[[float], None]) -> float:
+    """One forward and backward of ``batch``, gradients left in ``.grad`` (zeroed first by the
+    caller); returns the loss value. ``check(value)`` runs before any backward in the plain path
+    (it raises on a non-finite loss); with gradient caching the backward is part of the cached
+    step and ``check`` runs after it (the caller has not stepped the optimiser yet)."""
+    if chunk_size and any(_rows(x) > chunk_size for x in batch.inputs):
+        from ..gradcache import GradCache
+
+        cache = GradCache(task.towers(net), chunk_size, scaler=scaler, autocast=amp_dtype)
+        loss = cache.step(lambda *z: task.loss(tuple(_upcast(t) for t in z), batch), *batch.inputs)
+        value = float(loss)
+        check(value)
+        return value
+    amp = torch.autocast("cuda", dtype=amp_dtype) if amp_dtype is not None else contextlib.nullcontext()
+    with amp:
+        embeddings = task.embed(net, batch.inputs)
+    # every rank calls the loss (it may be collective), then every rank learns whether all were finite
+    loss = task.loss(tuple(_upcast(z) for z in embeddings), batch)
+    value = float(loss.detach())
+    check(value)
+    (scaler.scale(loss) if scaler is not None else loss).backward()
+    return value
 
 
 # ----------------------------------------------------------------------------- training
@@ -286,7 +345,11 @@ def _fit(task: Task, resume: Optional[str], dc: D.Context) -> Dict[str, Any]:
         what = "resuming" if start else "training"
         if dc.world_size > 1:
             what += f" ({dc.world_size} processes, global batch {dc.world_size} x {cfg.train.batch_size})"
-        print(task.header(what, run_dir, device), flush=True)
+        line = task.header(what, run_dir, device)
+        if cfg.train.chunk_size:
+            line += (f"; gradient caching: batch {cfg.train.batch_size} embedded in chunks of {cfg.train.chunk_size} "
+                     f"rows per input")
+        print(line, flush=True)
     progress = Progress(cfg.train.epochs * steps, start * steps, cfg.run.progress and main)
     final, extra, lr = None, None, opt.param_groups[0]["lr"]
     hint = f"Resume from it (--resume {run_dir}) with {task.nonfinite_hint}."
@@ -302,20 +365,17 @@ def _fit(task: Task, resume: Optional[str], dc: D.Context) -> Dict[str, Any]:
             for s in range(steps):
                 idx = order[s * bs:(s + 1) * bs]
                 batch = task.batch(idx, device)
-                amp = torch.autocast("cuda", dtype=amp_dtype) if use_amp else contextlib.nullcontext()
-                with amp:
-                    embeddings = task.embed(net, batch.inputs)
-                # every rank calls the loss (it may be collective), then every rank learns whether all were finite
-                loss = task.loss(tuple(z.float() for z in embeddings), batch)
-                value = float(loss.detach())
-                if not _all_finite(value, dc):
-                    shown = value if not torch.isfinite(torch.tensor(value)) else "NaN/Inf on another process"
-                    log.log({"epoch": epoch, "event": f"non-finite loss ({shown}) at step {s + 1}"})
-                    raise NonFiniteLossError(
-                        f"the loss became {shown} at epoch {epoch}, step {s + 1}: training stopped. The last "
-                        f"good checkpoint, {ckpt_dir / 'last.pt'} (epoch {epoch - 1}), was kept. {hint}")
+
+                def check(value: float) -> None:
+                    if not _all_finite(value, dc):
+                        shown = value if not torch.isfinite(torch.tensor(value)) else "NaN/Inf on another process"
+                        log.log({"epoch": epoch, "event": f"non-finite loss ({shown}) at step {s + 1}"})
+                        raise NonFiniteLossError(
+                            f"the loss became {shown} at epoch {epoch}, step {s + 1}: training stopped. The last "
+                            f"good checkpoint, {ckpt_dir / 'last.pt'} (epoch {epoch - 1}), was kept. {hint}")
+
                 opt.zero_grad(set_to_none=True)
-                (scaler.scale(loss) if scaler is not None else loss).backward()
+                value = _step(task, net, batch, cfg.train.chunk_size, scaler, amp_dtype if use_amp else None, check)
                 if scaler is not None:
                     scaler.unscale_(opt)
                 if cfg.train.grad_clip > 0:
