@@ -85,6 +85,8 @@ def test_simclr_with_an_encoder_by_import_path(user_module, tmp_path, capsys):
     assert "encoder Sequential" in out and "trained encoder (epoch 1)" in out
     run = tmp_path / "runs" / "own"
     assert f'encoder = "{spec}"' in (run / "config.toml").read_text()
+    info = json.loads((run / "run.json").read_text())
+    assert info["encoder"] == spec and info["encoder_file"] == user_module.__file__
     summary = json.loads((run / "summary.json").read_text())
 
     assert main(["eval", str(run)]) == 0  # rebuilt from the recorded import path

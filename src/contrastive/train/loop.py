@@ -274,6 +274,17 @@ def _state(model, opt, sched, scaler, epoch, step, best, baselines) -> Dict[str,
             "best": best, "baselines": baselines, "rng": C.capture_rng()}
 
 
+def _encoder_info(cfg) -> Dict[str, Any]:
+    """``run.json`` entries for a user's encoder: its spec and the file it was imported from."""
+    spec = getattr(getattr(cfg, "model", None), "encoder", "")
+    if not isinstance(spec, str) or not spec.startswith(("python:", "object:")):
+        return {}
+    import sys
+
+    module = sys.modules.get(spec[len("python:"):].split(":")[0]) if spec.startswith("python:") else None
+    return {"encoder": spec, "encoder_file": getattr(module, "__file__", None)}
+
+
 def _all_finite(value: float, dc: D.Context) -> bool:
     """Whether the loss is finite on every rank (an all-reduce under torchrun), so that all
     ranks stop at the same step even when the loss is not a collective one."""
@@ -307,7 +318,7 @@ def _fit(task: Task, resume: Optional[str], dc: D.Context) -> Dict[str, Any]:
     net = D.wrap(model, dc, _dist_config(cfg), device)  # DDP(model) under torchrun, model itself otherwise
     sampler = D.sampler(n_items, dc, cfg.run.seed, cfg.train.drop_last) if dc.active else None
     if main:
-        write_run(run_dir, cfg, task.name, **task.run_info())
+        write_run(run_dir, cfg, task.name, **task.run_info(), **_encoder_info(cfg))
     ckpt_dir = run_dir / "checkpoints"
     use_amp = cfg.train.amp and device.type == "cuda"
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
@@ -446,7 +457,11 @@ def _load(task_cls: Type[Task], config_cls: type, run_dir, checkpoint: str, enco
     device = resolve_device(cfg_auto.run.device)
     task.prepare()
     seed_everything(cfg_auto.run.seed)
-    model = task.build(device)
+    try:
+        model = task.build(device)
+    except ImportError as err:  # a user's encoder whose module is not importable here
+        where = read_run(run_dir).get("encoder_file")
+        raise ImportError(f"{err}; the run imported it from {where}" if where else str(err)) from None
     init, state = restore(model, run_dir, checkpoint, device)
     return task, model, init, state
 
