@@ -123,8 +123,10 @@ class Task:
         return tuple(z.split(sizes))
 
     def towers(self, net: nn.Module) -> Tuple[nn.Module, ...]:
-        """The modules that embed the inputs, one per input or one for all, for gradient
-        caching (``train.chunk_size``): default, one tower calling :meth:`forward`."""
+        """The modules that embed the inputs for gradient caching (``train.chunk_size``): one
+        for all inputs, or one per input (a module may repeat, e.g. ``(query_tower, doc_tower,
+        doc_tower)`` for queries, positives and hard negatives). Default: one tower calling
+        :meth:`forward` through ``net`` (so DDP sees the forward)."""
         return (_Tower(net, self.forward),)
 
     def loss(self, embeddings: Tuple[torch.Tensor, ...], batch: Batch) -> torch.Tensor:
