@@ -72,6 +72,47 @@ class Task:
         trained_name: the final table's label of the trained model ("trained encoder").
         throughput_key: the metrics key of the training throughput.
         nonfinite_hint: what the non-finite-loss message advises besides resuming.
+
+    Examples:
+        A third recipe in a few lines: two noisy copies of random vectors, a linear map, InfoNCE.
+
+        >>> import dataclasses, tempfile
+        >>> from contrastive import info_nce
+        >>> from contrastive.train.config import OptimConfig, RunConfig, TrainConfig
+        >>> @dataclasses.dataclass
+        ... class EvalConfig:
+        ...     every: int = 0  # evaluate only at the end
+        >>> @dataclasses.dataclass
+        ... class NoisyConfig:
+        ...     run: RunConfig
+        ...     optim: OptimConfig
+        ...     train: TrainConfig
+        ...     eval: EvalConfig
+        >>> class Noisy(Task):
+        ...     name = "noisy"
+        ...     def run_name(self):
+        ...         return "noisy"
+        ...     def prepare(self):
+        ...         self.x = torch.randn(64, 5)
+        ...         return len(self.x)
+        ...     def build(self, device):
+        ...         return nn.Linear(5, 3).to(device)
+        ...     def batch(self, idx, device):
+        ...         x = self.x[idx].to(device)
+        ...         return Batch((x + 0.1 * torch.randn_like(x), x + 0.1 * torch.randn_like(x)), size=len(idx))
+        ...     def loss(self, z, batch):
+        ...         return info_nce(z[0], z[1], temperature=0.5)
+        ...     def evaluate(self, model):
+        ...         return {"weight_norm": model.weight.detach().norm().item()}, None
+        ...     def table(self, rows):
+        ...         return "; ".join(f"{name}: {m['weight_norm']:.2f}" for name, m in rows)
+        >>> cfg = NoisyConfig(RunConfig(root=tempfile.mkdtemp(), progress=False, device="cpu"),
+        ...                   OptimConfig(warmup_epochs=0), TrainConfig(epochs=2, batch_size=16), EvalConfig())
+        >>> summary = train_run(Noisy(cfg))  # doctest: +ELLIPSIS
+        noisy: training .../noisy on cpu
+        ...
+        >>> list(summary["trained"]), sorted(p.name for p in Path(summary["run_dir"]).iterdir())
+        (['weight_norm'], ['checkpoints', 'config.toml', 'metrics.csv', 'metrics.jsonl', 'model.safetensors', 'run.json', 'summary.json'])
     """
 
     name = ""
