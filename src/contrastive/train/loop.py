@@ -72,6 +72,10 @@ class Task:
         trained_name: the final table's label of the trained model ("trained encoder").
         throughput_key: the metrics key of the training throughput.
         nonfinite_hint: what the non-finite-loss message advises besides resuming.
+        cfg, encoder: the run's configuration and the user's encoder (or ``None``).
+        dist: the torchrun context (``dist.active``, ``dist.rank``); set before :meth:`prepare`.
+        run_dir, resuming: the run folder, and whether it already existed (``--resume``, eval,
+            embed); set before :meth:`prepare`, so a recipe can keep files there (a tokenizer).
 
     Examples:
         A third recipe in a few lines: two noisy copies of random vectors, a linear map, InfoNCE.
@@ -128,6 +132,8 @@ class Task:
         self.cfg = cfg
         self.encoder = encoder  # the user's own encoder (a module or a factory) when given from Python
         self.dist = D.Context()  # the loop sets the torchrun context before building
+        self.run_dir: Optional[Path] = None  # the run folder (set before prepare; e.g. to save a tokenizer there)
+        self.resuming = False  # True when prepare/build run for --resume, eval or embed of an existing run
 
     # -- data and model -------------------------------------------------------------------
     def run_name(self) -> str:
@@ -354,7 +360,7 @@ def _fit(task: Task, resume: Optional[str], dc: D.Context) -> Dict[str, Any]:
     else:
         run_dir = new_run_dir(cfg.run.root, cfg.run.name or task.run_name(), cfg.run.overwrite) if main else None
         run_dir = Path(D.broadcast(str(run_dir) if main else None, dc))
-    task.dist = dc
+    task.dist, task.run_dir, task.resuming = dc, run_dir, resume is not None
     device, model, opt, sched, n_items, bs, steps = _setup(task, dc.world_size)
     device = D.device_for(dc, device)
     D.seed_rank(dc, cfg.run.seed)  # own augmentations per rank; the weights are already the same everywhere
@@ -497,6 +503,7 @@ def _load(task_cls: Type[Task], config_cls: type, run_dir, checkpoint: str, enco
     """The task of a run (on the best available device) with its checkpoint loaded."""
     cfg, cfg_auto = eval_config(run_dir, checkpoint, task_cls.name, config_cls)
     task = task_cls(cfg_auto, encoder)
+    task.run_dir, task.resuming = Path(run_dir), True
     device = resolve_device(cfg_auto.run.device)
     task.prepare()
     seed_everything(cfg_auto.run.seed)
