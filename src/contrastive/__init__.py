@@ -10,6 +10,7 @@ from .functional import (
 from .losses import (
     ClipLoss, ContrastiveLoss, CosineMetric, InfoNCELoss, NTXentLoss, RetrievalLoss, SigLIPLoss, SupConLoss,
 )
+from .gradcache import GradCache
 
 __version__ = "0.1.0"
 
@@ -27,6 +28,7 @@ __all__ = [
     "CosineMetric",
     "InfoNCELoss",
     "NTXentLoss",
+    "GradCache",
     "RetrievalLoss",
     "SigLIPLoss",
     "SupConLoss",
