@@ -23,11 +23,13 @@ from .scaling import scaled_rows, scaled_whole, times_pow2
 
 
 def _packed_to_full(a: torch.Tensor, d: int) -> torch.Tensor:
-    """(d(d+1)/2,) upper-triangular entries, row-major -> symmetric (d, d)."""
+    """(d(d+1)/2,) upper-triangular entries, row-major -> symmetric (d, d) (no arithmetic, so
+    entries near the dtype's largest value do not overflow)."""
     iu = torch.triu_indices(d, d, device=a.device)
     A = a.new_zeros(d, d)
     A[iu[0], iu[1]] = a
-    return A + A.T - torch.diag(torch.diagonal(A))
+    A[iu[1], iu[0]] = a
+    return A
 
 
 def packed_dim(k: int) -> int:
