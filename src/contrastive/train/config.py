@@ -349,18 +349,22 @@ class AugmentConfig:
 class ModelConfig:
     """Encoder and projection head (see contrastive.train.models)."""
 
-    encoder: str = "auto"  # auto | mlp | cnn | resnet18
+    encoder: str = "auto"  # auto | mlp | cnn | resnet18 | python:package.module:factory (your own)
     width: int = 32  # cnn: first conv width (features 4 x width); resnet18: 64 is standard
     mlp_hidden: int = 512
     mlp_depth: int = 2
+    embed_dim: int = 128  # python: encoders: factory(sample_shape, embed_dim) returns (N, embed_dim) features
     proj_hidden: int = 0  # 0: the encoder's feature size
     proj_dim: int = 128
 
     def __post_init__(self):
-        from .models import ENCODERS
+        from .models import check_encoder_name
 
-        _choice(self.encoder, "model.encoder", ENCODERS)
-        for key in ("width", "mlp_hidden", "mlp_depth", "proj_dim"):
+        try:
+            check_encoder_name(self.encoder)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+        for key in ("width", "mlp_hidden", "mlp_depth", "embed_dim", "proj_dim"):
             _require(getattr(self, key) >= 1, f"model.{key}", f"must be >= 1, got {getattr(self, key)}")
         _require(self.proj_hidden >= 0, "model.proj_hidden", f"must be >= 0, got {self.proj_hidden}")
 
