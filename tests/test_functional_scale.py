@@ -14,9 +14,8 @@ rows of 1e-4 have gradients near 1e5 > 65504) is not representable: those draws 
 """
 from __future__ import annotations
 
-import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Tuple
 
 import numpy as np
 import pytest
@@ -36,11 +35,11 @@ RANGES = [(torch.float64, 30, "float64"), (torch.float64, 300, "float64-full"),
 class Case:
     """fn(**inputs) -> per-item values; which inputs scale; the homogeneity degrees."""
 
-    make: Callable[[np.random.Generator], Dict[str, np.ndarray]]
+    make: Callable[[np.random.Generator], dict[str, np.ndarray]]
     call: Callable[..., torch.Tensor]
     value_degree: int = 0          # f(s x) = s^k f(x)
     grad_degree: int = -1          # grad f(s x) = s^(k-1) grad f(x)
-    fixed: Tuple[str, ...] = field(default_factory=tuple)   # inputs that are not scaled
+    fixed: tuple[str, ...] = field(default_factory=tuple)   # inputs that are not scaled
 
 
 def _spd(rng, d):
@@ -53,7 +52,7 @@ def _rows(rng, n=6, d=4):
     return rng.normal(size=(n, d))
 
 
-CASES: Dict[str, Case] = {
+CASES: dict[str, Case] = {
     "cosine_similarity": Case(
         lambda r: {"x": _rows(r), "y": _rows(r)},
         lambda x, y: F.cosine_similarity(x, y)),
@@ -81,15 +80,21 @@ CASES: Dict[str, Case] = {
     "clip_loss": Case(
         lambda r: {"a": _rows(r), "b": _rows(r)},
         lambda a, b: F.clip_loss(a, b, 0.3, reduction="none")),
+    "info_nce(decoupled)": Case(
+        lambda r: {"z1": _rows(r), "z2": _rows(r)},
+        lambda z1, z2: F.info_nce(z1, z2, 0.5, decoupled=True, reduction="none")),
+    "supcon_loss": Case(
+        lambda r: {"z": _rows(r), "labels": np.array([0, 1, 0, 2, 1, 0])},
+        lambda z, labels: F.supcon_loss(z, labels.long(), 0.5, reduction="none"), fixed=("labels",)),
+    "retrieval_loss": Case(
+        lambda r: {"q": _rows(r, 3), "p": _rows(r, 3), "n": r.normal(size=(3, 2, 4))},
+        lambda q, p, n: F.retrieval_loss(q, p, n, 0.5, symmetric=True, reduction="none")),
+    "siglip_loss": Case(
+        lambda r: {"a": _rows(r), "b": _rows(r)},
+        lambda a, b: F.siglip_loss(a, b, 0.5, -1.0, reduction="none")),
 }
 
-# The L2 normalisation of info_nce / nt_xent / clip_loss belongs to the engine (branch
-# `engine`, issue 11), which is making it scale-safe; until that branch is merged these
-# fail at extreme scales (NaN below ~1e-19, log(N) with zero gradient above ~1e19).
-ENGINE_PENDING = {"info_nce", "nt_xent", "clip_loss"}
-
-
-def _run(case: Case, inputs: Dict[str, torch.Tensor], w: torch.Tensor):
+def _run(case: Case, inputs: dict[str, torch.Tensor], w: torch.Tensor):
     """Values and the gradients of sum(w * values) (grad_output != 1) with respect to the
     scaled inputs."""
     leaves = {k: (t.detach().clone().requires_grad_(k not in case.fixed and t.dim() > 0))
@@ -125,12 +130,12 @@ def check_scale(name: str, dtype: torch.dtype, exponent: float, seed: int) -> No
     for k, a in unit.items():
         t = torch.tensor(a, dtype=torch.float64)
         if k in case.fixed:
-            scaled[k], reference_in[k] = t.to(dtype), t.to(dtype).double()
+            scaled[k] = reference_in[k] = t
             continue
         ts = (t * s).to(dtype)                                      # the input under test
         assume(bool(torch.isfinite(ts).all()))
         if ts.dim() > 1:
-            assume(bool((ts != 0).any(dim=1).all()))                # every row keeps a direction
+            assume(bool((ts != 0).any(dim=-1).all()))                # every row keeps a direction
         scaled[k] = ts
         reference_in[k] = ts.double() / s                           # same values, unit scale
     n_out = case.call(**{k: v.detach() for k, v in reference_in.items()}).numel()
@@ -157,20 +162,10 @@ def check_scale(name: str, dtype: torch.dtype, exponent: float, seed: int) -> No
         assert err <= tol, f"{name} {dtype} s=1e{exponent:.2f}: grad {k} rel err {err:.2e}"
 
 
-# where the engine's normalisation overflows (float32 compute: rows beyond ~1e19 or 1e-19;
-# float64 beyond ~1e154 or 1e-154)
-ENGINE_PENDING_RANGES = {"float32", "bfloat16", "float64-full"}
-
-
 def _params():
     for name in CASES:
         for dtype, e, label in RANGES:
-            marks = []
-            if name in ENGINE_PENDING and label in ENGINE_PENDING_RANGES:
-                marks = [pytest.mark.xfail(
-                    strict=True, reason="L2 normalisation not yet scale-safe: fixed on branch "
-                                        "`engine` (issue 11); remove this mark once it is merged")]
-            yield pytest.param(name, dtype, e, marks=marks, id=f"{name}-{label}")
+            yield pytest.param(name, dtype, e, id=f"{name}-{label}")
 
 
 @pytest.mark.parametrize("name, dtype, e", list(_params()))

@@ -1,11 +1,21 @@
-"""The supervised learner passes scikit-learn's estimator checks in full."""
+"""The supervised learner passes scikit-learn's estimator checks in full; the pair learner's
+tags say it takes pairs, and the API checks run on pairs."""
+import pickle
 import warnings
 
+import numpy as np
 import pytest
 from sklearn.base import clone
+from sklearn.exceptions import NotFittedError, SkipTestWarning
+from sklearn.utils import estimator_checks as ec
+from sklearn.utils import get_tags
 from sklearn.utils.estimator_checks import check_estimator
 
-from contrastive.metric import CosineSimilarityLearner, CosineSimilarityLearnerSupervised
+from contrastive.metric import (
+    CosineSimilarityLearner,
+    CosineSimilarityLearnerSupervised,
+    pairs_from_labels,
+)
 
 VARIANTS = [
     dict(),
@@ -31,15 +41,6 @@ def test_pair_learner_params_round_trip():
 
 
 # ---------------------------------------------------------------- the pair learner
-
-import pickle  # noqa: E402
-
-import numpy as np  # noqa: E402
-from sklearn.exceptions import NotFittedError, SkipTestWarning  # noqa: E402
-from sklearn.utils import get_tags  # noqa: E402
-from sklearn.utils import estimator_checks as ec  # noqa: E402
-
-from contrastive.metric import pairs_from_labels  # noqa: E402
 
 
 def _pairs(seed=0):
