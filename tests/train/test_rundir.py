@@ -321,3 +321,27 @@ def test_read_only_run_folder_is_one_line(finished, tmp_path, capsys):
         assert "read-only" in _no_traceback(capsys)
     finally:
         _umount(disk)
+
+
+def test_overwrite_does_not_clear_a_live_run(run, capsys):
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (run / ".lock").write_text(f"{sleeper.pid}\n")
+        code = main(["train", "simclr", *_args(run.parent, **{"run.name": "base", "run.overwrite": "true"})])
+        assert code == 4 and f"in use by process {sleeper.pid}" in capsys.readouterr().err
+        assert (run / "checkpoints" / "last.pt").is_file() and (run / "config.toml").is_file()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_eval_refuses_a_non_finite_checkpoint(run, capsys):
+    """A checkpoint with an inf BatchNorm running_var used to evaluate at chance, exit 0."""
+    last = run / "checkpoints" / "last.pt"
+    state = load_checkpoint(last)
+    key = next(k for k in state["model"] if k.endswith("running_var"))
+    state["model"][key].fill_(float("inf"))
+    save_checkpoint(last, state)
+    assert main(["eval", str(run)]) == 3
+    err = _no_traceback(capsys)
+    assert "holds NaN/Inf" in err and "running_var" in err and "--checkpoint best" in err

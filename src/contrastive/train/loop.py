@@ -249,9 +249,13 @@ def _fit(task: Task, resume: Optional[str], dc: D.Context) -> Dict[str, Any]:
         else:
             changes = []
             if main:
+                target = Path(cfg.run.root) / (cfg.run.name or task.run_name())
+                reused = cfg.run.overwrite and target.is_dir() and any(target.iterdir())
+                if reused:
+                    R.check_unlocked(target)  # --run.overwrite must not clear a live run's files
                 run_dir = new_run_dir(cfg.run.root, cfg.run.name or task.run_name(), cfg.run.overwrite,
                                       unique=not cfg.run.name)
-                created = True
+                created = not reused  # only a folder this run made is removed again on failure
                 lock = R.acquire_lock(run_dir)
             run_dir = Path(D.broadcast(str(run_dir) if main else None, dc))
         if main:

@@ -25,7 +25,7 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
-__all__ = ["CheckpointError", "RunFolderError", "acquire_lock", "all_finite_state", "check_resume",
+__all__ = ["CheckpointError", "RunFolderError", "acquire_lock", "all_finite_state", "check_resume", "check_unlocked",
            "clean_tmp", "describe_os_error", "load_model_state", "release_lock"]
 
 LOCK = ".lock"
@@ -92,6 +92,11 @@ def acquire_lock(run_dir) -> Path:
             fh.write(f"{os.getpid()} {socket.gethostname()}\n")
         return path
     raise RunFolderError(f"could not take the lock {path}; another process keeps taking it: try again")
+
+
+def check_unlocked(run_dir) -> None:
+    """Raise :class:`RunFolderError` when a live process holds ``run_dir``'s lock."""
+    release_lock(acquire_lock(run_dir))
 
 
 def release_lock(path: Optional[Path]) -> None:

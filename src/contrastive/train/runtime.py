@@ -168,12 +168,17 @@ def restore(model: torch.nn.Module, run_dir, checkpoint: str, device):
     loading, i.e. its initialisation, and the checkpoint dict)."""
     from .checkpoint import load_checkpoint
 
-    from .rundir import load_model_state
+    from .rundir import CheckpointError, all_finite_state, load_model_state
 
     init = {k: v.clone() for k, v in model.state_dict().items()}
     path = Path(run_dir) / "checkpoints" / f"{checkpoint}.pt"
     state = load_checkpoint(path, map_location=device)
     load_model_state(model, state, path)
+    bad = all_finite_state(model)
+    if bad is not None:  # evaluating it would report chance accuracy as if it were a result
+        raise CheckpointError(f"{path} holds NaN/Inf (its {bad}): it was saved by a diverged run; evaluate "
+                              f"the other checkpoint (--checkpoint {'last' if checkpoint == 'best' else 'best'}) "
+                              f"or resume the run with a lower optim.lr")
     return init, state
 
 
