@@ -139,11 +139,9 @@ def _fail_rank(err: BaseException, code: int) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from .runtime import read_run
-
     try:
         get_recipe(_recipe_of(args.run_dir)).evaluate(args.run_dir, args.checkpoint)
-    except BaseException as err:  # noqa: BLE001 - guarded re-raises what is not a user/environment error
+    except BaseException as err:  # noqa: BLE001 - guarded() re-raises what is not a user or environment error
         return guarded("eval", err)
     return 0
 
@@ -221,7 +219,7 @@ def _embed(args: argparse.Namespace) -> int:
             raise ValueError(f"--out {args.out!r} must end in .npy")
         out.parent.mkdir(parents=True, exist_ok=True)
         np.save(out, features)
-    except BaseException as err:  # noqa: BLE001 - guarded re-raises what is not a user/environment error
+    except BaseException as err:  # noqa: BLE001 - guarded() re-raises what is not a user or environment error
         return guarded("embed", err)
     print(f"wrote {features.shape[0]} embeddings of size {features.shape[1]} to {out}")
     return 0

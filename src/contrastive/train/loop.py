@@ -400,6 +400,8 @@ def _train(task: Task, resume: Optional[str], dc: D.Context, run_dir: Path, chan
     finally:
         progress.close()
         log.close()
+    if main:
+        (ckpt_dir / "prev.pt").unlink(missing_ok=True)  # only a run in progress may need to roll back
     if not main:
         return {"run_dir": str(run_dir), "rank": dc.rank}
     if final is None:  # resumed a run that had already finished
