@@ -1,6 +1,8 @@
 """The shared training loop: a user's own encoder (by import path from the CLI, or passed from
-Python) through train, eval, embed and resume in both recipes; what siamese gained from the
-loop (the non-finite-weights check, DDP under torchrun with every rank stopping together)."""
+Python) through train, eval, embed and resume in both recipes; gradient caching
+(``train.chunk_size``) against the plain step in float64; SimCLR's supcon and decoupled losses;
+what siamese gained from the loop (the non-finite-weights check, DDP under torchrun with every
+rank stopping together)."""
 from __future__ import annotations
 
 import json
@@ -35,6 +37,10 @@ def make(shape, dim):
     CALLS.append((tuple(shape), dim))
     return nn.Sequential(nn.Flatten(), nn.Linear(math.prod(shape), 24), nn.BatchNorm1d(24), nn.ReLU(),
                          nn.Linear(24, dim))
+
+
+def plain(shape, dim):  # no BatchNorm, no dropout: chunked and whole-batch forwards compute the same function
+    return nn.Sequential(nn.Flatten(), nn.Linear(math.prod(shape), 16), nn.Tanh(), nn.Linear(16, dim))
 
 
 def wrong_size(shape, dim):
@@ -72,13 +78,15 @@ def _weights_equal(a: Path, b: Path) -> bool:
 def test_simclr_with_an_encoder_by_import_path(user_module, tmp_path, capsys):
     spec = f"python:{MODULE}:make"
     common = {"model.encoder": spec, "model.embed_dim": 12, "eval.every": 0, "optim.schedule": "constant",
-              "optim.warmup_epochs": 0, "data.test_limit": 40}
+              "optim.warmup_epochs": 0, "data.test_limit": 40, "eval.map": "none"}
     assert main(["train", "simclr", *_args(tmp_path, TINY, **common, **{"run.name": "own"})]) == 0
     assert user_module.CALLS[0] == ((1, 8, 8), 12)  # called with the sample shape and the embedding size
     out = capsys.readouterr().out
     assert "encoder Sequential" in out and "trained encoder (epoch 1)" in out
     run = tmp_path / "runs" / "own"
     assert f'encoder = "{spec}"' in (run / "config.toml").read_text()
+    info = json.loads((run / "run.json").read_text())
+    assert info["encoder"] == spec and info["encoder_file"] == user_module.__file__
     summary = json.loads((run / "summary.json").read_text())
 
     assert main(["eval", str(run)]) == 0  # rebuilt from the recorded import path
@@ -111,7 +119,7 @@ def test_encoder_passed_from_python(user_module, tmp_path, capsys):
     from contrastive.train.recipes import simclr
 
     overrides = {**TINY, "run.root": str(tmp_path / "runs"), "data.test_limit": 40, "eval.every": 0,
-                 "model.embed_dim": 6}
+                 "eval.map": "none", "model.embed_dim": 6}
     cfg = apply_overrides(simclr.SimCLRConfig(), {**overrides, "run.name": "factory"})
     summary = simclr.train(cfg, encoder=user_module.make)  # an importable factory: recorded by its path
     assert f'encoder = "python:{MODULE}:make"' in (Path(summary["run_dir"]) / "config.toml").read_text()
@@ -146,6 +154,99 @@ def test_encoder_errors_exit_2(user_module, spec, fragment, tmp_path, capsys):
     assert main(["train", "simclr", *_args(tmp_path, TINY, **{"model.encoder": spec})]) == 2
     err = capsys.readouterr().err
     assert fragment in err and "Traceback" not in err
+
+
+def test_chunked_simclr_step_equals_the_plain_step_in_float64(user_module, monkeypatch):
+    """Gradient caching through the loop: one SGD step on 2 x 10 views, whole batch or in chunks
+    of 3 and 4 rows (chunks that do not divide the batch), gives the same parameters to 1e-10."""
+    from torch import nn
+
+    from contrastive import gradcache
+    from contrastive.train import loop
+    from contrastive.train.recipes.simclr import SimCLRConfig, SimCLRTask
+    from contrastive.train.runtime import seed_everything
+
+    cfg = apply_overrides(SimCLRConfig(), {"data.train_limit": 40, "data.test_limit": 20, "run.device": "cpu",
+                                           "model.encoder": f"python:{MODULE}:plain", "model.embed_dim": 6})
+    task = SimCLRTask(cfg)
+    task.prepare()
+    seed_everything(0)
+    task.build(torch.device("cpu"))
+    batch = task.batch(torch.arange(10), torch.device("cpu"))
+    batch.inputs = tuple(x.double() for x in batch.inputs)  # (10, 1, 8, 8) each
+    cached = {"n": 0}
+    real = gradcache.GradCache._cached_step
+
+    def spy(self, *args, **kwargs):
+        cached["n"] += 1
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(gradcache.GradCache, "_cached_step", spy)
+
+    def one_step(chunk_size):
+        seed_everything(1)
+        model = task.build(torch.device("cpu"))
+        model.head = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 4))  # the default head has BatchNorm
+        model.double()
+        init = {k: v.clone() for k, v in model.state_dict().items()}
+        opt = torch.optim.SGD(model.parameters(), lr=0.5)
+        opt.zero_grad()
+        value = loop._step(task, model, batch, chunk_size, None, None, lambda v: None)
+        opt.step()
+        return value, init, model.state_dict()
+
+    loss0, init, plain = one_step(0)
+    assert cached["n"] == 0
+    assert max(float((plain[k] - init[k]).abs().max()) for k in plain) > 1e-3  # the step moved the weights
+    for chunk_size in (3, 4):
+        loss, _, chunked = one_step(chunk_size)
+        assert abs(loss - loss0) < 1e-12
+        assert max(float((chunked[k] - plain[k]).abs().max()) for k in plain) < 1e-10
+    assert cached["n"] == 2
+
+
+def test_chunk_size_supcon_and_decoupled_runs(tmp_path, monkeypatch, capsys):
+    import contrastive.train.recipes.simclr as simclr
+
+    base = {**TINY, "data.test_limit": 40, "eval.every": 0, "eval.map": "none"}
+    assert main(["train", "simclr", *_args(tmp_path, base, **{"train.chunk_size": 12, "run.name": "c"})]) == 0
+    assert "gradient caching: batch 32 embedded in chunks of 12 rows per input" in capsys.readouterr().out
+
+    seen = []
+    real = simclr.supcon_loss
+
+    def spy(z, labels, *args, **kwargs):
+        seen.append(labels.clone())
+        return real(z, labels, *args, **kwargs)
+
+    monkeypatch.setattr(simclr, "supcon_loss", spy)
+    assert main(["train", "simclr", *_args(tmp_path, base, **{"loss.name": "supcon", "run.name": "s"})]) == 0
+    assert "loss supcon" in capsys.readouterr().out
+    assert len(seen) == 5 and all(len(y) == 64 and torch.equal(y[:32], y[32:]) for y in seen)  # 2 views x 32
+    assert len(torch.cat(seen).unique()) > 1  # class labels, not sample ids
+
+    assert main(["train", "simclr", *_args(tmp_path, base, **{"loss.decoupled": "true", "run.name": "d"})]) == 0
+    assert "loss info_nce (decoupled)" in capsys.readouterr().out
+    summary = json.loads((tmp_path / "runs" / "d" / "summary.json").read_text())
+    assert np.isfinite(summary["trained"]["knn_accuracy"])
+
+
+@pytest.mark.parametrize("more, fragment", [
+    ({"loss.name": "supcon", "loss.decoupled": "true"}, "loss.decoupled applies to loss.name=info_nce only"),
+    ({"loss.name": "triplet"}, "loss.name must be one of ('info_nce', 'supcon')"),
+    ({"train.chunk_size": -1}, "train.chunk_size must be >= 0"),
+])
+def test_loss_and_chunk_errors(more, fragment, tmp_path, capsys):
+    assert main(["train", "simclr", *_args(tmp_path, TINY, **more)]) == 2
+    assert fragment in capsys.readouterr().err
+
+
+def test_supcon_needs_labels(tmp_path, capsys):
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).normal(size=(40, 6)).astype(np.float32))
+    args = [f"--run.root={tmp_path}", "--run.progress=false", "--data.name=npy", f"--data.path={tmp_path / 'x.npy'}",
+            "--loss.name=supcon"]
+    assert main(["train", "simclr", *args]) == 2
+    assert "loss.name=supcon needs class labels" in capsys.readouterr().err
 
 
 class _NanGrad(torch.autograd.Function):

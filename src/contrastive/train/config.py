@@ -412,9 +412,12 @@ class TrainConfig:
     drop_last: bool = True  # every step sees a full batch (same number of negatives)
     grad_clip: float = 0.0  # max gradient norm; 0 turns clipping off
     amp: bool = True  # mixed precision (bfloat16 autocast), used on CUDA only
+    chunk_size: int = 0  # gradient caching: the encoder embeds at most this many rows at once (0: whole batch)
 
     def __post_init__(self):
         _require(self.epochs >= 1, "train.epochs", f"must be >= 1, got {self.epochs}")
+        _require(self.chunk_size >= 0, "train.chunk_size",
+                 f"must be >= 0 (rows per encoder chunk; 0 embeds the whole batch at once), got {self.chunk_size}")
         _require(self.batch_size >= 2, "train.batch_size", f"must be >= 2 (each sample needs negatives), got {self.batch_size}")
         _require(self.grad_clip >= 0, "train.grad_clip", f"must be >= 0 (0 = off), got {self.grad_clip}")
 

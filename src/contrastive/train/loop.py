@@ -74,6 +74,51 @@ class Task:
         trained_name: the final table's label of the trained model ("trained encoder").
         throughput_key: the metrics key of the training throughput.
         nonfinite_hint: what the non-finite-loss message advises besides resuming.
+        cfg, encoder: the run's configuration and the user's encoder (or ``None``).
+        dist: the torchrun context (``dist.active``, ``dist.rank``); set before :meth:`prepare`.
+        run_dir, resuming: the run folder, and whether it already existed (``--resume``, eval,
+            embed); set before :meth:`prepare`, so a recipe can keep files there (a tokenizer).
+
+    Examples:
+        A third recipe in a few lines: two noisy copies of random vectors, a linear map, InfoNCE.
+
+        >>> import dataclasses, tempfile
+        >>> from contrastive import info_nce
+        >>> from contrastive.train.config import OptimConfig, RunConfig, TrainConfig
+        >>> @dataclasses.dataclass
+        ... class EvalConfig:
+        ...     every: int = 0  # evaluate only at the end
+        >>> @dataclasses.dataclass
+        ... class NoisyConfig:
+        ...     run: RunConfig
+        ...     optim: OptimConfig
+        ...     train: TrainConfig
+        ...     eval: EvalConfig
+        >>> class Noisy(Task):
+        ...     name = "noisy"
+        ...     def run_name(self):
+        ...         return "noisy"
+        ...     def prepare(self):
+        ...         self.x = torch.randn(64, 5)
+        ...         return len(self.x)
+        ...     def build(self, device):
+        ...         return nn.Linear(5, 3).to(device)
+        ...     def batch(self, idx, device):
+        ...         x = self.x[idx].to(device)
+        ...         return Batch((x + 0.1 * torch.randn_like(x), x + 0.1 * torch.randn_like(x)), size=len(idx))
+        ...     def loss(self, z, batch):
+        ...         return info_nce(z[0], z[1], temperature=0.5)
+        ...     def evaluate(self, model):
+        ...         return {"weight_norm": model.weight.detach().norm().item()}, None
+        ...     def table(self, rows):
+        ...         return "; ".join(f"{name}: {m['weight_norm']:.2f}" for name, m in rows)
+        >>> cfg = NoisyConfig(RunConfig(root=tempfile.mkdtemp(), progress=False, device="cpu"),
+        ...                   OptimConfig(warmup_epochs=0), TrainConfig(epochs=2, batch_size=16), EvalConfig())
+        >>> summary = train_run(Noisy(cfg))  # doctest: +ELLIPSIS
+        noisy: training .../noisy on cpu
+        ...
+        >>> list(summary["trained"]), sorted(p.name for p in Path(summary["run_dir"]).iterdir())
+        (['weight_norm'], ['checkpoints', 'config.toml', 'metrics.csv', 'metrics.jsonl', 'model.safetensors', 'run.json', 'summary.json'])
     """
 
     name = ""
@@ -89,6 +134,8 @@ class Task:
         self.cfg = cfg
         self.encoder = encoder  # the user's own encoder (a module or a factory) when given from Python
         self.dist = D.Context()  # the loop sets the torchrun context before building
+        self.run_dir: Optional[Path] = None  # the run folder (set before prepare; e.g. to save a tokenizer there)
+        self.resuming = False  # True when prepare/build run for --resume, eval or embed of an existing run
 
     # -- data and model -------------------------------------------------------------------
     def run_name(self) -> str:
@@ -124,8 +171,15 @@ class Task:
         z = self.forward(net, torch.cat(list(inputs)))  # (sum of sizes, d)
         return tuple(z.split(sizes))
 
+    def towers(self, net: nn.Module) -> Tuple[nn.Module, ...]:
+        """The modules that embed the inputs for gradient caching (``train.chunk_size``): one
+        for all inputs, or one per input (a module may repeat, e.g. ``(query_tower, doc_tower,
+        doc_tower)`` for queries, positives and hard negatives). Default: one tower calling
+        :meth:`forward` through ``net`` (so DDP sees the forward)."""
+        return (_Tower(net, self.forward),)
+
     def loss(self, embeddings: Tuple[torch.Tensor, ...], batch: Batch) -> torch.Tensor:
-        """The scalar loss of a batch's embeddings (float32)."""
+        """The scalar loss of a batch's embeddings (float32, or the model's dtype if wider)."""
         raise NotImplementedError
 
     # -- evaluation -----------------------------------------------------------------------
@@ -166,6 +220,60 @@ class Task:
     def encoder_of(self, model: nn.Module) -> nn.Module:
         """The module ``contrastive embed`` runs (the representation a user keeps)."""
         return model
+
+
+class _Tower(nn.Module):
+    """``x -> forward(net, x)`` as a module for :class:`contrastive.GradCache`; it exposes the
+    DDP wrapper's ``no_sync`` so that gradients are all-reduced once per step."""
+
+    def __init__(self, net: nn.Module, forward: Callable[[nn.Module, Any], torch.Tensor]):
+        super().__init__()
+        self.net, self._forward = net, forward
+
+    def forward(self, x: Any) -> torch.Tensor:
+        return self._forward(self.net, x)
+
+    def no_sync(self):
+        no_sync = getattr(self.net, "no_sync", None)
+        return no_sync() if callable(no_sync) else contextlib.nullcontext()
+
+
+def _rows(x: Any) -> int:
+    """Rows of one input: a tensor, or the first tensor of a dict / tuple."""
+    if isinstance(x, torch.Tensor):
+        return len(x)
+    first = next(iter(x.values() if isinstance(x, dict) else x))
+    return _rows(first)
+
+
+def _upcast(z: torch.Tensor) -> torch.Tensor:
+    """Half-precision embeddings (autocast) to float32; float32 and float64 as they are."""
+    return z.float() if z.dtype in (torch.float16, torch.bfloat16) else z
+
+
+def _step(task: Task, net: nn.Module, batch: Batch, chunk_size: int, scaler, amp_dtype,
+          check: Callable[[float], None]) -> float:
+    """One forward and backward of ``batch``, gradients left in ``.grad`` (zeroed first by the
+    caller); returns the loss value. ``check(value)`` runs before any backward in the plain path
+    (it raises on a non-finite loss); with gradient caching the backward is part of the cached
+    step and ``check`` runs after it (the caller has not stepped the optimiser yet)."""
+    if chunk_size and any(_rows(x) > chunk_size for x in batch.inputs):
+        from ..gradcache import GradCache
+
+        cache = GradCache(task.towers(net), chunk_size, scaler=scaler, autocast=amp_dtype)
+        loss = cache.step(lambda *z: task.loss(tuple(_upcast(t) for t in z), batch), *batch.inputs)
+        value = float(loss)
+        check(value)
+        return value
+    amp = torch.autocast("cuda", dtype=amp_dtype) if amp_dtype is not None else contextlib.nullcontext()
+    with amp:
+        embeddings = task.embed(net, batch.inputs)
+    # every rank calls the loss (it may be collective), then every rank learns whether all were finite
+    loss = task.loss(tuple(_upcast(z) for z in embeddings), batch)
+    value = float(loss.detach())
+    check(value)
+    (scaler.scale(loss) if scaler is not None else loss).backward()
+    return value
 
 
 # ----------------------------------------------------------------------------- training
@@ -215,6 +323,17 @@ def _state(model, opt, sched, scaler, epoch, step, best, baselines) -> Dict[str,
     return {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
             "scaler": scaler.state_dict() if scaler is not None else None, "epoch": epoch, "step": step,
             "best": best, "baselines": baselines, "rng": C.capture_rng()}
+
+
+def _encoder_info(cfg) -> Dict[str, Any]:
+    """``run.json`` entries for a user's encoder: its spec and the file it was imported from."""
+    spec = getattr(getattr(cfg, "model", None), "encoder", "")
+    if not isinstance(spec, str) or not spec.startswith(("python:", "object:")):
+        return {}
+    import sys
+
+    module = sys.modules.get(spec[len("python:"):].split(":")[0]) if spec.startswith("python:") else None
+    return {"encoder": spec, "encoder_file": getattr(module, "__file__", None)}
 
 
 def _all_finite(value: float, dc: D.Context) -> bool:
@@ -275,14 +394,14 @@ def _train(task: Task, resume: Optional[str], dc: D.Context, run_dir: Path, chan
     cfg = task.cfg
     t_start = time.perf_counter()
     main = dc.is_main
-    task.dist = dc
+    task.dist, task.run_dir, task.resuming = dc, run_dir, resume is not None
     device, model, opt, sched, n_items, bs, steps = _setup(task, dc.world_size)
     device = D.device_for(dc, device)
     D.seed_rank(dc, cfg.run.seed)  # own augmentations per rank; the weights are already the same everywhere
     net = D.wrap(model, dc, _dist_config(cfg), device)  # DDP(model) under torchrun, model itself otherwise
     sampler = D.sampler(n_items, dc, cfg.run.seed, cfg.train.drop_last) if dc.active else None
     if main and resume is None:
-        write_run(run_dir, cfg, task.name, **task.run_info())
+        write_run(run_dir, cfg, task.name, **task.run_info(), **_encoder_info(cfg))
     ckpt_dir = run_dir / "checkpoints"
     use_amp = cfg.train.amp and device.type == "cuda"
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
@@ -306,7 +425,7 @@ def _train(task: Task, resume: Optional[str], dc: D.Context, run_dir: Path, chan
         R.load_model_state(model, state, ckpt_dir / "last.pt")
         _restore_schedule(opt, sched, state)  # the optimiser's state, this run's settings
         if main:  # only now, with the checkpoint known to fit, is the run folder changed
-            write_run(run_dir, cfg, task.name, **task.run_info())
+            write_run(run_dir, cfg, task.name, **task.run_info(), **_encoder_info(cfg))
         if scaler is not None and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
         start, step, best, baselines = state["epoch"], state["step"], state["best"], state["baselines"]
@@ -325,7 +444,11 @@ def _train(task: Task, resume: Optional[str], dc: D.Context, run_dir: Path, chan
             what += f" (changed: {', '.join(changes)})"
         if dc.world_size > 1:
             what += f" ({dc.world_size} processes, global batch {dc.world_size} x {cfg.train.batch_size})"
-        print(task.header(what, run_dir, device), flush=True)
+        line = task.header(what, run_dir, device)
+        if cfg.train.chunk_size:
+            line += (f"; gradient caching: batch {cfg.train.batch_size} embedded in chunks of {cfg.train.chunk_size} "
+                     f"rows per input")
+        print(line, flush=True)
     progress = Progress(cfg.train.epochs * steps, start * steps, cfg.run.progress and main)
     final, extra, lr = None, None, opt.param_groups[0]["lr"]
     hint = f"Resume from it (--resume {run_dir}) with {task.nonfinite_hint}."
@@ -341,26 +464,23 @@ def _train(task: Task, resume: Optional[str], dc: D.Context, run_dir: Path, chan
             for s in range(steps):
                 idx = order[s * bs:(s + 1) * bs]
                 batch = task.batch(idx, device)
-                amp = torch.autocast("cuda", dtype=amp_dtype) if use_amp else contextlib.nullcontext()
-                with amp:
-                    embeddings = task.embed(net, batch.inputs)
-                # every rank calls the loss (it may be collective), then every rank learns whether all were finite
-                loss = task.loss(tuple(z.float() for z in embeddings), batch)
-                value = float(loss.detach())
-                if not _all_finite(value, dc):
-                    shown = value if not torch.isfinite(torch.tensor(value)) else "NaN/Inf on another process"
-                    log.log({"epoch": epoch, "event": f"non-finite loss ({shown}) at step {s + 1}"})
-                    good = epoch - 1
-                    if s == 0 and main and (ckpt_dir / "prev.pt").exists():
-                        # the first loss of an epoch is the last checkpoint's own: no learning rate
-                        # can resume from it, so the one before becomes last.pt
-                        os.replace(ckpt_dir / "prev.pt", ckpt_dir / "last.pt")
-                        good = epoch - 2
-                    raise NonFiniteLossError(
-                        f"the loss became {shown} at epoch {epoch}, step {s + 1}: training stopped. The last "
-                        f"good checkpoint, {ckpt_dir / 'last.pt'} (epoch {good}), was kept. {hint}")
+
+                def check(value: float) -> None:
+                    if not _all_finite(value, dc):
+                        shown = value if not torch.isfinite(torch.tensor(value)) else "NaN/Inf on another process"
+                        log.log({"epoch": epoch, "event": f"non-finite loss ({shown}) at step {s + 1}"})
+                        good = epoch - 1
+                        if s == 0 and main and (ckpt_dir / "prev.pt").exists():
+                            # the first loss of an epoch is the last checkpoint's own: no learning rate
+                            # can resume from it, so the one before becomes last.pt
+                            os.replace(ckpt_dir / "prev.pt", ckpt_dir / "last.pt")
+                            good = epoch - 2
+                        raise NonFiniteLossError(
+                            f"the loss became {shown} at epoch {epoch}, step {s + 1}: training stopped. The last "
+                            f"good checkpoint, {ckpt_dir / 'last.pt'} (epoch {good}), was kept. {hint}")
+
                 opt.zero_grad(set_to_none=True)
-                (scaler.scale(loss) if scaler is not None else loss).backward()
+                value = _step(task, net, batch, cfg.train.chunk_size, scaler, amp_dtype if use_amp else None, check)
                 if scaler is not None:
                     scaler.unscale_(opt)
                 if cfg.train.grad_clip > 0:
@@ -448,10 +568,15 @@ def _load(task_cls: Type[Task], config_cls: type, run_dir, checkpoint: str, enco
     """The task of a run (on the best available device) with its checkpoint loaded."""
     cfg, cfg_auto = eval_config(run_dir, checkpoint, task_cls.name, config_cls)
     task = task_cls(cfg_auto, encoder)
+    task.run_dir, task.resuming = Path(run_dir), True
     device = resolve_device(cfg_auto.run.device)
     task.prepare()
     seed_everything(cfg_auto.run.seed)
-    model = task.build(device)
+    try:
+        model = task.build(device)
+    except ImportError as err:  # a user's encoder whose module is not importable here
+        where = read_run(run_dir).get("encoder_file")
+        raise ImportError(f"{err}; the run imported it from {where}" if where else str(err)) from None
     init, state = restore(model, run_dir, checkpoint, device)
     return task, model, init, state
 

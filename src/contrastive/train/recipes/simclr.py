@@ -21,13 +21,13 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 from torch import nn
 
-from ... import info_nce
+from ... import info_nce, supcon_loss
 from ... import distributed as cd
 from .. import augment as A
 from .. import dist as D
 from .. import loop
 from ..config import (AugmentConfig, ConfigError, DataConfig, EvalConfig, ModelConfig, OptimConfig, RunConfig,
-                      TrainConfig, _require)
+                      TrainConfig, _choice, _require)
 from ..data import Dataset, load_dataset, to_float
 from ..evaluate import alignment, embed, evaluate_features, uniformity
 from ..models import SimCLRModel, build_model
@@ -35,18 +35,26 @@ from ..runlog import format_table
 from ..runtime import channel_stats, limit_threads
 from . import Recipe
 
-__all__ = ["LossConfig", "SimCLRConfig", "evaluate_run", "load_encoder", "train"]
+__all__ = ["LossConfig", "SimCLRConfig", "SimCLRTask", "evaluate_run", "load_encoder", "train"]
+
+
+LOSSES = ("info_nce", "supcon")
 
 
 @dataclasses.dataclass
 class LossConfig:
-    """InfoNCE settings."""
+    """The objective: InfoNCE (NT-Xent) of the two views, or supervised contrastive (labels)."""
 
+    name: str = "info_nce"  # info_nce | supcon (every other view of the same class is a positive; needs labels)
     temperature: float = 0.3  # tuned on digits: 0.3-0.4 beat 0.2 and 0.5 for kNN accuracy
-    exclude_self: bool = True  # SimCLR's denominator (seed 001); false keeps k = i (seed 002)
+    exclude_self: bool = True  # info_nce: SimCLR's denominator (seed 001); false keeps k = i (seed 002)
+    decoupled: bool = False  # info_nce: DCL, the positive left out of the denominator (Yeh et al. 2022)
 
     def __post_init__(self):
+        _choice(self.name, "loss.name", LOSSES)
         _require(self.temperature > 0, "loss.temperature", f"must be > 0, got {self.temperature}; SimCLR uses 0.1-0.5")
+        _require(not (self.decoupled and self.name != "info_nce"), "loss.decoupled",
+                 f"applies to loss.name=info_nce only, got loss.name={self.name}")
 
 
 @dataclasses.dataclass
@@ -89,6 +97,14 @@ class SimCLRTask(loop.Task):
         self.ds = load_dataset(self.cfg.data)
         if len(self.ds.train) < 2:
             raise ConfigError(f"the training split has {len(self.ds.train)} sample(s); SimCLR needs at least 2")
+        c = self.cfg.loss
+        if c.name == "supcon" and not (len(self.ds.train) and bool((self.ds.train.y >= 0).all())):
+            raise ConfigError("loss.name=supcon needs class labels for every training sample; these data have none "
+                              "(use loss.name=info_nce)")
+        if self.dist.active and (c.name == "supcon" or c.decoupled):
+            raise ConfigError(f"loss.name={c.name}{' with loss.decoupled=true' if c.decoupled else ''} has no "
+                              f"global-batch (torch.distributed) form yet; run it in one process, or use "
+                              f"loss.name=info_nce under torchrun")
         return len(self.ds.train)
 
     def build(self, device: torch.device) -> nn.Module:
@@ -111,8 +127,13 @@ class SimCLRTask(loop.Task):
 
     def loss(self, embeddings: Tuple[torch.Tensor, ...], batch: loop.Batch) -> torch.Tensor:
         z1, z2 = embeddings  # (B, proj_dim) each
-        loss_fn = cd.info_nce if self.dist.active else info_nce  # global-batch negatives, exact DDP gradients
         c = self.cfg.loss
+        if c.name == "supcon":
+            y = batch.targets.to(z1.device)  # (B,)
+            return supcon_loss(torch.cat([z1, z2]), torch.cat([y, y]), c.temperature, check_finite=False)  # (2B, d)
+        if c.decoupled:
+            return info_nce(z1, z2, c.temperature, exclude_self=c.exclude_self, check_finite=False, decoupled=True)
+        loss_fn = cd.info_nce if self.dist.active else info_nce  # global-batch negatives, exact DDP gradients
         return loss_fn(z1, z2, c.temperature, exclude_self=c.exclude_self, check_finite=False)
 
     @torch.no_grad()
@@ -155,7 +176,9 @@ class SimCLRTask(loop.Task):
         cfg, ds = self.cfg, self.ds
         return (f"simclr: {what} {run_dir} on {device}; data {ds.name} {tuple(ds.sample_shape)}, train {len(ds.train)}, "
                 f"test {len(ds.test)}; encoder {_encoder_name(self.model)}, {cfg.train.epochs} epochs, batch "
-                f"{cfg.train.batch_size}, {cfg.optim.name} lr {cfg.optim.lr}, temperature {cfg.loss.temperature}")
+                f"{cfg.train.batch_size}, {cfg.optim.name} lr {cfg.optim.lr}, temperature {cfg.loss.temperature}"
+                + ("" if cfg.loss.name == "info_nce" and not cfg.loss.decoupled else
+                   f", loss {cfg.loss.name}{' (decoupled)' if cfg.loss.decoupled else ''}"))
 
     def plots(self, run_dir: Path, records, baselines, final, f_test) -> Dict[str, Path]:
         from .. import plots
