@@ -36,3 +36,13 @@ def test_central_differences_on_a_quadratic():
 def test_cli_requires_a_command():
     with pytest.raises(SystemExit):
         cli.main([])
+
+
+@pytest.mark.parametrize("seed", ["-1", "x"])
+def test_gradcheck_bad_seed_is_a_usage_error(seed, capsys):
+    """--seed -1 used to end in NumPy's traceback; now argparse's one-line usage error."""
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["gradcheck", "--seed", seed])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "--seed: must be an integer >= 0" in err and "Traceback" not in err

@@ -6,6 +6,7 @@ argument and says how to fix it. None of these helpers is public API.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Optional, Union
 
 import torch
@@ -26,6 +27,7 @@ def check_tensor(name: str, x, ndim: Optional[int] = None) -> torch.Tensor:
             f"{name} must be a floating tensor (float64, float32, bfloat16 or float16), "
             f"got {x.dtype}; convert it with {name}.float()"
         )
+    check_not_meta(name, x)
     if ndim is not None and x.dim() != ndim:
         shape = "(N, d)" if ndim == 2 else "(N,)" if ndim == 1 else f"{ndim}-D"
         raise ValueError(
@@ -39,8 +41,19 @@ def check_tensor(name: str, x, ndim: Optional[int] = None) -> torch.Tensor:
     return x
 
 
+def check_not_meta(name: str, x: torch.Tensor) -> None:
+    """Refuse a meta tensor (shape only): every later check and op would need its values."""
+    if x.is_meta:
+        raise ValueError(
+            f"{name} is a meta tensor (a shape without data), so nothing can be computed from "
+            f"it; pass a tensor with data (materialise a meta module with "
+            f"module.to_empty(device='cpu') and initialise its weights first)"
+        )
+
+
 def check_finite(name: str, x: torch.Tensor) -> None:
     """Raise if ``x`` holds NaN or Inf (one reduction; skip with ``check_finite=False``)."""
+    check_not_meta(name, x)
     if not bool(torch.isfinite(x).all()):
         raise ValueError(
             f"{name} contains NaN or Inf; clean the input (or, if you know it is finite, "
@@ -70,7 +83,11 @@ def check_reduction(reduction) -> str:
 
 
 def check_temperature(temperature) -> Union[float, torch.Tensor]:
-    """A positive finite float, or a positive finite scalar tensor (which may require grad)."""
+    """A positive finite float, or a positive finite scalar tensor (which may require grad).
+
+    A tensor that requires grad is a learned temperature; when training has pushed it to
+    0, inf or NaN the message says so and how to keep it in range.
+    """
     if isinstance(temperature, torch.Tensor):
         if temperature.numel() != 1:
             raise ValueError(
@@ -78,7 +95,17 @@ def check_temperature(temperature) -> Union[float, torch.Tensor]:
             )
         if not temperature.dtype.is_floating_point:
             raise TypeError(f"temperature tensor must be floating point, got {temperature.dtype}")
+        if temperature.is_meta:
+            raise ValueError("temperature is a meta tensor (no value); pass a float or a tensor with data")
         value = float(temperature.detach())
+        if temperature.requires_grad and not (math.isfinite(value) and value > 0):
+            raise ValueError(
+                f"the learned temperature (a tensor that requires grad, e.g. "
+                f"InfoNCELoss(learn_temperature=True).log_temperature.exp()) has become {value}: "
+                f"training pushed the learned parameter out of range; lower the learning rate, "
+                f"clamp the parameter after each step (CLIP clamps logit_scale at log(100)), or "
+                f"restart from a checkpoint saved before it diverged"
+            )
     elif isinstance(temperature, (int, float)) and not isinstance(temperature, bool):
         value = float(temperature)
     else:
@@ -92,6 +119,17 @@ def check_temperature(temperature) -> Union[float, torch.Tensor]:
     return temperature
 
 
+def check_bool(name: str, value) -> bool:
+    """``value`` must be a real bool (or a NumPy/torch boolean scalar); ``'no'`` is refused."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, torch.Tensor) and value.dtype == torch.bool and value.numel() == 1:
+        return bool(value)
+    if type(value).__name__ == "bool_":  # numpy.bool_
+        return bool(value)
+    raise TypeError(f"{name} must be True or False, got {value!r} ({type(value).__name__})")
+
+
 def check_margin(margin) -> float:
     if isinstance(margin, bool) or not isinstance(margin, (int, float)):
         raise TypeError(f"margin must be a float, got {type(margin).__name__}")
@@ -101,12 +139,25 @@ def check_margin(margin) -> float:
     return margin
 
 
-def check_unit_rows(name: str, x: torch.Tensor) -> None:
-    """Raise when a row has zero norm (its direction, needed to normalise, is undefined)."""
-    norms = torch.linalg.vector_norm(x.float() if x.dtype in (torch.float16, torch.bfloat16) else x, dim=-1)
-    if bool((norms == 0).any()):
-        bad = int(torch.nonzero(norms == 0)[0, 0])
+def check_nonzero_rows(name: str, x: torch.Tensor) -> None:
+    """Raise when a row is exactly zero (its direction, needed to normalise, is undefined).
+
+    Any row with a nonzero entry has a direction, however small or large its norm (rows of
+    norm 1e-25 in float32 are valid): the normalisation rescales before it divides. NaN and
+    Inf are :func:`check_finite`'s to refuse. No norm is computed here, so nothing can
+    underflow or overflow.
+    """
+    zero = ~(x != 0).any(dim=-1)                                     # (N,)
+    if bool(zero.any()):
+        bad = int(torch.nonzero(zero)[0, 0])
         raise ValueError(
             f"{name} has a zero-norm row (row {bad}) and normalize=True needs its direction; "
             f"remove or perturb such rows, or pass normalize=False with your own normalisation"
         )
+
+
+def check_unit_rows(name: str, x: torch.Tensor) -> None:
+    """Deprecated alias of :func:`check_nonzero_rows` (the old name said "unit" but the
+    check has always been "not zero")."""
+    warnings.warn("check_unit_rows is deprecated; use check_nonzero_rows", DeprecationWarning, stacklevel=2)
+    check_nonzero_rows(name, x)

@@ -12,8 +12,8 @@ import torch
 
 from . import _validation as V
 from .ops import compute_dtype
-from .ops.contrastive_loss import ContrastiveLossFn
-from .ops.cosine_similarity import MapCosineFn, PackedSymCosineFn, SymCosineFn, _packed_to_full, packed_dim
+from .ops.contrastive_loss import ContrastiveLossFn, check_loss_fits
+from .ops.cosine_similarity import MapCosineFn, PackedSymCosineFn, SymCosineFn, check_symmetric, packed_dim
 from .ops.clip import clip_objective
 from .ops.engine import run as run_engine
 from .ops.info_nce import info_nce_objective
@@ -74,7 +74,8 @@ def contrastive_loss(
         y: similarity labels in [0, 1] (1 = similar), float, int or bool.
         margin: m >= 0; dissimilar pairs farther apart than m cost nothing.
         reduction: ``'mean'`` | ``'sum'`` | ``'none'``.
-        check_finite: raise on NaN/Inf inputs (one reduction over each input).
+        check_finite: raise on NaN/Inf inputs (one reduction over each input) and on a
+            loss that overflows the dtype (one more over the output).
 
     Shape:
         u, v: ``(B, d)``; y: ``(B,)``; output: scalar, or ``(B,)`` for ``reduction='none'``.
@@ -85,7 +86,8 @@ def contrastive_loss(
     Raises:
         TypeError: non-tensor or non-floating inputs.
         ValueError: shapes that do not match, an empty batch, margin < 0, y outside [0, 1],
-            NaN/Inf inputs.
+            NaN/Inf inputs, a loss too large for the dtype (float32: a similar pair at
+            D > 2.6e19); any finite D is otherwise exact.
 
     Examples:
         >>> import torch
@@ -121,7 +123,10 @@ def contrastive_loss(
     if bool(((y < 0) | (y > 1)).any()):
         raise ValueError("y must lie in [0, 1] (1 = similar, 0 = dissimilar, soft labels between)")
     per_pair = ContrastiveLossFn.apply(u, v, y, margin)
-    return _reduce(per_pair, reduction, u.dtype)
+    out = _reduce(per_pair, reduction, u.dtype)
+    if check_finite:
+        check_loss_fits(per_pair, out)
+    return out
 
 
 def _check_temperature_device(temperature, ref: torch.Tensor):
@@ -228,10 +233,11 @@ def nt_xent(
     temperature = V.check_temperature(temperature)
     temperature = _check_temperature_device(temperature, z)
     V.check_reduction(reduction)
+    exclude_self, normalize = V.check_bool("exclude_self", exclude_self), V.check_bool("normalize", normalize)
     if check_finite:
         V.check_finite("z", z)
     if normalize:
-        V.check_unit_rows("z", z)
+        V.check_nonzero_rows("z", z)
     if decoupled:
         if exclude_self and z.shape[0] < 4:
             raise ValueError(
@@ -417,9 +423,9 @@ def clip_loss(
     if check_finite:
         V.check_finite("a", a)
         V.check_finite("b", b)
-    if normalize:
-        V.check_unit_rows("a", a)
-        V.check_unit_rows("b", b)
+    if V.check_bool("normalize", normalize):
+        V.check_nonzero_rows("a", a)
+        V.check_nonzero_rows("b", b)
     backend = _check_backend(backend, a, b)
     if backend == "dense":
         return _reduce(_dense_clip(a, b, temperature, normalize), reduction, a.dtype)
@@ -466,8 +472,10 @@ def cosine_similarity(
         x, y: ``(B, d)``; output ``(B,)``.
 
     Raises:
-        ValueError: both ``M`` and ``A``, shapes, NaN/Inf, a zero-norm ``Mx``, and
-            ``x^T A x <= 0`` (the fix: ``CosineMetric.project_psd()`` or the map form).
+        ValueError: both ``M`` and ``A``, shapes, NaN/Inf, a zero-norm ``Mx``, a ``(d, d)``
+            ``A`` that is not symmetric, and ``x^T A x <= 0`` (the fix:
+            ``CosineMetric.project_psd()`` or the map form). Rows, ``M`` and ``A`` of any
+            finite scale are exact (the op rescales by powers of two).
 
     Examples:
         >>> import torch
@@ -496,40 +504,20 @@ def cosine_similarity(
             raise ValueError(f"M must have shape (k, {d}) to map {d}-dimensional x, got {tuple(M.shape)}")
         if check_finite:
             V.check_finite("M", M)
-        with torch.no_grad():
-            ct = compute_dtype(x.dtype)
-            Mc = M.to(ct)
-            zero = (torch.linalg.vector_norm(x.to(ct) @ Mc.T, dim=1) == 0) | (
-                torch.linalg.vector_norm(y.to(ct) @ Mc.T, dim=1) == 0
-            )
-        if bool(zero.any()):
-            raise ValueError(
-                f"pair {int(torch.nonzero(zero)[0, 0])} maps to a zero vector (M x = 0 or M y = 0), "
-                f"whose direction is undefined; remove zero inputs or change M"
-            )
         return MapCosineFn.apply(x, y, M).to(x.dtype)
     if not isinstance(A, torch.Tensor) or not A.dtype.is_floating_point:
         raise TypeError("A must be a floating torch.Tensor, (d, d) or packed (d(d+1)/2,)")
     if A.dim() == 1:
         if packed_dim(A.shape[0]) != d:
             raise ValueError(f"packed A has {A.shape[0]} entries; for d = {d} it needs {d * (d + 1) // 2}")
-        full, fn = _packed_to_full(A.detach(), d), PackedSymCosineFn
+        fn = PackedSymCosineFn
     elif A.dim() == 2 and tuple(A.shape) == (d, d):
-        full, fn = A.detach(), SymCosineFn
+        fn = SymCosineFn
     else:
         raise ValueError(f"A must have shape ({d}, {d}) or ({d * (d + 1) // 2},), got {tuple(A.shape)}")
     if check_finite:
         V.check_finite("A", A)
-    with torch.no_grad():
-        ct = compute_dtype(x.dtype)
-        Ac = full.to(ct)
-        n = ((x.to(ct) @ Ac.T) * x.to(ct)).sum(1)
-        m = ((y.to(ct) @ Ac.T) * y.to(ct)).sum(1)
-        bad = (n <= 0) | (m <= 0)
-    if bool(bad.any()):
-        raise ValueError(
-            f"x^T A x or y^T A y is <= 0 for pair {int(torch.nonzero(bad)[0, 0])}: A is not positive "
-            f"definite on these inputs; project it with CosineMetric.project_psd() (eigenvalue "
-            f"clipping) or learn A = M^T M through M"
-        )
+    if fn is SymCosineFn:
+        check_symmetric(A)
+    # the op checks M x != 0 and x^T A x > 0 on its rescaled copies (exact for any scale)
     return fn.apply(x, y, A).to(x.dtype)

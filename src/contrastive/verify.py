@@ -316,9 +316,20 @@ def main(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _seed(text: str) -> int:
+    """argparse type: a seed for NumPy's generator, an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0 (a NumPy seed), got {value}; pass e.g. --seed 0")
+    return value
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser("gradcheck", help="verify every objective's analytic gradient",
                               description=__doc__)
     p.add_argument("--dtype", action="append", choices=list(DTYPES), help="restrict to dtypes (repeatable)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0, help="seed of the random test data (>= 0)")
     p.set_defaults(func=main)

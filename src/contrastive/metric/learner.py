@@ -154,6 +154,28 @@ class CosineSimilarityLearner(_CosineMetricBase):
         self.calibrate_threshold(pairs, y, **(calibration_params or {}))
         return self
 
+    def __sklearn_tags__(self):
+        """Tags that say what ``fit`` takes: 3-D pairs ``(n_pairs, 2, n_features)`` and
+        required binary pair labels; ``transform`` embeds 2-D points (float64 out).
+
+        scikit-learn's generic checks feed 2-D ``X``, so ``check_estimator`` skips this
+        learner with a ``SkipTestWarning`` naming these input tags; the API checks that need
+        no data, and pair versions of the others, are in the test suite.
+        """
+        from sklearn.utils import ClassifierTags, TransformerTags
+
+        tags = super().__sklearn_tags__()
+        tags.estimator_type = "classifier"
+        tags.classifier_tags = ClassifierTags(multi_class=False)
+        tags.transformer_tags = TransformerTags(preserves_dtype=["float64"])
+        tags.target_tags.required = True
+        tags.input_tags.two_d_array = False
+        tags.input_tags.three_d_array = True
+        return tags
+
+    def _more_tags(self):  # scikit-learn < 1.6
+        return {"requires_y": True, "X_types": ["3darray"], "binary_only": True}
+
     def decision_function(self, pairs):
         """The learned cosine of each pair (``pair_score``), ``(n_pairs,)``."""
         return self.pair_score(pairs)

@@ -92,7 +92,21 @@ def save_checkpoint(path, state: Dict[str, Any]) -> Path:
     """
     if not isinstance(state, dict):
         raise TypeError(f"state must be a dict, got {type(state).__name__}")
-    return atomic_write(path, lambda tmp: torch.save(state, tmp))
+    return atomic_write(path, lambda tmp: _torch_save(state, tmp))
+
+
+def _torch_save(state: Dict[str, Any], tmp: str) -> None:
+    """``torch.save``, whose failed writes (a full disk among them) surface as a RuntimeError
+    ("unexpected pos ..."): re-raised as the OSError they are."""
+    try:
+        torch.save(state, tmp)
+    except RuntimeError as err:
+        import errno
+        import shutil
+
+        free = shutil.disk_usage(os.path.dirname(tmp) or ".").free
+        code = errno.ENOSPC if free < (64 << 20) else errno.EIO
+        raise OSError(code, f"{os.strerror(code)} while writing a checkpoint ({err})", tmp) from None
 
 
 def load_checkpoint(path, map_location="cpu") -> Dict[str, Any]:
@@ -102,8 +116,13 @@ def load_checkpoint(path, map_location="cpu") -> Dict[str, Any]:
         raise FileNotFoundError(f"checkpoint {str(path)!r} not found; a run directory holds checkpoints/last.pt")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
+    except OSError:
+        raise
     except Exception as err:  # noqa: BLE001 - report any unreadable file the same way
-        raise ValueError(f"{path}: not a readable checkpoint ({type(err).__name__}: {err})") from None
+        from .rundir import CheckpointError
+
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(err).__name__}: {str(err)[:200]}); "
+                              f"it is damaged: use checkpoints/best.pt or start the run again") from None
 
 
 def save_weights(path, module: torch.nn.Module) -> Path:

@@ -2,8 +2,10 @@
 
 ``train`` has one sub-command per recipe (see :mod:`contrastive.train.recipes`); each takes
 ``--config run.toml``, ``--resume RUN_DIR`` and any number of ``--section.key=value``
-overrides (``--help`` lists the keys). Errors in the configuration or the data print one
-line and exit with status 2; a non-finite loss exits with status 1.
+overrides (``--help`` lists the keys). Every user error and environment failure prints one
+line naming the problem and the fix, never a traceback, and exits with the status of its
+class (see :mod:`contrastive.train.rundir` and the README): 1 non-finite loss, 2 bad
+setting, 3 unusable file, 4 run folder busy or taken, 5 disk full / permission, 130 Ctrl-C.
 """
 from __future__ import annotations
 
@@ -23,6 +25,41 @@ from .runlog import NonFiniteLossError
 __all__ = ["register"]
 
 USER_ERRORS = (ConfigError, ValueError, TypeError, FileNotFoundError, ImportError)
+EXIT_DIVERGED, EXIT_USAGE, EXIT_FILE, EXIT_BUSY, EXIT_SYSTEM, EXIT_INTERRUPTED = 1, 2, 3, 4, 5, 130
+
+
+def exit_code(err: BaseException) -> int:
+    """The exit status of an error's class (the README's table)."""
+    if isinstance(err, KeyboardInterrupt):
+        return EXIT_INTERRUPTED
+    if isinstance(err, NonFiniteLossError):
+        return EXIT_DIVERGED
+    if hasattr(err, "exit_code"):
+        return int(err.exit_code)
+    if isinstance(err, FileNotFoundError):
+        return EXIT_FILE
+    if isinstance(err, OSError):
+        return EXIT_SYSTEM
+    return EXIT_USAGE
+
+
+def message(err: BaseException) -> str:
+    """The one line shown for ``err``."""
+    from .rundir import describe_os_error
+
+    if isinstance(err, KeyboardInterrupt):
+        return "interrupted (Ctrl-C); a run continues from its last checkpoint with --resume RUN_DIR"
+    if isinstance(err, OSError) and not isinstance(err, FileNotFoundError):
+        return describe_os_error(err)
+    return str(err)
+
+
+def guarded(command: str, err: BaseException) -> int:
+    """Print ``err`` as one line and return its exit status, or re-raise an unexpected error."""
+    if isinstance(err, (KeyboardInterrupt, NonFiniteLossError, OSError) + USER_ERRORS):
+        print(f"contrastive {command}: error: {message(err)}", file=sys.stderr)
+        return exit_code(err)
+    raise err
 
 
 class _OverrideParser(argparse.ArgumentParser):
@@ -41,7 +78,7 @@ def _keys_epilog(config_cls) -> str:
     return "\n".join(lines)
 
 
-def _fail(command: str, err: BaseException, code: int) -> int:
+def _fail(command: str, err, code: int) -> int:
     print(f"contrastive {command}: error: {err}", file=sys.stderr)
     return code
 
@@ -58,13 +95,14 @@ def _train(args: argparse.Namespace) -> int:
                                  f"{read_run(args.resume)['recipe']} --resume {args.resume}")
             cfg = load_run_config(args.resume, recipe.config_cls)
         if args.config:
-            cfg = load_toml(cfg, args.config)
+            try:
+                cfg = load_toml(cfg, args.config)
+            except FileNotFoundError as err:  # a wrong argument (2), not a damaged run (3)
+                raise ConfigError(str(err)) from None
         cfg = apply_overrides(cfg, parse_override_args(args.override_args))
         recipe.train(cfg, args.resume)
-    except NonFiniteLossError as err:
-        return _fail_rank(err, 1)
-    except USER_ERRORS as err:
-        return _fail_rank(err, 2)
+    except (NonFiniteLossError, KeyboardInterrupt, OSError) + USER_ERRORS as err:
+        return _fail_rank(err, exit_code(err))
     except Exception as err:  # noqa: BLE001 - under torchrun: a collective failed because another rank did
         from .dist import launched
 
@@ -93,21 +131,32 @@ def _fail_rank(err: BaseException, code: int) -> int:
     rank meets alike (configuration, a non-finite global loss) and name themselves otherwise."""
     rank = _rank()
     if rank == 0:
-        return _fail("train", err, code)
+        return _fail("train", message(err), code)
     if not isinstance(err, (NonFiniteLossError, ConfigError)):
         hint = "" if not _is_peer_failure(err) else " (another rank probably failed first: see its error)"
-        print(f"contrastive train (rank {rank}): error: {err}{hint}", file=sys.stderr)
+        print(f"contrastive train (rank {rank}): error: {message(err)}{hint}", file=sys.stderr)
     return code
 
 
 def _eval(args: argparse.Namespace) -> int:
+    try:
+        get_recipe(_recipe_of(args.run_dir)).evaluate(args.run_dir, args.checkpoint)
+    except BaseException as err:  # noqa: BLE001 - guarded() re-raises what is not a user or environment error
+        return guarded("eval", err)
+    return 0
+
+
+def _recipe_of(run_dir) -> str:
+    """The recipe named by ``run_dir/run.json``, known to this installation."""
     from .runtime import read_run
 
-    try:
-        get_recipe(read_run(args.run_dir)["recipe"]).evaluate(args.run_dir, args.checkpoint)
-    except USER_ERRORS as err:
-        return _fail("eval", err, 2)
-    return 0
+    name = read_run(run_dir)["recipe"]
+    if name not in available_recipes():
+        from .rundir import CheckpointError
+
+        raise CheckpointError(f"{run_dir}/run.json names the recipe {name!r}, which this installation does not "
+                              f"have (recipes: {', '.join(available_recipes())}); restore run.json")
+    return name
 
 
 def read_inputs(spec: str, run_dir) -> torch.Tensor:
@@ -135,9 +184,15 @@ def read_inputs(spec: str, run_dir) -> torch.Tensor:
         size = (shape[2], shape[1]) if len(shape) == 3 else None
         arrays = []
         for f in files:
-            with Image.open(f) as im:
-                im = im.convert(mode)
-                arrays.append(np.asarray(im.resize(size, Image.BILINEAR) if size else im, dtype=np.uint8))
+            try:
+                with Image.open(f) as im:
+                    im = im.convert(mode)
+                    arrays.append(np.asarray(im.resize(size, Image.BILINEAR) if size else im, dtype=np.uint8))
+            except (OSError, SyntaxError, ValueError) as err:  # PIL: UnidentifiedImageError, truncated files
+                from .rundir import CheckpointError
+
+                raise CheckpointError(f"--data {spec!r}: cannot read the image {f} ({type(err).__name__}: {err}); "
+                                      f"remove or replace it") from None
         x = torch.from_numpy(np.stack(arrays))
         return x[:, None] if x.dim() == 3 else x.permute(0, 3, 1, 2).contiguous()
     if path.suffix == ".npy":
@@ -152,7 +207,7 @@ def _embed(args: argparse.Namespace) -> int:
 
     try:
         info = read_run(args.run_dir)
-        encoder, _ = get_recipe(info["recipe"]).load_encoder(args.run_dir, args.checkpoint)
+        encoder, _ = get_recipe(_recipe_of(args.run_dir)).load_encoder(args.run_dir, args.checkpoint)
         x = read_inputs(args.data, args.run_dir)
         want = tuple(info.get("sample_shape", x.shape[1:]))
         if tuple(x.shape[1:]) != want:
@@ -164,8 +219,8 @@ def _embed(args: argparse.Namespace) -> int:
             raise ValueError(f"--out {args.out!r} must end in .npy")
         out.parent.mkdir(parents=True, exist_ok=True)
         np.save(out, features)
-    except USER_ERRORS as err:
-        return _fail("embed", err, 2)
+    except BaseException as err:  # noqa: BLE001 - guarded() re-raises what is not a user or environment error
+        return guarded("embed", err)
     print(f"wrote {features.shape[0]} embeddings of size {features.shape[1]} to {out}")
     return 0
 

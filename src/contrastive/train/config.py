@@ -102,10 +102,11 @@ def coerce(key: str, typ: type, value: Any) -> Any:
                 return False
             raise ConfigError(f"{key} expects a bool (true or false), got {value!r}")
         try:
-            return typ(text)
+            value = typ(text)
         except ValueError:
             article = "an" if typ is int else "a"
             raise ConfigError(f"{key} expects {article} {typ.__name__}, got {value!r}") from None
+        return _finite(key, value) if typ is float else value
     if typ is bool:
         if isinstance(value, bool):
             return value
@@ -116,13 +117,20 @@ def coerce(key: str, typ: type, value: Any) -> Any:
         raise ConfigError(f"{key} expects an int, got {value!r}")
     if typ is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            return _finite(key, float(value))
         raise ConfigError(f"{key} expects a float, got {value!r}")
     if typ is str:
         if isinstance(value, str):
             return value
         raise ConfigError(f"{key} expects a string, got {value!r}")
     raise ConfigError(f"{key} has an unsupported type {typ!r}")
+
+
+def _finite(key: str, value: float) -> float:
+    """No setting is meaningful at NaN or +-inf (``--loss.temperature=inf`` used to pass)."""
+    if not math.isfinite(value):
+        raise ConfigError(f"{key} must be a finite number, got {value}")
+    return value
 
 
 def apply_overrides(cfg, overrides: Mapping[str, Any]):

@@ -142,6 +142,12 @@ def linear_probe(train_features: torch.Tensor, train_labels: torch.Tensor, test_
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
+    classes = torch.unique(train_labels)
+    if len(classes) < 2:
+        raise ValueError(
+            f"the linear probe needs at least two classes in the training labels, got only class "
+            f"{classes.tolist()}; give the data a second class (a folder data set needs one sub-folder "
+            f"per class) or turn the probe off with --eval.probe=false")
     xtr, xte = train_features.double().numpy(), test_features.double().numpy()
     scaler = StandardScaler().fit(xtr)
     with warnings.catch_warnings():

@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Type
@@ -36,6 +37,7 @@ from torch import nn
 
 from . import checkpoint as C
 from . import dist as D
+from . import rundir as R
 from .optim import WarmupCosine, build_optimizer
 from .runlog import MetricsLog, NonFiniteLossError, Progress, new_run_dir
 from .runtime import eval_config, num_threads, read_run, resolve_device, restore, seed_everything, write_run
@@ -350,23 +352,55 @@ def _all_finite(value: float, dc: D.Context) -> bool:
 
 
 def _fit(task: Task, resume: Optional[str], dc: D.Context) -> Dict[str, Any]:
+    """The run folder's life around :func:`_train`: locked while training (the main process
+    holds ``.lock``), temporary files of a killed write removed at the start, a ``--resume``
+    checked before anything is written, and a fresh folder removed again when the run fails
+    before its first checkpoint."""
+    cfg = task.cfg
+    main = dc.is_main  # rank 0 (or the single process) writes, logs, evaluates and prints
+    created, lock = False, None
+    try:
+        if resume is not None:
+            run_dir = Path(resume)
+            read_run(run_dir)  # a clear error when it is not a run folder, before taking a lock in it
+            lock = R.acquire_lock(run_dir) if main else None
+            changes = R.check_resume(run_dir, cfg, task.name)  # refuses before anything is touched
+        else:
+            changes = []
+            if main:
+                target = Path(cfg.run.root) / (cfg.run.name or task.run_name())
+                reused = cfg.run.overwrite and target.is_dir() and any(target.iterdir())
+                if reused:
+                    R.check_unlocked(target)  # --run.overwrite must not clear a live run's files
+                run_dir = new_run_dir(cfg.run.root, cfg.run.name or task.run_name(), cfg.run.overwrite,
+                                      unique=not cfg.run.name)
+                created = not reused  # only a folder this run made is removed again on failure
+                lock = R.acquire_lock(run_dir)
+            run_dir = Path(D.broadcast(str(run_dir) if main else None, dc))
+        if main:
+            R.clean_tmp(run_dir)
+        return _train(task, resume, dc, run_dir, changes)
+    except BaseException:
+        if created and not (run_dir / "checkpoints" / "last.pt").exists():
+            import shutil
+
+            shutil.rmtree(run_dir, ignore_errors=True)  # a failed start leaves no empty run folder
+        raise
+    finally:
+        R.release_lock(lock)
+
+
+def _train(task: Task, resume: Optional[str], dc: D.Context, run_dir: Path, changes: List[str]) -> Dict[str, Any]:
     cfg = task.cfg
     t_start = time.perf_counter()
-    main = dc.is_main  # rank 0 (or the single process) writes, logs, evaluates and prints
-    if resume is not None:
-        run_dir = Path(resume)
-        if read_run(run_dir)["recipe"] != task.name:
-            raise ValueError(f"{run_dir} is not a {task.name} run; resume it with its own recipe")
-    else:
-        run_dir = new_run_dir(cfg.run.root, cfg.run.name or task.run_name(), cfg.run.overwrite) if main else None
-        run_dir = Path(D.broadcast(str(run_dir) if main else None, dc))
+    main = dc.is_main
     task.dist, task.run_dir, task.resuming = dc, run_dir, resume is not None
     device, model, opt, sched, n_items, bs, steps = _setup(task, dc.world_size)
     device = D.device_for(dc, device)
     D.seed_rank(dc, cfg.run.seed)  # own augmentations per rank; the weights are already the same everywhere
     net = D.wrap(model, dc, _dist_config(cfg), device)  # DDP(model) under torchrun, model itself otherwise
     sampler = D.sampler(n_items, dc, cfg.run.seed, cfg.train.drop_last) if dc.active else None
-    if main:
+    if main and resume is None:
         write_run(run_dir, cfg, task.name, **task.run_info(), **_encoder_info(cfg))
     ckpt_dir = run_dir / "checkpoints"
     use_amp = cfg.train.amp and device.type == "cuda"
@@ -381,14 +415,17 @@ def _fit(task: Task, resume: Optional[str], dc: D.Context) -> Dict[str, Any]:
             state = _state(model, opt, sched, scaler, epoch, step, best, baselines)
             if ranks is not None:
                 state["rng_ranks"] = ranks
+            if "last.pt" in names and (ckpt_dir / "last.pt").exists():
+                os.replace(ckpt_dir / "last.pt", ckpt_dir / "prev.pt")  # kept for a roll back (see below)
             for name in names:
                 C.save_checkpoint(ckpt_dir / name, state)
 
     if resume is not None:
         state = C.load_checkpoint(ckpt_dir / "last.pt", map_location=device)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
+        R.load_model_state(model, state, ckpt_dir / "last.pt")
+        _restore_schedule(opt, sched, state)  # the optimiser's state, this run's settings
+        if main:  # only now, with the checkpoint known to fit, is the run folder changed
+            write_run(run_dir, cfg, task.name, **task.run_info(), **_encoder_info(cfg))
         if scaler is not None and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
         start, step, best, baselines = state["epoch"], state["step"], state["best"], state["baselines"]
@@ -402,7 +439,9 @@ def _fit(task: Task, resume: Optional[str], dc: D.Context) -> Dict[str, Any]:
         log.log({"epoch": 0, **task.initial_record(baselines)})  # the randomly initialised model
         save(["last.pt"], 0)
     if main:
-        what = "resuming" if start else "training"
+        what = "resuming" if resume is not None else "training"
+        if changes:
+            what += f" (changed: {', '.join(changes)})"
         if dc.world_size > 1:
             what += f" ({dc.world_size} processes, global batch {dc.world_size} x {cfg.train.batch_size})"
         line = task.header(what, run_dir, device)
@@ -430,9 +469,15 @@ def _fit(task: Task, resume: Optional[str], dc: D.Context) -> Dict[str, Any]:
                     if not _all_finite(value, dc):
                         shown = value if not torch.isfinite(torch.tensor(value)) else "NaN/Inf on another process"
                         log.log({"epoch": epoch, "event": f"non-finite loss ({shown}) at step {s + 1}"})
+                        good = epoch - 1
+                        if s == 0 and main and (ckpt_dir / "prev.pt").exists():
+                            # the first loss of an epoch is the last checkpoint's own: no learning rate
+                            # can resume from it, so the one before becomes last.pt
+                            os.replace(ckpt_dir / "prev.pt", ckpt_dir / "last.pt")
+                            good = epoch - 2
                         raise NonFiniteLossError(
                             f"the loss became {shown} at epoch {epoch}, step {s + 1}: training stopped. The last "
-                            f"good checkpoint, {ckpt_dir / 'last.pt'} (epoch {epoch - 1}), was kept. {hint}")
+                            f"good checkpoint, {ckpt_dir / 'last.pt'} (epoch {good}), was kept. {hint}")
 
                 opt.zero_grad(set_to_none=True)
                 value = _step(task, net, batch, cfg.train.chunk_size, scaler, amp_dtype if use_amp else None, check)
@@ -461,9 +506,11 @@ def _fit(task: Task, resume: Optional[str], dc: D.Context) -> Dict[str, Any]:
                 record.update(final)
                 progress.write(f"epoch {epoch}: " + ", ".join(f"{k} {v:.4f}" for k, v in final.items()))
             log.log(record)
-            if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+            bad = R.all_finite_state(model, opt)  # weights, BatchNorm statistics, optimiser state
+            if bad is not None:
                 raise NonFiniteLossError(
-                    f"the weights became NaN/Inf during epoch {epoch} (the loss was still finite): training stopped. "
+                    f"the weights became NaN/Inf during epoch {epoch} ({bad}; the loss was still finite): training "
+                    f"stopped. "
                     f"The last good checkpoint, {ckpt_dir / 'last.pt'} (epoch {epoch - 1}), was kept; resume from it "
                     f"with {task.nonfinite_hint}.")
             score = task.score(record, extra) if evaluated else -1.0
@@ -473,11 +520,29 @@ def _fit(task: Task, resume: Optional[str], dc: D.Context) -> Dict[str, Any]:
     finally:
         progress.close()
         log.close()
+    if main:
+        (ckpt_dir / "prev.pt").unlink(missing_ok=True)  # only a run in progress may need to roll back
     if not main:
         return {"run_dir": str(run_dir), "rank": dc.rank}
     if final is None:  # resumed a run that had already finished
         final, extra = task.evaluate(model)
     return _finish(task, run_dir, model, log, baselines, final, extra, time.perf_counter() - t_start)
+
+
+def _restore_schedule(opt, sched, state) -> None:
+    """Load the optimiser's and the scheduler's state, keeping this run's settings: the
+    hyperparameters the optimiser was built with (learning rate, momentum, weight decay) and
+    the schedule (warm-up, length, shape) replace the saved ones, at the saved step. With the
+    settings unchanged this is exactly the saved state."""
+    fresh = [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups]
+    opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    for group, settings in zip(opt.param_groups, fresh):
+        group.update(settings)
+    sched.base_lrs = [g["initial_lr"] for g in opt.param_groups]
+    for group, lr in zip(opt.param_groups, sched.get_lr()):
+        group["lr"] = lr
+    sched._last_lr = [g["lr"] for g in opt.param_groups]
 
 
 def _finish(task: Task, run_dir: Path, model, log, baselines, final, extra, wall) -> Dict[str, Any]:

@@ -23,9 +23,13 @@ class NonFiniteLossError(RuntimeError):
     """The loss became NaN or Inf; training stopped and the last good checkpoint was kept."""
 
 
-def new_run_dir(root, name: str, overwrite: bool = False) -> Path:
-    """``root/name``, or ``root/name-2``, ``-3``, ... when that exists and is not empty; created.
-    With ``overwrite``, ``root/name`` is reused and the files of the earlier run are removed.
+def new_run_dir(root, name: str, overwrite: bool = False, unique: bool = True) -> Path:
+    """``root/name``, created. When it exists and is not empty: with ``overwrite`` the files of
+    the earlier run are removed and the folder reused; else with ``unique`` (a default name)
+    ``root/name-2``, ``-3``, ... is used; else (a name the user chose) it is refused.
+
+    Raises:
+        RunFolderError: ``root/name`` holds a run and neither ``overwrite`` nor ``unique``.
 
     Examples:
         >>> import tempfile
@@ -35,10 +39,16 @@ def new_run_dir(root, name: str, overwrite: bool = False) -> Path:
         >>> new_run_dir(root, "x").name
         'x-2'
     """
+    from .rundir import RunFolderError
+
     if not name:
         raise ValueError("name must be a non-empty folder name")
     root = Path(root)
     path, k = root / name, 1
+    if not overwrite and not unique and path.exists() and any(path.iterdir()):
+        raise RunFolderError(
+            f"{path} already holds a run; continue it with --resume {path}, replace it with "
+            f"--run.overwrite=true, or choose another --run.name")
     while not overwrite and path.exists() and any(path.iterdir()):
         k += 1
         path = root / f"{name}-{k}"
@@ -58,7 +68,7 @@ def _clear_run_files(path: Path) -> None:
 
     for name in RUN_FILES:
         (path / name).unlink(missing_ok=True)
-    for name in ("checkpoints", "tensorboard"):
+    for name in ("checkpoints", "tensorboard"):  # (a live run's .lock stays: it is checked first)
         shutil.rmtree(path / name, ignore_errors=True)
 
 

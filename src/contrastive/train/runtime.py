@@ -130,7 +130,19 @@ def read_run(run_dir) -> Dict[str, Any]:
             f"{str(run_dir)!r} is not a run directory (no run.json); pass a folder made by `contrastive train`, "
             f"e.g. runs/simclr-digits"
         )
-    return json.loads(path.read_text())
+    try:
+        info = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        from .rundir import CheckpointError
+
+        raise CheckpointError(f"{path} is not valid JSON ({err}); the run folder is damaged: restore run.json "
+                              f"(it names the recipe, e.g. {{\"recipe\": \"simclr\"}}) or start the run again") from None
+    if not isinstance(info, dict) or not isinstance(info.get("recipe"), str):
+        from .rundir import CheckpointError
+
+        raise CheckpointError(f"{path} does not name a recipe (expected {{\"recipe\": ...}}); the run folder is "
+                              f"damaged: restore run.json or start the run again")
+    return info
 
 
 def load_run_config(run_dir, config_cls):
@@ -156,9 +168,17 @@ def restore(model: torch.nn.Module, run_dir, checkpoint: str, device):
     loading, i.e. its initialisation, and the checkpoint dict)."""
     from .checkpoint import load_checkpoint
 
+    from .rundir import CheckpointError, all_finite_state, load_model_state
+
     init = {k: v.clone() for k, v in model.state_dict().items()}
-    state = load_checkpoint(Path(run_dir) / "checkpoints" / f"{checkpoint}.pt", map_location=device)
-    model.load_state_dict(state["model"])
+    path = Path(run_dir) / "checkpoints" / f"{checkpoint}.pt"
+    state = load_checkpoint(path, map_location=device)
+    load_model_state(model, state, path)
+    bad = all_finite_state(model)
+    if bad is not None:  # evaluating it would report chance accuracy as if it were a result
+        raise CheckpointError(f"{path} holds NaN/Inf (its {bad}): it was saved by a diverged run; evaluate "
+                              f"the other checkpoint (--checkpoint {'last' if checkpoint == 'best' else 'best'}) "
+                              f"or resume the run with a lower optim.lr")
     return init, state
 
 
