@@ -33,6 +33,10 @@ def naive_supcon(z, labels, tau, normalize=True):
     return torch.where(n_pos > 0, rows, torch.zeros_like(rows)), int((n_pos > 0).sum())
 
 
+def _mean(rows, n):
+    return rows.sum() / n
+
+
 def _masked_lse(S, drop):
     return torch.logsumexp(S.masked_fill(drop, float("-inf")), 1)
 
@@ -195,7 +199,7 @@ def bad_input_case(rank, world):
     """Bad input on rank 1 raises there and DistributedError naming rank 1 elsewhere; a setting that
     differs across ranks is rejected on every rank; the group still works afterwards."""
     errors = {}
-    z = torch.randn(4, 3, dtype=torch.float64)
+    z = torch.randn(4, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)   # the same on every rank
     calls = {
         "float labels": (lambda: cd.supcon_loss(z, torch.zeros(4) if rank == 1 else torch.zeros(4, dtype=torch.long)),
                          "labels must hold integers"),
@@ -232,6 +236,60 @@ def bad_input_case(rank, world):
     return errors
 
 
+class _Towers(torch.nn.Module):
+    """Two linear towers with a learnable temperature and bias, as SigLIP trains them."""
+
+    def __init__(self):
+        super().__init__()
+        self.f = torch.nn.Linear(6, 5, dtype=torch.float64)
+        self.g = torch.nn.Linear(6, 5, dtype=torch.float64)
+        self.log_t = torch.nn.Parameter(torch.tensor(-1.0, dtype=torch.float64))
+        self.bias = torch.nn.Parameter(torch.tensor(-3.0, dtype=torch.float64))
+
+    def forward(self, x, y):
+        return self.f(x), self.g(y), self.log_t.exp(), self.bias
+
+
+def ddp_and_float32_case(rank, world):
+    """After DDP averages gradients, every parameter's .grad is the full-batch one (default
+    gradient='ddp'); float32 inputs agree with float64 to 1e-5 and half precision returns its dtype."""
+    from torch.nn.parallel import DistributedDataParallel as DDP
+    errors, sizes = {}, [3, 5] if world == 2 else [2, 0, 4]
+    torch.manual_seed(0)
+    ref_model, model = _Towers(), DDP(_Towers())
+    model.module.load_state_dict(ref_model.state_dict())
+    g = torch.Generator().manual_seed(11)
+    B = sum(sizes)
+    X, Y = torch.randn(B, 6, generator=g, dtype=torch.float64), torch.randn(B, 6, generator=g, dtype=torch.float64)
+    labels = torch.randint(0, 3, (B,), generator=g)
+    s = _slices(sizes)[rank]
+    losses = {
+        "siglip": (lambda a, b, t, c: cd.siglip_loss(a, b, t, c),
+                   lambda a, b, t, c: naive_siglip(a, b, t, c).mean()),
+        "supcon": (lambda a, b, t, c: cd.supcon_loss(a + b, labels[s], t) + 0 * c,
+                   lambda a, b, t, c: _mean(*naive_supcon(a + b, labels, t)) + 0 * c),
+        "retrieval": (lambda a, b, t, c: cd.retrieval_loss(a, b, None, t, reduction="none").sum() / B + 0 * c,
+                      lambda a, b, t, c: naive_retrieval(a, b, None, t).mean() + 0 * c),
+    }
+    for name, (dist_fn, ref_fn) in losses.items():
+        ref_model.zero_grad()
+        model.zero_grad()
+        ref_fn(*ref_model(X, Y)).backward()
+        dist_fn(*model(X[s], Y[s])).backward()
+        for (pname, p), q in zip(model.module.named_parameters(), ref_model.parameters()):
+            errors[f"ddp/{name}/{pname}"] = _err(p.grad, q.grad)
+    for name, call in [("supcon", lambda a, b: cd.supcon_loss(a, labels[s])),
+                       ("retrieval", lambda a, b: cd.retrieval_loss(a, b, symmetric=True)),
+                       ("siglip", lambda a, b: cd.siglip_loss(a, b))]:
+        ref = {"supcon": lambda: _mean(*naive_supcon(X, labels, 0.1)),
+               "retrieval": lambda: naive_retrieval(X, Y, None, 0.05, True).mean(),
+               "siglip": lambda: naive_siglip(X, Y, 0.1, -10.0).mean()}[name]()
+        errors[f"float32/{name}"] = max(0.0, _err(call(X[s].float(), Y[s].float()), ref) - 1e-5)
+        out = call(X[s].bfloat16(), Y[s].bfloat16())
+        errors[f"bfloat16/{name}"] = max(0.0, _err(out.double(), ref) - 2e-2) + (out.dtype != torch.bfloat16)
+    return errors
+
+
 # ----------------------------------------------------------------------------- tests
 pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
 
@@ -242,6 +300,11 @@ def test_losses_and_gradients_equal_one_process(world):
     empty per-rank batches, all reductions, both shift paths, exact and DDP-scaled gradients,
     learnable temperature and bias: equal to naive autograd of the global batch, float64."""
     check_all_ok(spawn(world, exactness_case), world)
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_ddp_parameter_gradients_and_low_precision(world):
+    check_all_ok(spawn(world, ddp_and_float32_case), world)
 
 
 def test_distributed_equals_single_process_functions():
