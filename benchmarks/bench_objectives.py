@@ -30,7 +30,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench_info_nce as base  # noqa: E402  (the worker's timing loop, the subprocess runner)
+import bench_info_nce as base  # (the worker's timing loop, the subprocess runner)
 
 RESULTS = base.RESULTS
 TAU = {"supcon": 0.1, "retrieval": 0.05, "siglip": 0.1, "dcl": 0.1}
@@ -46,7 +46,7 @@ def _open_clip_siglip():
     spec = importlib.util.find_spec("open_clip")
     if spec is None or not spec.submodule_search_locations:
         raise ImportError("open_clip_torch is not installed (pip install --no-deps open_clip_torch)")
-    path = Path(list(spec.submodule_search_locations)[0]) / "loss.py"
+    path = Path(next(iter(spec.submodule_search_locations))) / "loss.py"
     mod_spec = importlib.util.spec_from_file_location("_open_clip_loss", path)
     mod = importlib.util.module_from_spec(mod_spec)
     mod_spec.loader.exec_module(mod)
@@ -159,8 +159,7 @@ def plan(a) -> list:
     out = []
     for obj in a.objectives:
         for n in sizes:
-            out += [(obj, p, n, d) for p in ["contrastive", "naive"] + third[obj]
-                    ]
+            out += [(obj, p, n, d) for p in ["contrastive", "naive", *third[obj]]]
         if not a.quick:
             out += [(obj, "contrastive", 65536, d)] + ([(obj, "nt_xent", 65536, d)] if obj == "supcon" else [])
     return out

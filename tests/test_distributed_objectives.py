@@ -202,7 +202,7 @@ def bad_input_case(rank, world):
     z = torch.randn(4, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)   # the same on every rank
     calls = {
         "float labels": (lambda: cd.supcon_loss(z, torch.zeros(4) if rank == 1 else torch.zeros(4, dtype=torch.long)),
-                         "labels must hold integers"),
+                         "labels must hold integer"),
         "labels shape": (lambda: cd.supcon_loss(z, torch.zeros(3 if rank == 1 else 4, dtype=torch.long)),
                          "labels must have shape (4,)"),
         "K = 0": (lambda: cd.retrieval_loss(z, z, torch.randn(4, 0 if rank == 1 else 2, 3, dtype=torch.float64)),

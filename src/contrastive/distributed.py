@@ -46,7 +46,6 @@ True
 """
 from __future__ import annotations
 
-import math
 import zlib
 from typing import Optional
 
@@ -56,8 +55,10 @@ import torch.distributed as dist
 from . import _validation as V
 from . import functional as F
 from .functional import Temperature, _check_temperature_device
+from .objectives import _check_ids, _check_param
 from .ops.collectives import DistributedError, exchange, gather_rows
-from .ops.dist_objectives import DistObjectiveFn, ObjConfig, RetrievalRows, SigLIPRows, SupConRows
+from .ops.dist_objectives import RowConfig, dist_build, global_loss
+from .ops.engine import EngineFn
 from .ops.info_nce_dist import DistClipFn, DistConfig, DistInfoNCEFn, GatherWithGradFn
 from .ops.tiles import check_block_size
 
@@ -392,20 +393,6 @@ def clip_loss(
 
 
 # ----------------------------------------------------------------------------- issue 11's objectives
-def _int_vector(name: str, x, n: int, ref: torch.Tensor) -> torch.Tensor:
-    """An integer tensor of shape (n,) on ref's device (labels, ids); returned as int64."""
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of integers, got {type(x).__name__}; "
-                        f"wrap it with torch.as_tensor({name})")
-    if x.dtype.is_floating_point or x.dtype.is_complex or x.dtype == torch.bool:
-        raise TypeError(f"{name} must hold integers (e.g. torch.int64), got {x.dtype}; convert it with {name}.long()")
-    if tuple(x.shape) != (n,):
-        raise ValueError(f"{name} must have shape ({n},), one entry per row, got {tuple(x.shape)}")
-    if x.device != ref.device:
-        raise ValueError(f"{name} is on {x.device} and the embeddings on {ref.device}; move both to one device")
-    return x.long()
-
-
 def _embeddings(op, named, normalize, check_finite):
     """Check the (name, tensor) embeddings of one rank: floating, one dtype and device, finite,
     nonzero rows when normalising (a rank may hold 0 rows)."""
@@ -426,25 +413,27 @@ def _embeddings(op, named, normalize, check_finite):
 
 def _objective_loss(op, state, gradient, block_size, reduction, normalize, temperature, bias,
                     inputs, validate, n_counts, setting_names, build):
-    """The shared driver: validate on every rank (``validate()`` returns the local row counts
-    and the setting values), agree, then ``build(cfg_kwargs, sizes)`` makes the objective
-    (gathering labels / ids) and DistObjectiveFn runs it."""
+    """The driver of the objectives on the engine contract: validate on every rank
+    (``validate()`` returns the local row counts and the setting values; it may fill in
+    ``inputs``), agree, then ``build(cfg, sizes)`` returns the engine's build (it may gather
+    labels or ids), :class:`~contrastive.ops.engine.EngineFn` runs it and the loss value is
+    all-reduced."""
     group, rank, world = state
     err, counts, settings, t_value, b_value = None, None, None, 0.0, 0.0
+    x0 = inputs[0]
     try:
         _check_gradient(gradient)
         check_block_size(block_size, 1, torch.device("cpu"))                     # validate here, size later
         V.check_reduction(reduction)
-        temperature = _check_temperature_device(V.check_temperature(temperature), inputs[0])
+        counts, settings = validate()
+        temperature = _check_param("temperature", temperature, x0, True)
         t_value = float(temperature.detach() if isinstance(temperature, torch.Tensor) else temperature)
         if bias is not None:
-            bias = _check_bias(bias, inputs[0])
+            bias = _check_param("bias", bias, x0, False)
             b_value = float(bias.detach() if isinstance(bias, torch.Tensor) else bias)
-        counts, settings = validate()
     except (TypeError, ValueError) as e:
         err = e
     ok = err is None
-    x0 = inputs[0]
     want_grad = torch.is_grad_enabled() and any(
         isinstance(x, torch.Tensor) and x.requires_grad for x in list(inputs) + [temperature, bias])
     checks = [
@@ -461,28 +450,12 @@ def _objective_loss(op, state, gradient, block_size, reduction, normalize, tempe
     if sum(sizes[0]) == 0:
         raise ValueError(f"contrastive.distributed.{op}: the global batch is empty (every rank passed 0 rows)")
     cfg = dict(op=op, group=group, rank=rank, sizes=sizes[0], scale=float(world) if gradient == "ddp" else 1.0,
-               reduction=reduction, bs=check_block_size(block_size, max(sum(s) for s in sizes), x0.device),
-               want_grad=want_grad, normalize=bool(normalize))
-    obj = build(cfg, sizes)
-    return DistObjectiveFn.apply(obj, temperature, bias, *inputs).to(x0.dtype)
-
-
-def _check_bias(bias, ref):
-    if isinstance(bias, torch.Tensor):
-        if bias.numel() != 1 or not bias.dtype.is_floating_point:
-            raise ValueError(f"bias must be a float or a floating scalar tensor, got {bias.dtype} of shape "
-                             f"{tuple(bias.shape)}")
-        if bias.device != ref.device:
-            raise ValueError(f"bias is on {bias.device} and the embeddings on {ref.device}; move it to {ref.device}")
-        value = float(bias.detach())
-        bias = bias.reshape(())
-    elif isinstance(bias, (int, float)) and not isinstance(bias, bool):
-        value = float(bias)
-    else:
-        raise TypeError(f"bias must be a float or a scalar tensor, got {type(bias).__name__}")
-    if not math.isfinite(value):
-        raise ValueError(f"bias must be finite, got {value}; SigLIP initialises it at -10")
-    return bias
+               bs=check_block_size(block_size, max(sum(s) for s in sizes), x0.device))
+    engine_build, row_cfg = build(cfg, sizes)
+    out = EngineFn.apply(engine_build, bool(normalize), reduction, want_grad, temperature, bias, *inputs)
+    if reduction != "none":
+        out = global_loss(row_cfg, out)
+    return out.to(x0.dtype)
 
 
 def supcon_loss(
@@ -546,8 +519,8 @@ def supcon_loss(
         >>> import torch
         >>> from contrastive.distributed import supcon_loss
         >>> z = torch.eye(4)
-        >>> round(supcon_loss(z, torch.tensor([0, 0, 1, 1]), temperature=1.0).item(), 4)
-        0.5514
+        >>> round(supcon_loss(z, torch.tensor([0, 0, 1, 1]), temperature=1.0).item(), 4)   # log 3
+        1.0986
     """
     state = _group(process_group, "supcon_loss")
     if state is None:
@@ -558,13 +531,14 @@ def supcon_loss(
 
     def validate():
         _rows("z", z)
-        local["labels"] = _int_vector("labels", labels, z.shape[0], z)
+        local["labels"] = _check_ids("labels", labels, z.shape[0], z, "class labels")
         _embeddings("supcon_loss", [("z", z)], normalize, check_finite)
         return [z.shape[0]], []
 
     def build(cfg, sizes):
         y = gather_rows("supcon_loss", local["labels"], sizes[0], cfg["group"])   # (N,) global labels
-        return SupConRows(ObjConfig(**cfg), y)
+        rc = RowConfig(**cfg)
+        return dist_build("supcon", rc, y), rc
 
     return _objective_loss("supcon_loss", state, gradient, block_size, reduction, normalize, temperature,
                            None, [z], validate, 1, [], build)
@@ -639,8 +613,8 @@ def retrieval_loss(
         >>> import torch
         >>> from contrastive.distributed import retrieval_loss
         >>> a = torch.eye(3)
-        >>> round(retrieval_loss(a, a, a[:, None] * -1, temperature=1.0).item(), 4)
-        0.8132
+        >>> round(retrieval_loss(a, a, -a[:, None], temperature=1.0).item(), 4)   # log(e + 4 + 1/e) - 1
+        0.9581
     """
     state = _group(process_group, "retrieval_loss")
     if state is None:
@@ -676,7 +650,7 @@ def retrieval_loss(
                 M = negatives.shape[0]
             named.append(("negatives", negatives))
         if positive_ids is not None:
-            local["ids"] = _int_vector("positive_ids", positive_ids, anchors.shape[0], anchors)
+            local["ids"] = _check_ids("positive_ids", positive_ids, anchors.shape[0], anchors, "ids")
         _embeddings("retrieval_loss", named, normalize, check_finite)
         neg_grad = negatives is not None and negatives.requires_grad and torch.is_grad_enabled()
         return [anchors.shape[0], M], [bool(symmetric), kind, K, neg_grad, positive_ids is not None]
@@ -686,11 +660,15 @@ def retrieval_loss(
         if positive_ids is not None:
             ids = gather_rows("retrieval_loss", local["ids"], sizes[0], cfg["group"])   # (B,) global ids
         K = negatives.shape[1] if kind == 1 else 0
-        oc = ObjConfig(**cfg, symmetric=bool(symmetric), neg_sizes=sizes[1] if kind else None,
+        rc = RowConfig(**cfg, symmetric=bool(symmetric), neg_sizes=sizes[1] if kind else None,
                        neg_per_anchor=K, neg_grad=bool(kind and negatives.requires_grad and torch.is_grad_enabled()))
-        return RetrievalRows(oc, ids)
+        return dist_build("retrieval", rc, ids), rc
 
-    inputs = [anchors, positives] + ([negatives] if negatives is not None else [])
+    inputs = [anchors, positives, None]
+    if kind == 1 and isinstance(anchors, torch.Tensor) and negatives.shape[0] == anchors.shape[0]:
+        inputs[2] = negatives.reshape(-1, negatives.shape[-1])                   # (B_r K, d), anchor-major
+    elif kind == 2:
+        inputs[2] = negatives
     return _objective_loss("retrieval_loss", state, gradient, block_size, reduction, normalize, temperature,
                            None, inputs, validate, 2,
                            ["symmetric", "negatives' form (0 none, 1 (B, K, d), 2 (M, d))",
@@ -749,8 +727,9 @@ def siglip_loss(
     Examples:
         >>> import torch
         >>> from contrastive.distributed import siglip_loss
-        >>> round(siglip_loss(torch.eye(3), torch.eye(3), temperature=1.0, bias=0.0).item(), 4)
-        1.6265
+        >>> a = torch.eye(3)                 # one process: contrastive.siglip_loss
+        >>> round(siglip_loss(a, a, temperature=1.0, bias=0.0).item(), 4)   # softplus(-1) + 2 softplus(0)
+        1.6996
     """
     state = _group(process_group, "siglip_loss")
     if state is None:
@@ -766,4 +745,9 @@ def siglip_loss(
         return [a.shape[0]], []
 
     return _objective_loss("siglip_loss", state, gradient, block_size, reduction, normalize, temperature,
-                           bias, [a, b], validate, 1, [], lambda cfg, sizes: SigLIPRows(ObjConfig(**cfg)))
+                           bias, [a, b], validate, 1, [], _siglip_build)
+
+
+def _siglip_build(cfg, sizes):
+    rc = RowConfig(**cfg)
+    return dist_build("siglip", rc), rc
