@@ -294,21 +294,19 @@ def ddp_and_float32_case(rank, world):
 pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
 
 
+def all_cases(rank, world):
+    """One spawned job runs every battery (spawning costs seconds, the checks milliseconds)."""
+    return {**exactness_case(rank, world), **ddp_and_float32_case(rank, world),
+            **single_process_case(rank, world)}
+
+
 @pytest.mark.parametrize("world", [2, 3])
 def test_losses_and_gradients_equal_one_process(world):
     """SupCon, retrieval (per-anchor and shared negatives, ids, symmetric) and SigLIP on uneven and
     empty per-rank batches, all reductions, both shift paths, exact and DDP-scaled gradients,
-    learnable temperature and bias: equal to naive autograd of the global batch, float64."""
-    check_all_ok(spawn(world, exactness_case), world)
-
-
-@pytest.mark.parametrize("world", [2, 3])
-def test_ddp_parameter_gradients_and_low_precision(world):
-    check_all_ok(spawn(world, ddp_and_float32_case), world)
-
-
-def test_distributed_equals_single_process_functions():
-    check_all_ok(spawn(3, single_process_case), 3)
+    learnable temperature and bias: equal to naive autograd of the global batch, float64, and to
+    contrastive's single-process functions; DDP parameter gradients; float32 and bfloat16."""
+    check_all_ok(spawn(world, all_cases), world)
 
 
 def test_bad_input_on_one_rank_raises_everywhere():

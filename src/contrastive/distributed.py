@@ -1,5 +1,9 @@
 r"""Exact contrastive losses over the global batch of a ``torch.distributed`` job.
 
+The same contract holds for :func:`supcon_loss`, :func:`retrieval_loss` and
+:func:`siglip_loss` (labels and ids gathered with the embeddings; see
+:mod:`contrastive.ops.dist_objectives`), described below for :func:`info_nce`.
+
 **Global batch.** Rank ``r`` (of ``W``) holds ``B_r`` pairs; the global batch is the
 concatenation in rank order, ``z1 = cat_r z1_r`` and ``z2 = cat_r z2_r`` (``B = sum_r B_r``
 pairs, ``N = 2B`` rows). Per-rank sizes may differ. The single-process reference is
@@ -493,7 +497,7 @@ def supcon_loss(
     one-process engine's ``4 N^2 d``, which uses the symmetry of ``Z Z^T``); the positive
     terms are class sums, ``O(N d)``. Memory per rank ``O(N d + block_size^2)``;
     communication: one all-gather of ``(N, d)`` and of the labels, one reduce-scatter of
-    ``(N, d)``, three scalars.
+    ``(N, d)``, two scalar all-reduces (the loss, the temperature gradient).
 
     Args:
         z: this rank's embeddings, all views stacked (may have 0 rows on some ranks).
@@ -582,11 +586,14 @@ def retrieval_loss(
 
     **Cost.** Rank ``r`` computes its ``B_r`` anchors against all ``C = B (1 + K)`` (or
     ``B + M``) candidates, ``6 B_r C d`` flops (``4`` of the ``6`` for the negatives'
-    columns when they need no gradient), plus ``6 B_r B d`` for the symmetric direction:
-    over all ranks the one-process flops, with no redundant tile. Memory per rank
-    ``O((B + C) d + block_size^2)``, the id masks computed per tile from the ``(B,)`` ids;
-    communication: one all-gather of ``(B, (2 + K) d)`` (plus ``(M, d)`` for shared
-    negatives), the same reduce-scatter, three scalars.
+    columns when they need no gradient); the symmetric direction's column softmax comes out
+    of the same tiles (its normalisers are per-rank partial sums, combined). Over all ranks
+    that is the one-process count, with no redundant tile. Memory per rank
+    ``O(C d + block_size^2)``, the id masks computed per tile from the ``(B,)`` ids;
+    communication: one all-gather of the candidates ``(B, (1 + K) d)`` (plus ``(M, d)`` for
+    shared negatives) and of the ids, the same reduce-scatter, two scalar all-reduces, and
+    for ``symmetric`` an all-gather of ``(W, B)`` partial log-sum-exps and of the ``(B,)``
+    weights.
 
     Args:
         anchors: this rank's queries (may have 0 rows on some ranks).
@@ -705,7 +712,7 @@ def siglip_loss(
 
     **Cost.** ``6 B_r B d`` flops per rank (``6 B^2 d`` in all, the one-process count), two
     exponential-type maps per entry; memory ``O(B d + block_size^2)``; communication one
-    all-gather and one reduce-scatter of ``(B, 2d)`` / ``(B, d)`` and three scalars.
+    all-gather and one reduce-scatter of ``b``, ``(B, d)``, and two all-reduces of scalars.
 
     Args:
         a: this rank's first-tower embeddings (may have 0 rows on some ranks).
