@@ -19,7 +19,7 @@ from .ops.engine import run as run_engine
 from .ops.info_nce import info_nce_objective
 from .ops.info_nce_dense import DenseInfoNCEFn
 from .ops.tiles import check_block_size
-from .ops.triton_glue import TritonClipFn, TritonInfoNCEFn
+from .ops.triton_glue import triton_clip_objective, triton_info_nce_objective
 from .objectives import retrieval_loss, siglip_loss, supcon_loss  # noqa: F401  (re-exported)
 
 __all__ = [
@@ -249,14 +249,10 @@ def nt_xent(
         per_row = DenseInfoNCEFn.apply(z, temperature, bool(exclude_self), bool(normalize))
         return _reduce(per_row, reduction, z.dtype)
     if backend == "triton":
-        want_grad = torch.is_grad_enabled() and (
-            z.requires_grad or (isinstance(temperature, torch.Tensor) and temperature.requires_grad)
-        )
-        out = TritonInfoNCEFn.apply(z, temperature, bool(exclude_self), bool(normalize), reduction,
-                                    block_size, want_grad)
-        return out.to(z.dtype)
-    bs = check_block_size(block_size, z.shape[0], z.device)
-    build = info_nce_objective(bool(exclude_self), bool(decoupled), bs)
+        build = triton_info_nce_objective(bool(exclude_self), block_size, z.dtype)
+    else:
+        bs = check_block_size(block_size, z.shape[0], z.device)
+        build = info_nce_objective(bool(exclude_self), bool(decoupled), bs)
     return run_engine(build, [z], temperature, normalize=normalize, reduction=reduction)
 
 
@@ -428,14 +424,10 @@ def clip_loss(
     if backend == "dense":
         return _reduce(_dense_clip(a, b, temperature, normalize), reduction, a.dtype)
     if backend == "triton":
-        want_grad = torch.is_grad_enabled() and (
-            a.requires_grad or b.requires_grad
-            or (isinstance(temperature, torch.Tensor) and temperature.requires_grad)
-        )
-        out = TritonClipFn.apply(a, b, temperature, bool(normalize), reduction, block_size, want_grad)
-        return out.to(a.dtype)
-    bs = check_block_size(block_size, a.shape[0], a.device)
-    return run_engine(clip_objective(bs), [a, b], temperature, normalize=normalize, reduction=reduction)
+        build = triton_clip_objective(block_size, a.dtype)
+    else:
+        build = clip_objective(check_block_size(block_size, a.shape[0], a.device))
+    return run_engine(build, [a, b], temperature, normalize=normalize, reduction=reduction)
 
 
 def cosine_similarity(
