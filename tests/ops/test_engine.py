@@ -122,3 +122,18 @@ def test_clip_module_learns_temperature():
     out.backward()
     assert crit.logit_scale.grad is not None and a.grad is not None
     torch.testing.assert_close(out.detach(), C.clip_loss(a.detach(), b, 0.07))
+
+
+def test_auto_takes_the_torch_engine_for_objectives_without_a_kernel(monkeypatch):
+    """Simulate CUDA tensors with Triton installed: 'auto' would resolve to 'triton'. Objectives
+    without a kernel (DCL, SupCon, retrieval, SigLIP) must still run the torch engine."""
+    import contrastive.kernels.dispatch as dispatch
+
+    monkeypatch.setattr(dispatch, "choose_backend", lambda backend, *t: "triton" if backend == "auto" else backend)
+    z1, z2 = torch.randn(4, 3, dtype=torch.float64), torch.randn(4, 3, dtype=torch.float64)
+    want = naive_dcl(z1, z2, 0.5)
+    torch.testing.assert_close(C.info_nce(z1, z2, decoupled=True), want, rtol=1e-12, atol=0)
+    y = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
+    assert torch.isfinite(C.supcon_loss(torch.cat([z1, z2]), y))
+    assert torch.isfinite(C.retrieval_loss(z1, z2, None))
+    assert torch.isfinite(C.siglip_loss(z1, z2))

@@ -31,15 +31,15 @@ def test_engine_equals_naive_float64(B, bs, temperature, bias):
     b = torch.randn(B, 4, generator=g, dtype=torch.float64)
     t = torch.tensor(temperature, dtype=torch.float64)
     c = torch.tensor(bias, dtype=torch.float64)
-    fast = lambda a_, b_, t_, c_, r: C.siglip_loss(a_, b_, t_, c_, reduction=r, block_size=bs)  # noqa: E731
+    fast = lambda a_, b_, t_, c_, r: C.siglip_loss(a_, b_, t_, c_, reduction=r, block_size=bs)
     assert_matches(fast, naive_siglip, [a, b], [t, c])
 
 
 def test_float_parameters_and_b_without_grad():
     g = torch.Generator().manual_seed(0)
     a, b = torch.randn(6, 3, generator=g, dtype=torch.float64), torch.randn(6, 3, generator=g, dtype=torch.float64)
-    fast = lambda a_, b_, r: C.siglip_loss(a_, b_.detach(), 0.2, -3.0, reduction=r, block_size=4)  # noqa: E731
-    naive = lambda a_, b_, r: naive_siglip(a_, b_.detach(), 0.2, -3.0, r)  # noqa: E731
+    fast = lambda a_, b_, r: C.siglip_loss(a_, b_.detach(), 0.2, -3.0, reduction=r, block_size=4)
+    naive = lambda a_, b_, r: naive_siglip(a_, b_.detach(), 0.2, -3.0, r)
     assert_matches(fast, naive, [a, b], [])
 
 

@@ -43,8 +43,8 @@ def test_engine_equals_naive_float64(N, bs, temperature):
     z = torch.randn(N, 4, generator=g, dtype=torch.float64)
     y = labels_for(N, N + bs)
     t = torch.tensor(temperature, dtype=torch.float64)
-    fast = lambda z_, t_, r: C.supcon_loss(z_, y, t_, reduction=r, block_size=bs)  # noqa: E731
-    naive = lambda z_, t_, r: naive_supcon(z_, y, t_, r)  # noqa: E731
+    fast = lambda z_, t_, r: C.supcon_loss(z_, y, t_, reduction=r, block_size=bs)
+    naive = lambda z_, t_, r: naive_supcon(z_, y, t_, r)
     assert_matches(fast, naive, [z], [t])
 
 

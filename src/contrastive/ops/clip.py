@@ -14,7 +14,7 @@ from typing import List, Optional, Sequence
 
 import torch
 
-from .engine import Build, Grads, Objective
+from .engine import Build, Grads, Objective, present
 from .rect_tiles import rect_grad, rect_lse
 from .tiles import TileMask, use_fixed_shift
 
@@ -31,7 +31,7 @@ class ClipObjective(Objective):
     """Two-tower loss of a (N, d), b (N, d)."""
 
     def __init__(self, zs: List[Optional[torch.Tensor]], inv_t: float, bias, needs: Sequence[bool], bs: int):
-        self.a, self.b = zs[0], zs[1]                                 # (N, d) each
+        self.a, self.b = present(zs[0]), present(zs[1])               # (N, d) each
         self.n = self.a.shape[0]
         self.inv_t, self.bs, self.needs = inv_t, bs, needs
         self.c = shift_bound(inv_t, [self.a], [self.b])
@@ -41,13 +41,14 @@ class ClipObjective(Objective):
 
     def losses(self) -> torch.Tensor:
         diag = self.inv_t * (self.a * self.b).sum(1)                 # S_ii
-        return 0.5 * (self.lse_r - diag) + 0.5 * (self.lse_c - diag)
+        return 0.5 * (self.lse_r - diag) + 0.5 * (present(self.lse_c) - diag)
 
     def grad(self, w: torch.Tensor) -> Grads:
         a, b, inv_t = self.a, self.b, self.inv_t
         half = 0.5 * w
-        ga, gb = rect_grad(a, b, inv_t, self.c, self.mask, self.bs, self.fixed, self.lse_r, half,
-                           self.lse_c, half, need_y=True)
+        ga, gb_ = rect_grad(a, b, inv_t, self.c, self.mask, self.bs, self.fixed, self.lse_r, half,
+                            self.lse_c, half, need_y=True)
+        gb = present(gb_)
         ga.sub_(w[:, None] * b)                                       # positives on the diagonal
         gb.sub_(w[:, None] * a)
         ga.mul_(inv_t)

@@ -55,13 +55,20 @@ class Objective:
         return like.new_full((self.n,), 1.0 / self.n)
 
 
+def present(x: Optional[torch.Tensor]) -> torch.Tensor:
+    """The tensor an objective requires at this input position (``None`` is a caller bug)."""
+    if x is None:
+        raise ValueError("this objective needs a tensor at this input, got None")
+    return x
+
+
 Build = Callable[[List[Optional[torch.Tensor]], float, Optional[float], Sequence[bool]], Objective]
 
 
-def _finish(obj: Objective, w: torch.Tensor, grads: Grads, zs, norms, inv_t: float, needs):
+def _finish(grads: Grads, zs, norms, inv_t: float, needs):
     """Chain the normalisation, turn d/d(inv_t) into d/d(tau)."""
     gs, d_inv, d_bias = grads
-    out = []
+    out: List[Optional[torch.Tensor]] = []
     for g, z, n, need in zip(gs, zs, norms, needs):
         if g is None or not need:
             out.append(None)
@@ -80,7 +87,7 @@ class EngineFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, build: Build, normalize: bool, reduction: str, want_grad: bool,
                 temperature: Union[float, torch.Tensor], bias, *inputs: Optional[torch.Tensor]):
-        ct = compute_dtype(inputs[0].dtype)
+        ct = compute_dtype(present(inputs[0]).dtype)
         zs: List[Optional[torch.Tensor]] = []
         norms: List[Optional[torch.Tensor]] = []
         for x in inputs:
@@ -92,7 +99,7 @@ class EngineFn(torch.autograd.Function):
             z, n = normalize_rows(x) if normalize else (x, None)       # (n, d), (n, 2)
             zs.append(z)
             norms.append(n)
-        inv_t = 1.0 / scalar(temperature)
+        inv_t = 1.0 / float(scalar(temperature))   # type: ignore[arg-type]
         needs = tuple(ctx.needs_input_grad[6:])
         obj = build(zs, inv_t, scalar(bias), needs)
         ctx.meta = (reduction, inv_t, [None if x is None else x.dtype for x in inputs],
@@ -104,7 +111,7 @@ class EngineFn(torch.autograd.Function):
         w = obj.mean_weights(ref) if reduction == "mean" else ref.new_ones(obj.n)
         if want_grad:
             losses, grads = obj.losses_and_grad(w)
-            ctx.grads = _finish(obj, w, grads, zs, norms, inv_t, needs)
+            ctx.grads = _finish(grads, zs, norms, inv_t, needs)
         else:
             losses = obj.losses()
         return (w * losses).sum()                                      # sum_i w_i loss_i
@@ -116,7 +123,7 @@ class EngineFn(torch.autograd.Function):
         if reduction == "none":
             zs = ctx.zs
             w = g_out.to(next(z for z in zs if z is not None).dtype)     # the upstream weights
-            gs, d_tau, d_bias = _finish(ctx.obj, w, ctx.obj.grad(w), zs, ctx.norms, inv_t, needs[6:])
+            gs, d_tau, d_bias = _finish(ctx.obj.grad(w), zs, ctx.norms, inv_t, needs[6:])
             scale = 1.0
         else:
             gs, d_tau, d_bias = ctx.grads

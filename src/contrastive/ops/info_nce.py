@@ -24,7 +24,7 @@ from typing import List, Optional, Sequence
 import torch
 
 from .common import positive_index
-from .engine import Build, Grads, Objective
+from .engine import Build, Grads, Objective, present
 from .sym_tiles import max_sq_norm, sym_grad, sym_lse
 from .tiles import TileMask, use_fixed_shift
 
@@ -36,7 +36,7 @@ class InfoNCEObjective(Objective):
 
     def __init__(self, zs: List[Optional[torch.Tensor]], inv_t: float, bias, needs: Sequence[bool],
                  exclude_self: bool, decoupled: bool, bs: int):
-        z = self.z = zs[0]                                            # (N, d)
+        z = self.z = present(zs[0])                                   # (N, d)
         self.n = N = z.shape[0]
         self.inv_t, self.bs = inv_t, bs
         self.p = positive_index(N, z.device)                          # (N,) p(i)

@@ -35,7 +35,7 @@ def rect_lse(x: torch.Tensor, y: torch.Tensor, inv_t: float, c: float, mask: Til
     buf = TileBuffers(x.dtype, x.device)
     if fixed:
         row = x.new_zeros(R)
-        col = x.new_zeros(C) if cols else None
+        col = x.new_zeros(C if cols else 0)
         shift = x.new_full((1, 1), -c)
         ones = x.new_ones(bs)
         for i0, i1 in blocks(R, bs):
@@ -48,7 +48,8 @@ def rect_lse(x: torch.Tensor, y: torch.Tensor, inv_t: float, c: float, mask: Til
                     col[j0:j1].add_(E.sum(0))                        # k_J += E^T 1
         return row.log_() + c, (col.log_() + c if cols else None)
     mr, rr = x.new_full((R,), float("-inf")), x.new_zeros(R)
-    mc, rc = (x.new_full((C,), float("-inf")), x.new_zeros(C)) if cols else (None, None)
+    Cc = C if cols else 0
+    mc, rc = x.new_full((Cc,), float("-inf")), x.new_zeros(Cc)
     for i0, i1 in blocks(R, bs):
         for j0, j1 in blocks(C, bs):
             S = tile_mm(xs[i0:i1], y[j0:j1], buf.get("S", i1 - i0, j1 - j0))
@@ -69,12 +70,14 @@ def rect_grad(x: torch.Tensor, y: torch.Tensor, inv_t: float, c: float, mask: Ti
     xs = x * inv_t
     buf = TileBuffers(x.dtype, x.device)
     gx = torch.zeros_like(x)
-    gy = torch.zeros_like(y) if need_y else None
-    two = lse_c is not None
+    gy = torch.zeros_like(y) if need_y else y.new_empty(0)
+    two = lse_c is not None and v is not None
+    lc = lse_c if lse_c is not None else y.new_empty(0)              # (C,) column lse, or unused
+    vc = v if v is not None else y.new_empty(0)                      # (C,) column weights, or unused
     shift = None
     if fixed:
         alpha = u * torch.exp(c - lse_r)                             # u_i / r_i
-        beta = v * torch.exp(c - lse_c) if two else None             # v_j / k_j
+        beta = vc * torch.exp(c - lc)                                # v_j / k_j (empty if one-sided)
         shift = x.new_full((1, 1), -c)
     for i0, i1 in blocks(R, bs):
         for j0, j1 in blocks(C, bs):
@@ -91,10 +94,10 @@ def rect_grad(x: torch.Tensor, y: torch.Tensor, inv_t: float, c: float, mask: Ti
                 mask.apply(H, i0, j0, 0.0)
                 H.mul_(u[i0:i1, None])
                 if two:
-                    E.sub_(lse_c[j0:j1][None, :]).exp_()             # column softmax C_IJ
+                    E.sub_(lc[j0:j1][None, :]).exp_()                # column softmax C_IJ
                     mask.apply(E, i0, j0, 0.0)
-                    H.addcmul_(E, v[j0:j1][None, :])
+                    H.addcmul_(E, vc[j0:j1][None, :])
             gx[i0:i1].addmm_(H, y[j0:j1])                            # g_X += dS Y
             if need_y:
                 gy[j0:j1].addmm_(H.T, x[i0:i1])                      # g_Y += dS^T X
-    return gx, gy
+    return gx, (gy if need_y else None)

@@ -25,7 +25,7 @@ from typing import List, Optional, Sequence
 import torch
 
 from .clip import shift_bound
-from .engine import Build, Grads, Objective
+from .engine import Build, Grads, Objective, present
 from .rect_tiles import rect_grad, rect_lse
 from .tiles import TileMask, use_fixed_shift
 
@@ -35,7 +35,7 @@ class RetrievalObjective(Objective):
 
     def __init__(self, zs: List[Optional[torch.Tensor]], inv_t: float, bias, needs: Sequence[bool],
                  symmetric: bool, positive_ids: Optional[torch.Tensor], bs: int):
-        self.a, self.p, self.neg = zs[0], zs[1], zs[2]
+        self.a, self.p, self.neg = present(zs[0]), present(zs[1]), zs[2]
         self.n = self.a.shape[0]
         self.inv_t, self.bs, self.symmetric = inv_t, bs, symmetric
         self.needs = needs
@@ -52,7 +52,7 @@ class RetrievalObjective(Objective):
     def losses(self) -> torch.Tensor:
         diag = self.inv_t * (self.a * self.p).sum(1)                 # S_ii
         if self.symmetric:
-            return 0.5 * (self.lse_r - diag) + 0.5 * (self.lse_c - diag)
+            return 0.5 * (self.lse_r - diag) + 0.5 * (present(self.lse_c) - diag)
         return self.lse_r - diag
 
     def grad(self, w: torch.Tensor) -> Grads:

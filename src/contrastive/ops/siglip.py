@@ -21,7 +21,7 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
-from .engine import Build, Grads, Objective
+from .engine import Build, Grads, Objective, present
 from .gemm import tile_mm
 from .tiles import TileBuffers, blocks
 
@@ -31,7 +31,7 @@ class SigLIPObjective(Objective):
 
     def __init__(self, zs: List[Optional[torch.Tensor]], inv_t: float, bias: float, needs: Sequence[bool],
                  bs: int, offset: int = 0):
-        self.a, self.b = zs[0], zs[1]
+        self.a, self.b = present(zs[0]), present(zs[1])
         self.n = self.a.shape[0]
         self.inv_t, self.bias, self.bs, self.needs = inv_t, bias, bs, needs
         self.offset = offset              # row i's positive is column offset + i (a rank's rows: its offset)
@@ -75,7 +75,9 @@ class SigLIPObjective(Objective):
         return self._pass(w)
 
     def grad(self, w: torch.Tensor) -> Grads:
-        return self._pass(w)[1]
+        grads = self._pass(w)[1]
+        assert grads is not None                                      # weights given: gradients made
+        return grads
 
 
 def siglip_objective(bs: int) -> Build:

@@ -20,7 +20,7 @@ from typing import List, Optional, Sequence
 
 import torch
 
-from .engine import Build, Grads, Objective
+from .engine import Build, Grads, Objective, present
 from .sym_tiles import max_sq_norm, sym_grad, sym_lse
 from .tiles import TileMask, use_fixed_shift
 
@@ -30,7 +30,7 @@ class SupConObjective(Objective):
 
     def __init__(self, zs: List[Optional[torch.Tensor]], inv_t: float, bias, needs: Sequence[bool],
                  labels: torch.Tensor, bs: int):
-        z = self.z = zs[0]                                            # (N, d)
+        z = self.z = present(zs[0])                                   # (N, d)
         self.n = z.shape[0]
         self.inv_t, self.bs = inv_t, bs
         _, self.cls = torch.unique(labels.to(z.device), return_inverse=True)   # (N,) class index

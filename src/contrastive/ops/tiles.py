@@ -99,7 +99,7 @@ class TileMask:
     def apply(self, T: torch.Tensor, i0: int, j0: int, value: float) -> None:
         """Set the masked entries of the tile T = S[i0:i0+m, j0:j0+n] to ``value`` in place."""
         m, n = T.shape
-        if self.row_key is not None:
+        if self.row_key is not None and self.col_key is not None:
             eq = self.row_key[i0:i0 + m, None] == self.col_key[None, j0:j0 + n]   # (m, n) bool
             if self.keep_offset is not None:
                 eq.diagonal(self.keep_offset + i0 - j0).fill_(False)

@@ -13,7 +13,7 @@ from typing import List, Optional, Sequence
 
 import torch
 
-from .engine import Build, Grads, Objective
+from .engine import Build, Grads, Objective, present
 
 
 class TritonInfoNCEObjective(Objective):
@@ -21,7 +21,7 @@ class TritonInfoNCEObjective(Objective):
 
     def __init__(self, zs: List[Optional[torch.Tensor]], inv_t: float, exclude_self: bool, bs,
                  kernel_dtype: torch.dtype):
-        self.zk = zs[0].to(kernel_dtype).contiguous()                 # (N, d) kernel input
+        self.zk = present(zs[0]).to(kernel_dtype).contiguous()                 # (N, d) kernel input
         self.n = self.zk.shape[0]
         self.inv_t, self.exclude_self, self.bs = inv_t, exclude_self, bs
         self.lse: Optional[torch.Tensor] = None
@@ -51,8 +51,8 @@ class TritonClipObjective(Objective):
     """Two-tower loss of a, b (N, d) on :func:`contrastive.kernels.clip_triton`."""
 
     def __init__(self, zs: List[Optional[torch.Tensor]], inv_t: float, bs, kernel_dtype: torch.dtype):
-        self.ak = zs[0].to(kernel_dtype).contiguous()
-        self.bk = zs[1].to(kernel_dtype).contiguous()
+        self.ak = present(zs[0]).to(kernel_dtype).contiguous()
+        self.bk = present(zs[1]).to(kernel_dtype).contiguous()
         self.n = self.ak.shape[0]
         self.inv_t, self.bs = inv_t, bs
         self.lse = None
