@@ -166,19 +166,39 @@ def plan(a) -> list:
 
 
 def table(rows) -> str:
-    out = ["| objective | N | provider | time (ms) | speed-up vs naive | peak RSS (MiB) | memory / naive's | status |",
-           "|---|---|---|---|---|---|---|---|"]
+    """Markdown table; ratios against naive autograd of the same objective and N, in this run.
+    'above start': peak RSS minus the RSS before the first call (torch, inputs)."""
+    out = ["| objective | N | provider | time (ms) | naive's time / this | peak RSS (MiB) | "
+           "peak / naive's peak | above start / naive's | status |",
+           "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if r["status"] != "ok":
-            out.append(f"| {r['objective']} | {r['N']} | {r['provider']} | | | | | {r['status']} |")
+            out.append(f"| {r['objective']} | {r['N']} | {r['provider']} | | | | | | {r['status']} |")
             continue
         nv = [x for x in rows if x["objective"] == r["objective"] and x["N"] == r["N"] and x["d"] == r["d"]
               and x["provider"] == "naive" and x["status"] == "ok"]
-        sp = f"{nv[0]['time_s'] / r['time_s']:.2f}x" if nv and r["provider"] != "naive" else ""
-        mem = f"{r['peak_rss_mib'] / nv[0]['peak_rss_mib']:.3f}" if nv and r["provider"] != "naive" else ""
+        sp = mem = above = ""
+        if nv and r["provider"] != "naive":
+            n = nv[0]
+            sp = f"{n['time_s'] / r['time_s']:.2f}x"
+            mem = f"1/{n['peak_rss_mib'] / r['peak_rss_mib']:.1f}"
+            gap = r["peak_rss_mib"] - r["base_rss_mib"]
+            above = f"1/{(n['peak_rss_mib'] - n['base_rss_mib']) / gap:.0f}" if gap > 0 else ""
         out.append(f"| {r['objective']} | {r['N']} | {r['provider']} | {r['time_s'] * 1e3:.1f} | {sp} | "
-                   f"{r['peak_rss_mib']:.0f} | {mem} | ok |")
+                   f"{r['peak_rss_mib']:.0f} | {mem} | {above} | ok |")
     return "\n".join(out)
+
+
+def read_csv(path: Path) -> list:
+    """Rows of a CSV this script wrote, numbers parsed."""
+    rows = []
+    with open(path) as f:
+        for r in csv.DictReader(f):
+            r["N"], r["d"] = int(r["N"]), int(r["d"])
+            for k in ("time_s", "peak_rss_mib", "base_rss_mib"):
+                r[k] = float(r[k]) if r.get(k) else None
+            rows.append(r)
+    return rows
 
 
 def main() -> None:
@@ -199,9 +219,14 @@ def main() -> None:
     ap.add_argument("--with-info-nce", action="store_true",
                     help="also re-run bench_info_nce.py's N = 16384 rows (NT-Xent, CLIP)")
     ap.add_argument("--out", default=None, help="CSV / PNG name under benchmarks/results/")
+    ap.add_argument("--table", default=None, metavar="CSV", help="only print the table (and plot) of a CSV")
     a = ap.parse_args()
     if a.worker:
         return worker(a)
+    if a.table:
+        rows = read_csv(Path(a.table))
+        plot(rows, Path(a.table).with_suffix(".png"), f"forward + backward, float32: {base.machine()}")
+        return print(table(rows))
 
     rows = []
     for cfg in plan(a):
