@@ -26,7 +26,9 @@ from __future__ import annotations
 import argparse
 import csv
 import importlib.util
+import statistics
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -138,6 +140,26 @@ def worker(args) -> None:
     base.measure(fn, inputs, True, args)
 
 
+def paired(a) -> None:
+    """supcon_loss and nt_xent at the same N, d, tau, alternated call by call in one process, so
+    that a changing machine load hits both alike; prints both medians and their ratio."""
+    import torch
+
+    torch.manual_seed(0)
+    fns = {p: _make("supcon", p, a.n, a.d) for p in ("contrastive", "nt_xent")}
+    times = {p: [] for p in fns}
+    for k in range(a.repeats + 1):                                  # call 0 of each: warm-up
+        for p, (fn, inputs) in fns.items():
+            z = inputs[0].detach().requires_grad_()
+            t0 = time.perf_counter()
+            fn(z).backward()
+            if k:
+                times[p].append(time.perf_counter() - t0)
+    med = {p: statistics.median(t) for p, t in times.items()}
+    print(f"N={a.n} d={a.d}: supcon_loss {med['contrastive']:.3f} s, nt_xent {med['nt_xent']:.3f} s "
+          f"(medians of {a.repeats} alternated calls); supcon / nt_xent = {med['contrastive'] / med['nt_xent']:.3f}")
+
+
 # ---------------------------------------------------------------- driver side
 
 def run_one(objective: str, provider: str, N: int, d: int, a) -> dict:
@@ -154,13 +176,13 @@ def run_one(objective: str, provider: str, N: int, d: int, a) -> dict:
 def plan(a) -> list:
     """[(objective, provider, N, d), ...]."""
     d = 64 if a.quick else 128
-    sizes = (512, 1024) if a.quick else (4096, 16384)
+    sizes = a.sizes or ((512, 1024) if a.quick else (4096, 16384))
     third = {"supcon": ["pml", "nt_xent"], "siglip": ["open_clip"], "retrieval": [], "dcl": []}
     out = []
     for obj in a.objectives:
         for n in sizes:
-            out += [(obj, p, n, d) for p in ["contrastive", "naive", *third[obj]]]
-        if not a.quick:
+            out += [(obj, p, n, d) for p in ["contrastive", "naive", *third[obj]] if not a.providers or p in a.providers]
+        if not a.quick and not a.sizes:
             out += [(obj, "contrastive", 65536, d)] + ([(obj, "nt_xent", 65536, d)] if obj == "supcon" else [])
     return out
 
@@ -181,9 +203,11 @@ def table(rows) -> str:
         if nv and r["provider"] != "naive":
             n = nv[0]
             sp = f"{n['time_s'] / r['time_s']:.2f}x"
-            mem = f"1/{n['peak_rss_mib'] / r['peak_rss_mib']:.1f}"
+            f = n["peak_rss_mib"] / r["peak_rss_mib"]
+            mem = f"1/{f:.1f}" if f >= 1 else f"{1 / f:.1f}x"
             gap = r["peak_rss_mib"] - r["base_rss_mib"]
-            above = f"1/{(n['peak_rss_mib'] - n['base_rss_mib']) / gap:.0f}" if gap > 0 else ""
+            g = (n["peak_rss_mib"] - n["base_rss_mib"]) / gap if gap > 0 else 0.0
+            above = "" if not g else f"1/{g:.0f}" if g >= 1 else f"{1 / g:.1f}x"
         out.append(f"| {r['objective']} | {r['N']} | {r['provider']} | {r['time_s'] * 1e3:.1f} | {sp} | "
                    f"{r['peak_rss_mib']:.0f} | {mem} | {above} | ok |")
     return "\n".join(out)
@@ -216,13 +240,19 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="small N only, a smoke run")
     ap.add_argument("--objectives", nargs="+", default=["supcon", "retrieval", "siglip", "dcl"],
                     choices=sorted(TAU))
+    ap.add_argument("--sizes", nargs="+", type=int, default=None, help="N values (no N = 65536 rows then)")
+    ap.add_argument("--providers", nargs="+", default=None, help="only these providers")
     ap.add_argument("--with-info-nce", action="store_true",
                     help="also re-run bench_info_nce.py's N = 16384 rows (NT-Xent, CLIP)")
     ap.add_argument("--out", default=None, help="CSV / PNG name under benchmarks/results/")
+    ap.add_argument("--paired", action="store_true",
+                    help="supcon_loss against nt_xent at --n, alternated in one process")
     ap.add_argument("--table", default=None, metavar="CSV", help="only print the table (and plot) of a CSV")
     a = ap.parse_args()
     if a.worker:
         return worker(a)
+    if a.paired:
+        return paired(a)
     if a.table:
         rows = read_csv(Path(a.table))
         plot(rows, Path(a.table).with_suffix(".png"), f"forward + backward, float32: {base.machine()}")
