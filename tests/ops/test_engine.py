@@ -137,3 +137,52 @@ def test_auto_takes_the_torch_engine_for_objectives_without_a_kernel(monkeypatch
     assert torch.isfinite(C.supcon_loss(torch.cat([z1, z2]), y))
     assert torch.isfinite(C.retrieval_loss(z1, z2, None))
     assert torch.isfinite(C.siglip_loss(z1, z2))
+
+
+class _LargestTensor(torch.utils._python_dispatch.TorchDispatchMode):
+    """Records the largest tensor any op produces (forward and backward)."""
+
+    def __init__(self):
+        super().__init__()
+        self.largest = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(t, torch.Tensor):
+                self.largest = max(self.largest, t.numel())
+        return out
+
+
+@pytest.mark.parametrize("name", ["info_nce", "decoupled", "clip", "supcon", "retrieval", "siglip"])
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_no_n_by_n_tensor_is_ever_made(name, reduction):
+    """N = 256 rows, tiles of 16: every tensor stays O(N d + tile^2), far below N^2."""
+    N, d, bs = 256, 4, 16
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(N, d, generator=g, dtype=torch.float64, requires_grad=True)
+    y = torch.randn(N, d, generator=g, dtype=torch.float64, requires_grad=True)
+    n = torch.randn(N, 2, d, generator=g, dtype=torch.float64, requires_grad=True)
+    calls = {
+        "info_nce": lambda: C.info_nce(x, y, 0.1, reduction=reduction, block_size=bs),
+        "decoupled": lambda: C.info_nce(x, y, 0.1, reduction=reduction, block_size=bs, decoupled=True),
+        "clip": lambda: C.clip_loss(x, y, 0.1, reduction=reduction, block_size=bs),
+        "supcon": lambda: C.supcon_loss(torch.cat([x, y]), torch.arange(2 * N) % 50, reduction=reduction,
+                                        block_size=bs),
+        "retrieval": lambda: C.retrieval_loss(x, y, n, 0.1, symmetric=True, positive_ids=torch.arange(N) % 100,
+                                              reduction=reduction, block_size=bs),
+        "siglip": lambda: C.siglip_loss(x, y, reduction=reduction, block_size=bs),
+    }
+    with _LargestTensor() as mode:
+        out = calls[name]()
+        (out.sum() if reduction == "none" else out).backward()
+    assert mode.largest <= 4 * N * d, f"{name}: a tensor of {mode.largest} elements (N^2 = {N * N})"
+
+
+def test_largest_tensor_probe_sees_the_dense_path():
+    """The probe above can fail: the dense reference path holds the N x N logits."""
+    N = 256
+    x = torch.randn(N, 4, dtype=torch.float64, requires_grad=True)
+    with _LargestTensor() as mode:
+        C.info_nce(x, x.flip(0), 0.1, backend="dense").backward()
+    assert mode.largest >= (2 * N) ** 2
