@@ -98,7 +98,14 @@ def worker(args) -> None:
     fn = _make(args.objective, args.provider, N, d)
     two = args.objective == "clip"
     inputs = [torch.randn(N, d) for _ in range(2 if two else 1)]
-    backward = args.mode == "fwd+bwd" and args.provider != "gemm2"
+    measure(fn, inputs, args.mode == "fwd+bwd" and args.provider != "gemm2", args)
+
+
+def measure(fn, inputs, backward: bool, args) -> None:
+    """Time ``fn(*inputs)`` (and its backward): the median of ``args.repeats`` calls after an
+    optional warm-up; print one JSON line with the time and the process's peak RSS."""
+    import torch
+
     base = _rss_mib()
 
     def once():
@@ -131,10 +138,15 @@ def run_one(objective, provider, N, d, mode, a) -> dict:
     if not big:
         cmd.append("--warmup")
     row = {"objective": objective, "provider": provider, "N": N, "d": d, "mode": mode}
+    return run_worker(cmd, row, a.timeout_s)
+
+
+def run_worker(cmd, row: dict, timeout_s: float) -> dict:
+    """Run one worker command; ``row`` plus its JSON result, or a status (out of memory, ...)."""
     try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=a.timeout_s)
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
     except subprocess.TimeoutExpired:
-        return {**row, "status": f"timeout (> {a.timeout_s:.0f} s)"}
+        return {**row, "status": f"timeout (> {timeout_s:.0f} s)"}
     if p.returncode != 0:
         err = p.stderr.strip().splitlines()[-1] if p.stderr.strip() else f"exit {p.returncode}"
         oom = any(k in p.stderr for k in ("MemoryError", "can't allocate", "DefaultCPUAllocator", "out of memory"))

@@ -1,5 +1,9 @@
 r"""Exact contrastive losses over the global batch of a ``torch.distributed`` job.
 
+The same contract holds for :func:`supcon_loss`, :func:`retrieval_loss` and
+:func:`siglip_loss` (labels and ids gathered with the embeddings; see
+:mod:`contrastive.ops.dist_objectives`), described below for :func:`info_nce`.
+
 **Global batch.** Rank ``r`` (of ``W``) holds ``B_r`` pairs; the global batch is the
 concatenation in rank order, ``z1 = cat_r z1_r`` and ``z2 = cat_r z2_r`` (``B = sum_r B_r``
 pairs, ``N = 2B`` rows). Per-rank sizes may differ. The single-process reference is
@@ -46,91 +50,21 @@ True
 """
 from __future__ import annotations
 
-import zlib
 from typing import Optional
 
 import torch
-import torch.distributed as dist
 
 from . import _validation as V
 from . import functional as F
+from ._dist_common import GRADIENTS, _agree, _check_gradient, _device, _dtype_code, _group, _rows
+from ._dist_objectives import retrieval_loss, siglip_loss, supcon_loss
 from .functional import Temperature, _check_temperature_device
-from .ops.collectives import DistributedError, exchange
+from .ops.collectives import DistributedError
 from .ops.info_nce_dist import DistClipFn, DistConfig, DistInfoNCEFn, GatherWithGradFn
 from .ops.tiles import check_block_size
 
-__all__ = ["all_gather_with_grad", "info_nce", "clip_loss", "DistributedError", "GRADIENTS"]
-
-GRADIENTS = ("ddp", "exact")
-
-
-def _group(process_group, op: str):
-    """(group, rank, world_size), or None for the single-process path."""
-    if not (dist.is_available() and dist.is_initialized()):
-        if process_group is not None:
-            raise RuntimeError(
-                f"contrastive.distributed.{op}: process_group was given but torch.distributed is "
-                f"not initialised; call torch.distributed.init_process_group first (torchrun sets "
-                f"the environment for it), or pass process_group=None for one process"
-            )
-        return None
-    rank = dist.get_rank(process_group)
-    if rank < 0:
-        raise ValueError(f"contrastive.distributed.{op}: this process is not a member of process_group")
-    world = dist.get_world_size(process_group)
-    return (process_group, rank, world) if world > 1 else None
-
-
-def _check_gradient(gradient) -> str:
-    if gradient not in GRADIENTS:
-        raise ValueError(
-            f"gradient must be 'ddp' (the gradient is scaled by the world size, for DDP's "
-            f"averaging) or 'exact' (dL/d(local input)), got {gradient!r}"
-        )
-    return gradient
-
-
-def _dtype_code(x) -> int:
-    return zlib.crc32(str(x.dtype).encode()) if isinstance(x, torch.Tensor) else -1
-
-
-def _device(x, group):
-    if isinstance(x, torch.Tensor):
-        return x.device
-    if "nccl" in str(dist.get_backend(group)) and torch.cuda.is_available():
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
-
-
-def _agree(op, group, device, err, n_local, checks):
-    """Exchange [error?, rows, *checked values] between ranks; raise the same error on every
-    rank when one rank's inputs were rejected or a setting differs. Returns the row counts."""
-    names = [name for name, _ in checks]
-    M = exchange(op, [err is not None, n_local] + [float(v) for _, v in checks], device, group).cpu()
-    bad = [r for r in range(M.shape[0]) if M[r, 0] != 0]
-    if bad:
-        if err is not None:
-            raise err
-        raise DistributedError(
-            f"contrastive.distributed.{op}: rank(s) {bad} rejected their inputs (see the error "
-            f"raised there); every rank stops here so that none waits for the others"
-        )
-    for k, name in enumerate(names):
-        col = M[:, 2 + k]
-        if bool((col != col[0]).any()):
-            raise ValueError(
-                f"contrastive.distributed.{op}: {name} differs across ranks (per rank: "
-                f"{col.tolist()}); every rank must call it with the same {name}"
-            )
-    return [int(n) for n in M[:, 1].tolist()]
-
-
-def _rows(name, x):
-    """check_tensor, except that a rank may hold zero rows of the global batch."""
-    if isinstance(x, torch.Tensor) and x.dim() == 2 and x.shape[0] == 0 and x.dtype in V.FLOAT_DTYPES:
-        return x
-    return V.check_tensor(name, x, 2)
-
+__all__ = ["all_gather_with_grad", "info_nce", "clip_loss", "supcon_loss", "retrieval_loss", "siglip_loss",
+           "DistributedError", "GRADIENTS"]
 
 def _check_pair(na, a, nb, b, temperature, reduction, normalize, check_finite):
     _rows(na, a)

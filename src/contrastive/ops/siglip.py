@@ -27,13 +27,14 @@ from .tiles import TileBuffers, blocks
 
 
 class SigLIPObjective(Objective):
-    """Sigmoid loss of a (B, d), b (B, d) with scalar bias."""
+    """Sigmoid loss of a (B, d), b (B, d) with scalar bias (or of some rows of a against all of b)."""
 
     def __init__(self, zs: List[Optional[torch.Tensor]], inv_t: float, bias: float, needs: Sequence[bool],
-                 bs: int):
+                 bs: int, offset: int = 0):
         self.a, self.b = present(zs[0]), present(zs[1])
         self.n = self.a.shape[0]
         self.inv_t, self.bias, self.bs, self.needs = inv_t, bias, bs, needs
+        self.offset = offset              # row i's positive is column offset + i (a rank's rows: its offset)
 
     def _pass(self, w: Optional[torch.Tensor]) -> Tuple[torch.Tensor, Optional[Grads]]:
         a, b, inv_t, bs = self.a, self.b, self.inv_t, self.bs
@@ -46,16 +47,16 @@ class SigLIPObjective(Objective):
             ga, gb = torch.zeros_like(a), torch.zeros_like(b)
             d_bias = a.new_zeros(())
         for i0, i1 in blocks(B, bs):
-            for j0, j1 in blocks(B, bs):
+            for j0, j1 in blocks(b.shape[0], bs):
                 X = tile_mm(As[i0:i1], b[j0:j1], buf.get("X", i1 - i0, j1 - j0), shift)   # S_IJ
-                diag = X.diagonal(i0 - j0)                            # y = +1 entries (empty off-tile)
+                diag = X.diagonal(self.offset + i0 - j0)              # y = +1 entries (empty off-tile)
                 diag.neg_()                                           # X = -y S
                 losses[i0:i1] -= F.logsigmoid(X.neg()).sum(1)         # softplus(X) = -log sigmoid(-X)
                 if w is None:
                     continue
                 X.sigmoid_()                                          # sigmoid(X)
                 X.mul_(w[i0:i1, None])
-                X.diagonal(i0 - j0).neg_()                            # dS = -y w sigmoid(X)
+                X.diagonal(self.offset + i0 - j0).neg_()              # dS = -y w sigmoid(X)
                 d_bias += X.sum()                                     # d/d(bias) = sum dS
                 ga[i0:i1].addmm_(X, b[j0:j1])                         # g_a += dS B
                 if self.needs[1]:

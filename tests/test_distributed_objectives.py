@@ -1,0 +1,324 @@
+"""contrastive.distributed.supcon_loss / retrieval_loss / siglip_loss on 2 and 3 gloo ranks.
+
+The harness (spawned gloo jobs, one battery of checks per job, errors reported to the parent)
+is tests/test_distributed.py's. The reference for every check is a naive autograd
+implementation of the objective over the concatenated global batch, in float64, to 1e-10
+(loss, input gradients in 'exact' and 'ddp' mode, learnable temperature and bias gradients),
+and, once per objective, the single-process function of ``contrastive``.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+import contrastive as C
+import contrastive.distributed as cd
+from tests.test_distributed import _err, _slices, check_all_ok, spawn
+
+
+# ----------------------------------------------------------------------------- naive oracles (per-row losses)
+def naive_supcon(z, labels, tau, normalize=True):
+    """(N,) row losses, 0 for a row without positive, and the number of rows with one."""
+    if normalize:
+        z = F.normalize(z, dim=1)
+    N = z.shape[0]
+    eye = torch.eye(N, dtype=torch.bool)
+    S = (z @ z.T / tau).masked_fill(eye, float("-inf"))
+    logp = S - torch.logsumexp(S, 1, keepdim=True)
+    pos = (labels[:, None] == labels[None, :]) & ~eye
+    n_pos = pos.sum(1)
+    rows = -logp.masked_fill(~pos, 0.0).sum(1) / n_pos.clamp(min=1)
+    return torch.where(n_pos > 0, rows, torch.zeros_like(rows)), int((n_pos > 0).sum())
+
+
+def _mean(rows, n):
+    return rows.sum() / n
+
+
+def _masked_lse(S, drop):
+    return torch.logsumexp(S.masked_fill(drop, float("-inf")), 1)
+
+
+def naive_retrieval(a, p, n=None, tau=0.05, symmetric=False, ids=None, normalize=True):
+    """(B,) row losses: anchors against [positives; negatives], false negatives by id masked."""
+    B, d = a.shape
+    if normalize:
+        a, p = F.normalize(a, dim=1), F.normalize(p, dim=1)
+        n = None if n is None else F.normalize(n, dim=-1)
+    cand = p if n is None else torch.cat([p, n.reshape(-1, d)])
+    S = a @ cand.T / tau                                           # (B, C)
+    drop = torch.zeros_like(S, dtype=torch.bool)
+    if ids is not None:
+        drop[:, :B] = (ids[:, None] == ids[None, :]) & ~torch.eye(B, dtype=torch.bool)
+    diag = (a * p).sum(1) / tau
+    rows = _masked_lse(S, drop) - diag
+    if not symmetric:
+        return rows
+    return 0.5 * rows + 0.5 * (_masked_lse(p @ a.T / tau, drop[:, :B]) - diag)
+
+
+def naive_siglip(a, b, tau, bias, normalize=True):
+    """(B,) row sums of -log sigmoid(z_ij (a_i . b_j / tau + bias))."""
+    if normalize:
+        a, b = F.normalize(a, dim=1), F.normalize(b, dim=1)
+    sign = 2 * torch.eye(a.shape[0], dtype=a.dtype) - 1
+    return -F.logsigmoid(sign * (a @ b.T / tau + bias)).sum(1)
+
+
+# ----------------------------------------------------------------------------- one comparison
+def _compare(errors, name, rank, world, dist_fn, ref_fn, inputs, row_sizes, reduction, gradient, seed,
+             params=()):
+    """dist_fn(local inputs, *params) on this rank against ref_fn(global inputs, *params).
+
+    inputs: [(global tensor or None, sizes to split it by, requires grad)]; ref_fn returns the
+    per-row losses (global) and the 'mean' denominator; params: float64 scalars (temperature,
+    bias), passed as tensors that require grad."""
+    g = torch.Generator().manual_seed(seed)
+    n_rows = sum(row_sizes)
+    W = torch.rand(n_rows, generator=g, dtype=torch.float64) + 0.5
+    # single process, whole batch
+    ref_in = [None if x is None else x.clone().requires_grad_(rg) for x, _, rg in inputs]
+    ref_p = [torch.tensor(v, dtype=torch.float64, requires_grad=True) for v in params]
+    rows, n_mean = ref_fn(*ref_in, *ref_p)
+    ref = {"mean": rows.sum() / max(n_mean, 1), "sum": rows.sum(), "none": rows}[reduction]
+    (ref * W).sum().backward() if reduction == "none" else (2 * ref).backward()
+    # this rank's share
+    loc = [None if x is None else x[_slices(s)[rank]].clone().requires_grad_(rg) for x, s, rg in inputs]
+    loc_p = [torch.tensor(v, dtype=torch.float64, requires_grad=True) for v in params]
+    out = dist_fn(*loc, *loc_p, reduction=reduction, gradient=gradient)
+    mine = _slices(row_sizes)[rank]
+    if reduction == "none":
+        errors[name + "/loss"] = _err(out, ref[mine])
+        assert out.shape == (row_sizes[rank],), (name, out.shape)
+        (out * W[mine]).sum().backward()
+    else:
+        errors[name + "/loss"] = _err(out, ref)
+        (2 * out).backward()
+    scale = world if gradient == "ddp" else 1
+    for k, ((x, s, rg), r, l) in enumerate(zip(inputs, ref_in, loc)):
+        if x is not None and rg:
+            errors[f"{name}/grad{k}"] = _err(l.grad, scale * r.grad[_slices(s)[rank]])
+    for k, (r, l) in enumerate(zip(ref_p, loc_p)):
+        errors[f"{name}/grad_param{k}"] = _err(l.grad, r.grad)
+
+
+def _supcon(errors, rank, world, sizes, seed, tau, reduction, gradient="exact", normalize=True, bs=3):
+    g = torch.Generator().manual_seed(100 + seed)
+    N = sum(sizes)
+    Z = torch.randn(N, 5, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 3, (N,), generator=g)
+    y[-1] = 99                                                     # one row without a positive
+    name = f"supcon/{sizes}/{reduction}/{gradient}/tau={tau}/norm={normalize}/bs={bs}"
+    s = _slices(sizes)[rank]
+    _compare(errors, name, rank, world,
+             lambda z, t, **kw: cd.supcon_loss(z, y[s], t, normalize=normalize, block_size=bs, **kw),
+             lambda z, t: naive_supcon(z, y, t, normalize),
+             [(Z, sizes, True)], sizes, reduction, gradient, seed, (tau,))
+
+
+def _retrieval(errors, rank, world, sizes, seed, tau, reduction, negatives, gradient="exact", symmetric=False,
+               ids=False, bs=3, neg_grad=True):
+    g = torch.Generator().manual_seed(200 + seed)
+    B, d = sum(sizes), 4
+    A = torch.randn(B, d, generator=g, dtype=torch.float64)
+    P = A + 0.7 * torch.randn(B, d, generator=g, dtype=torch.float64)
+    if negatives == "per_anchor":
+        Ng, nsz = torch.randn(B, 2, d, generator=g, dtype=torch.float64), sizes
+    elif negatives == "shared":
+        nsz = [(2 * r + 1) % 4 for r in range(world)]               # 1, 3, 1: not the anchors' split
+        Ng = torch.randn(sum(nsz), d, generator=g, dtype=torch.float64)
+    else:
+        Ng, nsz = None, sizes
+    I = torch.randint(0, max(2, B // 2), (B,), generator=g) if ids else None
+    s = _slices(sizes)[rank]
+    name = f"retrieval/{sizes}/{negatives}/{reduction}/{gradient}/tau={tau}/sym={symmetric}/ids={ids}/bs={bs}"
+
+    def dist_fn(a, p, n, t, **kw):
+        return cd.retrieval_loss(a, p, n, t, symmetric=symmetric, positive_ids=None if I is None else I[s],
+                                 block_size=bs, **kw)
+
+    def ref_fn(a, p, n, t):
+        return naive_retrieval(a, p, n, t, symmetric, I), B
+
+    _compare(errors, name, rank, world, dist_fn, ref_fn,
+             [(A, sizes, True), (P, sizes, True), (Ng, nsz, neg_grad)], sizes, reduction, gradient, seed, (tau,))
+
+
+def _siglip(errors, rank, world, sizes, seed, tau, bias, reduction, gradient="exact", normalize=True, bs=3):
+    g = torch.Generator().manual_seed(300 + seed)
+    B = sum(sizes)
+    A = torch.randn(B, 5, generator=g, dtype=torch.float64)
+    Bt = A + 0.5 * torch.randn(B, 5, generator=g, dtype=torch.float64)
+    name = f"siglip/{sizes}/{reduction}/{gradient}/tau={tau}/bias={bias}/norm={normalize}/bs={bs}"
+    _compare(errors, name, rank, world,
+             lambda a, b, t, c, **kw: cd.siglip_loss(a, b, t, c, normalize=normalize, block_size=bs, **kw),
+             lambda a, b, t, c: (naive_siglip(a, b, t, c, normalize), B),
+             [(A, sizes, True), (Bt, sizes, True)], sizes, reduction, gradient, seed, (tau, bias))
+
+
+def exactness_case(rank, world):
+    errors = {}
+    size_sets = {2: [[3, 5], [4, 4]], 3: [[2, 3, 4], [3, 0, 2]]}[world]
+    for k, sizes in enumerate(size_sets):
+        for reduction in ("mean", "sum", "none"):
+            _supcon(errors, rank, world, sizes, k, 0.3, reduction)
+            _retrieval(errors, rank, world, sizes, k, 0.3, reduction, "per_anchor", ids=True)
+            _siglip(errors, rank, world, sizes, k, 0.3, -2.0, reduction)
+        _supcon(errors, rank, world, sizes, k, 0.5, "mean", gradient="ddp", bs=None)
+        _supcon(errors, rank, world, sizes, k, 0.002, "none", bs=2)                 # online max
+        _supcon(errors, rank, world, sizes, k, 2.0, "sum", normalize=False, gradient="ddp")
+        _retrieval(errors, rank, world, sizes, k, 0.05, "mean", None, symmetric=True, gradient="ddp")
+        _retrieval(errors, rank, world, sizes, k, 0.2, "none", "shared", symmetric=True, ids=True)
+        _retrieval(errors, rank, world, sizes, k, 0.2, "mean", "shared", neg_grad=False, bs=None)
+        _retrieval(errors, rank, world, sizes, k, 0.002, "sum", "per_anchor", symmetric=True, ids=True, bs=2)
+        _siglip(errors, rank, world, sizes, k, 0.1, -10.0, "mean", gradient="ddp", bs=None)
+        _siglip(errors, rank, world, sizes, k, 0.01, 3.0, "none", normalize=False, bs=2)
+    return errors
+
+
+def single_process_case(rank, world):
+    """The distributed forms equal contrastive's single-process functions (float64)."""
+    errors, sizes = {}, [3, 5] if world == 2 else [2, 3, 4]
+    g = torch.Generator().manual_seed(5)
+    N = sum(sizes)
+    Z, Z2 = (torch.randn(N, 6, generator=g, dtype=torch.float64) for _ in range(2))
+    Ng = torch.randn(N, 2, 6, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 3, (N,), generator=g)
+    s = _slices(sizes)[rank]
+    errors["supcon vs C.supcon_loss"] = _err(cd.supcon_loss(Z[s], y[s]), C.supcon_loss(Z, y))
+    errors["retrieval vs C.retrieval_loss"] = _err(cd.retrieval_loss(Z[s], Z2[s], Ng[s], symmetric=True,
+                                                                     positive_ids=y[s]),
+                                                   C.retrieval_loss(Z, Z2, Ng, symmetric=True, positive_ids=y))
+    errors["siglip vs C.siglip_loss"] = _err(cd.siglip_loss(Z[s], Z2[s]), C.siglip_loss(Z, Z2))
+    return errors
+
+
+def bad_input_case(rank, world):
+    """Bad input on rank 1 raises there and DistributedError naming rank 1 elsewhere; a setting that
+    differs across ranks is rejected on every rank; the group still works afterwards."""
+    errors = {}
+    z = torch.randn(4, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)   # the same on every rank
+    calls = {
+        "float labels": (lambda: cd.supcon_loss(z, torch.zeros(4) if rank == 1 else torch.zeros(4, dtype=torch.long)),
+                         "labels must hold integer"),
+        "labels shape": (lambda: cd.supcon_loss(z, torch.zeros(3 if rank == 1 else 4, dtype=torch.long)),
+                         "labels must have shape (4,)"),
+        "K = 0": (lambda: cd.retrieval_loss(z, z, torch.randn(4, 0 if rank == 1 else 2, 3, dtype=torch.float64)),
+                  "K = 0"),
+        "negatives rows": (lambda: cd.retrieval_loss(z, z, torch.randn(3 if rank == 1 else 4, 2, 3,
+                                                                       dtype=torch.float64)), "one row per anchor"),
+        "bias nan": (lambda: cd.siglip_loss(z, z, bias=float("nan") if rank == 1 else -10.0), "bias must be finite"),
+    }
+    for key, (call, msg) in calls.items():
+        try:
+            call()
+            errors[f"{key}: no error"] = float("inf")
+        except (TypeError, ValueError) as e:
+            errors[key] = 0.0 if rank == 1 and msg in str(e) else float("inf")
+        except cd.DistributedError as e:
+            errors[key] = 0.0 if rank != 1 and "rank(s) [1] rejected" in str(e) else float("inf")
+    mismatches = {
+        "bias": lambda: cd.siglip_loss(z, z, bias=-10.0 + rank),
+        "symmetric": lambda: cd.retrieval_loss(z, z, symmetric=rank == 0),
+        "use of positive_ids": lambda: cd.retrieval_loss(z, z, positive_ids=torch.arange(4) if rank else None),
+    }
+    for key, call in mismatches.items():
+        try:
+            call()
+            errors[f"{key} mismatch: no error"] = float("inf")
+        except ValueError as e:
+            errors[f"{key} mismatch"] = 0.0 if f"{key} differs across ranks" in str(e) else float("inf")
+    y = torch.tensor([0, 1, 0, 1])
+    errors["after errors"] = _err(cd.supcon_loss(z, y), naive_supcon(torch.cat([z] * world), y.repeat(world), 0.1)[0]
+                                  .sum() / (4 * world))
+    return errors
+
+
+class _Towers(torch.nn.Module):
+    """Two linear towers with a learnable temperature and bias, as SigLIP trains them."""
+
+    def __init__(self):
+        super().__init__()
+        self.f = torch.nn.Linear(6, 5, dtype=torch.float64)
+        self.g = torch.nn.Linear(6, 5, dtype=torch.float64)
+        self.log_t = torch.nn.Parameter(torch.tensor(-1.0, dtype=torch.float64))
+        self.bias = torch.nn.Parameter(torch.tensor(-3.0, dtype=torch.float64))
+
+    def forward(self, x, y):
+        return self.f(x), self.g(y), self.log_t.exp(), self.bias
+
+
+def ddp_and_float32_case(rank, world):
+    """After DDP averages gradients, every parameter's .grad is the full-batch one (default
+    gradient='ddp'); float32 inputs agree with float64 to 1e-5 and half precision returns its dtype."""
+    from torch.nn.parallel import DistributedDataParallel as DDP
+    errors, sizes = {}, [3, 5] if world == 2 else [2, 0, 4]
+    torch.manual_seed(0)
+    ref_model, model = _Towers(), DDP(_Towers())
+    model.module.load_state_dict(ref_model.state_dict())
+    g = torch.Generator().manual_seed(11)
+    B = sum(sizes)
+    X, Y = torch.randn(B, 6, generator=g, dtype=torch.float64), torch.randn(B, 6, generator=g, dtype=torch.float64)
+    labels = torch.randint(0, 3, (B,), generator=g)
+    s = _slices(sizes)[rank]
+    losses = {
+        "siglip": (lambda a, b, t, c: cd.siglip_loss(a, b, t, c),
+                   lambda a, b, t, c: naive_siglip(a, b, t, c).mean()),
+        "supcon": (lambda a, b, t, c: cd.supcon_loss(a + b, labels[s], t) + 0 * c,
+                   lambda a, b, t, c: _mean(*naive_supcon(a + b, labels, t)) + 0 * c),
+        "retrieval": (lambda a, b, t, c: cd.retrieval_loss(a, b, None, t, reduction="none").sum() / B + 0 * c,
+                      lambda a, b, t, c: naive_retrieval(a, b, None, t).mean() + 0 * c),
+    }
+    for name, (dist_fn, ref_fn) in losses.items():
+        ref_model.zero_grad()
+        model.zero_grad()
+        ref_fn(*ref_model(X, Y)).backward()
+        dist_fn(*model(X[s], Y[s])).backward()
+        for (pname, p), q in zip(model.module.named_parameters(), ref_model.parameters()):
+            errors[f"ddp/{name}/{pname}"] = _err(p.grad, q.grad)
+    for name, call in [("supcon", lambda a, b: cd.supcon_loss(a, labels[s])),
+                       ("retrieval", lambda a, b: cd.retrieval_loss(a, b, symmetric=True)),
+                       ("siglip", lambda a, b: cd.siglip_loss(a, b))]:
+        ref = {"supcon": lambda: _mean(*naive_supcon(X, labels, 0.1)),
+               "retrieval": lambda: naive_retrieval(X, Y, None, 0.05, True).mean(),
+               "siglip": lambda: naive_siglip(X, Y, 0.1, -10.0).mean()}[name]()
+        errors[f"float32/{name}"] = max(0.0, _err(call(X[s].float(), Y[s].float()), ref) - 1e-5)
+        out = call(X[s].bfloat16(), Y[s].bfloat16())
+        errors[f"bfloat16/{name}"] = max(0.0, _err(out.double(), ref) - 2e-2) + (out.dtype != torch.bfloat16)
+    return errors
+
+
+# ----------------------------------------------------------------------------- tests
+pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
+
+
+def all_cases(rank, world):
+    """One spawned job runs every battery (spawning costs seconds, the checks milliseconds)."""
+    return {**exactness_case(rank, world), **ddp_and_float32_case(rank, world),
+            **single_process_case(rank, world)}
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_losses_and_gradients_equal_one_process(world):
+    """SupCon, retrieval (per-anchor and shared negatives, ids, symmetric) and SigLIP on uneven and
+    empty per-rank batches, all reductions, both shift paths, exact and DDP-scaled gradients,
+    learnable temperature and bias: equal to naive autograd of the global batch, float64, and to
+    contrastive's single-process functions; DDP parameter gradients; float32 and bfloat16."""
+    check_all_ok(spawn(world, all_cases), world)
+
+
+def test_bad_input_on_one_rank_raises_everywhere():
+    check_all_ok(spawn(2, bad_input_case), 2)
+
+
+def test_single_process_fallback():
+    g = torch.Generator().manual_seed(0)
+    z, z2 = (torch.randn(6, 4, generator=g, dtype=torch.float64) for _ in range(2))
+    y = torch.tensor([0, 1, 0, 1, 2, 2])
+    assert torch.equal(cd.supcon_loss(z, y), C.supcon_loss(z, y))
+    assert torch.equal(cd.retrieval_loss(z, z2), C.retrieval_loss(z, z2))
+    assert torch.equal(cd.siglip_loss(z, z2), C.siglip_loss(z, z2))
+    with pytest.raises(ValueError, match="gradient must be 'ddp'"):
+        cd.siglip_loss(z, z2, gradient="sum")
