@@ -164,7 +164,8 @@ class GradCache:
     r"""Exact full-batch gradients of a contrastive loss, computed one encoder chunk at a time.
 
     For embeddings :math:`z = f_\theta(x)` of a batch cut into chunks :math:`x_c` of at most
-    ``chunk_size`` rows (balanced: sizes differ by at most one), :meth:`step` accumulates into every parameter's ``.grad``
+    ``chunk_size`` rows (balanced: their sizes differ by at most one), :meth:`step`
+    accumulates into every parameter's ``.grad``
 
     .. math::
 
@@ -260,7 +261,8 @@ class GradCache:
 
     def __repr__(self) -> str:
         names = ", ".join(type(e).__name__ for e in self.encoders)
-        return f"GradCache(({names}), chunk_size={self.chunk_sizes if len(self.chunk_sizes) > 1 else self.chunk_sizes[0]})"
+        sizes = self.chunk_sizes if len(self.chunk_sizes) > 1 else self.chunk_sizes[0]
+        return f"GradCache(({names}), chunk_size={sizes})"
 
     # ------------------------------------------------------------------------- helpers
     def _towers(self, n_inputs: int, towers: Optional[Sequence[int]]) -> List[int]:
