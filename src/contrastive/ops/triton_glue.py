@@ -1,102 +1,90 @@
-"""autograd glue for the Triton kernels (``backend='triton'``): the same contract as the
-torch engine's ``InfoNCEFn`` / ``ClipLossFn``. Normalisation and its gradient chain
-(grad_u = (I - z z^T) grad_z / |u|) happen here in float32; the kernels see unit rows in
-the input dtype and accumulate in float32. Triton is imported only when a kernel runs.
+"""The Triton back-end of the engine (``backend='triton'``): objectives whose passes are the
+Triton kernels of :mod:`contrastive.kernels`, run through the same contract
+(:class:`.engine.EngineFn`) as the torch engine.
+
+The contract does the normalisation (float32) and its chain rule, the reductions, the 'none'
+recompute and the temperature gradient; these objectives only hand the kernels the unit rows
+in the input dtype (the kernels accumulate in float32) and return the kernels' losses,
+gradients with respect to z, and d/d(inv_t). Triton is imported only when a kernel runs.
 """
 from __future__ import annotations
 
+from typing import List, Optional, Sequence
+
 import torch
 
-from .info_nce_dense import chain_normalize, temperature_value
+from .engine import Build, Grads, Objective, present
 
 
-def _unit_rows(u: torch.Tensor, normalize: bool):
-    """Kernel input (unit rows in u's dtype) and the float32 rows/norms for the chain rule."""
-    x = u.float()
-    if not normalize:
-        return u.contiguous(), x, None
-    norms = torch.linalg.vector_norm(x, dim=1, keepdim=True)     # (N, 1)
-    z = x / norms
-    return z.to(u.dtype).contiguous(), z, norms
+class TritonInfoNCEObjective(Objective):
+    """Two-view InfoNCE of stacked z (N, d) on :func:`contrastive.kernels.info_nce_triton`."""
 
+    def __init__(self, zs: List[Optional[torch.Tensor]], inv_t: float, exclude_self: bool, bs,
+                 kernel_dtype: torch.dtype):
+        self.zk = present(zs[0]).to(kernel_dtype).contiguous()                 # (N, d) kernel input
+        self.n = self.zk.shape[0]
+        self.inv_t, self.exclude_self, self.bs = inv_t, exclude_self, bs
+        self.lse: Optional[torch.Tensor] = None
 
-def _finish(g, z, norms, normalize):
-    return chain_normalize(g, z, norms) if normalize else g
-
-
-class TritonInfoNCEFn(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, u, temperature, exclude_self, normalize, reduction, bs, want_grad):
+    def losses(self) -> torch.Tensor:
         from ..kernels import info_nce_triton
 
-        zk, z, norms = _unit_rows(u, normalize)
-        inv_t = 1.0 / float(temperature_value(temperature, torch.float64, "cpu"))
-        t_dtype = temperature.dtype if isinstance(temperature, torch.Tensor) else None
-        ctx.meta = (exclude_self, normalize, reduction, bs, inv_t, u.dtype, t_dtype)
-        N = u.shape[0]
-        if reduction == "none":
-            loss, _, _, lse = info_nce_triton(zk, inv_t, exclude_self, None, False, bs, return_lse=True)
-            ctx.save_for_backward(zk, z, norms if normalize else z.new_empty(0), lse)
-            return loss
-        w = torch.full((N,), 1.0 / N if reduction == "mean" else 1.0, device=u.device)
-        loss, g, dinv = info_nce_triton(zk, inv_t, exclude_self, w, want_grad, bs)
-        if want_grad:
-            ctx.save_for_backward(_finish(g, z, norms, normalize), -dinv * inv_t * inv_t)
-        return loss.mean() if reduction == "mean" else loss.sum()
+        loss, _, _, self.lse = info_nce_triton(self.zk, self.inv_t, self.exclude_self, None, False, self.bs,
+                                               return_lse=True)
+        return loss
 
-    @staticmethod
-    def backward(ctx, g_out):
+    def losses_and_grad(self, w: torch.Tensor):
         from ..kernels import info_nce_triton
 
-        exclude_self, normalize, reduction, bs, inv_t, in_dtype, t_dtype = ctx.meta
-        needs = ctx.needs_input_grad
-        if reduction == "none":
-            zk, z, norms, lse = ctx.saved_tensors
-            _, g, dinv = info_nce_triton(zk, inv_t, exclude_self, g_out.float(), True, bs, lse=lse)
-            grad_u, dtau, scale = _finish(g, z, norms, normalize), -dinv * inv_t * inv_t, 1.0
-        else:
-            grad_u, dtau = ctx.saved_tensors
-            scale = g_out.float()
-        return ((grad_u * scale).to(in_dtype) if needs[0] else None,
-                (dtau * scale).to(t_dtype) if needs[1] else None, None, None, None, None, None)
+        loss, g, d_inv = info_nce_triton(self.zk, self.inv_t, self.exclude_self, w, True, self.bs)
+        return loss, ([g], d_inv, None)
+
+    def grad(self, w: torch.Tensor) -> Grads:
+        from ..kernels import info_nce_triton
+
+        _, g, d_inv = info_nce_triton(self.zk, self.inv_t, self.exclude_self, w.float(), True, self.bs,
+                                      lse=self.lse)
+        return [g], d_inv, None
 
 
-class TritonClipFn(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, a, b, temperature, normalize, reduction, bs, want_grad):
+class TritonClipObjective(Objective):
+    """Two-tower loss of a, b (N, d) on :func:`contrastive.kernels.clip_triton`."""
+
+    def __init__(self, zs: List[Optional[torch.Tensor]], inv_t: float, bs, kernel_dtype: torch.dtype):
+        self.ak = present(zs[0]).to(kernel_dtype).contiguous()
+        self.bk = present(zs[1]).to(kernel_dtype).contiguous()
+        self.n = self.ak.shape[0]
+        self.inv_t, self.bs = inv_t, bs
+        self.lse = None
+
+    def losses(self) -> torch.Tensor:
         from ..kernels import clip_triton
 
-        ak, za, na = _unit_rows(a, normalize)
-        bk, zb, nb = _unit_rows(b, normalize)
-        inv_t = 1.0 / float(temperature_value(temperature, torch.float64, "cpu"))
-        t_dtype = temperature.dtype if isinstance(temperature, torch.Tensor) else None
-        ctx.meta = (normalize, reduction, bs, inv_t, a.dtype, b.dtype, t_dtype)
-        empty = za.new_empty(0)
-        N = a.shape[0]
-        if reduction == "none":
-            loss, _, _, _, lse = clip_triton(ak, bk, inv_t, None, False, bs, return_lse=True)
-            ctx.save_for_backward(ak, bk, za, zb, na if normalize else empty, nb if normalize else empty, *lse)
-            return loss
-        w = torch.full((N,), 1.0 / N if reduction == "mean" else 1.0, device=a.device)
-        loss, ga, gb, dinv = clip_triton(ak, bk, inv_t, w, want_grad, bs)
-        if want_grad:
-            ctx.save_for_backward(_finish(ga, za, na, normalize), _finish(gb, zb, nb, normalize),
-                                  -dinv * inv_t * inv_t)
-        return loss.mean() if reduction == "mean" else loss.sum()
+        loss, _, _, _, self.lse = clip_triton(self.ak, self.bk, self.inv_t, None, False, self.bs, return_lse=True)
+        return loss
 
-    @staticmethod
-    def backward(ctx, g_out):
+    def losses_and_grad(self, w: torch.Tensor):
         from ..kernels import clip_triton
 
-        normalize, reduction, bs, inv_t, a_dtype, b_dtype, t_dtype = ctx.meta
-        needs = ctx.needs_input_grad
-        if reduction == "none":
-            ak, bk, za, zb, na, nb, lse_r, lse_c = ctx.saved_tensors
-            _, ga, gb, dinv = clip_triton(ak, bk, inv_t, g_out.float(), True, bs, lse=(lse_r, lse_c))
-            ga, gb = _finish(ga, za, na, normalize), _finish(gb, zb, nb, normalize)
-            dtau, scale = -dinv * inv_t * inv_t, 1.0
-        else:
-            ga, gb, dtau = ctx.saved_tensors
-            scale = g_out.float()
-        return ((ga * scale).to(a_dtype) if needs[0] else None, (gb * scale).to(b_dtype) if needs[1] else None,
-                (dtau * scale).to(t_dtype) if needs[2] else None, None, None, None, None)
+        loss, ga, gb, d_inv = clip_triton(self.ak, self.bk, self.inv_t, w, True, self.bs)
+        return loss, ([ga, gb], d_inv, None)
+
+    def grad(self, w: torch.Tensor) -> Grads:
+        from ..kernels import clip_triton
+
+        _, ga, gb, d_inv = clip_triton(self.ak, self.bk, self.inv_t, w.float(), True, self.bs, lse=self.lse)
+        return [ga, gb], d_inv, None
+
+
+def triton_info_nce_objective(exclude_self: bool, bs, kernel_dtype: torch.dtype) -> Build:
+    """The engine's ``build`` for two-view InfoNCE on the Triton kernels."""
+    def build(zs, inv_t, bias, needs: Sequence[bool]):
+        return TritonInfoNCEObjective(zs, inv_t, exclude_self, bs, kernel_dtype)
+    return build
+
+
+def triton_clip_objective(bs, kernel_dtype: torch.dtype) -> Build:
+    """The engine's ``build`` for the two-tower loss on the Triton kernels."""
+    def build(zs, inv_t, bias, needs: Sequence[bool]):
+        return TritonClipObjective(zs, inv_t, bs, kernel_dtype)
+    return build
