@@ -6,7 +6,8 @@ projection head of ``contrastive.train.models`` (the digits SmallCNN on 1 x 8 x 
 ResNet-18 on 3 x 32 x 32), InfoNCE on the 2B projections (d = 128, tau = 0.5), backward,
 an SGD step. ``plain`` embeds the whole batch with one graph; ``cached`` runs
 ``GradCache(model, chunk_size=256)`` (chunks of 256 images). Reported: time per sample (one
-sample = its two views) and peak RSS.
+sample = its two views), as process CPU time (one torch thread: the steadier measure when
+other jobs share the cores) and as wall time, and peak RSS.
 
 Every configuration runs in a fresh process (address space capped with RLIMIT_AS, wall
 time capped), so a plain step that does not fit is recorded as "out of memory" at that cap,
@@ -136,7 +137,8 @@ def plot(rows, path: Path, title: str) -> None:
             if not pts:
                 continue
             label = f"{MODELS[model][0]}, {mode}"
-            line = axes[0].plot([b for b, _ in ok], [r["us_per_sample"] / 1e3 for _, r in ok], style, label=label)[0]
+            line = axes[0].plot([b for b, _ in ok], [r["cpu_us_per_sample"] / 1e3 for _, r in ok], style,
+                                label=label)[0]
             axes[1].plot([b for b, _ in ok], [r["peak_rss_mib"] for _, r in ok], style, color=line.get_color())
             for b, r in pts:
                 if r["status"].startswith("out of memory"):
@@ -144,7 +146,7 @@ def plot(rows, path: Path, title: str) -> None:
                         ax.axvline(b, color=line.get_color(), ls=":", alpha=0.6)
                     axes[1].annotate("plain OOM", (b, axes[1].get_ylim()[1]), fontsize=7, color=line.get_color(),
                                      ha="center", va="top")
-    for ax, lab in zip(axes, ["time per sample (ms; 1 sample = 2 views)", "peak RSS (MiB)"]):
+    for ax, lab in zip(axes, ["CPU time per sample (ms; 1 sample = 2 views)", "peak RSS (MiB)"]):
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel("batch B (samples)")
