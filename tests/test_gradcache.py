@@ -103,38 +103,48 @@ def _data(seed=1, n=B, d=6):
 Y = (torch.arange(B) % 3 == 0).double()   # contrastive_loss labels
 TAU = 0.3
 
-# (name, number of towers, inputs builder, loss): each loss of the library and a user's
+LABELS = torch.arange(2 * B) % 4          # supcon_loss labels of the two views stacked
+K = 2                                      # hard negatives per query (retrieval_loss)
+XN = torch.randn(B * K, 6, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+ONE, SIAMESE, TWO = (0, 0), (0, 0), (0, 1)
+
+# (name, encoder of each input, inputs builder, loss): each loss of the library and a user's
 LOSSES = [
-    ("info_nce", 1, lambda x1, x2: (x1, x2), lambda z1, z2: C.info_nce(z1, z2, TAU)),
-    ("info_nce_two_towers", 2, lambda x1, x2: (x1, x2), lambda z1, z2: C.info_nce(z1, z2, TAU)),
-    ("info_nce_sum_x2", 1, lambda x1, x2: (x1, x2), lambda z1, z2: 2 * C.info_nce(z1, z2, TAU, reduction="sum")),
-    ("info_nce_keep_self", 1, lambda x1, x2: (x1, x2), lambda z1, z2: C.info_nce(z1, z2, TAU, exclude_self=False)),
-    ("nt_xent_one_input", 1, lambda x1, x2: (torch.cat([x1, x2]),), lambda z: C.nt_xent(z, TAU)),
-    ("clip_loss", 2, lambda x1, x2: (x1, x2), lambda a, b: C.clip_loss(a, b, 0.1)),
-    ("clip_loss_one_tower", 1, lambda x1, x2: (x1, x2), lambda a, b: C.clip_loss(a, b, 0.1)),
-    ("contrastive_loss", 1, lambda x1, x2: (x1, x2), lambda u, v: C.contrastive_loss(u, v, Y, margin=1.0)),
-    ("contrastive_loss_two_towers", 2, lambda x1, x2: (x1, x2), lambda u, v: C.contrastive_loss(u, v, Y)),
-    ("InfoNCELoss_module", 1, lambda x1, x2: (x1, x2), C.InfoNCELoss(TAU)),
-    ("user_loss", 2, lambda x1, x2: (x1, x2), lambda a, b: ((a - b) ** 2).sum() + (a * b).tanh().mean()),
+    ("info_nce", ONE, lambda x1, x2: (x1, x2), lambda z1, z2: C.info_nce(z1, z2, TAU)),
+    ("info_nce_two_towers", TWO, lambda x1, x2: (x1, x2), lambda z1, z2: C.info_nce(z1, z2, TAU)),
+    ("info_nce_sum_x2", ONE, lambda x1, x2: (x1, x2), lambda z1, z2: 2 * C.info_nce(z1, z2, TAU, reduction="sum")),
+    ("info_nce_keep_self", ONE, lambda x1, x2: (x1, x2), lambda z1, z2: C.info_nce(z1, z2, TAU, exclude_self=False)),
+    ("nt_xent_one_input", (0,), lambda x1, x2: (torch.cat([x1, x2]),), lambda z: C.nt_xent(z, TAU)),
+    ("clip_loss", TWO, lambda x1, x2: (x1, x2), lambda a, b: C.clip_loss(a, b, 0.1)),
+    ("clip_loss_one_tower", ONE, lambda x1, x2: (x1, x2), lambda a, b: C.clip_loss(a, b, 0.1)),
+    ("contrastive_loss", SIAMESE, lambda x1, x2: (x1, x2), lambda u, v: C.contrastive_loss(u, v, Y, margin=1.0)),
+    ("contrastive_loss_two_towers", TWO, lambda x1, x2: (x1, x2), lambda u, v: C.contrastive_loss(u, v, Y)),
+    ("InfoNCELoss_module", ONE, lambda x1, x2: (x1, x2), C.InfoNCELoss(TAU)),
+    ("user_loss", TWO, lambda x1, x2: (x1, x2), lambda a, b: ((a - b) ** 2).sum() + (a * b).tanh().mean()),
+    ("supcon_loss", (0,), lambda x1, x2: (torch.cat([x1, x2]),), lambda z: C.supcon_loss(z, LABELS, 0.1)),
+    ("retrieval_loss_hard_negatives", (0, 1, 1), lambda x1, x2: (x1, x2, XN),
+     lambda a, p, n: C.retrieval_loss(a, p, n.reshape(B, K, -1), 0.05)),
+    ("retrieval_loss_symmetric_shared", (0, 0, 0), lambda x1, x2: (x1, x2, XN),
+     lambda a, p, n: C.retrieval_loss(a, p, n, 0.05, symmetric=True)),
+    ("siglip_loss", TWO, lambda x1, x2: (x1, x2), lambda a, b: C.siglip_loss(a, b, 0.1, -10.0)),
+    ("info_nce_decoupled", ONE, lambda x1, x2: (x1, x2), lambda z1, z2: C.info_nce(z1, z2, TAU, decoupled=True)),
 ]
 
 
-@pytest.mark.parametrize("name, n_towers, make_inputs, loss_fn", LOSSES, ids=[c[0] for c in LOSSES])
+@pytest.mark.parametrize("name, towers, make_inputs, loss_fn", LOSSES, ids=[c[0] for c in LOSSES])
 @pytest.mark.parametrize("chunk", [5, 3, 4, (3, 4)], ids=["divides", "3-3-2-2", "4-3-3", "per-tower"])
-def test_cached_step_equals_full_batch_step(name, n_towers, make_inputs, loss_fn, chunk):
-    if isinstance(chunk, tuple) and n_towers == 1:
-        chunk = chunk[:1]
-    encs = [MLP(seed=s, bn=True) for s in range(n_towers)]
+def test_cached_step_equals_full_batch_step(name, towers, make_inputs, loss_fn, chunk):
+    n_enc = max(towers) + 1
+    sizes = list(chunk[:n_enc]) if isinstance(chunk, tuple) else [chunk] * n_enc
+    encs = [MLP(seed=s, bn=True) for s in range(n_enc)]
     refs = copy.deepcopy(encs)
     inputs = make_inputs(*_data())
-    towers = [0] * len(inputs) if n_towers == 1 else [0, 1]
-    sizes = list(chunk) if isinstance(chunk, tuple) else [chunk] * n_towers
     want = reference_step(refs, towers, inputs, sizes, loss_fn, seed=7)
-    got = cached_step(encs, inputs, chunk if isinstance(chunk, int) else chunk, loss_fn, seed=7)
+    torch.manual_seed(7)
+    got = GradCache(encs, sizes).step(loss_fn, *inputs, towers=towers)
     assert not got.requires_grad and _err(got, want) <= TOL
     assert_same_grads(encs, refs)
     after = torch.rand(3)                       # the generator ends where the plain step leaves it
-    torch.manual_seed(7)
     reference_step(copy.deepcopy(refs), towers, inputs, sizes, loss_fn, seed=7)
     assert torch.equal(after, torch.rand(3))
 
@@ -162,6 +172,19 @@ def test_without_dropout_or_batchnorm_equals_one_call_on_the_whole_batch():
     want.backward()
     assert _err(loss, want) <= TOL and _err(tau.grad, tau_ref.grad) <= TOL
     assert_same_grads([enc], [ref])
+
+
+def test_learnable_siglip_temperature_and_bias_get_the_full_batch_gradient():
+    encs = [MLP(p=0.0, seed=0), MLP(p=0.0, seed=1)]
+    refs = copy.deepcopy(encs)
+    t, b = (torch.tensor(v, dtype=torch.float64, requires_grad=True) for v in (0.1, -10.0))
+    t_ref, b_ref = (v.detach().clone().requires_grad_() for v in (t, b))
+    x1, x2 = _data(n=11)
+    loss = GradCache(encs, chunk_size=(4, 5)).step(lambda u, v: C.siglip_loss(u, v, t, b), x1, x2)
+    want = C.siglip_loss(refs[0](x1), refs[1](x2), t_ref, b_ref)
+    want.backward()
+    assert _err(loss, want) <= TOL and _err(t.grad, t_ref.grad) <= TOL and _err(b.grad, b_ref.grad) <= TOL
+    assert_same_grads(encs, refs)
 
 
 def test_gradients_accumulate_like_backward():
@@ -409,7 +432,8 @@ def _ddp_case(rank, world):
         ddps = []
         for e in encs:
             m = DDP(e)
-            m.register_comm_hook(None, lambda st, bucket: (reduces.append(1), allreduce_hook(dist.group.WORLD, bucket))[1])
+            m.register_comm_hook(None, lambda _, bucket: (reduces.append(1),               # count, then all-reduce
+                                                          allreduce_hook(dist.group.WORLD, bucket))[1])
             ddps.append(m)
         embeddings = [[], []]                 # reference: every rank's chunks under that rank's seed
         for r in range(world):

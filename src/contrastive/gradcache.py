@@ -164,7 +164,8 @@ class GradCache:
     r"""Exact full-batch gradients of a contrastive loss, computed one encoder chunk at a time.
 
     For embeddings :math:`z = f_\theta(x)` of a batch cut into chunks :math:`x_c` of at most
-    ``chunk_size`` rows, :meth:`step` accumulates into every parameter's ``.grad``
+    ``chunk_size`` rows (balanced: their sizes differ by at most one), :meth:`step`
+    accumulates into every parameter's ``.grad``
 
     .. math::
 
@@ -213,7 +214,7 @@ class GradCache:
         >>> _ = torch.manual_seed(0)
         >>> enc = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Dropout(0.3), torch.nn.Linear(16, 4))
         >>> x1, x2 = torch.randn(10, 8), torch.randn(10, 8)
-        >>> cache = contrastive.GradCache(enc, chunk_size=4)     # chunks of 4, 4 and 2 rows
+        >>> cache = contrastive.GradCache(enc, chunk_size=4)     # chunks of 4, 3 and 3 rows
         >>> loss = cache.step(lambda z1, z2: contrastive.info_nce(z1, z2), x1, x2)
         >>> loss.requires_grad, enc[0].weight.grad.shape
         (False, torch.Size([16, 8]))
@@ -260,7 +261,8 @@ class GradCache:
 
     def __repr__(self) -> str:
         names = ", ".join(type(e).__name__ for e in self.encoders)
-        return f"GradCache(({names}), chunk_size={self.chunk_sizes if len(self.chunk_sizes) > 1 else self.chunk_sizes[0]})"
+        sizes = self.chunk_sizes if len(self.chunk_sizes) > 1 else self.chunk_sizes[0]
+        return f"GradCache(({names}), chunk_size={sizes})"
 
     # ------------------------------------------------------------------------- helpers
     def _towers(self, n_inputs: int, towers: Optional[Sequence[int]]) -> List[int]:
@@ -320,8 +322,10 @@ class GradCache:
              towers: Optional[Sequence[int]] = None) -> torch.Tensor:
         r"""Accumulate the full-batch gradient of ``loss_fn(f(inputs[0]), f(inputs[1]), ...)``.
 
-        Every input is split along its first dimension into chunks of the chunk size of
-        its tower (the last chunk may be smaller); the embeddings of all chunks are
+        Every input of ``N`` rows is split along its first dimension into
+        ``ceil(N / chunk_size)`` chunks (its tower's chunk size) whose sizes differ by at
+        most one, so no chunk is a tiny remainder (BatchNorm cannot train on one row, and
+        its per-chunk statistics stay alike); the embeddings of all chunks are
         concatenated back, so ``loss_fn`` sees the whole batch, exactly as if each encoder
         had embedded its input in one call (up to BatchNorm's per-chunk batch statistics).
         The loss's own parameters (a learnable temperature captured by ``loss_fn``) get
@@ -397,13 +401,22 @@ class GradCache:
                 pieces = [t_.tensor_split(-(-n // cs)) for t_ in leaves]   # balanced: sizes differ by <= 1
                 chunks.append([rebuild([p[c] for p in pieces]) for c in range(len(pieces[0]))])
                 states.append([])
-                outs: List[Leaves] = []
+                full: Leaves = []
                 out_rebuild: Optional[Rebuild] = None
+                start = 0
                 for c, chunk in enumerate(chunks[i]):
                     states[i].append(_get_rng(devices))
-                    o, out_rebuild = self._outputs(self._forward(encoders[t], chunk), pieces[0][c].shape[0], t)
-                    outs.append(o)
-                full = [_upcast(torch.cat([o[k] for o in outs])) for k in range(len(outs[0]))]   # (N_i, ...)
+                    m = pieces[0][c].shape[0]
+                    out, out_rebuild = self._outputs(self._forward(encoders[t], chunk), m, t)
+                    if c == 0:   # written in place: one copy of the embeddings, float32 for half ones
+                        full = [torch.empty((n, *z.shape[1:]), dtype=_upcast_dtype(z.dtype), device=z.device)
+                                for z in out]                                             # (N_i, ...)
+                    if len(out) != len(full) or any(z.shape[1:] != f.shape[1:] for z, f in zip(out, full)):
+                        raise ValueError(f"encoder {t} returned outputs of different structures or shapes for "
+                                         f"two chunks of inputs[{i}]; it must return the same for every chunk")
+                    for f, z in zip(full, out):
+                        f[start:start + m] = z
+                    start += m
                 full = [z.requires_grad_() if z.is_floating_point() else z for z in full]
                 leaves_all.append(full)
                 embeddings.append(out_rebuild(full))
@@ -412,6 +425,8 @@ class GradCache:
         after_loss = _get_rng(devices)
         self._backward_loss(loss)
         grads = [[z.grad if z.requires_grad else None for z in full] for full in leaves_all]
+        value = loss.detach()
+        del loss, embeddings, leaves_all, full          # pass 2 needs the gradients, not the embeddings
         # pass 2: re-embed each chunk under its random state and back-propagate its cached gradient
         jobs = [(i, c) for i in range(len(flat))
                 if any(g is not None for g in grads[i]) and _trainable(encoders[towers[i]], flat[i][0])
@@ -435,7 +450,11 @@ class GradCache:
                 offsets[i] += n
         finally:
             _set_rng(after_loss, devices)
-        return loss.detach()
+        return value
+
+
+def _upcast_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
 def _upcast(z: torch.Tensor) -> torch.Tensor:
