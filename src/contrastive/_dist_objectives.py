@@ -36,7 +36,7 @@ def _embeddings(op, named, normalize, check_finite):
         if check_finite and flat.shape[0]:
             V.check_finite(name, flat)
         if normalize and flat.shape[0]:
-            V.check_unit_rows(name, flat)
+            V.check_nonzero_rows(name, flat)
 
 
 def _objective_loss(op, state, gradient, block_size, reduction, normalize, temperature, bias,

@@ -79,8 +79,8 @@ def _check_pair(na, a, nb, b, temperature, reduction, normalize, check_finite):
         V.check_finite(na, a)
         V.check_finite(nb, b)
     if normalize and a.shape[0]:
-        V.check_unit_rows(na, a)
-        V.check_unit_rows(nb, b)
+        V.check_nonzero_rows(na, a)
+        V.check_nonzero_rows(nb, b)
     return temperature
 
 

@@ -92,7 +92,7 @@ def _common(names, tensors, reduction, check_finite, normalize) -> None:
         if check_finite:
             V.check_finite(n, t)
         if normalize:
-            V.check_unit_rows(n, t.reshape(-1, t.shape[-1]))
+            V.check_nonzero_rows(n, t.reshape(-1, t.shape[-1]))
 
 
 def supcon_loss(

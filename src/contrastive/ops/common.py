@@ -46,7 +46,7 @@ def normalize_rows(x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     m = x.abs().amax(dim=1, keepdim=True)                           # (N, 1) max-abs m_i
     y = x / m                                                       # (N, d) entries in [-1, 1]
     n = torch.linalg.vector_norm(y, dim=1, keepdim=True)            # (N, 1) in [1, sqrt(d)]
-    return y / n, torch.cat([m, n], 1)
+    return y.div_(n), torch.cat([m, n], 1)                          # in place: one (N, d) copy
 
 
 def row_norms(norms: torch.Tensor) -> torch.Tensor:
@@ -65,10 +65,11 @@ def chain_normalize(grad_z: torch.Tensor, z: torch.Tensor, norms: torch.Tensor) 
         >>> chain_normalize(z.clone(), z, n)                        # radial part removed
         tensor([[0., 0.]])
     """
-    tangential = grad_z - z * (z * grad_z).sum(1, keepdim=True)     # (I - z z^T) grad_z
+    dot = (z * grad_z).sum(1, keepdim=True)                         # (N, 1) z_i . grad_z_i
+    tangential = torch.addcmul(grad_z, z, dot, value=-1)            # (I - z z^T) grad_z, one (N, d) copy
     if norms.shape[1] == 2:
-        return tangential / norms[:, 1:] / norms[:, :1]             # / (|u / m| m)
-    return tangential / norms
+        return tangential.div_(norms[:, 1:]).div_(norms[:, :1])     # / (|u / m| m), in place
+    return tangential.div_(norms)
 
 
 def temperature_value(temperature: Union[float, torch.Tensor], dtype, device) -> torch.Tensor:
