@@ -34,7 +34,7 @@ def _worker(rank, world, port, case, pg_timeout, q):
         dist.init_process_group("gloo", store=store, rank=rank, world_size=world,
                                 timeout=datetime.timedelta(seconds=pg_timeout))
         t0 = time.monotonic()
-        result = CASES[case](rank, world)
+        result = (case if callable(case) else CASES[case])(rank, world)   # or another test module's function
         q.put((rank, "ok", result, time.monotonic() - t0))
     except BaseException as e:                                     # report, then die as a crash would
         q.put((rank, "error", f"{type(e).__name__}: {e}\n{traceback.format_exc()}", 0.0))
@@ -45,8 +45,9 @@ def _worker(rank, world, port, case, pg_timeout, q):
 
 
 def spawn(world, case, pg_timeout=60, deadline=180, wait_for=None):
-    """Run CASES[case] on `world` gloo ranks until the ranks in `wait_for` (default: all)
-    report or the deadline passes; {rank: (status, payload, seconds)}."""
+    """Run CASES[case] (or `case` itself, a module-level function of a test module) on `world`
+    gloo ranks until the ranks in `wait_for` (default: all) report or the deadline passes;
+    {rank: (status, payload, seconds)}."""
     wait_for = set(range(world) if wait_for is None else wait_for)
     store = dist.TCPStore("127.0.0.1", 0, world, is_master=True, wait_for_workers=False)
     ctx = mp.get_context("spawn")

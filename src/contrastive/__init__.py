@@ -4,8 +4,13 @@ Every objective has a NumPy float64 reference (:mod:`contrastive.reference`), a 
 whose backward is the analytic gradient of the seed derivations, and a validated public
 function here. See the README for a quickstart.
 """
-from .functional import clip_loss, contrastive_loss, cosine_similarity, info_nce, nt_xent
-from .losses import ContrastiveLoss, CosineMetric, InfoNCELoss, NTXentLoss
+from .functional import (
+    clip_loss, contrastive_loss, cosine_similarity, info_nce, nt_xent, retrieval_loss, siglip_loss, supcon_loss,
+)
+from .losses import (
+    ClipLoss, ContrastiveLoss, CosineMetric, InfoNCELoss, NTXentLoss, RetrievalLoss, SigLIPLoss, SupConLoss,
+)
+from .gradcache import GradCache
 
 __version__ = "0.1.0"
 
@@ -15,8 +20,16 @@ __all__ = [
     "cosine_similarity",
     "info_nce",
     "nt_xent",
+    "retrieval_loss",
+    "siglip_loss",
+    "supcon_loss",
+    "ClipLoss",
     "ContrastiveLoss",
     "CosineMetric",
     "InfoNCELoss",
     "NTXentLoss",
+    "GradCache",
+    "RetrievalLoss",
+    "SigLIPLoss",
+    "SupConLoss",
 ]

@@ -14,13 +14,18 @@ from . import _validation as V
 from .ops import compute_dtype
 from .ops.contrastive_loss import ContrastiveLossFn
 from .ops.cosine_similarity import MapCosineFn, PackedSymCosineFn, SymCosineFn, _packed_to_full, packed_dim
-from .ops.clip import ClipLossFn
-from .ops.info_nce import InfoNCEFn
+from .ops.clip import clip_objective
+from .ops.engine import run as run_engine
+from .ops.info_nce import info_nce_objective
 from .ops.info_nce_dense import DenseInfoNCEFn
 from .ops.tiles import check_block_size
 from .ops.triton_glue import TritonClipFn, TritonInfoNCEFn
+from .objectives import retrieval_loss, siglip_loss, supcon_loss  # noqa: F401  (re-exported)
 
-__all__ = ["contrastive_loss", "info_nce", "nt_xent", "clip_loss", "cosine_similarity"]
+__all__ = [
+    "contrastive_loss", "info_nce", "nt_xent", "clip_loss", "cosine_similarity",
+    "supcon_loss", "retrieval_loss", "siglip_loss",
+]
 
 Temperature = Union[float, torch.Tensor]
 
@@ -153,6 +158,7 @@ def nt_xent(
     check_finite: bool = True,
     block_size: Optional[int] = None,
     backend: str = "auto",
+    decoupled: bool = False,
 ) -> torch.Tensor:
     r"""InfoNCE / NT-Xent on one stacked matrix of ``N = 2B`` embeddings (lower-level form).
 
@@ -165,7 +171,9 @@ def nt_xent(
         \mathcal L = \frac1N \sum_i \ell_i
 
     ``exclude_self=True`` drops ``k = i`` from the denominator (SimCLR, seed 001);
-    ``exclude_self=False`` keeps it (seed 002). With ``normalize=True`` the rows are
+    ``exclude_self=False`` keeps it (seed 002). ``decoupled=True`` also drops ``k = p(i)``
+    (decoupled contrastive learning, DCL: the positive is left out of the denominator).
+    With ``normalize=True`` the rows are
     L2-normalised first, so ``L`` holds cosine similarities. The backward is seed 002's
 
     .. math::
@@ -191,6 +199,9 @@ def nt_xent(
             else the torch blockwise engine), ``'torch'``, ``'triton'`` (CUDA float32,
             bfloat16 or float16; CPU only under ``TRITON_INTERPRET=1``, for tests) or
             ``'dense'`` (holds the N x N logits; the reference path).
+        decoupled: leave the positive out of the denominator (DCL, Yeh et al. 2022); needs
+            N >= 4 when ``exclude_self`` (a row must keep a candidate). Runs on the torch
+            engine (``'auto'`` picks it; ``'triton'`` and ``'dense'`` raise).
 
     Shape:
         z: ``(N, d)`` with N even; output: scalar, or ``(N,)`` for ``reduction='none'``.
@@ -221,19 +232,32 @@ def nt_xent(
         V.check_finite("z", z)
     if normalize:
         V.check_unit_rows("z", z)
+    if decoupled:
+        if exclude_self and z.shape[0] < 4:
+            raise ValueError(
+                f"decoupled=True with exclude_self=True leaves row i no candidate when N = {z.shape[0]}; "
+                f"pass at least 2 pairs (N >= 4) or exclude_self=False"
+            )
+        if backend in ("triton", "dense"):
+            raise ValueError(
+                f"decoupled=True runs on the torch engine only, got backend={backend!r}; "
+                f"use backend='auto' or 'torch'"
+            )
+        backend = "torch"
     backend = _check_backend(backend, z)
     if backend == "dense":
         per_row = DenseInfoNCEFn.apply(z, temperature, bool(exclude_self), bool(normalize))
         return _reduce(per_row, reduction, z.dtype)
-    want_grad = torch.is_grad_enabled() and (
-        z.requires_grad or (isinstance(temperature, torch.Tensor) and temperature.requires_grad)
-    )
     if backend == "triton":
-        fn, bs = TritonInfoNCEFn, block_size
-    else:
-        fn, bs = InfoNCEFn, check_block_size(block_size, z.shape[0], z.device)
-    out = fn.apply(z, temperature, bool(exclude_self), bool(normalize), reduction, bs, want_grad)
-    return out.to(z.dtype)
+        want_grad = torch.is_grad_enabled() and (
+            z.requires_grad or (isinstance(temperature, torch.Tensor) and temperature.requires_grad)
+        )
+        out = TritonInfoNCEFn.apply(z, temperature, bool(exclude_self), bool(normalize), reduction,
+                                    block_size, want_grad)
+        return out.to(z.dtype)
+    bs = check_block_size(block_size, z.shape[0], z.device)
+    build = info_nce_objective(bool(exclude_self), bool(decoupled), bs)
+    return run_engine(build, [z], temperature, normalize=normalize, reduction=reduction)
 
 
 def info_nce(
@@ -247,6 +271,7 @@ def info_nce(
     check_finite: bool = True,
     block_size: Optional[int] = None,
     backend: str = "auto",
+    decoupled: bool = False,
 ) -> torch.Tensor:
     r"""InfoNCE / NT-Xent (SimCLR) of two views: ``z1[i]`` and ``z2[i]`` are a positive pair.
 
@@ -274,6 +299,8 @@ def info_nce(
         check_finite: raise on NaN/Inf inputs.
         block_size, backend: see :func:`nt_xent`. The default runs the blockwise engine,
             which never holds the N x N matrix (memory O(N d + block_size^2)).
+        decoupled: decoupled contrastive learning (DCL): the positive ``z_{p(i)}`` is left
+            out of the denominator, ``sum_k [k != i, k != p(i)]``; needs B >= 2.
 
     Shape:
         z1, z2: ``(B, d)``; output: scalar, or ``(2B,)`` for ``reduction='none'``.
@@ -315,6 +342,7 @@ def info_nce(
         check_finite=False,
         block_size=block_size,
         backend=backend,
+        decoupled=decoupled,
     )
 
 
@@ -399,16 +427,15 @@ def clip_loss(
     backend = _check_backend(backend, a, b)
     if backend == "dense":
         return _reduce(_dense_clip(a, b, temperature, normalize), reduction, a.dtype)
-    want_grad = torch.is_grad_enabled() and (
-        a.requires_grad or b.requires_grad
-        or (isinstance(temperature, torch.Tensor) and temperature.requires_grad)
-    )
     if backend == "triton":
-        fn, bs = TritonClipFn, block_size
-    else:
-        fn, bs = ClipLossFn, check_block_size(block_size, a.shape[0], a.device)
-    out = fn.apply(a, b, temperature, bool(normalize), reduction, bs, want_grad)
-    return out.to(a.dtype)
+        want_grad = torch.is_grad_enabled() and (
+            a.requires_grad or b.requires_grad
+            or (isinstance(temperature, torch.Tensor) and temperature.requires_grad)
+        )
+        out = TritonClipFn.apply(a, b, temperature, bool(normalize), reduction, block_size, want_grad)
+        return out.to(a.dtype)
+    bs = check_block_size(block_size, a.shape[0], a.device)
+    return run_engine(clip_objective(bs), [a, b], temperature, normalize=normalize, reduction=reduction)
 
 
 def cosine_similarity(

@@ -15,7 +15,10 @@ from . import _validation as V
 from . import functional as F
 from .ops.cosine_similarity import _packed_to_full
 
-__all__ = ["ContrastiveLoss", "InfoNCELoss", "NTXentLoss", "CosineMetric"]
+__all__ = [
+    "ContrastiveLoss", "InfoNCELoss", "NTXentLoss", "SupConLoss", "RetrievalLoss", "ClipLoss", "SigLIPLoss",
+    "CosineMetric",
+]
 
 
 class ContrastiveLoss(nn.Module):
@@ -41,6 +44,26 @@ class ContrastiveLoss(nn.Module):
         return f"margin={self.margin}, reduction={self.reduction!r}"
 
 
+class _Temperature(nn.Module):
+    """A temperature that is a fixed float or a parameter stored as log tau."""
+
+    def _init_temperature(self, temperature: float, learn: bool) -> None:
+        V.check_temperature(temperature)
+        self.learn_temperature = bool(learn)
+        if learn:
+            self.log_temperature = nn.Parameter(torch.tensor(math.log(float(temperature))))
+        else:
+            self.register_buffer("_temperature", torch.tensor(float(temperature)), persistent=False)
+
+    @property
+    def temperature(self):
+        return self.log_temperature.exp() if self.learn_temperature else float(self._temperature)
+
+    def _t(self, ref: torch.Tensor):
+        t = self.temperature
+        return t.to(ref.device) if isinstance(t, torch.Tensor) else t
+
+
 class InfoNCELoss(nn.Module):
     """InfoNCE / NT-Xent of two views ``loss(z1, z2)``; see :func:`contrastive.functional.info_nce`.
 
@@ -48,6 +71,7 @@ class InfoNCELoss(nn.Module):
         temperature: initial tau.
         learn_temperature: make tau a parameter (stored as log tau, as CLIP does).
         exclude_self, normalize, reduction: as in :func:`~contrastive.functional.info_nce`.
+        decoupled: decoupled contrastive learning (the positive left out of the denominator).
 
     Examples:
         >>> import torch
@@ -59,8 +83,10 @@ class InfoNCELoss(nn.Module):
     """
 
     def __init__(self, temperature: float = 0.5, *, learn_temperature: bool = False,
-                 exclude_self: bool = True, normalize: bool = True, reduction: str = "mean"):
+                 exclude_self: bool = True, normalize: bool = True, reduction: str = "mean",
+                 decoupled: bool = False):
         super().__init__()
+        self.decoupled = bool(decoupled)
         V.check_temperature(temperature)
         self.learn_temperature = learn_temperature
         if learn_temperature:
@@ -80,15 +106,168 @@ class InfoNCELoss(nn.Module):
         if isinstance(t, torch.Tensor):
             t = t.to(z1.device)
         return F.info_nce(z1, z2, t, exclude_self=self.exclude_self,
-                          normalize=self.normalize, reduction=self.reduction)
+                          normalize=self.normalize, reduction=self.reduction, decoupled=self.decoupled)
 
     def extra_repr(self):
         return (f"temperature={float(self.temperature):.4g}, learn_temperature={self.learn_temperature}, "
-                f"exclude_self={self.exclude_self}, normalize={self.normalize}")
+                f"exclude_self={self.exclude_self}, normalize={self.normalize}, decoupled={self.decoupled}")
 
 
 class NTXentLoss(InfoNCELoss):
     """SimCLR's name for :class:`InfoNCELoss` (same arguments)."""
+
+
+class SupConLoss(_Temperature):
+    """Supervised contrastive loss ``loss(z, labels)``; see :func:`contrastive.functional.supcon_loss`.
+
+    Args:
+        temperature: initial tau (0.1, as in Khosla et al.).
+        learn_temperature: make tau a parameter (stored as log tau).
+        normalize, reduction: as in :func:`~contrastive.functional.supcon_loss`.
+
+    Examples:
+        >>> import torch
+        >>> from contrastive import SupConLoss
+        >>> z = torch.randn(8, 4, requires_grad=True); y = torch.tensor([0, 1, 2, 3] * 2)
+        >>> SupConLoss()(z, y).backward(); z.grad.shape
+        torch.Size([8, 4])
+    """
+
+    def __init__(self, temperature: float = 0.1, *, learn_temperature: bool = False,
+                 normalize: bool = True, reduction: str = "mean"):
+        super().__init__()
+        self._init_temperature(temperature, learn_temperature)
+        self.normalize = normalize
+        self.reduction = V.check_reduction(reduction)
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return F.supcon_loss(z, labels, self._t(z), normalize=self.normalize, reduction=self.reduction)
+
+    def extra_repr(self):
+        return f"temperature={float(self.temperature):.4g}, learn_temperature={self.learn_temperature}"
+
+
+class RetrievalLoss(_Temperature):
+    """Retrieval loss with hard negatives ``loss(anchors, positives, negatives=None,
+    positive_ids=None)``; see :func:`contrastive.functional.retrieval_loss`.
+
+    Args:
+        temperature: initial tau (0.05, as sentence-transformers' scale 20).
+        learn_temperature: make tau a parameter (stored as log tau).
+        symmetric, normalize, reduction: as in :func:`~contrastive.functional.retrieval_loss`.
+
+    Examples:
+        >>> import torch
+        >>> from contrastive import RetrievalLoss
+        >>> a, p, n = torch.randn(4, 8), torch.randn(4, 8), torch.randn(4, 2, 8)
+        >>> RetrievalLoss()(a, p, n).shape
+        torch.Size([])
+    """
+
+    def __init__(self, temperature: float = 0.05, *, learn_temperature: bool = False, symmetric: bool = False,
+                 normalize: bool = True, reduction: str = "mean"):
+        super().__init__()
+        self._init_temperature(temperature, learn_temperature)
+        self.symmetric, self.normalize = bool(symmetric), normalize
+        self.reduction = V.check_reduction(reduction)
+
+    def forward(self, anchors: torch.Tensor, positives: torch.Tensor, negatives: Optional[torch.Tensor] = None,
+                positive_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return F.retrieval_loss(anchors, positives, negatives, self._t(anchors), symmetric=self.symmetric,
+                                positive_ids=positive_ids, normalize=self.normalize, reduction=self.reduction)
+
+    def extra_repr(self):
+        return (f"temperature={float(self.temperature):.4g}, learn_temperature={self.learn_temperature}, "
+                f"symmetric={self.symmetric}")
+
+
+class ClipLoss(nn.Module):
+    """Two-tower (CLIP) loss ``loss(a, b)`` with a learnable temperature; see
+    :func:`contrastive.functional.clip_loss`.
+
+    The temperature is stored as CLIP's logit scale, ``logit_scale = log(1 / tau)``,
+    initialised at tau = 0.07; ``max_logit_scale`` clamps it (CLIP uses log 100).
+
+    Args:
+        temperature: initial tau.
+        learn_temperature: make the logit scale a parameter (default).
+        max_logit_scale: upper clamp of the logit scale (``None``: no clamp).
+        normalize, reduction: as in :func:`~contrastive.functional.clip_loss`.
+
+    Examples:
+        >>> import torch
+        >>> from contrastive import ClipLoss
+        >>> crit = ClipLoss()
+        >>> crit(torch.randn(4, 8), torch.randn(4, 8)).backward(); crit.logit_scale.grad is not None
+        True
+    """
+
+    def __init__(self, temperature: float = 0.07, *, learn_temperature: bool = True,
+                 max_logit_scale: Optional[float] = math.log(100.0), normalize: bool = True,
+                 reduction: str = "mean"):
+        super().__init__()
+        V.check_temperature(temperature)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / float(temperature))),
+                                        requires_grad=bool(learn_temperature))
+        self.max_logit_scale = max_logit_scale
+        self.normalize = normalize
+        self.reduction = V.check_reduction(reduction)
+
+    @property
+    def temperature(self) -> torch.Tensor:
+        s = self.logit_scale
+        if self.max_logit_scale is not None:
+            s = s.clamp(max=self.max_logit_scale)
+        return torch.exp(-s)                                            # tau = 1 / exp(logit_scale)
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return F.clip_loss(a, b, self.temperature.to(a.device), normalize=self.normalize,
+                           reduction=self.reduction)
+
+    def extra_repr(self):
+        return f"temperature={self.temperature.item():.4g}, learn={self.logit_scale.requires_grad}"
+
+
+class SigLIPLoss(nn.Module):
+    """SigLIP's sigmoid loss ``loss(a, b)`` with learnable temperature and bias; see
+    :func:`contrastive.functional.siglip_loss`.
+
+    Initialised as in the paper: logit scale t' = log 10 (tau = 1 / exp(t') = 0.1) and bias
+    b = -10.
+
+    Args:
+        logit_scale: initial t' (tau = exp(-t')).
+        bias: initial bias.
+        learn_temperature, learn_bias: make them parameters (default both).
+        normalize, reduction: as in :func:`~contrastive.functional.siglip_loss`.
+
+    Examples:
+        >>> import torch
+        >>> from contrastive import SigLIPLoss
+        >>> crit = SigLIPLoss()
+        >>> crit(torch.randn(4, 8), torch.randn(4, 8)).backward(); crit.bias.grad is not None
+        True
+    """
+
+    def __init__(self, logit_scale: float = math.log(10.0), bias: float = -10.0, *,
+                 learn_temperature: bool = True, learn_bias: bool = True, normalize: bool = True,
+                 reduction: str = "mean"):
+        super().__init__()
+        self.logit_scale = nn.Parameter(torch.tensor(float(logit_scale)), requires_grad=bool(learn_temperature))
+        self.bias = nn.Parameter(torch.tensor(float(bias)), requires_grad=bool(learn_bias))
+        self.normalize = normalize
+        self.reduction = V.check_reduction(reduction)
+
+    @property
+    def temperature(self) -> torch.Tensor:
+        return torch.exp(-self.logit_scale)                             # tau = 1 / exp(t')
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return F.siglip_loss(a, b, self.temperature.to(a.device), self.bias.to(a.device),
+                             normalize=self.normalize, reduction=self.reduction)
+
+    def extra_repr(self):
+        return f"logit_scale={self.logit_scale.item():.4g}, bias={self.bias.item():.4g}"
 
 
 class CosineMetric(nn.Module):

@@ -19,6 +19,9 @@ from . import functional as F
 from .reference import contrastive_loss as ref_cl
 from .reference import cosine_similarity as ref_cs
 from .reference import info_nce as ref_nce
+from .reference import retrieval_loss as ref_ret
+from .reference import siglip_loss as ref_sig
+from .reference import supcon_loss as ref_sup
 
 # One tolerance table for the whole project (relative error).
 TOLERANCE = {"float64": 1e-10, "float32": 1e-5, "bfloat16": 3e-2, "float16": 2e-2, "fd": 1e-6}
@@ -104,24 +107,84 @@ class ContrastiveCase(Case):
 
 
 class InfoNCECase(Case):
-    def __init__(self, exclude_self: bool):
-        self.exclude_self = exclude_self
-        self.name = f"info_nce (exclude_self={exclude_self})"
+    def __init__(self, exclude_self: bool, decoupled: bool = False):
+        self.exclude_self, self.decoupled = exclude_self, decoupled
+        self.name = f"info_nce (exclude_self={exclude_self}{', decoupled' if decoupled else ''})"
 
     def data(self, rng):
         N, d = 12, 4
         return {"z": rng.normal(size=(N, d)), "w": rng.uniform(0.5, 1.5, size=N)}
 
     def ref_value(self, x):
-        return float(x["w"] @ ref_nce.forward(x["z"], 0.5, self.exclude_self))
+        return float(x["w"] @ ref_nce.forward(x["z"], 0.5, self.exclude_self, decoupled=self.decoupled))
 
     def ref_grads(self, x):
-        gz, _ = ref_nce.grad(x["z"], 0.5, self.exclude_self, weights=x["w"])
+        gz, _ = ref_nce.grad(x["z"], 0.5, self.exclude_self, weights=x["w"], decoupled=self.decoupled)
         return {"z": gz}
 
     def torch_value(self, t):
         B = t["z"].shape[0] // 2
-        per_row = F.info_nce(t["z"][:B], t["z"][B:], 0.5, exclude_self=self.exclude_self, reduction="none")
+        per_row = F.info_nce(t["z"][:B], t["z"][B:], 0.5, exclude_self=self.exclude_self, reduction="none",
+                             decoupled=self.decoupled, block_size=5)
+        return (per_row.double() * t["w"]).sum()
+
+
+class SupConCase(Case):
+    name = "supcon_loss"
+    labels = np.array([0, 1, 2, 0, 1, 3, 0, 2, 4, 1, 2, 0])   # label 3 and 4: rows without a positive
+
+    def data(self, rng):
+        return {"z": rng.normal(size=(12, 4)), "w": rng.uniform(0.5, 1.5, size=12)}
+
+    def ref_value(self, x):
+        return float(x["w"] @ ref_sup.forward(x["z"], self.labels, 0.3))
+
+    def ref_grads(self, x):
+        return {"z": ref_sup.grad(x["z"], self.labels, 0.3, weights=x["w"])[0]}
+
+    def torch_value(self, t):
+        per_row = F.supcon_loss(t["z"], torch.as_tensor(self.labels), 0.3, reduction="none", block_size=5)
+        return (per_row.double() * t["w"]).sum()
+
+
+class RetrievalCase(Case):
+    name = "retrieval_loss (hard negatives, ids, symmetric)"
+    ids = np.array([0, 1, 2, 0, 3, 4, 1, 5])
+
+    def data(self, rng):
+        B, K, d = 8, 2, 4
+        return {"a": rng.normal(size=(B, d)), "p": rng.normal(size=(B, d)), "n": rng.normal(size=(B, K, d)),
+                "w": rng.uniform(0.5, 1.5, size=B)}
+
+    def ref_value(self, x):
+        return float(x["w"] @ ref_ret.forward(x["a"], x["p"], x["n"], 0.2, True, self.ids))
+
+    def ref_grads(self, x):
+        ga, gp, gn, _ = ref_ret.grad(x["a"], x["p"], x["n"], 0.2, True, self.ids, weights=x["w"])
+        return {"a": ga, "p": gp, "n": gn}
+
+    def torch_value(self, t):
+        per_row = F.retrieval_loss(t["a"], t["p"], t["n"], 0.2, symmetric=True, positive_ids=torch.as_tensor(self.ids),
+                                   reduction="none", block_size=3)
+        return (per_row.double() * t["w"]).sum()
+
+
+class SigLIPCase(Case):
+    name = "siglip_loss"
+
+    def data(self, rng):
+        B, d = 9, 4
+        return {"a": rng.normal(size=(B, d)), "b": rng.normal(size=(B, d)), "w": rng.uniform(0.5, 1.5, size=B)}
+
+    def ref_value(self, x):
+        return float(x["w"] @ ref_sig.forward(x["a"], x["b"], 0.5, -2.0))
+
+    def ref_grads(self, x):
+        ga, gb, _, _ = ref_sig.grad(x["a"], x["b"], 0.5, -2.0, weights=x["w"])
+        return {"a": ga, "b": gb}
+
+    def torch_value(self, t):
+        per_row = F.siglip_loss(t["a"], t["b"], 0.5, -2.0, reduction="none", block_size=4)
         return (per_row.double() * t["w"]).sum()
 
 
@@ -187,7 +250,8 @@ class CosineSymCase(Case):
         return F.cosine_similarity(t["x"], t["y"], A=t["a"]).double().sum()
 
 
-CASES = [ContrastiveCase(), InfoNCECase(True), InfoNCECase(False), ClipCase(), CosineMapCase(), CosineSymCase()]
+CASES = [ContrastiveCase(), InfoNCECase(True), InfoNCECase(False), InfoNCECase(True, decoupled=True), ClipCase(),
+         SupConCase(), RetrievalCase(), SigLIPCase(), CosineMapCase(), CosineSymCase()]
 
 
 def check_reference(case: Case, seed: int = 0) -> Row:
@@ -216,7 +280,7 @@ def check_torch(case: Case, dtype_name: str, seed: int = 0) -> Row:
             continue
         t = torch.tensor(val, dtype=torch.float64).to(dtype)
         rounded[key] = t.double().numpy()
-        tensors[key] = t.requires_grad_(key in ("u", "v", "z", "M", "a", "b"))
+        tensors[key] = t.requires_grad_(key in ("u", "v", "z", "M", "a", "b", "p", "n"))
     value = case.torch_value(tensors)
     value.backward()
     pairs = [(value.detach().numpy(), np.asarray(case.ref_value(rounded)))]

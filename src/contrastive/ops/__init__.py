@@ -3,9 +3,6 @@
 The public, validated entry points are in :mod:`contrastive.functional`; these ops assume
 validated inputs. Half-precision inputs are computed in float32 (``compute_dtype``).
 """
-import torch
+from .common import compute_dtype
 
-
-def compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    """float64 stays float64; everything else accumulates in float32."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
+__all__ = ["compute_dtype"]

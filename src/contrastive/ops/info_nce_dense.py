@@ -9,29 +9,9 @@ The reference path and the oracle for the blockwise engine in :mod:`.info_nce`.
 """
 import torch
 
-from . import compute_dtype
+from .common import chain_normalize, compute_dtype, normalize_rows, positive_index, temperature_value
 
-
-def positive_index(N: int, device=None) -> torch.Tensor:
-    """p(i) = (i + N/2) mod N."""
-    return (torch.arange(N, device=device) + N // 2) % N
-
-
-def normalize_rows(x: torch.Tensor):
-    """z = x / |x| and |x|, shapes (N, d) and (N, 1)."""
-    norms = torch.linalg.vector_norm(x, dim=1, keepdim=True)       # (N, 1)
-    return x / norms, norms
-
-
-def chain_normalize(grad_z: torch.Tensor, z: torch.Tensor, norms: torch.Tensor) -> torch.Tensor:
-    """grad_u = (I - z z^T) grad_z / |u| for z = u / |u|."""
-    return (grad_z - z * (z * grad_z).sum(1, keepdim=True)) / norms
-
-
-def temperature_value(temperature, dtype, device) -> torch.Tensor:
-    if isinstance(temperature, torch.Tensor):
-        return temperature.detach().to(dtype=dtype, device=device).reshape(())
-    return torch.tensor(float(temperature), dtype=dtype, device=device)
+__all__ = ["DenseInfoNCEFn", "chain_normalize", "normalize_rows", "positive_index", "temperature_value"]
 
 
 class DenseInfoNCEFn(torch.autograd.Function):

@@ -10,7 +10,7 @@ online (running) maximum.
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 
@@ -65,3 +65,44 @@ def online_update(m: torch.Tensor, r: torch.Tensor, sl: slice, tile_max: torch.T
     safe = torch.where(torch.isinf(new), torch.zeros_like(new), new)
     r[sl] = r[sl] * torch.exp(m[sl] - safe) + expsum(safe)
     m[sl] = new
+
+
+class TileMask:
+    """Which entries of a logit tile are not candidates, from O(N) vectors (never an N x N mask).
+
+    An entry (i, j) (global row i, global column j) is masked when
+
+    * ``self_offset`` is set and j == i + self_offset (self-similarity, a diagonal), or
+    * ``row_key[i] == col_key[j]`` (equal ids: a false negative, or j = p(i) for a decoupled
+      positive), unless ``keep_offset`` is set and j == i + keep_offset (the row's own positive).
+
+    Args:
+        self_offset: the diagonal to mask, or ``None``.
+        row_key, col_key: integer vectors ``(R,)`` and ``(C,)``, or ``None``.
+        keep_offset: the diagonal kept despite equal keys, or ``None``.
+
+    Examples:
+        >>> import torch
+        >>> T = torch.ones(3, 3)
+        >>> TileMask(self_offset=0).apply(T, 0, 0, 0.0); T.diagonal()
+        tensor([0., 0., 0.])
+    """
+
+    def __init__(self, self_offset: Optional[int] = None, row_key: Optional[torch.Tensor] = None,
+                 col_key: Optional[torch.Tensor] = None, keep_offset: Optional[int] = None):
+        self.self_offset, self.row_key, self.col_key, self.keep_offset = self_offset, row_key, col_key, keep_offset
+
+    @property
+    def empty(self) -> bool:
+        return self.self_offset is None and self.row_key is None
+
+    def apply(self, T: torch.Tensor, i0: int, j0: int, value: float) -> None:
+        """Set the masked entries of the tile T = S[i0:i0+m, j0:j0+n] to ``value`` in place."""
+        m, n = T.shape
+        if self.row_key is not None:
+            eq = self.row_key[i0:i0 + m, None] == self.col_key[None, j0:j0 + n]   # (m, n) bool
+            if self.keep_offset is not None:
+                eq.diagonal(self.keep_offset + i0 - j0).fill_(False)
+            T.masked_fill_(eq, value)
+        if self.self_offset is not None:
+            T.diagonal(self.self_offset + i0 - j0).fill_(value)     # empty when the tile misses it

@@ -16,13 +16,15 @@ formula is not a gradient of this loss and is not used. See docs/derivations/inf
 import numpy as np
 
 
-def _logits(u, temperature, exclude_self, normalize):
+def _logits(u, temperature, exclude_self, normalize, decoupled=False):
     u = np.asarray(u, dtype=np.float64)
     norms = np.linalg.norm(u, axis=1, keepdims=True)
     z = u / norms if normalize else u
     L = z @ z.T / temperature                                   # L_ij = Z_i . Z_j / tau
     if exclude_self:
         np.fill_diagonal(L, -np.inf)                            # 1[k != i]
+    if decoupled:                                               # DCL: 1[k != p(i)] in the denominator
+        L[np.arange(len(L)), positives(len(L))] = -np.inf
     return u, norms, z, L
 
 
@@ -39,22 +41,25 @@ def positives(N):
     return (np.arange(N) + N // 2) % N
 
 
-def forward(z, temperature=0.5, exclude_self=True, normalize=True):
-    """Per-row losses -log P_{i,p(i)}, shape (N,), for stacked z (N, d)."""
-    _, _, _, L = _logits(z, temperature, exclude_self, normalize)
+def forward(z, temperature=0.5, exclude_self=True, normalize=True, decoupled=False):
+    """Per-row losses -log P_{i,p(i)}, shape (N,), for stacked z (N, d).
+
+    ``decoupled=True`` (DCL, Yeh et al. 2022) leaves k = p(i) out of the denominator."""
+    _, _, zn, L = _logits(z, temperature, exclude_self, normalize, decoupled)
     N = L.shape[0]
     p = positives(N)
     m = L.max(axis=1)
     lse = m + np.log(np.exp(L - m[:, None]).sum(axis=1))       # log sum_k exp(L_ik)
-    return lse - L[np.arange(N), p]                             # -log P_{i,p(i)}
+    return lse - (zn * zn[p]).sum(1) / temperature              # -log P_{i,p(i)}
 
 
-def grad(z, temperature=0.5, exclude_self=True, normalize=True, weights=None):
+def grad(z, temperature=0.5, exclude_self=True, normalize=True, weights=None, decoupled=False):
     """Gradient of sum_i w_i * loss_i with respect to z (N, d); w defaults to 1/N (the mean).
 
-    Also returns the gradient with respect to the temperature.
+    Also returns the gradient with respect to the temperature. With ``decoupled`` the
+    softmax P has P_{i,p(i)} = 0 and G = P - onehot(p) is otherwise unchanged.
     """
-    u, norms, zn, L = _logits(z, temperature, exclude_self, normalize)
+    u, norms, zn, L = _logits(z, temperature, exclude_self, normalize, decoupled)
     N = L.shape[0]
     w = np.full(N, 1.0 / N) if weights is None else np.asarray(weights, dtype=np.float64)
     P = _softmax_rows(L)                                        # P_ij
@@ -62,7 +67,7 @@ def grad(z, temperature=0.5, exclude_self=True, normalize=True, weights=None):
     G[np.arange(N), positives(N)] -= 1.0                        # G = P - onehot(p)
     WG = w[:, None] * G                                         # row weights (1/N for the mean)
     grad_z = (WG + WG.T) @ zn / temperature                     # (G + G^T) Z / (N tau)
-    finite_L = np.where(np.isfinite(L), L, 0.0)
+    finite_L = zn @ zn.T / temperature                          # unmasked L (masked P_ij are 0)
     grad_tau = -(WG * finite_L).sum() / temperature             # dL/dtau = -sum_ij w_i G_ij L_ij / tau
     if normalize:
         # grad_u = (I - z z^T) grad_z / ||u||

@@ -349,18 +349,22 @@ class AugmentConfig:
 class ModelConfig:
     """Encoder and projection head (see contrastive.train.models)."""
 
-    encoder: str = "auto"  # auto | mlp | cnn | resnet18
+    encoder: str = "auto"  # auto | mlp | cnn | resnet18 | python:package.module:factory (your own)
     width: int = 32  # cnn: first conv width (features 4 x width); resnet18: 64 is standard
     mlp_hidden: int = 512
     mlp_depth: int = 2
+    embed_dim: int = 128  # python: encoders: factory(sample_shape, embed_dim) returns (N, embed_dim) features
     proj_hidden: int = 0  # 0: the encoder's feature size
     proj_dim: int = 128
 
     def __post_init__(self):
-        from .models import ENCODERS
+        from .models import check_encoder_name
 
-        _choice(self.encoder, "model.encoder", ENCODERS)
-        for key in ("width", "mlp_hidden", "mlp_depth", "proj_dim"):
+        try:
+            check_encoder_name(self.encoder)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+        for key in ("width", "mlp_hidden", "mlp_depth", "embed_dim", "proj_dim"):
             _require(getattr(self, key) >= 1, f"model.{key}", f"must be >= 1, got {getattr(self, key)}")
         _require(self.proj_hidden >= 0, "model.proj_hidden", f"must be >= 0, got {self.proj_hidden}")
 
@@ -400,9 +404,12 @@ class TrainConfig:
     drop_last: bool = True  # every step sees a full batch (same number of negatives)
     grad_clip: float = 0.0  # max gradient norm; 0 turns clipping off
     amp: bool = True  # mixed precision (bfloat16 autocast), used on CUDA only
+    chunk_size: int = 0  # gradient caching: the encoder embeds at most this many rows at once (0: whole batch)
 
     def __post_init__(self):
         _require(self.epochs >= 1, "train.epochs", f"must be >= 1, got {self.epochs}")
+        _require(self.chunk_size >= 0, "train.chunk_size",
+                 f"must be >= 0 (rows per encoder chunk; 0 embeds the whole batch at once), got {self.chunk_size}")
         _require(self.batch_size >= 2, "train.batch_size", f"must be >= 2 (each sample needs negatives), got {self.batch_size}")
         _require(self.grad_clip >= 0, "train.grad_clip", f"must be >= 0 (0 = off), got {self.grad_clip}")
 

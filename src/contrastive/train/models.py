@@ -8,18 +8,24 @@ as buffers, so a saved encoder embeds raw images without extra preprocessing. Th
 - :class:`MLP`: for feature vectors or tiny images (flattened).
 - :class:`SmallCNN`: five 3 x 3 conv-BN-ReLU layers, two max-pools, global average pooling.
 - :func:`resnet18_cifar`: ResNet-18 with the CIFAR stem (3 x 3 conv, stride 1, no max-pool).
+- your own: ``model.encoder = "python:package.module:factory"``, ``factory(sample_shape,
+  embed_dim) -> nn.Module`` (see :func:`build_encoder`), or a module or factory passed from
+  Python (``train(cfg, encoder=...)``).
 """
 from __future__ import annotations
 
-from typing import Sequence, Tuple
+import importlib
+from typing import Any, Callable, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
 __all__ = ["ENCODERS", "Encoder", "MLP", "Normalize", "ProjectionHead", "SimCLRModel", "SmallCNN",
-           "build_encoder", "build_model", "resnet18_cifar"]
+           "build_encoder", "build_model", "check_encoder_name", "encoder_spec", "import_factory", "resnet18_cifar"]
 
 ENCODERS = ("auto", "mlp", "cnn", "resnet18")
+PYTHON = "python:"  # model.encoder = "python:package.module:factory"
+OBJECT = "object:"  # recorded for a module passed from Python: it must be passed again to resume or evaluate
 
 
 class Normalize(nn.Module):
@@ -133,10 +139,10 @@ def resnet18_cifar(in_channels: int = 3, width: int = 64) -> ResNet:
 class Encoder(nn.Module):
     """``Normalize`` then a backbone; ``feature_dim`` is the size of ``h``."""
 
-    def __init__(self, normalize: Normalize, backbone: nn.Module):
+    def __init__(self, normalize: Normalize, backbone: nn.Module, feature_dim: Optional[int] = None):
         super().__init__()
         self.normalize, self.backbone = normalize, backbone
-        self.feature_dim = int(backbone.feature_dim)
+        self.feature_dim = int(backbone.feature_dim if feature_dim is None else feature_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, ...) -> (N, feature_dim)
         return self.backbone(self.normalize(x))
@@ -164,14 +170,136 @@ class SimCLRModel(nn.Module):
         return h, self.head(h)
 
 
-def build_encoder(cfg, sample_shape: Tuple[int, ...], mean: Sequence[float], std: Sequence[float]) -> Encoder:
+def check_encoder_name(name: Any, key: str = "model.encoder") -> None:
+    """Raise a ValueError unless ``name`` is a built-in encoder, ``python:package.module:factory``
+    or ``object:...`` (recorded by a run whose encoder was passed from Python).
+
+    Examples:
+        >>> check_encoder_name("cnn"); check_encoder_name("python:mypkg.nets:make")
+        >>> check_encoder_name("python:mypkg.nets")
+        Traceback (most recent call last):
+        ...
+        ValueError: model.encoder='python:mypkg.nets' must look like python:package.module:factory (a callable taking the sample shape and the embedding size)
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"{key} must be a string, got {type(name).__name__}")
+    if name in ENCODERS or name.startswith(OBJECT):
+        return
+    if name.startswith(PYTHON):
+        module, _, attr = name[len(PYTHON):].partition(":")
+        if module and attr and all(p.isidentifier() for p in module.split(".") + attr.split(".")):
+            return
+        raise ValueError(f"{key}={name!r} must look like python:package.module:factory (a callable taking the "
+                         f"sample shape and the embedding size)")
+    raise ValueError(f"{key} must be one of {ENCODERS} or python:package.module:factory, got {name!r}")
+
+
+def import_factory(spec: str) -> Callable[..., nn.Module]:
+    """The callable that ``python:package.module:factory`` names (imported now).
+
+    Raises:
+        ImportError: the module cannot be imported (the message says to put its folder on
+            ``PYTHONPATH``).
+        ValueError: the module has no such attribute, or it is not callable.
+
+    Examples:
+        >>> import_factory("python:contrastive.train.models:resnet18_cifar").__name__
+        'resnet18_cifar'
+    """
+    check_encoder_name(spec)
+    if not spec.startswith(PYTHON):
+        raise ValueError(f"spec must start with {PYTHON!r}, got {spec!r}")
+    module_name, _, attr = spec[len(PYTHON):].partition(":")
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as err:
+        raise ImportError(f"model.encoder={spec!r}: cannot import {module_name!r} ({err}); put the folder that "
+                          f"holds it on PYTHONPATH (or install its package)") from None
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise ValueError(f"model.encoder={spec!r}: {module_name!r} has no attribute {attr!r}")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise ValueError(f"model.encoder={spec!r} is a {type(obj).__name__}, not a callable factory")
+    return obj
+
+
+def encoder_spec(encoder: Any) -> str:
+    """What a run records in ``model.encoder`` for an encoder passed from Python: the import
+    path of a factory that can be imported back (``python:module:qualname``), else
+    ``object:module.qualname`` (the encoder must then be passed again to resume or evaluate).
+
+    Examples:
+        >>> encoder_spec(resnet18_cifar)
+        'python:contrastive.train.models:resnet18_cifar'
+        >>> encoder_spec(nn.Linear(2, 2))
+        'object:torch.nn.modules.linear.Linear'
+    """
+    if isinstance(encoder, nn.Module):
+        return f"{OBJECT}{type(encoder).__module__}.{type(encoder).__qualname__}"
+    if not callable(encoder):
+        raise TypeError(f"encoder must be an nn.Module or a factory(sample_shape, embed_dim) -> nn.Module, "
+                        f"got {type(encoder).__name__}")
+    module, qualname = getattr(encoder, "__module__", None), getattr(encoder, "__qualname__", "")
+    spec = f"{PYTHON}{module}:{qualname}"
+    try:
+        if module and module != "__main__" and import_factory(spec) is encoder:
+            return spec
+    except (ImportError, ValueError):
+        pass
+    return f"{OBJECT}{module}.{qualname}"
+
+
+def _user_encoder(encoder: Any, spec: str, shape: Tuple[int, ...], embed_dim: int, mean, std) -> Encoder:
+    """Normalize + the user's module (built by the factory when ``encoder`` is one); its output
+    size is checked on two zero samples (eval mode, no gradient, random state untouched)."""
+    if isinstance(encoder, nn.Module):
+        module, want = encoder, None
+    else:
+        module, want = encoder(tuple(shape), int(embed_dim)), int(embed_dim)
+        if not isinstance(module, nn.Module):
+            raise TypeError(f"model.encoder={spec!r}: the factory must return an nn.Module, got "
+                            f"{type(module).__name__}")
+    params = next(iter(module.parameters()), None)
+    device = params.device if params is not None else torch.device("cpu")
+    normalize = Normalize(mean, std).to(device)
+    was = module.training
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            module.eval()
+            out = module(normalize(torch.zeros(2, *shape, device=device)))
+    except Exception as err:  # noqa: BLE001 - any failure of the user's forward on the data's shape
+        raise ValueError(f"model.encoder={spec!r}: the module failed on a batch of shape {(2, *shape)} "
+                         f"({type(err).__name__}: {err}); it must map (N, {', '.join(map(str, shape))}) to "
+                         f"(N, {want or 'd'})") from None
+    finally:
+        module.train(was)
+    if not isinstance(out, torch.Tensor) or out.dim() != 2 or len(out) != 2 or (want is not None and out.shape[1] != want):
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(f"model.encoder={spec!r}: the module maps a batch of shape {(2, *shape)} to {got}; it must "
+                         f"return one (N, {want or 'd'}) tensor (the factory receives embed_dim={embed_dim})")
+    return Encoder(normalize, module, feature_dim=out.shape[1])
+
+
+def build_encoder(cfg, sample_shape: Tuple[int, ...], mean: Sequence[float], std: Sequence[float],
+                  encoder: Any = None) -> Encoder:
     """The encoder a ``ModelConfig`` names, for samples of ``sample_shape`` (``(C, H, W)`` or ``(D,)``).
+
+    Your own network: ``model.encoder = "python:package.module:factory"`` imports ``factory``
+    and calls ``factory(sample_shape, cfg.embed_dim)``, which must return an ``nn.Module``
+    mapping ``(N, *sample_shape)`` to ``(N, embed_dim)``; ``encoder`` (a factory or a module
+    passed from Python) takes precedence over ``cfg.encoder``. Either way the module is put
+    after a :class:`Normalize` layer, so it receives standardised inputs.
 
     Examples:
         >>> from contrastive.train.recipes.simclr import ModelConfig
         >>> enc = build_encoder(ModelConfig(encoder="mlp", mlp_hidden=16), (1, 8, 8), [0.3], [0.4])
         >>> enc(torch.rand(3, 1, 8, 8)).shape
         torch.Size([3, 16])
+        >>> def make(shape, dim):
+        ...     return nn.Sequential(nn.Flatten(), nn.Linear(64, dim))
+        >>> build_encoder(ModelConfig(embed_dim=5), (1, 8, 8), [0.3], [0.4], encoder=make)(torch.rand(3, 1, 8, 8)).shape
+        torch.Size([3, 5])
     """
     missing = [k for k in ("encoder", "width", "mlp_hidden", "mlp_depth") if not hasattr(cfg, k)]
     if missing:  # any model config with these fields (SimCLR's ModelConfig, the siamese one)
@@ -180,8 +308,15 @@ def build_encoder(cfg, sample_shape: Tuple[int, ...], mean: Sequence[float], std
     if len(tuple(sample_shape)) not in (1, 3):
         raise ValueError(f"sample_shape must be (C, H, W) or (D,), got {tuple(sample_shape)}")
     name, shape = cfg.encoder, tuple(sample_shape)
-    if name not in ENCODERS:
-        raise ValueError(f"model.encoder must be one of {ENCODERS}, got {name!r}")
+    check_encoder_name(name)
+    if encoder is None and name.startswith(OBJECT):
+        raise ValueError(f"model.encoder={name!r}: this run's encoder was passed from Python as a module; pass it "
+                         f"again (train(cfg, resume, encoder=...), evaluate_run(run, encoder=...), load_encoder(run, "
+                         f"encoder=...)), or train with a factory importable as python:package.module:factory")
+    if encoder is None and name.startswith(PYTHON):
+        encoder = import_factory(name)
+    if encoder is not None:
+        return _user_encoder(encoder, name, shape, getattr(cfg, "embed_dim", 128), mean, std)
     image = len(shape) == 3
     if name == "auto":
         name = "cnn" if image else "mlp"
@@ -199,8 +334,9 @@ def build_encoder(cfg, sample_shape: Tuple[int, ...], mean: Sequence[float], std
     return Encoder(Normalize(mean, std), backbone)
 
 
-def build_model(cfg, sample_shape, mean, std) -> SimCLRModel:
-    """Encoder plus projection head (``proj_hidden = 0`` means the encoder's feature size)."""
-    encoder = build_encoder(cfg, sample_shape, mean, std)
+def build_model(cfg, sample_shape, mean, std, encoder: Any = None) -> SimCLRModel:
+    """Encoder plus projection head (``proj_hidden = 0`` means the encoder's feature size);
+    ``encoder`` as in :func:`build_encoder`."""
+    encoder = build_encoder(cfg, sample_shape, mean, std, encoder)
     hidden = cfg.proj_hidden or encoder.feature_dim
     return SimCLRModel(encoder, ProjectionHead(encoder.feature_dim, hidden, cfg.proj_dim))

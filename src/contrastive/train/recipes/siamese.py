@@ -14,16 +14,15 @@ compares raw-pixel distance, the randomly initialised network and the trained em
 2-D map of the test split is drawn coloured by class (DrLIM's figure with
 ``--data.classes=4,9``).
 
-Run directory, checkpoints (``--resume``), metrics files, progress bar and non-finite-loss
-handling are those of the SimCLR recipe.
+Run directory, checkpoints (``--resume``), AMP, DDP under torchrun, metrics files, progress
+bar and the non-finite loss and weights checks are the shared loop's
+(:mod:`contrastive.train.loop`).
 """
 from __future__ import annotations
 
 import dataclasses
-import json
-import time
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -31,15 +30,15 @@ from torch import nn
 
 from ... import contrastive_loss
 from ...verification import verification_report
-from .. import checkpoint as C
+from .. import dist as D
+from .. import loop
 from ..config import ConfigError, DataConfig, OptimConfig, RunConfig, TrainConfig, _choice, _require
 from ..data import Dataset, Split, load_dataset, stratified_split, to_float
 from ..evaluate import embed
-from ..models import ENCODERS, build_encoder
-from ..optim import WarmupCosine, build_optimizer
+from ..models import build_encoder, check_encoder_name
 from ..pairs import label_pairs, neighbour_pairs
-from ..runlog import MetricsLog, NonFiniteLossError, Progress, format_table, new_run_dir
-from ..runtime import channel_stats, eval_config, read_run, restore, resolve_device, seed_everything, write_run
+from ..runlog import format_table
+from ..runtime import channel_stats
 from . import Recipe
 
 __all__ = ["SiameseConfig", "SiameseModel", "evaluate_run", "load_encoder", "train"]
@@ -66,14 +65,17 @@ class SiameseDataConfig(DataConfig):
 class SiameseModelConfig:
     """Encoder and the linear map to the embedding."""
 
-    encoder: str = "mlp"  # auto | mlp | cnn (see contrastive.train.models)
+    encoder: str = "mlp"  # auto | mlp | cnn | python:package.module:factory (see contrastive.train.models)
     width: int = 16  # cnn: first conv width
     mlp_hidden: int = 256
     mlp_depth: int = 2
-    embed_dim: int = 2  # DrLIM maps to 2-D
+    embed_dim: int = 2  # DrLIM maps to 2-D; a python: factory is called with it and gives the whole map
 
     def __post_init__(self):
-        _choice(self.encoder, "model.encoder", ENCODERS)
+        try:
+            check_encoder_name(self.encoder)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
         for key in ("width", "mlp_hidden", "mlp_depth", "embed_dim"):
             _require(getattr(self, key) >= 1, f"model.{key}", f"must be >= 1, got {getattr(self, key)}")
 
@@ -132,14 +134,17 @@ class SiameseConfig:
     optim: OptimConfig = dataclasses.field(default_factory=lambda: OptimConfig(warmup_epochs=1))
     train: TrainConfig = dataclasses.field(default_factory=lambda: TrainConfig(epochs=30, batch_size=128))
     eval: VerifyConfig = dataclasses.field(default_factory=VerifyConfig)
+    dist: D.DistConfig = dataclasses.field(default_factory=D.DistConfig)  # multi-process runs (torchrun)
 
 
 class SiameseModel(nn.Module):
-    """``x -> G_W(x)``: the encoder then a linear map to ``embed_dim``; ``(N, ...) -> (N, embed_dim)``."""
+    """``x -> G_W(x)``: the encoder then a linear map to ``embed_dim``; ``(N, ...) -> (N, embed_dim)``.
+    A user's encoder (``model.encoder = python:...``) is the whole map: no linear map follows it."""
 
-    def __init__(self, encoder: nn.Module, embed_dim: int):
+    def __init__(self, encoder: nn.Module, embed_dim: int, head: bool = True):
         super().__init__()
-        self.encoder, self.head = encoder, nn.Linear(encoder.feature_dim, embed_dim)
+        self.encoder = encoder
+        self.head = nn.Linear(encoder.feature_dim, embed_dim) if head else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.encoder(x))
@@ -174,33 +179,6 @@ def _eval_pairs(cfg: SiameseConfig, ds: Dataset):
     return out
 
 
-def _setup(cfg: SiameseConfig):
-    if cfg.run.threads:
-        torch.set_num_threads(cfg.run.threads)
-    device = resolve_device(cfg.run.device)
-    ds = load_dataset(cfg.data)
-    missing = set(cfg.data.class_list()) - set(ds.train.y.tolist())
-    if missing:
-        raise ConfigError(f"data.classes: label(s) {sorted(missing)} not in the data; its labels are "
-                          f"{sorted(set(ds.train.y.tolist()))}")
-    ds.train, ds.test = _keep(ds.train, cfg.data.class_list()), _keep(ds.test, cfg.data.class_list())
-    if len(ds.train) < cfg.pairs.k + 2 or len(ds.test) < 4:
-        raise ConfigError(f"too few samples after data.classes={cfg.data.classes!r}: train {len(ds.train)}, test "
-                          f"{len(ds.test)}; check the class labels or lower pairs.k")
-    if not (bool((ds.test.y >= 0).all()) and len(ds.test.y.unique()) >= 2):
-        raise ConfigError("verification needs a labelled test split with at least two classes")
-    pairs = _train_pairs(cfg, ds)
-    seed_everything(cfg.run.seed)
-    mean, std = channel_stats(ds.train.x)
-    model = SiameseModel(build_encoder(cfg.model, ds.sample_shape, mean, std), cfg.model.embed_dim).to(device)
-    opt = build_optimizer(cfg.optim, model)
-    bs = min(cfg.train.batch_size, len(pairs[0]))
-    steps = len(pairs[0]) // bs if cfg.train.drop_last else -(-len(pairs[0]) // bs)
-    sched = WarmupCosine(opt, cfg.optim.warmup_epochs * steps, cfg.train.epochs * steps, cfg.optim.min_lr_ratio,
-                         cfg.optim.schedule)
-    return device, ds, pairs, model, opt, sched, bs, steps
-
-
 def _verify(features: torch.Tensor, eval_pairs) -> Dict[str, float]:
     """Verification report with score = -||f_i - f_j||."""
     (ci, cj, cy), (ti, tj, ty) = eval_pairs
@@ -209,118 +187,100 @@ def _verify(features: torch.Tensor, eval_pairs) -> Dict[str, float]:
     return verification_report(score(ci, cj), cy, score(ti, tj), ty)
 
 
-@torch.no_grad()
-def _evaluate(model, ds, eval_pairs, cfg, device):
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        f_test = embed(model, ds.test.x, cfg.eval.batch_size, device)  # (N_test, embed_dim)
-    return _verify(f_test, eval_pairs), f_test
+class SiameseTask(loop.Task):
+    """DrLIM on the shared loop: pairs ``(i, j, y)``, one shared network, margin contrastive loss."""
 
+    name = "siamese"
+    trained_name = "trained embedding"
+    throughput_key = "pairs_per_s"
 
-def _baselines(model, ds, eval_pairs, cfg, device) -> Dict[str, Dict[str, float]]:
-    if not cfg.eval.baselines:
-        return {}
-    raw = _verify(to_float(ds.test.x).flatten(1), eval_pairs)
-    init, _ = _evaluate(model, ds, eval_pairs, cfg, device)
-    return {"raw pixels": raw, "random network": init}
-
-
-def _state(model, opt, sched, epoch, step, best, baselines) -> Dict[str, Any]:
-    return {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-            "epoch": epoch, "step": step, "best": best, "baselines": baselines, "rng": C.capture_rng()}
-
-
-def train(cfg: SiameseConfig, resume: Optional[str] = None) -> Dict[str, Any]:
-    """Train a siamese network as ``cfg`` says; with ``resume``, continue the run in that directory.
-
-    Returns:
-        The summary (also in ``summary.json``): run directory, baselines, final metrics, paths, wall time.
-
-    Raises:
-        NonFiniteLossError: the loss became NaN/Inf (the last good checkpoint is kept).
-        ConfigError, ValueError, FileNotFoundError: bad settings or data.
-    """
-    if not isinstance(cfg, SiameseConfig):
-        raise TypeError(f"cfg must be a SiameseConfig, got {type(cfg).__name__}")
-    t_start = time.perf_counter()
-    if resume is not None:
-        run_dir = Path(resume)
-        if read_run(run_dir)["recipe"] != "siamese":
-            raise ValueError(f"{run_dir} is not a siamese run; resume it with its own recipe")
-    else:
+    def run_name(self) -> str:
+        cfg = self.cfg
         subset = "-" + "".join(str(c) for c in cfg.data.class_list()) if cfg.data.classes else ""
-        run_dir = new_run_dir(cfg.run.root, cfg.run.name or f"siamese-{cfg.data.name}{subset}", cfg.run.overwrite)
-    device, ds, (pi, pj, py), model, opt, sched, bs, steps = _setup(cfg)
-    eval_pairs = _eval_pairs(cfg, ds)
-    write_run(run_dir, cfg, "siamese", sample_shape=list(ds.sample_shape))
-    ckpt_dir = run_dir / "checkpoints"
-    log = MetricsLog(run_dir, cfg.run.tensorboard)
-    if resume is not None:
-        state = C.load_checkpoint(ckpt_dir / "last.pt", map_location=device)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        start, step, best, baselines = state["epoch"], state["step"], state["best"], state["baselines"]
-        C.restore_rng(state["rng"])
-        log.truncate(start)
-    else:
-        start, step, best = 0, 0, -1.0
-        baselines = _baselines(model, ds, eval_pairs, cfg, device)
-        log.log({"epoch": 0, **{f"init_{k}": v for k, v in baselines.get("random network", {}).items()}})
-        C.save_checkpoint(ckpt_dir / "last.pt", _state(model, opt, sched, 0, 0, best, baselines))
-    print(f"siamese: {'resuming' if start else 'training'} {run_dir} on {device}; data {ds.name} "
-          f"{tuple(ds.sample_shape)} classes {cfg.data.classes or 'all'}, train {len(ds.train)}, test {len(ds.test)}; "
-          f"{len(pi)} {cfg.pairs.source} pairs ({int((py == 1).sum())} similar), encoder {cfg.model.encoder} -> "
-          f"{cfg.model.embed_dim}-D, margin {cfg.loss.margin}, {cfg.train.epochs} epochs", flush=True)
-    progress = Progress(cfg.train.epochs * steps, start * steps, cfg.run.progress)
-    final, f_test = None, None
-    try:
-        for epoch in range(start + 1, cfg.train.epochs + 1):
-            model.train()
-            order = torch.randperm(len(pi))
-            total, seen, t0 = 0.0, 0, time.perf_counter()
-            for s in range(steps):
-                idx = order[s * bs:(s + 1) * bs]
-                x = to_float(torch.cat([ds.train.x[pi[idx]], ds.train.x[pj[idx]]]).to(device))  # (2B, ...)
-                u, v = model(x).float().chunk(2)  # (B, embed_dim) each, one forward: shared weights
-                loss = contrastive_loss(u, v, py[idx].to(device), cfg.loss.margin, check_finite=False)
-                value = float(loss.detach())
-                if not np.isfinite(value):
-                    log.log({"epoch": epoch, "event": f"non-finite loss ({value}) at step {s + 1}"})
-                    raise NonFiniteLossError(
-                        f"the loss became {value} at epoch {epoch}, step {s + 1}: training stopped. The last "
-                        f"good checkpoint, {ckpt_dir / 'last.pt'} (epoch {epoch - 1}), was kept. Resume from it "
-                        f"(--resume {run_dir}) with a lower optim.lr or train.grad_clip > 0.")
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.train.grad_clip > 0:
-                    nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
-                opt.step()
-                lr = opt.param_groups[0]["lr"]
-                sched.step()
-                step += 1
-                total += value * len(idx)
-                seen += len(idx)
-                progress.update(epoch, value, lr, seen / max(time.perf_counter() - t0, 1e-9))
-            elapsed = time.perf_counter() - t0
-            record = {"epoch": epoch, "loss": total / seen, "lr": lr, "pairs_per_s": seen / elapsed,
-                      "epoch_time_s": elapsed}
-            if epoch == cfg.train.epochs or (cfg.eval.every and epoch % cfg.eval.every == 0):
-                final, f_test = _evaluate(model, ds, eval_pairs, cfg, device)
-                record.update(final)
-                progress.write(f"epoch {epoch}: " + ", ".join(f"{k} {v:.4f}" for k, v in final.items()))
-            log.log(record)
-            # best by ROC-AUC on the calibration pairs only, so the test pairs never pick a model
-            cal = _calibration_auc(f_test, eval_pairs) if "roc_auc" in record else -1.0
-            C.save_checkpoint(ckpt_dir / "last.pt", _state(model, opt, sched, epoch, step, max(best, cal), baselines))
-            if cal > best:
-                best = cal
-                C.save_checkpoint(ckpt_dir / "best.pt", _state(model, opt, sched, epoch, step, best, baselines))
-    finally:
-        progress.close()
-        log.close()
-    if final is None:  # resumed a run that had already finished
-        final, f_test = _evaluate(model, ds, eval_pairs, cfg, device)
-    return _finish(cfg, run_dir, model, ds, log, baselines, final, f_test, time.perf_counter() - t_start)
+        return f"siamese-{cfg.data.name}{subset}"
+
+    def prepare(self) -> int:
+        cfg = self.cfg
+        ds = load_dataset(cfg.data)
+        missing = set(cfg.data.class_list()) - set(ds.train.y.tolist())
+        if missing:
+            raise ConfigError(f"data.classes: label(s) {sorted(missing)} not in the data; its labels are "
+                              f"{sorted(set(ds.train.y.tolist()))}")
+        ds.train, ds.test = _keep(ds.train, cfg.data.class_list()), _keep(ds.test, cfg.data.class_list())
+        if len(ds.train) < cfg.pairs.k + 2 or len(ds.test) < 4:
+            raise ConfigError(f"too few samples after data.classes={cfg.data.classes!r}: train {len(ds.train)}, test "
+                              f"{len(ds.test)}; check the class labels or lower pairs.k")
+        if not (bool((ds.test.y >= 0).all()) and len(ds.test.y.unique()) >= 2):
+            raise ConfigError("verification needs a labelled test split with at least two classes")
+        self.ds = ds
+        self.pairs = _train_pairs(cfg, ds)  # (i, j, y), drawn once from run.seed
+        self.eval_pairs = _eval_pairs(cfg, ds)
+        return len(self.pairs[0])
+
+    def build(self, device: torch.device) -> nn.Module:
+        cfg, ds = self.cfg, self.ds
+        self.device = device
+        mean, std = channel_stats(ds.train.x)
+        encoder = build_encoder(cfg.model, ds.sample_shape, mean, std, self.encoder)
+        own = self.encoder is not None or cfg.model.encoder.startswith(("python:", "object:"))
+        self.model = SiameseModel(encoder, cfg.model.embed_dim, head=not own).to(device)
+        return self.model
+
+    def run_info(self) -> Dict[str, Any]:
+        return {"sample_shape": list(self.ds.sample_shape)}
+
+    def batch(self, idx: torch.Tensor, device: torch.device) -> loop.Batch:
+        pi, pj, py = self.pairs
+        x = self.ds.train.x
+        return loop.Batch((to_float(x[pi[idx]].to(device)), to_float(x[pj[idx]].to(device))), py[idx].to(device),
+                          len(idx))
+
+    def loss(self, embeddings: Tuple[torch.Tensor, ...], batch: loop.Batch) -> torch.Tensor:
+        u, v = embeddings  # (B, embed_dim) each, one forward: shared weights
+        return contrastive_loss(u, v, batch.targets, self.cfg.loss.margin, check_finite=False)
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module) -> Tuple[Dict[str, float], torch.Tensor]:
+        device = self.device
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            f_test = embed(model, self.ds.test.x, self.cfg.eval.batch_size, device)  # (N_test, embed_dim)
+        return _verify(f_test, self.eval_pairs), f_test
+
+    def baselines(self, model: nn.Module) -> Dict[str, Dict[str, float]]:
+        if not self.cfg.eval.baselines:
+            return {}
+        raw = _verify(to_float(self.ds.test.x).flatten(1), self.eval_pairs)
+        init, _ = self.evaluate(model)
+        return {"raw pixels": raw, "random network": init}
+
+    def initial_record(self, baselines) -> Dict[str, Any]:
+        return {f"init_{k}": v for k, v in baselines.get("random network", {}).items()}
+
+    def score(self, metrics, f_test) -> float:
+        # best by ROC-AUC on the calibration pairs only, so the test pairs never pick a model
+        return _calibration_auc(f_test, self.eval_pairs) if "roc_auc" in metrics else -1.0
+
+    def header(self, what: str, run_dir: Path, device: torch.device) -> str:
+        cfg, ds, (pi, _, py) = self.cfg, self.ds, self.pairs
+        return (f"siamese: {what} {run_dir} on {device}; data {ds.name} {tuple(ds.sample_shape)} classes "
+                f"{cfg.data.classes or 'all'}, train {len(ds.train)}, test {len(ds.test)}; {len(pi)} {cfg.pairs.source} "
+                f"pairs ({int((py == 1).sum())} similar), encoder {cfg.model.encoder} -> {cfg.model.embed_dim}-D, "
+                f"margin {cfg.loss.margin}, {cfg.train.epochs} epochs")
+
+    def plots(self, run_dir: Path, records, baselines, final, f_test) -> Dict[str, Path]:
+        from .. import plots
+
+        cfg = self.cfg
+        paths = {"loss_plot": plots.plot_loss(records, run_dir / "loss.png", "margin contrastive loss (train)")}
+        if cfg.eval.map and len(f_test) >= 2:
+            which = cfg.data.classes.replace(",", "") if cfg.data.classes else "all"
+            paths["map_plot"] = plot_map(f_test, self.ds.test.y, run_dir / f"map_{which}.png", self.ds.classes,
+                                         f"siamese ({cfg.pairs.source} pairs), test split, classes "
+                                         f"{cfg.data.classes or 'all'}")
+        return paths
+
+    def table(self, rows: List[Tuple[str, Dict[str, Any]]]) -> str:
+        return "\nverification on held-out test pairs, score = -distance\n" + format_table(rows, COLUMNS) + "\n"
 
 
 def _calibration_auc(features, eval_pairs) -> float:
@@ -358,55 +318,38 @@ def plot_map(features: torch.Tensor, labels: torch.Tensor, path, classes=(), tit
 COLUMNS = [("roc_auc", "ROC-AUC %"), ("eer", "EER %"), ("accuracy", "accuracy % (calibrated threshold)")]
 
 
-def _finish(cfg, run_dir: Path, model, ds, log, baselines, final, f_test, wall) -> Dict[str, Any]:
-    from .. import plots
+def train(cfg: SiameseConfig, resume: Optional[str] = None, *, encoder: Any = None) -> Dict[str, Any]:
+    """Train a siamese network as ``cfg`` says; with ``resume``, continue the run in that directory.
 
-    C.save_weights(run_dir / "model.safetensors", model)
-    paths = {"loss_plot": plots.plot_loss(log.records, run_dir / "loss.png", "margin contrastive loss (train)")}
-    if cfg.eval.map and len(f_test) >= 2:
-        which = cfg.data.classes.replace(",", "") if cfg.data.classes else "all"
-        paths["map_plot"] = plot_map(f_test, ds.test.y, run_dir / f"map_{which}.png", ds.classes,
-                                     f"siamese ({cfg.pairs.source} pairs), test split, classes {cfg.data.classes or 'all'}")
-    paths.update(checkpoint=run_dir / "checkpoints" / "last.pt", best_checkpoint=run_dir / "checkpoints" / "best.pt",
-                 weights=run_dir / "model.safetensors", metrics=run_dir / "metrics.csv")
-    if not paths["best_checkpoint"].exists():
-        del paths["best_checkpoint"]
-    rows = list(baselines.items()) + [(f"trained embedding (epoch {cfg.train.epochs})", final)]
-    summary = {"run_dir": str(run_dir), "wall_time_s": wall, "baselines": baselines, "trained": final,
-               "paths": {k: str(v) for k, v in paths.items()}}
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print("\nverification on held-out test pairs, score = -distance\n" + format_table(rows, COLUMNS) + "\n")
-    print("\n".join(f"{k:>16}: {v}" for k, v in paths.items()))
-    print(f"{'wall time':>16}: {wall:.1f} s", flush=True)
-    return summary
+    Args:
+        cfg: the configuration.
+        resume: a run directory to continue from its ``checkpoints/last.pt``.
+        encoder: your own network ``x -> G_W(x)`` instead of ``model.encoder``'s: a factory
+            ``factory(sample_shape, embed_dim) -> nn.Module`` (recorded by its import path) or a
+            module (pass it again to resume or evaluate from Python); see
+            :func:`contrastive.train.models.build_encoder`.
 
+    Returns:
+        The summary (also in ``summary.json``): run directory, baselines, final metrics, paths, wall time.
 
-def _load(run_dir, checkpoint: str):
-    cfg, cfg_auto = eval_config(run_dir, checkpoint, "siamese", SiameseConfig)
-    device, ds, _, model, *_ = _setup(cfg_auto)
-    init, state = restore(model, run_dir, checkpoint, device)
-    return cfg, device, ds, model, init, state
+    Raises:
+        NonFiniteLossError: the loss or the weights became NaN/Inf (the last good checkpoint is kept).
+        ConfigError, ValueError, FileNotFoundError: bad settings or data.
+    """
+    if not isinstance(cfg, SiameseConfig):
+        raise TypeError(f"cfg must be a SiameseConfig, got {type(cfg).__name__}")
+    return loop.train_run(SiameseTask(cfg, encoder), resume)
 
 
-def evaluate_run(run_dir, checkpoint: str = "last") -> Dict[str, Any]:
+def evaluate_run(run_dir, checkpoint: str = "last", *, encoder: Any = None) -> Dict[str, Any]:
     """Verification metrics of a run's checkpoint next to the baselines; prints the table and
     writes ``eval.json``."""
-    cfg, device, ds, model, init, state = _load(run_dir, checkpoint)
-    eval_pairs = _eval_pairs(cfg, ds)
-    trained, _ = _evaluate(model, ds, eval_pairs, cfg, device)
-    model.load_state_dict(init)
-    rows = list(_baselines(model, ds, eval_pairs, cfg, device).items())
-    rows.append((f"trained embedding ({checkpoint}.pt, epoch {state['epoch']})", trained))
-    print("\n" + format_table(rows, COLUMNS) + "\n")
-    result = {"checkpoint": checkpoint, "epoch": state["epoch"], "rows": dict(rows)}
-    (Path(run_dir) / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
-    return result
+    return loop.evaluate_run(SiameseTask, SiameseConfig, run_dir, checkpoint, encoder)
 
 
-def load_encoder(run_dir, checkpoint: str = "last"):
+def load_encoder(run_dir, checkpoint: str = "last", *, encoder: Any = None):
     """``(model, cfg)``: the trained map ``x -> G_W(x)`` of a run (eval mode) and its configuration."""
-    cfg, _, _, model, *_ = _load(run_dir, checkpoint)
-    return model.eval(), cfg
+    return loop.load_encoder(SiameseTask, SiameseConfig, run_dir, checkpoint, encoder)
 
 
 RECIPE = Recipe(name="siamese", help="Siamese / DrLIM: pairs from neighbours or labels, margin contrastive loss",

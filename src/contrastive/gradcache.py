@@ -1,0 +1,448 @@
+r"""Gradient caching: exact contrastive steps on batches larger than the encoder's memory.
+
+A contrastive loss couples every row of the batch, so the batch cannot simply be split into
+independent micro-batches. Gradient caching (Gao, Zhang, Han and Callan 2021) splits only
+the *encoder's* work. With embeddings :math:`z = f_\theta(x)` of ``N`` rows cut into chunks
+:math:`x_c`,
+
+.. math::
+
+    \frac{\partial \mathcal L}{\partial \theta}
+        = \sum_c \Big(\frac{\partial z_c}{\partial \theta}\Big)^{\!\top}
+          \frac{\partial \mathcal L}{\partial z_c},
+
+so a step (1) embeds every chunk without a graph, (2) evaluates the loss on the whole batch
+of embeddings and its gradient :math:`g = \partial \mathcal L / \partial z` (the library's
+losses compute it during forward, so this costs one cheap backward), then (3) re-embeds each
+chunk with a graph and back-propagates :math:`g_c` through it. Peak memory is one chunk's
+activations plus the ``O(N d)`` embeddings; the price is a second encoder forward.
+
+The second forward must compute exactly the first one's function, which is what
+:class:`GradCache` takes care of: the random state (CPU and CUDA) is recorded per chunk and
+replayed, so dropout masks match; BatchNorm running statistics are updated by the first
+forward only; under ``DistributedDataParallel`` gradients are all-reduced once, on the last
+chunk; a ``GradScaler`` scales the cached gradient. See ``docs/gradcache.md``.
+
+References:
+    Gao, Zhang, Han, Callan. Scaling Deep Contrastive Learning Batch Size under Memory
+    Limited Setup. RepL4NLP 2021.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Callable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import nn
+
+__all__ = ["GradCache"]
+
+Leaves = List[torch.Tensor]
+Rebuild = Callable[[Sequence[torch.Tensor]], Any]
+RngState = Tuple[torch.Tensor, List[torch.Tensor]]
+
+
+# ----------------------------------------------------------------------------- nested batches
+def _flatten(x: Any, where: str) -> Tuple[Leaves, Rebuild]:
+    """The tensors of a tensor / dict / tuple / list (nested), and a function that rebuilds
+    the same structure from new tensors in the same order."""
+    if isinstance(x, torch.Tensor):
+        return [x], lambda leaves: leaves[0]
+    if isinstance(x, Mapping):
+        keys = list(x.keys())
+        parts = [_flatten(x[k], f"{where}[{k!r}]") for k in keys]
+    elif isinstance(x, (tuple, list)):
+        keys = list(range(len(x)))
+        parts = [_flatten(v, f"{where}[{k}]") for k, v in enumerate(x)]
+    else:
+        raise TypeError(
+            f"{where} must be a tensor, or a dict, tuple or list of tensors (split along dim 0), got "
+            f"{type(x).__name__}; keep non-tensor settings in the encoder or in a closure"
+        )
+    if not parts:
+        raise ValueError(f"{where} is an empty {type(x).__name__}; it must hold at least one tensor")
+    counts = [len(leaves) for leaves, _ in parts]
+
+    def rebuild(leaves: Sequence[torch.Tensor]) -> Any:
+        values, i = [], 0
+        for (_, build), n in zip(parts, counts):
+            values.append(build(leaves[i:i + n]))
+            i += n
+        if isinstance(x, Mapping):
+            d = dict(zip(keys, values))
+            try:
+                return type(x)(d)  # dict, OrderedDict, transformers' BatchEncoding
+            except (TypeError, ValueError):
+                return d
+        if hasattr(x, "_fields"):  # namedtuple
+            return type(x)(*values)
+        return type(x)(values)
+
+    return [t for leaves, _ in parts for t in leaves], rebuild
+
+
+def _rows(leaves: Leaves, where: str) -> int:
+    """The common first dimension of a batch's tensors (the batch size)."""
+    sizes = []
+    for t in leaves:
+        if t.dim() == 0:
+            raise ValueError(f"{where} holds a 0-d tensor; every tensor of a batch needs the rows first, (N, ...)")
+        sizes.append(t.shape[0])
+    if len(set(sizes)) > 1:
+        raise ValueError(
+            f"{where} holds tensors with different batch sizes {sizes} (first dimensions); every tensor of "
+            f"one input is split into the same rows, so they must agree"
+        )
+    if sizes[0] == 0:
+        raise ValueError(f"{where} is an empty batch (0 rows); pass at least one row")
+    return sizes[0]
+
+
+def _check_chunk_size(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be a positive int (rows per chunk), got {type(value).__name__}")
+    if value <= 0:
+        raise ValueError(f"{name} must be >= 1 (rows per chunk), got {value}; 256 is a usual choice")
+    return value
+
+
+# ----------------------------------------------------------------------------- random state
+def _cuda_devices(tensors: Iterator[torch.Tensor]) -> List[int]:
+    """Indices of the CUDA devices the encoders and inputs live on (their generators are
+    recorded and replayed)."""
+    return sorted({t.device.index if t.device.index is not None else torch.cuda.current_device()
+                   for t in tensors if t.device.type == "cuda"})
+
+
+def _get_rng(devices: List[int]) -> RngState:
+    return torch.get_rng_state(), [torch.cuda.get_rng_state(d) for d in devices]
+
+
+def _set_rng(state: RngState, devices: List[int]) -> None:
+    torch.set_rng_state(state[0])
+    for d, s in zip(devices, state[1]):
+        torch.cuda.set_rng_state(s, d)
+
+
+# ----------------------------------------------------------------------------- BatchNorm, DDP
+def _running_stat_modules(module: nn.Module) -> List[nn.Module]:
+    """Modules that update running statistics in train mode (BatchNorm*, SyncBatchNorm,
+    InstanceNorm with ``track_running_stats``)."""
+    return [m for m in module.modules()
+            if getattr(m, "track_running_stats", False) and getattr(m, "running_mean", None) is not None]
+
+
+@contextlib.contextmanager
+def _running_stats_kept(modules: List[nn.Module]) -> Iterator[None]:
+    """Let a forward update copies of the running statistics and keep the originals.
+
+    The copies are swapped in rather than the originals restored in place afterwards, so
+    autograd's saved tensors are never modified behind its back."""
+    saved = []
+    for m in modules:
+        if m.training:
+            for name in ("running_mean", "running_var", "num_batches_tracked"):
+                buf = getattr(m, name, None)
+                if isinstance(buf, torch.Tensor):
+                    saved.append((m, name, buf))
+                    setattr(m, name, buf.clone())
+    try:
+        yield
+    finally:
+        for m, name, buf in saved:
+            setattr(m, name, buf)
+
+
+def _sync(module: nn.Module, sync: bool):
+    """``module.no_sync()`` (DDP, FSDP) unless this backward is the one that synchronises."""
+    no_sync = getattr(module, "no_sync", None)
+    return contextlib.nullcontext() if sync or not callable(no_sync) else no_sync()
+
+
+# ----------------------------------------------------------------------------- the step
+class GradCache:
+    r"""Exact full-batch gradients of a contrastive loss, computed one encoder chunk at a time.
+
+    For embeddings :math:`z = f_\theta(x)` of a batch cut into chunks :math:`x_c` of at most
+    ``chunk_size`` rows, :meth:`step` accumulates into every parameter's ``.grad``
+
+    .. math::
+
+        \nabla_\theta \mathcal L
+            = \sum_c J_c^\top\, \frac{\partial \mathcal L}{\partial z_c},
+        \qquad J_c = \frac{\partial f_\theta(x_c)}{\partial \theta},
+
+    the gradient of the loss over the *whole* batch, while holding the activations of one
+    chunk at a time: pass 1 embeds every chunk under ``torch.no_grad`` (recording the random
+    state before each), the loss and :math:`\partial \mathcal L / \partial z` are computed on
+    the detached embeddings, and pass 2 re-embeds each chunk under its recorded random state
+    and back-propagates its slice of the cached gradient.
+
+    Exactness: dropout masks of the two passes match (CPU and CUDA generators replayed; the
+    generators end the step as pass 1 and the loss left them); BatchNorm running statistics
+    are updated by pass 1 only, once per chunk (batch statistics are per chunk, "ghost batch
+    norm": see ``docs/gradcache.md``); a DDP- or FSDP-wrapped encoder (anything with
+    ``no_sync``) synchronises gradients once, in the backward of its last chunk; a
+    ``GradScaler`` scales the cached gradient as ``scaler.scale(loss).backward()`` would.
+    Half-precision embeddings are handed to ``loss_fn`` in float32 (the library's losses
+    compute in float32 anyway) and the cached gradient is cast back for the encoder.
+
+    Args:
+        encoders: one ``nn.Module`` that embeds every input, or a tuple/list of modules
+            (towers): input ``i`` is embedded by ``encoders[i]`` (or as ``towers`` in
+            :meth:`step` says). Each is called as ``encoder(chunk)``, with ``chunk`` of the
+            same structure as the input (a tensor, dict, tuple or list of tensors); it
+            returns a tensor or a dict/tuple/list of tensors with the chunk's rows first.
+        chunk_size: rows per encoder call, an int or one per tower. An input with at most
+            ``chunk_size`` rows is one chunk; when every input is, :meth:`step` is a plain
+            step (one forward with a graph, the loss, its backward).
+        scaler: a ``torch.amp.GradScaler``; the gradients left in ``.grad`` are scaled by it
+            (call ``scaler.unscale_``/``step``/``update`` afterwards as usual).
+        autocast: a dtype (``torch.float16``/``torch.bfloat16``) to run each encoder forward
+            under ``torch.autocast`` on the encoder's device type; ``None``: the caller's
+            autocast state (wrapping :meth:`step` in ``torch.autocast`` works too).
+
+    Raises:
+        TypeError: an encoder that is not an ``nn.Module``, a ``chunk_size`` that is not an
+            int, a ``scaler`` without ``scale``.
+        ValueError: ``chunk_size <= 0``, or a tuple of chunk sizes of another length than
+            the towers.
+
+    Examples:
+        >>> import torch, contrastive
+        >>> _ = torch.manual_seed(0)
+        >>> enc = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Dropout(0.3), torch.nn.Linear(16, 4))
+        >>> x1, x2 = torch.randn(10, 8), torch.randn(10, 8)
+        >>> cache = contrastive.GradCache(enc, chunk_size=4)     # chunks of 4, 4 and 2 rows
+        >>> loss = cache.step(lambda z1, z2: contrastive.info_nce(z1, z2), x1, x2)
+        >>> loss.requires_grad, enc[0].weight.grad.shape
+        (False, torch.Size([16, 8]))
+
+        Two towers (CLIP), each with its own chunk size:
+
+        >>> img, txt = torch.nn.Linear(8, 4), torch.nn.Linear(6, 4)
+        >>> cache = contrastive.GradCache((img, txt), chunk_size=(4, 8))
+        >>> loss = cache.step(contrastive.clip_loss, torch.randn(10, 8), torch.randn(10, 6))
+        >>> txt.weight.grad.shape
+        torch.Size([4, 6])
+    """
+
+    def __init__(
+        self,
+        encoders: Union[nn.Module, Sequence[nn.Module]],
+        chunk_size: Union[int, Sequence[int]] = 256,
+        *,
+        scaler: Optional[Any] = None,
+        autocast: Optional[torch.dtype] = None,
+    ) -> None:
+        towers = [encoders] if isinstance(encoders, nn.Module) else encoders
+        if not isinstance(towers, (tuple, list)) or not towers:
+            raise TypeError(f"encoders must be an nn.Module or a non-empty tuple/list of them, got "
+                            f"{type(encoders).__name__}")
+        for k, enc in enumerate(towers):
+            if not isinstance(enc, nn.Module):
+                raise TypeError(f"encoders[{k}] must be an nn.Module, got {type(enc).__name__}; wrap a function "
+                                f"in a small nn.Module so its parameters, train mode and DDP wrapper are visible")
+        self.encoders: List[nn.Module] = list(towers)
+        if isinstance(chunk_size, (tuple, list)):
+            if len(chunk_size) != len(self.encoders):
+                raise ValueError(f"chunk_size has {len(chunk_size)} entries for {len(self.encoders)} encoder(s); "
+                                 f"pass one int, or one per encoder")
+            self.chunk_sizes = [_check_chunk_size(c, f"chunk_size[{k}]") for k, c in enumerate(chunk_size)]
+        else:
+            self.chunk_sizes = [_check_chunk_size(chunk_size, "chunk_size")] * len(self.encoders)
+        if scaler is not None and not callable(getattr(scaler, "scale", None)):
+            raise TypeError(f"scaler must be a torch.amp.GradScaler (or None), got {type(scaler).__name__}")
+        if autocast is not None and not isinstance(autocast, torch.dtype):
+            raise TypeError(f"autocast must be a torch.dtype such as torch.bfloat16 (or None), got {autocast!r}")
+        self.scaler = scaler
+        self.autocast = autocast
+
+    def __repr__(self) -> str:
+        names = ", ".join(type(e).__name__ for e in self.encoders)
+        return f"GradCache(({names}), chunk_size={self.chunk_sizes if len(self.chunk_sizes) > 1 else self.chunk_sizes[0]})"
+
+    # ------------------------------------------------------------------------- helpers
+    def _towers(self, n_inputs: int, towers: Optional[Sequence[int]]) -> List[int]:
+        if towers is None:
+            if len(self.encoders) == 1:
+                return [0] * n_inputs
+            if n_inputs != len(self.encoders):
+                raise ValueError(
+                    f"GradCache has {len(self.encoders)} encoders and step got {n_inputs} inputs; pass one input per "
+                    f"encoder, or towers=(...) naming the encoder of each input (e.g. towers=(0, 1, 1))")
+            return list(range(n_inputs))
+        towers = list(towers)
+        if len(towers) != n_inputs or not all(
+                isinstance(t, int) and not isinstance(t, bool) and 0 <= t < len(self.encoders) for t in towers):
+            raise ValueError(f"towers must give, for each of the {n_inputs} inputs, an encoder index in "
+                             f"0..{len(self.encoders) - 1}; got {towers}")
+        return towers
+
+    def _forward(self, encoder: nn.Module, chunk: Any) -> Any:
+        if self.autocast is None:
+            return encoder(chunk)
+        param = next(encoder.parameters(), None)
+        device_type = param.device.type if param is not None else "cpu"
+        with torch.autocast(device_type, dtype=self.autocast):
+            return encoder(chunk)
+
+    @staticmethod
+    def _outputs(out: Any, rows: int, k: int) -> Tuple[Leaves, Rebuild]:
+        leaves, rebuild = _flatten(out, f"the output of encoder {k}")
+        for t in leaves:
+            if t.dim() == 0 or t.shape[0] != rows:
+                raise ValueError(
+                    f"encoder {k} returned a tensor of shape {tuple(t.shape)} for a chunk of {rows} rows; every "
+                    f"output must have the chunk's rows first, e.g. embeddings (rows, d). Pass other values (a "
+                    f"learnable temperature) to the loss through a closure")
+        return leaves, rebuild
+
+    @staticmethod
+    def _check_loss(loss: Any) -> torch.Tensor:
+        if not isinstance(loss, torch.Tensor):
+            raise TypeError(f"loss_fn must return a scalar tensor, got {type(loss).__name__}")
+        if loss.numel() != 1:
+            raise ValueError(
+                f"loss_fn must return a scalar loss, got shape {tuple(loss.shape)}; reduce it (reduction='mean' "
+                f"or 'sum', or .mean()) so that its gradient with respect to the embeddings is defined")
+        if not loss.requires_grad:
+            raise ValueError(
+                "loss_fn's result does not require grad: it must be computed from the embeddings it is given "
+                "(no .detach(), no torch.no_grad() inside it)")
+        return loss.reshape(())
+
+    def _backward_loss(self, loss: torch.Tensor) -> None:
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+
+    # ------------------------------------------------------------------------- public
+    def step(self, loss_fn: Callable[..., torch.Tensor], *inputs: Any,
+             towers: Optional[Sequence[int]] = None) -> torch.Tensor:
+        r"""Accumulate the full-batch gradient of ``loss_fn(f(inputs[0]), f(inputs[1]), ...)``.
+
+        Every input is split along its first dimension into chunks of the chunk size of
+        its tower (the last chunk may be smaller); the embeddings of all chunks are
+        concatenated back, so ``loss_fn`` sees the whole batch, exactly as if each encoder
+        had embedded its input in one call (up to BatchNorm's per-chunk batch statistics).
+        The loss's own parameters (a learnable temperature captured by ``loss_fn``) get
+        their gradient too. Call it where ``loss.backward()`` would go: gradients
+        accumulate into ``.grad`` (zero them before, step the optimiser after).
+
+        Under ``torch.distributed``, ``loss_fn`` may be a global-batch loss of
+        :mod:`contrastive.distributed` (every rank calls :meth:`step` with the same number
+        of inputs); a DDP encoder is synchronised once per step.
+
+        Args:
+            loss_fn: maps the embeddings of each input, in order, to a scalar loss (any loss
+                of this library, or your own function of them).
+            *inputs: one batch per encoder call: tensors, or dicts/tuples/lists of tensors
+                (tokenised text) with the same number of rows.
+            towers: for each input, the index of the encoder that embeds it (default: the
+                one encoder for every input, or input ``i`` -> encoder ``i``).
+
+        Shape:
+            each input: ``(N_i, ...)``; each embedding ``loss_fn`` receives: ``(N_i, ...)``.
+
+        Returns:
+            The loss, detached (not scaled by ``scaler``).
+
+        Raises:
+            TypeError: ``loss_fn`` not callable or returning a non-tensor, an input that is
+                not a tensor/dict/tuple/list of tensors.
+            ValueError: no inputs, tensors of one input with different batch sizes, an empty
+                batch, inputs and encoders that do not match, encoder outputs without the
+                chunk's rows first, a loss that is not a scalar or does not require grad.
+            RuntimeError: called under ``torch.no_grad()``.
+        """
+        if not callable(loss_fn):
+            raise TypeError(f"loss_fn must be callable (embeddings -> scalar loss), got {type(loss_fn).__name__}")
+        if not inputs:
+            raise ValueError("step needs at least one input batch: step(loss_fn, x1, x2, ...)")
+        if not torch.is_grad_enabled():
+            raise RuntimeError("GradCache.step computes gradients; call it outside torch.no_grad()")
+        towers = self._towers(len(inputs), towers)
+        flat = [_flatten(x, f"inputs[{i}]") for i, x in enumerate(inputs)]
+        rows = [_rows(leaves, f"inputs[{i}]") for i, (leaves, _) in enumerate(flat)]
+        sizes = [self.chunk_sizes[t] for t in towers]
+        if all(n <= c for n, c in zip(rows, sizes)):
+            return self._plain_step(loss_fn, inputs, rows, towers)
+        return self._cached_step(loss_fn, flat, rows, sizes, towers)
+
+    def _plain_step(self, loss_fn, inputs, rows, towers) -> torch.Tensor:
+        """Every input fits in one chunk: one forward with a graph, the loss, its backward.
+
+        An encoder that embeds several inputs runs all but its last forward under
+        ``no_sync``: the one backward then synchronises once, and DDP broadcasts buffers
+        once per step, as in the cached path."""
+        last = {id(self.encoders[t]): i for i, t in enumerate(towers)}
+        embeddings = []
+        for i, (x, n, t) in enumerate(zip(inputs, rows, towers)):
+            with _sync(self.encoders[t], last[id(self.encoders[t])] == i):
+                leaves, rebuild = self._outputs(self._forward(self.encoders[t], x), n, t)
+            embeddings.append(rebuild([_upcast(z) for z in leaves]))
+        loss = self._check_loss(loss_fn(*embeddings))
+        self._backward_loss(loss)
+        return loss.detach()
+
+    def _cached_step(self, loss_fn, flat, rows, sizes, towers) -> torch.Tensor:
+        encoders = self.encoders
+        devices = _cuda_devices(
+            [p for e in encoders for p in e.parameters()] + [t for leaves, _ in flat for t in leaves])
+        # pass 1: embed every chunk without a graph, recording the random state before each
+        chunks: List[List[Any]] = []     # chunks[i][c]: the chunk structure
+        states: List[List[RngState]] = []
+        embeddings, leaves_all = [], []
+        with torch.no_grad():
+            for i, ((leaves, rebuild), n, cs, t) in enumerate(zip(flat, rows, sizes, towers)):
+                pieces = [t_.tensor_split(-(-n // cs)) for t_ in leaves]   # balanced: sizes differ by <= 1
+                chunks.append([rebuild([p[c] for p in pieces]) for c in range(len(pieces[0]))])
+                states.append([])
+                outs: List[Leaves] = []
+                out_rebuild: Optional[Rebuild] = None
+                for c, chunk in enumerate(chunks[i]):
+                    states[i].append(_get_rng(devices))
+                    o, out_rebuild = self._outputs(self._forward(encoders[t], chunk), pieces[0][c].shape[0], t)
+                    outs.append(o)
+                full = [_upcast(torch.cat([o[k] for o in outs])) for k in range(len(outs[0]))]   # (N_i, ...)
+                full = [z.requires_grad_() if z.is_floating_point() else z for z in full]
+                leaves_all.append(full)
+                embeddings.append(out_rebuild(full))
+        # the loss on the whole batch and its gradient with respect to the embeddings
+        loss = self._check_loss(loss_fn(*embeddings))
+        after_loss = _get_rng(devices)
+        self._backward_loss(loss)
+        grads = [[z.grad if z.requires_grad else None for z in full] for full in leaves_all]
+        # pass 2: re-embed each chunk under its random state and back-propagate its cached gradient
+        jobs = [(i, c) for i in range(len(flat))
+                if any(g is not None for g in grads[i]) and _trainable(encoders[towers[i]], flat[i][0])
+                for c in range(len(chunks[i]))]
+        last = {id(encoders[towers[i]]): j for j, (i, _) in enumerate(jobs)}
+        bn = {id(e): _running_stat_modules(e) for e in encoders}
+        try:
+            offsets = [0] * len(flat)
+            for j, (i, c) in enumerate(jobs):
+                enc = encoders[towers[i]]
+                chunk = chunks[i][c]
+                with _sync(enc, last[id(enc)] == j), _running_stats_kept(bn[id(enc)]):
+                    _set_rng(states[i][c], devices)
+                    n = _rows(_flatten(chunk, "chunk")[0], "chunk")
+                    out, _ = self._outputs(self._forward(enc, chunk), n, towers[i])
+                    s = slice(offsets[i], offsets[i] + n)
+                    pairs = [(o, g[s].to(o.dtype)) for o, g in zip(out, grads[i])
+                             if g is not None and o.requires_grad]                       # dL/dz_c
+                    if pairs:
+                        torch.autograd.backward([o for o, _ in pairs], [g for _, g in pairs])  # += J_c^T dL/dz_c
+                offsets[i] += n
+        finally:
+            _set_rng(after_loss, devices)
+        return loss.detach()
+
+
+def _upcast(z: torch.Tensor) -> torch.Tensor:
+    """Half-precision embeddings -> float32 for the loss (differentiable; a no-op otherwise)."""
+    return z.float() if z.dtype in (torch.float16, torch.bfloat16) else z
+
+
+def _trainable(encoder: nn.Module, input_leaves: Leaves) -> bool:
+    """Whether back-propagating through ``encoder`` can reach anything that wants a gradient."""
+    return any(p.requires_grad for p in encoder.parameters()) or any(t.requires_grad for t in input_leaves)

@@ -1,0 +1,145 @@
+"""The engine contract, written once: every blockwise objective runs through :class:`EngineFn`.
+
+An objective is a small class (:class:`Objective`) built from the prepared inputs: it runs its
+tile passes (:mod:`.sym_tiles`, :mod:`.rect_tiles`, or its own single pass) and its O(N d)
+positive terms. Everything around them lives here and nowhere else:
+
+* the compute dtype (float64 stays, everything else float32) and the cast back of every
+  gradient to its input's dtype;
+* the exact L2 normalisation z = u / |u| and its chain rule grad_u = (I - z z^T) grad_z / |u|
+  (:mod:`.common`);
+* reductions. For 'mean' / 'sum' the weights w of sum_i w_i loss_i are known in forward, so
+  the gradient is computed there (one call, no graph kept) and backward only multiplies it by
+  grad_output. For 'none' the weights are grad_output itself, known only in backward, which
+  then runs the gradient pass with them (pass 2 recomputes the tiles; nothing N x N is saved);
+* the temperature and bias gradients: the objective returns d/d(inv_t) and d/d(bias) of
+  sum_i w_i loss_i; with tau = 1 / inv_t, d/d(tau) = -inv_t^2 d/d(inv_t).
+
+One name for the inverse temperature throughout ops/: ``inv_t`` = 1 / tau.
+"""
+from __future__ import annotations
+
+from typing import Callable, List, Optional, Sequence, Tuple, Union
+
+import torch
+
+from .common import chain_normalize, compute_dtype, normalize_rows, scalar
+
+Grads = Tuple[List[Optional[torch.Tensor]], torch.Tensor, Optional[torch.Tensor]]
+
+
+class Objective:
+    """One objective's passes on prepared inputs (compute dtype, normalised when asked).
+
+    Subclasses set ``n`` (the number of per-row losses) in ``__init__`` and implement
+    :meth:`losses` and :meth:`grad`; one-pass objectives (SigLIP) override
+    :meth:`losses_and_grad`.
+    """
+
+    n: int
+
+    def losses(self) -> torch.Tensor:
+        """Per-row losses, ``(n,)``."""
+        raise NotImplementedError
+
+    def grad(self, w: torch.Tensor) -> Grads:
+        """Gradient of sum_i w_i loss_i: one tensor per input (``None`` where not needed),
+        d/d(inv_t) and d/d(bias) (``None`` without a bias), inputs taken as free vectors."""
+        raise NotImplementedError
+
+    def losses_and_grad(self, w: torch.Tensor) -> Tuple[torch.Tensor, Grads]:
+        return self.losses(), self.grad(w)
+
+    def mean_weights(self, like: torch.Tensor) -> torch.Tensor:
+        """The weights of ``reduction='mean'``: 1/n for each row unless the objective says."""
+        return like.new_full((self.n,), 1.0 / self.n)
+
+
+Build = Callable[[List[Optional[torch.Tensor]], float, Optional[float], Sequence[bool]], Objective]
+
+
+def _finish(obj: Objective, w: torch.Tensor, grads: Grads, zs, norms, inv_t: float, needs):
+    """Chain the normalisation, turn d/d(inv_t) into d/d(tau)."""
+    gs, d_inv, d_bias = grads
+    out = []
+    for g, z, n, need in zip(gs, zs, norms, needs):
+        if g is None or not need:
+            out.append(None)
+        else:
+            out.append(chain_normalize(g, z, n) if n is not None else g)   # (I - z z^T) g / |u|
+    d_tau = -d_inv * (inv_t * inv_t)                                     # d/dtau = -inv_t^2 d/d(inv_t)
+    return out, d_tau, d_bias
+
+
+class EngineFn(torch.autograd.Function):
+    """The contract: ``EngineFn.apply(build, normalize, reduction, want_grad, temperature,
+    bias, *inputs)`` returns the reduced loss (or per-row losses) in the compute dtype.
+    ``build(zs, inv_t, bias, needs)`` makes the :class:`Objective`; ``needs[k]`` says whether
+    input k needs a gradient."""
+
+    @staticmethod
+    def forward(ctx, build: Build, normalize: bool, reduction: str, want_grad: bool,
+                temperature: Union[float, torch.Tensor], bias, *inputs: Optional[torch.Tensor]):
+        ct = compute_dtype(inputs[0].dtype)
+        zs: List[Optional[torch.Tensor]] = []
+        norms: List[Optional[torch.Tensor]] = []
+        for x in inputs:
+            if x is None:
+                zs.append(None)
+                norms.append(None)
+                continue
+            x = x.to(ct)
+            z, n = normalize_rows(x) if normalize else (x, None)       # (n, d), (n, 2)
+            zs.append(z)
+            norms.append(n)
+        inv_t = 1.0 / scalar(temperature)
+        needs = tuple(ctx.needs_input_grad[6:])
+        obj = build(zs, inv_t, scalar(bias), needs)
+        ctx.meta = (reduction, inv_t, [None if x is None else x.dtype for x in inputs],
+                    getattr(temperature, "dtype", None), getattr(bias, "dtype", None))
+        if reduction == "none":
+            ctx.obj, ctx.zs, ctx.norms = obj, zs, norms
+            return obj.losses()
+        ref = next(z for z in zs if z is not None)
+        w = obj.mean_weights(ref) if reduction == "mean" else ref.new_ones(obj.n)
+        if want_grad:
+            losses, grads = obj.losses_and_grad(w)
+            ctx.grads = _finish(obj, w, grads, zs, norms, inv_t, needs)
+        else:
+            losses = obj.losses()
+        return (w * losses).sum()                                      # sum_i w_i loss_i
+
+    @staticmethod
+    def backward(ctx, g_out):
+        reduction, inv_t, in_dtypes, t_dtype, b_dtype = ctx.meta
+        needs = ctx.needs_input_grad
+        if reduction == "none":
+            zs = ctx.zs
+            w = g_out.to(next(z for z in zs if z is not None).dtype)     # the upstream weights
+            gs, d_tau, d_bias = _finish(ctx.obj, w, ctx.obj.grad(w), zs, ctx.norms, inv_t, needs[6:])
+            scale = 1.0
+        else:
+            gs, d_tau, d_bias = ctx.grads
+            scale = g_out.to(d_tau.dtype)
+        grad_t = (d_tau * scale).to(t_dtype) if needs[4] else None
+        grad_b = (d_bias * scale).to(b_dtype) if needs[5] and d_bias is not None else None
+        grad_in = [None if g is None else (g * scale).to(dt) for g, dt in zip(gs, in_dtypes)]
+        return (None, None, None, None, grad_t, grad_b, *grad_in)
+
+
+def run(build: Build, inputs: Sequence[Optional[torch.Tensor]], temperature, *, bias=None,
+        normalize: bool = True, reduction: str = "mean") -> torch.Tensor:
+    """Apply the contract to validated inputs; the result in the dtype of ``inputs[0]``.
+
+    Examples:
+        >>> import torch
+        >>> from contrastive.ops.info_nce import info_nce_objective
+        >>> z = torch.ones(4, 3)
+        >>> round(float(run(info_nce_objective(True, False, 2), [z], 0.5)), 5)   # log(N - 1) = log 3
+        1.09861
+    """
+    tensors = [x for x in inputs if x is not None]
+    params = [p for p in (temperature, bias) if isinstance(p, torch.Tensor)]
+    want_grad = torch.is_grad_enabled() and any(t.requires_grad for t in tensors + params)
+    out = EngineFn.apply(build, bool(normalize), reduction, want_grad, temperature, bias, *inputs)
+    return out.to(tensors[0].dtype)

@@ -1,0 +1,100 @@
+"""Tile passes over a rectangular logit matrix S = inv_t X Y^T (queries X, candidates Y).
+
+Serves the two-tower loss (row and column softmaxes), retrieval (anchors against positives
+and negatives) and any other query/candidate objective; S is visited one bs x bs tile at a
+time and never held.
+
+Pass 1 (normalisers), fixed shift c >= every |S_ij| (masked entries zeroed):
+    E_IJ = exp(S_IJ - c),  r_I += E_IJ 1  (rows),  k_J += E_IJ^T 1  (columns, when asked)
+    lse_row_i = log r_i + c,  lse_col_j = log k_j + c
+When exp(-2c) would underflow, running maxima per row (and column) replace c.
+
+Pass 2, the softmax part of the gradient of sum_i u_i lse_row_i + sum_j v_j lse_col_j:
+    dS = diag(u / r) E + E diag(v / k)      (row softmax R and column softmax C weighted)
+    g_X += dS_IJ Y_J,  g_Y += dS_IJ^T X_I
+The objective adds its positives' part and the factor inv_t.
+
+Flops 2 R C d in pass 1, 4 R C d in pass 2 (2 when Y needs no gradient).
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+
+from .gemm import tile_mm
+from .tiles import TileBuffers, TileMask, blocks, online_update
+
+
+def rect_lse(x: torch.Tensor, y: torch.Tensor, inv_t: float, c: float, mask: TileMask, bs: int,
+             fixed: bool, cols: bool = False) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """Row log-sum-exps (R,) of S = inv_t x y^T over unmasked entries, and the column ones (C,)
+    when ``cols``."""
+    R, C = x.shape[0], y.shape[0]
+    xs = x * inv_t                                                   # 1/tau folded into one operand
+    buf = TileBuffers(x.dtype, x.device)
+    if fixed:
+        row = x.new_zeros(R)
+        col = x.new_zeros(C) if cols else None
+        shift = x.new_full((1, 1), -c)
+        ones = x.new_ones(bs)
+        for i0, i1 in blocks(R, bs):
+            for j0, j1 in blocks(C, bs):
+                E = tile_mm(xs[i0:i1], y[j0:j1], buf.get("E", i1 - i0, j1 - j0), shift)  # S_IJ - c
+                E.exp_()                                             # in [exp(-2c), 1]
+                mask.apply(E, i0, j0, 0.0)
+                row[i0:i1].addmv_(E, ones[: j1 - j0])                # r_I += E 1
+                if cols:
+                    col[j0:j1].add_(E.sum(0))                        # k_J += E^T 1
+        return row.log_() + c, (col.log_() + c if cols else None)
+    mr, rr = x.new_full((R,), float("-inf")), x.new_zeros(R)
+    mc, rc = (x.new_full((C,), float("-inf")), x.new_zeros(C)) if cols else (None, None)
+    for i0, i1 in blocks(R, bs):
+        for j0, j1 in blocks(C, bs):
+            S = tile_mm(xs[i0:i1], y[j0:j1], buf.get("S", i1 - i0, j1 - j0))
+            mask.apply(S, i0, j0, float("-inf"))
+            online_update(mr, rr, slice(i0, i1), S.amax(1), lambda s: torch.exp(S - s[:, None]).sum(1))
+            if cols:
+                online_update(mc, rc, slice(j0, j1), S.amax(0), lambda s: torch.exp(S - s[None, :]).sum(0))
+    return mr + rr.log(), (mc + rc.log() if cols else None)
+
+
+def rect_grad(x: torch.Tensor, y: torch.Tensor, inv_t: float, c: float, mask: TileMask, bs: int,
+              fixed: bool, lse_r: torch.Tensor, u: torch.Tensor, lse_c: Optional[torch.Tensor] = None,
+              v: Optional[torch.Tensor] = None, need_y: bool = True
+              ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """(dS Y, dS^T X) with dS = diag(u) R + C diag(v) (R, C the row and column softmaxes of
+    the unmasked entries); the column term only when ``lse_c`` is given, g_Y only if ``need_y``."""
+    R, C = x.shape[0], y.shape[0]
+    xs = x * inv_t
+    buf = TileBuffers(x.dtype, x.device)
+    gx = torch.zeros_like(x)
+    gy = torch.zeros_like(y) if need_y else None
+    two = lse_c is not None
+    shift = None
+    if fixed:
+        alpha = u * torch.exp(c - lse_r)                             # u_i / r_i
+        beta = v * torch.exp(c - lse_c) if two else None             # v_j / k_j
+        shift = x.new_full((1, 1), -c)
+    for i0, i1 in blocks(R, bs):
+        for j0, j1 in blocks(C, bs):
+            E = tile_mm(xs[i0:i1], y[j0:j1], buf.get("E", i1 - i0, j1 - j0), shift)   # S_IJ (- c)
+            H = buf.get("H", i1 - i0, j1 - j0)
+            if fixed:
+                E.exp_()
+                mask.apply(E, i0, j0, 0.0)
+                torch.mul(E, alpha[i0:i1, None], out=H)              # diag(u_I / r_I) E
+                if two:
+                    H.addcmul_(E, beta[j0:j1][None, :])              # + E diag(v_J / k_J)
+            else:
+                torch.exp(E - lse_r[i0:i1, None], out=H)             # row softmax R_IJ
+                mask.apply(H, i0, j0, 0.0)
+                H.mul_(u[i0:i1, None])
+                if two:
+                    E.sub_(lse_c[j0:j1][None, :]).exp_()             # column softmax C_IJ
+                    mask.apply(E, i0, j0, 0.0)
+                    H.addcmul_(E, v[j0:j1][None, :])
+            gx[i0:i1].addmm_(H, y[j0:j1])                            # g_X += dS Y
+            if need_y:
+                gy[j0:j1].addmm_(H.T, x[i0:i1])                      # g_Y += dS^T X
+    return gx, gy

@@ -1,0 +1,82 @@
+"""Retrieval loss with hard negatives (MultipleNegativesRanking-style) on the engine.
+
+Anchors a (B, d), positives p (B, d), negatives n (M, d) (K per anchor flattened, or a shared
+queue); the candidates are every positive and every negative, S = inv_t a [p; n]^T:
+
+    loss_i = lse_row_i - S_ii,   lse_row_i = log (sum_j exp S_ij + sum_m exp S_i,B+m)
+    symmetric:  loss_i = (lse_row_i - S_ii) / 2 + (lse_col_i - S_ii) / 2,
+                lse_col_j = log sum_i exp S_ij   (positive j against every anchor)
+
+``positive_ids``: a positive j != i with the id of i's positive is not a negative of row i
+(nor anchor i one of column j): masked per tile from the ids, never an N x N mask.
+
+Pass 1: :func:`.rect_tiles.rect_lse` over (a, p) (rows, and columns when symmetric) and over
+(a, n) (rows only); the two row parts combine by logaddexp. Pass 2, with u = w (w / 2 when
+symmetric) and v = w / 2:
+    g_a = (diag(u) R + C diag(v)) P + diag(u) R_n N,   g_p = (...)^T A,   g_n = (diag(u) R_n)^T A
+    g_a_i -= w_i p_i,  g_p_i -= w_i a_i      (the positives)
+and everything times inv_t; d/d(inv_t) = sum_i a_i . g_a_i / inv_t. A negative tensor that
+needs no gradient skips its GEMM.
+"""
+from __future__ import annotations
+
+from typing import List, Optional, Sequence
+
+import torch
+
+from .clip import shift_bound
+from .engine import Build, Grads, Objective
+from .rect_tiles import rect_grad, rect_lse
+from .tiles import TileMask, use_fixed_shift
+
+
+class RetrievalObjective(Objective):
+    """Anchors (B, d), positives (B, d), optional negatives (M, d)."""
+
+    def __init__(self, zs: List[Optional[torch.Tensor]], inv_t: float, bias, needs: Sequence[bool],
+                 symmetric: bool, positive_ids: Optional[torch.Tensor], bs: int):
+        self.a, self.p, self.neg = zs[0], zs[1], zs[2]
+        self.n = self.a.shape[0]
+        self.inv_t, self.bs, self.symmetric = inv_t, bs, symmetric
+        self.needs = needs
+        ids = None if positive_ids is None else positive_ids.to(self.a.device)
+        self.mask = TileMask(row_key=ids, col_key=ids, keep_offset=0) if ids is not None else TileMask()
+        self.c = shift_bound(inv_t, [self.a], [self.p, self.neg])
+        self.fixed = use_fixed_shift(self.c, self.a.dtype)
+        lse_r, self.lse_c = rect_lse(self.a, self.p, inv_t, self.c, self.mask, bs, self.fixed, cols=symmetric)
+        if self.neg is not None:
+            lse_n, _ = rect_lse(self.a, self.neg, inv_t, self.c, TileMask(), bs, self.fixed)
+            lse_r = torch.logaddexp(lse_r, lse_n)                     # every candidate of row i
+        self.lse_r = lse_r                                            # (B,)
+
+    def losses(self) -> torch.Tensor:
+        diag = self.inv_t * (self.a * self.p).sum(1)                 # S_ii
+        if self.symmetric:
+            return 0.5 * (self.lse_r - diag) + 0.5 * (self.lse_c - diag)
+        return self.lse_r - diag
+
+    def grad(self, w: torch.Tensor) -> Grads:
+        a, p, neg, inv_t = self.a, self.p, self.neg, self.inv_t
+        u = 0.5 * w if self.symmetric else w                         # row-direction weights
+        v = 0.5 * w if self.symmetric else None                      # column-direction weights
+        ga, gp = rect_grad(a, p, inv_t, self.c, self.mask, self.bs, self.fixed, self.lse_r, u,
+                           self.lse_c, v, need_y=bool(self.needs[1]))
+        gn = None
+        if neg is not None:
+            ga_n, gn = rect_grad(a, neg, inv_t, self.c, TileMask(), self.bs, self.fixed, self.lse_r, u,
+                                 need_y=bool(self.needs[2]))
+            ga.add_(ga_n)
+            if gn is not None:
+                gn.mul_(inv_t)
+        ga.sub_(w[:, None] * p).mul_(inv_t)                          # positives: dS_ii -= w_i
+        if gp is not None:
+            gp.sub_(w[:, None] * a).mul_(inv_t)
+        d_inv = (a * ga).sum() / inv_t                               # sum_ij dS_ij a_i . c_j
+        return [ga, gp, gn], d_inv, None
+
+
+def retrieval_objective(symmetric: bool, positive_ids: Optional[torch.Tensor], bs: int) -> Build:
+    """The engine's ``build`` for inputs (anchors, positives, negatives or None)."""
+    def build(zs, inv_t, bias, needs):
+        return RetrievalObjective(zs, inv_t, bias, needs, symmetric, positive_ids, bs)
+    return build

@@ -1,0 +1,84 @@
+"""The sigmoid loss of SigLIP (Zhai et al. 2023) on the engine: one pass, no normaliser.
+
+a (B, d), b (B, d), S = inv_t A B^T + bias, y_ij = 1 on the diagonal and -1 elsewhere:
+
+    loss_i = sum_j -log sigmoid(y_ij S_ij) = sum_j softplus(X_ij),   X_ij = -y_ij S_ij
+
+Every entry is independent, so one visit of each tile gives the loss and, given the weights
+w of sum_i w_i loss_i, the gradient:
+    dS_ij = w_i d softplus(X_ij) / dS_ij = -y_ij w_i sigmoid(X_ij)
+    g_a += dS B,  g_b += dS^T A  (times inv_t),  d/d(bias) = sum_ij dS_ij,
+    d/d(inv_t) = sum_ij dS_ij a_i . b_j = sum_i a_i . g_a_i / inv_t
+For 'mean' / 'sum' that single pass runs in forward; for 'none' forward computes the losses
+only and backward runs the pass again with the upstream weights. Nothing is kept per tile:
+memory O(B d + tile^2) (open_clip's chunked loss keeps every chunk's logits for backward).
+softplus(X) = -log sigmoid(-X) is exact for every X (no threshold approximation).
+"""
+from __future__ import annotations
+
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+
+from .engine import Build, Grads, Objective
+from .gemm import tile_mm
+from .tiles import TileBuffers, blocks
+
+
+class SigLIPObjective(Objective):
+    """Sigmoid loss of a (B, d), b (B, d) with scalar bias."""
+
+    def __init__(self, zs: List[Optional[torch.Tensor]], inv_t: float, bias: float, needs: Sequence[bool],
+                 bs: int):
+        self.a, self.b = zs[0], zs[1]
+        self.n = self.a.shape[0]
+        self.inv_t, self.bias, self.bs, self.needs = inv_t, bias, bs, needs
+
+    def _pass(self, w: Optional[torch.Tensor]) -> Tuple[torch.Tensor, Optional[Grads]]:
+        a, b, inv_t, bs = self.a, self.b, self.inv_t, self.bs
+        B = a.shape[0]
+        As = a * inv_t                                                # 1/tau folded into one operand
+        buf = TileBuffers(a.dtype, a.device)
+        shift = a.new_full((1, 1), self.bias)
+        losses = a.new_zeros(B)
+        if w is not None:
+            ga, gb = torch.zeros_like(a), torch.zeros_like(b)
+            d_bias = a.new_zeros(())
+        for i0, i1 in blocks(B, bs):
+            for j0, j1 in blocks(B, bs):
+                X = tile_mm(As[i0:i1], b[j0:j1], buf.get("X", i1 - i0, j1 - j0), shift)   # S_IJ
+                diag = X.diagonal(i0 - j0)                            # y = +1 entries (empty off-tile)
+                diag.neg_()                                           # X = -y S
+                losses[i0:i1] -= F.logsigmoid(X.neg()).sum(1)         # softplus(X) = -log sigmoid(-X)
+                if w is None:
+                    continue
+                X.sigmoid_()                                          # sigmoid(X)
+                X.mul_(w[i0:i1, None])
+                X.diagonal(i0 - j0).neg_()                            # dS = -y w sigmoid(X)
+                d_bias += X.sum()                                     # d/d(bias) = sum dS
+                ga[i0:i1].addmm_(X, b[j0:j1])                         # g_a += dS B
+                if self.needs[1]:
+                    gb[j0:j1].addmm_(X.T, a[i0:i1])                   # g_b += dS^T A
+        if w is None:
+            return losses, None
+        d_inv = (a * ga).sum()                                        # sum dS_ij a_i . b_j
+        ga.mul_(inv_t)
+        gb.mul_(inv_t)
+        return losses, ([ga, gb if self.needs[1] else None], d_inv, d_bias)
+
+    def losses(self) -> torch.Tensor:
+        return self._pass(None)[0]
+
+    def losses_and_grad(self, w: torch.Tensor):
+        return self._pass(w)
+
+    def grad(self, w: torch.Tensor) -> Grads:
+        return self._pass(w)[1]
+
+
+def siglip_objective(bs: int) -> Build:
+    """The engine's ``build`` for the sigmoid loss of inputs (a, b)."""
+    def build(zs, inv_t, bias, needs):
+        return SigLIPObjective(zs, inv_t, bias, needs, bs)
+    return build

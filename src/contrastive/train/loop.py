@@ -1,0 +1,490 @@
+"""One training loop for every recipe.
+
+A recipe is a :class:`Task`: its data, its model, how a batch is drawn, embedded and scored,
+and how the model is evaluated. Everything around that is written once, here: the run folder
+and its resolved configuration, seeding and threads, the optimiser and its schedule, AMP
+(CUDA), gradient clipping, the non-finite loss and weights checks, atomic checkpoints and exact
+``--resume``, DDP under ``torchrun``, the progress bar and metrics files, the evaluation
+schedule, the best checkpoint, the final table, ``summary.json``, ``contrastive eval`` and
+``contrastive embed``.
+
+One training step, for a batch of indices ``idx``::
+
+    batch = task.batch(idx, device)              # inputs (augmented views, pairs, tokens) + targets
+    z = task.embed(net, batch.inputs)            # a tuple of embeddings, under autocast
+    loss = task.loss(tuple(z_k.float()), batch)  # a scalar; every rank calls it (it may be collective)
+    loss.backward(); clip; optimiser step; schedule step
+
+The embedding and the loss are separate so that the loop can cut the embedding of a batch into
+chunks (gradient caching) without the recipe knowing.
+
+A recipe module then holds its configuration, a :class:`Task` subclass and three functions
+built with :func:`train_run`, :func:`evaluate_run` and :func:`load_encoder` (see
+``recipes/simclr.py``).
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Type
+
+import torch
+from torch import nn
+
+from . import checkpoint as C
+from . import dist as D
+from .optim import WarmupCosine, build_optimizer
+from .runlog import MetricsLog, NonFiniteLossError, Progress, new_run_dir
+from .runtime import eval_config, num_threads, read_run, resolve_device, restore, seed_everything, write_run
+
+__all__ = ["Batch", "Task", "evaluate_run", "load_encoder", "train_run"]
+
+
+@dataclasses.dataclass
+class Batch:
+    """One training batch as a recipe draws it.
+
+    Attributes:
+        inputs: what the model embeds, one entry per embedding the loss takes (two augmented
+            views; the two sides of the pairs; queries and documents). Each entry is a tensor,
+            or a dict / tuple of tensors (tokenised text), with the batch along dimension 0.
+        targets: whatever else the loss needs (pair labels, class labels); ``None`` if nothing.
+        size: the number of training items in the batch (for throughput and loss averages).
+    """
+
+    inputs: Tuple[Any, ...]
+    targets: Any = None
+    size: int = 0
+
+
+class Task:
+    """What a recipe supplies to the loop; one instance per run (or per evaluation).
+
+    Subclasses set :attr:`name` and override the methods that raise ``NotImplementedError``.
+    ``self.cfg`` is the run's configuration; it must have the sections ``run``, ``optim``,
+    ``train`` and ``eval`` (``eval.every``), and may have ``dist``.
+
+    Attributes:
+        name: the recipe's name (``run.json``'s ``recipe``).
+        trained_name: the final table's label of the trained model ("trained encoder").
+        throughput_key: the metrics key of the training throughput.
+        nonfinite_hint: what the non-finite-loss message advises besides resuming.
+    """
+
+    name = ""
+    trained_name = "trained encoder"
+    throughput_key = "samples_per_s"
+    nonfinite_hint = "a lower optim.lr or train.grad_clip > 0"
+
+    def __init__(self, cfg: Any, encoder: Optional[Any] = None):
+        if encoder is not None:  # the run records where the encoder came from (config.toml's model.encoder)
+            from .models import encoder_spec
+
+            cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, encoder=encoder_spec(encoder)))
+        self.cfg = cfg
+        self.encoder = encoder  # the user's own encoder (a module or a factory) when given from Python
+        self.dist = D.Context()  # the loop sets the torchrun context before building
+
+    # -- data and model -------------------------------------------------------------------
+    def run_name(self) -> str:
+        """The run folder's default name (``run.name`` empty)."""
+        return f"{self.name}-{self.cfg.data.name}"
+
+    def prepare(self) -> int:
+        """Load and check the data (before seeding); return the number of training items an
+        epoch visits (samples, pairs)."""
+        raise NotImplementedError
+
+    def build(self, device: torch.device) -> nn.Module:
+        """The model on ``device`` (called right after ``seed_everything(run.seed)``), and
+        anything else the steps need (augmentations)."""
+        raise NotImplementedError
+
+    def run_info(self) -> Dict[str, Any]:
+        """Extra entries of ``run.json`` (e.g. ``sample_shape`` for ``contrastive embed``)."""
+        return {}
+
+    def batch(self, idx: torch.Tensor, device: torch.device) -> Batch:
+        """The training batch of the items ``idx`` (random augmentations drawn here)."""
+        raise NotImplementedError
+
+    def forward(self, net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """The embedding the loss sees of one input tensor (``net`` may be DDP-wrapped)."""
+        return net(x)
+
+    def embed(self, net: nn.Module, inputs: Sequence[Any]) -> Tuple[torch.Tensor, ...]:
+        """Embeddings of every input. Default: one tower for all, one forward pass over their
+        concatenation (so BatchNorm sees the whole batch), split back."""
+        sizes = [len(x) for x in inputs]
+        z = self.forward(net, torch.cat(list(inputs)))  # (sum of sizes, d)
+        return tuple(z.split(sizes))
+
+    def towers(self, net: nn.Module) -> Tuple[nn.Module, ...]:
+        """The modules that embed the inputs, one per input or one for all, for gradient
+        caching (``train.chunk_size``): default, one tower calling :meth:`forward`."""
+        return (_Tower(net, self.forward),)
+
+    def loss(self, embeddings: Tuple[torch.Tensor, ...], batch: Batch) -> torch.Tensor:
+        """The scalar loss of a batch's embeddings (float32, or the model's dtype if wider)."""
+        raise NotImplementedError
+
+    # -- evaluation -----------------------------------------------------------------------
+    def evaluate(self, model: nn.Module) -> Tuple[Dict[str, float], Any]:
+        """Held-out metrics of ``model`` and whatever :meth:`score` and :meth:`plots` need
+        (e.g. the test embeddings); must leave every random generator as it was."""
+        raise NotImplementedError
+
+    def baselines(self, model: nn.Module) -> Dict[str, Dict[str, float]]:
+        """``{row name: metrics}`` for the final table (``model`` is the initialisation)."""
+        return {}
+
+    def initial_record(self, baselines: Dict[str, Dict[str, float]]) -> Dict[str, Any]:
+        """Metrics of epoch 0 (the randomly initialised model) for ``metrics.jsonl``."""
+        return {}
+
+    def score(self, metrics: Dict[str, Any], extra: Any) -> float:
+        """The number ``best.pt`` maximises (-1 when the epoch was not evaluated)."""
+        return -1.0
+
+    def header(self, what: str, run_dir: Path, device: torch.device) -> str:
+        """The line printed when training starts; ``what`` is e.g. ``training`` or
+        ``resuming (2 processes, global batch 2 x 128)``."""
+        return f"{self.name}: {what} {run_dir} on {device}"
+
+    def plots(self, run_dir: Path, records: List[Dict[str, Any]], baselines, final, extra) -> Dict[str, Path]:
+        """Write the run's plots; ``{name: path}``."""
+        return {}
+
+    def summary_extra(self) -> Dict[str, Any]:
+        """Entries of ``summary.json`` between the wall time and the baselines."""
+        return {}
+
+    def table(self, rows: List[Tuple[str, Dict[str, Any]]]) -> str:
+        """The final table of ``(label, metrics)`` rows, as printed."""
+        raise NotImplementedError
+
+    def encoder_of(self, model: nn.Module) -> nn.Module:
+        """The module ``contrastive embed`` runs (the representation a user keeps)."""
+        return model
+
+
+class _Tower(nn.Module):
+    """``x -> forward(net, x)`` as a module for :class:`contrastive.GradCache`; it exposes the
+    DDP wrapper's ``no_sync`` so that gradients are all-reduced once per step."""
+
+    def __init__(self, net: nn.Module, forward: Callable[[nn.Module, Any], torch.Tensor]):
+        super().__init__()
+        self.net, self._forward = net, forward
+
+    def forward(self, x: Any) -> torch.Tensor:
+        return self._forward(self.net, x)
+
+    def no_sync(self):
+        no_sync = getattr(self.net, "no_sync", None)
+        return no_sync() if callable(no_sync) else contextlib.nullcontext()
+
+
+def _rows(x: Any) -> int:
+    """Rows of one input: a tensor, or the first tensor of a dict / tuple."""
+    if isinstance(x, torch.Tensor):
+        return len(x)
+    first = next(iter(x.values() if isinstance(x, dict) else x))
+    return _rows(first)
+
+
+def _upcast(z: torch.Tensor) -> torch.Tensor:
+    """Half-precision embeddings (autocast) to float32; float32 and float64 as they are."""
+    return z.float() if z.dtype in (torch.float16, torch.bfloat16) else z
+
+
+def _step(task: Task, net: nn.Module, batch: Batch, chunk_size: int, scaler, amp_dtype,
+          check: Callable[[float], None]) -> float:
+    """One forward and backward of ``batch``, gradients left in ``.grad`` (zeroed first by the
+    caller); returns the loss value. ``check(value)`` runs before any backward in the plain path
+    (it raises on a non-finite loss); with gradient caching the backward is part of the cached
+    step and ``check`` runs after it (the caller has not stepped the optimiser yet)."""
+    if chunk_size and any(_rows(x) > chunk_size for x in batch.inputs):
+        from ..gradcache import GradCache
+
+        cache = GradCache(task.towers(net), chunk_size, scaler=scaler, autocast=amp_dtype)
+        loss = cache.step(lambda *z: task.loss(tuple(_upcast(t) for t in z), batch), *batch.inputs)
+        value = float(loss)
+        check(value)
+        return value
+    amp = torch.autocast("cuda", dtype=amp_dtype) if amp_dtype is not None else contextlib.nullcontext()
+    with amp:
+        embeddings = task.embed(net, batch.inputs)
+    # every rank calls the loss (it may be collective), then every rank learns whether all were finite
+    loss = task.loss(tuple(_upcast(z) for z in embeddings), batch)
+    value = float(loss.detach())
+    check(value)
+    (scaler.scale(loss) if scaler is not None else loss).backward()
+    return value
+
+
+# ----------------------------------------------------------------------------- training
+def train_run(task: Task, resume: Optional[str] = None) -> Dict[str, Any]:
+    """Train ``task`` (a fresh run, or continue the run folder ``resume``).
+
+    Returns:
+        The summary (also written to ``summary.json``) on the main process; under torchrun,
+        ``{"run_dir", "rank"}`` on the others.
+
+    Raises:
+        NonFiniteLossError: the loss or the weights became NaN/Inf; the last good checkpoint
+            is kept.
+        ConfigError, ValueError, FileNotFoundError: bad settings or data.
+    """
+    cfg = task.cfg
+    with num_threads(cfg.run.threads):
+        ctx = D.init(_dist_config(cfg), resolve_device(cfg.run.device))  # inactive unless torchrun started > 1
+        summary = _fit(task, resume, ctx)
+        D.shutdown(ctx)
+        return summary
+
+
+def _dist_config(cfg) -> D.DistConfig:
+    return getattr(cfg, "dist", None) or D.DistConfig()
+
+
+def _setup(task: Task, world: int = 1):
+    """Data, model (built right after seeding), optimiser and schedule; with ``world`` > 1
+    processes, ``bs`` and ``steps`` are per rank (each holds 1/world of the items)."""
+    cfg = task.cfg
+    device = resolve_device(cfg.run.device)
+    n_items = task.prepare()
+    seed_everything(cfg.run.seed)
+    model = task.build(device)
+    opt = build_optimizer(cfg.optim, model)
+    t = cfg.train
+    n = n_items if world == 1 else (n_items // world if t.drop_last else -(-n_items // world))
+    bs = min(t.batch_size, n)
+    steps = n // bs if t.drop_last else -(-n // bs)
+    sched = WarmupCosine(opt, cfg.optim.warmup_epochs * steps, t.epochs * steps, cfg.optim.min_lr_ratio,
+                         cfg.optim.schedule)
+    return device, model, opt, sched, n_items, bs, steps
+
+
+def _state(model, opt, sched, scaler, epoch, step, best, baselines) -> Dict[str, Any]:
+    return {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+            "scaler": scaler.state_dict() if scaler is not None else None, "epoch": epoch, "step": step,
+            "best": best, "baselines": baselines, "rng": C.capture_rng()}
+
+
+def _all_finite(value: float, dc: D.Context) -> bool:
+    """Whether the loss is finite on every rank (an all-reduce under torchrun), so that all
+    ranks stop at the same step even when the loss is not a collective one."""
+    finite = bool(torch.isfinite(torch.tensor(value)))
+    if not dc.active:
+        return finite
+    import torch.distributed as tdist
+
+    flag = torch.tensor([1.0 if finite else 0.0])
+    if tdist.get_backend() == "nccl":
+        flag = flag.cuda()
+    tdist.all_reduce(flag, op=tdist.ReduceOp.MIN)
+    return bool(flag.item() > 0)
+
+
+def _fit(task: Task, resume: Optional[str], dc: D.Context) -> Dict[str, Any]:
+    cfg = task.cfg
+    t_start = time.perf_counter()
+    main = dc.is_main  # rank 0 (or the single process) writes, logs, evaluates and prints
+    if resume is not None:
+        run_dir = Path(resume)
+        if read_run(run_dir)["recipe"] != task.name:
+            raise ValueError(f"{run_dir} is not a {task.name} run; resume it with its own recipe")
+    else:
+        run_dir = new_run_dir(cfg.run.root, cfg.run.name or task.run_name(), cfg.run.overwrite) if main else None
+        run_dir = Path(D.broadcast(str(run_dir) if main else None, dc))
+    task.dist = dc
+    device, model, opt, sched, n_items, bs, steps = _setup(task, dc.world_size)
+    device = D.device_for(dc, device)
+    D.seed_rank(dc, cfg.run.seed)  # own augmentations per rank; the weights are already the same everywhere
+    net = D.wrap(model, dc, _dist_config(cfg), device)  # DDP(model) under torchrun, model itself otherwise
+    sampler = D.sampler(n_items, dc, cfg.run.seed, cfg.train.drop_last) if dc.active else None
+    if main:
+        write_run(run_dir, cfg, task.name, **task.run_info())
+    ckpt_dir = run_dir / "checkpoints"
+    use_amp = cfg.train.amp and device.type == "cuda"
+    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda") if use_amp and amp_dtype == torch.float16 else None
+    log = MetricsLog(run_dir, cfg.run.tensorboard) if main else D.NullLog()
+    step, best, baselines = 0, -1.0, {}
+
+    def save(names, epoch):  # collective under torchrun (every rank's generators go into rank 0's file)
+        ranks = D.gather_rng(dc)
+        if main:
+            state = _state(model, opt, sched, scaler, epoch, step, best, baselines)
+            if ranks is not None:
+                state["rng_ranks"] = ranks
+            for name in names:
+                C.save_checkpoint(ckpt_dir / name, state)
+
+    if resume is not None:
+        state = C.load_checkpoint(ckpt_dir / "last.pt", map_location=device)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        start, step, best, baselines = state["epoch"], state["step"], state["best"], state["baselines"]
+        C.restore_rng(state["rng"])
+        if dc.active:
+            D.restore_rank_rng(dc, state, cfg.run.seed, start)
+        log.truncate(start)
+    else:
+        start = 0
+        baselines = task.baselines(model) if main else {}
+        log.log({"epoch": 0, **task.initial_record(baselines)})  # the randomly initialised model
+        save(["last.pt"], 0)
+    if main:
+        what = "resuming" if start else "training"
+        if dc.world_size > 1:
+            what += f" ({dc.world_size} processes, global batch {dc.world_size} x {cfg.train.batch_size})"
+        line = task.header(what, run_dir, device)
+        if cfg.train.chunk_size:
+            line += (f"; gradient caching: batch {cfg.train.batch_size} embedded in chunks of {cfg.train.chunk_size} "
+                     f"rows per input")
+        print(line, flush=True)
+    progress = Progress(cfg.train.epochs * steps, start * steps, cfg.run.progress and main)
+    final, extra, lr = None, None, opt.param_groups[0]["lr"]
+    hint = f"Resume from it (--resume {run_dir}) with {task.nonfinite_hint}."
+    try:
+        for epoch in range(start + 1, cfg.train.epochs + 1):
+            model.train()
+            if sampler is None:
+                order = torch.randperm(n_items)
+            else:
+                sampler.set_epoch(epoch)
+                order = torch.tensor(list(sampler))  # this rank's share of the epoch
+            total, seen, t0 = 0.0, 0, time.perf_counter()
+            for s in range(steps):
+                idx = order[s * bs:(s + 1) * bs]
+                batch = task.batch(idx, device)
+
+                def check(value: float) -> None:
+                    if not _all_finite(value, dc):
+                        shown = value if not torch.isfinite(torch.tensor(value)) else "NaN/Inf on another process"
+                        log.log({"epoch": epoch, "event": f"non-finite loss ({shown}) at step {s + 1}"})
+                        raise NonFiniteLossError(
+                            f"the loss became {shown} at epoch {epoch}, step {s + 1}: training stopped. The last "
+                            f"good checkpoint, {ckpt_dir / 'last.pt'} (epoch {epoch - 1}), was kept. {hint}")
+
+                opt.zero_grad(set_to_none=True)
+                value = _step(task, net, batch, cfg.train.chunk_size, scaler, amp_dtype if use_amp else None, check)
+                if scaler is not None:
+                    scaler.unscale_(opt)
+                if cfg.train.grad_clip > 0:
+                    nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+                if scaler is not None:
+                    scaler.step(opt)
+                    scaler.update()
+                else:
+                    opt.step()
+                lr = opt.param_groups[0]["lr"]
+                sched.step()
+                step += 1
+                n = batch.size or len(idx)
+                total += value * n
+                seen += n
+                progress.update(epoch, value, lr, seen * dc.world_size / max(time.perf_counter() - t0, 1e-9))
+            elapsed = time.perf_counter() - t0
+            record = {"epoch": epoch, "loss": total / seen, "lr": lr,
+                      task.throughput_key: seen * dc.world_size / elapsed, "epoch_time_s": elapsed}
+            evaluated = main and (epoch == cfg.train.epochs or bool(cfg.eval.every and epoch % cfg.eval.every == 0))
+            if evaluated:
+                final, extra = task.evaluate(model)
+                record.update(final)
+                progress.write(f"epoch {epoch}: " + ", ".join(f"{k} {v:.4f}" for k, v in final.items()))
+            log.log(record)
+            if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+                raise NonFiniteLossError(
+                    f"the weights became NaN/Inf during epoch {epoch} (the loss was still finite): training stopped. "
+                    f"The last good checkpoint, {ckpt_dir / 'last.pt'} (epoch {epoch - 1}), was kept; resume from it "
+                    f"with {task.nonfinite_hint}.")
+            score = task.score(record, extra) if evaluated else -1.0
+            improved = score > best
+            best = max(best, score)
+            save(["last.pt", "best.pt"] if improved else ["last.pt"], epoch)
+    finally:
+        progress.close()
+        log.close()
+    if not main:
+        return {"run_dir": str(run_dir), "rank": dc.rank}
+    if final is None:  # resumed a run that had already finished
+        final, extra = task.evaluate(model)
+    return _finish(task, run_dir, model, log, baselines, final, extra, time.perf_counter() - t_start)
+
+
+def _finish(task: Task, run_dir: Path, model, log, baselines, final, extra, wall) -> Dict[str, Any]:
+    """Weights, plots, ``summary.json`` and the final table."""
+    C.save_weights(run_dir / "model.safetensors", model)
+    paths = dict(task.plots(run_dir, log.records, baselines, final, extra))
+    paths.update(checkpoint=run_dir / "checkpoints" / "last.pt", best_checkpoint=run_dir / "checkpoints" / "best.pt",
+                 weights=run_dir / "model.safetensors", metrics=run_dir / "metrics.csv")
+    if not paths["best_checkpoint"].exists():
+        del paths["best_checkpoint"]
+    rows = list(baselines.items()) + [(f"{task.trained_name} (epoch {task.cfg.train.epochs})", final)]
+    summary = {"run_dir": str(run_dir), "wall_time_s": wall, **task.summary_extra(), "baselines": baselines,
+               "trained": final, "paths": {k: str(v) for k, v in paths.items()}}
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(task.table(rows))
+    print("\n".join(f"{k:>16}: {v}" for k, v in paths.items()))
+    print(f"{'wall time':>16}: {wall:.1f} s", flush=True)
+    return summary
+
+
+# ----------------------------------------------------------------------------- a finished run
+def _load(task_cls: Type[Task], config_cls: type, run_dir, checkpoint: str, encoder=None):
+    """The task of a run (on the best available device) with its checkpoint loaded."""
+    cfg, cfg_auto = eval_config(run_dir, checkpoint, task_cls.name, config_cls)
+    task = task_cls(cfg_auto, encoder)
+    device = resolve_device(cfg_auto.run.device)
+    task.prepare()
+    seed_everything(cfg_auto.run.seed)
+    model = task.build(device)
+    init, state = restore(model, run_dir, checkpoint, device)
+    return task, model, init, state
+
+
+def evaluate_run(task_cls: Type[Task], config_cls: type, run_dir, checkpoint: str = "last",
+                 encoder=None) -> Dict[str, Any]:
+    """Evaluate a run's checkpoint (``last`` or ``best``) next to the baselines; prints the
+    table and writes ``eval.json``."""
+    task, model, init, state = _load(task_cls, config_cls, run_dir, checkpoint, encoder)
+    with num_threads(task.cfg.run.threads):
+        trained, _ = task.evaluate(model)
+        model.load_state_dict(init)
+        rows = list(task.baselines(model).items())
+    rows.append((f"{task.trained_name} ({checkpoint}.pt, epoch {state['epoch']})", trained))
+    print(task.table(rows))
+    result = {"checkpoint": checkpoint, "epoch": state["epoch"], "rows": dict(rows)}
+    (Path(run_dir) / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def load_encoder(task_cls: Type[Task], config_cls: type, run_dir, checkpoint: str = "last", encoder=None):
+    """``(module, cfg)``: the trained encoder of a run (eval mode) and its configuration."""
+    task, model, *_ = _load(task_cls, config_cls, run_dir, checkpoint, encoder)
+    return task.encoder_of(model).eval(), task.cfg
+
+
+def recipe_functions(task_cls: Type[Task], config_cls: type) -> Tuple[Callable, Callable, Callable]:
+    """``(train, evaluate_run, load_encoder)`` of a recipe, typed on its configuration class."""
+
+    def train(cfg, resume: Optional[str] = None, *, encoder=None) -> Dict[str, Any]:
+        if not isinstance(cfg, config_cls):
+            raise TypeError(f"cfg must be a {config_cls.__name__}, got {type(cfg).__name__}")
+        return train_run(task_cls(cfg, encoder), resume)
+
+    def evaluate(run_dir, checkpoint: str = "last", *, encoder=None) -> Dict[str, Any]:
+        return evaluate_run(task_cls, config_cls, run_dir, checkpoint, encoder)
+
+    def load(run_dir, checkpoint: str = "last", *, encoder=None):
+        return load_encoder(task_cls, config_cls, run_dir, checkpoint, encoder)
+
+    return train, evaluate, load
