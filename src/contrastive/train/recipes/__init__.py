@@ -11,7 +11,8 @@ from typing import Any, Callable, Dict, Optional
 
 __all__ = ["RECIPE_MODULES", "Recipe", "available_recipes", "get_recipe"]
 
-RECIPE_MODULES = ["contrastive.train.recipes.simclr", "contrastive.train.recipes.siamese"]
+RECIPE_MODULES = ["contrastive.train.recipes.simclr", "contrastive.train.recipes.siamese",
+                  "contrastive.train.recipes.retrieval"]
 
 
 @dataclass(frozen=True)
