@@ -26,6 +26,9 @@ class Recipe:
         train: ``train(cfg, resume_dir or None) -> summary dict``.
         evaluate: ``evaluate(run_dir, checkpoint) -> dict`` for ``contrastive eval``.
         load_encoder: ``load_encoder(run_dir, checkpoint) -> (encoder, cfg)`` for ``contrastive embed``.
+        embed: for recipes whose inputs are not tensors (text): ``embed(run_dir, spec, checkpoint,
+            batch_size, side) -> (N, d) array``, used by ``contrastive embed`` instead of ``load_encoder``.
+        search: ``search(run_dir, query, k, checkpoint) -> [(score, text)]`` for ``contrastive search``.
     """
 
     name: str
@@ -34,6 +37,8 @@ class Recipe:
     train: Callable[[Any, Optional[str]], Dict[str, Any]]
     evaluate: Callable[[str, str], Dict[str, Any]]
     load_encoder: Callable[[str, str], Any]
+    embed: Optional[Callable[..., Any]] = None  # text recipes: embed(run_dir, spec, checkpoint, batch_size, side)
+    search: Optional[Callable[..., Any]] = None  # search(run_dir, query, k, checkpoint) -> [(score, text)]
 
 
 def available_recipes() -> Dict[str, Recipe]:

@@ -45,9 +45,10 @@ from ..text.metrics import METRICS, evaluate_scorer, rrf_scores
 from ..text.tokenizer import TOKENIZERS, TextTokenizer
 from . import Recipe
 
-__all__ = ["RetrievalConfig", "RetrievalTask", "evaluate_run", "load_encoder", "search", "train"]
+__all__ = ["RetrievalConfig", "RetrievalTask", "embed_data", "evaluate_run", "load_encoder", "search", "train"]
 
 ENCODERS = ("bag", "transformer", "hf")
+_LABELS = {"bm25": "BM25", "tfidf": "TF-IDF cosine"}  # summary.json keys -> table rows
 
 
 @dataclasses.dataclass
@@ -165,8 +166,15 @@ class RetrievalEvalConfig:
         _require(self.batch_size >= 1, "eval.batch_size", f"must be >= 1, got {self.batch_size}")
 
 
-def _optim() -> OptimConfig:
-    return OptimConfig(name="adamw", lr=3e-3, weight_decay=0.0, warmup_epochs=0)
+@dataclasses.dataclass
+class TextOptimConfig(OptimConfig):
+    """The shared optimiser settings with the retrieval defaults and the fused AdamW kernel."""
+
+    name: str = "adamw"
+    lr: float = 3e-3
+    weight_decay: float = 0.0
+    warmup_epochs: int = 0
+    fused: bool = True  # adamw: torch's fused kernel (a large embedding table updates several times faster)
 
 
 def _train() -> TrainConfig:
@@ -181,7 +189,7 @@ class RetrievalConfig:
     data: TextDataConfig = dataclasses.field(default_factory=TextDataConfig)
     pairs: PairsConfig = dataclasses.field(default_factory=PairsConfig)
     model: TextModelConfig = dataclasses.field(default_factory=TextModelConfig)
-    optim: OptimConfig = dataclasses.field(default_factory=_optim)
+    optim: TextOptimConfig = dataclasses.field(default_factory=TextOptimConfig)
     train: TrainConfig = dataclasses.field(default_factory=_train)
     loss: RetrievalLossConfig = dataclasses.field(default_factory=RetrievalLossConfig)
     eval: RetrievalEvalConfig = dataclasses.field(default_factory=RetrievalEvalConfig)
@@ -260,6 +268,10 @@ class RetrievalTask(loop.Task):
 
     def prepare(self) -> int:
         cfg, d = self.cfg, self.cfg.data
+        fn = "siglip_loss" if cfg.loss.name == "siglip" else "retrieval_loss"
+        if self.dist.active and not hasattr(cd, fn):
+            raise ConfigError(f"contrastive.distributed has no {fn} in this version, so loss.name={cfg.loss.name} "
+                              f"cannot use global-batch negatives under torchrun; run it in one process")
         data = self._load_pairs()
         self.meta = data.meta
         train = _subset(data.train, d.train_limit, d.split_seed)
@@ -281,6 +293,10 @@ class RetrievalTask(loop.Task):
         m = self.cfg.model
         if m.encoder == "hf":
             from transformers import AutoTokenizer
+
+            if not (Path(m.path) / "config.json").is_file():
+                raise FileNotFoundError(f"model.path={m.path!r} is not a Hugging Face model folder (no config.json); "
+                                        f"save one with model.save_pretrained(DIR) and tokenizer.save_pretrained(DIR)")
 
             return AutoTokenizer.from_pretrained(m.path, local_files_only=True)
         key = hashlib.sha1(json.dumps([self.meta.get("sha256"), self.cfg.data.train_limit, self.cfg.data.split_seed,
@@ -362,17 +378,19 @@ class RetrievalTask(loop.Task):
         return (loop._Tower(net, lambda n, x: n(x, "query")), loop._Tower(net, lambda n, x: n(x, "doc")))
 
     def loss(self, embeddings: Tuple[torch.Tensor, ...], batch: loop.Batch) -> torch.Tensor:
-        q, d = embeddings  # (B, dim), (B + M, dim)
+        # unit rows here (a text with no known token embeds to zero and stays a finite zero row)
+        q, d = F.normalize(embeddings[0], dim=1), F.normalize(embeddings[1], dim=1)  # (B, dim), (B + M, dim)
         pos_ids = batch.targets
         b = len(pos_ids)
         c = self.cfg.loss
         tau = self.model.dual.temperature() if c.learn_temperature else c.temperature
         if c.name == "siglip":
-            fn = cd.siglip_loss if self.dist.active else siglip_loss
-            return fn(q, d[:b], tau, c.bias, check_finite=False)
+            fn = getattr(cd, "siglip_loss") if self.dist.active else siglip_loss
+            return fn(q, d[:b], tau, c.bias, normalize=False, check_finite=False)
         neg = d[b:] if len(d) > b else None
-        fn = cd.retrieval_loss if self.dist.active else retrieval_loss
-        return fn(q, d[:b], neg, tau, symmetric=c.symmetric, positive_ids=pos_ids, check_finite=False)
+        fn = getattr(cd, "retrieval_loss") if self.dist.active else retrieval_loss
+        return fn(q, d[:b], neg, tau, symmetric=c.symmetric, positive_ids=pos_ids, normalize=False,
+                  check_finite=False)
 
     # -- evaluation ----------------------------------------------------------------------
     @torch.no_grad()
@@ -411,7 +429,7 @@ class RetrievalTask(loop.Task):
         out.update({f"val_{k}": v for k, v in val.items()})
         out.update({f"fused_{k}": v for k, v in fused.items()})
         if self.cfg.loss.learn_temperature:
-            out["temperature"] = float(model.dual.temperature())
+            out["temperature"] = float(model.dual.temperature().detach())
         self.fused = fused
         return out, None
 
@@ -421,9 +439,9 @@ class RetrievalTask(loop.Task):
         t = self.test
         with limit_threads(self.cfg.eval.threads):
             bm = self._bm25_scores()
-            rows = {"BM25": evaluate_scorer(lambda s: bm[s], t.gold)}
+            rows = {"bm25": evaluate_scorer(lambda s: bm[s], t.gold)}
             tfidf = TfIdf(t.docs)
-            rows["TF-IDF cosine"] = evaluate_scorer(lambda s: tfidf.scores(t.queries[s]), t.gold)
+            rows["tfidf"] = evaluate_scorer(lambda s: tfidf.scores(t.queries[s]), t.gold)
         init, _ = self.evaluate(model)
         rows["random encoder"] = {k: init[k] for k in METRICS}
         return rows
@@ -461,7 +479,7 @@ class RetrievalTask(loop.Task):
     def _rows(rows: List[Tuple[str, Dict[str, Any]]]) -> List[Tuple[str, Dict[str, Any]]]:
         out = []
         for name, m in rows:
-            out.append((name, m))
+            out.append((_LABELS.get(name, name), m))
             if "fused_mrr_at_10" in m:
                 out.append(("BM25 + " + name.split(" (")[0] + " (RRF)", {k: m[f"fused_{k}"] for k in METRICS}))
         return out
@@ -501,18 +519,33 @@ def _plot_systems(rows: List[Tuple[str, Dict[str, Any]]], path: Path) -> Path:
 train, evaluate_run, load_encoder = loop.recipe_functions(RetrievalTask, RetrievalConfig)
 
 
-def embed_texts(run_dir, texts: Sequence[str], side: str = "doc", checkpoint: str = "last",
-                batch_size: int = 512) -> torch.Tensor:
-    """``(N, dim)`` L2-normalised embeddings of ``texts`` by a retrieval run's query or document tower."""
+def _read_texts(spec: str, task: RetrievalTask, side: str) -> List[str]:
+    if spec in ("train", "validation", "test"):
+        split = {"train": task.tr, "validation": task.val, "test": task.test}[spec]
+        return split.queries if side == "query" else split.docs
+    path = Path(spec)
+    if not path.is_file():
+        raise FileNotFoundError(f"--data {spec!r}: no such file; pass train, validation, test, a JSONL file "
+                                f"({{\"text\": ...}} lines) or a text file with one text per line")
+    if path.suffix == ".jsonl":
+        return TC.read_corpus(path)
+    return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def embed_data(run_dir, spec: str, checkpoint: str = "last", batch_size: int = 512, side: str = "doc"):
+    """``contrastive embed`` for retrieval runs: ``(N, dim)`` float32 array of the texts ``spec`` names."""
     if side not in ("query", "doc"):
         raise ValueError(f"side must be 'query' or 'doc', got {side!r}")
     task, model, _, _ = loop._load(RetrievalTask, RetrievalConfig, run_dir, checkpoint)
+    texts = _read_texts(spec, task, side)
+    if not texts:
+        raise ValueError(f"--data {spec!r} holds no texts")
     length = task.cfg.model.query_length if side == "query" else task.cfg.model.doc_length
-    split = _Split(list(texts), list(texts), torch.zeros(len(texts), dtype=torch.int64))
-    split.q_tok = split.d_tok = task._encode(list(texts), length)
+    split = _Split(texts, texts, torch.zeros(len(texts), dtype=torch.int64))
+    split.q_tok = split.d_tok = task._encode(texts, length)
     task.cfg = dataclasses.replace(task.cfg, eval=dataclasses.replace(task.cfg.eval, batch_size=batch_size))
     qv, dv = task._embed_split(model, split)
-    return qv if side == "query" else dv
+    return (qv if side == "query" else dv).numpy()
 
 
 def search(run_dir, query: str, k: int = 10, checkpoint: str = "last") -> List[Tuple[float, str]]:
@@ -530,4 +563,5 @@ def search(run_dir, query: str, k: int = 10, checkpoint: str = "last") -> List[T
 
 
 RECIPE = Recipe(name="retrieval", help="dense retrieval: two towers, in-batch + BM25 hard negatives, against BM25",
-                config_cls=RetrievalConfig, train=train, evaluate=evaluate_run, load_encoder=load_encoder)
+                config_cls=RetrievalConfig, train=train, evaluate=evaluate_run, load_encoder=load_encoder,
+                embed=embed_data, search=search)

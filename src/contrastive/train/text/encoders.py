@@ -87,9 +87,12 @@ class BagEncoder(nn.Module):
         ids = self._ids(batch["ids"])  # (B, T)
         mask = ids > 0
         if self.training and self.token_dropout > 0:
-            mask = mask & (torch.rand(ids.shape, device=ids.device) >= self.token_dropout)
+            kept = mask & (torch.rand(ids.shape, device=ids.device) >= self.token_dropout)
+            mask = torch.where(kept.any(1, keepdim=True), kept, mask)  # never drop every token of a text
         g = self.gate(ids).squeeze(-1).clamp(-10, 10).exp() * mask  # (B, T) token weights
-        h = (g.unsqueeze(-1) * self.embed(ids)).sum(1) / g.sum(1, keepdim=True).clamp_min(1e-6)  # (B, dim)
+        # sum_t g_t e_t without materialising (B, T, dim); padding rows of the table are zero
+        h = nn.functional.embedding_bag(ids, self.embed.weight, mode="sum", per_sample_weights=g)  # (B, dim)
+        h = h / g.sum(1, keepdim=True).clamp_min(1e-6)
         return h + self.mlp(h) if self.mlp is not None else h
 
 
