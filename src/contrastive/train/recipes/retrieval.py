@@ -111,6 +111,7 @@ class TextModelConfig:
     dim: int = 256
     bigram_buckets: int = 0  # bag: hashed bigrams of adjacent subwords
     hidden: int = 0  # bag: residual MLP hidden size (0: none)
+    positions: int = 0  # bag: learned weights of the first positions (0: none)
     token_dropout: float = 0.1  # bag: drop each token with this probability in training
     layers: int = 2  # transformer
     heads: int = 4
@@ -127,7 +128,7 @@ class TextModelConfig:
         for key in ("vocab_size", "dim", "layers", "heads", "query_length", "doc_length"):
             _require(getattr(self, key) >= 1, f"model.{key}", f"must be >= 1, got {getattr(self, key)}")
         _require(self.vocab_size >= 8, "model.vocab_size", f"must be >= 8, got {self.vocab_size}")
-        for key in ("bigram_buckets", "hidden"):
+        for key in ("bigram_buckets", "hidden", "positions"):
             _require(getattr(self, key) >= 0, f"model.{key}", f"must be >= 0, got {getattr(self, key)}")
         for key in ("token_dropout", "dropout"):
             _require(0 <= getattr(self, key) < 1, f"model.{key}", f"must be in [0, 1), got {getattr(self, key)}")
@@ -342,7 +343,7 @@ class RetrievalTask(loop.Task):
         v = self.tokenizer.vocab_size
         if m.encoder == "transformer":
             return TransformerTextEncoder(v, m.dim, m.layers, m.heads, max(m.query_length, m.doc_length), m.dropout)
-        return BagEncoder(v, m.dim, m.bigram_buckets, m.hidden, m.token_dropout)
+        return BagEncoder(v, m.dim, m.bigram_buckets, m.hidden, m.token_dropout, m.positions)
 
     def build(self, device: torch.device) -> nn.Module:
         m, c = self.cfg.model, self.cfg.loss

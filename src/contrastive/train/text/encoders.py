@@ -5,7 +5,8 @@ Face model's ``input_ids`` and ``attention_mask``) to ``(B, dim)`` embeddings:
 
 - :class:`BagEncoder`: a weighted embedding bag over subword ids and hashed bigrams of
   adjacent ids, ``h = sum_t g_t e_t / sum_t g_t`` with a learned per-token gate
-  ``g_t = exp(a_t)`` (an idf the model learns), then ``h + MLP(h)``. Token dropout in
+  ``g_t = exp(a_t + p_pos)`` (an idf the model learns, and optionally a weight per position),
+  then ``h + MLP(h)``. Token dropout in
   training. Trains in minutes on two CPU cores.
 - :class:`TransformerTextEncoder`: token + position embeddings, a small pre-norm transformer,
   mean pooling over the non-padding tokens.
@@ -54,7 +55,7 @@ class BagEncoder(nn.Module):
     """
 
     def __init__(self, vocab_size: int, dim: int = 256, bigram_buckets: int = 0, hidden: int = 0,
-                 token_dropout: float = 0.0):
+                 token_dropout: float = 0.0, positions: int = 0):
         super().__init__()
         if vocab_size < 2 or dim < 1 or bigram_buckets < 0 or hidden < 0 or not 0 <= token_dropout < 1:
             raise ValueError(f"need vocab_size >= 2, dim >= 1, bigram_buckets >= 0, hidden >= 0 and "
@@ -66,8 +67,11 @@ class BagEncoder(nn.Module):
         nn.init.normal_(self.embed.weight, std=1.0 / math.sqrt(dim))
         with torch.no_grad():
             self.embed.weight[0].zero_()
-        self.gate = nn.Embedding(n, 1, padding_idx=0)  # a_t; the weight of token t is exp(a_t)
+        self.gate = nn.Embedding(n, 1, padding_idx=0)  # a_t; the weight of token t is exp(a_t + p_pos)
         nn.init.zeros_(self.gate.weight)
+        # p_pos: a learned weight per position (the last one shared by every later position), so
+        # that the start of a text (a function's name and signature) can count for more
+        self.position_gate = nn.Parameter(torch.zeros(positions)) if positions else None
         self.mlp = (nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
                     if hidden else None)
         if self.mlp is not None:
@@ -75,21 +79,26 @@ class BagEncoder(nn.Module):
             nn.init.zeros_(self.mlp[-1].bias)
         self.dim = dim
 
-    def _ids(self, ids: torch.Tensor) -> torch.Tensor:
+    def _ids(self, ids: torch.Tensor):
+        """Token ids (unigrams, then hashed bigrams) and their positions."""
+        pos = torch.arange(ids.shape[1], device=ids.device)
         if not self.buckets:
-            return ids
+            return ids, pos
         a, b = ids[:, :-1], ids[:, 1:]  # (B, L-1) adjacent pairs
         h = (a * 1000003 + b) % self.buckets + self.vocab_size
         big = torch.where((a > 0) & (b > 0), h, torch.zeros_like(h))
-        return torch.cat([ids, big], 1)  # (B, 2L-1)
+        return torch.cat([ids, big], 1), torch.cat([pos, pos[:-1]])  # (B, 2L-1), (2L-1,)
 
     def forward(self, batch: Dict[str, torch.Tensor]) -> torch.Tensor:
-        ids = self._ids(batch["ids"])  # (B, T)
+        ids, pos = self._ids(batch["ids"])  # (B, T), (T,)
         mask = ids > 0
         if self.training and self.token_dropout > 0:
             kept = mask & (torch.rand(ids.shape, device=ids.device) >= self.token_dropout)
             mask = torch.where(kept.any(1, keepdim=True), kept, mask)  # never drop every token of a text
-        g = self.gate(ids).squeeze(-1).clamp(-10, 10).exp() * mask  # (B, T) token weights
+        a = self.gate(ids).squeeze(-1)  # (B, T)
+        if self.position_gate is not None:
+            a = a + self.position_gate[pos.clamp_max(len(self.position_gate) - 1)]
+        g = a.clamp(-10, 10).exp() * mask  # (B, T) token weights
         # sum_t g_t e_t without materialising (B, T, dim); padding rows of the table are zero
         h = nn.functional.embedding_bag(ids, self.embed.weight, mode="sum", per_sample_weights=g)  # (B, dim)
         h = h / g.sum(1, keepdim=True).clamp_min(1e-6)
