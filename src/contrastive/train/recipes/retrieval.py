@@ -287,8 +287,26 @@ class RetrievalTask(loop.Task):
         for split in (self.tr, self.val, self.test):
             split.q_tok = self._encode(split.queries, m.query_length)
             split.d_tok = self._encode(split.docs, m.doc_length)
-        self.candidates = self._mine() if cfg.pairs.hard_negatives else None
+        self.candidates = self._cached_mine() if cfg.pairs.hard_negatives else None
         return len(self.tr.queries)
+
+    def _cached_mine(self) -> torch.Tensor:
+        """:meth:`_mine`, cached in ``<run.root>/.cache`` by the training pairs and the BM25 settings."""
+        p = self.cfg.pairs
+        digest = hashlib.sha1()
+        for q, g in zip(self.tr.queries, self.tr.gold.tolist()):
+            digest.update(f"{q}\0{g}\0".encode())
+        digest.update(json.dumps([len(self.tr.docs), p.mine_depth, p.bm25_k1, p.bm25_b,
+                                  [list(x.negatives) for x in self.train_pairs]]).encode())
+        path = Path(self.cfg.run.root) / ".cache" / f"negatives-{digest.hexdigest()[:12]}.pt"
+        if path.is_file():
+            return torch.load(path, weights_only=True)
+        cand = self._mine()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        from ..checkpoint import atomic_write
+
+        atomic_write(path, lambda tmp: torch.save(cand, tmp))
+        return cand
 
     def _tokenizer(self):
         m = self.cfg.model
