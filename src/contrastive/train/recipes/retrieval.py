@@ -179,7 +179,7 @@ class TextOptimConfig(OptimConfig):
 
 
 def _train() -> TrainConfig:
-    return TrainConfig(epochs=4, batch_size=256)
+    return TrainConfig(epochs=6, batch_size=256)
 
 
 @dataclasses.dataclass
