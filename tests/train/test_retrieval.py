@@ -166,3 +166,11 @@ def test_config_errors():
     with pytest.raises(ValueError, match="model.path"):
         apply_overrides(RetrievalConfig(), {"model.encoder": "hf"})
     assert dataclasses.asdict(RetrievalConfig())["optim"]["fused"] is True
+
+
+def test_own_encoder_by_import_path(tmp_path, jsonl):
+    args = _args(tmp_path, **{"data.name": "jsonl", "data.path": jsonl, "run.name": "own",
+                              "model.encoder": "python:contrastive.train.text.encoders:BagEncoder"})
+    assert main(["train", "retrieval", *args]) == 0
+    assert json.loads((tmp_path / "runs" / "own" / "summary.json").read_text())["trained"]["mrr_at_10"] >= 0
+    assert len(search(tmp_path / "runs" / "own", "read the file", k=3)) == 3

@@ -102,7 +102,7 @@ class PairsConfig:
 class TextModelConfig:
     """The towers: a bag of subwords, a small transformer, or a local Hugging Face model."""
 
-    encoder: str = "bag"  # bag | transformer | hf
+    encoder: str = "bag"  # bag | transformer | hf | python:package.module:factory (factory(vocab_size, dim))
     path: str = ""  # hf: a local model folder (config.json, weights, tokenizer files)
     pooling: str = "mean"  # hf: mean | cls
     shared: bool = True  # one tower for queries and documents
@@ -120,7 +120,8 @@ class TextModelConfig:
     doc_length: int = 256  # tokens kept per document
 
     def __post_init__(self):
-        _choice(self.encoder, "model.encoder", ENCODERS)
+        if not self.encoder.startswith(("python:", "object:")):  # your own: python:package.module:factory
+            _choice(self.encoder, "model.encoder", ENCODERS)
         _choice(self.pooling, "model.pooling", ("mean", "cls"))
         _choice(self.tokenizer, "model.tokenizer", TOKENIZERS)
         _require(self.encoder != "hf" or bool(self.path), "model.path",
@@ -356,6 +357,17 @@ class RetrievalTask(loop.Task):
     # -- model and steps -----------------------------------------------------------------
     def _tower(self) -> nn.Module:
         m = self.cfg.model
+        own = self.encoder
+        if own is None and m.encoder.startswith("python:"):
+            from ..models import import_factory
+
+            own = import_factory(m.encoder)
+        if isinstance(own, nn.Module):
+            return own
+        if own is not None:  # a factory: factory(vocab_size, dim) -> module mapping {"ids": (B, L)} to (B, dim)
+            return own(self.tokenizer.vocab_size, m.dim)
+        if m.encoder.startswith("object:"):
+            raise ValueError(f"this run's encoder ({m.encoder}) was passed from Python; pass it again (encoder=...)")
         if m.encoder == "hf":
             return HFEncoder(m.path, m.pooling)
         v = self.tokenizer.vocab_size
@@ -365,8 +377,8 @@ class RetrievalTask(loop.Task):
 
     def build(self, device: torch.device) -> nn.Module:
         m, c = self.cfg.model, self.cfg.loss
-        query = self.encoder if isinstance(self.encoder, nn.Module) else self._tower()
-        doc = None if m.shared else self._tower()
+        query = self._tower()
+        doc = None if m.shared or isinstance(self.encoder, nn.Module) else self._tower()
         self.device = device
         self.model = _Model(DualEncoder(query, doc, c.temperature, c.learn_temperature)).to(device)
         return self.model
