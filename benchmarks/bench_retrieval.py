@@ -92,7 +92,8 @@ def main() -> None:
         w.writeheader()
         w.writerows(rows)
     plot(rows, out.with_suffix(".png"))
-    print(f"{'variant':<32} {'MRR@10':>7} {'R@1':>6} {'R@10':>6} {'nDCG@10':>8} {'fused':>6} {'wall s':>7} {'cpu s':>6} load")
+    print(f"{'variant':<32} {'MRR@10':>7} {'R@1':>6} {'R@10':>6} {'nDCG@10':>8} {'fused':>6} {'wall s':>7} "
+          f"{'cpu s':>6} load")
     for r in rows:
         print(f"{r['variant']:<32} {r['mrr_at_10']:7.4f} {r['recall_at_1']:6.4f} {r['recall_at_10']:6.4f} "
               f"{r['ndcg_at_10']:8.4f} {r['fused_mrr_at_10']:6.4f} {r['wall_s']:7.1f} {r['cpu_s']:6.1f} "

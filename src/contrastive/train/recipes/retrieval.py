@@ -25,7 +25,7 @@ import hashlib
 import json
 import random
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -227,7 +227,7 @@ def _subset(pairs: List[TC.Pair], n: int, seed: int) -> List[TC.Pair]:
 def _trim(tok: Dict[str, torch.Tensor], rows) -> Dict[str, torch.Tensor]:
     """Rows of a tokenised block, cut to the longest non-padding row."""
     out = {k: v[rows] for k, v in tok.items()}
-    mask = out.get("attention_mask", out.get("ids", out.get("input_ids")))
+    mask = out["attention_mask"] if "attention_mask" in out else out["ids"]
     width = int((mask != 0).sum(1).max()) if mask.numel() else 1
     return {k: v[:, :max(width, 1)] for k, v in out.items()}
 
@@ -425,7 +425,7 @@ class RetrievalTask(loop.Task):
 
     # -- evaluation ----------------------------------------------------------------------
     @torch.no_grad()
-    def _embed_split(self, model: _Model, split: _Split) -> Tuple[torch.Tensor, torch.Tensor]:
+    def _embed_split(self, model: nn.Module, split: _Split) -> Tuple[torch.Tensor, torch.Tensor]:
         bs, dev = self.cfg.eval.batch_size, self.device
         was = model.training
         model.eval()
@@ -460,7 +460,7 @@ class RetrievalTask(loop.Task):
         out.update({f"val_{k}": v for k, v in val.items()})
         out.update({f"fused_{k}": v for k, v in fused.items()})
         if self.cfg.loss.learn_temperature:
-            out["temperature"] = float(model.dual.temperature().detach())
+            out["temperature"] = float(self.model.dual.temperature().detach())
         self.fused = fused
         return out, None
 

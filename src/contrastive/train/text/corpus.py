@@ -30,7 +30,7 @@ import sysconfig
 import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 __all__ = ["DEFAULT_PACKAGES", "Pair", "RetrievalData", "build_pycode", "extract_pairs", "first_paragraph",
            "load_pycode", "module_split", "read_jsonl", "read_corpus"]
@@ -96,7 +96,7 @@ def module_split(module: str, fractions: Tuple[int, int] = (80, 90)) -> str:
     return "train" if h < fractions[0] else ("validation" if h < fractions[1] else "test")
 
 
-def _strip_docstring(lines: List[str], node: ast.AST) -> Optional[str]:
+def _strip_docstring(lines: List[str], node: Any) -> Optional[str]:
     """The source of ``node`` (a function) without its docstring lines, dedented."""
     body = node.body  # type: ignore[attr-defined]
     doc = body[0]
@@ -384,7 +384,9 @@ def read_corpus(path) -> List[str]:
             except json.JSONDecodeError as err:
                 raise ValueError(f"{path}, line {k}: not valid JSON ({err.msg}); each line must be "
                                  f'{{"text": "..."}} or a JSON string') from None
-            text = obj if isinstance(obj, str) else (obj.get("text", obj.get("positive")) if isinstance(obj, dict) else None)
+            text = obj if isinstance(obj, str) else None
+            if isinstance(obj, dict):
+                text = obj.get("text", obj.get("positive"))
             if not isinstance(text, str) or not text.strip():
                 raise ValueError(f'{path}, line {k}: no document text; each line must be {{"text": "..."}} '
                                  f"or a JSON string")

@@ -75,8 +75,9 @@ class BagEncoder(nn.Module):
         self.mlp = (nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
                     if hidden else None)
         if self.mlp is not None:
-            nn.init.zeros_(self.mlp[-1].weight)  # starts as the identity: the bag alone
-            nn.init.zeros_(self.mlp[-1].bias)
+            last: nn.Linear = self.mlp[-1]  # type: ignore[assignment]
+            nn.init.zeros_(last.weight)  # starts as the identity: the bag alone
+            nn.init.zeros_(last.bias)
         self.dim = dim
 
     def _ids(self, ids: torch.Tensor):

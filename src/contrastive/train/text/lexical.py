@@ -33,7 +33,7 @@ def split_words(text: str) -> List[str]:
         >>> split_words("def getHTTPResponse_code(self, x2):")
         ['def', 'get', 'http', 'response', 'code', 'self', 'x', '2']
     """
-    out = []
+    out: List[str] = []
     for word in _WORD.findall(text.replace("_", " ")):
         out.extend(p.lower() for p in _PART.findall(word))
     return out

@@ -13,7 +13,7 @@ each system's top ``depth`` documents, k = 60.
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, Sequence
+from typing import Callable, Dict, Sequence, Union
 
 import numpy as np
 import torch
@@ -76,7 +76,7 @@ def rrf_scores(score_blocks: Sequence[torch.Tensor], k: float = 60.0, depth: int
     return out
 
 
-def evaluate_scorer(score_fn: Callable[[slice], torch.Tensor], gold: torch.Tensor,
+def evaluate_scorer(score_fn: Callable[[slice], Union[torch.Tensor, np.ndarray]], gold: torch.Tensor,
                     chunk: int = 1024) -> Dict[str, float]:
     """Metrics of a scorer that returns the ``(len(block), D)`` scores of a block of queries."""
     ranks = []

@@ -9,7 +9,7 @@ padded ``(N, L)`` int64 tensor (rows truncated to ``max_length`` tokens, zeros a
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, Iterable, Sequence
+from typing import Any, Dict, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -72,7 +72,7 @@ class TextTokenizer:
             raise ValueError(f"vocab_size must be >= 8, got {vocab_size}")
         if kind == "wordpiece":
             tok = Tokenizer(models.WordPiece(unk_token=UNK, max_input_chars_per_word=64))
-            trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
+            trainer: Any = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
                                                 special_tokens=[PAD, UNK], show_progress=False)
         else:
             tok = Tokenizer(models.BPE(unk_token=UNK))
