@@ -174,3 +174,13 @@ def test_own_encoder_by_import_path(tmp_path, jsonl):
     assert main(["train", "retrieval", *args]) == 0
     assert json.loads((tmp_path / "runs" / "own" / "summary.json").read_text())["trained"]["mrr_at_10"] >= 0
     assert len(search(tmp_path / "runs" / "own", "read the file", k=3)) == 3
+
+
+def test_resume_is_exact(tmp_path, jsonl):
+    base = {"data.name": "jsonl", "data.path": jsonl, "pairs.hard_negatives": 2, "optim.schedule": "constant"}
+    assert main(["train", "retrieval", *_args(tmp_path, **base, **{"run.name": "full", "train.epochs": 2})]) == 0
+    assert main(["train", "retrieval", *_args(tmp_path, **base, **{"run.name": "half", "train.epochs": 1})]) == 0
+    half = tmp_path / "runs" / "half"
+    assert main(["train", "retrieval", "--resume", str(half), "--train.epochs=2"]) == 0
+    full = json.loads((tmp_path / "runs" / "full" / "summary.json").read_text())["trained"]
+    assert json.loads((half / "summary.json").read_text())["trained"] == full
