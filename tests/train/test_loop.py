@@ -78,13 +78,15 @@ def _weights_equal(a: Path, b: Path) -> bool:
 def test_simclr_with_an_encoder_by_import_path(user_module, tmp_path, capsys):
     spec = f"python:{MODULE}:make"
     common = {"model.encoder": spec, "model.embed_dim": 12, "eval.every": 0, "optim.schedule": "constant",
-              "optim.warmup_epochs": 0, "data.test_limit": 40}
+              "optim.warmup_epochs": 0, "data.test_limit": 40, "eval.map": "none"}
     assert main(["train", "simclr", *_args(tmp_path, TINY, **common, **{"run.name": "own"})]) == 0
     assert user_module.CALLS[0] == ((1, 8, 8), 12)  # called with the sample shape and the embedding size
     out = capsys.readouterr().out
     assert "encoder Sequential" in out and "trained encoder (epoch 1)" in out
     run = tmp_path / "runs" / "own"
     assert f'encoder = "{spec}"' in (run / "config.toml").read_text()
+    info = json.loads((run / "run.json").read_text())
+    assert info["encoder"] == spec and info["encoder_file"] == user_module.__file__
     summary = json.loads((run / "summary.json").read_text())
 
     assert main(["eval", str(run)]) == 0  # rebuilt from the recorded import path
@@ -117,7 +119,7 @@ def test_encoder_passed_from_python(user_module, tmp_path, capsys):
     from contrastive.train.recipes import simclr
 
     overrides = {**TINY, "run.root": str(tmp_path / "runs"), "data.test_limit": 40, "eval.every": 0,
-                 "model.embed_dim": 6}
+                 "eval.map": "none", "model.embed_dim": 6}
     cfg = apply_overrides(simclr.SimCLRConfig(), {**overrides, "run.name": "factory"})
     summary = simclr.train(cfg, encoder=user_module.make)  # an importable factory: recorded by its path
     assert f'encoder = "python:{MODULE}:make"' in (Path(summary["run_dir"]) / "config.toml").read_text()

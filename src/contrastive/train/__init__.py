@@ -1,8 +1,9 @@
 """The training system: data loaders, augmentations, encoders, optimisers, checkpoints,
 evaluation, plots and recipes (SimCLR), driven by ``contrastive train RECIPE``.
 
-Modules: :mod:`.data`, :mod:`.augment`, :mod:`.models`, :mod:`.optim`, :mod:`.config`,
-:mod:`.checkpoint`, :mod:`.evaluate`, :mod:`.plots`, :mod:`.runlog`, :mod:`.runtime`,
-:mod:`.recipes` (one module per recipe) and :mod:`.cli`. Heavy optional dependencies
+Modules: :mod:`.loop` (the one training loop every recipe runs on), :mod:`.data`,
+:mod:`.augment`, :mod:`.models`, :mod:`.optim`, :mod:`.config`, :mod:`.checkpoint`,
+:mod:`.evaluate`, :mod:`.plots`, :mod:`.runlog`, :mod:`.runtime`, :mod:`.dist`,
+:mod:`.recipes` (one module per recipe, each a :class:`~.loop.Task`) and :mod:`.cli`. Heavy optional dependencies
 (kornia, scikit-learn, matplotlib, tqdm) are imported only where they are used.
 """

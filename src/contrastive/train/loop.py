@@ -72,6 +72,51 @@ class Task:
         trained_name: the final table's label of the trained model ("trained encoder").
         throughput_key: the metrics key of the training throughput.
         nonfinite_hint: what the non-finite-loss message advises besides resuming.
+        cfg, encoder: the run's configuration and the user's encoder (or ``None``).
+        dist: the torchrun context (``dist.active``, ``dist.rank``); set before :meth:`prepare`.
+        run_dir, resuming: the run folder, and whether it already existed (``--resume``, eval,
+            embed); set before :meth:`prepare`, so a recipe can keep files there (a tokenizer).
+
+    Examples:
+        A third recipe in a few lines: two noisy copies of random vectors, a linear map, InfoNCE.
+
+        >>> import dataclasses, tempfile
+        >>> from contrastive import info_nce
+        >>> from contrastive.train.config import OptimConfig, RunConfig, TrainConfig
+        >>> @dataclasses.dataclass
+        ... class EvalConfig:
+        ...     every: int = 0  # evaluate only at the end
+        >>> @dataclasses.dataclass
+        ... class NoisyConfig:
+        ...     run: RunConfig
+        ...     optim: OptimConfig
+        ...     train: TrainConfig
+        ...     eval: EvalConfig
+        >>> class Noisy(Task):
+        ...     name = "noisy"
+        ...     def run_name(self):
+        ...         return "noisy"
+        ...     def prepare(self):
+        ...         self.x = torch.randn(64, 5)
+        ...         return len(self.x)
+        ...     def build(self, device):
+        ...         return nn.Linear(5, 3).to(device)
+        ...     def batch(self, idx, device):
+        ...         x = self.x[idx].to(device)
+        ...         return Batch((x + 0.1 * torch.randn_like(x), x + 0.1 * torch.randn_like(x)), size=len(idx))
+        ...     def loss(self, z, batch):
+        ...         return info_nce(z[0], z[1], temperature=0.5)
+        ...     def evaluate(self, model):
+        ...         return {"weight_norm": model.weight.detach().norm().item()}, None
+        ...     def table(self, rows):
+        ...         return "; ".join(f"{name}: {m['weight_norm']:.2f}" for name, m in rows)
+        >>> cfg = NoisyConfig(RunConfig(root=tempfile.mkdtemp(), progress=False, device="cpu"),
+        ...                   OptimConfig(warmup_epochs=0), TrainConfig(epochs=2, batch_size=16), EvalConfig())
+        >>> summary = train_run(Noisy(cfg))  # doctest: +ELLIPSIS
+        noisy: training .../noisy on cpu
+        ...
+        >>> list(summary["trained"]), sorted(p.name for p in Path(summary["run_dir"]).iterdir())
+        (['weight_norm'], ['checkpoints', 'config.toml', 'metrics.csv', 'metrics.jsonl', 'model.safetensors', 'run.json', 'summary.json'])
     """
 
     name = ""
@@ -87,6 +132,8 @@ class Task:
         self.cfg = cfg
         self.encoder = encoder  # the user's own encoder (a module or a factory) when given from Python
         self.dist = D.Context()  # the loop sets the torchrun context before building
+        self.run_dir: Optional[Path] = None  # the run folder (set before prepare; e.g. to save a tokenizer there)
+        self.resuming = False  # True when prepare/build run for --resume, eval or embed of an existing run
 
     # -- data and model -------------------------------------------------------------------
     def run_name(self) -> str:
@@ -123,8 +170,10 @@ class Task:
         return tuple(z.split(sizes))
 
     def towers(self, net: nn.Module) -> Tuple[nn.Module, ...]:
-        """The modules that embed the inputs, one per input or one for all, for gradient
-        caching (``train.chunk_size``): default, one tower calling :meth:`forward`."""
+        """The modules that embed the inputs for gradient caching (``train.chunk_size``): one
+        for all inputs, or one per input (a module may repeat, e.g. ``(query_tower, doc_tower,
+        doc_tower)`` for queries, positives and hard negatives). Default: one tower calling
+        :meth:`forward` through ``net`` (so DDP sees the forward)."""
         return (_Tower(net, self.forward),)
 
     def loss(self, embeddings: Tuple[torch.Tensor, ...], batch: Batch) -> torch.Tensor:
@@ -274,6 +323,17 @@ def _state(model, opt, sched, scaler, epoch, step, best, baselines) -> Dict[str,
             "best": best, "baselines": baselines, "rng": C.capture_rng()}
 
 
+def _encoder_info(cfg) -> Dict[str, Any]:
+    """``run.json`` entries for a user's encoder: its spec and the file it was imported from."""
+    spec = getattr(getattr(cfg, "model", None), "encoder", "")
+    if not isinstance(spec, str) or not spec.startswith(("python:", "object:")):
+        return {}
+    import sys
+
+    module = sys.modules.get(spec[len("python:"):].split(":")[0]) if spec.startswith("python:") else None
+    return {"encoder": spec, "encoder_file": getattr(module, "__file__", None)}
+
+
 def _all_finite(value: float, dc: D.Context) -> bool:
     """Whether the loss is finite on every rank (an all-reduce under torchrun), so that all
     ranks stop at the same step even when the loss is not a collective one."""
@@ -300,14 +360,14 @@ def _fit(task: Task, resume: Optional[str], dc: D.Context) -> Dict[str, Any]:
     else:
         run_dir = new_run_dir(cfg.run.root, cfg.run.name or task.run_name(), cfg.run.overwrite) if main else None
         run_dir = Path(D.broadcast(str(run_dir) if main else None, dc))
-    task.dist = dc
+    task.dist, task.run_dir, task.resuming = dc, run_dir, resume is not None
     device, model, opt, sched, n_items, bs, steps = _setup(task, dc.world_size)
     device = D.device_for(dc, device)
     D.seed_rank(dc, cfg.run.seed)  # own augmentations per rank; the weights are already the same everywhere
     net = D.wrap(model, dc, _dist_config(cfg), device)  # DDP(model) under torchrun, model itself otherwise
     sampler = D.sampler(n_items, dc, cfg.run.seed, cfg.train.drop_last) if dc.active else None
     if main:
-        write_run(run_dir, cfg, task.name, **task.run_info())
+        write_run(run_dir, cfg, task.name, **task.run_info(), **_encoder_info(cfg))
     ckpt_dir = run_dir / "checkpoints"
     use_amp = cfg.train.amp and device.type == "cuda"
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
@@ -443,10 +503,15 @@ def _load(task_cls: Type[Task], config_cls: type, run_dir, checkpoint: str, enco
     """The task of a run (on the best available device) with its checkpoint loaded."""
     cfg, cfg_auto = eval_config(run_dir, checkpoint, task_cls.name, config_cls)
     task = task_cls(cfg_auto, encoder)
+    task.run_dir, task.resuming = Path(run_dir), True
     device = resolve_device(cfg_auto.run.device)
     task.prepare()
     seed_everything(cfg_auto.run.seed)
-    model = task.build(device)
+    try:
+        model = task.build(device)
+    except ImportError as err:  # a user's encoder whose module is not importable here
+        where = read_run(run_dir).get("encoder_file")
+        raise ImportError(f"{err}; the run imported it from {where}" if where else str(err)) from None
     init, state = restore(model, run_dir, checkpoint, device)
     return task, model, init, state
 

@@ -1,6 +1,8 @@
 """Training recipes. Each recipe module defines ``RECIPE``, a :class:`Recipe`; the ``train``
 command offers every recipe module listed in :data:`RECIPE_MODULES` that is installed, so a
-new recipe (e.g. ``siamese``) is one new module plus one line here.
+new recipe (e.g. ``siamese``) is one new module plus one line here. A recipe module is a
+:class:`contrastive.train.loop.Task` subclass (data, model, batch, embedding, loss,
+evaluation) and three thin functions on the shared loop.
 """
 from __future__ import annotations
 
@@ -23,9 +25,10 @@ class Recipe:
         name: the sub-command (``contrastive train NAME``).
         help: one line for ``--help``.
         config_cls: the configuration dataclass (sections of scalars).
-        train: ``train(cfg, resume_dir or None) -> summary dict``.
-        evaluate: ``evaluate(run_dir, checkpoint) -> dict`` for ``contrastive eval``.
-        load_encoder: ``load_encoder(run_dir, checkpoint) -> (encoder, cfg)`` for ``contrastive embed``.
+        train: ``train(cfg, resume_dir or None, *, encoder=None) -> summary dict``.
+        evaluate: ``evaluate(run_dir, checkpoint, *, encoder=None) -> dict`` for ``contrastive eval``.
+        load_encoder: ``load_encoder(run_dir, checkpoint, *, encoder=None) -> (encoder, cfg)`` for
+            ``contrastive embed``. ``encoder``: the user's own encoder passed from Python.
         embed: for recipes whose inputs are not tensors (text): ``embed(run_dir, spec, checkpoint,
             batch_size, side) -> (N, d) array``, used by ``contrastive embed`` instead of ``load_encoder``.
         search: ``search(run_dir, query, k, checkpoint) -> [(score, text)]`` for ``contrastive search``.

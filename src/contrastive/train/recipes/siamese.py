@@ -41,7 +41,7 @@ from ..runlog import format_table
 from ..runtime import channel_stats
 from . import Recipe
 
-__all__ = ["SiameseConfig", "SiameseModel", "evaluate_run", "load_encoder", "train"]
+__all__ = ["SiameseConfig", "SiameseModel", "SiameseTask", "evaluate_run", "load_encoder", "train"]
 
 
 @dataclasses.dataclass

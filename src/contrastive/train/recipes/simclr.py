@@ -35,7 +35,7 @@ from ..runlog import format_table
 from ..runtime import channel_stats, limit_threads
 from . import Recipe
 
-__all__ = ["LossConfig", "SimCLRConfig", "evaluate_run", "load_encoder", "train"]
+__all__ = ["LossConfig", "SimCLRConfig", "SimCLRTask", "evaluate_run", "load_encoder", "train"]
 
 
 LOSSES = ("info_nce", "supcon")
