@@ -184,3 +184,14 @@ def test_resume_is_exact(tmp_path, jsonl):
     assert main(["train", "retrieval", "--resume", str(half), "--train.epochs=2"]) == 0
     full = json.loads((tmp_path / "runs" / "full" / "summary.json").read_text())["trained"]
     assert json.loads((half / "summary.json").read_text())["trained"] == full
+
+
+def test_eval_uses_the_runs_own_tokenizer(tmp_path, jsonl):
+    args = _args(tmp_path, **{"data.name": "jsonl", "data.path": jsonl, "run.name": "t"})
+    assert main(["train", "retrieval", *args]) == 0
+    run = tmp_path / "runs" / "t"
+    for f in (tmp_path / "runs" / ".cache").glob("tokenizer-*.json"):
+        f.unlink()  # eval must not retrain (a new vocabulary would not fit the trained weights)
+    assert main(["eval", str(run)]) == 0
+    assert json.loads((run / "eval.json").read_text())["rows"]["trained encoder (last.pt, epoch 1)"]["mrr_at_10"] == \
+        json.loads((run / "summary.json").read_text())["trained"]["mrr_at_10"]

@@ -319,13 +319,20 @@ class RetrievalTask(loop.Task):
                                         f"save one with model.save_pretrained(DIR) and tokenizer.save_pretrained(DIR)")
 
             return AutoTokenizer.from_pretrained(m.path, local_files_only=True)
+        own = self.run_dir / "tokenizer.json" if self.run_dir is not None else None
+        if self.resuming and own is not None and own.is_file():  # --resume, eval, embed, search: the run's own
+            return TextTokenizer.load(own)
+        # trained once per training split and cached (tokenizers' trainer is not bit-reproducible)
         key = hashlib.sha1(json.dumps([self.meta.get("sha256"), self.cfg.data.train_limit, self.cfg.data.split_seed,
                                        m.tokenizer, m.vocab_size]).encode()).hexdigest()[:12]
         path = Path(self.cfg.run.root) / ".cache" / f"tokenizer-{key}.json"
         if path.is_file():
-            return TextTokenizer.load(path)
-        tok = TextTokenizer.train(self.tr.queries + self.tr.docs, m.vocab_size, m.tokenizer)
-        tok.save(path)
+            tok = TextTokenizer.load(path)
+        else:
+            tok = TextTokenizer.train(self.tr.queries + self.tr.docs, m.vocab_size, m.tokenizer)
+            tok.save(path)
+        if own is not None and self.dist.is_main:
+            tok.save(own)
         return tok
 
     def _encode(self, texts: List[str], length: int) -> Dict[str, torch.Tensor]:
@@ -485,9 +492,7 @@ class RetrievalTask(loop.Task):
 
     def header(self, what: str, run_dir: Path, device: torch.device) -> str:
         cfg, m = self.cfg, self.cfg.model
-        if isinstance(self.tokenizer, TextTokenizer):  # the run keeps its tokenizer and corpus record
-            self.tokenizer.save(run_dir / "tokenizer.json")
-        (run_dir / "corpus.json").write_text(json.dumps(self.meta, indent=2) + "\n")
+        (run_dir / "corpus.json").write_text(json.dumps(self.meta, indent=2) + "\n")  # what the data were built from
         towers = "one shared tower" if m.shared else "two towers"
         return (f"retrieval: {what} {run_dir} on {device}; data {cfg.data.name}: {len(self.tr.queries)} train pairs, "
                 f"{len(self.test.queries)} test queries against {len(self.test.docs)} documents; encoder {m.encoder} "
