@@ -207,13 +207,17 @@ def _embed(args: argparse.Namespace) -> int:
 
     try:
         info = read_run(args.run_dir)
-        encoder, _ = get_recipe(_recipe_of(args.run_dir)).load_encoder(args.run_dir, args.checkpoint)
-        x = read_inputs(args.data, args.run_dir)
-        want = tuple(info.get("sample_shape", x.shape[1:]))
-        if tuple(x.shape[1:]) != want:
-            raise ValueError(f"--data {args.data!r} has samples of shape {tuple(x.shape[1:])}, the encoder was "
-                             f"trained on {want}; resize or reshape the inputs")
-        features = embed(encoder, x, args.batch_size).numpy()  # (N, feature_dim)
+        recipe = get_recipe(_recipe_of(args.run_dir))
+        if recipe.embed is not None:  # text: the recipe reads and embeds its own inputs
+            features = recipe.embed(args.run_dir, args.data, args.checkpoint, args.batch_size, args.side)
+        else:
+            encoder, _ = recipe.load_encoder(args.run_dir, args.checkpoint)
+            x = read_inputs(args.data, args.run_dir)
+            want = tuple(info.get("sample_shape", x.shape[1:]))
+            if tuple(x.shape[1:]) != want:
+                raise ValueError(f"--data {args.data!r} has samples of shape {tuple(x.shape[1:])}, the encoder "
+                                 f"was trained on {want}; resize or reshape the inputs")
+            features = embed(encoder, x, args.batch_size).numpy()  # (N, feature_dim)
         out = Path(args.out)
         if out.suffix != ".npy":
             raise ValueError(f"--out {args.out!r} must end in .npy")
@@ -225,8 +229,30 @@ def _embed(args: argparse.Namespace) -> int:
     return 0
 
 
+def _search(args: argparse.Namespace) -> int:
+    from .runtime import read_run
+
+    try:
+        read_run(args.run_dir)
+        recipe = get_recipe(_recipe_of(args.run_dir))
+        if recipe.search is None:
+            raise ValueError(f"{args.run_dir} is a {recipe.name} run; search needs a text run "
+                             f"(contrastive train retrieval)")
+        if args.k < 1:
+            raise ValueError(f"--k must be >= 1, got {args.k}")
+        hits = recipe.search(args.run_dir, args.query, args.k, args.checkpoint)
+    except BaseException as err:  # noqa: BLE001 - guarded() re-raises what is not a user or environment error
+        return guarded("search", err)
+    for rank, (score, text) in enumerate(hits, 1):
+        lines = text.strip().splitlines()
+        more = f"  ... ({len(lines) - args.lines} more lines)" if len(lines) > args.lines else ""
+        print(f"#{rank}  score {score:.4f}")
+        print("\n".join("    " + line for line in lines[:args.lines]) + more + "\n")
+    return 0
+
+
 def register(subparsers) -> None:
-    """Add ``train``, ``eval`` and ``embed`` to the ``contrastive`` parser."""
+    """Add ``train``, ``eval``, ``embed`` and ``search`` to the ``contrastive`` parser."""
     p = subparsers.add_parser("train", help="train an embedding model with a recipe (e.g. simclr)",
                               description="Train an embedding model. Pick a recipe; `contrastive train "
                                           "RECIPE --help` lists its configuration keys.")
@@ -248,11 +274,23 @@ def register(subparsers) -> None:
 
     m = subparsers.add_parser("embed", help="write a run's embeddings of some data to a .npy file")
     m.add_argument("run_dir", metavar="RUN_DIR")
-    m.add_argument("--data", required=True, help="train, test, a .npy file, an IDX file or an image folder")
+    m.add_argument("--data", required=True, help="train, test, a .npy file, an IDX file or an image folder; text "
+                                                 "runs: train, validation, test (their documents, or queries with "
+                                                 "--side query) or a file of texts (.jsonl or one per line)")
     m.add_argument("--out", required=True, metavar="FILE.npy")
     m.add_argument("--checkpoint", choices=("last", "best"), default="last")
     m.add_argument("--batch-size", type=int, default=512)
+    m.add_argument("--side", choices=("query", "doc"), default="doc",
+                   help="text runs: embed with the query or the document tower")
     m.set_defaults(func=_embed)
+
+    s = subparsers.add_parser("search", help="print the documents a retrieval run ranks first for a query")
+    s.add_argument("run_dir", metavar="RUN_DIR")
+    s.add_argument("query")
+    s.add_argument("--k", type=int, default=10, help="how many documents (default 10)")
+    s.add_argument("--lines", type=int, default=8, help="lines shown of each document (default 8)")
+    s.add_argument("--checkpoint", choices=("last", "best"), default="last")
+    s.set_defaults(func=_search)
 
 
 def main(argv: Optional[List[str]] = None) -> int:  # pragma: no cover - convenience

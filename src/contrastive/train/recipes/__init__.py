@@ -13,7 +13,8 @@ from typing import Any, Callable, Dict, Optional
 
 __all__ = ["RECIPE_MODULES", "Recipe", "available_recipes", "get_recipe"]
 
-RECIPE_MODULES = ["contrastive.train.recipes.simclr", "contrastive.train.recipes.siamese"]
+RECIPE_MODULES = ["contrastive.train.recipes.simclr", "contrastive.train.recipes.siamese",
+                  "contrastive.train.recipes.retrieval"]
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,9 @@ class Recipe:
         evaluate: ``evaluate(run_dir, checkpoint, *, encoder=None) -> dict`` for ``contrastive eval``.
         load_encoder: ``load_encoder(run_dir, checkpoint, *, encoder=None) -> (encoder, cfg)`` for
             ``contrastive embed``. ``encoder``: the user's own encoder passed from Python.
+        embed: for recipes whose inputs are not tensors (text): ``embed(run_dir, spec, checkpoint,
+            batch_size, side) -> (N, d) array``, used by ``contrastive embed`` instead of ``load_encoder``.
+        search: ``search(run_dir, query, k, checkpoint) -> [(score, text)]`` for ``contrastive search``.
     """
 
     name: str
@@ -36,6 +40,8 @@ class Recipe:
     train: Callable[[Any, Optional[str]], Dict[str, Any]]
     evaluate: Callable[[str, str], Dict[str, Any]]
     load_encoder: Callable[[str, str], Any]
+    embed: Optional[Callable[..., Any]] = None  # text recipes: embed(run_dir, spec, checkpoint, batch_size, side)
+    search: Optional[Callable[..., Any]] = None  # search(run_dir, query, k, checkpoint) -> [(score, text)]
 
 
 def available_recipes() -> Dict[str, Recipe]:

@@ -1,0 +1,404 @@
+"""Query-document pairs for retrieval: code search over the Python installation, or a user's JSONL.
+
+``pycode`` (the default data) is built from source that every machine running this library
+already has. For every function or method with a docstring in the standard library and in a
+fixed list of packages (:data:`DEFAULT_PACKAGES`):
+
+- query = the first paragraph of its docstring (whitespace collapsed);
+- document = the function's source with the docstring removed (dedented).
+
+Pairs are de-duplicated by normalised docstring (the first in (module, line) order is kept)
+and split by module: ``sha1(module) mod 100`` puts a module in train (< 80), validation
+(< 90) or test, so no module is in two splits. The build is deterministic given the package
+versions; it is cached under ``<run.root>/.cache/`` with a ``meta.json`` recording the
+versions, the number of pairs per split and a content hash of the pairs.
+
+``jsonl``: one object per line, ``{"query": str, "positive": str, "negatives": [str, ...]}``
+(negatives optional); a malformed line raises ``ValueError`` naming the file, the line and
+what is wrong.
+"""
+from __future__ import annotations
+
+import ast
+import hashlib
+import importlib.util
+import json
+import os
+import re
+import sys
+import sysconfig
+import textwrap
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+
+__all__ = ["DEFAULT_PACKAGES", "Pair", "RetrievalData", "build_pycode", "extract_pairs", "first_paragraph",
+           "load_pycode", "module_split", "read_jsonl", "read_corpus"]
+
+# The standard library plus packages that `make test` installs (`.[dev]`: the train and metric
+# extras and their dependencies: torch brings sympy and networkx, scikit-learn brings joblib).
+DEFAULT_PACKAGES = ("stdlib", "numpy", "scipy", "sklearn", "torch", "matplotlib", "kornia", "PIL", "sympy",
+                    "networkx", "joblib", "hypothesis", "_pytest")
+SPLITS = ("train", "validation", "test")
+# parts of the standard library that are tests, demos or vendored copies, not library code
+_STDLIB_SKIP = {"test", "tests", "idle_test", "idlelib", "turtledemo", "ensurepip", "lib2to3", "site-packages",
+                "dist-packages", "__pycache__", "tkinter", "pydoc_data", "venv"}
+_DIR_SKIP = {"tests", "test", "testing", "__pycache__", "_vendor", "vendored", "benchmarks"}
+_DIST_NAMES = {"sklearn": "scikit-learn", "PIL": "pillow", "_pytest": "pytest"}
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One training or evaluation example: a query, its positive document, optional negatives."""
+
+    query: str
+    positive: str
+    negatives: Tuple[str, ...] = ()
+    source: str = ""  # module:qualname (pycode) or file:line (jsonl)
+
+
+@dataclass
+class RetrievalData:
+    """Train / validation / test pairs and, optionally, extra documents for the test corpus."""
+
+    name: str
+    train: List[Pair]
+    validation: List[Pair]
+    test: List[Pair]
+    extra_corpus: List[str] = field(default_factory=list)
+    meta: Dict = field(default_factory=dict)
+
+
+def first_paragraph(doc: str, max_words: int = 64) -> str:
+    """The first paragraph of a docstring, whitespace collapsed, at most ``max_words`` words.
+
+    Examples:
+        >>> first_paragraph("Add two numbers.\\n\\n    Args: ...")
+        'Add two numbers.'
+        >>> first_paragraph("Split a\\n    string on commas.")
+        'Split a string on commas.'
+    """
+    text = textwrap.dedent(doc).strip()
+    para = re.split(r"\n\s*\n", text, maxsplit=1)[0]
+    return " ".join(para.split()[:max_words])
+
+
+def module_split(module: str, fractions: Tuple[int, int] = (80, 90)) -> str:
+    """``train``, ``validation`` or ``test`` for a module, from ``sha1(module) mod 100``.
+
+    Examples:
+        >>> module_split("json.decoder") in SPLITS
+        True
+        >>> module_split("json.decoder") == module_split("json.decoder")
+        True
+    """
+    h = int(hashlib.sha1(module.encode()).hexdigest()[:8], 16) % 100
+    return "train" if h < fractions[0] else ("validation" if h < fractions[1] else "test")
+
+
+def _strip_docstring(lines: List[str], node: Any) -> Optional[str]:
+    """The source of ``node`` (a function) without its docstring lines, dedented."""
+    body = node.body  # type: ignore[attr-defined]
+    doc = body[0]
+    start = node.lineno - 1
+    if getattr(node, "decorator_list", None):
+        start = min(d.lineno for d in node.decorator_list) - 1  # type: ignore[attr-defined]
+    end = node.end_lineno  # type: ignore[attr-defined]
+    if end is None or doc.end_lineno is None:
+        return None
+    keep = lines[start:doc.lineno - 1] + lines[doc.end_lineno:end]
+    # a docstring on the def line itself ("def f(): 'doc'") leaves nothing sensible: skip
+    if doc.lineno - 1 <= node.lineno - 1:
+        return None
+    code = textwrap.dedent("\n".join(keep)).strip("\n")
+    return code if len(code.splitlines()) >= 2 else None
+
+
+def extract_pairs(source: str, module: str) -> List[Tuple[str, str, str, int]]:
+    """``(query, document, qualname, line)`` for every documented function in ``source``.
+
+    Examples:
+        >>> src = 'def add(a, b):\\n    \"\"\"Add two numbers.\\n\\n    More.\"\"\"\\n    return a + b\\n'
+        >>> extract_pairs(src, "m")
+        [('Add two numbers.', 'def add(a, b):\\n    return a + b', 'add', 1)]
+    """
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return []
+    lines = source.splitlines()
+    out = []
+
+    def visit(node: ast.AST, prefix: str) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                name = prefix + child.name
+                doc = ast.get_docstring(child, clean=True)
+                if doc and isinstance(child.body[0], ast.Expr) and len(child.body) > 1:
+                    query = first_paragraph(doc)
+                    code = _strip_docstring(lines, child)
+                    if code and len(query.split()) >= 3:
+                        out.append((query, code, name, child.lineno))
+                visit(child, name + ".")
+            elif isinstance(child, ast.ClassDef):
+                visit(child, prefix + child.name + ".")
+
+    visit(tree, "")
+    return out
+
+
+def _stdlib_files() -> Iterator[Tuple[str, Path]]:
+    root = Path(sysconfig.get_paths()["stdlib"])
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d not in _STDLIB_SKIP and not d.startswith("."))
+        rel = Path(dirpath).relative_to(root)
+        for f in sorted(filenames):
+            if f.endswith(".py") and not f.startswith("test_"):
+                parts = list(rel.parts) + [f[:-3]]
+                if parts[-1] == "__init__":
+                    parts = parts[:-1]
+                if parts:
+                    yield ".".join(parts), Path(dirpath) / f
+
+
+def _package_files(name: str) -> Iterator[Tuple[str, Path]]:
+    """``(module, path)`` of a top-level package or module; a stdlib name such as ``json``
+    works too (that is how the tests build a tiny corpus)."""
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.origin in (None, "built-in", "frozen"):
+        return
+    origin = Path(spec.origin)
+    if origin.name != "__init__.py":
+        if origin.suffix == ".py":
+            yield name, origin
+        return
+    root = origin.parent
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d not in _DIR_SKIP and not d.startswith("."))
+        rel = Path(dirpath).relative_to(root)
+        for f in sorted(filenames):
+            if f.endswith(".py") and not f.startswith(("test_", "conftest")):
+                parts = [name] + list(rel.parts) + [f[:-3]]
+                if parts[-1] == "__init__":
+                    parts = parts[:-1]
+                yield ".".join(parts), Path(dirpath) / f
+
+
+def package_version(name: str) -> str:
+    """The installed version of a package (``stdlib``: the Python version; ``missing`` when absent)."""
+    if name == "stdlib":
+        return sys.version.split()[0]
+    if importlib.util.find_spec(name) is None:
+        return "missing"
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(_DIST_NAMES.get(name, name))
+    except PackageNotFoundError:
+        return "stdlib" if name in getattr(sys, "stdlib_module_names", ()) else "unknown"
+
+
+def _read_module(item: Tuple[str, str]) -> List[Tuple[str, str, str, str, int]]:
+    module, path = item
+    try:
+        source = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return []
+    return [(module, q, d, name, line) for q, d, name, line in extract_pairs(source, module)]
+
+
+def _normalise(query: str) -> str:
+    return " ".join(query.lower().split())
+
+
+def build_pycode(packages: Sequence[str] = DEFAULT_PACKAGES, workers: int = 2,
+                 progress: Optional[Callable[[int, int], None]] = None) -> Tuple[Dict[str, List[Pair]], Dict]:
+    """Extract, de-duplicate and split the pairs of ``packages`` (``stdlib`` = the standard library).
+
+    Returns:
+        ``({split: [Pair, ...]}, meta)`` where ``meta`` holds the package versions, the pairs
+        per split, the number of modules read and a sha256 of the pairs.
+    """
+    files: List[Tuple[str, str]] = []
+    seen_modules = set()
+    for name in packages:
+        for module, path in (_stdlib_files() if name == "stdlib" else _package_files(name)):
+            if module not in seen_modules:
+                seen_modules.add(module)
+                files.append((module, str(path)))
+    rows: List[Tuple[str, str, str, str, int]] = []
+    if workers > 1 and len(files) > 50:
+        import multiprocessing as mp
+
+        with mp.get_context("fork" if sys.platform.startswith("linux") else "spawn").Pool(workers) as pool:
+            for k, part in enumerate(pool.imap(_read_module, files, chunksize=16)):
+                rows.extend(part)
+                if progress is not None:
+                    progress(k + 1, len(files))
+    else:
+        for k, item in enumerate(files):
+            rows.extend(_read_module(item))
+            if progress is not None:
+                progress(k + 1, len(files))
+    rows.sort(key=lambda r: (r[0], r[4], r[3]))
+    splits: Dict[str, List[Pair]] = {s: [] for s in SPLITS}
+    seen_queries = set()
+    for module, query, doc, name, _line in rows:
+        key = _normalise(query)
+        if key in seen_queries:
+            continue
+        seen_queries.add(key)
+        splits[module_split(module)].append(Pair(query, doc, (), f"{module}:{name}"))
+    digest = hashlib.sha256()
+    for s in SPLITS:
+        for p in splits[s]:
+            digest.update(f"{s}\0{p.source}\0{p.query}\0{p.positive}\0".encode())
+    meta = {"packages": {name: package_version(name) for name in packages}, "python": sys.version.split()[0],
+            "modules": len(files), "pairs": {s: len(splits[s]) for s in SPLITS}, "sha256": digest.hexdigest()}
+    return splits, meta
+
+
+def _cache_key(packages: Sequence[str]) -> str:
+    text = json.dumps({"format": 1, "packages": {n: package_version(n) for n in packages},
+                       "python": sys.version, "prefix": sys.prefix})
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+def _write_jsonl(path: Path, pairs: Iterable[Pair]) -> None:
+    with open(path, "w", encoding="utf-8") as fh:
+        for p in pairs:
+            fh.write(json.dumps({"query": p.query, "positive": p.positive, "source": p.source}) + "\n")
+
+
+def load_pycode(cache_root, packages: Sequence[str] = DEFAULT_PACKAGES, workers: int = 2,
+                progress: bool = True) -> RetrievalData:
+    """The ``pycode`` pairs, built once and cached in ``cache_root/pycode-<key>/``.
+
+    The key depends on the package names and versions and the Python installation, so an
+    upgrade rebuilds the corpus; ``meta.json`` there records what it was built from.
+    """
+    packages = tuple(packages)
+    if not packages:
+        raise ValueError("data.packages is empty; name at least one package, e.g. data.packages=stdlib")
+    folder = Path(cache_root) / f"pycode-{_cache_key(packages)}"
+    if not (folder / "meta.json").is_file():
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=0, unit="file", desc="building the pycode corpus", file=sys.stderr, mininterval=0.5)
+
+        def tick(k: int, n: int) -> None:
+            if bar is not None:
+                bar.total = n
+                bar.update(k - bar.n)
+
+        splits, meta = build_pycode(packages, workers, tick)
+        if bar is not None:
+            bar.close()
+        if not splits["train"] or not splits["test"]:
+            raise ValueError(f"data.packages={','.join(packages)} gave {meta['pairs']} pairs; the train and test "
+                             f"splits need at least one each: name more (or larger) packages")
+        tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
+        tmp.mkdir(parents=True, exist_ok=True)
+        for s in SPLITS:
+            _write_jsonl(tmp / f"{s}.jsonl", splits[s])
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+        try:
+            os.replace(tmp, folder)
+        except OSError:  # another process built it first
+            import shutil
+
+            shutil.rmtree(tmp, ignore_errors=True)
+    meta = json.loads((folder / "meta.json").read_text())
+    parts = {s: read_jsonl(folder / f"{s}.jsonl") for s in SPLITS}
+    meta["cache"] = str(folder)
+    return RetrievalData("pycode", parts["train"], parts["validation"], parts["test"], [], meta)
+
+
+def _bad(path, line: int, what: str) -> ValueError:
+    return ValueError(f"{path}, line {line}: {what}; each line must be a JSON object like "
+                      f'{{"query": "...", "positive": "...", "negatives": ["...", ...]}} (negatives optional)')
+
+
+def read_jsonl(path) -> List[Pair]:
+    """Pairs from a JSONL file of ``{"query", "positive", "negatives"?}`` objects (blank lines skipped).
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: a line that is not such an object (the message names the line).
+
+    Examples:
+        >>> import tempfile, pathlib
+        >>> f = pathlib.Path(tempfile.mkdtemp()) / "d.jsonl"
+        >>> _ = f.write_text('{"query": "q", "positive": "p"}\\n{"query": "q2"}\\n')
+        >>> read_jsonl(f)   # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: .../d.jsonl, line 2: "positive" is missing; ...
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"data file {str(path)!r} not found; pass a JSONL file with --data.path")
+    out = []
+    with open(path, encoding="utf-8") as fh:
+        for k, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise _bad(path, k, f"not valid JSON ({err.msg} at column {err.colno})") from None
+            if not isinstance(obj, dict):
+                raise _bad(path, k, f"a JSON {type(obj).__name__}, not an object")
+            for key in ("query", "positive"):
+                if key not in obj:
+                    raise _bad(path, k, f'"{key}" is missing')
+                if not isinstance(obj[key], str) or not obj[key].strip():
+                    raise _bad(path, k, f'"{key}" must be a non-empty string, got {obj[key]!r:.40}')
+            neg = obj.get("negatives", [])
+            if not isinstance(neg, list) or not all(isinstance(n, str) for n in neg):
+                raise _bad(path, k, '"negatives" must be a list of strings')
+            out.append(Pair(obj["query"], obj["positive"], tuple(neg), obj.get("source", f"{path.name}:{k}")))
+    if not out:
+        raise ValueError(f"{path} holds no pairs; each line must be a JSON object with query and positive")
+    return out
+
+
+def read_corpus(path) -> List[str]:
+    """Documents for evaluation: JSONL lines ``{"text": ...}`` (or ``"positive"``), or plain strings.
+
+    Raises:
+        ValueError: a line without a text (the message names the line).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"corpus file {str(path)!r} not found; pass a JSONL file with --data.corpus")
+    docs = []
+    with open(path, encoding="utf-8") as fh:
+        for k, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}, line {k}: not valid JSON ({err.msg}); each line must be "
+                                 f'{{"text": "..."}} or a JSON string') from None
+            text = obj if isinstance(obj, str) else None
+            if isinstance(obj, dict):
+                text = obj.get("text", obj.get("positive"))
+            if not isinstance(text, str) or not text.strip():
+                raise ValueError(f'{path}, line {k}: no document text; each line must be {{"text": "..."}} '
+                                 f"or a JSON string")
+            docs.append(text)
+    return docs
+
+
+def split_jsonl(pairs: List[Pair], validation_fraction: float, test_fraction: float, seed: int):
+    """Deterministic train / validation / test split of a user's pairs by hashed query."""
+    parts: Dict[str, List[Pair]] = {s: [] for s in SPLITS}
+    for p in pairs:
+        h = int(hashlib.sha1(f"{seed}\0{p.query}".encode()).hexdigest()[:8], 16) / 16**8
+        s = "test" if h < test_fraction else ("validation" if h < test_fraction + validation_fraction else "train")
+        parts[s].append(p)
+    return parts
