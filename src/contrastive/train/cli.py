@@ -230,10 +230,7 @@ def _embed(args: argparse.Namespace) -> int:
 
 
 def _search(args: argparse.Namespace) -> int:
-    from .runtime import read_run
-
     try:
-        read_run(args.run_dir)
         recipe = get_recipe(_recipe_of(args.run_dir))
         if recipe.search is None:
             raise ValueError(f"{args.run_dir} is a {recipe.name} run; search needs a text run "
