@@ -155,7 +155,7 @@ def test_hf_encoder_on_a_tiny_random_bert(tmp_path, jsonl):
     assert len(search(tmp_path / "runs" / "cls", "read the file", k=2)) == 2
     bad = _args(tmp_path, **{"data.name": "jsonl", "data.path": jsonl, "model.encoder": "hf",
                              "model.path": tmp_path / "nothing"})
-    assert main(["train", "retrieval", *bad]) == 2
+    assert main(["train", "retrieval", *bad]) == 3  # a missing model folder: exit 3 (README exit-code table)
 
 
 def test_config_errors():
