@@ -1,6 +1,7 @@
 """Process-group plumbing shared by the distributed losses: the group and rank, the checked
 settings exchange (so that no rank waits for a collective another rank will not reach), and
 argument checks that allow a rank to hold zero rows."""
+
 from __future__ import annotations
 
 import zlib

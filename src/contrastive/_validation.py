@@ -3,11 +3,11 @@
 Every check raises ``TypeError`` or ``ValueError`` with a message that names the
 argument and says how to fix it. None of these helpers is public API.
 """
+
 from __future__ import annotations
 
 import math
 import warnings
-from typing import Optional, Union
 
 import torch
 
@@ -15,7 +15,7 @@ FLOAT_DTYPES = (torch.float64, torch.float32, torch.bfloat16, torch.float16)
 REDUCTIONS = ("mean", "sum", "none")
 
 
-def check_tensor(name: str, x, ndim: Optional[int] = None) -> torch.Tensor:
+def check_tensor(name: str, x, ndim: int | None = None) -> torch.Tensor:
     """Check that ``x`` is a floating tensor with ``ndim`` dimensions and at least one row."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(
@@ -71,9 +71,7 @@ def check_same_shape(name_a: str, a: torch.Tensor, name_b: str, b: torch.Tensor)
 
 def check_same_device(name_a: str, a: torch.Tensor, name_b: str, b: torch.Tensor) -> None:
     if a.device != b.device:
-        raise ValueError(
-            f"{name_a} is on {a.device} and {name_b} on {b.device}; move both to one device"
-        )
+        raise ValueError(f"{name_a} is on {a.device} and {name_b} on {b.device}; move both to one device")
 
 
 def check_reduction(reduction) -> str:
@@ -82,7 +80,7 @@ def check_reduction(reduction) -> str:
     return reduction
 
 
-def check_temperature(temperature) -> Union[float, torch.Tensor]:
+def check_temperature(temperature) -> float | torch.Tensor:
     """A positive finite float, or a positive finite scalar tensor (which may require grad).
 
     A tensor that requires grad is a learned temperature; when training has pushed it to
@@ -109,13 +107,9 @@ def check_temperature(temperature) -> Union[float, torch.Tensor]:
     elif isinstance(temperature, (int, float)) and not isinstance(temperature, bool):
         value = float(temperature)
     else:
-        raise TypeError(
-            f"temperature must be a float or a scalar tensor, got {type(temperature).__name__}"
-        )
+        raise TypeError(f"temperature must be a float or a scalar tensor, got {type(temperature).__name__}")
     if not math.isfinite(value) or value <= 0:
-        raise ValueError(
-            f"temperature must be positive and finite, got {value}; SimCLR uses 0.5, CLIP 0.07"
-        )
+        raise ValueError(f"temperature must be positive and finite, got {value}; SimCLR uses 0.5, CLIP 0.07")
     return temperature
 
 
@@ -147,7 +141,7 @@ def check_nonzero_rows(name: str, x: torch.Tensor) -> None:
     Inf are :func:`check_finite`'s to refuse. No norm is computed here, so nothing can
     underflow or overflow.
     """
-    zero = ~(x != 0).any(dim=-1)                                     # (N,)
+    zero = ~(x != 0).any(dim=-1)  # (N,)
     if bool(zero.any()):
         bad = int(torch.nonzero(zero)[0, 0])
         raise ValueError(

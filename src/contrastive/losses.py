@@ -3,10 +3,10 @@
 Each module stores its hyper-parameters and calls the functional form; see there for
 the math. ``CosineMetric`` holds the learnable map or symmetric matrix of seed 003.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import torch
 from torch import nn
@@ -16,7 +16,13 @@ from . import functional as F
 from .ops.cosine_similarity import _packed_to_full
 
 __all__ = [
-    "ContrastiveLoss", "InfoNCELoss", "NTXentLoss", "SupConLoss", "RetrievalLoss", "ClipLoss", "SigLIPLoss",
+    "ContrastiveLoss",
+    "InfoNCELoss",
+    "NTXentLoss",
+    "SupConLoss",
+    "RetrievalLoss",
+    "ClipLoss",
+    "SigLIPLoss",
     "CosineMetric",
 ]
 
@@ -82,9 +88,16 @@ class InfoNCELoss(nn.Module):
         torch.Size([16, 8])
     """
 
-    def __init__(self, temperature: float = 0.5, *, learn_temperature: bool = False,
-                 exclude_self: bool = True, normalize: bool = True, reduction: str = "mean",
-                 decoupled: bool = False):
+    def __init__(
+        self,
+        temperature: float = 0.5,
+        *,
+        learn_temperature: bool = False,
+        exclude_self: bool = True,
+        normalize: bool = True,
+        reduction: str = "mean",
+        decoupled: bool = False,
+    ):
         super().__init__()
         self.decoupled = bool(decoupled)
         V.check_temperature(temperature)
@@ -105,12 +118,21 @@ class InfoNCELoss(nn.Module):
         t = self.temperature
         if isinstance(t, torch.Tensor):
             t = t.to(z1.device)
-        return F.info_nce(z1, z2, t, exclude_self=self.exclude_self,
-                          normalize=self.normalize, reduction=self.reduction, decoupled=self.decoupled)
+        return F.info_nce(
+            z1,
+            z2,
+            t,
+            exclude_self=self.exclude_self,
+            normalize=self.normalize,
+            reduction=self.reduction,
+            decoupled=self.decoupled,
+        )
 
     def extra_repr(self):
-        return (f"temperature={float(self.temperature):.4g}, learn_temperature={self.learn_temperature}, "
-                f"exclude_self={self.exclude_self}, normalize={self.normalize}, decoupled={self.decoupled}")
+        return (
+            f"temperature={float(self.temperature):.4g}, learn_temperature={self.learn_temperature}, "
+            f"exclude_self={self.exclude_self}, normalize={self.normalize}, decoupled={self.decoupled}"
+        )
 
 
 class NTXentLoss(InfoNCELoss):
@@ -133,8 +155,14 @@ class SupConLoss(_Temperature):
         torch.Size([8, 4])
     """
 
-    def __init__(self, temperature: float = 0.1, *, learn_temperature: bool = False,
-                 normalize: bool = True, reduction: str = "mean"):
+    def __init__(
+        self,
+        temperature: float = 0.1,
+        *,
+        learn_temperature: bool = False,
+        normalize: bool = True,
+        reduction: str = "mean",
+    ):
         super().__init__()
         self._init_temperature(temperature, learn_temperature)
         self.normalize = normalize
@@ -164,21 +192,43 @@ class RetrievalLoss(_Temperature):
         torch.Size([])
     """
 
-    def __init__(self, temperature: float = 0.05, *, learn_temperature: bool = False, symmetric: bool = False,
-                 normalize: bool = True, reduction: str = "mean"):
+    def __init__(
+        self,
+        temperature: float = 0.05,
+        *,
+        learn_temperature: bool = False,
+        symmetric: bool = False,
+        normalize: bool = True,
+        reduction: str = "mean",
+    ):
         super().__init__()
         self._init_temperature(temperature, learn_temperature)
         self.symmetric, self.normalize = bool(symmetric), normalize
         self.reduction = V.check_reduction(reduction)
 
-    def forward(self, anchors: torch.Tensor, positives: torch.Tensor, negatives: Optional[torch.Tensor] = None,
-                positive_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
-        return F.retrieval_loss(anchors, positives, negatives, self._t(anchors), symmetric=self.symmetric,
-                                positive_ids=positive_ids, normalize=self.normalize, reduction=self.reduction)
+    def forward(
+        self,
+        anchors: torch.Tensor,
+        positives: torch.Tensor,
+        negatives: torch.Tensor | None = None,
+        positive_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        return F.retrieval_loss(
+            anchors,
+            positives,
+            negatives,
+            self._t(anchors),
+            symmetric=self.symmetric,
+            positive_ids=positive_ids,
+            normalize=self.normalize,
+            reduction=self.reduction,
+        )
 
     def extra_repr(self):
-        return (f"temperature={float(self.temperature):.4g}, learn_temperature={self.learn_temperature}, "
-                f"symmetric={self.symmetric}")
+        return (
+            f"temperature={float(self.temperature):.4g}, learn_temperature={self.learn_temperature}, "
+            f"symmetric={self.symmetric}"
+        )
 
 
 class ClipLoss(nn.Module):
@@ -202,13 +252,20 @@ class ClipLoss(nn.Module):
         True
     """
 
-    def __init__(self, temperature: float = 0.07, *, learn_temperature: bool = True,
-                 max_logit_scale: Optional[float] = math.log(100.0), normalize: bool = True,
-                 reduction: str = "mean"):
+    def __init__(
+        self,
+        temperature: float = 0.07,
+        *,
+        learn_temperature: bool = True,
+        max_logit_scale: float | None = math.log(100.0),
+        normalize: bool = True,
+        reduction: str = "mean",
+    ):
         super().__init__()
         V.check_temperature(temperature)
-        self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / float(temperature))),
-                                        requires_grad=bool(learn_temperature))
+        self.logit_scale = nn.Parameter(
+            torch.tensor(math.log(1.0 / float(temperature))), requires_grad=bool(learn_temperature)
+        )
         self.max_logit_scale = max_logit_scale
         self.normalize = normalize
         self.reduction = V.check_reduction(reduction)
@@ -218,11 +275,12 @@ class ClipLoss(nn.Module):
         s = self.logit_scale
         if self.max_logit_scale is not None:
             s = s.clamp(max=self.max_logit_scale)
-        return torch.exp(-s)                                            # tau = 1 / exp(logit_scale)
+        return torch.exp(-s)  # tau = 1 / exp(logit_scale)
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return F.clip_loss(a, b, self.temperature.to(a.device), normalize=self.normalize,
-                           reduction=self.reduction)
+        return F.clip_loss(
+            a, b, self.temperature.to(a.device), normalize=self.normalize, reduction=self.reduction
+        )
 
     def extra_repr(self):
         return f"temperature={self.temperature.item():.4g}, learn={self.logit_scale.requires_grad}"
@@ -249,22 +307,37 @@ class SigLIPLoss(nn.Module):
         True
     """
 
-    def __init__(self, logit_scale: float = math.log(10.0), bias: float = -10.0, *,
-                 learn_temperature: bool = True, learn_bias: bool = True, normalize: bool = True,
-                 reduction: str = "mean"):
+    def __init__(
+        self,
+        logit_scale: float = math.log(10.0),
+        bias: float = -10.0,
+        *,
+        learn_temperature: bool = True,
+        learn_bias: bool = True,
+        normalize: bool = True,
+        reduction: str = "mean",
+    ):
         super().__init__()
-        self.logit_scale = nn.Parameter(torch.tensor(float(logit_scale)), requires_grad=bool(learn_temperature))
+        self.logit_scale = nn.Parameter(
+            torch.tensor(float(logit_scale)), requires_grad=bool(learn_temperature)
+        )
         self.bias = nn.Parameter(torch.tensor(float(bias)), requires_grad=bool(learn_bias))
         self.normalize = normalize
         self.reduction = V.check_reduction(reduction)
 
     @property
     def temperature(self) -> torch.Tensor:
-        return torch.exp(-self.logit_scale)                             # tau = 1 / exp(t')
+        return torch.exp(-self.logit_scale)  # tau = 1 / exp(t')
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return F.siglip_loss(a, b, self.temperature.to(a.device), self.bias.to(a.device),
-                             normalize=self.normalize, reduction=self.reduction)
+        return F.siglip_loss(
+            a,
+            b,
+            self.temperature.to(a.device),
+            self.bias.to(a.device),
+            normalize=self.normalize,
+            reduction=self.reduction,
+        )
 
     def extra_repr(self):
         return f"logit_scale={self.logit_scale.item():.4g}, bias={self.bias.item():.4g}"
@@ -289,7 +362,7 @@ class CosineMetric(nn.Module):
         torch.Size([3, 3])
     """
 
-    def __init__(self, in_dim: int, out_dim: Optional[int] = None, form: str = "map"):
+    def __init__(self, in_dim: int, out_dim: int | None = None, form: str = "map"):
         super().__init__()
         if not isinstance(in_dim, int) or in_dim < 1:
             raise ValueError(f"in_dim must be a positive int, got {in_dim!r}")
@@ -321,7 +394,7 @@ class CosineMetric(nn.Module):
         return F.cosine_similarity(x, y, A=self.a.to(x.dtype))
 
     @torch.no_grad()
-    def project_psd(self, min_eigenvalue: float = 0.0) -> "CosineMetric":
+    def project_psd(self, min_eigenvalue: float = 0.0) -> CosineMetric:
         """Clip the eigenvalues of ``A`` at ``min_eigenvalue`` (symmetric form; the map form is
         PSD by construction and is left unchanged). Returns ``self``."""
         if min_eigenvalue < 0:

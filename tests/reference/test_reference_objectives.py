@@ -1,5 +1,6 @@
 """Tier 1 for the engine's newer objectives: SupCon, retrieval, SigLIP and decoupled InfoNCE
 references, analytic gradients against central finite differences (float64)."""
+
 import numpy as np
 import pytest
 
@@ -21,7 +22,7 @@ def fd_scalar(f, x, h=1e-6):
 @pytest.mark.parametrize("normalize", [True, False])
 def test_supcon_grad_matches_fd(rng, normalize):
     z = rng.normal(size=(11, 3)) * (1.0 if normalize else 0.5)
-    y = np.array([0, 1, 0, 2, 1, 0, 3, 2, 1, 4, 0])             # classes 3, 4 have one row only
+    y = np.array([0, 1, 0, 2, 1, 0, 3, 2, 1, 4, 0])  # classes 3, 4 have one row only
     w = rng.uniform(0.5, 1.5, size=11)
     g, gt = sup.grad(z, y, 0.3, normalize, weights=w)
     assert rel_err(g, central_differences(lambda x: w @ sup.forward(x, y, 0.3, normalize), z.copy())) < 1e-6
@@ -60,7 +61,9 @@ def test_retrieval_grad_matches_fd(rng, neg_shape, symmetric, ids):
 
 def test_retrieval_symmetric_without_negatives_is_clip(rng):
     a, p = rng.normal(size=(6, 3)), rng.normal(size=(6, 3))
-    np.testing.assert_allclose(ret.forward(a, p, None, 0.2, symmetric=True), nce.clip_forward(a, p, 0.2), rtol=1e-12)
+    np.testing.assert_allclose(
+        ret.forward(a, p, None, 0.2, symmetric=True), nce.clip_forward(a, p, 0.2), rtol=1e-12
+    )
 
 
 @pytest.mark.parametrize("normalize", [True, False])

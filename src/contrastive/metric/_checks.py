@@ -3,6 +3,7 @@
 Every check raises ``TypeError`` or ``ValueError`` with a message that names the argument
 and says how to fix it. None of these helpers is public API.
 """
+
 from __future__ import annotations
 
 import numbers

@@ -7,9 +7,10 @@ r of an (sum(sizes), ...) tensor to rank r, summed over ranks. Every collective 
 so that a peer that failed, exited or timed out gives a :class:`DistributedError` naming
 the operation, instead of a bare backend error.
 """
+
 from __future__ import annotations
 
-from typing import List, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.distributed as dist
@@ -45,11 +46,11 @@ def exchange(op: str, values: Sequence[float], device, group) -> torch.Tensor:
     return out.view(-1, mine.numel())
 
 
-def gather_rows(op: str, x: torch.Tensor, sizes: List[int], group) -> torch.Tensor:
+def gather_rows(op: str, x: torch.Tensor, sizes: list[int], group) -> torch.Tensor:
     """Concatenation over ranks of each rank's x (sizes[r] rows), shape (sum(sizes), ...)."""
     world, top = len(sizes), max(sizes)
     x = x.contiguous()
-    if x.shape[0] < top:                                            # pad to the largest rank
+    if x.shape[0] < top:  # pad to the largest rank
         x = torch.cat([x, x.new_zeros((top - x.shape[0],) + tuple(x.shape[1:]))])
     out = x.new_empty((world * top,) + tuple(x.shape[1:]))
     run(op, "all-gather of the embeddings", lambda: _all_gather_single(out, x, group=group), group)
@@ -58,11 +59,11 @@ def gather_rows(op: str, x: torch.Tensor, sizes: List[int], group) -> torch.Tens
     return torch.cat([out[r * top : r * top + n] for r, n in enumerate(sizes)])
 
 
-def reduce_scatter_rows(op: str, full: torch.Tensor, sizes: List[int], rank: int, group) -> torch.Tensor:
+def reduce_scatter_rows(op: str, full: torch.Tensor, sizes: list[int], rank: int, group) -> torch.Tensor:
     """Row block r of ``full`` (sum(sizes), ...) summed over ranks, delivered to rank r."""
     top = max(sizes)
     full = full.contiguous()
-    if any(n != top for n in sizes):                                # slot r = block r, zero-padded
+    if any(n != top for n in sizes):  # slot r = block r, zero-padded
         padded = full.new_zeros((len(sizes) * top,) + tuple(full.shape[1:]))
         off = 0
         for r, n in enumerate(sizes):

@@ -9,6 +9,7 @@ result is subnormal) and brings the row's largest entry into [0.5, 1), where eve
 of the objective is safe. The gradient with respect to the unscaled row is the scaled row's
 gradient times ``2^-e`` (chain rule through ``x_hat = x 2^-e``).
 """
+
 from __future__ import annotations
 
 import torch
@@ -55,7 +56,7 @@ def scaled_rows(x: torch.Tensor):
     Shape:
         x: ``(B, d)``; x_hat: ``(B, d)``; e: ``(B,)``.
     """
-    e = pow2_exponent(x, dim=1)                                     # (B,)
+    e = pow2_exponent(x, dim=1)  # (B,)
     return times_pow2(x, -e[:, None]), e
 
 

@@ -7,9 +7,10 @@ recompute and the temperature gradient; these objectives only hand the kernels t
 in the input dtype (the kernels accumulate in float32) and return the kernels' losses,
 gradients with respect to z, and d/d(inv_t). Triton is imported only when a kernel runs.
 """
+
 from __future__ import annotations
 
-from typing import List, Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -19,18 +20,25 @@ from .engine import Build, Grads, Objective, present
 class TritonInfoNCEObjective(Objective):
     """Two-view InfoNCE of stacked z (N, d) on :func:`contrastive.kernels.info_nce_triton`."""
 
-    def __init__(self, zs: List[Optional[torch.Tensor]], inv_t: float, exclude_self: bool, bs,
-                 kernel_dtype: torch.dtype):
-        self.zk = present(zs[0]).to(kernel_dtype).contiguous()                 # (N, d) kernel input
+    def __init__(
+        self,
+        zs: list[torch.Tensor | None],
+        inv_t: float,
+        exclude_self: bool,
+        bs,
+        kernel_dtype: torch.dtype,
+    ):
+        self.zk = present(zs[0]).to(kernel_dtype).contiguous()  # (N, d) kernel input
         self.n = self.zk.shape[0]
         self.inv_t, self.exclude_self, self.bs = inv_t, exclude_self, bs
-        self.lse: Optional[torch.Tensor] = None
+        self.lse: torch.Tensor | None = None
 
     def losses(self) -> torch.Tensor:
         from ..kernels import info_nce_triton
 
-        loss, _, _, self.lse = info_nce_triton(self.zk, self.inv_t, self.exclude_self, None, False, self.bs,
-                                               return_lse=True)
+        loss, _, _, self.lse = info_nce_triton(
+            self.zk, self.inv_t, self.exclude_self, None, False, self.bs, return_lse=True
+        )
         return loss
 
     def losses_and_grad(self, w: torch.Tensor):
@@ -42,15 +50,16 @@ class TritonInfoNCEObjective(Objective):
     def grad(self, w: torch.Tensor) -> Grads:
         from ..kernels import info_nce_triton
 
-        _, g, d_inv = info_nce_triton(self.zk, self.inv_t, self.exclude_self, w.float(), True, self.bs,
-                                      lse=self.lse)
+        _, g, d_inv = info_nce_triton(
+            self.zk, self.inv_t, self.exclude_self, w.float(), True, self.bs, lse=self.lse
+        )
         return [g], d_inv, None
 
 
 class TritonClipObjective(Objective):
     """Two-tower loss of a, b (N, d) on :func:`contrastive.kernels.clip_triton`."""
 
-    def __init__(self, zs: List[Optional[torch.Tensor]], inv_t: float, bs, kernel_dtype: torch.dtype):
+    def __init__(self, zs: list[torch.Tensor | None], inv_t: float, bs, kernel_dtype: torch.dtype):
         self.ak = present(zs[0]).to(kernel_dtype).contiguous()
         self.bk = present(zs[1]).to(kernel_dtype).contiguous()
         self.n = self.ak.shape[0]
@@ -60,7 +69,9 @@ class TritonClipObjective(Objective):
     def losses(self) -> torch.Tensor:
         from ..kernels import clip_triton
 
-        loss, _, _, _, self.lse = clip_triton(self.ak, self.bk, self.inv_t, None, False, self.bs, return_lse=True)
+        loss, _, _, _, self.lse = clip_triton(
+            self.ak, self.bk, self.inv_t, None, False, self.bs, return_lse=True
+        )
         return loss
 
     def losses_and_grad(self, w: torch.Tensor):
@@ -78,13 +89,17 @@ class TritonClipObjective(Objective):
 
 def triton_info_nce_objective(exclude_self: bool, bs, kernel_dtype: torch.dtype) -> Build:
     """The engine's ``build`` for two-view InfoNCE on the Triton kernels."""
+
     def build(zs, inv_t, bias, needs: Sequence[bool]):
         return TritonInfoNCEObjective(zs, inv_t, exclude_self, bs, kernel_dtype)
+
     return build
 
 
 def triton_clip_objective(bs, kernel_dtype: torch.dtype) -> Build:
     """The engine's ``build`` for the two-tower loss on the Triton kernels."""
+
     def build(zs, inv_t, bias, needs: Sequence[bool]):
         return TritonClipObjective(zs, inv_t, bs, kernel_dtype)
+
     return build
