@@ -227,8 +227,13 @@ def table(rows) -> str:
             cell = {r["mode"]: r for r in rows if r["model"] == model and r["batch"] == b}
             p, c = cell.get("plain", {}), cell.get("cached", {})
             both = p.get("status") == "ok" and c.get("status") == "ok"
-            ratio = lambda k: f"{c[k] / p[k]:.2f}x" if both else ""  # noqa: E731
-            mem = lambda r: f"{r['peak_rss_mib']:.0f}" if r.get("status") == "ok" else ""  # noqa: E731
+
+            def ratio(k: str, c: dict = c, p: dict = p, both: bool = both) -> str:
+                return f"{c[k] / p[k]:.2f}x" if both else ""
+
+            def mem(r: dict) -> str:
+                return f"{r['peak_rss_mib']:.0f}" if r.get("status") == "ok" else ""
+
             out.append(
                 f"| {MODELS[model][0]} | {b} | {_ms(p, 'cpu_us_per_sample')} | {_ms(c, 'cpu_us_per_sample')} | "
                 f"{ratio('cpu_us_per_sample')} | {ratio('us_per_sample')} | {mem(p)} | {mem(c)} | "

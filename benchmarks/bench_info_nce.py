@@ -235,7 +235,10 @@ def table(rows) -> str:
         "| objective | mode | d | N | provider | time (ms) | speed-up vs naive | time / two GEMMs | peak RSS (MiB) | status |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    key = lambda r: (r["objective"], r["mode"], r["d"], r["N"])
+
+    def key(r):
+        return (r["objective"], r["mode"], r["d"], r["N"])
+
     for r in rows:
         ref = {x["provider"]: x for x in rows if key(x) == key(r) and x["status"] == "ok"}
         ok = r["status"] == "ok"

@@ -294,8 +294,7 @@ def main() -> None:
         ml = [r for r in rows if r["dataset"] == "digits" and r["method"] in ("MMC", "ITML", "LMNN")]
         best_auc, fastest = max(r["roc_auc"] for r in ml), min(r["fit_s"] for r in ml)
         print(
-            "\ndigits target: ROC-AUC >= %.4f (best metric-learn), fit <= %.2fs (2x fastest metric-learn)"
-            % (best_auc, 2 * fastest)
+            f"\ndigits target: ROC-AUC >= {best_auc:.4f} (best metric-learn), fit <= {2 * fastest:.2f}s (2x fastest metric-learn)"
         )
         for r in rows:
             if r["dataset"] == "digits" and r["method"] in OURS:

@@ -483,8 +483,9 @@ def _ddp_case(rank, world):
             m = DDP(e)
             m.register_comm_hook(
                 None,
+                # the hook runs within this iteration's steps; DDP wants exactly (state, bucket)
                 lambda _, bucket: (
-                    reduces.append(1),  # count, then all-reduce
+                    reduces.append(1),  # noqa: B023 -- count, then all-reduce
                     allreduce_hook(dist.group.WORLD, bucket),
                 )[1],
             )
@@ -502,7 +503,7 @@ def _ddp_case(rank, world):
             for e in encs:
                 e.zero_grad()
             torch.manual_seed(100 + rank)
-            got = cache.step(lambda a, b: dist_fn(a, b, TAU), X1[s], X2[s])
+            got = cache.step(lambda a, b, dist_fn=dist_fn: dist_fn(a, b, TAU), X1[s], X2[s])
             errors[f"{name}/{step}/loss"] = _err(got, want)
             for k, (e, r) in enumerate(zip(encs, refs)):
                 for (pname, p), q in zip(e.named_parameters(), r.parameters()):

@@ -7,8 +7,6 @@ Conventions: embeddings are ``(N, d)``; two views are ``loss(z1, z2)``; explicit
 
 from __future__ import annotations
 
-from typing import Union
-
 import torch
 
 from . import _validation as V
@@ -34,7 +32,7 @@ __all__ = [
     "siglip_loss",
 ]
 
-Temperature = Union[float, torch.Tensor]
+Temperature = float | torch.Tensor
 
 
 def _reduce(per_row: torch.Tensor, reduction: str, out_dtype: torch.dtype) -> torch.Tensor:

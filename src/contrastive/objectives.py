@@ -10,7 +10,6 @@ half-precision inputs computed in float32 and cast back.
 from __future__ import annotations
 
 import math
-from typing import Union
 
 import torch
 
@@ -23,7 +22,7 @@ from .ops.tiles import check_block_size
 
 __all__ = ["supcon_loss", "retrieval_loss", "siglip_loss"]
 
-Scalar = Union[float, torch.Tensor]
+Scalar = float | torch.Tensor
 _INT_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
 
 

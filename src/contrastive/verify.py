@@ -358,7 +358,10 @@ def format_table(rows: list[Row]) -> str:
         for r in rows
     ]
     widths = [max(len(str(c)) for c in col) for col in zip(head, *body)]
-    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths))
+
+    def line(cells: list) -> str:
+        return "  ".join(str(c).ljust(w) for c, w in zip(cells, widths))
+
     return "\n".join([line(head), line(["-" * w for w in widths])] + [line(b) for b in body])
 
 

@@ -30,7 +30,7 @@ def test_info_nce_triton_equals_torch(interpret, reduction, exclude_self):
     t, w = torch.tensor(0.3), torch.rand(20, generator=g)
     res = {
         b: _run(
-            lambda a, c, tt, r: C.info_nce(a, c, tt, exclude_self=exclude_self, reduction=r, backend=b),
+            lambda a, c, tt, r, b=b: C.info_nce(a, c, tt, exclude_self=exclude_self, reduction=r, backend=b),
             (z1, z2),
             t,
             reduction,
@@ -48,7 +48,9 @@ def test_clip_triton_equals_torch(interpret, reduction):
     a, b = torch.randn(9, 16, generator=g), torch.randn(9, 16, generator=g)
     t, w = torch.tensor(0.1), torch.rand(9, generator=g)
     res = {
-        k: _run(lambda x, y, tt, r: C.clip_loss(x, y, tt, reduction=r, backend=k), (a, b), t, reduction, w)
+        k: _run(
+            lambda x, y, tt, r, k=k: C.clip_loss(x, y, tt, reduction=r, backend=k), (a, b), t, reduction, w
+        )
         for k in ("triton", "torch")
     }
     for x, y in zip(res["triton"], res["torch"]):

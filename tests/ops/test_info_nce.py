@@ -76,7 +76,7 @@ def test_engine_learnable_temperature_gradcheck():
     t = torch.tensor(0.3, dtype=torch.float64, requires_grad=True)
     for reduction in ["mean", "sum", "none"]:
         assert torch.autograd.gradcheck(
-            lambda a, tt: C.nt_xent(a, tt, reduction=reduction, block_size=4), (z, t)
+            lambda a, tt, reduction=reduction: C.nt_xent(a, tt, reduction=reduction, block_size=4), (z, t)
         )
 
 

@@ -54,12 +54,12 @@ def test_engine_equals_naive_float64(B, bs, neg, symmetric, temperature):
     ids = torch.randint(0, max(1, B // 2), (B,), generator=torch.Generator().manual_seed(B))
     for pid in (None, ids):
 
-        def fast(a_, p_, n_, t_, r):
+        def fast(a_, p_, n_, t_, r, pid=pid):
             return C.retrieval_loss(
                 a_, p_, n_, t_, symmetric=symmetric, positive_ids=pid, reduction=r, block_size=bs
             )
 
-        def naive(a_, p_, n_, t_, r):
+        def naive(a_, p_, n_, t_, r, pid=pid):
             return naive_retrieval(a_, p_, n_, t_, r, symmetric, pid)
 
         assert_matches(fast, naive, [a, p, n], [t])
@@ -104,7 +104,7 @@ def test_gradcheck_with_learnable_temperature():
     ids = torch.tensor([0, 1, 0, 2])
     for r in ("mean", "sum", "none"):
         assert torch.autograd.gradcheck(
-            lambda *x: C.retrieval_loss(*x, symmetric=True, positive_ids=ids, reduction=r, block_size=3),
+            lambda *x, r=r: C.retrieval_loss(*x, symmetric=True, positive_ids=ids, reduction=r, block_size=3),
             (a, p, n, t),
         )
 

@@ -32,7 +32,10 @@ def test_engine_equals_naive_float64(B, bs, temperature, bias):
     b = torch.randn(B, 4, generator=g, dtype=torch.float64)
     t = torch.tensor(temperature, dtype=torch.float64)
     c = torch.tensor(bias, dtype=torch.float64)
-    fast = lambda a_, b_, t_, c_, r: C.siglip_loss(a_, b_, t_, c_, reduction=r, block_size=bs)
+
+    def fast(a_, b_, t_, c_, r):
+        return C.siglip_loss(a_, b_, t_, c_, reduction=r, block_size=bs)
+
     assert_matches(fast, naive_siglip, [a, b], [t, c])
 
 
@@ -42,8 +45,13 @@ def test_float_parameters_and_b_without_grad():
         torch.randn(6, 3, generator=g, dtype=torch.float64),
         torch.randn(6, 3, generator=g, dtype=torch.float64),
     )
-    fast = lambda a_, b_, r: C.siglip_loss(a_, b_.detach(), 0.2, -3.0, reduction=r, block_size=4)
-    naive = lambda a_, b_, r: naive_siglip(a_, b_.detach(), 0.2, -3.0, r)
+
+    def fast(a_, b_, r):
+        return C.siglip_loss(a_, b_.detach(), 0.2, -3.0, reduction=r, block_size=4)
+
+    def naive(a_, b_, r):
+        return naive_siglip(a_, b_.detach(), 0.2, -3.0, r)
+
     assert_matches(fast, naive, [a, b], [])
 
 
@@ -69,7 +77,9 @@ def test_gradcheck_temperature_and_bias():
     t = torch.tensor(0.5, dtype=torch.float64, requires_grad=True)
     c = torch.tensor(-1.0, dtype=torch.float64, requires_grad=True)
     for r in ("mean", "sum", "none"):
-        assert torch.autograd.gradcheck(lambda *x: C.siglip_loss(*x, reduction=r, block_size=2), (a, b, t, c))
+        assert torch.autograd.gradcheck(
+            lambda *x, r=r: C.siglip_loss(*x, reduction=r, block_size=2), (a, b, t, c)
+        )
 
 
 def test_extreme_logits_are_exact():

@@ -44,8 +44,13 @@ def test_engine_equals_naive_float64(N, bs, temperature):
     z = torch.randn(N, 4, generator=g, dtype=torch.float64)
     y = labels_for(N, N + bs)
     t = torch.tensor(temperature, dtype=torch.float64)
-    fast = lambda z_, t_, r: C.supcon_loss(z_, y, t_, reduction=r, block_size=bs)
-    naive = lambda z_, t_, r: naive_supcon(z_, y, t_, r)
+
+    def fast(z_, t_, r):
+        return C.supcon_loss(z_, y, t_, reduction=r, block_size=bs)
+
+    def naive(z_, t_, r):
+        return naive_supcon(z_, y, t_, r)
+
     assert_matches(fast, naive, [z], [t])
 
 
@@ -72,7 +77,7 @@ def test_gradcheck_with_learnable_temperature():
     y = torch.tensor([0, 1, 0, 1, 2, 2, 3])
     for r in ("mean", "sum", "none"):
         assert torch.autograd.gradcheck(
-            lambda a, tt: C.supcon_loss(a, y, tt, reduction=r, block_size=3), (z, t)
+            lambda a, tt, r=r: C.supcon_loss(a, y, tt, reduction=r, block_size=3), (z, t)
         )
 
 

@@ -51,7 +51,10 @@ def test_retrieval_grad_matches_fd(rng, neg_shape, symmetric, ids):
     w = rng.uniform(0.5, 1.5, size=5)
     kw = dict(symmetric=symmetric, positive_ids=ids)
     ga, gp, gn, gt = ret.grad(a, p, n, 0.3, weights=w, **kw)
-    f = lambda a_, p_, n_, t=0.3: w @ ret.forward(a_, p_, n_, t, **kw)
+
+    def f(a_, p_, n_, t=0.3):
+        return w @ ret.forward(a_, p_, n_, t, **kw)
+
     assert rel_err(ga, central_differences(lambda x: f(x, p, n), a.copy())) < 1e-6
     assert rel_err(gp, central_differences(lambda x: f(a, x, n), p.copy())) < 1e-6
     if n is not None:
@@ -71,7 +74,10 @@ def test_siglip_grad_matches_fd(rng, normalize):
     a, b = rng.normal(size=(6, 3)), rng.normal(size=(6, 3))
     w = rng.uniform(0.5, 1.5, size=6)
     ga, gb, gt, gbias = sig.grad(a, b, 0.2, -1.5, normalize, weights=w)
-    f = lambda a_, b_, t=0.2, bias=-1.5: w @ sig.forward(a_, b_, t, bias, normalize)
+
+    def f(a_, b_, t=0.2, bias=-1.5):
+        return w @ sig.forward(a_, b_, t, bias, normalize)
+
     assert rel_err(ga, central_differences(lambda x: f(x, b), a.copy())) < 1e-6
     assert rel_err(gb, central_differences(lambda x: f(a, x), b.copy())) < 1e-6
     assert gt == pytest.approx(fd_scalar(lambda t: f(a, b, t), 0.2), rel=1e-6)
@@ -83,7 +89,10 @@ def test_decoupled_info_nce_grad_matches_fd(rng, exclude_self):
     z = rng.normal(size=(10, 3))
     w = rng.uniform(size=10)
     g, gt = nce.grad(z, 0.3, exclude_self, weights=w, decoupled=True)
-    f = lambda x, t=0.3: w @ nce.forward(x, t, exclude_self, decoupled=True)
+
+    def f(x, t=0.3):
+        return w @ nce.forward(x, t, exclude_self, decoupled=True)
+
     assert rel_err(g, central_differences(f, z.copy())) < 1e-6
     assert gt == pytest.approx(fd_scalar(lambda t: f(z, t), 0.3), rel=1e-6)
     # the decoupled denominator is the full one minus the positive's term

@@ -352,7 +352,7 @@ def _read_classes(root: Path, classes: list[str] | None, size: int, channels: in
     if channels == 0:
         channels = 1 if all(im.mode in ("1", "L", "I", "I;16", "F") for im in images) else 3
     arrays = []
-    for im, lab in zip(images, labels):
+    for im in images:
         im = im.convert("L" if channels == 1 else "RGB")
         if size:
             im = im.resize((size, size), Image.BILINEAR)

@@ -494,7 +494,8 @@ def _train(
                 idx = order[s * bs : (s + 1) * bs]
                 batch = task.batch(idx, device)
 
-                def check(value: float) -> None:
+                # epoch and s bound now: check runs within this step only
+                def check(value: float, epoch: int = epoch, s: int = s) -> None:
                     if not _all_finite(value, dc):
                         shown = (
                             value if not torch.isfinite(torch.tensor(value)) else "NaN/Inf on another process"

@@ -11,7 +11,7 @@ import importlib
 import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Dict, Optional
+from typing import Any
 
 __all__ = ["RECIPE_MODULES", "Recipe", "available_recipes", "get_recipe"]
 

@@ -55,10 +55,10 @@ class SiameseDataConfig(DataConfig):
         super().__post_init__()
         try:
             self.class_list()
-        except ValueError:
+        except ValueError as err:
             raise ConfigError(
                 f"data.classes must be comma-separated integer labels like '4,9', got {self.classes!r}"
-            )
+            ) from err
 
     def class_list(self):
         return sorted({int(c) for c in self.classes.split(",") if c.strip()})
