@@ -31,7 +31,9 @@ def shift_bound(inv_t: float, *sides: Sequence[torch.Tensor | None]) -> float:
 class ClipObjective(Objective):
     """Two-tower loss of a (N, d), b (N, d)."""
 
-    def __init__(self, zs: list[torch.Tensor | None], inv_t: float, bias, needs: Sequence[bool], bs: int):
+    def __init__(
+        self, zs: list[torch.Tensor | None], inv_t: float, bias: float | None, needs: Sequence[bool], bs: int
+    ):
         self.a, self.b = present(zs[0]), present(zs[1])  # (N, d) each
         self.n = self.a.shape[0]
         self.inv_t, self.bs, self.needs = inv_t, bs, needs

@@ -10,7 +10,8 @@ the operation, instead of a bare backend error.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -20,11 +21,15 @@ _all_gather_single = getattr(dist, "all_gather_single", None) or dist.all_gather
 _reduce_scatter_single = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
 
 
+# a process group, or None for the default one
+Group = dist.ProcessGroup | None
+
+
 class DistributedError(RuntimeError):
     """A collective failed, or another rank rejected its inputs: raised on every rank."""
 
 
-def run(op: str, what: str, fn, group):
+def run(op: str, what: str, fn: Callable[[], Any], group: Group) -> Any:
     """Run collective ``fn()``; turn a backend failure into a DistributedError naming it."""
     try:
         return fn()
@@ -38,7 +43,7 @@ def run(op: str, what: str, fn, group):
         ) from e
 
 
-def exchange(op: str, values: Sequence[float], device, group) -> torch.Tensor:
+def exchange(op: str, values: Sequence[float], device: torch.device, group: Group) -> torch.Tensor:
     """All-gather one small float64 vector per rank: returns (world_size, len(values))."""
     mine = torch.tensor([float(v) for v in values], dtype=torch.float64, device=device)
     out = mine.new_empty(dist.get_world_size(group) * mine.numel())
@@ -46,7 +51,7 @@ def exchange(op: str, values: Sequence[float], device, group) -> torch.Tensor:
     return out.view(-1, mine.numel())
 
 
-def gather_rows(op: str, x: torch.Tensor, sizes: list[int], group) -> torch.Tensor:
+def gather_rows(op: str, x: torch.Tensor, sizes: list[int], group: Group) -> torch.Tensor:
     """Concatenation over ranks of each rank's x (sizes[r] rows), shape (sum(sizes), ...)."""
     world, top = len(sizes), max(sizes)
     x = x.contiguous()
@@ -59,7 +64,9 @@ def gather_rows(op: str, x: torch.Tensor, sizes: list[int], group) -> torch.Tens
     return torch.cat([out[r * top : r * top + n] for r, n in enumerate(sizes)])
 
 
-def reduce_scatter_rows(op: str, full: torch.Tensor, sizes: list[int], rank: int, group) -> torch.Tensor:
+def reduce_scatter_rows(
+    op: str, full: torch.Tensor, sizes: list[int], rank: int, group: Group
+) -> torch.Tensor:
     """Row block r of ``full`` (sum(sizes), ...) summed over ranks, delivered to rank r."""
     top = max(sizes)
     full = full.contiguous()
@@ -75,7 +82,7 @@ def reduce_scatter_rows(op: str, full: torch.Tensor, sizes: list[int], rank: int
     return out[: sizes[rank]]
 
 
-def all_reduce(op: str, t: torch.Tensor, what: str, group) -> torch.Tensor:
+def all_reduce(op: str, t: torch.Tensor, what: str, group: Group) -> torch.Tensor:
     """Sum of t over ranks (in place)."""
     run(op, what, lambda: dist.all_reduce(t, group=group), group)
     return t

@@ -71,7 +71,9 @@ def chain_normalize(grad_z: torch.Tensor, z: torch.Tensor, norms: torch.Tensor) 
     return tangential.div_(norms)
 
 
-def temperature_value(temperature: float | torch.Tensor, dtype, device) -> torch.Tensor:
+def temperature_value(
+    temperature: float | torch.Tensor, dtype: torch.dtype, device: torch.device | str
+) -> torch.Tensor:
     """The temperature as a detached 0-d tensor of ``dtype`` on ``device``."""
     if isinstance(temperature, torch.Tensor):
         return temperature.detach().to(dtype=dtype, device=device).reshape(())
@@ -85,6 +87,6 @@ def scalar(value: float | torch.Tensor | None) -> float | None:
     return float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
 
 
-def positive_index(N: int, device=None) -> torch.Tensor:
+def positive_index(N: int, device: torch.device | None = None) -> torch.Tensor:
     """p(i) = (i + N/2) mod N, the other view of row i in two stacked views."""
     return (torch.arange(N, device=device) + N // 2) % N

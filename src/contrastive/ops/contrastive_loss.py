@@ -10,6 +10,8 @@ nor underflows for any finite difference.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from .scaling import safe_norm
@@ -24,7 +26,7 @@ class ContrastiveLossFn(torch.autograd.Function):
     """Per-pair losses y D^2/2 + (1 - y) max(0, m - D)^2/2, shape (B,), in float64."""
 
     @staticmethod
-    def forward(ctx, u, v, y, margin: float):
+    def forward(ctx: Any, u: torch.Tensor, v: torch.Tensor, y: torch.Tensor, margin: float) -> torch.Tensor:
         ct = loss_dtype(u)
         diff = u.to(ct) - v.to(ct)  # (B, d)
         yc = y.to(ct)  # (B,)

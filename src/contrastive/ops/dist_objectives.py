@@ -26,12 +26,12 @@ what they cost in one process.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import torch
 
-from .collectives import all_reduce, gather_rows, reduce_scatter_rows
-from .engine import Build, Grads, Objective
+from .collectives import Group, all_reduce, gather_rows, reduce_scatter_rows
+from .engine import Build, Grads, Objective, present
 from .rect_tiles import rect_grad, rect_lse
 from .siglip import SigLIPObjective
 from .tiles import TileMask, use_fixed_shift
@@ -39,7 +39,7 @@ from .tiles import TileMask, use_fixed_shift
 
 class RowConfig(NamedTuple):
     op: str  # public name, for error messages
-    group: object  # process group
+    group: Group  # process group
     rank: int
     sizes: list[int]  # rows (samples / anchors / pairs) per rank, the same everywhere
     scale: float  # world size ('ddp') or 1.0 ('exact')
@@ -65,7 +65,9 @@ def _max_norm(*xs: torch.Tensor | None) -> float:
     )
 
 
-def _reduced(cfg: RowConfig, d_inv: torch.Tensor, d_bias: torch.Tensor | None):
+def _reduced(
+    cfg: RowConfig, d_inv: torch.Tensor, d_bias: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """d/d(inv_t) and d/d(bias) summed over ranks, in one all-reduce."""
     tot = all_reduce(
         cfg.op,
@@ -97,8 +99,16 @@ class DistSupCon(_RowOwner):
     """SupCon rows of this rank: z_R against all N gathered rows, self (column o + i) masked;
     positives by class sums of the gathered rows (see :mod:`.supcon`)."""
 
-    def __init__(self, zs, inv_t: float, bias, needs, cfg: RowConfig, labels: torch.Tensor):
-        self.cfg, self.inv_t, zl = cfg, inv_t, zs[0]  # zl: (R, d) local unit rows
+    def __init__(
+        self,
+        zs: list[torch.Tensor | None],
+        inv_t: float,
+        bias: float | None,
+        needs: Sequence[bool],
+        cfg: RowConfig,
+        labels: torch.Tensor,
+    ):
+        self.cfg, self.inv_t, zl = cfg, inv_t, present(zs[0])  # zl: (R, d) local unit rows
         self.zl, self.n = zl, zl.shape[0]
         self.z = z = gather_rows(cfg.op, zl, cfg.sizes, cfg.group)  # (N, d)
         _, self.cls, counts = torch.unique(labels, return_inverse=True, return_counts=True)
@@ -124,7 +134,8 @@ class DistSupCon(_RowOwner):
     def grad(self, w: torch.Tensor) -> Grads:
         cfg, z, zl, cl = self.cfg, self.z, self.zl, self.cls[self.cfg.rows]
         w = torch.where(self.has, w, torch.zeros_like(w))  # rows without positives: no loss
-        gx, gy = rect_grad(zl, z, self.inv_t, self.c, self.mask, cfg.bs, self.fixed, self.lse, w)
+        gx, gy_ = rect_grad(zl, z, self.inv_t, self.c, self.mask, cfg.bs, self.fixed, self.lse, w)
+        gy = present(gy_)  # (N, d): need_y is on
         v = w / self.npos.clamp_min(1)  # v_i = w_i / |P(i)|
         vz = v[:, None] * zl  # (R, d)
         gx.sub_(v[:, None] * (self.csum[cl] - zl))  # d/dz_i of -v_i z_i . (c_{y_i} - z_i)
@@ -142,17 +153,29 @@ class DistRetrieval(_RowOwner):
     The symmetric direction's column normalisers (a positive against every anchor) are sums over
     all ranks' anchor rows: each rank's partial log-sum-exps are all-gathered and combined."""
 
-    def __init__(self, zs, inv_t: float, bias, needs, cfg: RowConfig, ids: torch.Tensor | None):
+    def __init__(
+        self,
+        zs: list[torch.Tensor | None],
+        inv_t: float,
+        bias: float | None,
+        needs: Sequence[bool],
+        cfg: RowConfig,
+        ids: torch.Tensor | None,
+    ):
         self.cfg, self.inv_t = cfg, inv_t
-        self.al, self.pl, nl = zs[0], zs[1], zs[2]  # local unit rows
+        self.al, self.pl, nl = present(zs[0]), present(zs[1]), zs[2]  # local unit rows
         self.n, d, K = self.al.shape[0], self.al.shape[1], cfg.neg_per_anchor
-        parts = [self.pl] + ([nl.reshape(self.n, K * d)] if K else [])
-        G = gather_rows(cfg.op, torch.cat(parts, 1), cfg.sizes, cfg.group)  # (B, (1 + K) d)
+        rows = [self.pl] + ([present(nl).reshape(self.n, K * d)] if K else [])
+        G = gather_rows(cfg.op, torch.cat(rows, 1), cfg.sizes, cfg.group)  # (B, (1 + K) d)
         self.P = G[:, :d]  # (B, d) every positive
         self.N = (
             G[:, d:].reshape(-1, d)
             if K
-            else (gather_rows(cfg.op, nl, cfg.neg_sizes, cfg.group) if cfg.neg_sizes is not None else None)
+            else (
+                gather_rows(cfg.op, present(nl), cfg.neg_sizes, cfg.group)
+                if cfg.neg_sizes is not None
+                else None
+            )
         )
         o = cfg.offset
         self.mask = (
@@ -167,7 +190,7 @@ class DistRetrieval(_RowOwner):
             lse_r = torch.logaddexp(lse_r, lse_n)  # every candidate of row i
         self.lse_r = lse_r  # (R,)
         if sym:  # (W, B) partials -> (B,)
-            parts = gather_rows(cfg.op, lse_c[None, :], [1] * len(cfg.sizes), cfg.group)
+            parts = gather_rows(cfg.op, present(lse_c)[None, :], [1] * len(cfg.sizes), cfg.group)
             self.lse_c = torch.logsumexp(parts, 0)
 
     def losses(self) -> torch.Tensor:
@@ -183,7 +206,7 @@ class DistRetrieval(_RowOwner):
         v = None
         if sym:  # column j's weight, owned by j's rank
             v = 0.5 * gather_rows(cfg.op, w, cfg.sizes, cfg.group)  # (B,)
-        ga, gp = rect_grad(
+        ga, gp_ = rect_grad(
             al,
             self.P,
             it,
@@ -196,6 +219,7 @@ class DistRetrieval(_RowOwner):
             self.lse_c if sym else None,
             v,
         )  # (R, d), (B, d)
+        gp = present(gp_)  # need_y is on
         gn = None
         if self.N is not None:
             ga_n, gn = rect_grad(
@@ -212,7 +236,8 @@ class DistRetrieval(_RowOwner):
             gn_l = (
                 mine[:, d:].reshape(-1, d)
                 if K
-                else reduce_scatter_rows(cfg.op, gn, cfg.neg_sizes, cfg.rank, cfg.group)
+                # unpaired negatives (K = 0): neg_sizes is set whenever N is
+                else reduce_scatter_rows(cfg.op, gn, cast(list[int], cfg.neg_sizes), cfg.rank, cfg.group)
             )
         d_inv, _ = _reduced(cfg, d_inv, None)
         s = it * cfg.scale
@@ -223,21 +248,31 @@ class DistSigLIP(_RowOwner):
     """SigLIP rows of this rank: its a rows against every gathered b, positives at column o + i,
     loss and gradient in one pass (:class:`.siglip.SigLIPObjective` with an offset)."""
 
-    def __init__(self, zs, inv_t: float, bias: float, needs, cfg: RowConfig):
+    def __init__(
+        self,
+        zs: list[torch.Tensor | None],
+        inv_t: float,
+        bias: float | None,
+        needs: Sequence[bool],
+        cfg: RowConfig,
+    ):
+        assert bias is not None  # the sigmoid loss always has its bias
         self.cfg = cfg
-        b = gather_rows(cfg.op, zs[1], cfg.sizes, cfg.group)  # (B, d)
+        b = gather_rows(cfg.op, present(zs[1]), cfg.sizes, cfg.group)  # (B, d)
         self.inner = SigLIPObjective([zs[0], b], inv_t, bias, (True, True), cfg.bs, offset=cfg.offset)
-        self.n = zs[0].shape[0]
+        self.n = present(zs[0]).shape[0]
 
     def losses(self) -> torch.Tensor:
         return self.inner.losses()
 
-    def losses_and_grad(self, w: torch.Tensor):
+    def losses_and_grad(self, w: torch.Tensor) -> tuple[torch.Tensor, Grads]:
         cfg = self.cfg
         losses, ([ga, gb], d_inv, d_bias) = self.inner.losses_and_grad(w)
-        gb = reduce_scatter_rows(cfg.op, gb, cfg.sizes, cfg.rank, cfg.group)  # dS^T A from every rank
+        gb = reduce_scatter_rows(
+            cfg.op, present(gb), cfg.sizes, cfg.rank, cfg.group
+        )  # dS^T A from every rank
         d_inv, d_bias = _reduced(cfg, d_inv, d_bias)
-        return losses, ([ga.mul_(cfg.scale), gb.mul_(cfg.scale)], d_inv, d_bias)
+        return losses, ([present(ga).mul_(cfg.scale), gb.mul_(cfg.scale)], d_inv, d_bias)
 
     def grad(self, w: torch.Tensor) -> Grads:
         return self.losses_and_grad(w)[1]
@@ -247,9 +282,11 @@ def dist_build(kind: str, cfg: RowConfig, extra: torch.Tensor | None = None) -> 
     """The engine's ``build`` for ``kind`` in 'supcon' (extra: global labels), 'retrieval'
     (extra: global positive ids or None), 'siglip'."""
 
-    def build(zs, inv_t, bias, needs: Sequence[bool]) -> Objective:
+    def build(
+        zs: list[torch.Tensor | None], inv_t: float, bias: float | None, needs: Sequence[bool]
+    ) -> Objective:
         if kind == "supcon":
-            return DistSupCon(zs, inv_t, bias, needs, cfg, extra)
+            return DistSupCon(zs, inv_t, bias, needs, cfg, present(extra))
         if kind == "retrieval":
             return DistRetrieval(zs, inv_t, bias, needs, cfg, extra)
         return DistSigLIP(zs, inv_t, bias, needs, cfg)

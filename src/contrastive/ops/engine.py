@@ -21,6 +21,7 @@ One name for the inverse temperature throughout ops/: ``inv_t`` = 1 / tau.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 
@@ -66,7 +67,13 @@ def present(x: torch.Tensor | None) -> torch.Tensor:
 Build = Callable[[list[torch.Tensor | None], float, float | None, Sequence[bool]], Objective]
 
 
-def _finish(grads: Grads, zs, norms, inv_t: float, needs):
+def _finish(
+    grads: Grads,
+    zs: Sequence[torch.Tensor | None],
+    norms: Sequence[torch.Tensor | None],
+    inv_t: float,
+    needs: Sequence[bool],
+) -> Grads:
     """Chain the normalisation, turn d/d(inv_t) into d/d(tau)."""
     gs, d_inv, d_bias = grads
     out: list[torch.Tensor | None] = []
@@ -74,7 +81,7 @@ def _finish(grads: Grads, zs, norms, inv_t: float, needs):
         if g is None or not need:
             out.append(None)
         else:
-            out.append(chain_normalize(g, z, n) if n is not None else g)  # (I - z z^T) g / |u|
+            out.append(chain_normalize(g, present(z), n) if n is not None else g)  # (I - z z^T) g / |u|
     d_tau = -d_inv * (inv_t * inv_t)  # d/dtau = -inv_t^2 d/d(inv_t)
     return out, d_tau, d_bias
 
@@ -87,15 +94,15 @@ class EngineFn(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx,
+        ctx: Any,
         build: Build,
         normalize: bool,
         reduction: str,
         want_grad: bool,
         temperature: float | torch.Tensor,
-        bias,
+        bias: float | torch.Tensor | None,
         *inputs: torch.Tensor | None,
-    ):
+    ) -> torch.Tensor:
         ct = compute_dtype(present(inputs[0]).dtype)
         zs: list[torch.Tensor | None] = []
         norms: list[torch.Tensor | None] = []
@@ -131,14 +138,14 @@ class EngineFn(torch.autograd.Function):
         return (w * losses).sum()  # sum_i w_i loss_i
 
     @staticmethod
-    def backward(ctx, g_out):
+    def backward(ctx: Any, g_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         reduction, inv_t, in_dtypes, t_dtype, b_dtype = ctx.meta
         needs = ctx.needs_input_grad
         if reduction == "none":
             zs = ctx.zs
             w = g_out.to(next(z for z in zs if z is not None).dtype)  # the upstream weights
             gs, d_tau, d_bias = _finish(ctx.obj.grad(w), zs, ctx.norms, inv_t, needs[6:])
-            scale = 1.0
+            scale: float | torch.Tensor = 1.0
         else:
             gs, d_tau, d_bias = ctx.grads
             scale = g_out.to(d_tau.dtype)
@@ -151,9 +158,9 @@ class EngineFn(torch.autograd.Function):
 def run(
     build: Build,
     inputs: Sequence[torch.Tensor | None],
-    temperature,
+    temperature: float | torch.Tensor,
     *,
-    bias=None,
+    bias: float | torch.Tensor | None = None,
     normalize: bool = True,
     reduction: str = "mean",
 ) -> torch.Tensor:

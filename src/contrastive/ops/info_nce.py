@@ -39,7 +39,7 @@ class InfoNCEObjective(Objective):
         self,
         zs: list[torch.Tensor | None],
         inv_t: float,
-        bias,
+        bias: float | None,
         needs: Sequence[bool],
         exclude_self: bool,
         decoupled: bool,

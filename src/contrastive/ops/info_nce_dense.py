@@ -8,6 +8,8 @@
 The reference path and the oracle for the blockwise engine in :mod:`.info_nce`.
 """
 
+from typing import Any
+
 import torch
 
 from .common import chain_normalize, compute_dtype, normalize_rows, positive_index, temperature_value
@@ -19,7 +21,9 @@ class DenseInfoNCEFn(torch.autograd.Function):
     """Per-row losses (N,) of stacked u (N, d), in the compute dtype."""
 
     @staticmethod
-    def forward(ctx, u, temperature, exclude_self: bool, normalize: bool):
+    def forward(
+        ctx: Any, u: torch.Tensor, temperature: float | torch.Tensor, exclude_self: bool, normalize: bool
+    ) -> torch.Tensor:
         ct = compute_dtype(u.dtype)
         x = u.to(ct)
         z, norms = normalize_rows(x) if normalize else (x, None)  # (N, d)

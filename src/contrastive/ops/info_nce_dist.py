@@ -24,12 +24,12 @@ which then runs pass 2 and its two collectives.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 
 from . import compute_dtype
-from .collectives import all_reduce, gather_rows, reduce_scatter_rows
+from .collectives import Group, all_reduce, gather_rows, reduce_scatter_rows
 from .info_nce import _max_sq_norm
 from .info_nce_dense import chain_normalize, normalize_rows, temperature_value
 from .info_nce_rows import rows_grad, rows_lse
@@ -38,7 +38,7 @@ from .tiles import use_fixed_shift
 
 class DistConfig(NamedTuple):
     op: str  # public name, for error messages
-    group: object  # process group (None: default)
+    group: Group  # process group (None: default)
     rank: int
     sizes: list[int]  # pairs per rank, identical on every rank
     scale: float  # world_size ('ddp') or 1.0 ('exact')
@@ -53,7 +53,7 @@ class GatherWithGradFn(torch.autograd.Function):
     """cat over ranks of x (sizes[r] rows each); backward: reduce-scatter (sum over ranks)."""
 
     @staticmethod
-    def forward(ctx, x, cfg: DistConfig):
+    def forward(ctx: Any, x: torch.Tensor, cfg: DistConfig) -> torch.Tensor:
         ctx.cfg = cfg
         return gather_rows(cfg.op, x, cfg.sizes, cfg.group)
 
@@ -63,7 +63,7 @@ class GatherWithGradFn(torch.autograd.Function):
         return reduce_scatter_rows(cfg.op, g, cfg.sizes, cfg.rank, cfg.group), None
 
 
-def _layout(cfg: DistConfig):
+def _layout(cfg: DistConfig) -> tuple[int, int, int]:
     B_r, B = cfg.sizes[cfg.rank], sum(cfg.sizes)
     o = sum(cfg.sizes[: cfg.rank])
     return B_r, B, o
@@ -94,7 +94,9 @@ class DistInfoNCEFn(torch.autograd.Function):
     the local rows' losses in the order [z1_r; z2_r])."""
 
     @staticmethod
-    def forward(ctx, u1, u2, temperature, cfg: DistConfig):
+    def forward(
+        ctx: Any, u1: torch.Tensor, u2: torch.Tensor, temperature: float | torch.Tensor, cfg: DistConfig
+    ) -> torch.Tensor:
         ct = compute_dtype(u1.dtype)
         B_r, B, o = _layout(cfg)
         d = u1.shape[1]
@@ -185,7 +187,9 @@ class DistClipFn(torch.autograd.Function):
     rows and the columns o_r .. o_r + B_r of S = a b^T / tau. Same contract as DistInfoNCEFn."""
 
     @staticmethod
-    def forward(ctx, a_in, b_in, temperature, cfg: DistConfig):
+    def forward(
+        ctx: Any, a_in: torch.Tensor, b_in: torch.Tensor, temperature: float | torch.Tensor, cfg: DistConfig
+    ) -> torch.Tensor:
         ct = compute_dtype(a_in.dtype)
         B_r, B, o = _layout(cfg)
         d = a_in.shape[1]

@@ -61,10 +61,14 @@ def rect_lse(
         for j0, j1 in blocks(C, bs):
             S = tile_mm(xs[i0:i1], y[j0:j1], buf.get("S", i1 - i0, j1 - j0))
             mask.apply(S, i0, j0, float("-inf"))
-            online_update(mr, rr, slice(i0, i1), S.amax(1), lambda s, S=S: torch.exp(S - s[:, None]).sum(1))
+            online_update(mr, rr, slice(i0, i1), S.amax(1), lambda s: torch.exp(S - s[:, None]).sum(1))  # noqa: B023 -- called at once
             if cols:
                 online_update(
-                    mc, rc, slice(j0, j1), S.amax(0), lambda s, S=S: torch.exp(S - s[None, :]).sum(0)
+                    mc,
+                    rc,
+                    slice(j0, j1),
+                    S.amax(0),
+                    lambda s: torch.exp(S - s[None, :]).sum(0),  # noqa: B023 -- called at once
                 )
     return mr + rr.log(), (mc + rc.log() if cols else None)
 

@@ -38,7 +38,7 @@ class RetrievalObjective(Objective):
         self,
         zs: list[torch.Tensor | None],
         inv_t: float,
-        bias,
+        bias: float | None,
         needs: Sequence[bool],
         symmetric: bool,
         positive_ids: torch.Tensor | None,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 
 
-def pow2_exponent(x: torch.Tensor, dim=None) -> torch.Tensor:
+def pow2_exponent(x: torch.Tensor, dim: int | None = None) -> torch.Tensor:
     """Exponents ``e`` with ``max |x| = m 2^e``, ``m`` in [0.5, 1), over ``dim`` (all if None).
 
     All-zero slices get ``e = 0`` (nothing to rescale).
@@ -50,7 +50,7 @@ def times_pow2(x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
     return x * torch.exp2(half) * torch.exp2(e - half)
 
 
-def scaled_rows(x: torch.Tensor):
+def scaled_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(x_hat, e)`` with ``x_hat = x 2^-e`` row by row, each row's largest entry in [0.5, 1).
 
     Shape:
@@ -60,7 +60,7 @@ def scaled_rows(x: torch.Tensor):
     return times_pow2(x, -e[:, None]), e
 
 
-def scaled_whole(x: torch.Tensor):
+def scaled_whole(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(x_hat, e)`` with ``x_hat = x 2^-e``, the largest entry of the whole tensor in [0.5, 1)."""
     e = pow2_exponent(x)
     return times_pow2(x, -e), e

@@ -79,8 +79,10 @@ class SigLIPObjective(Objective):
     def losses(self) -> torch.Tensor:
         return self._pass(None)[0]
 
-    def losses_and_grad(self, w: torch.Tensor):
-        return self._pass(w)
+    def losses_and_grad(self, w: torch.Tensor) -> tuple[torch.Tensor, Grads]:
+        losses, grads = self._pass(w)
+        assert grads is not None  # weights given: gradients made
+        return losses, grads
 
     def grad(self, w: torch.Tensor) -> Grads:
         grads = self._pass(w)[1]

@@ -33,7 +33,7 @@ class SupConObjective(Objective):
         self,
         zs: list[torch.Tensor | None],
         inv_t: float,
-        bias,
+        bias: float | None,
         needs: Sequence[bool],
         labels: torch.Tensor,
         bs: int,

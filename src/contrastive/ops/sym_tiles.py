@@ -55,9 +55,9 @@ def sym_lse(z: torch.Tensor, inv_t: float, c: float, mask: TileMask, bs: int, fi
         for j0, j1 in plan[bi:]:
             S = tile_mm(zs[i0:i1], z[j0:j1], buf.get("S", i1 - i0, j1 - j0))
             mask.apply(S, i0, j0, float("-inf"))
-            online_update(m, r, slice(i0, i1), S.amax(1), lambda s, S=S: torch.exp(S - s[:, None]).sum(1))
+            online_update(m, r, slice(i0, i1), S.amax(1), lambda s: torch.exp(S - s[:, None]).sum(1))  # noqa: B023 -- called at once
             if i0 != j0:
-                online_update(m, r, slice(j0, j1), S.amax(0), lambda s, S=S: torch.exp(S - s[None, :]).sum(0))
+                online_update(m, r, slice(j0, j1), S.amax(0), lambda s: torch.exp(S - s[None, :]).sum(0))  # noqa: B023 -- called at once
     return m + r.log()
 
 

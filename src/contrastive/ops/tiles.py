@@ -11,6 +11,7 @@ online (running) maximum.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 
@@ -24,7 +25,7 @@ def default_block_size(device: torch.device, n: int) -> int:
     return max(1, min(b, n))
 
 
-def check_block_size(block_size, n: int, device: torch.device) -> int:
+def check_block_size(block_size: object, n: int, device: torch.device) -> int:
     if block_size is None:
         return default_block_size(device, n)
     if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
@@ -59,7 +60,13 @@ class TileBuffers:
         return buf
 
 
-def online_update(m: torch.Tensor, r: torch.Tensor, sl: slice, tile_max: torch.Tensor, expsum) -> None:
+def online_update(
+    m: torch.Tensor,
+    r: torch.Tensor,
+    sl: slice,
+    tile_max: torch.Tensor,
+    expsum: Callable[[torch.Tensor], torch.Tensor],
+) -> None:
     """One online log-sum-exp step on rows ``sl``: running max ``m``, running sum ``r`` (both in
     place). ``expsum(shift)`` returns the tile's sums of exp(S - shift); a row that has seen only
     -inf keeps shift 0, so no inf - inf appears."""

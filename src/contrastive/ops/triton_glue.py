@@ -25,7 +25,7 @@ class TritonInfoNCEObjective(Objective):
         zs: list[torch.Tensor | None],
         inv_t: float,
         exclude_self: bool,
-        bs,
+        bs: int,
         kernel_dtype: torch.dtype,
     ):
         self.zk = present(zs[0]).to(kernel_dtype).contiguous()  # (N, d) kernel input
@@ -41,7 +41,7 @@ class TritonInfoNCEObjective(Objective):
         )
         return loss
 
-    def losses_and_grad(self, w: torch.Tensor):
+    def losses_and_grad(self, w: torch.Tensor) -> tuple[torch.Tensor, Grads]:
         from ..kernels import info_nce_triton
 
         loss, g, d_inv = info_nce_triton(self.zk, self.inv_t, self.exclude_self, w, True, self.bs)
@@ -59,12 +59,12 @@ class TritonInfoNCEObjective(Objective):
 class TritonClipObjective(Objective):
     """Two-tower loss of a, b (N, d) on :func:`contrastive.kernels.clip_triton`."""
 
-    def __init__(self, zs: list[torch.Tensor | None], inv_t: float, bs, kernel_dtype: torch.dtype):
+    def __init__(self, zs: list[torch.Tensor | None], inv_t: float, bs: int, kernel_dtype: torch.dtype):
         self.ak = present(zs[0]).to(kernel_dtype).contiguous()
         self.bk = present(zs[1]).to(kernel_dtype).contiguous()
         self.n = self.ak.shape[0]
         self.inv_t, self.bs = inv_t, bs
-        self.lse = None
+        self.lse: torch.Tensor | None = None
 
     def losses(self) -> torch.Tensor:
         from ..kernels import clip_triton
@@ -74,7 +74,7 @@ class TritonClipObjective(Objective):
         )
         return loss
 
-    def losses_and_grad(self, w: torch.Tensor):
+    def losses_and_grad(self, w: torch.Tensor) -> tuple[torch.Tensor, Grads]:
         from ..kernels import clip_triton
 
         loss, ga, gb, d_inv = clip_triton(self.ak, self.bk, self.inv_t, w, True, self.bs)
@@ -87,19 +87,23 @@ class TritonClipObjective(Objective):
         return [ga, gb], d_inv, None
 
 
-def triton_info_nce_objective(exclude_self: bool, bs, kernel_dtype: torch.dtype) -> Build:
+def triton_info_nce_objective(exclude_self: bool, bs: int, kernel_dtype: torch.dtype) -> Build:
     """The engine's ``build`` for two-view InfoNCE on the Triton kernels."""
 
-    def build(zs, inv_t, bias, needs: Sequence[bool]):
+    def build(
+        zs: list[torch.Tensor | None], inv_t: float, bias: float | None, needs: Sequence[bool]
+    ) -> Objective:
         return TritonInfoNCEObjective(zs, inv_t, exclude_self, bs, kernel_dtype)
 
     return build
 
 
-def triton_clip_objective(bs, kernel_dtype: torch.dtype) -> Build:
+def triton_clip_objective(bs: int, kernel_dtype: torch.dtype) -> Build:
     """The engine's ``build`` for the two-tower loss on the Triton kernels."""
 
-    def build(zs, inv_t, bias, needs: Sequence[bool]):
+    def build(
+        zs: list[torch.Tensor | None], inv_t: float, bias: float | None, needs: Sequence[bool]
+    ) -> Objective:
         return TritonClipObjective(zs, inv_t, bs, kernel_dtype)
 
     return build
