@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from typing import Any
 
 import torch
 
@@ -15,7 +16,7 @@ FLOAT_DTYPES = (torch.float64, torch.float32, torch.bfloat16, torch.float16)
 REDUCTIONS = ("mean", "sum", "none")
 
 
-def check_tensor(name: str, x, ndim: int | None = None) -> torch.Tensor:
+def check_tensor(name: str, x: Any, ndim: int | None = None) -> torch.Tensor:
     """Check that ``x`` is a floating tensor with ``ndim`` dimensions and at least one row."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(
@@ -74,13 +75,13 @@ def check_same_device(name_a: str, a: torch.Tensor, name_b: str, b: torch.Tensor
         raise ValueError(f"{name_a} is on {a.device} and {name_b} on {b.device}; move both to one device")
 
 
-def check_reduction(reduction) -> str:
+def check_reduction(reduction: Any) -> str:
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
     return reduction
 
 
-def check_temperature(temperature) -> float | torch.Tensor:
+def check_temperature(temperature: Any) -> float | torch.Tensor:
     """A positive finite float, or a positive finite scalar tensor (which may require grad).
 
     A tensor that requires grad is a learned temperature; when training has pushed it to
@@ -113,7 +114,7 @@ def check_temperature(temperature) -> float | torch.Tensor:
     return temperature
 
 
-def check_bool(name: str, value) -> bool:
+def check_bool(name: str, value: Any) -> bool:
     """``value`` must be a real bool (or a NumPy/torch boolean scalar); ``'no'`` is refused."""
     if isinstance(value, bool):
         return value
@@ -124,7 +125,7 @@ def check_bool(name: str, value) -> bool:
     raise TypeError(f"{name} must be True or False, got {value!r} ({type(value).__name__})")
 
 
-def check_margin(margin) -> float:
+def check_margin(margin: Any) -> float:
     if isinstance(margin, bool) or not isinstance(margin, (int, float)):
         raise TypeError(f"margin must be a float, got {type(margin).__name__}")
     margin = float(margin)

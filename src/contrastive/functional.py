@@ -134,7 +134,7 @@ def contrastive_loss(
     return out
 
 
-def _check_temperature_device(temperature, ref: torch.Tensor):
+def _check_temperature_device(temperature: Temperature, ref: torch.Tensor) -> Temperature:
     if isinstance(temperature, torch.Tensor):
         if temperature.device != ref.device:
             raise ValueError(
@@ -353,7 +353,7 @@ def info_nce(
     )
 
 
-def _dense_clip(a, b, temperature, normalize):
+def _dense_clip(a: torch.Tensor, b: torch.Tensor, temperature: Temperature, normalize: bool) -> torch.Tensor:
     """The two-tower loss by plain autograd over the full N x N logits (reference path)."""
     ct = compute_dtype(a.dtype)
     a, b = a.to(ct), b.to(ct)
@@ -515,7 +515,7 @@ def cosine_similarity(
     if A.dim() == 1:
         if packed_dim(A.shape[0]) != d:
             raise ValueError(f"packed A has {A.shape[0]} entries; for d = {d} it needs {d * (d + 1) // 2}")
-        fn = PackedSymCosineFn
+        fn: type[PackedSymCosineFn | SymCosineFn] = PackedSymCosineFn
     elif A.dim() == 2 and tuple(A.shape) == (d, d):
         fn = SymCosineFn
     else:

@@ -65,9 +65,9 @@ class _CosineMetricBase(BaseEstimator):
         if nc is not None:
             if isinstance(nc, bool) or not isinstance(nc, numbers.Real):
                 raise TypeError(f"n_components must be None, an int or a float in (0, 1), got {nc!r}")
-            if isinstance(nc, numbers.Integral) and not 1 <= nc <= n_features:
+            if isinstance(nc, numbers.Integral) and not 1 <= int(nc) <= n_features:
                 raise ValueError(f"n_components must be in [1, n_features={n_features}], got {nc}")
-            if not isinstance(nc, numbers.Integral) and not 0 < nc < 1:
+            if not isinstance(nc, numbers.Integral) and not 0 < float(nc) < 1:
                 raise ValueError(f"n_components as a float is a variance fraction in (0, 1), got {nc}")
         if isinstance(self.init, str):
             check_choice("init", self.init, ("pca", "identity"))

@@ -25,7 +25,7 @@ class TritonInfoNCEObjective(Objective):
         zs: list[torch.Tensor | None],
         inv_t: float,
         exclude_self: bool,
-        bs: int,
+        bs: int | None,
         kernel_dtype: torch.dtype,
     ):
         self.zk = present(zs[0]).to(kernel_dtype).contiguous()  # (N, d) kernel input
@@ -59,7 +59,9 @@ class TritonInfoNCEObjective(Objective):
 class TritonClipObjective(Objective):
     """Two-tower loss of a, b (N, d) on :func:`contrastive.kernels.clip_triton`."""
 
-    def __init__(self, zs: list[torch.Tensor | None], inv_t: float, bs: int, kernel_dtype: torch.dtype):
+    def __init__(
+        self, zs: list[torch.Tensor | None], inv_t: float, bs: int | None, kernel_dtype: torch.dtype
+    ):
         self.ak = present(zs[0]).to(kernel_dtype).contiguous()
         self.bk = present(zs[1]).to(kernel_dtype).contiguous()
         self.n = self.ak.shape[0]
@@ -87,7 +89,7 @@ class TritonClipObjective(Objective):
         return [ga, gb], d_inv, None
 
 
-def triton_info_nce_objective(exclude_self: bool, bs: int, kernel_dtype: torch.dtype) -> Build:
+def triton_info_nce_objective(exclude_self: bool, bs: int | None, kernel_dtype: torch.dtype) -> Build:
     """The engine's ``build`` for two-view InfoNCE on the Triton kernels."""
 
     def build(
@@ -98,7 +100,7 @@ def triton_info_nce_objective(exclude_self: bool, bs: int, kernel_dtype: torch.d
     return build
 
 
-def triton_clip_objective(bs: int, kernel_dtype: torch.dtype) -> Build:
+def triton_clip_objective(bs: int | None, kernel_dtype: torch.dtype) -> Build:
     """The engine's ``build`` for the two-tower loss on the Triton kernels."""
 
     def build(
