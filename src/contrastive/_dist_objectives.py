@@ -12,9 +12,9 @@ from . import functional as F
 from ._dist_common import GRADIENTS, _agree, _check_gradient, _device, _dtype_code, _group, _rows
 from .functional import Temperature
 from .objectives import _check_ids, _check_param
-from .ops.collectives import gather_rows
+from .ops.collectives import Group, gather_rows
 from .ops.dist_objectives import RowConfig, dist_build, global_loss
-from .ops.engine import EngineFn
+from .ops.engine import EngineFn, present
 from .ops.tiles import check_block_size
 
 __all__ = ["retrieval_loss", "siglip_loss", "supcon_loss"]
@@ -88,8 +88,15 @@ def _objective_loss(
         ("reduction", V.REDUCTIONS.index(reduction) if ok else 0),
         ("need for a gradient (requires_grad on the inputs, torch.no_grad)", want_grad),
         ("gradient", GRADIENTS.index(gradient) if ok else 0),
-    ] + list(zip(setting_names, settings if ok else [0] * len(setting_names)))
-    sizes = _agree(op, group, _device(x0, group), err, tuple(counts) if ok else (0,) * n_counts, checks)
+    ] + list(zip(setting_names, settings if ok and settings is not None else [0] * len(setting_names)))
+    sizes = _agree(
+        op,
+        group,
+        _device(x0, group),
+        err,
+        tuple(counts) if ok and counts is not None else (0,) * n_counts,
+        checks,
+    )
     if sum(sizes[0]) == 0:
         raise ValueError(
             f"contrastive.distributed.{op}: the global batch is empty (every rank passed 0 rows)"
@@ -116,7 +123,7 @@ def supcon_loss(
     *,
     normalize: bool = True,
     reduction: str = "mean",
-    process_group=None,
+    process_group: Group = None,
     gradient: str = "ddp",
     check_finite: bool = True,
     block_size: int | None = None,
@@ -225,7 +232,7 @@ def retrieval_loss(
     positive_ids: torch.Tensor | None = None,
     normalize: bool = True,
     reduction: str = "mean",
-    process_group=None,
+    process_group: Group = None,
     gradient: str = "ddp",
     check_finite: bool = True,
     block_size: int | None = None,
@@ -352,18 +359,23 @@ def retrieval_loss(
         ids = None
         if positive_ids is not None:
             ids = gather_rows("retrieval_loss", local["ids"], sizes[0], cfg["group"])  # (B,) global ids
-        K = negatives.shape[1] if kind == 1 else 0
+        K = present(negatives).shape[1] if kind == 1 else 0  # kind 1: (B, K, d) negatives
         rc = RowConfig(
             **cfg,
             symmetric=bool(symmetric),
             neg_sizes=sizes[1] if kind else None,
             neg_per_anchor=K,
-            neg_grad=bool(kind and negatives.requires_grad and torch.is_grad_enabled()),
+            neg_grad=bool(kind and present(negatives).requires_grad and torch.is_grad_enabled()),
         )
         return dist_build("retrieval", rc, ids), rc
 
     inputs = [anchors, positives, None]
-    if kind == 1 and isinstance(anchors, torch.Tensor) and negatives.shape[0] == anchors.shape[0]:
+    if (
+        kind == 1
+        and negatives is not None
+        and isinstance(anchors, torch.Tensor)
+        and negatives.shape[0] == anchors.shape[0]
+    ):
         inputs[2] = negatives.reshape(-1, negatives.shape[-1])  # (B_r K, d), anchor-major
     elif kind == 2:
         inputs[2] = negatives
@@ -398,7 +410,7 @@ def siglip_loss(
     *,
     normalize: bool = True,
     reduction: str = "mean",
-    process_group=None,
+    process_group: Group = None,
     gradient: str = "ddp",
     check_finite: bool = True,
     block_size: int | None = None,

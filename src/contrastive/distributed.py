@@ -58,7 +58,7 @@ from . import functional as F
 from ._dist_common import GRADIENTS, _agree, _check_gradient, _device, _dtype_code, _group, _rows
 from ._dist_objectives import retrieval_loss, siglip_loss, supcon_loss
 from .functional import Temperature, _check_temperature_device
-from .ops.collectives import DistributedError
+from .ops.collectives import DistributedError, Group
 from .ops.info_nce_dist import DistClipFn, DistConfig, DistInfoNCEFn, GatherWithGradFn
 from .ops.tiles import check_block_size
 
@@ -148,7 +148,7 @@ def _pair_loss(
     return fn.apply(a, b, temperature, cfg).to(a.dtype)
 
 
-def all_gather_with_grad(x: torch.Tensor, group=None) -> torch.Tensor:
+def all_gather_with_grad(x: torch.Tensor, group: Group = None) -> torch.Tensor:
     r"""All-gather along dim 0 whose backward returns each slice's gradient to its owner.
 
     Forward: ``torch.cat([x_0, ..., x_{W-1}])`` over the ranks of ``group`` (first
@@ -217,7 +217,7 @@ def info_nce(
     exclude_self: bool = True,
     normalize: bool = True,
     reduction: str = "mean",
-    process_group=None,
+    process_group: Group = None,
     gradient: str = "ddp",
     check_finite: bool = True,
     block_size: int | None = None,
@@ -317,7 +317,7 @@ def clip_loss(
     *,
     normalize: bool = True,
     reduction: str = "mean",
-    process_group=None,
+    process_group: Group = None,
     gradient: str = "ddp",
     check_finite: bool = True,
     block_size: int | None = None,

@@ -43,15 +43,19 @@ class ContrastiveLoss(nn.Module):
         self.margin = V.check_margin(margin)
         self.reduction = V.check_reduction(reduction)
 
-    def forward(self, u, v, y):
+    def forward(self, u: torch.Tensor, v: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.contrastive_loss(u, v, y, self.margin, self.reduction)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"margin={self.margin}, reduction={self.reduction!r}"
 
 
 class _Temperature(nn.Module):
     """A temperature that is a fixed float or a parameter stored as log tau."""
+
+    learn_temperature: bool
+    log_temperature: nn.Parameter  # when learned
+    _temperature: torch.Tensor  # buffer, when fixed
 
     def _init_temperature(self, temperature: float, learn: bool) -> None:
         V.check_temperature(temperature)
@@ -62,10 +66,10 @@ class _Temperature(nn.Module):
             self.register_buffer("_temperature", torch.tensor(float(temperature)), persistent=False)
 
     @property
-    def temperature(self):
+    def temperature(self) -> float | torch.Tensor:
         return self.log_temperature.exp() if self.learn_temperature else float(self._temperature)
 
-    def _t(self, ref: torch.Tensor):
+    def _t(self, ref: torch.Tensor) -> float | torch.Tensor:
         t = self.temperature
         return t.to(ref.device) if isinstance(t, torch.Tensor) else t
 
@@ -87,6 +91,9 @@ class InfoNCELoss(nn.Module):
         >>> crit(z1, z2).backward(); z1.grad.shape
         torch.Size([16, 8])
     """
+
+    log_temperature: nn.Parameter  # when learned
+    _temperature: torch.Tensor  # buffer, when fixed
 
     def __init__(
         self,
@@ -111,10 +118,10 @@ class InfoNCELoss(nn.Module):
         self.reduction = V.check_reduction(reduction)
 
     @property
-    def temperature(self):
+    def temperature(self) -> float | torch.Tensor:
         return self.log_temperature.exp() if self.learn_temperature else float(self._temperature)
 
-    def forward(self, z1, z2):
+    def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
         t = self.temperature
         if isinstance(t, torch.Tensor):
             t = t.to(z1.device)
@@ -128,7 +135,7 @@ class InfoNCELoss(nn.Module):
             decoupled=self.decoupled,
         )
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return (
             f"temperature={float(self.temperature):.4g}, learn_temperature={self.learn_temperature}, "
             f"exclude_self={self.exclude_self}, normalize={self.normalize}, decoupled={self.decoupled}"
@@ -171,7 +178,7 @@ class SupConLoss(_Temperature):
     def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return F.supcon_loss(z, labels, self._t(z), normalize=self.normalize, reduction=self.reduction)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"temperature={float(self.temperature):.4g}, learn_temperature={self.learn_temperature}"
 
 
@@ -224,7 +231,7 @@ class RetrievalLoss(_Temperature):
             reduction=self.reduction,
         )
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return (
             f"temperature={float(self.temperature):.4g}, learn_temperature={self.learn_temperature}, "
             f"symmetric={self.symmetric}"
@@ -272,7 +279,7 @@ class ClipLoss(nn.Module):
 
     @property
     def temperature(self) -> torch.Tensor:
-        s = self.logit_scale
+        s: torch.Tensor = self.logit_scale
         if self.max_logit_scale is not None:
             s = s.clamp(max=self.max_logit_scale)
         return torch.exp(-s)  # tau = 1 / exp(logit_scale)
@@ -282,7 +289,7 @@ class ClipLoss(nn.Module):
             a, b, self.temperature.to(a.device), normalize=self.normalize, reduction=self.reduction
         )
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"temperature={self.temperature.item():.4g}, learn={self.logit_scale.requires_grad}"
 
 
@@ -339,7 +346,7 @@ class SigLIPLoss(nn.Module):
             reduction=self.reduction,
         )
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"logit_scale={self.logit_scale.item():.4g}, bias={self.bias.item():.4g}"
 
 
@@ -388,7 +395,7 @@ class CosineMetric(nn.Module):
             return self.M.T @ self.M
         return _packed_to_full(self.a, self.in_dim)
 
-    def forward(self, x, y):
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if self.form == "map":
             return F.cosine_similarity(x, y, M=self.M.to(x.dtype))
         return F.cosine_similarity(x, y, A=self.a.to(x.dtype))
@@ -407,5 +414,5 @@ class CosineMetric(nn.Module):
             self.a.copy_(A[iu[0], iu[1]].to(self.a.dtype))
         return self
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"in_dim={self.in_dim}, out_dim={self.out_dim}, form={self.form!r}"

@@ -10,6 +10,8 @@ half-precision inputs computed in float32 and cast back.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -26,7 +28,7 @@ Scalar = float | torch.Tensor
 _INT_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
 
 
-def _engine_backend(name: str, backend) -> str:
+def _engine_backend(name: str, backend: Any) -> str:
     """These objectives have no Triton kernel yet: 'auto' (on any device) and 'torch' run the
     torch engine."""
     if backend not in ("auto", "torch"):
@@ -37,7 +39,7 @@ def _engine_backend(name: str, backend) -> str:
     return "torch"
 
 
-def _check_ids(name: str, ids, n: int, ref: torch.Tensor, what: str) -> torch.Tensor:
+def _check_ids(name: str, ids: Any, n: int, ref: torch.Tensor, what: str) -> torch.Tensor:
     """An integer vector of length n on ref's device."""
     if not isinstance(ids, torch.Tensor):
         raise TypeError(
@@ -57,7 +59,7 @@ def _check_ids(name: str, ids, n: int, ref: torch.Tensor, what: str) -> torch.Te
     return ids.long()
 
 
-def _check_pair(na: str, a, nb: str, b) -> None:
+def _check_pair(na: str, a: Any, nb: str, b: Any) -> None:
     V.check_tensor(na, a, 2)
     V.check_tensor(nb, b, 2)
     V.check_same_shape(na, a, nb, b)
@@ -66,7 +68,7 @@ def _check_pair(na: str, a, nb: str, b) -> None:
         raise TypeError(f"{na} is {a.dtype} and {nb} is {b.dtype}; cast both to one dtype")
 
 
-def _check_param(name: str, value, ref: torch.Tensor, positive: bool) -> Scalar:
+def _check_param(name: str, value: Any, ref: torch.Tensor, positive: bool) -> Scalar:
     """temperature (positive) or bias (any finite value): a float or a scalar tensor on ref's device."""
     if positive:
         value = V.check_temperature(value)
@@ -94,7 +96,13 @@ def _check_param(name: str, value, ref: torch.Tensor, positive: bool) -> Scalar:
     return value
 
 
-def _common(names, tensors, reduction, check_finite, normalize) -> None:
+def _common(
+    names: Sequence[str],
+    tensors: Sequence[torch.Tensor],
+    reduction: Any,
+    check_finite: bool,
+    normalize: bool,
+) -> None:
     V.check_reduction(reduction)
     for n, t in zip(names, tensors):
         if check_finite:
