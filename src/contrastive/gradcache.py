@@ -31,7 +31,7 @@ References:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -73,7 +73,8 @@ def _flatten(x: Any, where: str) -> tuple[Leaves, Rebuild]:
         if isinstance(x, Mapping):
             d = dict(zip(keys, values))
             try:
-                return type(x)(d)  # dict, OrderedDict, transformers' BatchEncoding
+                # dict, OrderedDict, transformers' BatchEncoding; the Mapping ABC itself declares no constructor
+                return type(x)(d)  # type: ignore[call-arg]
             except (TypeError, ValueError):
                 return d
         if hasattr(x, "_fields"):  # namedtuple
@@ -111,7 +112,7 @@ def _check_chunk_size(value: Any, name: str) -> int:
 
 
 # ----------------------------------------------------------------------------- random state
-def _cuda_devices(tensors: Iterator[torch.Tensor]) -> list[int]:
+def _cuda_devices(tensors: Iterable[torch.Tensor]) -> list[int]:
     """Indices of the CUDA devices the encoders and inputs live on (their generators are
     recorded and replayed)."""
     return sorted(
@@ -165,7 +166,7 @@ def _running_stats_kept(modules: list[nn.Module]) -> Iterator[None]:
             setattr(m, name, buf)
 
 
-def _sync(module: nn.Module, sync: bool):
+def _sync(module: nn.Module, sync: bool) -> contextlib.AbstractContextManager[Any]:
     """``module.no_sync()`` (DDP, FSDP) unless this backward is the one that synchronises."""
     no_sync = getattr(module, "no_sync", None)
     return contextlib.nullcontext() if sync or not callable(no_sync) else no_sync()
@@ -402,7 +403,13 @@ class GradCache:
             return self._plain_step(loss_fn, inputs, rows, towers)
         return self._cached_step(loss_fn, flat, rows, sizes, towers)
 
-    def _plain_step(self, loss_fn, inputs, rows, towers) -> torch.Tensor:
+    def _plain_step(
+        self,
+        loss_fn: Callable[..., torch.Tensor],
+        inputs: Sequence[Any],
+        rows: Sequence[int],
+        towers: Sequence[int],
+    ) -> torch.Tensor:
         """Every input fits in one chunk: one forward with a graph, the loss, its backward.
 
         An encoder that embeds several inputs runs all but its last forward under
@@ -418,7 +425,14 @@ class GradCache:
         self._backward_loss(loss)
         return loss.detach()
 
-    def _cached_step(self, loss_fn, flat, rows, sizes, towers) -> torch.Tensor:
+    def _cached_step(
+        self,
+        loss_fn: Callable[..., torch.Tensor],
+        flat: Sequence[tuple[Leaves, Rebuild]],
+        rows: Sequence[int],
+        sizes: Sequence[int],
+        towers: Sequence[int],
+    ) -> torch.Tensor:
         encoders = self.encoders
         devices = _cuda_devices(
             [p for e in encoders for p in e.parameters()] + [t for leaves, _ in flat for t in leaves]
@@ -454,6 +468,7 @@ class GradCache:
                     start += m
                 full = [z.requires_grad_() if z.is_floating_point() else z for z in full]
                 leaves_all.append(full)
+                assert out_rebuild is not None  # n >= 1 rows: at least one chunk
                 embeddings.append(out_rebuild(full))
         # the loss on the whole batch and its gradient with respect to the embeddings
         loss = self._check_loss(loss_fn(*embeddings))
