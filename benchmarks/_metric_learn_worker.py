@@ -8,6 +8,7 @@ pairs and points, the test pairs); output: a JSON list of {dataset, method, roc_
 
     python _metric_learn_worker.py IN.npz OUT.json REPEATS SEED
 """
+
 import json
 import sys
 import time
@@ -46,7 +47,7 @@ def main():
                     t0 = time.perf_counter()
                     est.fit(*args)
                     times.append(time.perf_counter() - t0)
-            auc = roc_auc_score(y_test, est.pair_score(test))       # pair_score = -distance
+            auc = roc_auc_score(y_test, est.pair_score(test))  # pair_score = -distance
             rows.append(dict(dataset=name, method=method, roc_auc=float(auc), fit_s=min(times)))
             print(f"  {name:14s} {method:6s} auc {auc:.4f}  fit {min(times):.2f}s", flush=True)
     versions = dict(metric_learn=metric_learn.__version__, sklearn=sklearn.__version__, numpy=np.__version__)

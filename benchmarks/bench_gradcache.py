@@ -17,6 +17,7 @@ the machine is shared. Output: CSV + PNG in benchmarks/results/, a Markdown tabl
     OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_gradcache.py               # the README's sweep
     OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_gradcache.py --quick       # smoke run
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,10 +53,11 @@ def worker(a) -> None:
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     _, shape, width = MODELS[a.model]
-    model = build_model(ModelConfig(encoder=a.model, width=width, proj_dim=128), shape,
-                        [0.5] * shape[0], [0.25] * shape[0])
+    model = build_model(
+        ModelConfig(encoder=a.model, width=width, proj_dim=128), shape, [0.5] * shape[0], [0.25] * shape[0]
+    )
 
-    class Project(nn.Module):                     # x -> z (the loss needs only the projection)
+    class Project(nn.Module):  # x -> z (the loss needs only the projection)
         def __init__(self, m):
             super().__init__()
             self.m = m
@@ -66,8 +68,8 @@ def worker(a) -> None:
     net = Project(model).train()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 
-    def loss_fn(z):                               # (2B, 128): views stacked, row i pairs with i + B
-        return contrastive.nt_xent(z, 0.5)        # = info_nce(z[:B], z[B:]) without concatenating them
+    def loss_fn(z):  # (2B, 128): views stacked, row i pairs with i + B
+        return contrastive.nt_xent(z, 0.5)  # = info_nce(z[:B], z[B:]) without concatenating them
 
     cache = contrastive.GradCache(net, chunk_size=a.chunk)
 
@@ -82,9 +84,9 @@ def worker(a) -> None:
         opt.step()
         return time.perf_counter() - t0, time.process_time() - c0, float(loss.detach())
 
-    if a.model == "cnn":                                              # warm-up (a ResNet step takes a minute)
+    if a.model == "cnn":  # warm-up (a ResNet step takes a minute)
         step(torch.rand(min(2 * a.batch, 2 * a.chunk), *shape))
-    x = torch.rand(2 * a.batch, *shape)                               # (2B, C, H, W) float32
+    x = torch.rand(2 * a.batch, *shape)  # (2B, C, H, W) float32
     times, cpu, losses = [], [], []
     deadline = time.perf_counter() + a.min_time_s
     while len(times) < a.repeats and (not times or time.perf_counter() < deadline):
@@ -93,8 +95,17 @@ def worker(a) -> None:
         cpu.append(c)
         losses.append(loss)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"step_s": statistics.median(times), "step_cpu_s": statistics.median(cpu), "steps": len(times),
-                      "peak_rss_mib": peak, "loss": losses[-1]}))
+    print(
+        json.dumps(
+            {
+                "step_s": statistics.median(times),
+                "step_cpu_s": statistics.median(cpu),
+                "steps": len(times),
+                "peak_rss_mib": peak,
+                "loss": losses[-1],
+            }
+        )
+    )
 
 
 # ---------------------------------------------------------------- driver side
@@ -104,11 +115,36 @@ def loadavg() -> str:
 
 
 def run_one(model: str, mode: str, batch: int, a) -> dict:
-    row = {"model": model, "mode": mode, "batch": batch, "chunk": a.chunk if mode == "cached" else "",
-           "threads": a.threads, "mem_cap_gib": a.mem_gib, "load_before": loadavg()}
-    cmd = [sys.executable, __file__, "--worker", "--model", model, "--mode", mode, "--batch", str(batch),
-           "--chunk", str(a.chunk), "--threads", str(a.threads), "--mem-gib", str(a.mem_gib),
-           "--repeats", str(a.repeats), "--min-time-s", str(a.min_time_s)]
+    row = {
+        "model": model,
+        "mode": mode,
+        "batch": batch,
+        "chunk": a.chunk if mode == "cached" else "",
+        "threads": a.threads,
+        "mem_cap_gib": a.mem_gib,
+        "load_before": loadavg(),
+    }
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        "--model",
+        model,
+        "--mode",
+        mode,
+        "--batch",
+        str(batch),
+        "--chunk",
+        str(a.chunk),
+        "--threads",
+        str(a.threads),
+        "--mem-gib",
+        str(a.mem_gib),
+        "--repeats",
+        str(a.repeats),
+        "--min-time-s",
+        str(a.min_time_s),
+    ]
     t0 = time.perf_counter()
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=a.timeout_s)
@@ -116,16 +152,24 @@ def run_one(model: str, mode: str, batch: int, a) -> dict:
         return {**row, "status": f"timeout (> {a.timeout_s:.0f} s)"}
     row["wall_s"] = round(time.perf_counter() - t0, 1)
     if p.returncode != 0:
-        oom = any(k in p.stderr for k in ("MemoryError", "can't allocate", "DefaultCPUAllocator", "out of memory"))
+        oom = any(
+            k in p.stderr for k in ("MemoryError", "can't allocate", "DefaultCPUAllocator", "out of memory")
+        )
         last = p.stderr.strip().splitlines()[-1] if p.stderr.strip() else f"exit {p.returncode}"
         return {**row, "status": f"out of memory (cap {a.mem_gib:g} GiB)" if oom else f"error: {last[:160]}"}
     res = json.loads(p.stdout.strip().splitlines()[-1])
-    return {**row, "status": "ok", **res, "us_per_sample": res["step_s"] / batch * 1e6,
-            "cpu_us_per_sample": res["step_cpu_s"] / batch * 1e6}
+    return {
+        **row,
+        "status": "ok",
+        **res,
+        "us_per_sample": res["step_s"] / batch * 1e6,
+        "cpu_us_per_sample": res["step_cpu_s"] / batch * 1e6,
+    }
 
 
 def plot(rows, path: Path, title: str) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -137,15 +181,24 @@ def plot(rows, path: Path, title: str) -> None:
             if not pts:
                 continue
             label = f"{MODELS[model][0]}, {mode}"
-            line = axes[0].plot([b for b, _ in ok], [r["cpu_us_per_sample"] / 1e3 for _, r in ok], style,
-                                label=label)[0]
-            axes[1].plot([b for b, _ in ok], [r["peak_rss_mib"] for _, r in ok], style, color=line.get_color())
+            line = axes[0].plot(
+                [b for b, _ in ok], [r["cpu_us_per_sample"] / 1e3 for _, r in ok], style, label=label
+            )[0]
+            axes[1].plot(
+                [b for b, _ in ok], [r["peak_rss_mib"] for _, r in ok], style, color=line.get_color()
+            )
             for b, r in pts:
                 if r["status"].startswith("out of memory"):
                     for ax in axes:
                         ax.axvline(b, color=line.get_color(), ls=":", alpha=0.6)
-                    axes[1].annotate("plain OOM", (b, axes[1].get_ylim()[1]), fontsize=7, color=line.get_color(),
-                                     ha="center", va="top")
+                    axes[1].annotate(
+                        "plain OOM",
+                        (b, axes[1].get_ylim()[1]),
+                        fontsize=7,
+                        color=line.get_color(),
+                        ha="center",
+                        va="top",
+                    )
     for ax, lab in zip(axes, ["CPU time per sample (ms; 1 sample = 2 views)", "peak RSS (MiB)"]):
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
@@ -164,24 +217,49 @@ def _ms(r, key):
 
 
 def table(rows) -> str:
-    out = ["| encoder | batch B | plain ms/sample (CPU) | cached ms/sample (CPU) | cached / plain (CPU) | "
-           "cached / plain (wall) | plain peak RSS (MiB) | cached peak RSS (MiB) | load avg (plain; cached) |",
-           "|---|---|---|---|---|---|---|---|---|"]
+    out = [
+        "| encoder | batch B | plain ms/sample (CPU) | cached ms/sample (CPU) | cached / plain (CPU) | "
+        "cached / plain (wall) | plain peak RSS (MiB) | cached peak RSS (MiB) | load avg (plain; cached) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for model in MODELS:
         for b in sorted({r["batch"] for r in rows if r["model"] == model}):
             cell = {r["mode"]: r for r in rows if r["model"] == model and r["batch"] == b}
             p, c = cell.get("plain", {}), cell.get("cached", {})
             both = p.get("status") == "ok" and c.get("status") == "ok"
-            ratio = lambda k: f"{c[k] / p[k]:.2f}x" if both else ""  # noqa: E731
-            mem = lambda r: f"{r['peak_rss_mib']:.0f}" if r.get("status") == "ok" else ""  # noqa: E731
-            out.append(f"| {MODELS[model][0]} | {b} | {_ms(p, 'cpu_us_per_sample')} | {_ms(c, 'cpu_us_per_sample')} | "
-                       f"{ratio('cpu_us_per_sample')} | {ratio('us_per_sample')} | {mem(p)} | {mem(c)} | "
-                       f"{p.get('load_before', '')}; {c.get('load_before', '')} |")
+
+            def ratio(k: str, c: dict = c, p: dict = p, both: bool = both) -> str:
+                return f"{c[k] / p[k]:.2f}x" if both else ""
+
+            def mem(r: dict) -> str:
+                return f"{r['peak_rss_mib']:.0f}" if r.get("status") == "ok" else ""
+
+            out.append(
+                f"| {MODELS[model][0]} | {b} | {_ms(p, 'cpu_us_per_sample')} | {_ms(c, 'cpu_us_per_sample')} | "
+                f"{ratio('cpu_us_per_sample')} | {ratio('us_per_sample')} | {mem(p)} | {mem(c)} | "
+                f"{p.get('load_before', '')}; {c.get('load_before', '')} |"
+            )
     return "\n".join(out)
 
 
-FIELDS = ["model", "mode", "batch", "chunk", "status", "step_s", "step_cpu_s", "steps", "us_per_sample",
-          "cpu_us_per_sample", "peak_rss_mib", "loss", "wall_s", "threads", "mem_cap_gib", "load_before"]
+FIELDS = [
+    "model",
+    "mode",
+    "batch",
+    "chunk",
+    "status",
+    "step_s",
+    "step_cpu_s",
+    "steps",
+    "us_per_sample",
+    "cpu_us_per_sample",
+    "peak_rss_mib",
+    "loss",
+    "wall_s",
+    "threads",
+    "mem_cap_gib",
+    "load_before",
+]
 
 
 def read_csv(path: Path) -> list:
@@ -220,8 +298,13 @@ def main() -> None:
     ap.add_argument("--resnet-batches", type=int, nargs="*", default=[256, 512, 1024])
     ap.add_argument("--quick", action="store_true", help="B = 256 and 512 on the CNN only")
     ap.add_argument("--out", default="bench_gradcache", help="CSV/PNG name under benchmarks/results/")
-    ap.add_argument("--report", nargs="*", default=None, metavar="CSV",
-                    help="no runs: merge these CSVs into --out (CSV, PNG) and print the table")
+    ap.add_argument(
+        "--report",
+        nargs="*",
+        default=None,
+        metavar="CSV",
+        help="no runs: merge these CSVs into --out (CSV, PNG) and print the table",
+    )
     a = ap.parse_args()
     if a.worker:
         return worker(a)
@@ -237,22 +320,31 @@ def main() -> None:
         a.models, a.cnn_batches, a.out = ["cnn"], [256, 512], a.out + "_quick"
     plan = [(m, b) for m in a.models for b in (a.cnn_batches if m == "cnn" else a.resnet_batches)]
     rows = []
-    with open(RESULTS / f"{a.out}.csv", "w", newline="") as f:                 # rows written as they come
+    with open(RESULTS / f"{a.out}.csv", "w", newline="") as f:  # rows written as they come
         w = csv.DictWriter(f, fieldnames=FIELDS, extrasaction="ignore")
         w.writeheader()
         plain_oom = {m: False for m in MODELS}
         for model, b in plan:
             for mode in ("plain", "cached"):
                 if mode == "plain" and plain_oom[model]:
-                    r = {"model": model, "mode": mode, "batch": b, "status": "skipped (plain ran out of memory below)"}
+                    r = {
+                        "model": model,
+                        "mode": mode,
+                        "batch": b,
+                        "status": "skipped (plain ran out of memory below)",
+                    }
                 else:
                     r = run_one(model, mode, b, a)
                     plain_oom[model] |= mode == "plain" and r["status"].startswith("out of memory")
                 rows.append(r)
                 w.writerow(r)
                 f.flush()
-                msg = (f"{r['cpu_us_per_sample'] / 1e3:.3f} ms/sample CPU, {r['us_per_sample'] / 1e3:.3f} wall, peak "
-                       f"{r['peak_rss_mib']:.0f} MiB, {r['steps']} step(s)" if r["status"] == "ok" else r["status"])
+                msg = (
+                    f"{r['cpu_us_per_sample'] / 1e3:.3f} ms/sample CPU, {r['us_per_sample'] / 1e3:.3f} wall, peak "
+                    f"{r['peak_rss_mib']:.0f} MiB, {r['steps']} step(s)"
+                    if r["status"] == "ok"
+                    else r["status"]
+                )
                 print(f"{model:8s} B={b:6d} {mode:6s} {msg}  [load {r.get('load_before', '')}]", flush=True)
     report(rows, a.out, a)
 

@@ -17,6 +17,7 @@ plot (time and memory against N, log-log) and a Markdown table on stdout.
     python benchmarks/bench_info_nce.py                    # the README's configuration
     python benchmarks/bench_info_nce.py --quick            # a small smoke run
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,6 +39,7 @@ TAU = 0.5
 
 # ---------------------------------------------------------------- worker side
 
+
 def _rss_mib() -> float:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
@@ -56,13 +58,16 @@ def _make(objective: str, provider: str, N: int, d: int):
         if provider == "dense":
             return lambda a, b: contrastive.clip_loss(a, b, TAU, backend="dense")
         if provider == "naive":
+
             def naive_clip(a, b):
                 S = F.normalize(a, dim=1) @ F.normalize(b, dim=1).T / TAU
                 t = torch.arange(S.shape[0])
                 return 0.5 * (F.cross_entropy(S, t) + F.cross_entropy(S.T, t))
+
             return naive_clip
         if provider == "info-nce-pytorch":
             from info_nce import InfoNCE
+
             crit = InfoNCE(temperature=TAU)
             return lambda a, b: crit(a, b)
         raise ValueError(provider)
@@ -71,15 +76,18 @@ def _make(objective: str, provider: str, N: int, d: int):
     if provider == "dense":
         return lambda z: contrastive.nt_xent(z, TAU, backend="dense")
     if provider == "naive":
+
         def naive(z):
             z = F.normalize(z, dim=1)
             S = z @ z.T / TAU
             S = S.masked_fill(torch.eye(S.shape[0], dtype=torch.bool), float("-inf"))
             p = (torch.arange(S.shape[0]) + B) % S.shape[0]
             return F.cross_entropy(S, p)
+
         return naive
     if provider == "pml":
         from pytorch_metric_learning.losses import NTXentLoss
+
         crit = NTXentLoss(temperature=TAU)
         labels = torch.arange(B).repeat(2)
         return lambda z: crit(z, labels)
@@ -124,17 +132,44 @@ def measure(fn, inputs, backward: bool, args) -> None:
     while len(times) < args.repeats and (not times or time.perf_counter() < deadline):
         times.append(once())
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"time_s": statistics.median(times), "runs": len(times),
-                      "peak_rss_mib": peak, "base_rss_mib": base}))
+    print(
+        json.dumps(
+            {
+                "time_s": statistics.median(times),
+                "runs": len(times),
+                "peak_rss_mib": peak,
+                "base_rss_mib": base,
+            }
+        )
+    )
 
 
 # ---------------------------------------------------------------- driver side
 
+
 def run_one(objective, provider, N, d, mode, a) -> dict:
-    big = N >= 65536 or (provider == "pml" and N >= 1024)   # one timed call, no warm-up
-    cmd = [sys.executable, __file__, "--worker", "--objective", objective, "--provider", provider,
-           "--n", str(N), "--d", str(d), "--mode", mode, "--mem-gib", str(a.mem_gib),
-           "--repeats", str(1 if big else a.repeats), "--budget-s", str(a.timeout_s / 3)]
+    big = N >= 65536 or (provider == "pml" and N >= 1024)  # one timed call, no warm-up
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        "--objective",
+        objective,
+        "--provider",
+        provider,
+        "--n",
+        str(N),
+        "--d",
+        str(d),
+        "--mode",
+        mode,
+        "--mem-gib",
+        str(a.mem_gib),
+        "--repeats",
+        str(1 if big else a.repeats),
+        "--budget-s",
+        str(a.timeout_s / 3),
+    ]
     if not big:
         cmd.append("--warmup")
     row = {"objective": objective, "provider": provider, "N": N, "d": d, "mode": mode}
@@ -149,7 +184,9 @@ def run_worker(cmd, row: dict, timeout_s: float) -> dict:
         return {**row, "status": f"timeout (> {timeout_s:.0f} s)"}
     if p.returncode != 0:
         err = p.stderr.strip().splitlines()[-1] if p.stderr.strip() else f"exit {p.returncode}"
-        oom = any(k in p.stderr for k in ("MemoryError", "can't allocate", "DefaultCPUAllocator", "out of memory"))
+        oom = any(
+            k in p.stderr for k in ("MemoryError", "can't allocate", "DefaultCPUAllocator", "out of memory")
+        )
         return {**row, "status": "out of memory" if oom else f"error: {err[:120]}"}
     res = json.loads(p.stdout.strip().splitlines()[-1])
     return {**row, "status": "ok", **res}
@@ -157,6 +194,7 @@ def run_worker(cmd, row: dict, timeout_s: float) -> dict:
 
 def machine() -> str:
     import torch
+
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
@@ -168,6 +206,7 @@ def machine() -> str:
 
 def plot(rows, path: Path, title: str) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -192,19 +231,33 @@ def plot(rows, path: Path, title: str) -> None:
 
 
 def table(rows) -> str:
-    out = ["| objective | mode | d | N | provider | time (ms) | speed-up vs naive | time / two GEMMs | peak RSS (MiB) | status |",
-           "|---|---|---|---|---|---|---|---|---|---|"]
-    key = lambda r: (r["objective"], r["mode"], r["d"], r["N"])
+    out = [
+        "| objective | mode | d | N | provider | time (ms) | speed-up vs naive | time / two GEMMs | peak RSS (MiB) | status |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+
+    def key(r):
+        return (r["objective"], r["mode"], r["d"], r["N"])
+
     for r in rows:
         ref = {x["provider"]: x for x in rows if key(x) == key(r) and x["status"] == "ok"}
         ok = r["status"] == "ok"
         t = r.get("time_s")
-        vs_naive = f"{ref['naive']['time_s'] / t:.2f}x" if ok and "naive" in ref and r["provider"] != "naive" else ""
-        gem = [x for x in rows if x["provider"] == "gemm2" and x["N"] == r["N"] and x["d"] == r["d"] and x["status"] == "ok"]
+        vs_naive = (
+            f"{ref['naive']['time_s'] / t:.2f}x" if ok and "naive" in ref and r["provider"] != "naive" else ""
+        )
+        gem = [
+            x
+            for x in rows
+            if x["provider"] == "gemm2" and x["N"] == r["N"] and x["d"] == r["d"] and x["status"] == "ok"
+        ]
         vs_gemm = f"{t / gem[0]['time_s']:.2f}" if ok and gem and r["provider"] != "gemm2" else ""
-        out.append(f"| {r['objective']} | {r['mode']} | {r['d']} | {r['N']} | {r['provider']} | "
-                   f"{t * 1e3:.1f} | {vs_naive} | {vs_gemm} | {r['peak_rss_mib']:.0f} | ok |" if ok else
-                   f"| {r['objective']} | {r['mode']} | {r['d']} | {r['N']} | {r['provider']} | | | | | {r['status']} |")
+        out.append(
+            f"| {r['objective']} | {r['mode']} | {r['d']} | {r['N']} | {r['provider']} | "
+            f"{t * 1e3:.1f} | {vs_naive} | {vs_gemm} | {r['peak_rss_mib']:.0f} | ok |"
+            if ok
+            else f"| {r['objective']} | {r['mode']} | {r['d']} | {r['N']} | {r['provider']} | | | | | {r['status']} |"
+        )
     return "\n".join(out)
 
 
@@ -246,7 +299,10 @@ def main() -> None:
                 configs += [("nt_xent", "contrastive", 262144, 128, mode)]
         if a.plan in ("full", "clip"):
             for n in (4096, 16384):
-                configs += [("clip", p, n, 128, "fwd+bwd") for p in ("contrastive", "dense", "naive", "info-nce-pytorch")]
+                configs += [
+                    ("clip", p, n, 128, "fwd+bwd")
+                    for p in ("contrastive", "dense", "naive", "info-nce-pytorch")
+                ]
     rows = []
     for cfg in configs:
         r = run_one(*cfg, a)
@@ -255,13 +311,28 @@ def main() -> None:
         print(f"{cfg[0]:8s} {cfg[4]:8s} N={cfg[2]:7d} d={cfg[3]:4d} {cfg[1]:17s} {msg}", flush=True)
     RESULTS.mkdir(exist_ok=True)
     name = a.out or ("bench_info_nce_quick" if a.quick else f"bench_info_nce_{a.plan}")
-    fields = ["objective", "mode", "d", "N", "provider", "status", "time_s", "runs", "peak_rss_mib", "base_rss_mib"]
+    fields = [
+        "objective",
+        "mode",
+        "d",
+        "N",
+        "provider",
+        "status",
+        "time_s",
+        "runs",
+        "peak_rss_mib",
+        "base_rss_mib",
+    ]
     with open(RESULTS / f"{name}.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         w.writeheader()
         w.writerows(rows)
     desc = machine()
-    fb = [r for r in rows if r["objective"] == "nt_xent" and r["mode"] == "fwd+bwd" and r["d"] == (64 if a.quick else 128)]
+    fb = [
+        r
+        for r in rows
+        if r["objective"] == "nt_xent" and r["mode"] == "fwd+bwd" and r["d"] == (64 if a.quick else 128)
+    ]
     if fb:
         plot(fb, RESULTS / f"{name}.png", f"NT-Xent forward+backward, float32, d = {fb[0]['d']}: {desc}")
     print(f"\nMachine: {desc}\n")

@@ -34,6 +34,7 @@ Without a CUDA device the script says so and exits with status 2, unless ``--dry
 then every code path runs on CPU at tiny N (kernels under ``TRITON_INTERPRET=1``) and the
 CSV is marked ``dry_run=1``; its times measure the interpreter, not a GPU.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -67,17 +68,32 @@ def parse_args(argv=None):
     ap.add_argument("--temperature", type=float, default=0.07)
     ap.add_argument("--reps", type=int, default=5, help="timed runs per measurement (median)")
     ap.add_argument("--warmup", type=int, default=2, help="untimed runs first (autotuning, compilation)")
-    ap.add_argument("--max-seconds", type=float, default=30.0,
-                    help="a provider slower than this for one run skips the larger N")
-    ap.add_argument("--budget-seconds", type=float, default=None,
-                    help="stop starting measurements predicted to end past this many seconds (rows say so)")
-    ap.add_argument("--rep-seconds", type=float, default=3.0,
-                    help="at most this many seconds of timed calls per measurement (at least one call)")
+    ap.add_argument(
+        "--max-seconds",
+        type=float,
+        default=30.0,
+        help="a provider slower than this for one run skips the larger N",
+    )
+    ap.add_argument(
+        "--budget-seconds",
+        type=float,
+        default=None,
+        help="stop starting measurements predicted to end past this many seconds (rows say so)",
+    )
+    ap.add_argument(
+        "--rep-seconds",
+        type=float,
+        default=3.0,
+        help="at most this many seconds of timed calls per measurement (at least one call)",
+    )
     ap.add_argument("--csv", default=None, help="output CSV (default benchmarks/results/info_nce_gpu.csv)")
     ap.add_argument("--table", default=None, help="markdown table (default: the CSV's path with .md)")
     ap.add_argument("--plot", default=None, help="PNG plot (default: the CSV's path with .png)")
-    ap.add_argument("--dry-run", action="store_true",
-                    help="CPU + Triton interpreter at tiny N: checks the script, measures nothing real")
+    ap.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="CPU + Triton interpreter at tiny N: checks the script, measures nothing real",
+    )
     return ap.parse_args(argv)
 
 
@@ -114,6 +130,7 @@ def make_single(provider, z, temperature, mode):
                 return loss.detach()
             with torch.no_grad():
                 return loss_fn()
+
         return call
 
     if provider == "torch-engine":
@@ -122,13 +139,21 @@ def make_single(provider, z, temperature, mode):
         kw = dict(temperature=temperature, exclude_self=True, normalize=False)
         if _api_accepts_backend(contrastive.info_nce):
             kw["backend"] = "torch"
-        return run(lambda: contrastive.info_nce(leaf[: N // 2], leaf[N // 2:], **kw))
+        return run(lambda: contrastive.info_nce(leaf[: N // 2], leaf[N // 2 :], **kw))
     if provider == "dense":
         import contrastive
 
         if _api_accepts_backend(contrastive.info_nce):
-            return run(lambda: contrastive.info_nce(leaf[: N // 2], leaf[N // 2:], temperature=temperature,
-                                                    exclude_self=True, normalize=False, backend="dense"))
+            return run(
+                lambda: contrastive.info_nce(
+                    leaf[: N // 2],
+                    leaf[N // 2 :],
+                    temperature=temperature,
+                    exclude_self=True,
+                    normalize=False,
+                    backend="dense",
+                )
+            )
         from contrastive.ops.info_nce_dense import DenseInfoNCEFn
 
         return run(lambda: DenseInfoNCEFn.apply(leaf, temperature, True, False).mean())
@@ -137,8 +162,9 @@ def make_single(provider, z, temperature, mode):
         eye = torch.eye(N, dtype=torch.bool, device=z.device)
 
         def naive():
-            S = (leaf @ leaf.T).float() * inv_t                         # (N, N)
+            S = (leaf @ leaf.T).float() * inv_t  # (N, N)
             return F.cross_entropy(S.masked_fill(eye, float("-inf")), labels)
+
         return run(naive)
     raise ValueError(provider)
 
@@ -166,6 +192,7 @@ def make_clip(provider, a, b, temperature, mode):
                 return loss.detach()
             with torch.no_grad():
                 return loss_fn()
+
         return call
 
     if provider in ("torch-engine", "dense"):
@@ -184,8 +211,9 @@ def make_clip(provider, a, b, temperature, mode):
         labels = torch.arange(N, device=a.device)
 
         def naive():
-            S = (la @ lb.T).float() * inv_t                             # (N, N)
+            S = (la @ lb.T).float() * inv_t  # (N, N)
             return 0.5 * (F.cross_entropy(S, labels) + F.cross_entropy(S.T, labels))
+
         return run(naive)
     if provider == "inf-cl":
         if a.device.type != "cuda":
@@ -199,8 +227,15 @@ def make_clip(provider, a, b, temperature, mode):
         if head not in (16, 32, 64, 128, 256):
             return f"inf-cl needs d divisible by 16 (got {d})"
         scale = torch.tensor(inv_t, device=a.device)
-        return run(lambda: 0.5 * (cal_inf_loss(la, lb, scale=scale, head_dim=head)
-                                  + cal_inf_loss(lb, la, scale=scale, head_dim=head)))
+        return run(
+            lambda: (
+                0.5
+                * (
+                    cal_inf_loss(la, lb, scale=scale, head_dim=head)
+                    + cal_inf_loss(lb, la, scale=scale, head_dim=head)
+                )
+            )
+        )
     raise ValueError(provider)
 
 
@@ -262,10 +297,19 @@ def gemm_tflops(M, K, Ncols, dtype, device, reps, cuda):
 
 def report(row):
     ok = row.get("status") == "ok"
-    extra = (f" {row['time_ms']:.2f} ms {row['tflops']:.1f} TFLOP/s ({row['pct_gemm']:.0f}% GEMM) "
-             f"peak +{row.get('peak_mib_beyond_inputs', 'n/a')} MiB loss {row['loss']:.5f}") if ok else ""
-    print(f"{row['form']:6s} {row['mode']:7s} {row['provider']:12s} N={row['N']:<8d} d={row['d']:<4d} "
-          f"{row.get('status')}{extra}", flush=True)
+    extra = (
+        (
+            f" {row['time_ms']:.2f} ms {row['tflops']:.1f} TFLOP/s ({row['pct_gemm']:.0f}% GEMM) "
+            f"peak +{row.get('peak_mib_beyond_inputs', 'n/a')} MiB loss {row['loss']:.5f}"
+        )
+        if ok
+        else ""
+    )
+    print(
+        f"{row['form']:6s} {row['mode']:7s} {row['provider']:12s} N={row['N']:<8d} d={row['d']:<4d} "
+        f"{row.get('status')}{extra}",
+        flush=True,
+    )
 
 
 def flops(form, mode, N, d):
@@ -273,9 +317,26 @@ def flops(form, mode, N, d):
     return (2 if mode == "fwd" else (4 if form == "single" else 6)) * N * N * d
 
 
-KEYS = ["device", "form", "provider", "mode", "N", "d", "dtype", "status", "time_ms", "tflops",
-        "gemm_tflops", "pct_gemm", "gemm_d_tflops", "peak_mib_beyond_inputs", "loss", "torch", "triton",
-        "dry_run"]
+KEYS = [
+    "device",
+    "form",
+    "provider",
+    "mode",
+    "N",
+    "d",
+    "dtype",
+    "status",
+    "time_ms",
+    "tflops",
+    "gemm_tflops",
+    "pct_gemm",
+    "gemm_d_tflops",
+    "peak_mib_beyond_inputs",
+    "loss",
+    "torch",
+    "triton",
+    "dry_run",
+]
 
 
 # ------------------------------------------------------------------------------ outputs
@@ -294,19 +355,25 @@ def markdown_table(rows):
     if not rows:
         return ""
     g = rows[0].get("gemm_tflops")
-    out.append(f"Device: {rows[0]['device']}; torch {rows[0]['torch']}; triton {rows[0]['triton']}; "
-               f"{rows[0]['dtype']}. Cell: median time, nominal TFLOP/s (% of the {g} TFLOP/s square "
-               f"bf16 GEMM measured in the same run), peak memory beyond the inputs.")
+    out.append(
+        f"Device: {rows[0]['device']}; torch {rows[0]['torch']}; triton {rows[0]['triton']}; "
+        f"{rows[0]['dtype']}. Cell: median time, nominal TFLOP/s (% of the {g} TFLOP/s square "
+        f"bf16 GEMM measured in the same run), peak memory beyond the inputs."
+    )
     groups = {}
     for r in rows:
         groups.setdefault((int(r["d"]), r["form"], r["mode"]), []).append(r)
-    for (d, form, mode), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] != "single", kv[0][2])):
+    for (d, form, mode), rs in sorted(
+        groups.items(), key=lambda kv: (kv[0][0], kv[0][1] != "single", kv[0][2])
+    ):
         Ns = sorted({int(r["N"]) for r in rs})
         provs = list(dict.fromkeys(r["provider"] for r in rs))
         if all(r.get("status") != "ok" for r in rs):
             continue
         out.append("")
-        out.append(f"{'NT-Xent (single tower)' if form == 'single' else 'CLIP (two towers)'}, {mode}, d = {d}")
+        out.append(
+            f"{'NT-Xent (single tower)' if form == 'single' else 'CLIP (two towers)'}, {mode}, d = {d}"
+        )
         out.append("")
         out.append("| provider | " + " | ".join(f"N = {n}" for n in Ns) + " |")
         out.append("| --- |" + " --- |" * len(Ns))
@@ -335,7 +402,9 @@ def plot(rows, path):
         lines = {}
         for r in ok:
             if int(r["d"]) == d:
-                lines.setdefault((r["form"], r["provider"], r["mode"]), []).append((int(r["N"]), float(r["tflops"])))
+                lines.setdefault((r["form"], r["provider"], r["mode"]), []).append(
+                    (int(r["N"]), float(r["tflops"]))
+                )
         for (form, prov, mode), pts in sorted(lines.items()):
             pts.sort()
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=f"{prov} {form} {mode}")
@@ -359,13 +428,16 @@ def main(argv=None):
     args = parse_args(argv)
     t_start = time.monotonic()
     if args.dry_run:
-        os.environ["TRITON_INTERPRET"] = "1"                            # before any Triton import
+        os.environ["TRITON_INTERPRET"] = "1"  # before any Triton import
     import torch
 
     cuda = torch.cuda.is_available() and not args.dry_run
     if not cuda and not args.dry_run:
-        print("no CUDA device: nothing measured. Run this on a GPU, or pass --dry-run to check the "
-              "script on CPU (Triton interpreter, tiny N).", file=sys.stderr)
+        print(
+            "no CUDA device: nothing measured. Run this on a GPU, or pass --dry-run to check the "
+            "script on CPU (Triton interpreter, tiny N).",
+            file=sys.stderr,
+        )
         return 2
     device = torch.device("cuda" if cuda else "cpu")
     dtype = getattr(torch, args.dtype)
@@ -373,8 +445,15 @@ def main(argv=None):
     ds = args.d or ((16,) if args.dry_run else DEFAULT_D)
     if args.dry_run:
         args.reps, args.warmup = 1, 1
-    out_path = Path(args.csv) if args.csv else (
-        Path(tempfile.gettempdir()) / "info_nce_gpu_dryrun.csv" if args.dry_run else RESULTS / "info_nce_gpu.csv")
+    out_path = (
+        Path(args.csv)
+        if args.csv
+        else (
+            Path(tempfile.gettempdir()) / "info_nce_gpu_dryrun.csv"
+            if args.dry_run
+            else RESULTS / "info_nce_gpu.csv"
+        )
+    )
     out_path.parent.mkdir(parents=True, exist_ok=True)
     try:
         import triton
@@ -382,8 +461,13 @@ def main(argv=None):
         triton_version = triton.__version__
     except Exception:
         triton_version = "absent"
-    dev_name = torch.cuda.get_device_name(device) if cuda else f"cpu ({platform.processor() or 'unknown'}), dry run"
-    print(f"device: {dev_name}; torch {torch.__version__}; triton {triton_version}; dtype {args.dtype}", flush=True)
+    dev_name = (
+        torch.cuda.get_device_name(device) if cuda else f"cpu ({platform.processor() or 'unknown'}), dry run"
+    )
+    print(
+        f"device: {dev_name}; torch {torch.__version__}; triton {triton_version}; dtype {args.dtype}",
+        flush=True,
+    )
     sq = 256 if args.dry_run else 8192
     gemm = gemm_tflops(sq, sq, sq, dtype, device, 3 if args.dry_run else 10, cuda)
     print(f"square GEMM {sq}^3 ({args.dtype}, random data): {gemm:.1f} TFLOP/s", flush=True)
@@ -402,28 +486,42 @@ def main(argv=None):
             M = 256 if args.dry_run else 16384
             gemm_d[d] = gemm_tflops(M, d, M, dtype, device, args.reps, cuda)
             print(f"d={d}: GEMM ({M}x{d})@({d}x{M}): {gemm_d[d]:.1f} TFLOP/s", flush=True)
-        g = torch.Generator(device=device).manual_seed(N + d)          # drawn on the device: fast at 2^20
+        g = torch.Generator(device=device).manual_seed(N + d)  # drawn on the device: fast at 2^20
         z = torch.nn.functional.normalize(torch.randn(N, d, generator=g, device=device), dim=1).to(dtype)
         a = z
         b = torch.nn.functional.normalize(torch.randn(N, d, generator=g, device=device), dim=1).to(dtype)
         for form in args.forms:
             for mode in args.modes:
                 for provider in args.providers:
-                    row = dict(device=dev_name, form=form, provider=provider, mode=mode, N=N, d=d,
-                               dtype=args.dtype, torch=torch.__version__, triton=triton_version,
-                               gemm_tflops=round(gemm, 2), gemm_d_tflops=round(gemm_d[d], 2),
-                               dry_run=int(args.dry_run))
+                    row = dict(
+                        device=dev_name,
+                        form=form,
+                        provider=provider,
+                        mode=mode,
+                        N=N,
+                        d=d,
+                        dtype=args.dtype,
+                        torch=torch.__version__,
+                        triton=triton_version,
+                        gemm_tflops=round(gemm, 2),
+                        gemm_d_tflops=round(gemm_d[d], 2),
+                        dry_run=int(args.dry_run),
+                    )
                     rows.append(row)
                     key = (form, provider, mode, d)
                     prev = last.get(key)
-                    predicted = None if prev is None else prev[1] * (N / prev[0]) ** 2 * 2e-3  # s, warm-up + 1
+                    predicted = (
+                        None if prev is None else prev[1] * (N / prev[0]) ** 2 * 2e-3
+                    )  # s, warm-up + 1
                     fn = None
                     try:
                         if key in too_slow:
                             row["status"] = f"skipped: slower than {args.max_seconds}s at a smaller N"
                             continue
                         if predicted is not None and predicted > left():
-                            row["status"] = f"skipped: ~{predicted:.0f} s predicted, {max(left(), 0):.0f} s left of the budget"
+                            row["status"] = (
+                                f"skipped: ~{predicted:.0f} s predicted, {max(left(), 0):.0f} s left of the budget"
+                            )
                             continue
                         if left() <= 0:
                             row["status"] = "skipped: time budget spent"
@@ -432,10 +530,15 @@ def main(argv=None):
                             free, _ = torch.cuda.mem_get_info(device)
                             need = naive_bytes(provider, form, N, mode)
                             if need > 0.9 * free:
-                                row["status"] = f"skipped: needs ~{need / 2**30:.0f} GiB, {free / 2**30:.0f} GiB free"
+                                row["status"] = (
+                                    f"skipped: needs ~{need / 2**30:.0f} GiB, {free / 2**30:.0f} GiB free"
+                                )
                                 continue
-                        fn = (make_single(provider, z, args.temperature, mode) if form == "single"
-                              else make_clip(provider, a, b, args.temperature, mode))
+                        fn = (
+                            make_single(provider, z, args.temperature, mode)
+                            if form == "single"
+                            else make_clip(provider, a, b, args.temperature, mode)
+                        )
                         if isinstance(fn, str):
                             row["status"] = f"unavailable: {fn}"
                             continue
@@ -446,11 +549,17 @@ def main(argv=None):
                             torch.cuda.reset_peak_memory_stats(device)
                         ms, loss = timed(fn, args.reps, args.warmup, cuda, args.rep_seconds)
                         tf = flops(form, mode, N, d) / (ms * 1e-3) / 1e12
-                        row.update(status="ok", time_ms=round(ms, 3), tflops=round(tf, 2),
-                                   pct_gemm=round(100 * tf / gemm, 1), loss=float(loss))
+                        row.update(
+                            status="ok",
+                            time_ms=round(ms, 3),
+                            tflops=round(tf, 2),
+                            pct_gemm=round(100 * tf / gemm, 1),
+                            loss=float(loss),
+                        )
                         if cuda:
                             row["peak_mib_beyond_inputs"] = round(
-                                (torch.cuda.max_memory_allocated(device) - base) / 2**20, 1)
+                                (torch.cuda.max_memory_allocated(device) - base) / 2**20, 1
+                            )
                         last[key] = (N, ms)
                         if ms > args.max_seconds * 1e3:
                             too_slow.add(key)
@@ -464,7 +573,7 @@ def main(argv=None):
                         if cuda:
                             torch.cuda.empty_cache()
                         report(row)
-                        writer.writerow(row)                            # a killed run keeps its rows
+                        writer.writerow(row)  # a killed run keeps its rows
                         f.flush()
         del z, a, b
     f.close()

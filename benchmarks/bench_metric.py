@@ -26,6 +26,7 @@ Output: benchmarks/results/bench_metric.csv, bench_metric.png and a Markdown tab
     python benchmarks/bench_metric.py                  # the README's configuration
     python benchmarks/bench_metric.py --quick          # iris and wine only, one repeat
 """
+
 from __future__ import annotations
 
 import argparse
@@ -66,15 +67,18 @@ def ensure_env() -> Path:
 
 
 def make_data(names, seed, n_train, n_test):
-    import numpy as np
     from sklearn import datasets
     from sklearn.model_selection import train_test_split
     from sklearn.preprocessing import StandardScaler
 
     from contrastive.metric import pairs_from_labels
 
-    loaders = dict(digits=datasets.load_digits, wine=datasets.load_wine,
-                   breast_cancer=datasets.load_breast_cancer, iris=datasets.load_iris)
+    loaders = dict(
+        digits=datasets.load_digits,
+        wine=datasets.load_wine,
+        breast_cancer=datasets.load_breast_cancer,
+        iris=datasets.load_iris,
+    )
     out = {}
     for name in names:
         X, labels = loaders[name](return_X_y=True)
@@ -83,8 +87,15 @@ def make_data(names, seed, n_train, n_test):
         Xtr, Xte = scaler.transform(Xtr), scaler.transform(Xte)
         pairs, y = pairs_from_labels(Xtr, ytr, n_train, random_state=seed + 1)
         test, y_test = pairs_from_labels(Xte, yte, n_test, random_state=seed + 2)
-        out[name] = dict(train_pairs=pairs, train_y=y, train_X=Xtr, train_labels=ytr,
-                         test_pairs=test, test_y=y_test, shape=X.shape)
+        out[name] = dict(
+            train_pairs=pairs,
+            train_y=y,
+            train_X=Xtr,
+            train_labels=ytr,
+            test_pairs=test,
+            test_y=y_test,
+            shape=X.shape,
+        )
     return out
 
 
@@ -101,7 +112,9 @@ def run_ours(data, repeats):
     rows = []
     for name, d in data.items():
         pairs, y, test, y_test = d["train_pairs"], d["train_y"], d["test_pairs"], d["test_y"]
-        rows.append(dict(dataset=name, method="raw cosine", roc_auc=roc_auc_score(y_test, cos(test)), fit_s=0.0))
+        rows.append(
+            dict(dataset=name, method="raw cosine", roc_auc=roc_auc_score(y_test, cos(test)), fit_s=0.0)
+        )
         times = []
         for _ in range(repeats):
             t0 = time.perf_counter()
@@ -117,8 +130,10 @@ def run_ours(data, repeats):
                 t0 = time.perf_counter()
                 learner.fit(pairs, y)
                 times.append(time.perf_counter() - t0)
-            rows.append(dict(dataset=name, method=method, roc_auc=learner.score(test, y_test), fit_s=min(times)))
-        for r in rows[-len(OURS) - 2:]:
+            rows.append(
+                dict(dataset=name, method=method, roc_auc=learner.score(test, y_test), fit_s=min(times))
+            )
+        for r in rows[-len(OURS) - 2 :]:
             print(f"  {name:14s} {r['method']:20s} auc {r['roc_auc']:.4f}  fit {r['fit_s']:.3f}s", flush=True)
     return rows
 
@@ -131,8 +146,11 @@ def run_metric_learn(data, repeats, seed, threads):
         src, dst = Path(tmp) / "pairs.npz", Path(tmp) / "out.json"
         np.savez(src, **{f"{n}/{k}": v for n, d in data.items() for k, v in d.items() if k != "shape"})
         env = dict(os.environ, **thread_env(threads))
-        subprocess.run([str(py), str(HERE / "_metric_learn_worker.py"), str(src), str(dst), str(repeats), str(seed)],
-                       check=True, env=env)
+        subprocess.run(
+            [str(py), str(HERE / "_metric_learn_worker.py"), str(src), str(dst), str(repeats), str(seed)],
+            check=True,
+            env=env,
+        )
         out = json.loads(dst.read_text())
     return out["rows"], out["versions"]
 
@@ -161,13 +179,18 @@ def table(rows, names) -> str:
         vals = []
         for n in names:
             r = cell.get((n, m))
-            vals += ["", ""] if r is None else [f"{r['roc_auc']:.4f}", "-" if m == "raw cosine" else f"{r['fit_s']:.2f}"]
+            vals += (
+                ["", ""]
+                if r is None
+                else [f"{r['roc_auc']:.4f}", "-" if m == "raw cosine" else f"{r['fit_s']:.2f}"]
+            )
         lines.append(f"| {m} | " + " | ".join(vals) + " |")
     return "\n".join(lines)
 
 
 def plot(rows, names, path: Path) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
@@ -178,7 +201,9 @@ def plot(rows, names, path: Path) -> None:
     width = 0.8 / len(methods)
     for i, m in enumerate(methods):
         xs = np.arange(len(names)) + i * width
-        axes[0].bar(xs, [cell[(n, m)]["roc_auc"] if (n, m) in cell else np.nan for n in names], width, label=m)
+        axes[0].bar(
+            xs, [cell[(n, m)]["roc_auc"] if (n, m) in cell else np.nan for n in names], width, label=m
+        )
         fit = [cell[(n, m)]["fit_s"] if (n, m) in cell and m != "raw cosine" else np.nan for n in names]
         axes[1].bar(xs, fit, width)
     for ax, label in zip(axes, ("test ROC-AUC", "fit time (s, log; raw cosine has no fit)")):
@@ -210,10 +235,12 @@ def main() -> None:
             rows = [dict(r, roc_auc=float(r["roc_auc"]), fit_s=float(r["fit_s"])) for r in csv.DictReader(f)]
         names = list(dict.fromkeys(r["dataset"] for r in rows))
         plot(rows, names, RESULTS / f"{a.out}.png")
-        print(f"{rows[0]['machine']}; {rows[0]['n_train_pairs']} training / {rows[0]['n_test_pairs']} test "
-              f"pairs, seed {rows[0]['seed']}\n\n{table(rows, names)}")
+        print(
+            f"{rows[0]['machine']}; {rows[0]['n_train_pairs']} training / {rows[0]['n_test_pairs']} test "
+            f"pairs, seed {rows[0]['seed']}\n\n{table(rows, names)}"
+        )
         return
-    os.environ.update(thread_env(a.threads))          # before NumPy is imported
+    os.environ.update(thread_env(a.threads))  # before NumPy is imported
     names = ["iris", "wine"] if a.quick else [n.strip() for n in a.datasets.split(",")]
     repeats = 1 if a.quick else a.repeats
     unknown = set(names) - set(DATASETS)
@@ -232,24 +259,49 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     desc = machine(a.threads)
     with open(RESULTS / f"{a.out}.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["dataset", "method", "roc_auc", "fit_s", "n_train_pairs",
-                                          "n_test_pairs", "seed", "repeats", "machine", "metric_learn_env"])
+        w = csv.DictWriter(
+            f,
+            fieldnames=[
+                "dataset",
+                "method",
+                "roc_auc",
+                "fit_s",
+                "n_train_pairs",
+                "n_test_pairs",
+                "seed",
+                "repeats",
+                "machine",
+                "metric_learn_env",
+            ],
+        )
         w.writeheader()
         for r in rows:
-            w.writerow(dict(r, n_train_pairs=a.n_train_pairs, n_test_pairs=a.n_test_pairs, seed=a.seed,
-                            repeats=repeats, machine=desc, metric_learn_env=json.dumps(versions) if versions else ""))
+            w.writerow(
+                dict(
+                    r,
+                    n_train_pairs=a.n_train_pairs,
+                    n_test_pairs=a.n_test_pairs,
+                    seed=a.seed,
+                    repeats=repeats,
+                    machine=desc,
+                    metric_learn_env=json.dumps(versions) if versions else "",
+                )
+            )
     plot(rows, names, RESULTS / f"{a.out}.png")
     print(f"\n{desc}; {a.n_train_pairs} training / {a.n_test_pairs} test pairs, seed {a.seed}\n")
     print(table(rows, names))
     if "digits" in names and versions:
         ml = [r for r in rows if r["dataset"] == "digits" and r["method"] in ("MMC", "ITML", "LMNN")]
         best_auc, fastest = max(r["roc_auc"] for r in ml), min(r["fit_s"] for r in ml)
-        print("\ndigits target: ROC-AUC >= %.4f (best metric-learn), fit <= %.2fs (2x fastest metric-learn)"
-              % (best_auc, 2 * fastest))
+        print(
+            f"\ndigits target: ROC-AUC >= {best_auc:.4f} (best metric-learn), fit <= {2 * fastest:.2f}s (2x fastest metric-learn)"
+        )
         for r in rows:
             if r["dataset"] == "digits" and r["method"] in OURS:
                 ok = r["roc_auc"] >= best_auc and r["fit_s"] <= 2 * fastest
-                print(f"  {r['method']:18s} auc {r['roc_auc']:.4f} fit {r['fit_s']:.2f}s  {'met' if ok else 'MISSED'}")
+                print(
+                    f"  {r['method']:18s} auc {r['roc_auc']:.4f} fit {r['fit_s']:.2f}s  {'met' if ok else 'MISSED'}"
+                )
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ benchmarks/results/, a Markdown table on stdout.
     OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_objectives.py --with-info-nce
     python benchmarks/bench_objectives.py --quick          # small N, a smoke run
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,6 +43,7 @@ K = 1
 
 
 # ---------------------------------------------------------------- worker side
+
 
 def _open_clip_siglip():
     """open_clip's SigLipLoss from its loss.py alone (the package needs torchvision to import)."""
@@ -72,9 +74,11 @@ def _make(objective: str, provider: str, N: int, d: int):
             return (lambda z: C.nt_xent(z, tau)), [z]
         if provider == "pml":
             from pytorch_metric_learning.losses import SupConLoss
+
             crit = SupConLoss(temperature=tau)
             return (lambda z: crit(z, labels)), [z]
         if provider == "naive":
+
             def naive_supcon(z):
                 z = F.normalize(z, dim=1)
                 eye = torch.eye(N, dtype=torch.bool)
@@ -84,6 +88,7 @@ def _make(objective: str, provider: str, N: int, d: int):
                 n_pos = pos.sum(1)
                 per_row = -logp.masked_fill(~pos, 0.0).sum(1) / n_pos.clamp(min=1)
                 return per_row[n_pos > 0].mean()
+
             return naive_supcon, [z]
     if objective == "retrieval":
         B = N // (1 + K)
@@ -91,10 +96,12 @@ def _make(objective: str, provider: str, N: int, d: int):
         if provider == "contrastive":
             return (lambda a, p, n: C.retrieval_loss(a, p, n, tau)), inputs
         if provider == "naive":
+
             def naive_retrieval(a, p, n):
                 a = F.normalize(a, dim=1)
-                cand = F.normalize(torch.cat([p, n.reshape(-1, d)]), dim=1)       # (B (1 + K), d)
+                cand = F.normalize(torch.cat([p, n.reshape(-1, d)]), dim=1)  # (B (1 + K), d)
                 return F.cross_entropy(a @ cand.T / tau, torch.arange(B))
+
             return naive_retrieval, inputs
     if objective == "siglip":
         inputs = [torch.randn(N, d), torch.randn(N, d)]
@@ -105,10 +112,12 @@ def _make(objective: str, provider: str, N: int, d: int):
             scale, bias = torch.tensor(1.0 / tau), torch.tensor(BIAS)
             return (lambda a, b: crit(F.normalize(a, dim=1), F.normalize(b, dim=1), scale, bias)), inputs
         if provider == "naive":
+
             def naive_siglip(a, b):
                 logits = F.normalize(a, dim=1) @ F.normalize(b, dim=1).T / tau + BIAS
                 sign = 2 * torch.eye(N) - 1
                 return -F.logsigmoid(sign * logits).sum() / N
+
             return naive_siglip, inputs
     if objective == "dcl":
         B = N // 2
@@ -116,6 +125,7 @@ def _make(objective: str, provider: str, N: int, d: int):
         if provider == "contrastive":
             return (lambda a, b: C.info_nce(a, b, tau, decoupled=True)), inputs
         if provider == "naive":
+
             def naive_dcl(a, b):
                 z = F.normalize(torch.cat([a, b]), dim=1)
                 p = (torch.arange(N) + B) % N
@@ -124,6 +134,7 @@ def _make(objective: str, provider: str, N: int, d: int):
                 drop = torch.eye(N, dtype=torch.bool)
                 drop[torch.arange(N), p] = True
                 return (torch.logsumexp(S.masked_fill(drop, float("-inf")), 1) - pos).mean()
+
             return naive_dcl, inputs
     raise ValueError(f"unknown provider {provider!r} for objective {objective!r}")
 
@@ -148,7 +159,7 @@ def paired(a) -> None:
     torch.manual_seed(0)
     fns = {p: _make("supcon", p, a.n, a.d) for p in ("contrastive", "nt_xent")}
     times = {p: [] for p in fns}
-    for k in range(a.repeats + 1):                                  # call 0 of each: warm-up
+    for k in range(a.repeats + 1):  # call 0 of each: warm-up
         for p, (fn, inputs) in fns.items():
             z = inputs[0].detach().requires_grad_()
             t0 = time.perf_counter()
@@ -156,17 +167,36 @@ def paired(a) -> None:
             if k:
                 times[p].append(time.perf_counter() - t0)
     med = {p: statistics.median(t) for p, t in times.items()}
-    print(f"N={a.n} d={a.d}: supcon_loss {med['contrastive']:.3f} s, nt_xent {med['nt_xent']:.3f} s "
-          f"(medians of {a.repeats} alternated calls); supcon / nt_xent = {med['contrastive'] / med['nt_xent']:.3f}")
+    print(
+        f"N={a.n} d={a.d}: supcon_loss {med['contrastive']:.3f} s, nt_xent {med['nt_xent']:.3f} s "
+        f"(medians of {a.repeats} alternated calls); supcon / nt_xent = {med['contrastive'] / med['nt_xent']:.3f}"
+    )
 
 
 # ---------------------------------------------------------------- driver side
 
+
 def run_one(objective: str, provider: str, N: int, d: int, a) -> dict:
-    big = N >= 65536 or (provider == "pml" and N >= 4096)          # one timed call, no warm-up
-    cmd = [sys.executable, __file__, "--worker", "--objective", objective, "--provider", provider,
-           "--n", str(N), "--d", str(d), "--mem-gib", str(a.mem_gib),
-           "--repeats", str(1 if big else a.repeats), "--budget-s", str(a.timeout_s / 3)]
+    big = N >= 65536 or (provider == "pml" and N >= 4096)  # one timed call, no warm-up
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        "--objective",
+        objective,
+        "--provider",
+        provider,
+        "--n",
+        str(N),
+        "--d",
+        str(d),
+        "--mem-gib",
+        str(a.mem_gib),
+        "--repeats",
+        str(1 if big else a.repeats),
+        "--budget-s",
+        str(a.timeout_s / 3),
+    ]
     if not big:
         cmd.append("--warmup")
     row = {"objective": objective, "provider": provider, "N": N, "d": d, "mode": "fwd+bwd"}
@@ -181,24 +211,39 @@ def plan(a) -> list:
     out = []
     for obj in a.objectives:
         for n in sizes:
-            out += [(obj, p, n, d) for p in ["contrastive", "naive", *third[obj]] if not a.providers or p in a.providers]
+            out += [
+                (obj, p, n, d)
+                for p in ["contrastive", "naive", *third[obj]]
+                if not a.providers or p in a.providers
+            ]
         if not a.quick and not a.sizes:
-            out += [(obj, "contrastive", 65536, d)] + ([(obj, "nt_xent", 65536, d)] if obj == "supcon" else [])
+            out += [(obj, "contrastive", 65536, d)] + (
+                [(obj, "nt_xent", 65536, d)] if obj == "supcon" else []
+            )
     return out
 
 
 def table(rows) -> str:
     """Markdown table; ratios against naive autograd of the same objective and N, in this run.
     'above start': peak RSS minus the RSS before the first call (torch, inputs)."""
-    out = ["| objective | N | provider | time (ms) | naive's time / this | peak RSS (MiB) | "
-           "peak / naive's peak | above start / naive's | status |",
-           "|---|---|---|---|---|---|---|---|---|"]
+    out = [
+        "| objective | N | provider | time (ms) | naive's time / this | peak RSS (MiB) | "
+        "peak / naive's peak | above start / naive's | status |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         if r["status"] != "ok":
             out.append(f"| {r['objective']} | {r['N']} | {r['provider']} | | | | | | {r['status']} |")
             continue
-        nv = [x for x in rows if x["objective"] == r["objective"] and x["N"] == r["N"] and x["d"] == r["d"]
-              and x["provider"] == "naive" and x["status"] == "ok"]
+        nv = [
+            x
+            for x in rows
+            if x["objective"] == r["objective"]
+            and x["N"] == r["N"]
+            and x["d"] == r["d"]
+            and x["provider"] == "naive"
+            and x["status"] == "ok"
+        ]
         sp = mem = above = ""
         if nv and r["provider"] != "naive":
             n = nv[0]
@@ -208,8 +253,10 @@ def table(rows) -> str:
             gap = r["peak_rss_mib"] - r["base_rss_mib"]
             g = (n["peak_rss_mib"] - n["base_rss_mib"]) / gap if gap > 0 else 0.0
             above = "" if not g else f"1/{g:.0f}" if g >= 1 else f"{1 / g:.1f}x"
-        out.append(f"| {r['objective']} | {r['N']} | {r['provider']} | {r['time_s'] * 1e3:.1f} | {sp} | "
-                   f"{r['peak_rss_mib']:.0f} | {mem} | {above} | ok |")
+        out.append(
+            f"| {r['objective']} | {r['N']} | {r['provider']} | {r['time_s'] * 1e3:.1f} | {sp} | "
+            f"{r['peak_rss_mib']:.0f} | {mem} | {above} | ok |"
+        )
     return "\n".join(out)
 
 
@@ -238,15 +285,20 @@ def main() -> None:
     ap.add_argument("--mem-gib", type=float, default=10.0, help="address-space cap per configuration")
     ap.add_argument("--timeout-s", type=float, default=400.0)
     ap.add_argument("--quick", action="store_true", help="small N only, a smoke run")
-    ap.add_argument("--objectives", nargs="+", default=["supcon", "retrieval", "siglip", "dcl"],
-                    choices=sorted(TAU))
+    ap.add_argument(
+        "--objectives", nargs="+", default=["supcon", "retrieval", "siglip", "dcl"], choices=sorted(TAU)
+    )
     ap.add_argument("--sizes", nargs="+", type=int, default=None, help="N values (no N = 65536 rows then)")
     ap.add_argument("--providers", nargs="+", default=None, help="only these providers")
-    ap.add_argument("--with-info-nce", action="store_true",
-                    help="also re-run bench_info_nce.py's N = 16384 rows (NT-Xent, CLIP)")
+    ap.add_argument(
+        "--with-info-nce",
+        action="store_true",
+        help="also re-run bench_info_nce.py's N = 16384 rows (NT-Xent, CLIP)",
+    )
     ap.add_argument("--out", default=None, help="CSV / PNG name under benchmarks/results/")
-    ap.add_argument("--paired", action="store_true",
-                    help="supcon_loss against nt_xent at --n, alternated in one process")
+    ap.add_argument(
+        "--paired", action="store_true", help="supcon_loss against nt_xent at --n, alternated in one process"
+    )
     ap.add_argument("--table", default=None, metavar="CSV", help="only print the table (and plot) of a CSV")
     a = ap.parse_args()
     if a.worker:
@@ -265,15 +317,35 @@ def main() -> None:
         msg = f"{r['time_s']:.3f} s, peak {r['peak_rss_mib']:.0f} MiB" if r["status"] == "ok" else r["status"]
         print(f"{cfg[0]:9s} N={cfg[2]:6d} d={cfg[3]:4d} {cfg[1]:12s} {msg}", flush=True)
     if a.with_info_nce:
-        for obj, prov in [("nt_xent", "contrastive"), ("nt_xent", "naive"), ("nt_xent", "gemm2"),
-                          ("clip", "contrastive"), ("clip", "naive")]:
+        for obj, prov in [
+            ("nt_xent", "contrastive"),
+            ("nt_xent", "naive"),
+            ("nt_xent", "gemm2"),
+            ("clip", "contrastive"),
+            ("clip", "naive"),
+        ]:
             r = base.run_one(obj, prov, 16384, 128, "fwd+bwd", a)
             rows.append(r)
-            msg = f"{r['time_s']:.3f} s, peak {r['peak_rss_mib']:.0f} MiB" if r["status"] == "ok" else r["status"]
+            msg = (
+                f"{r['time_s']:.3f} s, peak {r['peak_rss_mib']:.0f} MiB"
+                if r["status"] == "ok"
+                else r["status"]
+            )
             print(f"{obj:9s} N={16384:6d} d={128:4d} {prov:12s} {msg}  (bench_info_nce.py)", flush=True)
     RESULTS.mkdir(exist_ok=True)
     name = a.out or ("bench_objectives_quick" if a.quick else "bench_objectives")
-    fields = ["objective", "mode", "d", "N", "provider", "status", "time_s", "runs", "peak_rss_mib", "base_rss_mib"]
+    fields = [
+        "objective",
+        "mode",
+        "d",
+        "N",
+        "provider",
+        "status",
+        "time_s",
+        "runs",
+        "peak_rss_mib",
+        "base_rss_mib",
+    ]
     with open(RESULTS / f"{name}.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         w.writeheader()
@@ -288,6 +360,7 @@ def main() -> None:
 def plot(rows, path: Path, title: str) -> None:
     """One panel pair (time, peak RSS against N) per objective."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -9,6 +9,7 @@ average to ``benchmarks/results/retrieval.csv`` and a bar plot to ``retrieval.pn
     python benchmarks/bench_retrieval.py                      # every variant (about 5 min each on 2 cores)
     python benchmarks/bench_retrieval.py --variants default siglip --root /tmp/runs
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,8 +36,18 @@ OUT = Path(__file__).resolve().parent / "results"
 
 def run(name: str, extra, root: str) -> dict:
     folder = name.replace(" ", "-")
-    cmd = [sys.executable, "-m", "contrastive", "train", "retrieval", f"--run.root={root}", f"--run.name={folder}",
-           "--run.overwrite=true", "--run.progress=false", *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "contrastive",
+        "train",
+        "retrieval",
+        f"--run.root={root}",
+        f"--run.name={folder}",
+        "--run.overwrite=true",
+        "--run.progress=false",
+        *extra,
+    ]
     load = os.getloadavg()[0]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
@@ -45,12 +56,21 @@ def run(name: str, extra, root: str) -> dict:
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     s = json.loads((Path(root) / folder / "summary.json").read_text())
     t, b = s["trained"], s["baselines"]
-    return {"variant": name, "args": " ".join(extra), "mrr_at_10": t["mrr_at_10"], "recall_at_1": t["recall_at_1"],
-            "recall_at_10": t["recall_at_10"], "ndcg_at_10": t["ndcg_at_10"],
-            "fused_mrr_at_10": t["fused_mrr_at_10"], "bm25_mrr_at_10": b["bm25"]["mrr_at_10"],
-            "tfidf_mrr_at_10": b["tfidf"]["mrr_at_10"], "wall_s": round(wall, 1),
-            "cpu_s": round(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, 1),
-            "load_1min_start": round(load, 2), "load_1min_end": round(os.getloadavg()[0], 2)}
+    return {
+        "variant": name,
+        "args": " ".join(extra),
+        "mrr_at_10": t["mrr_at_10"],
+        "recall_at_1": t["recall_at_1"],
+        "recall_at_10": t["recall_at_10"],
+        "ndcg_at_10": t["ndcg_at_10"],
+        "fused_mrr_at_10": t["fused_mrr_at_10"],
+        "bm25_mrr_at_10": b["bm25"]["mrr_at_10"],
+        "tfidf_mrr_at_10": b["tfidf"]["mrr_at_10"],
+        "wall_s": round(wall, 1),
+        "cpu_s": round(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, 1),
+        "load_1min_start": round(load, 2),
+        "load_1min_end": round(os.getloadavg()[0], 2),
+    }
 
 
 def plot(rows, path: Path) -> None:
@@ -62,7 +82,9 @@ def plot(rows, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 0.55 * len(rows) + 1.3))
     y = list(range(len(rows)))
     ax.barh(y, [r["mrr_at_10"] for r in rows], height=0.4, label="trained encoder")
-    ax.barh([v + 0.4 for v in y], [r["fused_mrr_at_10"] for r in rows], height=0.4, label="BM25 + trained (RRF)")
+    ax.barh(
+        [v + 0.4 for v in y], [r["fused_mrr_at_10"] for r in rows], height=0.4, label="BM25 + trained (RRF)"
+    )
     ax.axvline(rows[0]["bm25_mrr_at_10"], color="k", ls="--", label="BM25")
     ax.set_yticks([v + 0.2 for v in y], [r["variant"] for r in rows])
     ax.invert_yaxis()
@@ -92,14 +114,20 @@ def main() -> None:
         w.writeheader()
         w.writerows(rows)
     plot(rows, out.with_suffix(".png"))
-    print(f"{'variant':<32} {'MRR@10':>7} {'R@1':>6} {'R@10':>6} {'nDCG@10':>8} {'fused':>6} {'wall s':>7} "
-          f"{'cpu s':>6} load")
+    print(
+        f"{'variant':<32} {'MRR@10':>7} {'R@1':>6} {'R@10':>6} {'nDCG@10':>8} {'fused':>6} {'wall s':>7} "
+        f"{'cpu s':>6} load"
+    )
     for r in rows:
-        print(f"{r['variant']:<32} {r['mrr_at_10']:7.4f} {r['recall_at_1']:6.4f} {r['recall_at_10']:6.4f} "
-              f"{r['ndcg_at_10']:8.4f} {r['fused_mrr_at_10']:6.4f} {r['wall_s']:7.1f} {r['cpu_s']:6.1f} "
-              f"{r['load_1min_start']}-{r['load_1min_end']}")
-    print(f"BM25 {rows[0]['bm25_mrr_at_10']:.4f}, TF-IDF {rows[0]['tfidf_mrr_at_10']:.4f}; wrote {out} and "
-          f"{out.with_suffix('.png')}")
+        print(
+            f"{r['variant']:<32} {r['mrr_at_10']:7.4f} {r['recall_at_1']:6.4f} {r['recall_at_10']:6.4f} "
+            f"{r['ndcg_at_10']:8.4f} {r['fused_mrr_at_10']:6.4f} {r['wall_s']:7.1f} {r['cpu_s']:6.1f} "
+            f"{r['load_1min_start']}-{r['load_1min_end']}"
+        )
+    print(
+        f"BM25 {rows[0]['bm25_mrr_at_10']:.4f}, TF-IDF {rows[0]['tfidf_mrr_at_10']:.4f}; wrote {out} and "
+        f"{out.with_suffix('.png')}"
+    )
 
 
 if __name__ == "__main__":

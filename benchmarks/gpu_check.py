@@ -21,6 +21,7 @@ installs the wheels carried in ``.whl/`` first.
     bash benchmarks/gpu_check.sh                        # GPU: results in benchmarks/results/gpu_check/
     bash benchmarks/gpu_check.sh --dry-run --results /tmp/gc
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,8 +40,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_RESULTS = ROOT / "benchmarks" / "results" / "gpu_check"
 # (stage, seconds on a GPU, seconds in the dry run, seconds kept back for the stages after it)
-PLAN = [("env", 40, 60, 330), ("tests", 170, 240, 160), ("accuracy", 60, 60, 100),
-        ("bench", 210, 60, 10), ("kernels", 10_000, 0, 5)]
+PLAN = [
+    ("env", 40, 60, 330),
+    ("tests", 170, 240, 160),
+    ("accuracy", 60, 60, 100),
+    ("bench", 210, 60, 10),
+    ("kernels", 10_000, 0, 5),
+]
 BENCH_N = (16384, 65536, 262144, 1048576)
 BENCH_D = (128, 512)
 
@@ -74,13 +80,25 @@ print(json.dumps(info, indent=1))
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--dry-run", action="store_true", help="CPU: tiny sizes, Triton interpreter (also without CUDA)")
-    ap.add_argument("--results", default=None, help=f"results folder (default {DEFAULT_RESULTS.relative_to(ROOT)} "
-                                                    f"on a GPU, a temporary folder in the dry run)")
+    ap.add_argument(
+        "--dry-run", action="store_true", help="CPU: tiny sizes, Triton interpreter (also without CUDA)"
+    )
+    ap.add_argument(
+        "--results",
+        default=None,
+        help=f"results folder (default {DEFAULT_RESULTS.relative_to(ROOT)} "
+        f"on a GPU, a temporary folder in the dry run)",
+    )
     ap.add_argument("--out", default=os.environ.get("OUT"), help="pack folder (default $OUT; none: no pack)")
-    ap.add_argument("--budget", type=float, default=float(os.environ.get("GPU_CHECK_BUDGET", 470)),
-                    help="seconds for all stages (default 470, or $GPU_CHECK_BUDGET)")
-    ap.add_argument("--skip", nargs="*", default=[], choices=[s for s, *_ in PLAN], help="stages to leave out")
+    ap.add_argument(
+        "--budget",
+        type=float,
+        default=float(os.environ.get("GPU_CHECK_BUDGET", 470)),
+        help="seconds for all stages (default 470, or $GPU_CHECK_BUDGET)",
+    )
+    ap.add_argument(
+        "--skip", nargs="*", default=[], choices=[s for s, *_ in PLAN], help="stages to leave out"
+    )
     return ap.parse_args(argv)
 
 
@@ -90,8 +108,15 @@ def run_stage(name, cmd, log_path, timeout, env):
     shown = " ".join(str(c) if len(str(c)) < 80 else "<script>" for c in cmd)
     print(f"\n=== {name}: {shown} (limit {timeout:.0f} s)", flush=True)
     with open(log_path, "w") as log:
-        proc = subprocess.Popen([str(c) for c in cmd], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        proc = subprocess.Popen(
+            [str(c) for c in cmd],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
 
         def pump():
             for line in proc.stdout:
@@ -99,6 +124,7 @@ def run_stage(name, cmd, log_path, timeout, env):
                 log.flush()
                 sys.stdout.write(line)
                 sys.stdout.flush()
+
         reader = threading.Thread(target=pump, daemon=True)
         reader.start()
         try:
@@ -131,14 +157,23 @@ def junit_counts(path: Path, log: Path) -> str:
             return "no report"
         text = log.read_text(errors="replace")
         n = {k: text.count(f" {k.upper()}") for k in ("passed", "failed", "error", "skipped")}
-        failed = [ln.split(" ")[0] for ln in text.splitlines()
-                  if ln.startswith("tests") and (" FAILED" in ln or " ERROR" in ln)]
-        return (f"cut short, from the log: {n['passed']} passed, {n['failed']} failed, {n['error']} errors, "
-                f"{n['skipped']} skipped" + "".join(f"\n    - {f}" for f in failed[:30]))
+        failed = [
+            ln.split(" ")[0]
+            for ln in text.splitlines()
+            if ln.startswith("tests") and (" FAILED" in ln or " ERROR" in ln)
+        ]
+        return (
+            f"cut short, from the log: {n['passed']} passed, {n['failed']} failed, {n['error']} errors, "
+            f"{n['skipped']} skipped" + "".join(f"\n    - {f}" for f in failed[:30])
+        )
     suites = [root] if root.tag == "testsuite" else list(root)
     n = {k: sum(int(s.get(k, 0)) for s in suites) for k in ("tests", "failures", "errors", "skipped")}
-    failed = [f"{c.get('classname')}::{c.get('name')}" for s in suites for c in s.iter("testcase")
-              if c.find("failure") is not None or c.find("error") is not None]
+    failed = [
+        f"{c.get('classname')}::{c.get('name')}"
+        for s in suites
+        for c in s.iter("testcase")
+        if c.find("failure") is not None or c.find("error") is not None
+    ]
     passed = n["tests"] - n["failures"] - n["errors"] - n["skipped"]
     text = f"{passed} passed, {n['failures']} failed, {n['errors']} errors, {n['skipped']} skipped"
     return text + "".join(f"\n    - {f}" for f in failed[:30])
@@ -161,21 +196,32 @@ def main(argv=None) -> int:
     status, secs = run_stage("env", [py, "-c", ENV_SCRIPT], scratch, PLAN[0][2 if dry else 1], env)
     try:
         text = scratch.read_text()
-        info = json.loads(text[text.index("{"):text.rindex("}") + 1])
+        info = json.loads(text[text.index("{") : text.rindex("}") + 1])
     except Exception:
         info = {"cuda": False}
     if str(info.get("torch", "not importable")).startswith("not importable"):
-        print(f"\ntorch is not importable with {py}: run make install first (it builds .venv), or point "
-              f"GPU_CHECK_PYTHON at a Python that has torch.", flush=True)
+        print(
+            f"\ntorch is not importable with {py}: run make install first (it builds .venv), or point "
+            f"GPU_CHECK_PYTHON at a Python that has torch.",
+            flush=True,
+        )
         return 1
     if not info.get("cuda") and not dry:
-        print("\nno CUDA device here: nothing can be measured. Running the same check as a dry run on CPU "
-              "(tiny sizes, Triton interpreter) so that the check itself is tested.\n", flush=True)
+        print(
+            "\nno CUDA device here: nothing can be measured. Running the same check as a dry run on CPU "
+            "(tiny sizes, Triton interpreter) so that the check itself is tested.\n",
+            flush=True,
+        )
         dry = True
-    R = Path(args.results).resolve() if args.results else (
-        Path(os.environ.get("TMPDIR", "/tmp")) / "contrastive-gpu-check-dry" if dry else DEFAULT_RESULTS)
+    R = (
+        Path(args.results).resolve()
+        if args.results
+        else (
+            Path(os.environ.get("TMPDIR", "/tmp")) / "contrastive-gpu-check-dry" if dry else DEFAULT_RESULTS
+        )
+    )
     R.mkdir(parents=True, exist_ok=True)
-    for old in R.iterdir():                                             # a stale file must not pass as new
+    for old in R.iterdir():  # a stale file must not pass as new
         if old.is_file() and old.suffix in (".log", ".xml", ".csv", ".md", ".png", ".txt", ".json"):
             old.unlink()
     shutil.move(str(scratch), R / "env.log")
@@ -191,22 +237,78 @@ def main(argv=None) -> int:
 
     try:
         import pytest_timeout  # noqa: F401
+
         per_test = ["--timeout=150"] if not dry else []
     except ImportError:
         per_test = []
     commands = {
         # -v: one line per test in the log, so a stage cut by its time limit still shows its results
-        "tests": [py, "-m", "pytest", "tests/cuda", "-m", "cuda", "-v", "-rfE", "--durations=15",
-                  "-p", "no:cacheprovider", f"--junitxml={R / 'tests_cuda.xml'}", *per_test],
-        "accuracy": [py, "benchmarks/gpu_accuracy.py", *dry_flag, *(["--dtypes", "bfloat16"] if dry else []),
-                     "--csv", R / "accuracy.csv"],
-        "bench": [py, "benchmarks/bench_info_nce_gpu.py", *dry_flag, "--dtype", "bfloat16",
-                  "--N", *(("32",) if dry else BENCH_N), "--d", *(("16",) if dry else BENCH_D),
-                  "--providers", "triton", "torch-engine", "naive", "inf-cl", "--forms", "single", "clip",
-                  "--modes", "fwd+bwd", "--reps", "5", "--warmup", "1", "--rep-seconds", "3",
-                  "--csv", R / "bench_info_nce_gpu.csv"],
-        "kernels": [py, "-m", "pytest", "tests/kernels/test_kernels_info_nce.py", "-k", "cuda", "-v", "-rfE",
-                    "-p", "no:cacheprovider", f"--junitxml={R / 'tests_kernels_cuda.xml'}", *per_test],
+        "tests": [
+            py,
+            "-m",
+            "pytest",
+            "tests/cuda",
+            "-m",
+            "cuda",
+            "-v",
+            "-rfE",
+            "--durations=15",
+            "-p",
+            "no:cacheprovider",
+            f"--junitxml={R / 'tests_cuda.xml'}",
+            *per_test,
+        ],
+        "accuracy": [
+            py,
+            "benchmarks/gpu_accuracy.py",
+            *dry_flag,
+            *(["--dtypes", "bfloat16"] if dry else []),
+            "--csv",
+            R / "accuracy.csv",
+        ],
+        "bench": [
+            py,
+            "benchmarks/bench_info_nce_gpu.py",
+            *dry_flag,
+            "--dtype",
+            "bfloat16",
+            "--N",
+            *(("32",) if dry else BENCH_N),
+            "--d",
+            *(("16",) if dry else BENCH_D),
+            "--providers",
+            "triton",
+            "torch-engine",
+            "naive",
+            "inf-cl",
+            "--forms",
+            "single",
+            "clip",
+            "--modes",
+            "fwd+bwd",
+            "--reps",
+            "5",
+            "--warmup",
+            "1",
+            "--rep-seconds",
+            "3",
+            "--csv",
+            R / "bench_info_nce_gpu.csv",
+        ],
+        "kernels": [
+            py,
+            "-m",
+            "pytest",
+            "tests/kernels/test_kernels_info_nce.py",
+            "-k",
+            "cuda",
+            "-v",
+            "-rfE",
+            "-p",
+            "no:cacheprovider",
+            f"--junitxml={R / 'tests_kernels_cuda.xml'}",
+            *per_test,
+        ],
     }
     for name in ("tests", "accuracy", "bench", "kernels"):
         t = limit(name)
@@ -218,9 +320,9 @@ def main(argv=None) -> int:
             continue
         cmd = list(commands[name])
         if name == "bench":
-            cmd += ["--budget-seconds", f"{max(t - 20, 10):.0f}"]        # the bench stops itself in time
+            cmd += ["--budget-seconds", f"{max(t - 20, 10):.0f}"]  # the bench stops itself in time
         status, secs = run_stage(name, cmd, R / f"{name}.log", t, env)
-        if name == "kernels" and status.startswith("timed out"):                # it only gets the time left
+        if name == "kernels" and status.startswith("timed out"):  # it only gets the time left
             status = "partial: stopped at the end of the budget"
         stages[name] = (status, secs)
 
@@ -232,20 +334,37 @@ def main(argv=None) -> int:
 
 
 def write_summary(R: Path, info: dict, stages: dict, dry: bool, total: float) -> str:
-    lines = [f"# gpu-check{' (DRY RUN on CPU: nothing measured on a GPU)' if dry else ''}", "",
-             f"Date (UTC): {time.strftime('%Y-%m-%d %H:%M', time.gmtime())}; wall time {total:.0f} s.", "",
-             "Environment: " + "; ".join(f"{k} {info.get(k)}" for k in
-                                         ("gpu", "capability", "nvidia_smi", "python", "torch", "torch_cuda",
-                                          "triton", "inf_cl") if info.get(k) is not None), "",
-             "| stage | status | seconds |", "| --- | --- | --- |"]
+    lines = [
+        f"# gpu-check{' (DRY RUN on CPU: nothing measured on a GPU)' if dry else ''}",
+        "",
+        f"Date (UTC): {time.strftime('%Y-%m-%d %H:%M', time.gmtime())}; wall time {total:.0f} s.",
+        "",
+        "Environment: "
+        + "; ".join(
+            f"{k} {info.get(k)}"
+            for k in ("gpu", "capability", "nvidia_smi", "python", "torch", "torch_cuda", "triton", "inf_cl")
+            if info.get(k) is not None
+        ),
+        "",
+        "| stage | status | seconds |",
+        "| --- | --- | --- |",
+    ]
     lines += [f"| {k} | {s} | {t:.0f} |" for k, (s, t) in stages.items()]
     lines += ["", f"CUDA tests (tests/cuda, -m cuda): {junit_counts(R / 'tests_cuda.xml', R / 'tests.log')}"]
     if (R / "kernels.log").exists():
-        lines += ["", "Kernel tests on CUDA (tests/kernels -k cuda): "
-                  + junit_counts(R / "tests_kernels_cuda.xml", R / "kernels.log")]
+        lines += [
+            "",
+            "Kernel tests on CUDA (tests/kernels -k cuda): "
+            + junit_counts(R / "tests_kernels_cuda.xml", R / "kernels.log"),
+        ]
     for title, name in (("Accuracy against float64", "accuracy.md"), ("Benchmark", "bench_info_nce_gpu.md")):
         p = R / name
-        lines += ["", f"## {title}", "", p.read_text().rstrip() if p.exists() else "(not produced: see the stage log)"]
+        lines += [
+            "",
+            f"## {title}",
+            "",
+            p.read_text().rstrip() if p.exists() else "(not produced: see the stage log)",
+        ]
     text = "\n".join(lines) + "\n"
     (R / "summary.md").write_text(text)
     return text
@@ -259,7 +378,9 @@ def pack(R: Path, out: Path) -> None:
     for name in ("summary.md", "bench_info_nce_gpu.png"):
         if (R / name).exists():
             shutil.copy(R / name, out / name)
-    print(f"packed {R} into {out / 'gpu_check.tar.gz'} (unpack: tar xzf gpu_check.tar.gz -C benchmarks/results/)")
+    print(
+        f"packed {R} into {out / 'gpu_check.tar.gz'} (unpack: tar xzf gpu_check.tar.gz -C benchmarks/results/)"
+    )
 
 
 if __name__ == "__main__":

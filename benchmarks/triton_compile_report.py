@@ -10,6 +10,7 @@ the interpreter tests cannot; it measures no speed.
     python benchmarks/triton_compile_report.py                       # D = 128, 256, 512, bf16
     python benchmarks/triton_compile_report.py --dims 128 --dtype fp32 --csv out.csv
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,7 +55,10 @@ def _compile_one(job):
         const.setdefault("PREC", "tf32" if dtype != "fp32" else "tf32x3")
     sig, attrs = {}, {}
     for i, n in enumerate(fn.arg_names):
-        if n.endswith("_ptr") or n in ("N", "QSHIFT"):      # as the JIT specialises 16-aligned pointers, N % 16 == 0
+        if n.endswith("_ptr") or n in (
+            "N",
+            "QSHIFT",
+        ):  # as the JIT specialises 16-aligned pointers, N % 16 == 0
             attrs[(i,)] = [["tt.divisibility", 16]]
         if n in const:
             sig[n] = "constexpr"
@@ -67,11 +71,21 @@ def _compile_one(job):
         else:
             sig[n] = "i32"
     t0 = time.time()
-    row = dict(kernel=kernel, variant=variant, D=D, dtype=dtype, warps=warps, stages=stages,
-               **{k: v for k, v in meta.items()})
+    row = dict(
+        kernel=kernel,
+        variant=variant,
+        D=D,
+        dtype=dtype,
+        warps=warps,
+        stages=stages,
+        **{k: v for k, v in meta.items()},
+    )
     try:
-        k = triton.compile(ASTSource(fn, sig, const, attrs), target=GPUTarget("cuda", arch, 32),
-                           options=dict(num_warps=warps, num_stages=stages))
+        k = triton.compile(
+            ASTSource(fn, sig, const, attrs),
+            target=GPUTarget("cuda", arch, 32),
+            options=dict(num_warps=warps, num_stages=stages),
+        )
     except Exception as e:  # report, do not stop the sweep
         row.update(status=f"error: {type(e).__name__}: {str(e).splitlines()[0][:120]}")
         return row
@@ -81,7 +95,9 @@ def _compile_one(job):
     with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
         f.write(k.asm["cubin"])
         f.flush()
-        out = subprocess.run([str(cuobjdump), "--dump-resource-usage", f.name], capture_output=True, text=True).stdout
+        out = subprocess.run(
+            [str(cuobjdump), "--dump-resource-usage", f.name], capture_output=True, text=True
+        ).stdout
     m = re.search(r"REG:(\d+) STACK:(\d+)", out)
     row["regs"], row["stack_bytes"] = (int(m.group(1)), int(m.group(2))) if m else (None, None)
     ptx = k.asm["ptx"]
@@ -114,25 +130,44 @@ def main(argv=None):
         for kernel, variant, flags in VARIANTS:
             if args.kernels and kernel not in args.kernels:
                 continue
-            if kernel == "finalize_kernel":                       # fixed launch, as in _run_finalize
+            if kernel == "finalize_kernel":  # fixed launch, as in _run_finalize
                 cfgs = [triton.Config(dict(BLOCK=64, BLOCK_K=min(_pow2(D), 128)), num_warps=4, num_stages=2)]
             else:
-                cfgs = _configs(kernel, D, interpret=False, esize=4 if args.dtype == "fp32" else 2,
-                                prec="tf32x3" if args.dtype == "fp32" else "tf32")
+                cfgs = _configs(
+                    kernel,
+                    D,
+                    interpret=False,
+                    esize=4 if args.dtype == "fp32" else 2,
+                    prec="tf32x3" if args.dtype == "fp32" else "tf32",
+                )
             for cfg in cfgs:
-                jobs.append((kernel, variant, flags, D, args.dtype, dict(cfg.kwargs), cfg.num_warps,
-                             cfg.num_stages, args.arch))
+                jobs.append(
+                    (
+                        kernel,
+                        variant,
+                        flags,
+                        D,
+                        args.dtype,
+                        dict(cfg.kwargs),
+                        cfg.num_warps,
+                        cfg.num_stages,
+                        args.arch,
+                    )
+                )
     print(f"{len(jobs)} compilations for sm_{args.arch}, {args.dtype}", flush=True)
     rows = []
     with ProcessPoolExecutor(args.jobs) as ex:
         for row in ex.map(_compile_one, jobs):
             rows.append(row)
-            tiles = "/".join(str(row.get(k)) for k in ("BLOCK", "BLOCK_M", "BLOCK_N", "BLOCK_K", "BLOCK_DV")
-                             if k in row)
-            print(f"{row['kernel']:15s} {row['variant']:17s} D={row['D']:<4d} tiles={tiles:18s} "
-                  f"w={row['warps']} s={row['stages']} regs={row.get('regs')} stack={row.get('stack_bytes')} "
-                  f"smem={row.get('shared_bytes')} wgmma={row.get('wgmma')} {row.get('compile_s')}s {row['status']}",
-                  flush=True)
+            tiles = "/".join(
+                str(row.get(k)) for k in ("BLOCK", "BLOCK_M", "BLOCK_N", "BLOCK_K", "BLOCK_DV") if k in row
+            )
+            print(
+                f"{row['kernel']:15s} {row['variant']:17s} D={row['D']:<4d} tiles={tiles:18s} "
+                f"w={row['warps']} s={row['stages']} regs={row.get('regs')} stack={row.get('stack_bytes')} "
+                f"smem={row.get('shared_bytes')} wgmma={row.get('wgmma')} {row.get('compile_s')}s {row['status']}",
+                flush=True,
+            )
     if args.csv:
         keys = sorted({k for r in rows for k in r})
         with open(args.csv, "w", newline="") as f:

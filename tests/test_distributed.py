@@ -6,6 +6,7 @@ every check is the single-process computation over the concatenated global batch
 float64, to 1e-10: loss values, input gradients ('exact' mode and 'ddp' = world_size x
 exact), the temperature gradient, and parameter gradients of a DDP-wrapped encoder.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -29,17 +30,19 @@ TOL = 1e-10
 def _worker(rank, world, port, case, pg_timeout, q):
     torch.set_num_threads(1)
     try:
-        store = dist.TCPStore("127.0.0.1", port, world, is_master=False,
-                              timeout=datetime.timedelta(seconds=60))
-        dist.init_process_group("gloo", store=store, rank=rank, world_size=world,
-                                timeout=datetime.timedelta(seconds=pg_timeout))
+        store = dist.TCPStore(
+            "127.0.0.1", port, world, is_master=False, timeout=datetime.timedelta(seconds=60)
+        )
+        dist.init_process_group(
+            "gloo", store=store, rank=rank, world_size=world, timeout=datetime.timedelta(seconds=pg_timeout)
+        )
         t0 = time.monotonic()
-        result = (case if callable(case) else CASES[case])(rank, world)   # or another test module's function
+        result = (case if callable(case) else CASES[case])(rank, world)  # or another test module's function
         q.put((rank, "ok", result, time.monotonic() - t0))
-    except BaseException as e:                                     # report, then die as a crash would
+    except BaseException as e:  # report, then die as a crash would
         q.put((rank, "error", f"{type(e).__name__}: {e}\n{traceback.format_exc()}", 0.0))
         q.close()
-        q.join_thread()                                            # flush before dying
+        q.join_thread()  # flush before dying
         os._exit(1)
     dist.destroy_process_group()
 
@@ -52,8 +55,10 @@ def spawn(world, case, pg_timeout=60, deadline=180, wait_for=None):
     store = dist.TCPStore("127.0.0.1", 0, world, is_master=True, wait_for_workers=False)
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
-    procs = [ctx.Process(target=_worker, args=(r, world, store.port, case, pg_timeout, q), daemon=True)
-             for r in range(world)]
+    procs = [
+        ctx.Process(target=_worker, args=(r, world, store.port, case, pg_timeout, q), daemon=True)
+        for r in range(world)
+    ]
     for p in procs:
         p.start()
     out, end = {}, time.monotonic() + deadline
@@ -66,7 +71,7 @@ def spawn(world, case, pg_timeout=60, deadline=180, wait_for=None):
                 if all(not p.is_alive() for p in procs) and q.empty():
                     break
     finally:
-        for r, p in enumerate(procs):                              # only the processes started here
+        for r, p in enumerate(procs):  # only the processes started here
             if r in wait_for:
                 p.join(timeout=max(0.0, min(5.0, end - time.monotonic())))
             if p.is_alive():
@@ -135,7 +140,7 @@ def _pair_case(errors, fn, ref_fn, rank, world, sizes, d, tau, reduction, seed, 
 
 
 def _gather_case(errors, rank, world):
-    sizes = [2 + (3 * r) % 4 for r in range(world)]               # uneven: 2, 5, 4, ...
+    sizes = [2 + (3 * r) % 4 for r in range(world)]  # uneven: 2, 5, 4, ...
     g = torch.Generator().manual_seed(7)
     X = torch.randn(sum(sizes), 3, generator=g, dtype=torch.float64)
     Ws = [torch.randn(sum(sizes), 3, generator=g, dtype=torch.float64) for _ in range(world)]
@@ -143,8 +148,8 @@ def _gather_case(errors, rank, world):
     x = X[s].clone().requires_grad_()
     y = cd.all_gather_with_grad(x)
     errors["gather/forward"] = _err(y, X)
-    (y * Ws[rank]).sum().backward()                               # a different loss on each rank
-    errors["gather/backward"] = _err(x.grad, sum(Ws)[s])           # sum over ranks' losses
+    (y * Ws[rank]).sum().backward()  # a different loss on each rank
+    errors["gather/backward"] = _err(x.grad, sum(Ws)[s])  # sum over ranks' losses
 
 
 class _Encoder(torch.nn.Module):
@@ -160,23 +165,31 @@ class _Encoder(torch.nn.Module):
 def _ddp_case(errors, rank, world, sizes):
     """After DDP averages gradients, each parameter's .grad is the full-batch gradient."""
     from torch.nn.parallel import DistributedDataParallel as DDP
+
     torch.manual_seed(0)
     ref_model = _Encoder()
     model = DDP(_Encoder())
     model.module.load_state_dict(ref_model.state_dict())
     g = torch.Generator().manual_seed(11)
     B = sum(sizes)
-    X1, X2 = torch.randn(B, 6, generator=g, dtype=torch.float64), torch.randn(B, 6, generator=g, dtype=torch.float64)
+    X1, X2 = (
+        torch.randn(B, 6, generator=g, dtype=torch.float64),
+        torch.randn(B, 6, generator=g, dtype=torch.float64),
+    )
     s = _slices(sizes)[rank]
-    def per_row_mean(*args):                                      # 'none': collectives in backward
+
+    def per_row_mean(*args):  # 'none': collectives in backward
         return cd.info_nce(*args, reduction="none").sum() / (2 * B)
 
-    for loss_name, dist_fn, ref_fn in [("info_nce", cd.info_nce, C.info_nce), ("clip_loss", cd.clip_loss, C.clip_loss),
-                                       ("info_nce_none", per_row_mean, C.info_nce)]:
+    for loss_name, dist_fn, ref_fn in [
+        ("info_nce", cd.info_nce, C.info_nce),
+        ("clip_loss", cd.clip_loss, C.clip_loss),
+        ("info_nce_none", per_row_mean, C.info_nce),
+    ]:
         ref_model.zero_grad()
         model.zero_grad()
         ref_fn(*ref_model(X1, X2)).backward()
-        dist_fn(*model(X1[s], X2[s])).backward()                  # gradient='ddp', the default
+        dist_fn(*model(X1[s], X2[s])).backward()  # gradient='ddp', the default
         for (name, p), q in zip(model.module.named_parameters(), ref_model.parameters()):
             errors[f"ddp/{loss_name}/{sizes}/{name}"] = _err(p.grad, q.grad)
 
@@ -187,17 +200,43 @@ def _exactness(rank, world):
     for k, sizes in enumerate(size_sets):
         for exclude_self in (True, False):
             for reduction in ("mean", "sum", "none"):
-                _pair_case(errors, cd.info_nce, C.info_nce, rank, world, sizes, 5, 0.3, reduction,
-                           seed=k, exclude_self=exclude_self, block_size=3)
+                _pair_case(
+                    errors,
+                    cd.info_nce,
+                    C.info_nce,
+                    rank,
+                    world,
+                    sizes,
+                    5,
+                    0.3,
+                    reduction,
+                    seed=k,
+                    exclude_self=exclude_self,
+                    block_size=3,
+                )
         for reduction in ("mean", "none"):
-            _pair_case(errors, cd.clip_loss, C.clip_loss, rank, world, sizes, 5, 0.3, reduction, seed=k, block_size=3)
-        _pair_case(errors, cd.info_nce, C.info_nce, rank, world, sizes, 4, 0.5, "mean", seed=k, gradient="ddp")
-        _pair_case(errors, cd.info_nce, C.info_nce, rank, world, sizes, 4, 0.5, "none", seed=k, gradient="ddp")
-        _pair_case(errors, cd.clip_loss, C.clip_loss, rank, world, sizes, 4, 0.07, "sum", seed=k, gradient="ddp")
+            _pair_case(
+                errors, cd.clip_loss, C.clip_loss, rank, world, sizes, 5, 0.3, reduction, seed=k, block_size=3
+            )
+        _pair_case(
+            errors, cd.info_nce, C.info_nce, rank, world, sizes, 4, 0.5, "mean", seed=k, gradient="ddp"
+        )
+        _pair_case(
+            errors, cd.info_nce, C.info_nce, rank, world, sizes, 4, 0.5, "none", seed=k, gradient="ddp"
+        )
+        _pair_case(
+            errors, cd.clip_loss, C.clip_loss, rank, world, sizes, 4, 0.07, "sum", seed=k, gradient="ddp"
+        )
         # online-max path (exp(-2/tau) underflows float64) and unnormalised rows
-        _pair_case(errors, cd.info_nce, C.info_nce, rank, world, sizes, 4, 0.002, "mean", seed=k, block_size=2)
-        _pair_case(errors, cd.clip_loss, C.clip_loss, rank, world, sizes, 4, 0.002, "none", seed=k, block_size=2)
-        _pair_case(errors, cd.info_nce, C.info_nce, rank, world, sizes, 4, 2.0, "mean", seed=k, normalize=False)
+        _pair_case(
+            errors, cd.info_nce, C.info_nce, rank, world, sizes, 4, 0.002, "mean", seed=k, block_size=2
+        )
+        _pair_case(
+            errors, cd.clip_loss, C.clip_loss, rank, world, sizes, 4, 0.002, "none", seed=k, block_size=2
+        )
+        _pair_case(
+            errors, cd.info_nce, C.info_nce, rank, world, sizes, 4, 2.0, "mean", seed=k, normalize=False
+        )
     _gather_case(errors, rank, world)
     _ddp_case(errors, rank, world, size_sets[0])
     return errors
@@ -215,7 +254,7 @@ def _low_precision_and_bad_input(rank, world):
         ref = C.info_nce(a, b, 0.1).float()
         out = cd.info_nce(a[s], b[s], 0.1)
         assert out.dtype == dt
-        errors[f"{dt}/loss"] = max(0.0, _err(out.float(), ref) - ulp)      # float32: 1e-5; half: one rounding
+        errors[f"{dt}/loss"] = max(0.0, _err(out.float(), ref) - ulp)  # float32: 1e-5; half: one rounding
         za = a[s].clone().requires_grad_()
         cd.info_nce(za, b[s], 0.1, gradient="exact").backward()
         ra = a.clone().requires_grad_()
@@ -229,9 +268,13 @@ def _low_precision_and_bad_input(rank, world):
         cd.info_nce(z, X2[s])
         errors["nan: no error raised"] = float("inf")
     except ValueError as e:
-        errors["nan: rank 1 names the input"] = 0.0 if (rank == 1 and "z1 contains NaN" in str(e)) else float("inf")
+        errors["nan: rank 1 names the input"] = (
+            0.0 if (rank == 1 and "z1 contains NaN" in str(e)) else float("inf")
+        )
     except cd.DistributedError as e:
-        errors["nan: others name rank 1"] = 0.0 if (rank != 1 and "rank(s) [1] rejected" in str(e)) else float("inf")
+        errors["nan: others name rank 1"] = (
+            0.0 if (rank != 1 and "rank(s) [1] rejected" in str(e)) else float("inf")
+        )
     # a temperature that differs across ranks
     try:
         cd.clip_loss(X1[s], X2[s], temperature=0.1 + rank)
@@ -239,7 +282,9 @@ def _low_precision_and_bad_input(rank, world):
     except ValueError as e:
         errors["temperature mismatch"] = 0.0 if "temperature differs across ranks" in str(e) else float("inf")
     # the group still works afterwards
-    errors["after errors"] = _err(cd.info_nce(X1[s].double(), X2[s].double()), C.info_nce(X1.double(), X2.double()))
+    errors["after errors"] = _err(
+        cd.info_nce(X1[s].double(), X2[s].double()), C.info_nce(X1.double(), X2.double())
+    )
     return errors
 
 
@@ -251,7 +296,7 @@ def _rank1_crashes(rank, world):
 
 def _rank1_stalls(rank, world):
     if rank == 1:
-        time.sleep(60)                                            # alive but never calls the loss
+        time.sleep(60)  # alive but never calls the loss
     return {"elapsed": cd.info_nce(torch.randn(4, 3), torch.randn(4, 3)).item()}
 
 

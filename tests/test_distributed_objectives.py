@@ -6,6 +6,7 @@ implementation of the objective over the concatenated global batch, in float64, 
 (loss, input gradients in 'exact' and 'ddp' mode, learnable temperature and bias gradients),
 and, once per objective, the single-process function of ``contrastive``.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -48,7 +49,7 @@ def naive_retrieval(a, p, n=None, tau=0.05, symmetric=False, ids=None, normalize
         a, p = F.normalize(a, dim=1), F.normalize(p, dim=1)
         n = None if n is None else F.normalize(n, dim=-1)
     cand = p if n is None else torch.cat([p, n.reshape(-1, d)])
-    S = a @ cand.T / tau                                           # (B, C)
+    S = a @ cand.T / tau  # (B, C)
     drop = torch.zeros_like(S, dtype=torch.bool)
     if ids is not None:
         drop[:, :B] = (ids[:, None] == ids[None, :]) & ~torch.eye(B, dtype=torch.bool)
@@ -68,8 +69,9 @@ def naive_siglip(a, b, tau, bias, normalize=True):
 
 
 # ----------------------------------------------------------------------------- one comparison
-def _compare(errors, name, rank, world, dist_fn, ref_fn, inputs, row_sizes, reduction, gradient, seed,
-             params=()):
+def _compare(
+    errors, name, rank, world, dist_fn, ref_fn, inputs, row_sizes, reduction, gradient, seed, params=()
+):
     """dist_fn(local inputs, *params) on this rank against ref_fn(global inputs, *params).
 
     inputs: [(global tensor or None, sizes to split it by, requires grad)]; ref_fn returns the
@@ -109,17 +111,40 @@ def _supcon(errors, rank, world, sizes, seed, tau, reduction, gradient="exact", 
     N = sum(sizes)
     Z = torch.randn(N, 5, generator=g, dtype=torch.float64)
     y = torch.randint(0, 3, (N,), generator=g)
-    y[-1] = 99                                                     # one row without a positive
+    y[-1] = 99  # one row without a positive
     name = f"supcon/{sizes}/{reduction}/{gradient}/tau={tau}/norm={normalize}/bs={bs}"
     s = _slices(sizes)[rank]
-    _compare(errors, name, rank, world,
-             lambda z, t, **kw: cd.supcon_loss(z, y[s], t, normalize=normalize, block_size=bs, **kw),
-             lambda z, t: naive_supcon(z, y, t, normalize),
-             [(Z, sizes, True)], sizes, reduction, gradient, seed, (tau,))
+    _compare(
+        errors,
+        name,
+        rank,
+        world,
+        lambda z, t, **kw: cd.supcon_loss(z, y[s], t, normalize=normalize, block_size=bs, **kw),
+        lambda z, t: naive_supcon(z, y, t, normalize),
+        [(Z, sizes, True)],
+        sizes,
+        reduction,
+        gradient,
+        seed,
+        (tau,),
+    )
 
 
-def _retrieval(errors, rank, world, sizes, seed, tau, reduction, negatives, gradient="exact", symmetric=False,
-               ids=False, bs=3, neg_grad=True):
+def _retrieval(
+    errors,
+    rank,
+    world,
+    sizes,
+    seed,
+    tau,
+    reduction,
+    negatives,
+    gradient="exact",
+    symmetric=False,
+    ids=False,
+    bs=3,
+    neg_grad=True,
+):
     g = torch.Generator().manual_seed(200 + seed)
     B, d = sum(sizes), 4
     A = torch.randn(B, d, generator=g, dtype=torch.float64)
@@ -127,7 +152,7 @@ def _retrieval(errors, rank, world, sizes, seed, tau, reduction, negatives, grad
     if negatives == "per_anchor":
         Ng, nsz = torch.randn(B, 2, d, generator=g, dtype=torch.float64), sizes
     elif negatives == "shared":
-        nsz = [(2 * r + 1) % 4 for r in range(world)]               # 1, 3, 1: not the anchors' split
+        nsz = [(2 * r + 1) % 4 for r in range(world)]  # 1, 3, 1: not the anchors' split
         Ng = torch.randn(sum(nsz), d, generator=g, dtype=torch.float64)
     else:
         Ng, nsz = None, sizes
@@ -136,14 +161,27 @@ def _retrieval(errors, rank, world, sizes, seed, tau, reduction, negatives, grad
     name = f"retrieval/{sizes}/{negatives}/{reduction}/{gradient}/tau={tau}/sym={symmetric}/ids={ids}/bs={bs}"
 
     def dist_fn(a, p, n, t, **kw):
-        return cd.retrieval_loss(a, p, n, t, symmetric=symmetric, positive_ids=None if I is None else I[s],
-                                 block_size=bs, **kw)
+        return cd.retrieval_loss(
+            a, p, n, t, symmetric=symmetric, positive_ids=None if I is None else I[s], block_size=bs, **kw
+        )
 
     def ref_fn(a, p, n, t):
         return naive_retrieval(a, p, n, t, symmetric, I), B
 
-    _compare(errors, name, rank, world, dist_fn, ref_fn,
-             [(A, sizes, True), (P, sizes, True), (Ng, nsz, neg_grad)], sizes, reduction, gradient, seed, (tau,))
+    _compare(
+        errors,
+        name,
+        rank,
+        world,
+        dist_fn,
+        ref_fn,
+        [(A, sizes, True), (P, sizes, True), (Ng, nsz, neg_grad)],
+        sizes,
+        reduction,
+        gradient,
+        seed,
+        (tau,),
+    )
 
 
 def _siglip(errors, rank, world, sizes, seed, tau, bias, reduction, gradient="exact", normalize=True, bs=3):
@@ -152,10 +190,20 @@ def _siglip(errors, rank, world, sizes, seed, tau, bias, reduction, gradient="ex
     A = torch.randn(B, 5, generator=g, dtype=torch.float64)
     Bt = A + 0.5 * torch.randn(B, 5, generator=g, dtype=torch.float64)
     name = f"siglip/{sizes}/{reduction}/{gradient}/tau={tau}/bias={bias}/norm={normalize}/bs={bs}"
-    _compare(errors, name, rank, world,
-             lambda a, b, t, c, **kw: cd.siglip_loss(a, b, t, c, normalize=normalize, block_size=bs, **kw),
-             lambda a, b, t, c: (naive_siglip(a, b, t, c, normalize), B),
-             [(A, sizes, True), (Bt, sizes, True)], sizes, reduction, gradient, seed, (tau, bias))
+    _compare(
+        errors,
+        name,
+        rank,
+        world,
+        lambda a, b, t, c, **kw: cd.siglip_loss(a, b, t, c, normalize=normalize, block_size=bs, **kw),
+        lambda a, b, t, c: (naive_siglip(a, b, t, c, normalize), B),
+        [(A, sizes, True), (Bt, sizes, True)],
+        sizes,
+        reduction,
+        gradient,
+        seed,
+        (tau, bias),
+    )
 
 
 def exactness_case(rank, world):
@@ -167,7 +215,7 @@ def exactness_case(rank, world):
             _retrieval(errors, rank, world, sizes, k, 0.3, reduction, "per_anchor", ids=True)
             _siglip(errors, rank, world, sizes, k, 0.3, -2.0, reduction)
         _supcon(errors, rank, world, sizes, k, 0.5, "mean", gradient="ddp", bs=None)
-        _supcon(errors, rank, world, sizes, k, 0.002, "none", bs=2)                 # online max
+        _supcon(errors, rank, world, sizes, k, 0.002, "none", bs=2)  # online max
         _supcon(errors, rank, world, sizes, k, 2.0, "sum", normalize=False, gradient="ddp")
         _retrieval(errors, rank, world, sizes, k, 0.05, "mean", None, symmetric=True, gradient="ddp")
         _retrieval(errors, rank, world, sizes, k, 0.2, "none", "shared", symmetric=True, ids=True)
@@ -188,9 +236,10 @@ def single_process_case(rank, world):
     y = torch.randint(0, 3, (N,), generator=g)
     s = _slices(sizes)[rank]
     errors["supcon vs C.supcon_loss"] = _err(cd.supcon_loss(Z[s], y[s]), C.supcon_loss(Z, y))
-    errors["retrieval vs C.retrieval_loss"] = _err(cd.retrieval_loss(Z[s], Z2[s], Ng[s], symmetric=True,
-                                                                     positive_ids=y[s]),
-                                                   C.retrieval_loss(Z, Z2, Ng, symmetric=True, positive_ids=y))
+    errors["retrieval vs C.retrieval_loss"] = _err(
+        cd.retrieval_loss(Z[s], Z2[s], Ng[s], symmetric=True, positive_ids=y[s]),
+        C.retrieval_loss(Z, Z2, Ng, symmetric=True, positive_ids=y),
+    )
     errors["siglip vs C.siglip_loss"] = _err(cd.siglip_loss(Z[s], Z2[s]), C.siglip_loss(Z, Z2))
     return errors
 
@@ -199,17 +248,30 @@ def bad_input_case(rank, world):
     """Bad input on rank 1 raises there and DistributedError naming rank 1 elsewhere; a setting that
     differs across ranks is rejected on every rank; the group still works afterwards."""
     errors = {}
-    z = torch.randn(4, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)   # the same on every rank
+    z = torch.randn(
+        4, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64
+    )  # the same on every rank
     calls = {
-        "float labels": (lambda: cd.supcon_loss(z, torch.zeros(4) if rank == 1 else torch.zeros(4, dtype=torch.long)),
-                         "labels must hold integer"),
-        "labels shape": (lambda: cd.supcon_loss(z, torch.zeros(3 if rank == 1 else 4, dtype=torch.long)),
-                         "labels must have shape (4,)"),
-        "K = 0": (lambda: cd.retrieval_loss(z, z, torch.randn(4, 0 if rank == 1 else 2, 3, dtype=torch.float64)),
-                  "K = 0"),
-        "negatives rows": (lambda: cd.retrieval_loss(z, z, torch.randn(3 if rank == 1 else 4, 2, 3,
-                                                                       dtype=torch.float64)), "one row per anchor"),
-        "bias nan": (lambda: cd.siglip_loss(z, z, bias=float("nan") if rank == 1 else -10.0), "bias must be finite"),
+        "float labels": (
+            lambda: cd.supcon_loss(z, torch.zeros(4) if rank == 1 else torch.zeros(4, dtype=torch.long)),
+            "labels must hold integer",
+        ),
+        "labels shape": (
+            lambda: cd.supcon_loss(z, torch.zeros(3 if rank == 1 else 4, dtype=torch.long)),
+            "labels must have shape (4,)",
+        ),
+        "K = 0": (
+            lambda: cd.retrieval_loss(z, z, torch.randn(4, 0 if rank == 1 else 2, 3, dtype=torch.float64)),
+            "K = 0",
+        ),
+        "negatives rows": (
+            lambda: cd.retrieval_loss(z, z, torch.randn(3 if rank == 1 else 4, 2, 3, dtype=torch.float64)),
+            "one row per anchor",
+        ),
+        "bias nan": (
+            lambda: cd.siglip_loss(z, z, bias=float("nan") if rank == 1 else -10.0),
+            "bias must be finite",
+        ),
     }
     for key, (call, msg) in calls.items():
         try:
@@ -222,7 +284,9 @@ def bad_input_case(rank, world):
     mismatches = {
         "bias": lambda: cd.siglip_loss(z, z, bias=-10.0 + rank),
         "symmetric": lambda: cd.retrieval_loss(z, z, symmetric=rank == 0),
-        "use of positive_ids": lambda: cd.retrieval_loss(z, z, positive_ids=torch.arange(4) if rank else None),
+        "use of positive_ids": lambda: cd.retrieval_loss(
+            z, z, positive_ids=torch.arange(4) if rank else None
+        ),
     }
     for key, call in mismatches.items():
         try:
@@ -231,8 +295,10 @@ def bad_input_case(rank, world):
         except ValueError as e:
             errors[f"{key} mismatch"] = 0.0 if f"{key} differs across ranks" in str(e) else float("inf")
     y = torch.tensor([0, 1, 0, 1])
-    errors["after errors"] = _err(cd.supcon_loss(z, y), naive_supcon(torch.cat([z] * world), y.repeat(world), 0.1)[0]
-                                  .sum() / (4 * world))
+    errors["after errors"] = _err(
+        cd.supcon_loss(z, y),
+        naive_supcon(torch.cat([z] * world), y.repeat(world), 0.1)[0].sum() / (4 * world),
+    )
     return errors
 
 
@@ -254,22 +320,32 @@ def ddp_and_float32_case(rank, world):
     """After DDP averages gradients, every parameter's .grad is the full-batch one (default
     gradient='ddp'); float32 inputs agree with float64 to 1e-5 and half precision returns its dtype."""
     from torch.nn.parallel import DistributedDataParallel as DDP
+
     errors, sizes = {}, [3, 5] if world == 2 else [2, 0, 4]
     torch.manual_seed(0)
     ref_model, model = _Towers(), DDP(_Towers())
     model.module.load_state_dict(ref_model.state_dict())
     g = torch.Generator().manual_seed(11)
     B = sum(sizes)
-    X, Y = torch.randn(B, 6, generator=g, dtype=torch.float64), torch.randn(B, 6, generator=g, dtype=torch.float64)
+    X, Y = (
+        torch.randn(B, 6, generator=g, dtype=torch.float64),
+        torch.randn(B, 6, generator=g, dtype=torch.float64),
+    )
     labels = torch.randint(0, 3, (B,), generator=g)
     s = _slices(sizes)[rank]
     losses = {
-        "siglip": (lambda a, b, t, c: cd.siglip_loss(a, b, t, c),
-                   lambda a, b, t, c: naive_siglip(a, b, t, c).mean()),
-        "supcon": (lambda a, b, t, c: cd.supcon_loss(a + b, labels[s], t) + 0 * c,
-                   lambda a, b, t, c: _mean(*naive_supcon(a + b, labels, t)) + 0 * c),
-        "retrieval": (lambda a, b, t, c: cd.retrieval_loss(a, b, None, t, reduction="none").sum() / B + 0 * c,
-                      lambda a, b, t, c: naive_retrieval(a, b, None, t).mean() + 0 * c),
+        "siglip": (
+            lambda a, b, t, c: cd.siglip_loss(a, b, t, c),
+            lambda a, b, t, c: naive_siglip(a, b, t, c).mean(),
+        ),
+        "supcon": (
+            lambda a, b, t, c: cd.supcon_loss(a + b, labels[s], t) + 0 * c,
+            lambda a, b, t, c: _mean(*naive_supcon(a + b, labels, t)) + 0 * c,
+        ),
+        "retrieval": (
+            lambda a, b, t, c: cd.retrieval_loss(a, b, None, t, reduction="none").sum() / B + 0 * c,
+            lambda a, b, t, c: naive_retrieval(a, b, None, t).mean() + 0 * c,
+        ),
     }
     for name, (dist_fn, ref_fn) in losses.items():
         ref_model.zero_grad()
@@ -278,12 +354,16 @@ def ddp_and_float32_case(rank, world):
         dist_fn(*model(X[s], Y[s])).backward()
         for (pname, p), q in zip(model.module.named_parameters(), ref_model.parameters()):
             errors[f"ddp/{name}/{pname}"] = _err(p.grad, q.grad)
-    for name, call in [("supcon", lambda a, b: cd.supcon_loss(a, labels[s])),
-                       ("retrieval", lambda a, b: cd.retrieval_loss(a, b, symmetric=True)),
-                       ("siglip", lambda a, b: cd.siglip_loss(a, b))]:
-        ref = {"supcon": lambda: _mean(*naive_supcon(X, labels, 0.1)),
-               "retrieval": lambda: naive_retrieval(X, Y, None, 0.05, True).mean(),
-               "siglip": lambda: naive_siglip(X, Y, 0.1, -10.0).mean()}[name]()
+    for name, call in [
+        ("supcon", lambda a, b: cd.supcon_loss(a, labels[s])),
+        ("retrieval", lambda a, b: cd.retrieval_loss(a, b, symmetric=True)),
+        ("siglip", lambda a, b: cd.siglip_loss(a, b)),
+    ]:
+        ref = {
+            "supcon": lambda: _mean(*naive_supcon(X, labels, 0.1)),
+            "retrieval": lambda: naive_retrieval(X, Y, None, 0.05, True).mean(),
+            "siglip": lambda: naive_siglip(X, Y, 0.1, -10.0).mean(),
+        }[name]()
         errors[f"float32/{name}"] = max(0.0, _err(call(X[s].float(), Y[s].float()), ref) - 1e-5)
         out = call(X[s].bfloat16(), Y[s].bfloat16())
         errors[f"bfloat16/{name}"] = max(0.0, _err(out.double(), ref) - 2e-2) + (out.dtype != torch.bfloat16)
@@ -296,8 +376,11 @@ pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distribut
 
 def all_cases(rank, world):
     """One spawned job runs every battery (spawning costs seconds, the checks milliseconds)."""
-    return {**exactness_case(rank, world), **ddp_and_float32_case(rank, world),
-            **single_process_case(rank, world)}
+    return {
+        **exactness_case(rank, world),
+        **ddp_and_float32_case(rank, world),
+        **single_process_case(rank, world),
+    }
 
 
 @pytest.mark.parametrize("world", [2, 3])

@@ -1,11 +1,13 @@
 """Tiers 2 and 3 for the functional API: torch ops vs the NumPy reference, gradcheck,
 naive autograd, grad_output != 1, property tests, and bad input."""
+
 import math
 
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import contrastive as C
 from contrastive.reference import contrastive_loss as ref_cl
@@ -24,6 +26,7 @@ def t64(a, grad=False):
 
 # ---------------------------------------------------------------- contrastive_loss
 
+
 def test_contrastive_loss_matches_reference(rng):
     u, v, y = rng.normal(size=(30, 5)), rng.normal(size=(30, 5)) * 0.3, rng.uniform(size=30)
     U, Vv = t64(u, True), t64(v, True)
@@ -36,7 +39,11 @@ def test_contrastive_loss_matches_reference(rng):
 
 
 def test_contrastive_loss_gradcheck(rng):
-    u, v, y = t64(rng.normal(size=(6, 3)), True), t64(rng.normal(size=(6, 3)), True), t64(rng.uniform(size=6), True)
+    u, v, y = (
+        t64(rng.normal(size=(6, 3)), True),
+        t64(rng.normal(size=(6, 3)), True),
+        t64(rng.uniform(size=6), True),
+    )
     assert torch.autograd.gradcheck(lambda a, b, c: C.contrastive_loss(a, b, c, 2.0, "none"), (u, v, y))
 
 
@@ -75,22 +82,58 @@ def test_contrastive_loss_low_precision(rng, dtype):
     ur, vr, yr = (torch.tensor(a, dtype=dtype).double().numpy() for a in (u, v, y))
     np.testing.assert_allclose(out.double().item(), ref_cl.forward(ur, vr, yr).sum(), rtol=TOL[dtype])
     du = ref_cl.grad(ur, vr, yr)[0]
-    assert np.max(np.abs(U.grad.double().numpy() - du)) <= TOL[dtype] * np.max(np.abs(du)) + 1e-3 * (dtype != torch.float32)
+    assert np.max(np.abs(U.grad.double().numpy() - du)) <= TOL[dtype] * np.max(np.abs(du)) + 1e-3 * (
+        dtype != torch.float32
+    )
 
 
 @pytest.mark.parametrize(
     "call, err, match",
     [
-        (lambda: C.contrastive_loss(torch.zeros(3, 2), torch.zeros(4, 2), torch.zeros(3)), ValueError, "same shape"),
+        (
+            lambda: C.contrastive_loss(torch.zeros(3, 2), torch.zeros(4, 2), torch.zeros(3)),
+            ValueError,
+            "same shape",
+        ),
         (lambda: C.contrastive_loss(torch.zeros(3), torch.zeros(3), torch.zeros(3)), ValueError, "2-D"),
-        (lambda: C.contrastive_loss(torch.zeros(0, 2), torch.zeros(0, 2), torch.zeros(0)), ValueError, "empty"),
-        (lambda: C.contrastive_loss(torch.zeros(3, 2), torch.zeros(3, 2), torch.zeros(3), margin=-1), ValueError, "margin"),
-        (lambda: C.contrastive_loss(torch.zeros(3, 2), torch.zeros(3, 2), torch.tensor([0, 1, 2.0])), ValueError, r"\[0, 1\]"),
-        (lambda: C.contrastive_loss(torch.zeros(3, 2), torch.zeros(3, 2), torch.zeros(2)), ValueError, "y must have shape"),
-        (lambda: C.contrastive_loss(torch.full((3, 2), float("nan")), torch.zeros(3, 2), torch.zeros(3)), ValueError, "NaN"),
+        (
+            lambda: C.contrastive_loss(torch.zeros(0, 2), torch.zeros(0, 2), torch.zeros(0)),
+            ValueError,
+            "empty",
+        ),
+        (
+            lambda: C.contrastive_loss(torch.zeros(3, 2), torch.zeros(3, 2), torch.zeros(3), margin=-1),
+            ValueError,
+            "margin",
+        ),
+        (
+            lambda: C.contrastive_loss(torch.zeros(3, 2), torch.zeros(3, 2), torch.tensor([0, 1, 2.0])),
+            ValueError,
+            r"\[0, 1\]",
+        ),
+        (
+            lambda: C.contrastive_loss(torch.zeros(3, 2), torch.zeros(3, 2), torch.zeros(2)),
+            ValueError,
+            "y must have shape",
+        ),
+        (
+            lambda: C.contrastive_loss(torch.full((3, 2), float("nan")), torch.zeros(3, 2), torch.zeros(3)),
+            ValueError,
+            "NaN",
+        ),
         (lambda: C.contrastive_loss([[0.0]], torch.zeros(1, 1), torch.zeros(1)), TypeError, "torch.Tensor"),
-        (lambda: C.contrastive_loss(torch.zeros(3, 2, dtype=torch.int64), torch.zeros(3, 2), torch.zeros(3)), TypeError, "floating"),
-        (lambda: C.contrastive_loss(torch.zeros(3, 2), torch.zeros(3, 2), torch.zeros(3), reduction="avg"), ValueError, "reduction"),
+        (
+            lambda: C.contrastive_loss(
+                torch.zeros(3, 2, dtype=torch.int64), torch.zeros(3, 2), torch.zeros(3)
+            ),
+            TypeError,
+            "floating",
+        ),
+        (
+            lambda: C.contrastive_loss(torch.zeros(3, 2), torch.zeros(3, 2), torch.zeros(3), reduction="avg"),
+            ValueError,
+            "reduction",
+        ),
     ],
 )
 def test_contrastive_loss_bad_input(call, err, match):
@@ -99,7 +142,9 @@ def test_contrastive_loss_bad_input(call, err, match):
 
 
 def test_contrastive_loss_check_finite_off_skips_check():
-    out = C.contrastive_loss(torch.full((2, 2), float("inf")), torch.zeros(2, 2), torch.ones(2), check_finite=False)
+    out = C.contrastive_loss(
+        torch.full((2, 2), float("inf")), torch.zeros(2, 2), torch.ones(2), check_finite=False
+    )
     assert not torch.isfinite(out)
 
 
@@ -112,6 +157,7 @@ def test_contrastive_loss_int_and_bool_labels():
 
 # ---------------------------------------------------------------- info_nce
 
+
 @pytest.mark.parametrize("exclude_self", [True, False])
 @pytest.mark.parametrize("normalize", [True, False])
 def test_info_nce_matches_reference(rng, exclude_self, normalize):
@@ -119,7 +165,9 @@ def test_info_nce_matches_reference(rng, exclude_self, normalize):
     w = rng.uniform(0.2, 2.0, size=14)
     Z = t64(z, True)
     per = C.info_nce(Z[:7], Z[7:], 0.4, exclude_self=exclude_self, normalize=normalize, reduction="none")
-    np.testing.assert_allclose(per.detach().numpy(), ref_nce.forward(z, 0.4, exclude_self, normalize), rtol=1e-10)
+    np.testing.assert_allclose(
+        per.detach().numpy(), ref_nce.forward(z, 0.4, exclude_self, normalize), rtol=1e-10
+    )
     (per * t64(w)).sum().backward()
     g, _ = ref_nce.grad(z, 0.4, exclude_self, normalize, weights=w)
     np.testing.assert_allclose(Z.grad.numpy(), g, rtol=1e-10, atol=1e-13)
@@ -143,7 +191,7 @@ def test_info_nce_vs_naive_autograd(rng, reduction, temperature):
     naive = naive_info_nce(B, temperature)
     naive = {"mean": naive.mean(), "sum": naive.sum(), "none": naive}[reduction]
     torch.testing.assert_close(ours, naive, rtol=1e-12, atol=1e-12)
-    (2 * ours).sum().backward()   # grad_output = 2
+    (2 * ours).sum().backward()  # grad_output = 2
     (2 * naive).sum().backward()
     torch.testing.assert_close(A.grad, B.grad, rtol=1e-10, atol=1e-12)
 
@@ -183,7 +231,10 @@ finite = st.floats(-3, 3, allow_nan=False, allow_infinity=False)
 @given(st.integers(1, 6), st.integers(1, 5), st.integers(0, 10_000), st.floats(0.05, 5.0), st.booleans())
 def test_property_view_symmetry(B, d, seed, temperature, exclude_self):
     g = torch.Generator().manual_seed(seed)
-    z1, z2 = torch.randn(B, d, generator=g, dtype=torch.float64), torch.randn(B, d, generator=g, dtype=torch.float64)
+    z1, z2 = (
+        torch.randn(B, d, generator=g, dtype=torch.float64),
+        torch.randn(B, d, generator=g, dtype=torch.float64),
+    )
     a = C.info_nce(z1, z2, temperature, exclude_self=exclude_self)
     b = C.info_nce(z2, z1, temperature, exclude_self=exclude_self)
     assert a.item() == pytest.approx(b.item(), rel=1e-12)
@@ -193,7 +244,10 @@ def test_property_view_symmetry(B, d, seed, temperature, exclude_self):
 @given(st.integers(1, 6), st.integers(1, 5), st.integers(0, 10_000), st.floats(1e-3, 1e3))
 def test_property_scale_invariance_when_normalising(B, d, seed, scale):
     g = torch.Generator().manual_seed(seed)
-    z1, z2 = torch.randn(B, d, generator=g, dtype=torch.float64), torch.randn(B, d, generator=g, dtype=torch.float64)
+    z1, z2 = (
+        torch.randn(B, d, generator=g, dtype=torch.float64),
+        torch.randn(B, d, generator=g, dtype=torch.float64),
+    )
     assert C.info_nce(z1, z2).item() == pytest.approx(C.info_nce(z1 * scale, z2 * scale).item(), rel=1e-10)
 
 
@@ -220,7 +274,11 @@ def test_property_all_equal_closed_form(B, d, temperature):
         (lambda: C.info_nce(torch.ones(2, 2), torch.ones(2, 2), float("inf")), ValueError, "temperature"),
         (lambda: C.info_nce(torch.ones(2, 2), torch.ones(2, 2), "hot"), TypeError, "temperature"),
         (lambda: C.info_nce(torch.ones(2, 2), torch.ones(2, 2), torch.ones(2)), ValueError, "scalar"),
-        (lambda: C.info_nce(torch.tensor([[1.0, float("nan")]]), torch.ones(1, 2)), ValueError, "z1 contains NaN"),
+        (
+            lambda: C.info_nce(torch.tensor([[1.0, float("nan")]]), torch.ones(1, 2)),
+            ValueError,
+            "z1 contains NaN",
+        ),
         (lambda: C.info_nce(torch.zeros(2, 2), torch.ones(2, 2)), ValueError, "zero-norm"),
         (lambda: C.info_nce(torch.ones(2, 2), torch.ones(2, 2, dtype=torch.float64)), TypeError, "dtype"),
         (lambda: C.info_nce(torch.ones(2, 2), torch.ones(2, 2), reduction="max"), ValueError, "reduction"),
@@ -237,6 +295,7 @@ def test_info_nce_zero_rows_allowed_without_normalize():
 
 
 # ---------------------------------------------------------------- cosine_similarity
+
 
 def test_cosine_map_matches_reference_and_gradcheck(rng):
     x, y, M = rng.normal(size=(7, 4)), rng.normal(size=(7, 4)), rng.normal(size=(3, 4))
@@ -267,7 +326,9 @@ def test_cosine_sym_full_and_packed(rng):
     assert torch.autograd.gradcheck(lambda p, q, r: C.cosine_similarity(p, q, A=r), (X, Y, t64(A[iu], True)))
     # full A: entries are independent, but A must stay symmetric to sqrt(eps) (1.5e-8) of its
     # largest entry, so perturb by less than that
-    assert torch.autograd.gradcheck(lambda p, q, r: C.cosine_similarity(p, q, A=r), (X, Y, t64(A, True)), eps=1e-9)
+    assert torch.autograd.gradcheck(
+        lambda p, q, r: C.cosine_similarity(p, q, A=r), (X, Y, t64(A, True)), eps=1e-9
+    )
 
 
 def test_cosine_plain_matches_torch(rng):

@@ -12,6 +12,7 @@ range), 1e-4 .. 1e4 for float16 (normal range 6e-5 .. 65504), and float64's whol
 (an absolute floor of one subnormal step), and a gradient too large for the dtype (float16
 rows of 1e-4 have gradients near 1e5 > 65504) is not representable: those draws are skipped.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -27,8 +28,13 @@ import contrastive.functional as F
 
 TOL = {torch.float64: 1e-10, torch.float32: 1e-5, torch.bfloat16: 3e-2, torch.float16: 2e-2}
 # (dtype, largest |log10 scale|, id)
-RANGES = [(torch.float64, 30, "float64"), (torch.float64, 300, "float64-full"),
-          (torch.float32, 30, "float32"), (torch.bfloat16, 30, "bfloat16"), (torch.float16, 4, "float16")]
+RANGES = [
+    (torch.float64, 30, "float64"),
+    (torch.float64, 300, "float64-full"),
+    (torch.float32, 30, "float32"),
+    (torch.bfloat16, 30, "bfloat16"),
+    (torch.float16, 4, "float16"),
+]
 
 
 @dataclass
@@ -37,15 +43,15 @@ class Case:
 
     make: Callable[[np.random.Generator], dict[str, np.ndarray]]
     call: Callable[..., torch.Tensor]
-    value_degree: int = 0          # f(s x) = s^k f(x)
-    grad_degree: int = -1          # grad f(s x) = s^(k-1) grad f(x)
-    fixed: tuple[str, ...] = field(default_factory=tuple)   # inputs that are not scaled
+    value_degree: int = 0  # f(s x) = s^k f(x)
+    grad_degree: int = -1  # grad f(s x) = s^(k-1) grad f(x)
+    fixed: tuple[str, ...] = field(default_factory=tuple)  # inputs that are not scaled
 
 
 def _spd(rng, d):
     R = rng.normal(size=(d, d))
     S = R @ R.T + np.eye(d)
-    return (S + S.T) / 2                                            # exactly symmetric
+    return (S + S.T) / 2  # exactly symmetric
 
 
 def _rows(rng, n=6, d=4):
@@ -54,51 +60,68 @@ def _rows(rng, n=6, d=4):
 
 CASES: dict[str, Case] = {
     "cosine_similarity": Case(
-        lambda r: {"x": _rows(r), "y": _rows(r)},
-        lambda x, y: F.cosine_similarity(x, y)),
+        lambda r: {"x": _rows(r), "y": _rows(r)}, lambda x, y: F.cosine_similarity(x, y)
+    ),
     "cosine_similarity(M)": Case(
         lambda r: {"x": _rows(r), "y": _rows(r), "M": r.normal(size=(3, 4))},
-        lambda x, y, M: F.cosine_similarity(x, y, M=M)),
+        lambda x, y, M: F.cosine_similarity(x, y, M=M),
+    ),
     "cosine_similarity(A full)": Case(
         lambda r: {"x": _rows(r), "y": _rows(r), "A": _spd(r, 4)},
-        lambda x, y, A: F.cosine_similarity(x, y, A=A)),
+        lambda x, y, A: F.cosine_similarity(x, y, A=A),
+    ),
     "cosine_similarity(A packed)": Case(
         lambda r: {"x": _rows(r), "y": _rows(r), "a": _spd(r, 4)[np.triu_indices(4)]},
-        lambda x, y, a: F.cosine_similarity(x, y, A=a)),
+        lambda x, y, a: F.cosine_similarity(x, y, A=a),
+    ),
     # margin m s with rows s: L(s u, s v; s m) = s^2 L(u, v; m)
     "contrastive_loss": Case(
-        lambda r: {"u": _rows(r), "v": _rows(r) * 0.5, "margin": np.array(2.0),
-                   "y": np.array([0.0, 1.0, 0.3, 0.0, 1.0, 0.7])},
+        lambda r: {
+            "u": _rows(r),
+            "v": _rows(r) * 0.5,
+            "margin": np.array(2.0),
+            "y": np.array([0.0, 1.0, 0.3, 0.0, 1.0, 0.7]),
+        },
         lambda u, v, margin, y: F.contrastive_loss(u, v, y, margin=float(margin), reduction="none"),
-        value_degree=2, grad_degree=1, fixed=("y",)),
+        value_degree=2,
+        grad_degree=1,
+        fixed=("y",),
+    ),
     "info_nce": Case(
-        lambda r: {"z1": _rows(r), "z2": _rows(r)},
-        lambda z1, z2: F.info_nce(z1, z2, 0.5, reduction="none")),
+        lambda r: {"z1": _rows(r), "z2": _rows(r)}, lambda z1, z2: F.info_nce(z1, z2, 0.5, reduction="none")
+    ),
     "nt_xent": Case(
-        lambda r: {"z": _rows(r)},
-        lambda z: F.nt_xent(z, 0.5, exclude_self=False, reduction="none")),
+        lambda r: {"z": _rows(r)}, lambda z: F.nt_xent(z, 0.5, exclude_self=False, reduction="none")
+    ),
     "clip_loss": Case(
-        lambda r: {"a": _rows(r), "b": _rows(r)},
-        lambda a, b: F.clip_loss(a, b, 0.3, reduction="none")),
+        lambda r: {"a": _rows(r), "b": _rows(r)}, lambda a, b: F.clip_loss(a, b, 0.3, reduction="none")
+    ),
     "info_nce(decoupled)": Case(
         lambda r: {"z1": _rows(r), "z2": _rows(r)},
-        lambda z1, z2: F.info_nce(z1, z2, 0.5, decoupled=True, reduction="none")),
+        lambda z1, z2: F.info_nce(z1, z2, 0.5, decoupled=True, reduction="none"),
+    ),
     "supcon_loss": Case(
         lambda r: {"z": _rows(r), "labels": np.array([0, 1, 0, 2, 1, 0])},
-        lambda z, labels: F.supcon_loss(z, labels.long(), 0.5, reduction="none"), fixed=("labels",)),
+        lambda z, labels: F.supcon_loss(z, labels.long(), 0.5, reduction="none"),
+        fixed=("labels",),
+    ),
     "retrieval_loss": Case(
         lambda r: {"q": _rows(r, 3), "p": _rows(r, 3), "n": r.normal(size=(3, 2, 4))},
-        lambda q, p, n: F.retrieval_loss(q, p, n, 0.5, symmetric=True, reduction="none")),
+        lambda q, p, n: F.retrieval_loss(q, p, n, 0.5, symmetric=True, reduction="none"),
+    ),
     "siglip_loss": Case(
         lambda r: {"a": _rows(r), "b": _rows(r)},
-        lambda a, b: F.siglip_loss(a, b, 0.5, -1.0, reduction="none")),
+        lambda a, b: F.siglip_loss(a, b, 0.5, -1.0, reduction="none"),
+    ),
 }
+
 
 def _run(case: Case, inputs: dict[str, torch.Tensor], w: torch.Tensor):
     """Values and the gradients of sum(w * values) (grad_output != 1) with respect to the
     scaled inputs."""
-    leaves = {k: (t.detach().clone().requires_grad_(k not in case.fixed and t.dim() > 0))
-              for k, t in inputs.items()}
+    leaves = {
+        k: (t.detach().clone().requires_grad_(k not in case.fixed and t.dim() > 0)) for k, t in inputs.items()
+    }
     out = case.call(**leaves)
     (out.double() * w).sum().backward()
     grads = {k: t.grad for k, t in leaves.items() if t.requires_grad}
@@ -125,26 +148,26 @@ def check_scale(name: str, dtype: torch.dtype, exponent: float, seed: int) -> No
     case = CASES[name]
     rng = np.random.default_rng(seed)
     unit = case.make(rng)
-    s = 10.0 ** exponent
+    s = 10.0**exponent
     scaled, reference_in = {}, {}
     for k, a in unit.items():
         t = torch.tensor(a, dtype=torch.float64)
         if k in case.fixed:
             scaled[k] = reference_in[k] = t
             continue
-        ts = (t * s).to(dtype)                                      # the input under test
+        ts = (t * s).to(dtype)  # the input under test
         assume(bool(torch.isfinite(ts).all()))
         if ts.dim() > 1:
-            assume(bool((ts != 0).any(dim=-1).all()))                # every row keeps a direction
+            assume(bool((ts != 0).any(dim=-1).all()))  # every row keeps a direction
         scaled[k] = ts
-        reference_in[k] = ts.double() / s                           # same values, unit scale
+        reference_in[k] = ts.double() / s  # same values, unit scale
     n_out = case.call(**{k: v.detach() for k, v in reference_in.items()}).numel()
     w = torch.tensor(rng.uniform(0.5, 1.5, size=n_out))
     want_val, want_grads = _run(case, reference_in, w)
-    want_val = _times_power(want_val, s, case.value_degree)            # may be inf
+    want_val = _times_power(want_val, s, case.value_degree)  # may be inf
     biggest = float(want_val.abs().max())
     limit = torch.finfo(dtype).max
-    assume(not 0.5 * limit < biggest < 2 * limit)                   # rounding decides: skip
+    assume(not 0.5 * limit < biggest < 2 * limit)  # rounding decides: skip
     if biggest >= limit:
         with pytest.raises(ValueError, match="overflows"):
             case.call(**scaled)
@@ -181,8 +204,10 @@ def test_scale_invariance(name, dtype, e, data):
 def test_cosine_issue_scales(exponent):
     """The issue's cases: rows by 1e-20 gave inf, by 1e19 -0.0, by 1e20 NaN."""
     x, y = torch.randn(5, 3), torch.randn(5, 3)
-    s = 10.0 ** exponent
-    torch.testing.assert_close(F.cosine_similarity(x * s, y * s), F.cosine_similarity(x, y), rtol=1e-5, atol=1e-6)
+    s = 10.0**exponent
+    torch.testing.assert_close(
+        F.cosine_similarity(x * s, y * s), F.cosine_similarity(x, y), rtol=1e-5, atol=1e-6
+    )
 
 
 def test_contrastive_loss_issue_distances():
@@ -195,14 +220,17 @@ def test_contrastive_loss_issue_distances():
     assert torch.isfinite(v.grad).all() and v.grad[1].abs().max() == 0
     with pytest.raises(ValueError, match="overflows float32.*float64"):
         F.contrastive_loss(u, v.detach(), torch.tensor([1.0, 1.0]), reduction="none")  # 4.5e38
-    assert F.contrastive_loss(u.double(), v.detach().double(), torch.tensor([1.0, 1.0]).double(),
-                              reduction="sum").item() == pytest.approx(2e38 + 4.5e38)
+    assert F.contrastive_loss(
+        u.double(), v.detach().double(), torch.tensor([1.0, 1.0]).double(), reduction="sum"
+    ).item() == pytest.approx(2e38 + 4.5e38)
 
 
 def test_tiny_rows_are_directions():
     """Rows of norm ~1e-25 are valid directions; only exact zeros are refused."""
     x = torch.randn(4, 3) * 1e-25
-    torch.testing.assert_close(F.cosine_similarity(x, x.flip(0)), F.cosine_similarity(x * 1e25, x.flip(0) * 1e25))
+    torch.testing.assert_close(
+        F.cosine_similarity(x, x.flip(0)), F.cosine_similarity(x * 1e25, x.flip(0) * 1e25)
+    )
     z = torch.randn(4, 3)
     z[2] = 0
     with pytest.raises(ValueError, match="zero-norm row \\(row 2\\)"):

@@ -6,6 +6,7 @@ chunk in the cached step's order from the same seed, so it draws the same masks,
 the same per-chunk BatchNorm batch statistics; without dropout or BatchNorm it is one call
 on the whole batch. float64, every parameter to 1e-10.
 """
+
 from __future__ import annotations
 
 import copy
@@ -30,8 +31,12 @@ class MLP(nn.Module):
         super().__init__()
         torch.manual_seed(seed)
         self.net = nn.Sequential(
-            nn.Linear(d_in, 16), nn.BatchNorm1d(16, momentum=momentum) if bn else nn.Identity(), nn.Tanh(),
-            nn.Dropout(p), nn.Linear(16, d_out)).double()
+            nn.Linear(d_in, 16),
+            nn.BatchNorm1d(16, momentum=momentum) if bn else nn.Identity(),
+            nn.Tanh(),
+            nn.Dropout(p),
+            nn.Linear(16, d_out),
+        ).double()
 
     def forward(self, x):
         return self.net(x)
@@ -48,8 +53,8 @@ class TokenEncoder(nn.Module):
         self.out = nn.Linear(8, d, dtype=torch.float64)
 
     def forward(self, batch):
-        m = batch["mask"].unsqueeze(-1).double()                                  # (n, L, 1)
-        h = (self.drop(self.emb(batch["ids"])) * m).sum(1) / m.sum(1)             # (n, 8)
+        m = batch["mask"].unsqueeze(-1).double()  # (n, L, 1)
+        h = (self.drop(self.emb(batch["ids"])) * m).sum(1) / m.sum(1)  # (n, 8)
         return self.out(h)
 
 
@@ -100,11 +105,11 @@ def _data(seed=1, n=B, d=6):
     return x1, x1 + 0.3 * torch.randn(n, d, generator=g, dtype=torch.float64)
 
 
-Y = (torch.arange(B) % 3 == 0).double()   # contrastive_loss labels
+Y = (torch.arange(B) % 3 == 0).double()  # contrastive_loss labels
 TAU = 0.3
 
-LABELS = torch.arange(2 * B) % 4          # supcon_loss labels of the two views stacked
-K = 2                                      # hard negatives per query (retrieval_loss)
+LABELS = torch.arange(2 * B) % 4  # supcon_loss labels of the two views stacked
+K = 2  # hard negatives per query (retrieval_loss)
 XN = torch.randn(B * K, 6, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
 ONE, SIAMESE, TWO = (0, 0), (0, 0), (0, 1)
 
@@ -112,22 +117,50 @@ ONE, SIAMESE, TWO = (0, 0), (0, 0), (0, 1)
 LOSSES = [
     ("info_nce", ONE, lambda x1, x2: (x1, x2), lambda z1, z2: C.info_nce(z1, z2, TAU)),
     ("info_nce_two_towers", TWO, lambda x1, x2: (x1, x2), lambda z1, z2: C.info_nce(z1, z2, TAU)),
-    ("info_nce_sum_x2", ONE, lambda x1, x2: (x1, x2), lambda z1, z2: 2 * C.info_nce(z1, z2, TAU, reduction="sum")),
-    ("info_nce_keep_self", ONE, lambda x1, x2: (x1, x2), lambda z1, z2: C.info_nce(z1, z2, TAU, exclude_self=False)),
+    (
+        "info_nce_sum_x2",
+        ONE,
+        lambda x1, x2: (x1, x2),
+        lambda z1, z2: 2 * C.info_nce(z1, z2, TAU, reduction="sum"),
+    ),
+    (
+        "info_nce_keep_self",
+        ONE,
+        lambda x1, x2: (x1, x2),
+        lambda z1, z2: C.info_nce(z1, z2, TAU, exclude_self=False),
+    ),
     ("nt_xent_one_input", (0,), lambda x1, x2: (torch.cat([x1, x2]),), lambda z: C.nt_xent(z, TAU)),
     ("clip_loss", TWO, lambda x1, x2: (x1, x2), lambda a, b: C.clip_loss(a, b, 0.1)),
     ("clip_loss_one_tower", ONE, lambda x1, x2: (x1, x2), lambda a, b: C.clip_loss(a, b, 0.1)),
-    ("contrastive_loss", SIAMESE, lambda x1, x2: (x1, x2), lambda u, v: C.contrastive_loss(u, v, Y, margin=1.0)),
+    (
+        "contrastive_loss",
+        SIAMESE,
+        lambda x1, x2: (x1, x2),
+        lambda u, v: C.contrastive_loss(u, v, Y, margin=1.0),
+    ),
     ("contrastive_loss_two_towers", TWO, lambda x1, x2: (x1, x2), lambda u, v: C.contrastive_loss(u, v, Y)),
     ("InfoNCELoss_module", ONE, lambda x1, x2: (x1, x2), C.InfoNCELoss(TAU)),
     ("user_loss", TWO, lambda x1, x2: (x1, x2), lambda a, b: ((a - b) ** 2).sum() + (a * b).tanh().mean()),
     ("supcon_loss", (0,), lambda x1, x2: (torch.cat([x1, x2]),), lambda z: C.supcon_loss(z, LABELS, 0.1)),
-    ("retrieval_loss_hard_negatives", (0, 1, 1), lambda x1, x2: (x1, x2, XN),
-     lambda a, p, n: C.retrieval_loss(a, p, n.reshape(B, K, -1), 0.05)),
-    ("retrieval_loss_symmetric_shared", (0, 0, 0), lambda x1, x2: (x1, x2, XN),
-     lambda a, p, n: C.retrieval_loss(a, p, n, 0.05, symmetric=True)),
+    (
+        "retrieval_loss_hard_negatives",
+        (0, 1, 1),
+        lambda x1, x2: (x1, x2, XN),
+        lambda a, p, n: C.retrieval_loss(a, p, n.reshape(B, K, -1), 0.05),
+    ),
+    (
+        "retrieval_loss_symmetric_shared",
+        (0, 0, 0),
+        lambda x1, x2: (x1, x2, XN),
+        lambda a, p, n: C.retrieval_loss(a, p, n, 0.05, symmetric=True),
+    ),
     ("siglip_loss", TWO, lambda x1, x2: (x1, x2), lambda a, b: C.siglip_loss(a, b, 0.1, -10.0)),
-    ("info_nce_decoupled", ONE, lambda x1, x2: (x1, x2), lambda z1, z2: C.info_nce(z1, z2, TAU, decoupled=True)),
+    (
+        "info_nce_decoupled",
+        ONE,
+        lambda x1, x2: (x1, x2),
+        lambda z1, z2: C.info_nce(z1, z2, TAU, decoupled=True),
+    ),
 ]
 
 
@@ -144,7 +177,7 @@ def test_cached_step_equals_full_batch_step(name, towers, make_inputs, loss_fn, 
     got = GradCache(encs, sizes).step(loss_fn, *inputs, towers=towers)
     assert not got.requires_grad and _err(got, want) <= TOL
     assert_same_grads(encs, refs)
-    after = torch.rand(3)                       # the generator ends where the plain step leaves it
+    after = torch.rand(3)  # the generator ends where the plain step leaves it
     reference_step(copy.deepcopy(refs), towers, inputs, sizes, loss_fn, seed=7)
     assert torch.equal(after, torch.rand(3))
 
@@ -205,14 +238,16 @@ def test_batchnorm_running_stats_updated_once_per_chunk(momentum):
     once = copy.deepcopy(enc)
     x1, x2 = _data()
     GradCache(enc, chunk_size=4).step(lambda z1, z2: C.info_nce(z1, z2, TAU), x1, x2)
-    with torch.no_grad():                                   # each chunk through the model once, train mode
+    with torch.no_grad():  # each chunk through the model once, train mode
         for x in (x1, x2):
-            for c in x.tensor_split(3):                     # 4, 3, 3 rows
+            for c in x.tensor_split(3):  # 4, 3, 3 rows
                 once(c)
     bn, bn_once = enc.net[1], once.net[1]
     assert int(bn.num_batches_tracked) == 6 == int(bn_once.num_batches_tracked)
-    assert torch.equal(bn.running_mean, bn_once.running_mean) and torch.equal(bn.running_var, bn_once.running_var)
-    enc.eval()                                              # eval mode: statistics untouched
+    assert torch.equal(bn.running_mean, bn_once.running_mean) and torch.equal(
+        bn.running_var, bn_once.running_var
+    )
+    enc.eval()  # eval mode: statistics untouched
     before = bn.running_mean.clone()
     GradCache(enc, chunk_size=4).step(lambda z1, z2: C.info_nce(z1, z2, TAU), x1, x2)
     assert torch.equal(before, bn.running_mean) and int(bn.num_batches_tracked) == 6
@@ -220,10 +255,12 @@ def test_batchnorm_running_stats_updated_once_per_chunk(momentum):
 
 def test_dict_inputs_two_towers_with_their_own_chunk_sizes():
     g = torch.Generator().manual_seed(3)
+
     def tokens(n, L):
         mask = torch.rand(n, L, generator=g) < 0.7
         mask[:, 0] = True
         return {"ids": torch.randint(0, 20, (n, L), generator=g), "mask": mask}
+
     q, d = tokens(B, 5), tokens(B, 7)
     encs = [TokenEncoder(seed=0), TokenEncoder(seed=1)]
     refs = copy.deepcopy(encs)
@@ -242,7 +279,7 @@ class TwoHeads(nn.Module):
         self.f, self.g = MLP(d_out=5, seed=3), nn.Linear(5, 4, dtype=torch.float64)
 
     def forward(self, pair):
-        a, b = pair                                          # a tuple input
+        a, b = pair  # a tuple input
         h = self.f(a + b)
         return h, self.g(h)
 
@@ -256,7 +293,9 @@ def test_tuple_inputs_and_outputs_with_unused_outputs():
     torch.manual_seed(4)
     outs = []
     for x in inputs:
-        hs, zs = zip(*[ref(tuple(p[c] for p in (x[0].tensor_split(3), x[1].tensor_split(3)))) for c in range(3)])
+        hs, zs = zip(
+            *[ref(tuple(p[c] for p in (x[0].tensor_split(3), x[1].tensor_split(3)))) for c in range(3)]
+        )
         outs.append((torch.cat(hs), torch.cat(zs)))
     want = loss_fn(*outs)
     want.backward()
@@ -279,13 +318,13 @@ def test_chunk_size_at_least_the_batch_is_a_plain_step():
     loss_fn = lambda z1, z2: C.info_nce(z1, z2, TAU)  # noqa: E731
     torch.manual_seed(0)
     GradCache(enc, chunk_size=B).step(loss_fn, x1, x2)
-    assert calls == [B, B]                                   # one forward per input, no second pass
+    assert calls == [B, B]  # one forward per input, no second pass
     torch.manual_seed(0)
     loss_fn(ref(x1), ref(x2)).backward()
     assert_same_grads([enc], [ref])
     calls.clear()
     GradCache(enc, chunk_size=4).step(loss_fn, x1, x2)
-    assert calls == [4, 3, 3] * 4                            # two passes over two inputs
+    assert calls == [4, 3, 3] * 4  # two passes over two inputs
 
 
 def test_frozen_tower_is_not_re_embedded():
@@ -306,13 +345,13 @@ def test_grad_scaler_scales_the_cached_gradient():
     enc, ref = MLP(p=0.0), MLP(p=0.0)
     x1, x2 = _data()
     loss_fn = lambda z1, z2: C.info_nce(z1, z2, TAU)  # noqa: E731
-    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 7)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**7)
     loss = GradCache(enc, chunk_size=4, scaler=scaler).step(loss_fn, x1, x2)
     want = loss_fn(ref(x1), ref(x2))
     want.backward()
-    assert _err(loss, want) <= TOL                           # the returned loss is not scaled
+    assert _err(loss, want) <= TOL  # the returned loss is not scaled
     for p, q in zip(enc.parameters(), ref.parameters()):
-        assert _err(p.grad / 2.0 ** 7, q.grad) <= TOL
+        assert _err(p.grad / 2.0**7, q.grad) <= TOL
 
 
 def test_autocast_bfloat16_matches_the_plain_step_under_autocast():
@@ -321,11 +360,13 @@ def test_autocast_bfloat16_matches_the_plain_step_under_autocast():
     ref = copy.deepcopy(enc)
     x1, x2 = (x.float() for x in _data(n=12))
     seen = []
+
     def loss_fn(z1, z2):
         seen.append(z1.dtype)
         return C.info_nce(z1, z2, TAU)
+
     loss = GradCache(enc, chunk_size=5, autocast=torch.bfloat16).step(loss_fn, x1, x2)
-    assert seen == [torch.float32]                           # half embeddings reach the loss in float32
+    assert seen == [torch.float32]  # half embeddings reach the loss in float32
     with torch.autocast("cpu", dtype=torch.bfloat16):
         z1, z2 = ref(x1), ref(x2)
     want = loss_fn(z1.float(), z2.float())
@@ -350,15 +391,15 @@ def test_cuda_dropout_replay_and_float16_grad_scaler():
     enc = nn.Sequential(nn.Linear(6, 32), nn.ReLU(), nn.Linear(32, 8)).cuda()
     ref = copy.deepcopy(enc)
     f1, f2 = x1.float(), x2.float()
-    scaler = torch.amp.GradScaler("cuda", init_scale=2.0 ** 12)
+    scaler = torch.amp.GradScaler("cuda", init_scale=2.0**12)
     loss = GradCache(enc, chunk_size=4, scaler=scaler, autocast=torch.float16).step(loss_fn, f1, f2)
     with torch.autocast("cuda", dtype=torch.float16):
         z1, z2 = ref(f1), ref(f2)
     want = loss_fn(z1.float(), z2.float())
-    (want * 2.0 ** 12).backward()
+    (want * 2.0**12).backward()
     assert _err(loss, want) <= 2e-2
     for p, q in zip(enc.parameters(), ref.parameters()):
-        assert _err(p.grad / 2.0 ** 12, q.grad / 2.0 ** 12) <= 2e-2
+        assert _err(p.grad / 2.0**12, q.grad / 2.0**12) <= 2e-2
 
 
 # ----------------------------------------------------------------------------- bad input
@@ -366,9 +407,13 @@ def test_bad_arguments_raise_clear_errors():
     enc = MLP()
     x1, x2 = _data()
     ok = lambda z1, z2: C.info_nce(z1, z2)  # noqa: E731
-    for bad, err, msg in [(0, ValueError, "chunk_size must be >= 1"), (-3, ValueError, "chunk_size must be >= 1"),
-                          (2.5, TypeError, "chunk_size must be a positive int"), (True, TypeError, "positive int"),
-                          ((4, 4), ValueError, "2 entries for 1 encoder")]:
+    for bad, err, msg in [
+        (0, ValueError, "chunk_size must be >= 1"),
+        (-3, ValueError, "chunk_size must be >= 1"),
+        (2.5, TypeError, "chunk_size must be a positive int"),
+        (True, TypeError, "positive int"),
+        ((4, 4), ValueError, "2 entries for 1 encoder"),
+    ]:
         with pytest.raises(err, match=msg):
             GradCache(enc, chunk_size=bad)
     with pytest.raises(TypeError, match=r"encoders\[1\] must be an nn.Module"):
@@ -396,9 +441,11 @@ def test_bad_arguments_raise_clear_errors():
     with pytest.raises(ValueError, match="chunk's rows first"):
         GradCache(nn.Flatten(0), chunk_size=4).step(lambda z: z.sum(), x1)
     # losses that cannot be cached; no gradient is left behind
-    for fn, err, msg in [(lambda z1, z2: C.info_nce(z1, z2, reduction="none"), ValueError, "must return a scalar"),
-                         (lambda z1, z2: 1.0, TypeError, "scalar tensor, got float"),
-                         (lambda z1, z2: C.info_nce(z1.detach(), z2.detach()), ValueError, "does not require grad")]:
+    for fn, err, msg in [
+        (lambda z1, z2: C.info_nce(z1, z2, reduction="none"), ValueError, "must return a scalar"),
+        (lambda z1, z2: 1.0, TypeError, "scalar tensor, got float"),
+        (lambda z1, z2: C.info_nce(z1.detach(), z2.detach()), ValueError, "does not require grad"),
+    ]:
         with pytest.raises(err, match=msg):
             cache.step(fn, x1, x2)
         assert all(p.grad is None for p in enc.parameters())
@@ -422,9 +469,11 @@ def _ddp_case(rank, world):
     errors, n = {}, 6
     X1, X2 = _data(seed=5, n=n * world)
     s = slice(rank * n, (rank + 1) * n)
-    for name, two, dist_fn, ref_fn, chunk in [("info_nce", False, cd.info_nce, C.info_nce, 4),
-                                              ("clip_loss", True, cd.clip_loss, C.clip_loss, 4),
-                                              ("info_nce_plain_step", False, cd.info_nce, C.info_nce, n)]:
+    for name, two, dist_fn, ref_fn, chunk in [
+        ("info_nce", False, cd.info_nce, C.info_nce, 4),
+        ("clip_loss", True, cd.clip_loss, C.clip_loss, 4),
+        ("info_nce_plain_step", False, cd.info_nce, C.info_nce, n),
+    ]:
         encs = [MLP(seed=1, bn=True)] + ([MLP(seed=2, bn=True)] if two else [])
         refs = copy.deepcopy(encs)
         towers = [0, 1] if two else [0, 0]
@@ -432,28 +481,36 @@ def _ddp_case(rank, world):
         ddps = []
         for e in encs:
             m = DDP(e)
-            m.register_comm_hook(None, lambda _, bucket: (reduces.append(1),               # count, then all-reduce
-                                                          allreduce_hook(dist.group.WORLD, bucket))[1])
+            m.register_comm_hook(
+                None,
+                # the hook runs within this iteration's steps; DDP wants exactly (state, bucket)
+                lambda _, bucket: (
+                    reduces.append(1),  # noqa: B023 -- count, then all-reduce
+                    allreduce_hook(dist.group.WORLD, bucket),
+                )[1],
+            )
             ddps.append(m)
-        embeddings = [[], []]                 # reference: every rank's chunks under that rank's seed
+        embeddings = [[], []]  # reference: every rank's chunks under that rank's seed
         for r in range(world):
             torch.manual_seed(100 + r)
             for i, X in enumerate((X1, X2)):
-                embeddings[i] += [refs[towers[i]](c) for c in _split(X[r * n:(r + 1) * n], chunk)]
+                embeddings[i] += [refs[towers[i]](c) for c in _split(X[r * n : (r + 1) * n], chunk)]
         want = ref_fn(torch.cat(embeddings[0]), torch.cat(embeddings[1]), TAU)
         want.backward()
         cache = GradCache(ddps if two else ddps[0], chunk_size=chunk)
-        for step in (1, 2):                   # a second step: DDP's state is left ready for the next one
+        for step in (1, 2):  # a second step: DDP's state is left ready for the next one
             reduces.clear()
             for e in encs:
                 e.zero_grad()
             torch.manual_seed(100 + rank)
-            got = cache.step(lambda a, b: dist_fn(a, b, TAU), X1[s], X2[s])
+            got = cache.step(lambda a, b, dist_fn=dist_fn: dist_fn(a, b, TAU), X1[s], X2[s])
             errors[f"{name}/{step}/loss"] = _err(got, want)
             for k, (e, r) in enumerate(zip(encs, refs)):
                 for (pname, p), q in zip(e.named_parameters(), r.parameters()):
                     errors[f"{name}/{step}/tower{k}/{pname}"] = _err(p.grad, q.grad)
-            errors[f"{name}/{step}/all-reduces ({len(reduces)}) == towers"] = 0.0 if len(reduces) == len(encs) else 1.0
+            errors[f"{name}/{step}/all-reduces ({len(reduces)}) == towers"] = (
+                0.0 if len(reduces) == len(encs) else 1.0
+            )
     return errors
 
 

@@ -1,4 +1,5 @@
 """Argument checks shared by the public functions (``contrastive._validation``)."""
+
 import math
 import warnings
 
@@ -26,14 +27,17 @@ def test_bool_flags_accept_bools():
         F.clip_loss(z, z, normalize="yes")
 
 
-@pytest.mark.parametrize("call", [
-    lambda m: F.info_nce(m, m),
-    lambda m: F.clip_loss(m, m),
-    lambda m: F.contrastive_loss(m, m, torch.ones(4)),
-    lambda m: F.cosine_similarity(m, m),
-    lambda m: F.cosine_similarity(torch.randn(4, 3), torch.randn(4, 3), A=torch.eye(3, device="meta")),
-    lambda m: F.info_nce(torch.randn(4, 3), torch.randn(4, 3), torch.tensor(0.5, device="meta")),
-])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda m: F.info_nce(m, m),
+        lambda m: F.clip_loss(m, m),
+        lambda m: F.contrastive_loss(m, m, torch.ones(4)),
+        lambda m: F.cosine_similarity(m, m),
+        lambda m: F.cosine_similarity(torch.randn(4, 3), torch.randn(4, 3), A=torch.eye(3, device="meta")),
+        lambda m: F.info_nce(torch.randn(4, 3), torch.randn(4, 3), torch.tensor(0.5, device="meta")),
+    ],
+)
 def test_meta_tensors_get_a_clear_error(call):
     """Meta tensors used to fail deep inside with "Tensor.item() cannot be called on meta tensors"."""
     with pytest.raises(ValueError, match="meta tensor"):
@@ -44,7 +48,7 @@ def test_meta_tensors_get_a_clear_error(call):
 def test_learned_temperature_out_of_range_names_the_parameter(log_t):
     crit = InfoNCELoss(0.5, learn_temperature=True)
     with torch.no_grad():
-        crit.log_temperature.fill_(log_t)                  # what a diverged optimiser leaves
+        crit.log_temperature.fill_(log_t)  # what a diverged optimiser leaves
     z = torch.randn(4, 3)
     with pytest.raises(ValueError, match="learned temperature.*log_temperature.*lower the learning rate"):
         crit(z, z)
@@ -57,7 +61,7 @@ def test_fixed_temperature_message_unchanged():
 
 def test_nonzero_rows_is_exact_and_the_old_name_is_a_deprecated_alias():
     x = torch.randn(3, 4) * 1e-25
-    V.check_nonzero_rows("x", x)                           # tiny rows have a direction
+    V.check_nonzero_rows("x", x)  # tiny rows have a direction
     V.check_nonzero_rows("x", torch.tensor([[1e-45, 0.0]]))  # float32's smallest subnormal
     with pytest.raises(ValueError, match=r"zero-norm row \(row 1\)"):
         V.check_nonzero_rows("x", torch.tensor([[1.0, 0.0], [0.0, -0.0]]))

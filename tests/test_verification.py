@@ -6,6 +6,7 @@ from contrastive import verification as V
 
 def test_roc_auc_matches_sklearn(rng):
     from sklearn.metrics import roc_auc_score
+
     s = np.round(rng.normal(size=300), 1)  # ties on purpose
     y = (rng.uniform(size=300) < 0.4).astype(int)
     assert V.roc_auc(s + y * 0.3, y) == pytest.approx(roc_auc_score(y, s + y * 0.3), abs=1e-12)

@@ -1,4 +1,5 @@
 """The gradcheck tool: every row passes, and a failure makes the command exit non-zero."""
+
 import numpy as np
 import pytest
 

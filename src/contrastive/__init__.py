@@ -4,13 +4,28 @@ Every objective has a NumPy float64 reference (:mod:`contrastive.reference`), a 
 whose backward is the analytic gradient of the seed derivations, and a validated public
 function here. See the README for a quickstart.
 """
+
 from .functional import (
-    clip_loss, contrastive_loss, cosine_similarity, info_nce, nt_xent, retrieval_loss, siglip_loss, supcon_loss,
-)
-from .losses import (
-    ClipLoss, ContrastiveLoss, CosineMetric, InfoNCELoss, NTXentLoss, RetrievalLoss, SigLIPLoss, SupConLoss,
+    clip_loss,
+    contrastive_loss,
+    cosine_similarity,
+    info_nce,
+    nt_xent,
+    retrieval_loss,
+    siglip_loss,
+    supcon_loss,
 )
 from .gradcache import GradCache
+from .losses import (
+    ClipLoss,
+    ContrastiveLoss,
+    CosineMetric,
+    InfoNCELoss,
+    NTXentLoss,
+    RetrievalLoss,
+    SigLIPLoss,
+    SupConLoss,
+)
 
 __version__ = "0.1.0"
 

@@ -1,4 +1,5 @@
 """``python -m contrastive`` is the ``contrastive`` command."""
+
 import sys
 
 from .cli import main

@@ -1,20 +1,22 @@
 """Process-group plumbing shared by the distributed losses: the group and rank, the checked
 settings exchange (so that no rank waits for a collective another rank will not reach), and
 argument checks that allow a rank to hold zero rows."""
+
 from __future__ import annotations
 
 import zlib
+from typing import Any
 
 import torch
 import torch.distributed as dist
 
 from . import _validation as V
-from .ops.collectives import DistributedError, exchange
+from .ops.collectives import DistributedError, Group, exchange
 
 GRADIENTS = ("ddp", "exact")
 
 
-def _group(process_group, op: str):
+def _group(process_group: Group, op: str) -> tuple[Group, int, int] | None:
     """(group, rank, world_size), or None for the single-process path."""
     if not (dist.is_available() and dist.is_initialized()):
         if process_group is not None:
@@ -31,7 +33,7 @@ def _group(process_group, op: str):
     return (process_group, rank, world) if world > 1 else None
 
 
-def _check_gradient(gradient) -> str:
+def _check_gradient(gradient: Any) -> str:
     if gradient not in GRADIENTS:
         raise ValueError(
             f"gradient must be 'ddp' (the gradient is scaled by the world size, for DDP's "
@@ -40,7 +42,7 @@ def _check_gradient(gradient) -> str:
     return gradient
 
 
-def _dtype_code(x) -> int:
+def _dtype_code(x: object) -> int:
     return zlib.crc32(str(x.dtype).encode()) if isinstance(x, torch.Tensor) else -1
 
 

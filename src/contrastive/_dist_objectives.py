@@ -2,9 +2,8 @@
 ``torch.distributed`` job: the public functions re-exported by :mod:`contrastive.distributed`,
 with its contract (see there), running the row-owner objectives of
 :mod:`contrastive.ops.dist_objectives` on the engine contract."""
-from __future__ import annotations
 
-from typing import Optional
+from __future__ import annotations
 
 import torch
 
@@ -13,9 +12,9 @@ from . import functional as F
 from ._dist_common import GRADIENTS, _agree, _check_gradient, _device, _dtype_code, _group, _rows
 from .functional import Temperature
 from .objectives import _check_ids, _check_param
-from .ops.collectives import gather_rows
+from .ops.collectives import Group, gather_rows
 from .ops.dist_objectives import RowConfig, dist_build, global_loss
-from .ops.engine import EngineFn
+from .ops.engine import EngineFn, present
 from .ops.tiles import check_block_size
 
 __all__ = ["retrieval_loss", "siglip_loss", "supcon_loss"]
@@ -30,8 +29,10 @@ def _embeddings(op, named, normalize, check_finite):
             raise TypeError(f"{name} is {x.dtype} and {ref_name} is {ref.dtype}; cast both to one dtype")
         V.check_same_device(ref_name, ref, name, x)
         if x.shape[-1] != ref.shape[-1]:
-            raise ValueError(f"{name} has embedding dimension {x.shape[-1]} and {ref_name} {ref.shape[-1]}; "
-                             f"they must agree")
+            raise ValueError(
+                f"{name} has embedding dimension {x.shape[-1]} and {ref_name} {ref.shape[-1]}; "
+                f"they must agree"
+            )
         flat = x.reshape(-1, x.shape[-1])
         if check_finite and flat.shape[0]:
             V.check_finite(name, flat)
@@ -39,8 +40,21 @@ def _embeddings(op, named, normalize, check_finite):
             V.check_nonzero_rows(name, flat)
 
 
-def _objective_loss(op, state, gradient, block_size, reduction, normalize, temperature, bias,
-                    inputs, validate, n_counts, setting_names, build):
+def _objective_loss(
+    op,
+    state,
+    gradient,
+    block_size,
+    reduction,
+    normalize,
+    temperature,
+    bias,
+    inputs,
+    validate,
+    n_counts,
+    setting_names,
+    build,
+):
     """The driver of the objectives on the engine contract: validate on every rank
     (``validate()`` returns the local row counts and the setting values; it may fill in
     ``inputs``), agree, then ``build(cfg, sizes)`` returns the engine's build (it may gather
@@ -51,7 +65,7 @@ def _objective_loss(op, state, gradient, block_size, reduction, normalize, tempe
     x0 = inputs[0]
     try:
         _check_gradient(gradient)
-        check_block_size(block_size, 1, torch.device("cpu"))                     # validate here, size later
+        check_block_size(block_size, 1, torch.device("cpu"))  # validate here, size later
         V.check_reduction(reduction)
         counts, settings = validate()
         temperature = _check_param("temperature", temperature, x0, True)
@@ -63,7 +77,8 @@ def _objective_loss(op, state, gradient, block_size, reduction, normalize, tempe
         err = e
     ok = err is None
     want_grad = torch.is_grad_enabled() and any(
-        isinstance(x, torch.Tensor) and x.requires_grad for x in list(inputs) + [temperature, bias])
+        isinstance(x, torch.Tensor) and x.requires_grad for x in list(inputs) + [temperature, bias]
+    )
     checks = [
         ("embedding dimension", x0.shape[-1] if ok else 0),
         ("embedding dtype", _dtype_code(x0) if ok else 0),
@@ -73,12 +88,27 @@ def _objective_loss(op, state, gradient, block_size, reduction, normalize, tempe
         ("reduction", V.REDUCTIONS.index(reduction) if ok else 0),
         ("need for a gradient (requires_grad on the inputs, torch.no_grad)", want_grad),
         ("gradient", GRADIENTS.index(gradient) if ok else 0),
-    ] + list(zip(setting_names, settings if ok else [0] * len(setting_names)))
-    sizes = _agree(op, group, _device(x0, group), err, tuple(counts) if ok else (0,) * n_counts, checks)
+    ] + list(zip(setting_names, settings if ok and settings is not None else [0] * len(setting_names)))
+    sizes = _agree(
+        op,
+        group,
+        _device(x0, group),
+        err,
+        tuple(counts) if ok and counts is not None else (0,) * n_counts,
+        checks,
+    )
     if sum(sizes[0]) == 0:
-        raise ValueError(f"contrastive.distributed.{op}: the global batch is empty (every rank passed 0 rows)")
-    cfg = dict(op=op, group=group, rank=rank, sizes=sizes[0], scale=float(world) if gradient == "ddp" else 1.0,
-               bs=check_block_size(block_size, max(sum(s) for s in sizes), x0.device))
+        raise ValueError(
+            f"contrastive.distributed.{op}: the global batch is empty (every rank passed 0 rows)"
+        )
+    cfg = dict(
+        op=op,
+        group=group,
+        rank=rank,
+        sizes=sizes[0],
+        scale=float(world) if gradient == "ddp" else 1.0,
+        bs=check_block_size(block_size, max(sum(s) for s in sizes), x0.device),
+    )
     engine_build, row_cfg = build(cfg, sizes)
     out = EngineFn.apply(engine_build, bool(normalize), reduction, want_grad, temperature, bias, *inputs)
     if reduction != "none":
@@ -93,10 +123,10 @@ def supcon_loss(
     *,
     normalize: bool = True,
     reduction: str = "mean",
-    process_group=None,
+    process_group: Group = None,
     gradient: str = "ddp",
     check_finite: bool = True,
-    block_size: Optional[int] = None,
+    block_size: int | None = None,
 ) -> torch.Tensor:
     r"""Supervised contrastive loss (Khosla et al. 2020) over the global batch ``z = cat_r z_r``.
 
@@ -153,8 +183,15 @@ def supcon_loss(
     state = _group(process_group, "supcon_loss")
     if state is None:
         _check_gradient(gradient)
-        return F.supcon_loss(z, labels, temperature, normalize=normalize, reduction=reduction,
-                             check_finite=check_finite, block_size=block_size)
+        return F.supcon_loss(
+            z,
+            labels,
+            temperature,
+            normalize=normalize,
+            reduction=reduction,
+            check_finite=check_finite,
+            block_size=block_size,
+        )
     local = {}
 
     def validate():
@@ -164,28 +201,41 @@ def supcon_loss(
         return [z.shape[0]], []
 
     def build(cfg, sizes):
-        y = gather_rows("supcon_loss", local["labels"], sizes[0], cfg["group"])   # (N,) global labels
+        y = gather_rows("supcon_loss", local["labels"], sizes[0], cfg["group"])  # (N,) global labels
         rc = RowConfig(**cfg)
         return dist_build("supcon", rc, y), rc
 
-    return _objective_loss("supcon_loss", state, gradient, block_size, reduction, normalize, temperature,
-                           None, [z], validate, 1, [], build)
+    return _objective_loss(
+        "supcon_loss",
+        state,
+        gradient,
+        block_size,
+        reduction,
+        normalize,
+        temperature,
+        None,
+        [z],
+        validate,
+        1,
+        [],
+        build,
+    )
 
 
 def retrieval_loss(
     anchors: torch.Tensor,
     positives: torch.Tensor,
-    negatives: Optional[torch.Tensor] = None,
+    negatives: torch.Tensor | None = None,
     temperature: Temperature = 0.05,
     *,
     symmetric: bool = False,
-    positive_ids: Optional[torch.Tensor] = None,
+    positive_ids: torch.Tensor | None = None,
     normalize: bool = True,
     reduction: str = "mean",
-    process_group=None,
+    process_group: Group = None,
     gradient: str = "ddp",
     check_finite: bool = True,
-    block_size: Optional[int] = None,
+    block_size: int | None = None,
 ) -> torch.Tensor:
     r"""Retrieval loss with hard negatives over the global batch: every rank's positives and
     negatives are candidates of every anchor.
@@ -250,11 +300,22 @@ def retrieval_loss(
     state = _group(process_group, "retrieval_loss")
     if state is None:
         _check_gradient(gradient)
-        return F.retrieval_loss(anchors, positives, negatives, temperature, symmetric=symmetric,
-                                positive_ids=positive_ids, normalize=normalize, reduction=reduction,
-                                check_finite=check_finite, block_size=block_size)
+        return F.retrieval_loss(
+            anchors,
+            positives,
+            negatives,
+            temperature,
+            symmetric=symmetric,
+            positive_ids=positive_ids,
+            normalize=normalize,
+            reduction=reduction,
+            check_finite=check_finite,
+            block_size=block_size,
+        )
     local = {}
-    kind = 0 if negatives is None else 1 if isinstance(negatives, torch.Tensor) and negatives.dim() == 3 else 2
+    kind = (
+        0 if negatives is None else 1 if isinstance(negatives, torch.Tensor) and negatives.dim() == 3 else 2
+    )
 
     def validate():
         _rows("anchors", anchors)
@@ -264,18 +325,26 @@ def retrieval_loss(
         K, M = 0, 0
         if negatives is not None:
             if not isinstance(negatives, torch.Tensor) or negatives.dim() not in (2, 3):
-                raise ValueError(f"negatives must be None, (B, K, d) hard negatives per anchor or (M, d) shared "
-                                 f"negatives, got {getattr(negatives, 'shape', type(negatives).__name__)}")
+                raise ValueError(
+                    f"negatives must be None, (B, K, d) hard negatives per anchor or (M, d) shared "
+                    f"negatives, got {getattr(negatives, 'shape', type(negatives).__name__)}"
+                )
             if negatives.dtype not in V.FLOAT_DTYPES:
-                raise TypeError(f"negatives must be a floating tensor, got {negatives.dtype}; "
-                                f"convert it with negatives.float()")
+                raise TypeError(
+                    f"negatives must be a floating tensor, got {negatives.dtype}; "
+                    f"convert it with negatives.float()"
+                )
             if kind == 1:
                 if negatives.shape[0] != anchors.shape[0]:
-                    raise ValueError(f"negatives (B, K, d) must have one row per anchor: got {negatives.shape[0]} "
-                                     f"rows for {anchors.shape[0]} anchors")
+                    raise ValueError(
+                        f"negatives (B, K, d) must have one row per anchor: got {negatives.shape[0]} "
+                        f"rows for {anchors.shape[0]} anchors"
+                    )
                 K = negatives.shape[1]
                 if K == 0:
-                    raise ValueError("negatives has K = 0 hard negatives per anchor; pass negatives=None instead")
+                    raise ValueError(
+                        "negatives has K = 0 hard negatives per anchor; pass negatives=None instead"
+                    )
                 M = K * anchors.shape[0]
             else:
                 M = negatives.shape[0]
@@ -289,21 +358,48 @@ def retrieval_loss(
     def build(cfg, sizes):
         ids = None
         if positive_ids is not None:
-            ids = gather_rows("retrieval_loss", local["ids"], sizes[0], cfg["group"])   # (B,) global ids
-        K = negatives.shape[1] if kind == 1 else 0
-        rc = RowConfig(**cfg, symmetric=bool(symmetric), neg_sizes=sizes[1] if kind else None,
-                       neg_per_anchor=K, neg_grad=bool(kind and negatives.requires_grad and torch.is_grad_enabled()))
+            ids = gather_rows("retrieval_loss", local["ids"], sizes[0], cfg["group"])  # (B,) global ids
+        K = present(negatives).shape[1] if kind == 1 else 0  # kind 1: (B, K, d) negatives
+        rc = RowConfig(
+            **cfg,
+            symmetric=bool(symmetric),
+            neg_sizes=sizes[1] if kind else None,
+            neg_per_anchor=K,
+            neg_grad=bool(kind and present(negatives).requires_grad and torch.is_grad_enabled()),
+        )
         return dist_build("retrieval", rc, ids), rc
 
     inputs = [anchors, positives, None]
-    if kind == 1 and isinstance(anchors, torch.Tensor) and negatives.shape[0] == anchors.shape[0]:
-        inputs[2] = negatives.reshape(-1, negatives.shape[-1])                   # (B_r K, d), anchor-major
+    if (
+        kind == 1
+        and negatives is not None
+        and isinstance(anchors, torch.Tensor)
+        and negatives.shape[0] == anchors.shape[0]
+    ):
+        inputs[2] = negatives.reshape(-1, negatives.shape[-1])  # (B_r K, d), anchor-major
     elif kind == 2:
         inputs[2] = negatives
-    return _objective_loss("retrieval_loss", state, gradient, block_size, reduction, normalize, temperature,
-                           None, inputs, validate, 2,
-                           ["symmetric", "negatives' form (0 none, 1 (B, K, d), 2 (M, d))",
-                            "K (negatives per anchor)", "negatives' requires_grad", "use of positive_ids"], build)
+    return _objective_loss(
+        "retrieval_loss",
+        state,
+        gradient,
+        block_size,
+        reduction,
+        normalize,
+        temperature,
+        None,
+        inputs,
+        validate,
+        2,
+        [
+            "symmetric",
+            "negatives' form (0 none, 1 (B, K, d), 2 (M, d))",
+            "K (negatives per anchor)",
+            "negatives' requires_grad",
+            "use of positive_ids",
+        ],
+        build,
+    )
 
 
 def siglip_loss(
@@ -314,10 +410,10 @@ def siglip_loss(
     *,
     normalize: bool = True,
     reduction: str = "mean",
-    process_group=None,
+    process_group: Group = None,
     gradient: str = "ddp",
     check_finite: bool = True,
-    block_size: Optional[int] = None,
+    block_size: int | None = None,
 ) -> torch.Tensor:
     r"""The sigmoid loss of SigLIP (Zhai et al. 2023) over the global batch ``a = cat_r a_r``,
     ``b = cat_r b_r``.
@@ -365,8 +461,16 @@ def siglip_loss(
     state = _group(process_group, "siglip_loss")
     if state is None:
         _check_gradient(gradient)
-        return F.siglip_loss(a, b, temperature, bias, normalize=normalize, reduction=reduction,
-                             check_finite=check_finite, block_size=block_size)
+        return F.siglip_loss(
+            a,
+            b,
+            temperature,
+            bias,
+            normalize=normalize,
+            reduction=reduction,
+            check_finite=check_finite,
+            block_size=block_size,
+        )
 
     def validate():
         _rows("a", a)
@@ -375,8 +479,21 @@ def siglip_loss(
         _embeddings("siglip_loss", [("a", a), ("b", b)], normalize, check_finite)
         return [a.shape[0]], []
 
-    return _objective_loss("siglip_loss", state, gradient, block_size, reduction, normalize, temperature,
-                           bias, [a, b], validate, 1, [], _siglip_build)
+    return _objective_loss(
+        "siglip_loss",
+        state,
+        gradient,
+        block_size,
+        reduction,
+        normalize,
+        temperature,
+        bias,
+        [a, b],
+        validate,
+        1,
+        [],
+        _siglip_build,
+    )
 
 
 def _siglip_build(cfg, sizes):

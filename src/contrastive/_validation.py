@@ -3,11 +3,12 @@
 Every check raises ``TypeError`` or ``ValueError`` with a message that names the
 argument and says how to fix it. None of these helpers is public API.
 """
+
 from __future__ import annotations
 
 import math
 import warnings
-from typing import Optional, Union
+from typing import Any
 
 import torch
 
@@ -15,7 +16,7 @@ FLOAT_DTYPES = (torch.float64, torch.float32, torch.bfloat16, torch.float16)
 REDUCTIONS = ("mean", "sum", "none")
 
 
-def check_tensor(name: str, x, ndim: Optional[int] = None) -> torch.Tensor:
+def check_tensor(name: str, x: Any, ndim: int | None = None) -> torch.Tensor:
     """Check that ``x`` is a floating tensor with ``ndim`` dimensions and at least one row."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(
@@ -71,18 +72,16 @@ def check_same_shape(name_a: str, a: torch.Tensor, name_b: str, b: torch.Tensor)
 
 def check_same_device(name_a: str, a: torch.Tensor, name_b: str, b: torch.Tensor) -> None:
     if a.device != b.device:
-        raise ValueError(
-            f"{name_a} is on {a.device} and {name_b} on {b.device}; move both to one device"
-        )
+        raise ValueError(f"{name_a} is on {a.device} and {name_b} on {b.device}; move both to one device")
 
 
-def check_reduction(reduction) -> str:
+def check_reduction(reduction: Any) -> str:
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
     return reduction
 
 
-def check_temperature(temperature) -> Union[float, torch.Tensor]:
+def check_temperature(temperature: Any) -> float | torch.Tensor:
     """A positive finite float, or a positive finite scalar tensor (which may require grad).
 
     A tensor that requires grad is a learned temperature; when training has pushed it to
@@ -109,17 +108,13 @@ def check_temperature(temperature) -> Union[float, torch.Tensor]:
     elif isinstance(temperature, (int, float)) and not isinstance(temperature, bool):
         value = float(temperature)
     else:
-        raise TypeError(
-            f"temperature must be a float or a scalar tensor, got {type(temperature).__name__}"
-        )
+        raise TypeError(f"temperature must be a float or a scalar tensor, got {type(temperature).__name__}")
     if not math.isfinite(value) or value <= 0:
-        raise ValueError(
-            f"temperature must be positive and finite, got {value}; SimCLR uses 0.5, CLIP 0.07"
-        )
+        raise ValueError(f"temperature must be positive and finite, got {value}; SimCLR uses 0.5, CLIP 0.07")
     return temperature
 
 
-def check_bool(name: str, value) -> bool:
+def check_bool(name: str, value: Any) -> bool:
     """``value`` must be a real bool (or a NumPy/torch boolean scalar); ``'no'`` is refused."""
     if isinstance(value, bool):
         return value
@@ -130,7 +125,7 @@ def check_bool(name: str, value) -> bool:
     raise TypeError(f"{name} must be True or False, got {value!r} ({type(value).__name__})")
 
 
-def check_margin(margin) -> float:
+def check_margin(margin: Any) -> float:
     if isinstance(margin, bool) or not isinstance(margin, (int, float)):
         raise TypeError(f"margin must be a float, got {type(margin).__name__}")
     margin = float(margin)
@@ -147,7 +142,7 @@ def check_nonzero_rows(name: str, x: torch.Tensor) -> None:
     Inf are :func:`check_finite`'s to refuse. No norm is computed here, so nothing can
     underflow or overflow.
     """
-    zero = ~(x != 0).any(dim=-1)                                     # (N,)
+    zero = ~(x != 0).any(dim=-1)  # (N,)
     if bool(zero.any()):
         bad = int(torch.nonzero(zero)[0, 0])
         raise ValueError(

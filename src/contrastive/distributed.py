@@ -48,9 +48,8 @@ rank, the functions are the single-process ones of :mod:`contrastive.functional`
 >>> bool(cd.info_nce(z1, z2) == contrastive.info_nce(z1, z2))
 True
 """
-from __future__ import annotations
 
-from typing import Optional
+from __future__ import annotations
 
 import torch
 
@@ -59,12 +58,21 @@ from . import functional as F
 from ._dist_common import GRADIENTS, _agree, _check_gradient, _device, _dtype_code, _group, _rows
 from ._dist_objectives import retrieval_loss, siglip_loss, supcon_loss
 from .functional import Temperature, _check_temperature_device
-from .ops.collectives import DistributedError
+from .ops.collectives import DistributedError, Group
 from .ops.info_nce_dist import DistClipFn, DistConfig, DistInfoNCEFn, GatherWithGradFn
 from .ops.tiles import check_block_size
 
-__all__ = ["all_gather_with_grad", "info_nce", "clip_loss", "supcon_loss", "retrieval_loss", "siglip_loss",
-           "DistributedError", "GRADIENTS"]
+__all__ = [
+    "all_gather_with_grad",
+    "info_nce",
+    "clip_loss",
+    "supcon_loss",
+    "retrieval_loss",
+    "siglip_loss",
+    "DistributedError",
+    "GRADIENTS",
+]
+
 
 def _check_pair(na, a, nb, b, temperature, reduction, normalize, check_finite):
     _rows(na, a)
@@ -84,21 +92,31 @@ def _check_pair(na, a, nb, b, temperature, reduction, normalize, check_finite):
     return temperature
 
 
-def _pair_loss(op, fn, a, b, temperature, flags, reduction, normalize, check_finite,
-               block_size, gradient, group_state):
+def _pair_loss(
+    op, fn, a, b, temperature, flags, reduction, normalize, check_finite, block_size, gradient, group_state
+):
     """Validate on every rank, agree, then run ``fn`` (DistInfoNCEFn or DistClipFn)."""
     group, rank, world = group_state
     err = None
     try:
         _check_gradient(gradient)
-        check_block_size(block_size, 1, torch.device("cpu"))                     # validate here, size later
-        temperature = _check_pair("z1" if op == "info_nce" else "a", a, "z2" if op == "info_nce" else "b", b,
-                                  temperature, reduction, normalize, check_finite)
+        check_block_size(block_size, 1, torch.device("cpu"))  # validate here, size later
+        temperature = _check_pair(
+            "z1" if op == "info_nce" else "a",
+            a,
+            "z2" if op == "info_nce" else "b",
+            b,
+            temperature,
+            reduction,
+            normalize,
+            check_finite,
+        )
         t_value = float(temperature.detach() if isinstance(temperature, torch.Tensor) else temperature)
     except (TypeError, ValueError) as e:
         err, t_value = e, 0.0
     want_grad = torch.is_grad_enabled() and any(
-        isinstance(x, torch.Tensor) and x.requires_grad for x in (a, b, temperature))
+        isinstance(x, torch.Tensor) and x.requires_grad for x in (a, b, temperature)
+    )
     ok = err is None
     checks = [
         ("embedding dimension", a.shape[1] if ok else 0),
@@ -111,19 +129,26 @@ def _pair_loss(op, fn, a, b, temperature, flags, reduction, normalize, check_fin
     ] + [(name, bool(v)) for name, v in flags]
     sizes = _agree(op, group, _device(a, group), err, a.shape[0] if ok else 0, checks)
     if sum(sizes) == 0:
-        raise ValueError(f"contrastive.distributed.{op}: the global batch is empty (every rank passed 0 rows)")
+        raise ValueError(
+            f"contrastive.distributed.{op}: the global batch is empty (every rank passed 0 rows)"
+        )
     n_cols = 2 * sum(sizes) if op == "info_nce" else sum(sizes)
     cfg = DistConfig(
-        op=op, group=group, rank=rank, sizes=sizes,
+        op=op,
+        group=group,
+        rank=rank,
+        sizes=sizes,
         scale=float(world) if gradient == "ddp" else 1.0,
-        reduction=reduction, bs=check_block_size(block_size, n_cols, a.device),
-        want_grad=want_grad, normalize=bool(normalize),
+        reduction=reduction,
+        bs=check_block_size(block_size, n_cols, a.device),
+        want_grad=want_grad,
+        normalize=bool(normalize),
         exclude_self=bool(dict(flags).get("exclude_self", True)),
     )
     return fn.apply(a, b, temperature, cfg).to(a.dtype)
 
 
-def all_gather_with_grad(x: torch.Tensor, group=None) -> torch.Tensor:
+def all_gather_with_grad(x: torch.Tensor, group: Group = None) -> torch.Tensor:
     r"""All-gather along dim 0 whose backward returns each slice's gradient to its owner.
 
     Forward: ``torch.cat([x_0, ..., x_{W-1}])`` over the ranks of ``group`` (first
@@ -170,12 +195,16 @@ def all_gather_with_grad(x: torch.Tensor, group=None) -> torch.Tensor:
     group, rank, world = state
     err = None
     if not isinstance(x, torch.Tensor) or x.dim() < 1 or x.dim() > 9:
-        err = TypeError(f"x must be a torch.Tensor with 1 to 9 dimensions, got {getattr(x, 'shape', type(x))}")
+        err = TypeError(
+            f"x must be a torch.Tensor with 1 to 9 dimensions, got {getattr(x, 'shape', type(x))}"
+        )
     trailing = list(x.shape[1:]) if err is None else []
     checks = [("dtype", _dtype_code(x))] + [
         (f"size of dimension {k}", trailing[k - 1] if k - 1 < len(trailing) else -1) for k in range(1, 9)
     ]
-    sizes = _agree("all_gather_with_grad", group, _device(x, group), err, x.shape[0] if err is None else 0, checks)
+    sizes = _agree(
+        "all_gather_with_grad", group, _device(x, group), err, x.shape[0] if err is None else 0, checks
+    )
     cfg = DistConfig("all_gather_with_grad", group, rank, sizes, 1.0, "none", 1, True, False)
     return GatherWithGradFn.apply(x, cfg)
 
@@ -188,10 +217,10 @@ def info_nce(
     exclude_self: bool = True,
     normalize: bool = True,
     reduction: str = "mean",
-    process_group=None,
+    process_group: Group = None,
     gradient: str = "ddp",
     check_finite: bool = True,
-    block_size: Optional[int] = None,
+    block_size: int | None = None,
 ) -> torch.Tensor:
     r"""InfoNCE / NT-Xent over the global batch: every rank's samples are everyone's negatives.
 
@@ -255,10 +284,30 @@ def info_nce(
     state = _group(process_group, "info_nce")
     if state is None:
         _check_gradient(gradient)
-        return F.info_nce(z1, z2, temperature, exclude_self=exclude_self, normalize=normalize,
-                          reduction=reduction, check_finite=check_finite, block_size=block_size)
-    return _pair_loss("info_nce", DistInfoNCEFn, z1, z2, temperature, [("exclude_self", exclude_self)],
-                      reduction, normalize, check_finite, block_size, gradient, state)
+        return F.info_nce(
+            z1,
+            z2,
+            temperature,
+            exclude_self=exclude_self,
+            normalize=normalize,
+            reduction=reduction,
+            check_finite=check_finite,
+            block_size=block_size,
+        )
+    return _pair_loss(
+        "info_nce",
+        DistInfoNCEFn,
+        z1,
+        z2,
+        temperature,
+        [("exclude_self", exclude_self)],
+        reduction,
+        normalize,
+        check_finite,
+        block_size,
+        gradient,
+        state,
+    )
 
 
 def clip_loss(
@@ -268,10 +317,10 @@ def clip_loss(
     *,
     normalize: bool = True,
     reduction: str = "mean",
-    process_group=None,
+    process_group: Group = None,
     gradient: str = "ddp",
     check_finite: bool = True,
-    block_size: Optional[int] = None,
+    block_size: int | None = None,
 ) -> torch.Tensor:
     r"""Two-tower (CLIP) loss over the global batch ``a = cat_r a_r``, ``b = cat_r b_r``.
 
@@ -312,7 +361,26 @@ def clip_loss(
     state = _group(process_group, "clip_loss")
     if state is None:
         _check_gradient(gradient)
-        return F.clip_loss(a, b, temperature, normalize=normalize, reduction=reduction,
-                           check_finite=check_finite, block_size=block_size)
-    return _pair_loss("clip_loss", DistClipFn, a, b, temperature, [], reduction, normalize,
-                      check_finite, block_size, gradient, state)
+        return F.clip_loss(
+            a,
+            b,
+            temperature,
+            normalize=normalize,
+            reduction=reduction,
+            check_finite=check_finite,
+            block_size=block_size,
+        )
+    return _pair_loss(
+        "clip_loss",
+        DistClipFn,
+        a,
+        b,
+        temperature,
+        [],
+        reduction,
+        normalize,
+        check_finite,
+        block_size,
+        gradient,
+        state,
+    )

@@ -4,30 +4,35 @@ Conventions: embeddings are ``(N, d)``; two views are ``loss(z1, z2)``; explicit
 ``loss(u, v, y)`` with ``y = 1`` meaning *similar*; ``reduction`` is ``'mean' | 'sum' |
 'none'``. Half-precision inputs are computed in float32 and the result cast back.
 """
-from __future__ import annotations
 
-from typing import Optional, Union
+from __future__ import annotations
 
 import torch
 
 from . import _validation as V
+from .objectives import retrieval_loss, siglip_loss, supcon_loss  # noqa: F401  (re-exported)
 from .ops import compute_dtype
+from .ops.clip import clip_objective
 from .ops.contrastive_loss import ContrastiveLossFn, check_loss_fits
 from .ops.cosine_similarity import MapCosineFn, PackedSymCosineFn, SymCosineFn, check_symmetric, packed_dim
-from .ops.clip import clip_objective
 from .ops.engine import run as run_engine
 from .ops.info_nce import info_nce_objective
 from .ops.info_nce_dense import DenseInfoNCEFn
 from .ops.tiles import check_block_size
 from .ops.triton_glue import triton_clip_objective, triton_info_nce_objective
-from .objectives import retrieval_loss, siglip_loss, supcon_loss  # noqa: F401  (re-exported)
 
 __all__ = [
-    "contrastive_loss", "info_nce", "nt_xent", "clip_loss", "cosine_similarity",
-    "supcon_loss", "retrieval_loss", "siglip_loss",
+    "contrastive_loss",
+    "info_nce",
+    "nt_xent",
+    "clip_loss",
+    "cosine_similarity",
+    "supcon_loss",
+    "retrieval_loss",
+    "siglip_loss",
 ]
 
-Temperature = Union[float, torch.Tensor]
+Temperature = float | torch.Tensor
 
 
 def _reduce(per_row: torch.Tensor, reduction: str, out_dtype: torch.dtype) -> torch.Tensor:
@@ -129,7 +134,7 @@ def contrastive_loss(
     return out
 
 
-def _check_temperature_device(temperature, ref: torch.Tensor):
+def _check_temperature_device(temperature: Temperature, ref: torch.Tensor) -> Temperature:
     if isinstance(temperature, torch.Tensor):
         if temperature.device != ref.device:
             raise ValueError(
@@ -161,7 +166,7 @@ def nt_xent(
     normalize: bool = True,
     reduction: str = "mean",
     check_finite: bool = True,
-    block_size: Optional[int] = None,
+    block_size: int | None = None,
     backend: str = "auto",
     decoupled: bool = False,
 ) -> torch.Tensor:
@@ -271,7 +276,7 @@ def info_nce(
     normalize: bool = True,
     reduction: str = "mean",
     check_finite: bool = True,
-    block_size: Optional[int] = None,
+    block_size: int | None = None,
     backend: str = "auto",
     decoupled: bool = False,
 ) -> torch.Tensor:
@@ -348,7 +353,7 @@ def info_nce(
     )
 
 
-def _dense_clip(a, b, temperature, normalize):
+def _dense_clip(a: torch.Tensor, b: torch.Tensor, temperature: Temperature, normalize: bool) -> torch.Tensor:
     """The two-tower loss by plain autograd over the full N x N logits (reference path)."""
     ct = compute_dtype(a.dtype)
     a, b = a.to(ct), b.to(ct)
@@ -368,7 +373,7 @@ def clip_loss(
     normalize: bool = True,
     reduction: str = "mean",
     check_finite: bool = True,
-    block_size: Optional[int] = None,
+    block_size: int | None = None,
     backend: str = "auto",
 ) -> torch.Tensor:
     r"""Two-tower (CLIP) contrastive loss: ``a[i]`` and ``b[i]`` are a positive pair.
@@ -440,8 +445,8 @@ def cosine_similarity(
     x: torch.Tensor,
     y: torch.Tensor,
     *,
-    M: Optional[torch.Tensor] = None,
-    A: Optional[torch.Tensor] = None,
+    M: torch.Tensor | None = None,
+    A: torch.Tensor | None = None,
     check_finite: bool = True,
 ) -> torch.Tensor:
     r"""Cosine similarity of pairs, plain, under a linear map ``M`` or a symmetric matrix ``A``.
@@ -510,7 +515,7 @@ def cosine_similarity(
     if A.dim() == 1:
         if packed_dim(A.shape[0]) != d:
             raise ValueError(f"packed A has {A.shape[0]} entries; for d = {d} it needs {d * (d + 1) // 2}")
-        fn = PackedSymCosineFn
+        fn: type[PackedSymCosineFn | SymCosineFn] = PackedSymCosineFn
     elif A.dim() == 2 and tuple(A.shape) == (d, d):
         fn = SymCosineFn
     else:

@@ -27,23 +27,25 @@ References:
     Gao, Zhang, Han, Callan. Scaling Deep Contrastive Learning Batch Size under Memory
     Limited Setup. RepL4NLP 2021.
 """
+
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
 __all__ = ["GradCache"]
 
-Leaves = List[torch.Tensor]
+Leaves = list[torch.Tensor]
 Rebuild = Callable[[Sequence[torch.Tensor]], Any]
-RngState = Tuple[torch.Tensor, List[torch.Tensor]]
+RngState = tuple[torch.Tensor, list[torch.Tensor]]
 
 
 # ----------------------------------------------------------------------------- nested batches
-def _flatten(x: Any, where: str) -> Tuple[Leaves, Rebuild]:
+def _flatten(x: Any, where: str) -> tuple[Leaves, Rebuild]:
     """The tensors of a tensor / dict / tuple / list (nested), and a function that rebuilds
     the same structure from new tensors in the same order."""
     if isinstance(x, torch.Tensor):
@@ -66,12 +68,13 @@ def _flatten(x: Any, where: str) -> Tuple[Leaves, Rebuild]:
     def rebuild(leaves: Sequence[torch.Tensor]) -> Any:
         values, i = [], 0
         for (_, build), n in zip(parts, counts):
-            values.append(build(leaves[i:i + n]))
+            values.append(build(leaves[i : i + n]))
             i += n
         if isinstance(x, Mapping):
             d = dict(zip(keys, values))
             try:
-                return type(x)(d)  # dict, OrderedDict, transformers' BatchEncoding
+                # dict, OrderedDict, transformers' BatchEncoding; the Mapping ABC itself declares no constructor
+                return type(x)(d)  # type: ignore[call-arg]
             except (TypeError, ValueError):
                 return d
         if hasattr(x, "_fields"):  # namedtuple
@@ -86,7 +89,9 @@ def _rows(leaves: Leaves, where: str) -> int:
     sizes = []
     for t in leaves:
         if t.dim() == 0:
-            raise ValueError(f"{where} holds a 0-d tensor; every tensor of a batch needs the rows first, (N, ...)")
+            raise ValueError(
+                f"{where} holds a 0-d tensor; every tensor of a batch needs the rows first, (N, ...)"
+            )
         sizes.append(t.shape[0])
     if len(set(sizes)) > 1:
         raise ValueError(
@@ -107,33 +112,41 @@ def _check_chunk_size(value: Any, name: str) -> int:
 
 
 # ----------------------------------------------------------------------------- random state
-def _cuda_devices(tensors: Iterator[torch.Tensor]) -> List[int]:
+def _cuda_devices(tensors: Iterable[torch.Tensor]) -> list[int]:
     """Indices of the CUDA devices the encoders and inputs live on (their generators are
     recorded and replayed)."""
-    return sorted({t.device.index if t.device.index is not None else torch.cuda.current_device()
-                   for t in tensors if t.device.type == "cuda"})
+    return sorted(
+        {
+            t.device.index if t.device.index is not None else torch.cuda.current_device()
+            for t in tensors
+            if t.device.type == "cuda"
+        }
+    )
 
 
-def _get_rng(devices: List[int]) -> RngState:
+def _get_rng(devices: list[int]) -> RngState:
     return torch.get_rng_state(), [torch.cuda.get_rng_state(d) for d in devices]
 
 
-def _set_rng(state: RngState, devices: List[int]) -> None:
+def _set_rng(state: RngState, devices: list[int]) -> None:
     torch.set_rng_state(state[0])
     for d, s in zip(devices, state[1]):
         torch.cuda.set_rng_state(s, d)
 
 
 # ----------------------------------------------------------------------------- BatchNorm, DDP
-def _running_stat_modules(module: nn.Module) -> List[nn.Module]:
+def _running_stat_modules(module: nn.Module) -> list[nn.Module]:
     """Modules that update running statistics in train mode (BatchNorm*, SyncBatchNorm,
     InstanceNorm with ``track_running_stats``)."""
-    return [m for m in module.modules()
-            if getattr(m, "track_running_stats", False) and getattr(m, "running_mean", None) is not None]
+    return [
+        m
+        for m in module.modules()
+        if getattr(m, "track_running_stats", False) and getattr(m, "running_mean", None) is not None
+    ]
 
 
 @contextlib.contextmanager
-def _running_stats_kept(modules: List[nn.Module]) -> Iterator[None]:
+def _running_stats_kept(modules: list[nn.Module]) -> Iterator[None]:
     """Let a forward update copies of the running statistics and keep the originals.
 
     The copies are swapped in rather than the originals restored in place afterwards, so
@@ -153,7 +166,7 @@ def _running_stats_kept(modules: List[nn.Module]) -> Iterator[None]:
             setattr(m, name, buf)
 
 
-def _sync(module: nn.Module, sync: bool):
+def _sync(module: nn.Module, sync: bool) -> contextlib.AbstractContextManager[Any]:
     """``module.no_sync()`` (DDP, FSDP) unless this backward is the one that synchronises."""
     no_sync = getattr(module, "no_sync", None)
     return contextlib.nullcontext() if sync or not callable(no_sync) else no_sync()
@@ -230,32 +243,40 @@ class GradCache:
 
     def __init__(
         self,
-        encoders: Union[nn.Module, Sequence[nn.Module]],
-        chunk_size: Union[int, Sequence[int]] = 256,
+        encoders: nn.Module | Sequence[nn.Module],
+        chunk_size: int | Sequence[int] = 256,
         *,
-        scaler: Optional[Any] = None,
-        autocast: Optional[torch.dtype] = None,
+        scaler: Any | None = None,
+        autocast: torch.dtype | None = None,
     ) -> None:
         towers = [encoders] if isinstance(encoders, nn.Module) else encoders
         if not isinstance(towers, (tuple, list)) or not towers:
-            raise TypeError(f"encoders must be an nn.Module or a non-empty tuple/list of them, got "
-                            f"{type(encoders).__name__}")
+            raise TypeError(
+                f"encoders must be an nn.Module or a non-empty tuple/list of them, got "
+                f"{type(encoders).__name__}"
+            )
         for k, enc in enumerate(towers):
             if not isinstance(enc, nn.Module):
-                raise TypeError(f"encoders[{k}] must be an nn.Module, got {type(enc).__name__}; wrap a function "
-                                f"in a small nn.Module so its parameters, train mode and DDP wrapper are visible")
-        self.encoders: List[nn.Module] = list(towers)
+                raise TypeError(
+                    f"encoders[{k}] must be an nn.Module, got {type(enc).__name__}; wrap a function "
+                    f"in a small nn.Module so its parameters, train mode and DDP wrapper are visible"
+                )
+        self.encoders: list[nn.Module] = list(towers)
         if isinstance(chunk_size, (tuple, list)):
             if len(chunk_size) != len(self.encoders):
-                raise ValueError(f"chunk_size has {len(chunk_size)} entries for {len(self.encoders)} encoder(s); "
-                                 f"pass one int, or one per encoder")
+                raise ValueError(
+                    f"chunk_size has {len(chunk_size)} entries for {len(self.encoders)} encoder(s); "
+                    f"pass one int, or one per encoder"
+                )
             self.chunk_sizes = [_check_chunk_size(c, f"chunk_size[{k}]") for k, c in enumerate(chunk_size)]
         else:
             self.chunk_sizes = [_check_chunk_size(chunk_size, "chunk_size")] * len(self.encoders)
         if scaler is not None and not callable(getattr(scaler, "scale", None)):
             raise TypeError(f"scaler must be a torch.amp.GradScaler (or None), got {type(scaler).__name__}")
         if autocast is not None and not isinstance(autocast, torch.dtype):
-            raise TypeError(f"autocast must be a torch.dtype such as torch.bfloat16 (or None), got {autocast!r}")
+            raise TypeError(
+                f"autocast must be a torch.dtype such as torch.bfloat16 (or None), got {autocast!r}"
+            )
         self.scaler = scaler
         self.autocast = autocast
 
@@ -265,20 +286,24 @@ class GradCache:
         return f"GradCache(({names}), chunk_size={sizes})"
 
     # ------------------------------------------------------------------------- helpers
-    def _towers(self, n_inputs: int, towers: Optional[Sequence[int]]) -> List[int]:
+    def _towers(self, n_inputs: int, towers: Sequence[int] | None) -> list[int]:
         if towers is None:
             if len(self.encoders) == 1:
                 return [0] * n_inputs
             if n_inputs != len(self.encoders):
                 raise ValueError(
                     f"GradCache has {len(self.encoders)} encoders and step got {n_inputs} inputs; pass one input per "
-                    f"encoder, or towers=(...) naming the encoder of each input (e.g. towers=(0, 1, 1))")
+                    f"encoder, or towers=(...) naming the encoder of each input (e.g. towers=(0, 1, 1))"
+                )
             return list(range(n_inputs))
         towers = list(towers)
         if len(towers) != n_inputs or not all(
-                isinstance(t, int) and not isinstance(t, bool) and 0 <= t < len(self.encoders) for t in towers):
-            raise ValueError(f"towers must give, for each of the {n_inputs} inputs, an encoder index in "
-                             f"0..{len(self.encoders) - 1}; got {towers}")
+            isinstance(t, int) and not isinstance(t, bool) and 0 <= t < len(self.encoders) for t in towers
+        ):
+            raise ValueError(
+                f"towers must give, for each of the {n_inputs} inputs, an encoder index in "
+                f"0..{len(self.encoders) - 1}; got {towers}"
+            )
         return towers
 
     def _forward(self, encoder: nn.Module, chunk: Any) -> Any:
@@ -290,14 +315,15 @@ class GradCache:
             return encoder(chunk)
 
     @staticmethod
-    def _outputs(out: Any, rows: int, k: int) -> Tuple[Leaves, Rebuild]:
+    def _outputs(out: Any, rows: int, k: int) -> tuple[Leaves, Rebuild]:
         leaves, rebuild = _flatten(out, f"the output of encoder {k}")
         for t in leaves:
             if t.dim() == 0 or t.shape[0] != rows:
                 raise ValueError(
                     f"encoder {k} returned a tensor of shape {tuple(t.shape)} for a chunk of {rows} rows; every "
                     f"output must have the chunk's rows first, e.g. embeddings (rows, d). Pass other values (a "
-                    f"learnable temperature) to the loss through a closure")
+                    f"learnable temperature) to the loss through a closure"
+                )
         return leaves, rebuild
 
     @staticmethod
@@ -307,19 +333,22 @@ class GradCache:
         if loss.numel() != 1:
             raise ValueError(
                 f"loss_fn must return a scalar loss, got shape {tuple(loss.shape)}; reduce it (reduction='mean' "
-                f"or 'sum', or .mean()) so that its gradient with respect to the embeddings is defined")
+                f"or 'sum', or .mean()) so that its gradient with respect to the embeddings is defined"
+            )
         if not loss.requires_grad:
             raise ValueError(
                 "loss_fn's result does not require grad: it must be computed from the embeddings it is given "
-                "(no .detach(), no torch.no_grad() inside it)")
+                "(no .detach(), no torch.no_grad() inside it)"
+            )
         return loss.reshape(())
 
     def _backward_loss(self, loss: torch.Tensor) -> None:
         (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
 
     # ------------------------------------------------------------------------- public
-    def step(self, loss_fn: Callable[..., torch.Tensor], *inputs: Any,
-             towers: Optional[Sequence[int]] = None) -> torch.Tensor:
+    def step(
+        self, loss_fn: Callable[..., torch.Tensor], *inputs: Any, towers: Sequence[int] | None = None
+    ) -> torch.Tensor:
         r"""Accumulate the full-batch gradient of ``loss_fn(f(inputs[0]), f(inputs[1]), ...)``.
 
         Every input of ``N`` rows is split along its first dimension into
@@ -359,7 +388,9 @@ class GradCache:
             RuntimeError: called under ``torch.no_grad()``.
         """
         if not callable(loss_fn):
-            raise TypeError(f"loss_fn must be callable (embeddings -> scalar loss), got {type(loss_fn).__name__}")
+            raise TypeError(
+                f"loss_fn must be callable (embeddings -> scalar loss), got {type(loss_fn).__name__}"
+            )
         if not inputs:
             raise ValueError("step needs at least one input batch: step(loss_fn, x1, x2, ...)")
         if not torch.is_grad_enabled():
@@ -372,7 +403,13 @@ class GradCache:
             return self._plain_step(loss_fn, inputs, rows, towers)
         return self._cached_step(loss_fn, flat, rows, sizes, towers)
 
-    def _plain_step(self, loss_fn, inputs, rows, towers) -> torch.Tensor:
+    def _plain_step(
+        self,
+        loss_fn: Callable[..., torch.Tensor],
+        inputs: Sequence[Any],
+        rows: Sequence[int],
+        towers: Sequence[int],
+    ) -> torch.Tensor:
         """Every input fits in one chunk: one forward with a graph, the loss, its backward.
 
         An encoder that embeds several inputs runs all but its last forward under
@@ -388,37 +425,50 @@ class GradCache:
         self._backward_loss(loss)
         return loss.detach()
 
-    def _cached_step(self, loss_fn, flat, rows, sizes, towers) -> torch.Tensor:
+    def _cached_step(
+        self,
+        loss_fn: Callable[..., torch.Tensor],
+        flat: Sequence[tuple[Leaves, Rebuild]],
+        rows: Sequence[int],
+        sizes: Sequence[int],
+        towers: Sequence[int],
+    ) -> torch.Tensor:
         encoders = self.encoders
         devices = _cuda_devices(
-            [p for e in encoders for p in e.parameters()] + [t for leaves, _ in flat for t in leaves])
+            [p for e in encoders for p in e.parameters()] + [t for leaves, _ in flat for t in leaves]
+        )
         # pass 1: embed every chunk without a graph, recording the random state before each
-        chunks: List[List[Any]] = []     # chunks[i][c]: the chunk structure
-        states: List[List[RngState]] = []
+        chunks: list[list[Any]] = []  # chunks[i][c]: the chunk structure
+        states: list[list[RngState]] = []
         embeddings, leaves_all = [], []
         with torch.no_grad():
             for i, ((leaves, rebuild), n, cs, t) in enumerate(zip(flat, rows, sizes, towers)):
-                pieces = [t_.tensor_split(-(-n // cs)) for t_ in leaves]   # balanced: sizes differ by <= 1
+                pieces = [t_.tensor_split(-(-n // cs)) for t_ in leaves]  # balanced: sizes differ by <= 1
                 chunks.append([rebuild([p[c] for p in pieces]) for c in range(len(pieces[0]))])
                 states.append([])
                 full: Leaves = []
-                out_rebuild: Optional[Rebuild] = None
+                out_rebuild: Rebuild | None = None
                 start = 0
                 for c, chunk in enumerate(chunks[i]):
                     states[i].append(_get_rng(devices))
                     m = pieces[0][c].shape[0]
                     out, out_rebuild = self._outputs(self._forward(encoders[t], chunk), m, t)
-                    if c == 0:   # written in place: one copy of the embeddings, float32 for half ones
-                        full = [torch.empty((n, *z.shape[1:]), dtype=_upcast_dtype(z.dtype), device=z.device)
-                                for z in out]                                             # (N_i, ...)
+                    if c == 0:  # written in place: one copy of the embeddings, float32 for half ones
+                        full = [
+                            torch.empty((n, *z.shape[1:]), dtype=_upcast_dtype(z.dtype), device=z.device)
+                            for z in out
+                        ]  # (N_i, ...)
                     if len(out) != len(full) or any(z.shape[1:] != f.shape[1:] for z, f in zip(out, full)):
-                        raise ValueError(f"encoder {t} returned outputs of different structures or shapes for "
-                                         f"two chunks of inputs[{i}]; it must return the same for every chunk")
+                        raise ValueError(
+                            f"encoder {t} returned outputs of different structures or shapes for "
+                            f"two chunks of inputs[{i}]; it must return the same for every chunk"
+                        )
                     for f, z in zip(full, out):
-                        f[start:start + m] = z
+                        f[start : start + m] = z
                     start += m
                 full = [z.requires_grad_() if z.is_floating_point() else z for z in full]
                 leaves_all.append(full)
+                assert out_rebuild is not None  # n >= 1 rows: at least one chunk
                 embeddings.append(out_rebuild(full))
         # the loss on the whole batch and its gradient with respect to the embeddings
         loss = self._check_loss(loss_fn(*embeddings))
@@ -426,11 +476,14 @@ class GradCache:
         self._backward_loss(loss)
         grads = [[z.grad if z.requires_grad else None for z in full] for full in leaves_all]
         value = loss.detach()
-        del loss, embeddings, leaves_all, full          # pass 2 needs the gradients, not the embeddings
+        del loss, embeddings, leaves_all, full  # pass 2 needs the gradients, not the embeddings
         # pass 2: re-embed each chunk under its random state and back-propagate its cached gradient
-        jobs = [(i, c) for i in range(len(flat))
-                if any(g is not None for g in grads[i]) and _trainable(encoders[towers[i]], flat[i][0])
-                for c in range(len(chunks[i]))]
+        jobs = [
+            (i, c)
+            for i in range(len(flat))
+            if any(g is not None for g in grads[i]) and _trainable(encoders[towers[i]], flat[i][0])
+            for c in range(len(chunks[i]))
+        ]
         last = {id(encoders[towers[i]]): j for j, (i, _) in enumerate(jobs)}
         bn = {id(e): _running_stat_modules(e) for e in encoders}
         try:
@@ -443,10 +496,15 @@ class GradCache:
                     n = _rows(_flatten(chunk, "chunk")[0], "chunk")
                     out, _ = self._outputs(self._forward(enc, chunk), n, towers[i])
                     s = slice(offsets[i], offsets[i] + n)
-                    pairs = [(o, g[s].to(o.dtype)) for o, g in zip(out, grads[i])
-                             if g is not None and o.requires_grad]                       # dL/dz_c
+                    pairs = [
+                        (o, g[s].to(o.dtype))
+                        for o, g in zip(out, grads[i])
+                        if g is not None and o.requires_grad
+                    ]  # dL/dz_c
                     if pairs:
-                        torch.autograd.backward([o for o, _ in pairs], [g for _, g in pairs])  # += J_c^T dL/dz_c
+                        torch.autograd.backward(
+                            [o for o, _ in pairs], [g for _, g in pairs]
+                        )  # += J_c^T dL/dz_c
                 offsets[i] += n
         finally:
             _set_rng(after_loss, devices)

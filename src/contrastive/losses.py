@@ -3,10 +3,10 @@
 Each module stores its hyper-parameters and calls the functional form; see there for
 the math. ``CosineMetric`` holds the learnable map or symmetric matrix of seed 003.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import torch
 from torch import nn
@@ -16,7 +16,13 @@ from . import functional as F
 from .ops.cosine_similarity import _packed_to_full
 
 __all__ = [
-    "ContrastiveLoss", "InfoNCELoss", "NTXentLoss", "SupConLoss", "RetrievalLoss", "ClipLoss", "SigLIPLoss",
+    "ContrastiveLoss",
+    "InfoNCELoss",
+    "NTXentLoss",
+    "SupConLoss",
+    "RetrievalLoss",
+    "ClipLoss",
+    "SigLIPLoss",
     "CosineMetric",
 ]
 
@@ -37,15 +43,19 @@ class ContrastiveLoss(nn.Module):
         self.margin = V.check_margin(margin)
         self.reduction = V.check_reduction(reduction)
 
-    def forward(self, u, v, y):
+    def forward(self, u: torch.Tensor, v: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.contrastive_loss(u, v, y, self.margin, self.reduction)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"margin={self.margin}, reduction={self.reduction!r}"
 
 
 class _Temperature(nn.Module):
     """A temperature that is a fixed float or a parameter stored as log tau."""
+
+    learn_temperature: bool
+    log_temperature: nn.Parameter  # when learned
+    _temperature: torch.Tensor  # buffer, when fixed
 
     def _init_temperature(self, temperature: float, learn: bool) -> None:
         V.check_temperature(temperature)
@@ -56,10 +66,10 @@ class _Temperature(nn.Module):
             self.register_buffer("_temperature", torch.tensor(float(temperature)), persistent=False)
 
     @property
-    def temperature(self):
+    def temperature(self) -> float | torch.Tensor:
         return self.log_temperature.exp() if self.learn_temperature else float(self._temperature)
 
-    def _t(self, ref: torch.Tensor):
+    def _t(self, ref: torch.Tensor) -> float | torch.Tensor:
         t = self.temperature
         return t.to(ref.device) if isinstance(t, torch.Tensor) else t
 
@@ -82,9 +92,19 @@ class InfoNCELoss(nn.Module):
         torch.Size([16, 8])
     """
 
-    def __init__(self, temperature: float = 0.5, *, learn_temperature: bool = False,
-                 exclude_self: bool = True, normalize: bool = True, reduction: str = "mean",
-                 decoupled: bool = False):
+    log_temperature: nn.Parameter  # when learned
+    _temperature: torch.Tensor  # buffer, when fixed
+
+    def __init__(
+        self,
+        temperature: float = 0.5,
+        *,
+        learn_temperature: bool = False,
+        exclude_self: bool = True,
+        normalize: bool = True,
+        reduction: str = "mean",
+        decoupled: bool = False,
+    ):
         super().__init__()
         self.decoupled = bool(decoupled)
         V.check_temperature(temperature)
@@ -98,19 +118,28 @@ class InfoNCELoss(nn.Module):
         self.reduction = V.check_reduction(reduction)
 
     @property
-    def temperature(self):
+    def temperature(self) -> float | torch.Tensor:
         return self.log_temperature.exp() if self.learn_temperature else float(self._temperature)
 
-    def forward(self, z1, z2):
+    def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
         t = self.temperature
         if isinstance(t, torch.Tensor):
             t = t.to(z1.device)
-        return F.info_nce(z1, z2, t, exclude_self=self.exclude_self,
-                          normalize=self.normalize, reduction=self.reduction, decoupled=self.decoupled)
+        return F.info_nce(
+            z1,
+            z2,
+            t,
+            exclude_self=self.exclude_self,
+            normalize=self.normalize,
+            reduction=self.reduction,
+            decoupled=self.decoupled,
+        )
 
-    def extra_repr(self):
-        return (f"temperature={float(self.temperature):.4g}, learn_temperature={self.learn_temperature}, "
-                f"exclude_self={self.exclude_self}, normalize={self.normalize}, decoupled={self.decoupled}")
+    def extra_repr(self) -> str:
+        return (
+            f"temperature={float(self.temperature):.4g}, learn_temperature={self.learn_temperature}, "
+            f"exclude_self={self.exclude_self}, normalize={self.normalize}, decoupled={self.decoupled}"
+        )
 
 
 class NTXentLoss(InfoNCELoss):
@@ -133,8 +162,14 @@ class SupConLoss(_Temperature):
         torch.Size([8, 4])
     """
 
-    def __init__(self, temperature: float = 0.1, *, learn_temperature: bool = False,
-                 normalize: bool = True, reduction: str = "mean"):
+    def __init__(
+        self,
+        temperature: float = 0.1,
+        *,
+        learn_temperature: bool = False,
+        normalize: bool = True,
+        reduction: str = "mean",
+    ):
         super().__init__()
         self._init_temperature(temperature, learn_temperature)
         self.normalize = normalize
@@ -143,7 +178,7 @@ class SupConLoss(_Temperature):
     def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return F.supcon_loss(z, labels, self._t(z), normalize=self.normalize, reduction=self.reduction)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"temperature={float(self.temperature):.4g}, learn_temperature={self.learn_temperature}"
 
 
@@ -164,21 +199,43 @@ class RetrievalLoss(_Temperature):
         torch.Size([])
     """
 
-    def __init__(self, temperature: float = 0.05, *, learn_temperature: bool = False, symmetric: bool = False,
-                 normalize: bool = True, reduction: str = "mean"):
+    def __init__(
+        self,
+        temperature: float = 0.05,
+        *,
+        learn_temperature: bool = False,
+        symmetric: bool = False,
+        normalize: bool = True,
+        reduction: str = "mean",
+    ):
         super().__init__()
         self._init_temperature(temperature, learn_temperature)
         self.symmetric, self.normalize = bool(symmetric), normalize
         self.reduction = V.check_reduction(reduction)
 
-    def forward(self, anchors: torch.Tensor, positives: torch.Tensor, negatives: Optional[torch.Tensor] = None,
-                positive_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
-        return F.retrieval_loss(anchors, positives, negatives, self._t(anchors), symmetric=self.symmetric,
-                                positive_ids=positive_ids, normalize=self.normalize, reduction=self.reduction)
+    def forward(
+        self,
+        anchors: torch.Tensor,
+        positives: torch.Tensor,
+        negatives: torch.Tensor | None = None,
+        positive_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        return F.retrieval_loss(
+            anchors,
+            positives,
+            negatives,
+            self._t(anchors),
+            symmetric=self.symmetric,
+            positive_ids=positive_ids,
+            normalize=self.normalize,
+            reduction=self.reduction,
+        )
 
-    def extra_repr(self):
-        return (f"temperature={float(self.temperature):.4g}, learn_temperature={self.learn_temperature}, "
-                f"symmetric={self.symmetric}")
+    def extra_repr(self) -> str:
+        return (
+            f"temperature={float(self.temperature):.4g}, learn_temperature={self.learn_temperature}, "
+            f"symmetric={self.symmetric}"
+        )
 
 
 class ClipLoss(nn.Module):
@@ -202,29 +259,37 @@ class ClipLoss(nn.Module):
         True
     """
 
-    def __init__(self, temperature: float = 0.07, *, learn_temperature: bool = True,
-                 max_logit_scale: Optional[float] = math.log(100.0), normalize: bool = True,
-                 reduction: str = "mean"):
+    def __init__(
+        self,
+        temperature: float = 0.07,
+        *,
+        learn_temperature: bool = True,
+        max_logit_scale: float | None = math.log(100.0),
+        normalize: bool = True,
+        reduction: str = "mean",
+    ):
         super().__init__()
         V.check_temperature(temperature)
-        self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / float(temperature))),
-                                        requires_grad=bool(learn_temperature))
+        self.logit_scale = nn.Parameter(
+            torch.tensor(math.log(1.0 / float(temperature))), requires_grad=bool(learn_temperature)
+        )
         self.max_logit_scale = max_logit_scale
         self.normalize = normalize
         self.reduction = V.check_reduction(reduction)
 
     @property
     def temperature(self) -> torch.Tensor:
-        s = self.logit_scale
+        s: torch.Tensor = self.logit_scale
         if self.max_logit_scale is not None:
             s = s.clamp(max=self.max_logit_scale)
-        return torch.exp(-s)                                            # tau = 1 / exp(logit_scale)
+        return torch.exp(-s)  # tau = 1 / exp(logit_scale)
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return F.clip_loss(a, b, self.temperature.to(a.device), normalize=self.normalize,
-                           reduction=self.reduction)
+        return F.clip_loss(
+            a, b, self.temperature.to(a.device), normalize=self.normalize, reduction=self.reduction
+        )
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"temperature={self.temperature.item():.4g}, learn={self.logit_scale.requires_grad}"
 
 
@@ -249,24 +314,39 @@ class SigLIPLoss(nn.Module):
         True
     """
 
-    def __init__(self, logit_scale: float = math.log(10.0), bias: float = -10.0, *,
-                 learn_temperature: bool = True, learn_bias: bool = True, normalize: bool = True,
-                 reduction: str = "mean"):
+    def __init__(
+        self,
+        logit_scale: float = math.log(10.0),
+        bias: float = -10.0,
+        *,
+        learn_temperature: bool = True,
+        learn_bias: bool = True,
+        normalize: bool = True,
+        reduction: str = "mean",
+    ):
         super().__init__()
-        self.logit_scale = nn.Parameter(torch.tensor(float(logit_scale)), requires_grad=bool(learn_temperature))
+        self.logit_scale = nn.Parameter(
+            torch.tensor(float(logit_scale)), requires_grad=bool(learn_temperature)
+        )
         self.bias = nn.Parameter(torch.tensor(float(bias)), requires_grad=bool(learn_bias))
         self.normalize = normalize
         self.reduction = V.check_reduction(reduction)
 
     @property
     def temperature(self) -> torch.Tensor:
-        return torch.exp(-self.logit_scale)                             # tau = 1 / exp(t')
+        return torch.exp(-self.logit_scale)  # tau = 1 / exp(t')
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return F.siglip_loss(a, b, self.temperature.to(a.device), self.bias.to(a.device),
-                             normalize=self.normalize, reduction=self.reduction)
+        return F.siglip_loss(
+            a,
+            b,
+            self.temperature.to(a.device),
+            self.bias.to(a.device),
+            normalize=self.normalize,
+            reduction=self.reduction,
+        )
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"logit_scale={self.logit_scale.item():.4g}, bias={self.bias.item():.4g}"
 
 
@@ -289,7 +369,7 @@ class CosineMetric(nn.Module):
         torch.Size([3, 3])
     """
 
-    def __init__(self, in_dim: int, out_dim: Optional[int] = None, form: str = "map"):
+    def __init__(self, in_dim: int, out_dim: int | None = None, form: str = "map"):
         super().__init__()
         if not isinstance(in_dim, int) or in_dim < 1:
             raise ValueError(f"in_dim must be a positive int, got {in_dim!r}")
@@ -315,13 +395,13 @@ class CosineMetric(nn.Module):
             return self.M.T @ self.M
         return _packed_to_full(self.a, self.in_dim)
 
-    def forward(self, x, y):
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if self.form == "map":
             return F.cosine_similarity(x, y, M=self.M.to(x.dtype))
         return F.cosine_similarity(x, y, A=self.a.to(x.dtype))
 
     @torch.no_grad()
-    def project_psd(self, min_eigenvalue: float = 0.0) -> "CosineMetric":
+    def project_psd(self, min_eigenvalue: float = 0.0) -> CosineMetric:
         """Clip the eigenvalues of ``A`` at ``min_eigenvalue`` (symmetric form; the map form is
         PSD by construction and is left unchanged). Returns ``self``."""
         if min_eigenvalue < 0:
@@ -334,5 +414,5 @@ class CosineMetric(nn.Module):
             self.a.copy_(A[iu[0], iu[1]].to(self.a.dtype))
         return self
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"in_dim={self.in_dim}, out_dim={self.out_dim}, form={self.form!r}"

@@ -6,10 +6,12 @@ Each runs on the engine contract of :mod:`contrastive.ops.engine`: exact analyti
 O(N d + block_size^2) memory (no N x N tensor, masks from O(N) id vectors per tile),
 half-precision inputs computed in float32 and cast back.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Optional, Union
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -22,11 +24,11 @@ from .ops.tiles import check_block_size
 
 __all__ = ["supcon_loss", "retrieval_loss", "siglip_loss"]
 
-Scalar = Union[float, torch.Tensor]
+Scalar = float | torch.Tensor
 _INT_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
 
 
-def _engine_backend(name: str, backend) -> str:
+def _engine_backend(name: str, backend: Any) -> str:
     """These objectives have no Triton kernel yet: 'auto' (on any device) and 'torch' run the
     torch engine."""
     if backend not in ("auto", "torch"):
@@ -37,23 +39,27 @@ def _engine_backend(name: str, backend) -> str:
     return "torch"
 
 
-def _check_ids(name: str, ids, n: int, ref: torch.Tensor, what: str) -> torch.Tensor:
+def _check_ids(name: str, ids: Any, n: int, ref: torch.Tensor, what: str) -> torch.Tensor:
     """An integer vector of length n on ref's device."""
     if not isinstance(ids, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of integer {what}, got {type(ids).__name__}; "
-                        f"wrap it with torch.as_tensor({name})")
+        raise TypeError(
+            f"{name} must be a torch.Tensor of integer {what}, got {type(ids).__name__}; "
+            f"wrap it with torch.as_tensor({name})"
+        )
     if ids.dtype not in _INT_DTYPES:
-        raise TypeError(f"{name} must hold integer {what}, got dtype {ids.dtype}; "
-                        f"convert it with {name}.long()")
+        raise TypeError(
+            f"{name} must hold integer {what}, got dtype {ids.dtype}; convert it with {name}.long()"
+        )
     if ids.dim() != 1 or ids.shape[0] != n:
         raise ValueError(f"{name} must have shape ({n},), one entry per row, got {tuple(ids.shape)}")
     if ids.device != ref.device:
-        raise ValueError(f"{name} is on {ids.device} and the embeddings on {ref.device}; move {name} "
-                         f"to {ref.device}")
+        raise ValueError(
+            f"{name} is on {ids.device} and the embeddings on {ref.device}; move {name} to {ref.device}"
+        )
     return ids.long()
 
 
-def _check_pair(na: str, a, nb: str, b) -> None:
+def _check_pair(na: str, a: Any, nb: str, b: Any) -> None:
     V.check_tensor(na, a, 2)
     V.check_tensor(nb, b, 2)
     V.check_same_shape(na, a, nb, b)
@@ -62,14 +68,16 @@ def _check_pair(na: str, a, nb: str, b) -> None:
         raise TypeError(f"{na} is {a.dtype} and {nb} is {b.dtype}; cast both to one dtype")
 
 
-def _check_param(name: str, value, ref: torch.Tensor, positive: bool) -> Scalar:
+def _check_param(name: str, value: Any, ref: torch.Tensor, positive: bool) -> Scalar:
     """temperature (positive) or bias (any finite value): a float or a scalar tensor on ref's device."""
     if positive:
         value = V.check_temperature(value)
     elif isinstance(value, torch.Tensor):
         if value.numel() != 1 or not value.dtype.is_floating_point:
-            raise ValueError(f"{name} must be a float or a floating scalar tensor, got shape "
-                             f"{tuple(value.shape)} and dtype {value.dtype}")
+            raise ValueError(
+                f"{name} must be a float or a floating scalar tensor, got shape "
+                f"{tuple(value.shape)} and dtype {value.dtype}"
+            )
         if not math.isfinite(float(value.detach())):
             raise ValueError(f"{name} must be finite, got {float(value.detach())}")
     elif isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -80,13 +88,21 @@ def _check_param(name: str, value, ref: torch.Tensor, positive: bool) -> Scalar:
         raise TypeError(f"{name} must be a float or a scalar tensor, got {type(value).__name__}")
     if isinstance(value, torch.Tensor):
         if value.device != ref.device:
-            raise ValueError(f"{name} is on {value.device} and the embeddings on {ref.device}; "
-                             f"move the {name} tensor to {ref.device}")
+            raise ValueError(
+                f"{name} is on {value.device} and the embeddings on {ref.device}; "
+                f"move the {name} tensor to {ref.device}"
+            )
         return value.reshape(())
     return value
 
 
-def _common(names, tensors, reduction, check_finite, normalize) -> None:
+def _common(
+    names: Sequence[str],
+    tensors: Sequence[torch.Tensor],
+    reduction: Any,
+    check_finite: bool,
+    normalize: bool,
+) -> None:
     V.check_reduction(reduction)
     for n, t in zip(names, tensors):
         if check_finite:
@@ -102,7 +118,7 @@ def supcon_loss(
     *,
     normalize: bool = True,
     reduction: str = "mean",
-    block_size: Optional[int] = None,
+    block_size: int | None = None,
     backend: str = "auto",
     check_finite: bool = True,
 ) -> torch.Tensor:
@@ -161,20 +177,22 @@ def supcon_loss(
     _common(["z"], [z], reduction, check_finite, normalize)
     _engine_backend("supcon_loss", backend)
     bs = check_block_size(block_size, z.shape[0], z.device)
-    return run_engine(supcon_objective(labels, bs), [z], temperature, normalize=normalize, reduction=reduction)
+    return run_engine(
+        supcon_objective(labels, bs), [z], temperature, normalize=normalize, reduction=reduction
+    )
 
 
 def retrieval_loss(
     anchors: torch.Tensor,
     positives: torch.Tensor,
-    negatives: Optional[torch.Tensor] = None,
+    negatives: torch.Tensor | None = None,
     temperature: Scalar = 0.05,
     *,
     symmetric: bool = False,
-    positive_ids: Optional[torch.Tensor] = None,
+    positive_ids: torch.Tensor | None = None,
     normalize: bool = True,
     reduction: str = "mean",
-    block_size: Optional[int] = None,
+    block_size: int | None = None,
     backend: str = "auto",
     check_finite: bool = True,
 ) -> torch.Tensor:
@@ -240,25 +258,33 @@ def retrieval_loss(
     neg = None
     if negatives is not None:
         if not isinstance(negatives, torch.Tensor):
-            raise TypeError(f"negatives must be a torch.Tensor (B, K, d) or (M, d), got {type(negatives).__name__}")
+            raise TypeError(
+                f"negatives must be a torch.Tensor (B, K, d) or (M, d), got {type(negatives).__name__}"
+            )
         V.check_tensor("negatives", negatives)
         if negatives.dim() == 3:
             if negatives.shape[0] != B or negatives.shape[2] != d:
-                raise ValueError(f"negatives of shape (B, K, d) must be ({B}, K, {d}) for anchors of shape "
-                                 f"{tuple(anchors.shape)}, got {tuple(negatives.shape)}")
+                raise ValueError(
+                    f"negatives of shape (B, K, d) must be ({B}, K, {d}) for anchors of shape "
+                    f"{tuple(anchors.shape)}, got {tuple(negatives.shape)}"
+                )
             if negatives.shape[1] == 0:
                 raise ValueError("negatives has K = 0 hard negatives per anchor; pass negatives=None instead")
-            neg = negatives.reshape(B * negatives.shape[1], d)     # (B K, d): every anchor sees all
+            neg = negatives.reshape(B * negatives.shape[1], d)  # (B K, d): every anchor sees all
         elif negatives.dim() == 2:
             if negatives.shape[1] != d:
-                raise ValueError(f"negatives of shape (M, d) must have d = {d} like the anchors, "
-                                 f"got {tuple(negatives.shape)}")
+                raise ValueError(
+                    f"negatives of shape (M, d) must have d = {d} like the anchors, "
+                    f"got {tuple(negatives.shape)}"
+                )
             neg = negatives
         else:
             raise ValueError(f"negatives must have shape (B, K, d) or (M, d), got {tuple(negatives.shape)}")
         V.check_same_device("anchors", anchors, "negatives", negatives)
         if negatives.dtype != anchors.dtype:
-            raise TypeError(f"anchors are {anchors.dtype} and negatives {negatives.dtype}; cast both to one dtype")
+            raise TypeError(
+                f"anchors are {anchors.dtype} and negatives {negatives.dtype}; cast both to one dtype"
+            )
         names.append("negatives")
         tensors.append(neg)
     if positive_ids is not None:
@@ -281,7 +307,7 @@ def siglip_loss(
     *,
     normalize: bool = True,
     reduction: str = "mean",
-    block_size: Optional[int] = None,
+    block_size: int | None = None,
     backend: str = "auto",
     check_finite: bool = True,
 ) -> torch.Tensor:
@@ -337,5 +363,6 @@ def siglip_loss(
     _common(["a", "b"], [a, b], reduction, check_finite, normalize)
     _engine_backend("siglip_loss", backend)
     bs = check_block_size(block_size, a.shape[0], a.device)
-    return run_engine(siglip_objective(bs), [a, b], temperature, bias=bias, normalize=normalize,
-                      reduction=reduction)
+    return run_engine(
+        siglip_objective(bs), [a, b], temperature, bias=bias, normalize=normalize, reduction=reduction
+    )

@@ -4,14 +4,13 @@ NumPy only: ROC-AUC by the Mann-Whitney rank statistic (ties count one half), th
 error rate, and the accuracy-maximising threshold calibrated on one split and applied to
 another. For distances pass ``-distance`` as the score.
 """
-from __future__ import annotations
 
-from typing import Dict, Tuple
+from __future__ import annotations
 
 import numpy as np
 
 
-def _check(scores, y) -> Tuple[np.ndarray, np.ndarray]:
+def _check(scores, y) -> tuple[np.ndarray, np.ndarray]:
     s = np.asarray(scores, dtype=np.float64).reshape(-1)
     t = np.asarray(y).reshape(-1)
     if s.shape != t.shape:
@@ -20,7 +19,9 @@ def _check(scores, y) -> Tuple[np.ndarray, np.ndarray]:
         raise ValueError("scores contain NaN or Inf")
     vals = set(np.unique(t).tolist())
     if not vals <= {0, 1, -1}:
-        raise ValueError(f"y must hold binary labels (1 similar; 0 or -1 dissimilar), got values {sorted(vals)}")
+        raise ValueError(
+            f"y must hold binary labels (1 similar; 0 or -1 dissimilar), got values {sorted(vals)}"
+        )
     t = (t == 1).astype(np.int64)
     if t.min() == t.max():
         raise ValueError("y holds a single class: verification metrics need similar and dissimilar pairs")
@@ -51,12 +52,12 @@ def _rates(s, t):
     candidate threshold (the distinct scores, plus +inf)."""
     thr = np.append(np.unique(s), np.inf)
     pos, neg = np.sort(s[t == 1]), np.sort(s[t == 0])
-    frr = np.searchsorted(pos, thr, side="left") / len(pos)                 # similar rejected
-    far = 1.0 - np.searchsorted(neg, thr, side="left") / len(neg)           # dissimilar accepted
+    frr = np.searchsorted(pos, thr, side="left") / len(pos)  # similar rejected
+    far = 1.0 - np.searchsorted(neg, thr, side="left") / len(neg)  # dissimilar accepted
     return thr, far, frr
 
 
-def equal_error_rate(scores, y) -> Tuple[float, float]:
+def equal_error_rate(scores, y) -> tuple[float, float]:
     """The equal error rate (where false accepts equal false rejects) and its threshold,
     interpolated between the two neighbouring thresholds.
 
@@ -66,7 +67,7 @@ def equal_error_rate(scores, y) -> Tuple[float, float]:
     """
     s, t = _check(scores, y)
     thr, far, frr = _rates(s, t)
-    diff = far - frr                         # decreasing in the threshold
+    diff = far - frr  # decreasing in the threshold
     k = int(np.argmax(diff <= 0))
     if k == 0 or diff[k] == 0:
         return float((far[k] + frr[k]) / 2), float(thr[k])
@@ -101,7 +102,7 @@ def accuracy_at(scores, y, threshold: float) -> float:
     return float(((s >= threshold).astype(np.int64) == t).mean())
 
 
-def verification_report(cal_scores, cal_y, test_scores, test_y) -> Dict[str, float]:
+def verification_report(cal_scores, cal_y, test_scores, test_y) -> dict[str, float]:
     """ROC-AUC and EER on the test pairs, and accuracy there at the threshold calibrated on
     the calibration pairs.
 
@@ -112,5 +113,9 @@ def verification_report(cal_scores, cal_y, test_scores, test_y) -> Dict[str, flo
     """
     thr = calibrate_threshold(cal_scores, cal_y)
     eer, _ = equal_error_rate(test_scores, test_y)
-    return {"roc_auc": roc_auc(test_scores, test_y), "eer": eer,
-            "threshold": thr, "accuracy": accuracy_at(test_scores, test_y, thr)}
+    return {
+        "roc_auc": roc_auc(test_scores, test_y),
+        "eer": eer,
+        "threshold": thr,
+        "accuracy": accuracy_at(test_scores, test_y, thr),
+    }

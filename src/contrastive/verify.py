@@ -5,12 +5,12 @@ differences (float64), and the torch op (value and gradient) against the referen
 float64, float32, bfloat16 and float16. Errors are reported as max absolute error and
 max relative error (max |a - b| / max |b|, over the value and every gradient).
 """
+
 from __future__ import annotations
 
 import argparse
-import sys
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Tuple
 
 import numpy as np
 import torch
@@ -25,8 +25,12 @@ from .reference import supcon_loss as ref_sup
 
 # One tolerance table for the whole project (relative error).
 TOLERANCE = {"float64": 1e-10, "float32": 1e-5, "bfloat16": 3e-2, "float16": 2e-2, "fd": 1e-6}
-DTYPES = {"float64": torch.float64, "float32": torch.float32,
-          "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = {
+    "float64": torch.float64,
+    "float32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+}
 
 
 @dataclass
@@ -58,7 +62,7 @@ def central_differences(f: Callable[[np.ndarray], float], x: np.ndarray, h: floa
     return g
 
 
-def _errors(pairs: List[Tuple[np.ndarray, np.ndarray]]) -> Tuple[float, float]:
+def _errors(pairs: list[tuple[np.ndarray, np.ndarray]]) -> tuple[float, float]:
     abs_err, rel_err = 0.0, 0.0
     for got, want in pairs:
         got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
@@ -73,13 +77,13 @@ class Case:
 
     name: str
 
-    def data(self, rng: np.random.Generator) -> Dict[str, np.ndarray]:
+    def data(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
         raise NotImplementedError
 
     def ref_value(self, data) -> float:  # sum of the per-item values, weighted
         raise NotImplementedError
 
-    def ref_grads(self, data) -> Dict[str, np.ndarray]:
+    def ref_grads(self, data) -> dict[str, np.ndarray]:
         raise NotImplementedError
 
     def torch_value(self, tensors) -> torch.Tensor:
@@ -103,7 +107,9 @@ class ContrastiveCase(Case):
         return {"u": du * x["w"][:, None], "v": dv * x["w"][:, None]}
 
     def torch_value(self, t):
-        return (F.contrastive_loss(t["u"], t["v"], t["y"], margin=2.0, reduction="none").double() * t["w"]).sum()
+        return (
+            F.contrastive_loss(t["u"], t["v"], t["y"], margin=2.0, reduction="none").double() * t["w"]
+        ).sum()
 
 
 class InfoNCECase(Case):
@@ -124,14 +130,21 @@ class InfoNCECase(Case):
 
     def torch_value(self, t):
         B = t["z"].shape[0] // 2
-        per_row = F.info_nce(t["z"][:B], t["z"][B:], 0.5, exclude_self=self.exclude_self, reduction="none",
-                             decoupled=self.decoupled, block_size=5)
+        per_row = F.info_nce(
+            t["z"][:B],
+            t["z"][B:],
+            0.5,
+            exclude_self=self.exclude_self,
+            reduction="none",
+            decoupled=self.decoupled,
+            block_size=5,
+        )
         return (per_row.double() * t["w"]).sum()
 
 
 class SupConCase(Case):
     name = "supcon_loss"
-    labels = np.array([0, 1, 2, 0, 1, 3, 0, 2, 4, 1, 2, 0])   # label 3 and 4: rows without a positive
+    labels = np.array([0, 1, 2, 0, 1, 3, 0, 2, 4, 1, 2, 0])  # label 3 and 4: rows without a positive
 
     def data(self, rng):
         return {"z": rng.normal(size=(12, 4)), "w": rng.uniform(0.5, 1.5, size=12)}
@@ -153,8 +166,12 @@ class RetrievalCase(Case):
 
     def data(self, rng):
         B, K, d = 8, 2, 4
-        return {"a": rng.normal(size=(B, d)), "p": rng.normal(size=(B, d)), "n": rng.normal(size=(B, K, d)),
-                "w": rng.uniform(0.5, 1.5, size=B)}
+        return {
+            "a": rng.normal(size=(B, d)),
+            "p": rng.normal(size=(B, d)),
+            "n": rng.normal(size=(B, K, d)),
+            "w": rng.uniform(0.5, 1.5, size=B),
+        }
 
     def ref_value(self, x):
         return float(x["w"] @ ref_ret.forward(x["a"], x["p"], x["n"], 0.2, True, self.ids))
@@ -164,8 +181,16 @@ class RetrievalCase(Case):
         return {"a": ga, "p": gp, "n": gn}
 
     def torch_value(self, t):
-        per_row = F.retrieval_loss(t["a"], t["p"], t["n"], 0.2, symmetric=True, positive_ids=torch.as_tensor(self.ids),
-                                   reduction="none", block_size=3)
+        per_row = F.retrieval_loss(
+            t["a"],
+            t["p"],
+            t["n"],
+            0.2,
+            symmetric=True,
+            positive_ids=torch.as_tensor(self.ids),
+            reduction="none",
+            block_size=3,
+        )
         return (per_row.double() * t["w"]).sum()
 
 
@@ -174,7 +199,11 @@ class SigLIPCase(Case):
 
     def data(self, rng):
         B, d = 9, 4
-        return {"a": rng.normal(size=(B, d)), "b": rng.normal(size=(B, d)), "w": rng.uniform(0.5, 1.5, size=B)}
+        return {
+            "a": rng.normal(size=(B, d)),
+            "b": rng.normal(size=(B, d)),
+            "w": rng.uniform(0.5, 1.5, size=B),
+        }
 
     def ref_value(self, x):
         return float(x["w"] @ ref_sig.forward(x["a"], x["b"], 0.5, -2.0))
@@ -193,7 +222,11 @@ class ClipCase(Case):
 
     def data(self, rng):
         N, d = 9, 4
-        return {"a": rng.normal(size=(N, d)), "b": rng.normal(size=(N, d)), "w": rng.uniform(0.5, 1.5, size=N)}
+        return {
+            "a": rng.normal(size=(N, d)),
+            "b": rng.normal(size=(N, d)),
+            "w": rng.uniform(0.5, 1.5, size=N),
+        }
 
     def ref_value(self, x):
         return float(x["w"] @ ref_nce.clip_forward(x["a"], x["b"], 0.3))
@@ -250,8 +283,18 @@ class CosineSymCase(Case):
         return F.cosine_similarity(t["x"], t["y"], A=t["a"]).double().sum()
 
 
-CASES = [ContrastiveCase(), InfoNCECase(True), InfoNCECase(False), InfoNCECase(True, decoupled=True), ClipCase(),
-         SupConCase(), RetrievalCase(), SigLIPCase(), CosineMapCase(), CosineSymCase()]
+CASES = [
+    ContrastiveCase(),
+    InfoNCECase(True),
+    InfoNCECase(False),
+    InfoNCECase(True, decoupled=True),
+    ClipCase(),
+    SupConCase(),
+    RetrievalCase(),
+    SigLIPCase(),
+    CosineMapCase(),
+    CosineSymCase(),
+]
 
 
 def check_reference(case: Case, seed: int = 0) -> Row:
@@ -260,8 +303,10 @@ def check_reference(case: Case, seed: int = 0) -> Row:
     grads = case.ref_grads(x)
     pairs = []
     for key, g in grads.items():
+
         def f(val, key=key):
             return case.ref_value({**x, key: val})
+
         pairs.append((g, central_differences(f, x[key].copy())))
     a, r = _errors(pairs)
     return Row(case.name, "reference vs finite diff", "float64", a, r, TOLERANCE["fd"])
@@ -290,7 +335,7 @@ def check_torch(case: Case, dtype_name: str, seed: int = 0) -> Row:
     return Row(case.name, "torch vs reference", dtype_name, a, r, TOLERANCE[dtype_name])
 
 
-def run(dtypes=tuple(DTYPES), seed: int = 0) -> List[Row]:
+def run(dtypes=tuple(DTYPES), seed: int = 0) -> list[Row]:
     rows = []
     for case in CASES:
         rows.append(check_reference(case, seed))
@@ -298,12 +343,25 @@ def run(dtypes=tuple(DTYPES), seed: int = 0) -> List[Row]:
     return rows
 
 
-def format_table(rows: List[Row]) -> str:
+def format_table(rows: list[Row]) -> str:
     head = ("objective", "check", "dtype", "max abs err", "max rel err", "tolerance", "pass")
-    body = [(r.objective, r.check, r.dtype, f"{r.abs_err:.2e}", f"{r.rel_err:.2e}", f"{r.tol:.0e}",
-             "PASS" if r.ok else "FAIL") for r in rows]
+    body = [
+        (
+            r.objective,
+            r.check,
+            r.dtype,
+            f"{r.abs_err:.2e}",
+            f"{r.rel_err:.2e}",
+            f"{r.tol:.0e}",
+            "PASS" if r.ok else "FAIL",
+        )
+        for r in rows
+    ]
     widths = [max(len(str(c)) for c in col) for col in zip(head, *body)]
-    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths))
+
+    def line(cells: list) -> str:
+        return "  ".join(str(c).ljust(w) for c, w in zip(cells, widths))
+
     return "\n".join([line(head), line(["-" * w for w in widths])] + [line(b) for b in body])
 
 
@@ -323,13 +381,16 @@ def _seed(text: str) -> int:
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}") from None
     if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0 (a NumPy seed), got {value}; pass e.g. --seed 0")
+        raise argparse.ArgumentTypeError(
+            f"must be an integer >= 0 (a NumPy seed), got {value}; pass e.g. --seed 0"
+        )
     return value
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("gradcheck", help="verify every objective's analytic gradient",
-                              description=__doc__)
+    p = subparsers.add_parser(
+        "gradcheck", help="verify every objective's analytic gradient", description=__doc__
+    )
     p.add_argument("--dtype", action="append", choices=list(DTYPES), help="restrict to dtypes (repeatable)")
     p.add_argument("--seed", type=_seed, default=0, help="seed of the random test data (>= 0)")
     p.set_defaults(func=main)

@@ -1,4 +1,5 @@
 """Helpers of the CUDA tests: sizes (GPU or dry run), inputs, one fwd+bwd run, relative errors."""
+
 import os
 
 import torch

@@ -5,6 +5,7 @@ check's dry run, ``benchmarks/gpu_check.py --dry-run``): then they run on CPU at
 the Triton kernels under the interpreter, so that the check and these tests cannot rot on
 machines without a GPU. Sizes come from ``pick(gpu_value, dry_value)``.
 """
+
 import pytest
 import torch
 
@@ -13,8 +14,10 @@ from ._util import DRY_RUN, ON_GPU
 
 def pytest_configure(config):
     config.addinivalue_line(
-        "markers", "cuda: CUDA correctness test run by make gpu-check; skipped without CUDA "
-                   "(CONTRASTIVE_GPU_CHECK_DRY_RUN=1 runs it on CPU at tiny sizes)")
+        "markers",
+        "cuda: CUDA correctness test run by make gpu-check; skipped without CUDA "
+        "(CONTRASTIVE_GPU_CHECK_DRY_RUN=1 runs it on CPU at tiny sizes)",
+    )
 
 
 @pytest.fixture

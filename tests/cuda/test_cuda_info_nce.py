@@ -9,6 +9,7 @@ for a sample of rows against all 2^20 columns. Explicit Triton block sizes outsi
 autotuned cases keep compilation inside the check's time budget; bfloat16 (what the
 benchmark times) and float32 take the autotuned launch.
 """
+
 import pytest
 import torch
 
@@ -71,16 +72,17 @@ CASES = [
 
 
 @pytest.mark.parametrize("form", ["single", "clip"])
-@pytest.mark.parametrize("backend, dtype, N, block_size", CASES,
-                         ids=[f"{b}-{str(t)[6:]}-{n}" for b, t, n, _ in CASES])
+@pytest.mark.parametrize(
+    "backend, dtype, N, block_size", CASES, ids=[f"{b}-{str(t)[6:]}-{n}" for b, t, n, _ in CASES]
+)
 def test_backend_against_float64_engine(device, form, backend, dtype, N, block_size):
     xs = inputs(form, N, dtype, device, seed=N)
-    t32 = torch.tensor(TAU, dtype=torch.float32, device=device)        # learnable temperature
+    t32 = torch.tensor(TAU, dtype=torch.float32, device=device)  # learnable temperature
     t64 = t32.double()
     make = single if form == "single" else clip
     fast, ref_fn = make(backend, block_size=block_size), make("torch")
     for reduction in REDUCTIONS:
-        ref = run(ref_fn, [x.double() for x in xs], [t64], reduction)   # the same rounded inputs
+        ref = run(ref_fn, [x.double() for x in xs], [t64], reduction)  # the same rounded inputs
         got = run(fast, xs, [t32], reduction)
         assert got[0].dtype == dtype
         compare(got, ref, TOL[dtype], f"{backend} {form} {dtype} N={N} {reduction}")
@@ -100,16 +102,16 @@ def _dense_rows(form, x, y, idx, inv_t, chunk):
     N = x.shape[0]
     out = []
     for c0 in range(0, len(idx), chunk):
-        i = idx[c0:c0 + chunk]
+        i = idx[c0 : c0 + chunk]
         rows = torch.arange(len(i), device=x.device)
         if form == "single":
-            S = (x[i] @ x.T) * inv_t                                     # (chunk, N)
-            S[rows, i] = float("-inf")                                   # self excluded
+            S = (x[i] @ x.T) * inv_t  # (chunk, N)
+            S[rows, i] = float("-inf")  # self excluded
             p = (i + N // 2) % N
             out.append(torch.logsumexp(S, 1) - S[rows, p])
         else:
-            S = (x[i] @ y.T) * inv_t                                     # rows: a_i against every b
-            C_ = (y[i] @ x.T) * inv_t                                    # columns: b_i against every a
+            S = (x[i] @ y.T) * inv_t  # rows: a_i against every b
+            C_ = (y[i] @ x.T) * inv_t  # columns: b_i against every a
             pos = S[rows, i]
             out.append(0.5 * (torch.logsumexp(S, 1) - pos) + 0.5 * (torch.logsumexp(C_, 1) - pos))
     return torch.cat(out)
@@ -122,12 +124,12 @@ def test_forward_at_two_to_the_twenty_rows(device, backend, form):
     xs = [unit_rows(N, D, torch.bfloat16, device, seed=20 + k) for k in range(1 if form == "single" else 2)]
     with torch.no_grad():
         fn = single(backend, normalize=False) if form == "single" else clip(backend, normalize=False)
-        out = fn(*xs, TAU, "none")                                       # (N,) per-row losses
+        out = fn(*xs, TAU, "none")  # (N,) per-row losses
         assert out.shape == (N,) and out.dtype == torch.bfloat16
         assert torch.isfinite(out).all()
         g = torch.Generator().manual_seed(0)
         k = pick(512, 4)
-        idx = torch.cat([torch.arange(k), torch.arange(N - k, N), torch.randperm(N, generator=g)[:2 * k]])
+        idx = torch.cat([torch.arange(k), torch.arange(N - k, N), torch.randperm(N, generator=g)[: 2 * k]])
         idx = idx.to(device)
         x64 = xs[0].double()
         y64 = xs[-1].double()

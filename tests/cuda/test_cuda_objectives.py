@@ -6,6 +6,7 @@ the CPU) to 1e-10, every reduction with a non-uniform upstream gradient, learnab
 (and SigLIP's bias), one tile and several. Tier (2): float32, bfloat16 and float16 inputs
 against the float64 engine on the same rounded inputs at N = 16384.
 """
+
 import pytest
 import torch
 
@@ -30,7 +31,7 @@ def problem(name, B, dtype, device, seed, block_size=None, rounded=None):
     kw = dict(block_size=block_size)
     if name == "supcon":
         g = torch.Generator().manual_seed(seed)
-        y = torch.randint(0, max(1, B // 2), (2 * B,), generator=g)          # ~4 rows per class
+        y = torch.randint(0, max(1, B // 2), (2 * B,), generator=g)  # ~4 rows per class
         fast = lambda z, t_, r: C.supcon_loss(z, y.to(z.device), t_, reduction=r, **kw)  # noqa: E731
         naive = lambda z, t_, r: naive_supcon(z, y, t_, r)  # noqa: E731
         return fast, naive, [x(2 * B, D)], [t]
@@ -50,13 +51,14 @@ def problem(name, B, dtype, device, seed, block_size=None, rounded=None):
         neg, symmetric = x(max(1, B // 2), D, s=2), False
     else:
         neg, symmetric = None, False
-        ids = (torch.arange(B) // 2).to(device)                              # pairs of duplicates
+        ids = (torch.arange(B) // 2).to(device)  # pairs of duplicates
 
     def fast(a, p, n, t_, r):
         return C.retrieval_loss(a, p, n, t_, symmetric=symmetric, positive_ids=ids, reduction=r, **kw)
 
     def naive(a, p, n, t_, r):
         return naive_retrieval(a, p, n, t_, r, symmetric=symmetric, ids=None if ids is None else ids.cpu())
+
     if name == "retrieval-queue":
         neg = neg.detach()
         fast_q = lambda a, p, t_, r: fast(a, p, neg, t_, r)  # noqa: E731
@@ -85,7 +87,9 @@ def test_low_precision_against_float64_engine(device, name, dtype):
     fast, _, xs, ps = problem(name, B, dtype, device, seed=4)
     fast64, _, _, _ = problem(name, B, torch.float64, device, seed=4, rounded=dtype)
     for reduction in REDUCTIONS:
-        ref = run(fast64, [None if x is None else x.double() for x in xs], [p.double() for p in ps], reduction)
+        ref = run(
+            fast64, [None if x is None else x.double() for x in xs], [p.double() for p in ps], reduction
+        )
         got = run(fast, xs, [p.float() for p in ps], reduction)
         assert got[0].dtype == dtype
         compare(got, ref, TOL[dtype], f"{name} {dtype} {reduction}")
@@ -94,6 +98,6 @@ def test_low_precision_against_float64_engine(device, name, dtype):
 @pytest.mark.parametrize("name", ["supcon", "siglip"])
 def test_auto_backend_runs_on_the_device(device, name):
     fast, _, xs, ps = problem(name, pick(256, 8), torch.bfloat16, device, seed=6)
-    out = run(fast, xs, [p.float() for p in ps], "mean")               # backend='auto'
+    out = run(fast, xs, [p.float() for p in ps], "mean")  # backend='auto'
 
     assert out[0].device.type == device.type and torch.isfinite(out[0]).all()

@@ -9,6 +9,7 @@ tensor-core path (issue 16): it fails on a GPU for as long as ``ops/gemm.py`` up
 is checked in test_cuda_info_nce.py and test_cuda_objectives.py. In the dry run only the
 recorder itself is exercised (on CPU the engine computes in float32 by design).
 """
+
 import re
 
 import pytest
@@ -36,7 +37,7 @@ class GemmRecorder(TorchDispatchMode):
         name = func.overloadpacket.__name__
         if GEMM.match(name):
             a, b = (args[0], args[1]) if name in ("mm", "bmm", "_scaled_mm") else (args[1], args[2])
-            flops = 2 * a.numel() * b.shape[-1]                            # 2 m k n (times the batch)
+            flops = 2 * a.numel() * b.shape[-1]  # 2 m k n (times the batch)
             tf32 = a.dtype == b.dtype == torch.float32 and a.is_cuda and torch.backends.cuda.matmul.allow_tf32
             self.calls.append((a.dtype, b.dtype, flops, tf32))
         return func(*args, **kwargs)
@@ -50,7 +51,7 @@ class GemmRecorder(TorchDispatchMode):
 
 def _objectives(N, d, dtype, device):
     a, b = (randn((N, d), torch.float64, device, s).to(dtype).requires_grad_() for s in (1, 2))
-    labels = (torch.arange(N, device=device) // 4)
+    labels = torch.arange(N, device=device) // 4
     return {
         "info_nce": lambda: C.info_nce(a, b, 0.1, backend="torch"),
         "clip_loss": lambda: C.clip_loss(a, b, 0.1, backend="torch"),
@@ -72,8 +73,10 @@ def test_engine_gemms_take_half_precision_operands(device, dtype, name):
     assert torch.isfinite(loss.float())
     if ON_GPU:
         frac = rec.tensor_core_fraction()
-        assert frac >= 0.9, (f"{name}: only {100 * frac:.1f} % of the GEMM flops run on tensor cores "
-                             f"(operand dtypes seen: {sorted({str(x) for x, *_ in rec.calls})})")
+        assert frac >= 0.9, (
+            f"{name}: only {100 * frac:.1f} % of the GEMM flops run on tensor cores "
+            f"(operand dtypes seen: {sorted({str(x) for x, *_ in rec.calls})})"
+        )
 
 
 def test_recorder_weighs_gemms_by_flops(device):
@@ -81,12 +84,12 @@ def test_recorder_weighs_gemms_by_flops(device):
     b = torch.ones(32, 16, dtype=torch.bfloat16, device=device)
     out = torch.zeros(64, 16, device=device)
     prev = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = False                        # the float32 product: no TF32
+    torch.backends.cuda.matmul.allow_tf32 = False  # the float32 product: no TF32
     try:
         with GemmRecorder() as rec:
-            torch.mm(a, b)                                               # 2 * 64 * 32 * 16 flops, bf16
-            out.addmm_(a.float(), b.float())                             # the same flops in float32
-            torch.addmv(out[:, 0], a.float(), b.float()[:, 0])           # not a GEMM
+            torch.mm(a, b)  # 2 * 64 * 32 * 16 flops, bf16
+            out.addmm_(a.float(), b.float())  # the same flops in float32
+            torch.addmv(out[:, 0], a.float(), b.float()[:, 0])  # not a GEMM
     finally:
         torch.backends.cuda.matmul.allow_tf32 = prev
     assert [f for _, _, f, _ in rec.calls] == [2 * 64 * 32 * 16] * 2

@@ -1,6 +1,7 @@
 """``make gpu-check`` cannot rot: its dry run (every stage on CPU at tiny sizes, the Triton
 kernels under the interpreter, the same file layout and pack) runs in the normal test suite.
 Without CUDA this is exactly what ``make gpu-check`` does, after saying that there is no GPU."""
+
 import csv
 import os
 import shutil
@@ -21,7 +22,9 @@ def test_gpu_check_dry_run_runs_every_stage_and_packs(tmp_path):
     pytest.importorskip("matplotlib")
     if shutil.which("bash") is None:
         pytest.skip("needs bash")
-    env = {k: v for k, v in os.environ.items() if k not in ("CONTRASTIVE_GPU_CHECK_DRY_RUN", "TRITON_INTERPRET")}
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("CONTRASTIVE_GPU_CHECK_DRY_RUN", "TRITON_INTERPRET")
+    }
     env.update(GPU_CHECK_PYTHON=sys.executable, OUT=str(tmp_path / "out"))
     cmd = ["bash", str(SCRIPT), "--results", str(tmp_path / "res")]
     if torch.cuda.is_available():
@@ -43,7 +46,9 @@ def test_gpu_check_dry_run_runs_every_stage_and_packs(tmp_path):
     assert {row["objective"] for row in acc} >= {"info_nce", "clip_loss", "supcon_loss", "siglip_loss"}
     assert all(row["status"] == "ok" and float(row["grad"]) < 2e-2 for row in acc)
 
-    bench = {(row["form"], row["provider"]): row for row in csv.DictReader((res / "bench_info_nce_gpu.csv").open())}
+    bench = {
+        (row["form"], row["provider"]): row for row in csv.DictReader((res / "bench_info_nce_gpu.csv").open())
+    }
     for form in ("single", "clip"):
         assert bench[(form, "triton")]["status"] == bench[(form, "naive")]["status"] == "ok"
         assert abs(float(bench[(form, "triton")]["loss"]) - float(bench[(form, "naive")]["loss"])) < 2e-2
@@ -51,27 +56,54 @@ def test_gpu_check_dry_run_runs_every_stage_and_packs(tmp_path):
     assert "| triton |" in (res / "bench_info_nce_gpu.md").read_text()
 
     names = set(tarfile.open(tmp_path / "out" / "gpu_check.tar.gz").getnames())
-    assert {f"gpu_check/{n}" for n in ("summary.md", "env.json", "tests_cuda.xml", "accuracy.csv", "accuracy.md",
-                                       "bench_info_nce_gpu.csv", "bench_info_nce_gpu.png", "bench.log")} <= names
+    assert {
+        f"gpu_check/{n}"
+        for n in (
+            "summary.md",
+            "env.json",
+            "tests_cuda.xml",
+            "accuracy.csv",
+            "accuracy.md",
+            "bench_info_nce_gpu.csv",
+            "bench_info_nce_gpu.png",
+            "bench.log",
+        )
+    } <= names
     assert (tmp_path / "out" / "summary.md").read_text() == summary
 
 
 def test_bench_budget_skips_and_says_so(tmp_path, monkeypatch):
     import importlib.util
 
-    monkeypatch.setenv("TRITON_INTERPRET", "1")                        # main() sets it; restored after
+    monkeypatch.setenv("TRITON_INTERPRET", "1")  # main() sets it; restored after
     path = SCRIPT.with_name("bench_info_nce_gpu.py")
     spec = importlib.util.spec_from_file_location("bench_info_nce_gpu", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     out = tmp_path / "b.csv"
-    rc = bench.main(["--dry-run", "--N", "32", "--d", "16", "--providers", "naive", "--modes", "fwd",
-                     "--budget-seconds", "0", "--csv", str(out)])
+    rc = bench.main(
+        [
+            "--dry-run",
+            "--N",
+            "32",
+            "--d",
+            "16",
+            "--providers",
+            "naive",
+            "--modes",
+            "fwd",
+            "--budget-seconds",
+            "0",
+            "--csv",
+            str(out),
+        ]
+    )
     assert rc == 0
     rows = list(csv.DictReader(out.open()))
     assert len(rows) == 2 and all(r["status"] == "skipped: time budget spent" for r in rows)
-    rc = bench.main(["--dry-run", "--N", "32", "--d", "16", "--providers", "naive", "--modes", "fwd",
-                     "--csv", str(out)])
+    rc = bench.main(
+        ["--dry-run", "--N", "32", "--d", "16", "--providers", "naive", "--modes", "fwd", "--csv", str(out)]
+    )
     rows = list(csv.DictReader(out.open()))
     assert rc == 0 and all(r["status"] == "ok" for r in rows)
     assert "| naive |" in out.with_suffix(".md").read_text() and out.with_suffix(".png").exists()

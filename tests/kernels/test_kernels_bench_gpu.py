@@ -1,4 +1,5 @@
 """The GPU benchmark script: graceful without CUDA, and its logic runs (--dry-run, interpreter)."""
+
 import csv
 import subprocess
 import sys
@@ -20,13 +21,33 @@ def test_without_cuda_it_says_so_and_exits_2():
 def test_dry_run_writes_a_csv(tmp_path):
     pytest.importorskip("triton", minversion="3.7")
     out = tmp_path / "dry.csv"
-    r = subprocess.run([sys.executable, str(SCRIPT), "--dry-run", "--N", "32", "--d", "16",
-                        "--providers", "triton", "naive", "inf-cl", "--modes", "fwd+bwd", "--csv", str(out)],
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--dry-run",
+            "--N",
+            "32",
+            "--d",
+            "16",
+            "--providers",
+            "triton",
+            "naive",
+            "inf-cl",
+            "--modes",
+            "fwd+bwd",
+            "--csv",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     rows = list(csv.DictReader(out.open()))
     assert {(row["form"], row["provider"]) for row in rows} == {
-        (f, p) for f in ("single", "clip") for p in ("triton", "naive", "inf-cl")}
+        (f, p) for f in ("single", "clip") for p in ("triton", "naive", "inf-cl")
+    }
     by = {(row["form"], row["provider"]): row for row in rows}
     for form in ("single", "clip"):
         assert by[(form, "triton")]["status"] == "ok" and by[(form, "naive")]["status"] == "ok"

@@ -1,4 +1,5 @@
 """The backend rule, and that Triton stays an optional, lazily imported dependency."""
+
 import subprocess
 import sys
 
@@ -41,10 +42,10 @@ def test_kernel_modules_import_without_triton():
 
 
 def test_auto_takes_torch_for_cpu_tensors(monkeypatch):
-    monkeypatch.setenv("TRITON_INTERPRET", "1")              # the interpreter is for tests only
+    monkeypatch.setenv("TRITON_INTERPRET", "1")  # the interpreter is for tests only
     assert choose_backend("auto", torch.zeros(4, 3)) == "torch"
     assert choose_backend("torch", torch.zeros(4, 3)) == "torch"
-    assert choose_backend("dense", torch.zeros(4, 3)) == "dense"        # passed through
+    assert choose_backend("dense", torch.zeros(4, 3)) == "dense"  # passed through
     assert choose_backend("auto") == "torch"
 
 
@@ -53,7 +54,7 @@ def test_auto_takes_triton_for_cuda_tensors_when_installed():
     x = torch.zeros(4, 3, device="cuda")
     expected = "triton" if triton_installed() else "torch"
     assert choose_backend("auto", x, x) == expected
-    assert choose_backend("auto", x.double()) == "torch"       # float64: the torch engine
+    assert choose_backend("auto", x.double()) == "torch"  # float64: the torch engine
 
 
 def test_explicit_triton_validates(monkeypatch):

@@ -7,6 +7,7 @@ the tile boundaries: N = 2, one tile, N not a multiple of the tile, several tile
 splits, a D that needs several K chunks and several output chunks, both exclude_self
 variants, the fixed-shift and online-max paths, temperatures 0.01 to 10.
 """
+
 import math
 
 import pytest
@@ -14,7 +15,7 @@ import torch
 
 pytest.importorskip("triton", minversion="3.7")
 
-from contrastive.kernels import info_nce_triton, clip_triton  # noqa: E402
+from contrastive.kernels import clip_triton, info_nce_triton  # noqa: E402
 from contrastive.kernels.info_nce import FIXED_SHIFT_MAX  # noqa: E402
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -38,7 +39,7 @@ def unit_rows(N, d, dtype, device, seed):
 
 def weights(N, device, seed, shift=0.3):
     g = torch.Generator().manual_seed(seed + 1)
-    return (torch.rand(N, generator=g) - shift).to(device)            # mixed signs, non-uniform
+    return (torch.rand(N, generator=g) - shift).to(device)  # mixed signs, non-uniform
 
 
 def dense_single(z, inv_temp, exclude, w):
@@ -46,7 +47,7 @@ def dense_single(z, inv_temp, exclude, w):
     z = z.detach().double().cpu().requires_grad_()
     t = torch.tensor(inv_temp, dtype=torch.float64, requires_grad=True)
     N = z.shape[0]
-    S = t * (z @ z.T)                                                   # (N, N)
+    S = t * (z @ z.T)  # (N, N)
     if exclude:
         S = S.masked_fill(torch.eye(N, dtype=torch.bool), float("-inf"))
     p = (torch.arange(N) + N // 2) % N
@@ -102,8 +103,16 @@ def check_clip(a, b, inv_temp, w, tol, **kw):
 # temperature 0.01 takes the online-max path (inv_temp 100 > FIXED_SHIFT_MAX).
 @pytest.mark.parametrize(
     "N, exclude, tau",
-    [(2, True, 0.5), (2, False, 0.5), (16, True, 0.07), (34, False, 0.1), (50, True, 0.01),
-     (50, False, 0.01), (64, False, 1.0), (50, True, 10.0)],
+    [
+        (2, True, 0.5),
+        (2, False, 0.5),
+        (16, True, 0.07),
+        (34, False, 0.1),
+        (50, True, 0.01),
+        (50, False, 0.01),
+        (64, False, 1.0),
+        (50, True, 10.0),
+    ],
 )
 def test_single_tower_matches_float64_autograd(device, N, exclude, tau):
     z = unit_rows(N, 24, torch.float32, device, seed=N)
@@ -119,9 +128,17 @@ def test_single_tower_matches_float64_autograd(device, N, exclude, tau):
 # K and output chunks (K loop, three D chunks, no Y reuse).
 @pytest.mark.parametrize(
     "kw",
-    [dict(path="fixed"), dict(path="online"), dict(_pass1="rows"), dict(_split=3),
-     dict(_split=3, path="online"), dict(_pass1="rows", _split=2), dict(_tile=(32, 16, 16, 16)),
-     dict(_tile=(16, 32, 16, 16), path="online"), dict(block_size=32)],
+    [
+        dict(path="fixed"),
+        dict(path="online"),
+        dict(_pass1="rows"),
+        dict(_split=3),
+        dict(_split=3, path="online"),
+        dict(_pass1="rows", _split=2),
+        dict(_tile=(32, 16, 16, 16)),
+        dict(_tile=(16, 32, 16, 16), path="online"),
+        dict(block_size=32),
+    ],
     ids=lambda kw: ",".join(f"{k}={v}" for k, v in kw.items()),
 )
 def test_single_tower_launch_variants(device, kw):
@@ -137,7 +154,7 @@ def test_fixed_and_online_paths_agree_on_both_variants(device):
         b = info_nce_triton(z, 20.0, exclude, path="online")
         for x, y in zip(a, b):
             torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-6)
-    assert FIXED_SHIFT_MAX < 100                              # tau = 0.01 is online
+    assert FIXED_SHIFT_MAX < 100  # tau = 0.01 is online
 
 
 def test_deterministic_mode_takes_the_atomic_free_pass(device):
@@ -172,7 +189,7 @@ def test_default_weights_are_the_mean_and_match_the_dense_op(device):
 def test_half_precision_inputs(device, dtype):
     N = 48
     z = unit_rows(N, 24, dtype, device, seed=2)
-    w = weights(N, device, seed=2, shift=0.0) * 100                    # large weights: no fp16 overflow
+    w = weights(N, device, seed=2, shift=0.0) * 100  # large weights: no fp16 overflow
     check_single(z, 1 / 0.1, True, w, TOL[dtype])
     a, b = unit_rows(N, 24, dtype, device, seed=3), unit_rows(N, 24, dtype, device, seed=4)
     check_clip(a, b, 1 / 0.1, w, TOL[dtype])
@@ -180,9 +197,17 @@ def test_half_precision_inputs(device, dtype):
 
 @pytest.mark.parametrize(
     "N, tau, kw",
-    [(1, 1.0, {}), (2, 0.5, {}), (50, 0.01, {}), (50, 0.3, {}), (33, 10.0, {}),
-     (50, 0.3, dict(_split=3)), (50, 0.3, dict(_pass1="rows")), (50, 0.05, dict(path="online", _split=2)),
-     (50, 0.3, dict(_tile=(32, 16, 16, 16)))],
+    [
+        (1, 1.0, {}),
+        (2, 0.5, {}),
+        (50, 0.01, {}),
+        (50, 0.3, {}),
+        (33, 10.0, {}),
+        (50, 0.3, dict(_split=3)),
+        (50, 0.3, dict(_pass1="rows")),
+        (50, 0.05, dict(path="online", _split=2)),
+        (50, 0.3, dict(_tile=(32, 16, 16, 16))),
+    ],
 )
 def test_clip_matches_float64_autograd(device, N, tau, kw):
     d = 40 if "_tile" in kw else 20

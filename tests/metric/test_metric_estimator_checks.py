@@ -1,5 +1,6 @@
 """The supervised learner passes scikit-learn's estimator checks in full; the pair learner's
 tags say it takes pairs, and the API checks run on pairs."""
+
 import pickle
 import warnings
 
@@ -25,7 +26,9 @@ VARIANTS = [
 ]
 
 
-@pytest.mark.parametrize("params", VARIANTS, ids=lambda p: ",".join(f"{k}={v}" for k, v in p.items()) or "default")
+@pytest.mark.parametrize(
+    "params", VARIANTS, ids=lambda p: ",".join(f"{k}={v}" for k, v in p.items()) or "default"
+)
 def test_check_estimator(params):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -50,7 +53,9 @@ def _pairs(seed=0):
     return pairs_from_labels(X, labels, n_pairs=60, random_state=seed)
 
 
-@pytest.mark.parametrize("params", VARIANTS, ids=lambda p: ",".join(f"{k}={v}" for k, v in p.items()) or "default")
+@pytest.mark.parametrize(
+    "params", VARIANTS, ids=lambda p: ",".join(f"{k}={v}" for k, v in p.items()) or "default"
+)
 def test_check_estimator_pair_learner(params):
     """check_estimator used to abort ("seems to be a Transformer, but the transformer_tags
     tag is not set"), with tags that claimed 2-D input. Its tags now say pairs (3-D), so
@@ -68,9 +73,13 @@ def test_check_estimator_pair_learner(params):
 
 
 DATA_FREE_CHECKS = [
-    ec.check_estimator_cloneable, ec.check_estimator_tags_renamed, ec.check_valid_tag_types,
-    ec.check_estimator_repr, ec.check_no_attributes_set_in_init,
-    ec.check_do_not_raise_errors_in_init_or_set_params, ec.check_mixin_order,
+    ec.check_estimator_cloneable,
+    ec.check_estimator_tags_renamed,
+    ec.check_valid_tag_types,
+    ec.check_estimator_repr,
+    ec.check_no_attributes_set_in_init,
+    ec.check_do_not_raise_errors_in_init_or_set_params,
+    ec.check_mixin_order,
 ]
 
 

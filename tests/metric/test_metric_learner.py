@@ -1,4 +1,5 @@
 """CosineSimilarityLearner's pair-learner API: scores, transform, thresholds, determinism."""
+
 import numpy as np
 import pytest
 from sklearn.base import clone
@@ -38,7 +39,8 @@ def test_scores_distances_and_transform_agree(fitted, iris_pairs):
     A = fitted.get_mahalanobis_matrix()
     x, y = test[:, 0] - fitted.mean_, test[:, 1] - fitted.mean_
     sim_a = np.einsum("bi,ij,bj->b", y, A, x) / np.sqrt(
-        np.einsum("bi,ij,bj->b", x, A, x) * np.einsum("bi,ij,bj->b", y, A, y))
+        np.einsum("bi,ij,bj->b", x, A, x) * np.einsum("bi,ij,bj->b", y, A, y)
+    )
     np.testing.assert_allclose(sim_a, s, atol=1e-10)
 
 
@@ -73,7 +75,7 @@ def test_calibrate_threshold_strategies(fitted, iris_pairs):
     s, pos = fitted.pair_score(test), y_test == 1
     fitted.calibrate_threshold(test, y_test, strategy="accuracy")
     acc = np.mean((s >= fitted.threshold_) == pos)
-    best = max(np.mean((s >= t) == pos) for t in np.r_[s, 2.0])       # brute force
+    best = max(np.mean((s >= t) == pos) for t in np.r_[s, 2.0])  # brute force
     assert acc == pytest.approx(best)
     for min_rate in (0.5, 0.9, 0.99):
         fitted.calibrate_threshold(test, y_test, strategy="max_tpr", min_rate=min_rate)
@@ -84,7 +86,7 @@ def test_calibrate_threshold_strategies(fitted, iris_pairs):
     assert -2 < fitted.threshold_ < 2
     fitted.set_threshold(0.25)
     assert fitted.threshold_ == 0.25
-    fitted.calibrate_threshold(test, y_test)                           # leave it as fit left it
+    fitted.calibrate_threshold(test, y_test)  # leave it as fit left it
 
 
 def test_hyperparameter_variants(iris_pairs):
@@ -106,7 +108,7 @@ def test_zero_sides_are_dropped_and_score_zero():
     X = rng.normal(size=(40, 3))
     labels = (X[:, 0] > 0).astype(int)
     pairs, y = pairs_from_labels(X, labels, 100, random_state=0)
-    pairs[0, 0] = 0.0                                    # a zero side with center=False
+    pairs[0, 0] = 0.0  # a zero side with center=False
     learner = CosineSimilarityLearner(center=False).fit(pairs, y)
     assert learner.pair_score(pairs[:1])[0] == 0.0
     assert np.isfinite(learner.components_).all()

@@ -1,9 +1,10 @@
 """The learner's objectives: gradients vs finite differences, PSD projection, solvers."""
+
 import numpy as np
 import pytest
 
-from contrastive.metric import _objective as obj
 from contrastive.metric import CosineSimilarityLearner, pairs_from_labels
+from contrastive.metric import _objective as obj
 
 
 def central_diff(f, P, eps=1e-6):
@@ -25,7 +26,12 @@ def data():
     return x, y, similar, rng, B @ B.T + np.eye(4)
 
 
-HYPER = [("csml", 1.0, 1.0, 0.3), ("csml", 0.5, 1.0, 0.0), ("margin", 1.0, 1.0, 0.1), ("margin", 2.0, 0.4, 0.0)]
+HYPER = [
+    ("csml", 1.0, 1.0, 0.3),
+    ("csml", 0.5, 1.0, 0.0),
+    ("margin", 1.0, 1.0, 0.1),
+    ("margin", 2.0, 0.4, 0.0),
+]
 
 
 @pytest.mark.parametrize("objective,alpha,margin,beta", HYPER)
@@ -71,7 +77,7 @@ def test_nonfinite_cosines_contribute_nothing():
 def test_projection_is_psd_with_floor():
     rng = np.random.default_rng(2)
     S = rng.normal(size=(6, 6))
-    S = S + S.T                                          # indefinite
+    S = S + S.T  # indefinite
     assert np.linalg.eigvalsh(S)[0] < 0
     A = obj.project_psd(S, 1e-3)
     lam = np.linalg.eigvalsh(A)
@@ -108,7 +114,9 @@ def test_fitted_symmetric_metric_is_positive_definite(solver):
     X = rng.normal(size=(80, 5))
     labels = (X[:, 0] > 0).astype(int)
     pairs, y = pairs_from_labels(X, labels, 300, random_state=0)
-    learner = CosineSimilarityLearner(form="symmetric", solver=solver, beta=0.0, n_components=None).fit(pairs, y)
+    learner = CosineSimilarityLearner(form="symmetric", solver=solver, beta=0.0, n_components=None).fit(
+        pairs, y
+    )
     A = learner.get_mahalanobis_matrix()
     np.testing.assert_allclose(A, A.T, atol=1e-12)
     assert np.linalg.eigvalsh(A)[0] > 0
@@ -120,10 +128,12 @@ def test_fitted_symmetric_metric_is_positive_definite(solver):
 def test_solvers_decrease_the_objective(form, solver, objective):
     """Every solver ends below the start (the problem is not convex: they may end apart)."""
     rng = np.random.default_rng(4)
-    X = np.c_[rng.normal(size=(120, 2)), 3 * rng.normal(size=(120, 3))]   # signal in 2 dims
+    X = np.c_[rng.normal(size=(120, 2)), 3 * rng.normal(size=(120, 3))]  # signal in 2 dims
     labels = (np.arctan2(X[:, 1], X[:, 0]) > 0).astype(int)
     pairs, y = pairs_from_labels(X, labels, 400, random_state=0)
-    learner = CosineSimilarityLearner(form=form, solver=solver, objective=objective, n_components=None, max_iter=300)
+    learner = CosineSimilarityLearner(
+        form=form, solver=solver, objective=objective, n_components=None, max_iter=300
+    )
     learner.fit(pairs, y)
     assert learner.loss_ < learner.initial_loss_
     assert learner.score(pairs, y) > 0.7

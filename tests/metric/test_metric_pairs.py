@@ -1,4 +1,5 @@
 """Pairs sampled from class labels: balanced, correctly labelled, seeded."""
+
 import numpy as np
 import pytest
 
@@ -8,13 +9,13 @@ from contrastive.metric._pairs import pair_indices_from_labels
 
 @pytest.mark.parametrize("n_pairs", [2, 7, 500])
 def test_pairs_are_balanced_and_labelled(n_pairs):
-    labels = np.array([3, 3, 3, 5, 5, 9, 9, 9, 9, 1])             # class 1 has a single member
+    labels = np.array([3, 3, 3, 5, 5, 9, 9, 9, 9, 1])  # class 1 has a single member
     idx, y = pair_indices_from_labels(labels, n_pairs, random_state=0)
     assert idx.shape == (n_pairs, 2) and (y == 1).sum() == n_pairs // 2
     same = labels[idx[:, 0]] == labels[idx[:, 1]]
     np.testing.assert_array_equal(same, y == 1)
     assert np.all(idx[:, 0] != idx[:, 1])
-    assert not np.isin(idx[y == 1], [9]).any()                     # no similar pair for class 1
+    assert not np.isin(idx[y == 1], [9]).any()  # no similar pair for class 1
 
 
 def test_pairs_cover_all_points_and_are_seeded():

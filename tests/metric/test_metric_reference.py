@@ -1,4 +1,5 @@
 """Tier 1 for the weighted seed-003 gradients: central finite differences in float64."""
+
 import numpy as np
 import pytest
 
@@ -22,7 +23,7 @@ def batch():
     x, y = rng.normal(size=(7, 4)), rng.normal(size=(7, 4))
     w = rng.normal(size=7)
     B = rng.normal(size=(4, 4))
-    A = B @ B.T + 0.5 * np.eye(4)                      # positive definite
+    A = B @ B.T + 0.5 * np.eye(4)  # positive definite
     return x, y, w, rng.normal(size=(3, 4)), A
 
 
@@ -35,7 +36,7 @@ def test_grad_map_weighted_finite_differences(batch):
 
 def test_grad_map_weighted_matches_seed_elementwise_form(batch):
     x, y, w, M, _ = batch
-    per_pair = sum(wb * ref.grad_map(x[b:b + 1], y[b:b + 1], M) for b, wb in enumerate(w))
+    per_pair = sum(wb * ref.grad_map(x[b : b + 1], y[b : b + 1], M) for b, wb in enumerate(w))
     np.testing.assert_allclose(ref.grad_map_weighted(x, y, M, w), per_pair, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(ref.grad_map_weighted(x, y, M, np.ones(7)), ref.grad_map(x, y, M), rtol=1e-10)
 
@@ -46,7 +47,7 @@ def test_grad_sym_weighted_untied_finite_differences(batch):
     # entries independent: perturb A_ij alone (A stays positive definite for small eps)
     numeric = central_diff(lambda P: float(w @ ref.sim_sym(x, y, P)), A)
     np.testing.assert_allclose(analytic, numeric, rtol=1e-7, atol=1e-9)
-    per_pair = sum(wb * ref.grad_sym_untied(x[b:b + 1], y[b:b + 1], A) for b, wb in enumerate(w))
+    per_pair = sum(wb * ref.grad_sym_untied(x[b : b + 1], y[b : b + 1], A) for b, wb in enumerate(w))
     np.testing.assert_allclose(analytic, per_pair, rtol=1e-10, atol=1e-12)
 
 
@@ -66,5 +67,8 @@ def test_grad_sym_weighted_tied_finite_differences(batch):
     np.testing.assert_allclose(analytic[iu], numeric, rtol=1e-7, atol=1e-9)
     assert np.all(np.tril(analytic, -1) == 0)
     np.testing.assert_allclose(
-        ref.grad_sym_weighted(x, y, A, np.ones(7), tied=True), ref.grad_sym_tied(x, y, A), rtol=1e-10, atol=1e-12
+        ref.grad_sym_weighted(x, y, A, np.ones(7), tied=True),
+        ref.grad_sym_tied(x, y, A),
+        rtol=1e-10,
+        atol=1e-12,
     )

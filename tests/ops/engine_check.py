@@ -1,6 +1,7 @@
 """Shared check for the engine's objectives: the blockwise op against a naive autograd
 implementation (written in each test file) for values, input gradients and parameter gradients,
 with a non-uniform upstream gradient for every reduction."""
+
 import torch
 
 REDUCTIONS = ("mean", "sum", "none")
@@ -13,9 +14,9 @@ def run(fn, inputs, params, reduction, seed=0):
     out = fn(*ins, *ps, reduction)
     if reduction == "none":
         w = torch.rand(out.shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) + 0.5
-        (out * w.to(out.dtype)).sum().backward()                  # non-uniform upstream gradient
+        (out * w.to(out.dtype)).sum().backward()  # non-uniform upstream gradient
     else:
-        (2.5 * out).backward()                                    # grad_output != 1
+        (2.5 * out).backward()  # grad_output != 1
     grads = [None if x is None else x.grad for x in ins]
     pgrads = [p.grad if isinstance(p, torch.Tensor) else None for p in ps]
     return out.detach(), grads, pgrads

@@ -1,5 +1,6 @@
 """The engine contract (ops/engine.py, ops/common.py): exact normalisation over the whole
 finite range, and decoupled InfoNCE (DCL) against naive autograd at every tile boundary."""
+
 import itertools
 
 import numpy as np
@@ -25,15 +26,21 @@ def test_normalize_rows_is_exact_at_any_scale(dtype, scale):
     z0, _ = normalize_rows(x)
     z, n = normalize_rows((x * scale).to(dtype))
     torch.testing.assert_close(z.double(), z0, rtol=1e-6 if dtype == torch.float32 else 1e-14, atol=0)
-    torch.testing.assert_close(row_norms(n).double(), torch.linalg.vector_norm(x, dim=1, keepdim=True) * scale,
-                               rtol=1e-6 if dtype == torch.float32 else 1e-14, atol=0)
+    torch.testing.assert_close(
+        row_norms(n).double(),
+        torch.linalg.vector_norm(x, dim=1, keepdim=True) * scale,
+        rtol=1e-6 if dtype == torch.float32 else 1e-14,
+        atol=0,
+    )
 
 
 def test_chain_normalize_two_factor_norms_equal_plain_norms():
     x = torch.randn(7, 4, dtype=torch.float64)
     g = torch.randn(7, 4, dtype=torch.float64)
     z, n = normalize_rows(x)
-    torch.testing.assert_close(chain_normalize(g, z, n), chain_normalize(g, z, row_norms(n)), rtol=1e-14, atol=0)
+    torch.testing.assert_close(
+        chain_normalize(g, z, n), chain_normalize(g, z, row_norms(n)), rtol=1e-14, atol=0
+    )
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -53,15 +60,19 @@ def test_info_nce_and_clip_of_scaled_rows_equal_unit_rows(dtype, scale):
         out = run(build, us, 0.1)
         out.backward()
         torch.testing.assert_close(out.double(), base.double(), **tol)
-        for a, b in zip(us, u0):                               # grad_u scales as 1 / |u|
+        for a, b in zip(us, u0):  # grad_u scales as 1 / |u|
             torch.testing.assert_close(a.grad.double() * scale, b.grad.double(), **tol)
 
 
 @pytest.mark.parametrize("scale", [1e20, 1e30])
 def test_public_info_nce_of_huge_rows(scale):
     z1, z2 = torch.randn(5, 4), torch.randn(5, 4)
-    torch.testing.assert_close(C.info_nce(z1 * scale, z2 * scale, 0.2), C.info_nce(z1, z2, 0.2), rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(C.clip_loss(z1 * scale, z2, 0.2), C.clip_loss(z1, z2, 0.2), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(
+        C.info_nce(z1 * scale, z2 * scale, 0.2), C.info_nce(z1, z2, 0.2), rtol=1e-5, atol=1e-6
+    )
+    torch.testing.assert_close(
+        C.clip_loss(z1 * scale, z2, 0.2), C.clip_loss(z1, z2, 0.2), rtol=1e-5, atol=1e-6
+    )
 
 
 def naive_dcl(z1, z2, temperature, reduction="mean", exclude_self=True):
@@ -91,6 +102,7 @@ def test_decoupled_equals_naive_float64(B, bs, temperature, exclude_self):
 
     def naive(a, b, t_, r):
         return naive_dcl(a, b, t_, r, exclude_self)
+
     assert_matches(fast, naive, [z1, z2], [t])
 
 
@@ -113,7 +125,7 @@ def test_decoupled_bad_input():
         C.info_nce(z, z, decoupled=True)
     with pytest.raises(ValueError, match="torch engine only"):
         C.info_nce(torch.randn(3, 3), torch.randn(3, 3), decoupled=True, backend="dense")
-    C.info_nce(z, z, decoupled=True, exclude_self=False)     # N = 2 keeps self as the candidate
+    C.info_nce(z, z, decoupled=True, exclude_self=False)  # N = 2 keeps self as the candidate
 
 
 def test_clip_module_learns_temperature():
@@ -131,7 +143,9 @@ def test_auto_takes_the_torch_engine_for_objectives_without_a_kernel(monkeypatch
     without a kernel (DCL, SupCon, retrieval, SigLIP) must still run the torch engine."""
     import contrastive.kernels.dispatch as dispatch
 
-    monkeypatch.setattr(dispatch, "choose_backend", lambda backend, *t: "triton" if backend == "auto" else backend)
+    monkeypatch.setattr(
+        dispatch, "choose_backend", lambda backend, *t: "triton" if backend == "auto" else backend
+    )
     z1, z2 = torch.randn(4, 3, dtype=torch.float64), torch.randn(4, 3, dtype=torch.float64)
     want = naive_dcl(z1, z2, 0.5)
     torch.testing.assert_close(C.info_nce(z1, z2, decoupled=True), want, rtol=1e-12, atol=0)
@@ -169,10 +183,19 @@ def test_no_n_by_n_tensor_is_ever_made(name, reduction):
         "info_nce": lambda: C.info_nce(x, y, 0.1, reduction=reduction, block_size=bs),
         "decoupled": lambda: C.info_nce(x, y, 0.1, reduction=reduction, block_size=bs, decoupled=True),
         "clip": lambda: C.clip_loss(x, y, 0.1, reduction=reduction, block_size=bs),
-        "supcon": lambda: C.supcon_loss(torch.cat([x, y]), torch.arange(2 * N) % 50, reduction=reduction,
-                                        block_size=bs),
-        "retrieval": lambda: C.retrieval_loss(x, y, n, 0.1, symmetric=True, positive_ids=torch.arange(N) % 100,
-                                              reduction=reduction, block_size=bs),
+        "supcon": lambda: C.supcon_loss(
+            torch.cat([x, y]), torch.arange(2 * N) % 50, reduction=reduction, block_size=bs
+        ),
+        "retrieval": lambda: C.retrieval_loss(
+            x,
+            y,
+            n,
+            0.1,
+            symmetric=True,
+            positive_ids=torch.arange(N) % 100,
+            reduction=reduction,
+            block_size=bs,
+        ),
         "siglip": lambda: C.siglip_loss(x, y, reduction=reduction, block_size=bs),
     }
     with _LargestTensor() as mode:

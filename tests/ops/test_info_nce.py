@@ -1,5 +1,6 @@
 """The blockwise engine against the dense path (itself checked against the reference) at
 every tile-boundary case, both shift paths, every reduction and a learnable temperature."""
+
 import itertools
 
 import pytest
@@ -75,7 +76,7 @@ def test_engine_learnable_temperature_gradcheck():
     t = torch.tensor(0.3, dtype=torch.float64, requires_grad=True)
     for reduction in ["mean", "sum", "none"]:
         assert torch.autograd.gradcheck(
-            lambda a, tt: C.nt_xent(a, tt, reduction=reduction, block_size=4), (z, t)
+            lambda a, tt, reduction=reduction: C.nt_xent(a, tt, reduction=reduction, block_size=4), (z, t)
         )
 
 
@@ -104,6 +105,7 @@ def test_reduction_none_grad_is_not_the_mean_gradient():
 
 
 # ---------------------------------------------------------------- two towers
+
 
 def run_clip(a, b, t, backend, reduction, w=None, **kw):
     a = a.clone().requires_grad_(True)
@@ -134,7 +136,9 @@ def test_clip_gradcheck_and_float32():
     a = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
     b = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
     t = torch.tensor(0.2, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda x, y, s: C.clip_loss(x, y, s, reduction="none", block_size=2), (a, b, t))
+    assert torch.autograd.gradcheck(
+        lambda x, y, s: C.clip_loss(x, y, s, reduction="none", block_size=2), (a, b, t)
+    )
     x = run_clip(a.detach().float(), b.detach().float(), t.detach().float(), "torch", "mean", block_size=2)
     y = run_clip(a.detach(), b.detach(), t.detach(), "dense", "mean")
     for p, q in zip(x, y):

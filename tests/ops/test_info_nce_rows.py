@@ -1,6 +1,7 @@
 """The row-block engine of the distributed losses against dense float64 formulas, in one
 process: any contiguous row segment, self mask at any global offset, every tile boundary,
 both shift paths."""
+
 import itertools
 
 import pytest
@@ -11,15 +12,17 @@ from contrastive.ops.tiles import use_fixed_shift
 
 
 def dense(x, y, inv_t, self_col, w):
-    S = inv_t * x @ y.T                                                     # (R, N)
+    S = inv_t * x @ y.T  # (R, N)
     if self_col is not None:
         S[torch.arange(len(x)), self_col + torch.arange(len(x))] = float("-inf")
     lse = torch.logsumexp(S, 1)
-    H = w[:, None] * torch.exp(S - lse[:, None])                            # W P
+    H = w[:, None] * torch.exp(S - lse[:, None])  # W P
     return lse, H @ y, H.T @ x
 
 
-@pytest.mark.parametrize("N, bs, seg", list(itertools.product([2, 7, 12], [1, 3, 5, 512], [(0, 2), (1, 6), (5, 12)])))
+@pytest.mark.parametrize(
+    "N, bs, seg", list(itertools.product([2, 7, 12], [1, 3, 5, 512], [(0, 2), (1, 6), (5, 12)]))
+)
 @pytest.mark.parametrize("tau", [0.5, 0.002])
 def test_rows_engine_equals_dense(N, bs, seg, tau):
     r0, r1 = min(seg[0], N - 1), min(seg[1], N)
@@ -41,7 +44,10 @@ def test_rows_engine_equals_dense(N, bs, seg, tau):
 
 def test_rows_engine_rectangular_and_empty():
     g = torch.Generator().manual_seed(0)
-    a, b = torch.randn(3, 5, generator=g, dtype=torch.float64), torch.randn(8, 5, generator=g, dtype=torch.float64)
+    a, b = (
+        torch.randn(3, 5, generator=g, dtype=torch.float64),
+        torch.randn(8, 5, generator=g, dtype=torch.float64),
+    )
     w = torch.ones(3, dtype=torch.float64)
     lse = rows_lse(a, b, 2.0, 30.0, True, 2)
     g_cols = torch.zeros_like(b)

@@ -1,6 +1,7 @@
 """retrieval_loss: the blockwise engine against naive autograd at every tile boundary, with
 hard, shared and gradient-free negatives, duplicate ids, the symmetric form, every reduction,
 a learnable temperature, half precision, and its bad inputs."""
+
 import numpy as np
 import pytest
 import torch
@@ -52,11 +53,15 @@ def test_engine_equals_naive_float64(B, bs, neg, symmetric, temperature):
     t = torch.tensor(temperature, dtype=torch.float64)
     ids = torch.randint(0, max(1, B // 2), (B,), generator=torch.Generator().manual_seed(B))
     for pid in (None, ids):
-        def fast(a_, p_, n_, t_, r):
-            return C.retrieval_loss(a_, p_, n_, t_, symmetric=symmetric, positive_ids=pid, reduction=r, block_size=bs)
 
-        def naive(a_, p_, n_, t_, r):
+        def fast(a_, p_, n_, t_, r, pid=pid):
+            return C.retrieval_loss(
+                a_, p_, n_, t_, symmetric=symmetric, positive_ids=pid, reduction=r, block_size=bs
+            )
+
+        def naive(a_, p_, n_, t_, r, pid=pid):
             return naive_retrieval(a_, p_, n_, t_, r, symmetric, pid)
+
         assert_matches(fast, naive, [a, p, n], [t])
 
 
@@ -72,8 +77,9 @@ def test_queue_without_grad_gets_none_and_same_anchor_grads():
 
 def test_symmetric_without_negatives_is_clip_loss():
     a, p, _ = data(11, None, 2)
-    torch.testing.assert_close(C.retrieval_loss(a, p, None, 0.07, symmetric=True),
-                               C.clip_loss(a, p, 0.07), rtol=1e-12, atol=0)
+    torch.testing.assert_close(
+        C.retrieval_loss(a, p, None, 0.07, symmetric=True), C.clip_loss(a, p, 0.07), rtol=1e-12, atol=0
+    )
 
 
 @pytest.mark.parametrize("symmetric", [False, True])
@@ -98,8 +104,9 @@ def test_gradcheck_with_learnable_temperature():
     ids = torch.tensor([0, 1, 0, 2])
     for r in ("mean", "sum", "none"):
         assert torch.autograd.gradcheck(
-            lambda *x: C.retrieval_loss(*x, symmetric=True, positive_ids=ids, reduction=r, block_size=3),
-            (a, p, n, t))
+            lambda *x, r=r: C.retrieval_loss(*x, symmetric=True, positive_ids=ids, reduction=r, block_size=3),
+            (a, p, n, t),
+        )
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
@@ -122,29 +129,40 @@ def test_scaled_rows_give_the_unit_rows_loss():
     base = C.retrieval_loss(a, p, n, 0.1)
     for s in (1e-15, 1e20, 1e30):
         torch.testing.assert_close(C.retrieval_loss(a * s, p / s, n * s, 0.1), base, rtol=1e-12, atol=0)
-        torch.testing.assert_close(C.retrieval_loss((a * s).float(), p.float(), (n * s).float(), 0.1),
-                                   base.float(), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(
+            C.retrieval_loss((a * s).float(), p.float(), (n * s).float(), 0.1),
+            base.float(),
+            rtol=1e-5,
+            atol=1e-6,
+        )
 
 
 A, P = torch.randn(4, 3), torch.randn(4, 3)
 
 
-@pytest.mark.parametrize("kwargs, err, match", [
-    (dict(negatives=torch.randn(4, 0, 3)), ValueError, "K = 0"),
-    (dict(negatives=torch.randn(5, 2, 3)), ValueError, r"must be \(4, K, 3\)"),
-    (dict(negatives=torch.randn(4, 2, 2)), ValueError, r"must be \(4, K, 3\)"),
-    (dict(negatives=torch.randn(6, 2)), ValueError, "d = 3"),
-    (dict(negatives=torch.randn(2, 2, 2, 3)), ValueError, r"\(B, K, d\) or \(M, d\)"),
-    (dict(negatives=torch.randn(0, 3)), ValueError, "empty"),
-    (dict(negatives=torch.randn(6, 3).double()), TypeError, "cast both"),
-    (dict(negatives=[[0.0, 1.0, 2.0]]), TypeError, "negatives must be a torch.Tensor"),
-    (dict(positive_ids=torch.zeros(3, dtype=torch.long)), ValueError, r"positive_ids must have shape \(4,\)"),
-    (dict(positive_ids=torch.zeros(4)), TypeError, "positive_ids must hold integer"),
-    (dict(temperature=-1.0), ValueError, "temperature"),
-    (dict(symmetric="yes"), TypeError, "symmetric must be a bool"),
-    (dict(backend="dense"), ValueError, "backend"),
-    (dict(reduction="avg"), ValueError, "reduction"),
-])
+@pytest.mark.parametrize(
+    "kwargs, err, match",
+    [
+        (dict(negatives=torch.randn(4, 0, 3)), ValueError, "K = 0"),
+        (dict(negatives=torch.randn(5, 2, 3)), ValueError, r"must be \(4, K, 3\)"),
+        (dict(negatives=torch.randn(4, 2, 2)), ValueError, r"must be \(4, K, 3\)"),
+        (dict(negatives=torch.randn(6, 2)), ValueError, "d = 3"),
+        (dict(negatives=torch.randn(2, 2, 2, 3)), ValueError, r"\(B, K, d\) or \(M, d\)"),
+        (dict(negatives=torch.randn(0, 3)), ValueError, "empty"),
+        (dict(negatives=torch.randn(6, 3).double()), TypeError, "cast both"),
+        (dict(negatives=[[0.0, 1.0, 2.0]]), TypeError, "negatives must be a torch.Tensor"),
+        (
+            dict(positive_ids=torch.zeros(3, dtype=torch.long)),
+            ValueError,
+            r"positive_ids must have shape \(4,\)",
+        ),
+        (dict(positive_ids=torch.zeros(4)), TypeError, "positive_ids must hold integer"),
+        (dict(temperature=-1.0), ValueError, "temperature"),
+        (dict(symmetric="yes"), TypeError, "symmetric must be a bool"),
+        (dict(backend="dense"), ValueError, "backend"),
+        (dict(reduction="avg"), ValueError, "reduction"),
+    ],
+)
 def test_bad_input(kwargs, err, match):
     with pytest.raises(err, match=match):
         C.retrieval_loss(A, P, **kwargs)

@@ -1,4 +1,5 @@
 """Power-of-two rescaling (``contrastive.ops.scaling``)."""
+
 import pytest
 import torch
 
@@ -8,11 +9,13 @@ from contrastive.ops.scaling import pow2_exponent, safe_norm, scaled_rows, times
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_scaled_rows_is_exact_and_in_range(dtype):
     info = torch.finfo(dtype)
-    x = torch.tensor([[info.tiny, -3 * info.tiny], [info.max, -info.max / 3], [0.0, 0.0], [1.0, 0.75]], dtype=dtype)
+    x = torch.tensor(
+        [[info.tiny, -3 * info.tiny], [info.max, -info.max / 3], [0.0, 0.0], [1.0, 0.75]], dtype=dtype
+    )
     xs, e = scaled_rows(x)
     amax = xs.abs().amax(1)
     assert ((amax >= 0.5) & (amax < 1) | (amax == 0)).all()
-    assert torch.equal(times_pow2(xs, e[:, None]), x)          # the round trip is exact
+    assert torch.equal(times_pow2(xs, e[:, None]), x)  # the round trip is exact
 
 
 def test_safe_norm_matches_float64_where_vector_norm_overflows():

@@ -1,5 +1,6 @@
 """siglip_loss: the one-pass engine against naive autograd at every tile boundary, every
 reduction, learnable temperature and bias, half precision, and its bad inputs."""
+
 import itertools
 
 import numpy as np
@@ -31,15 +32,26 @@ def test_engine_equals_naive_float64(B, bs, temperature, bias):
     b = torch.randn(B, 4, generator=g, dtype=torch.float64)
     t = torch.tensor(temperature, dtype=torch.float64)
     c = torch.tensor(bias, dtype=torch.float64)
-    fast = lambda a_, b_, t_, c_, r: C.siglip_loss(a_, b_, t_, c_, reduction=r, block_size=bs)
+
+    def fast(a_, b_, t_, c_, r):
+        return C.siglip_loss(a_, b_, t_, c_, reduction=r, block_size=bs)
+
     assert_matches(fast, naive_siglip, [a, b], [t, c])
 
 
 def test_float_parameters_and_b_without_grad():
     g = torch.Generator().manual_seed(0)
-    a, b = torch.randn(6, 3, generator=g, dtype=torch.float64), torch.randn(6, 3, generator=g, dtype=torch.float64)
-    fast = lambda a_, b_, r: C.siglip_loss(a_, b_.detach(), 0.2, -3.0, reduction=r, block_size=4)
-    naive = lambda a_, b_, r: naive_siglip(a_, b_.detach(), 0.2, -3.0, r)
+    a, b = (
+        torch.randn(6, 3, generator=g, dtype=torch.float64),
+        torch.randn(6, 3, generator=g, dtype=torch.float64),
+    )
+
+    def fast(a_, b_, r):
+        return C.siglip_loss(a_, b_.detach(), 0.2, -3.0, reduction=r, block_size=4)
+
+    def naive(a_, b_, r):
+        return naive_siglip(a_, b_.detach(), 0.2, -3.0, r)
+
     assert_matches(fast, naive, [a, b], [])
 
 
@@ -65,7 +77,9 @@ def test_gradcheck_temperature_and_bias():
     t = torch.tensor(0.5, dtype=torch.float64, requires_grad=True)
     c = torch.tensor(-1.0, dtype=torch.float64, requires_grad=True)
     for r in ("mean", "sum", "none"):
-        assert torch.autograd.gradcheck(lambda *x: C.siglip_loss(*x, reduction=r, block_size=2), (a, b, t, c))
+        assert torch.autograd.gradcheck(
+            lambda *x, r=r: C.siglip_loss(*x, reduction=r, block_size=2), (a, b, t, c)
+        )
 
 
 def test_extreme_logits_are_exact():
@@ -95,7 +109,10 @@ def test_half_precision(dtype):
 
 def test_scaled_rows_give_the_unit_rows_loss():
     g = torch.Generator().manual_seed(3)
-    a, b = torch.randn(6, 4, generator=g, dtype=torch.float64), torch.randn(6, 4, generator=g, dtype=torch.float64)
+    a, b = (
+        torch.randn(6, 4, generator=g, dtype=torch.float64),
+        torch.randn(6, 4, generator=g, dtype=torch.float64),
+    )
     base = C.siglip_loss(a, b, 0.1, -5.0)
     for s in (1e-15, 1e20, 1e30):
         torch.testing.assert_close(C.siglip_loss(a * s, b / s, 0.1, -5.0), base, rtol=1e-12, atol=0)
@@ -104,16 +121,19 @@ def test_scaled_rows_give_the_unit_rows_loss():
 A, B_ = torch.randn(4, 3), torch.randn(4, 3)
 
 
-@pytest.mark.parametrize("args, kwargs, err, match", [
-    ((A, B_[:3]), {}, ValueError, "same shape"),
-    ((A, B_.double()), {}, TypeError, "cast both"),
-    ((A, B_, 0.0), {}, ValueError, "temperature"),
-    ((A, B_, 0.1, float("inf")), {}, ValueError, "bias must be finite"),
-    ((A, B_, 0.1, "x"), {}, TypeError, "bias must be a float"),
-    ((A, B_, 0.1, torch.ones(2)), {}, ValueError, "bias must be a float or a floating scalar"),
-    ((A, B_), dict(backend="triton"), ValueError, "no Triton kernel"),
-    ((A, B_), dict(reduction="avg"), ValueError, "reduction"),
-])
+@pytest.mark.parametrize(
+    "args, kwargs, err, match",
+    [
+        ((A, B_[:3]), {}, ValueError, "same shape"),
+        ((A, B_.double()), {}, TypeError, "cast both"),
+        ((A, B_, 0.0), {}, ValueError, "temperature"),
+        ((A, B_, 0.1, float("inf")), {}, ValueError, "bias must be finite"),
+        ((A, B_, 0.1, "x"), {}, TypeError, "bias must be a float"),
+        ((A, B_, 0.1, torch.ones(2)), {}, ValueError, "bias must be a float or a floating scalar"),
+        ((A, B_), dict(backend="triton"), ValueError, "no Triton kernel"),
+        ((A, B_), dict(reduction="avg"), ValueError, "reduction"),
+    ],
+)
 def test_bad_input(args, kwargs, err, match):
     with pytest.raises(err, match=match):
         C.siglip_loss(*args, **kwargs)

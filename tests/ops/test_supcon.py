@@ -1,5 +1,6 @@
 """supcon_loss: the blockwise engine against naive autograd at every tile boundary, both shift
 paths, every reduction, a learnable temperature, half precision, and its bad inputs."""
+
 import itertools
 
 import numpy as np
@@ -43,8 +44,13 @@ def test_engine_equals_naive_float64(N, bs, temperature):
     z = torch.randn(N, 4, generator=g, dtype=torch.float64)
     y = labels_for(N, N + bs)
     t = torch.tensor(temperature, dtype=torch.float64)
-    fast = lambda z_, t_, r: C.supcon_loss(z_, y, t_, reduction=r, block_size=bs)
-    naive = lambda z_, t_, r: naive_supcon(z_, y, t_, r)
+
+    def fast(z_, t_, r):
+        return C.supcon_loss(z_, y, t_, reduction=r, block_size=bs)
+
+    def naive(z_, t_, r):
+        return naive_supcon(z_, y, t_, r)
+
     assert_matches(fast, naive, [z], [t])
 
 
@@ -58,7 +64,9 @@ def test_engine_matches_reference(normalize):
     loss = C.supcon_loss(zt, torch.tensor(y), t, normalize=normalize, block_size=4)
     loss.backward()
     g, gt = ref.grad(z, y, 0.3, normalize)
-    np.testing.assert_allclose(loss.item(), ref.mean_weights(y) @ ref.forward(z, y, 0.3, normalize), rtol=1e-12)
+    np.testing.assert_allclose(
+        loss.item(), ref.mean_weights(y) @ ref.forward(z, y, 0.3, normalize), rtol=1e-12
+    )
     np.testing.assert_allclose(zt.grad.numpy(), g, rtol=1e-10, atol=1e-12)
     assert t.grad.item() == pytest.approx(gt, rel=1e-10)
 
@@ -68,13 +76,17 @@ def test_gradcheck_with_learnable_temperature():
     t = torch.tensor(0.4, dtype=torch.float64, requires_grad=True)
     y = torch.tensor([0, 1, 0, 1, 2, 2, 3])
     for r in ("mean", "sum", "none"):
-        assert torch.autograd.gradcheck(lambda a, tt: C.supcon_loss(a, y, tt, reduction=r, block_size=3), (z, t))
+        assert torch.autograd.gradcheck(
+            lambda a, tt, r=r: C.supcon_loss(a, y, tt, reduction=r, block_size=3), (z, t)
+        )
 
 
 def test_two_views_with_distinct_labels_equal_info_nce():
     z1, z2 = torch.randn(6, 4, dtype=torch.float64), torch.randn(6, 4, dtype=torch.float64)
     y = torch.arange(6).repeat(2)
-    torch.testing.assert_close(C.supcon_loss(torch.cat([z1, z2]), y, 0.3), C.info_nce(z1, z2, 0.3), rtol=1e-12, atol=0)
+    torch.testing.assert_close(
+        C.supcon_loss(torch.cat([z1, z2]), y, 0.3), C.info_nce(z1, z2, 0.3), rtol=1e-12, atol=0
+    )
 
 
 def test_no_positive_at_all_gives_zero_and_zero_grad():
@@ -107,24 +119,47 @@ def test_scaled_rows_give_the_unit_rows_loss():
     z = torch.randn(10, 4, dtype=torch.float64)
     y = labels_for(10, 5)
     base = C.supcon_loss(z, y, 0.2)
-    for s in (1e-15, 1e20, 1e30):      # 1e-30 in float32: tests/ops/test_engine.py (below the zero-norm check)
+    for s in (1e-15, 1e20, 1e30):  # 1e-30 in float32: tests/ops/test_engine.py (below the zero-norm check)
         torch.testing.assert_close(C.supcon_loss(z * s, y, 0.2), base, rtol=1e-12, atol=0)
         torch.testing.assert_close(C.supcon_loss((z * s).float(), y, 0.2), base.float(), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("call, err, match", [
-    (lambda z: C.supcon_loss(z, torch.zeros(5, dtype=torch.long)), ValueError, r"labels must have shape \(6,\)"),
-    (lambda z: C.supcon_loss(z, torch.zeros(6, 1, dtype=torch.long)), ValueError, "labels must have shape"),
-    (lambda z: C.supcon_loss(z, torch.zeros(6)), TypeError, "labels must hold integer"),
-    (lambda z: C.supcon_loss(z, [0] * 6), TypeError, "labels must be a torch.Tensor"),
-    (lambda z: C.supcon_loss(z, torch.zeros(6, dtype=torch.long), 0.0), ValueError, "temperature"),
-    (lambda z: C.supcon_loss(z, torch.zeros(6, dtype=torch.long), reduction="avg"), ValueError, "reduction"),
-    (lambda z: C.supcon_loss(z, torch.zeros(6, dtype=torch.long), backend="triton"), ValueError, "no Triton kernel"),
-    (lambda z: C.supcon_loss(z, torch.zeros(6, dtype=torch.long), block_size=0), ValueError, "block_size"),
-    (lambda z: C.supcon_loss(z[:, 0], torch.zeros(6, dtype=torch.long)), ValueError, "z must be 2-D"),
-    (lambda z: C.supcon_loss(z * float("nan"), torch.zeros(6, dtype=torch.long)), ValueError, "NaN"),
-    (lambda z: C.supcon_loss(z * 0, torch.zeros(6, dtype=torch.long)), ValueError, "zero-norm"),
-])
+@pytest.mark.parametrize(
+    "call, err, match",
+    [
+        (
+            lambda z: C.supcon_loss(z, torch.zeros(5, dtype=torch.long)),
+            ValueError,
+            r"labels must have shape \(6,\)",
+        ),
+        (
+            lambda z: C.supcon_loss(z, torch.zeros(6, 1, dtype=torch.long)),
+            ValueError,
+            "labels must have shape",
+        ),
+        (lambda z: C.supcon_loss(z, torch.zeros(6)), TypeError, "labels must hold integer"),
+        (lambda z: C.supcon_loss(z, [0] * 6), TypeError, "labels must be a torch.Tensor"),
+        (lambda z: C.supcon_loss(z, torch.zeros(6, dtype=torch.long), 0.0), ValueError, "temperature"),
+        (
+            lambda z: C.supcon_loss(z, torch.zeros(6, dtype=torch.long), reduction="avg"),
+            ValueError,
+            "reduction",
+        ),
+        (
+            lambda z: C.supcon_loss(z, torch.zeros(6, dtype=torch.long), backend="triton"),
+            ValueError,
+            "no Triton kernel",
+        ),
+        (
+            lambda z: C.supcon_loss(z, torch.zeros(6, dtype=torch.long), block_size=0),
+            ValueError,
+            "block_size",
+        ),
+        (lambda z: C.supcon_loss(z[:, 0], torch.zeros(6, dtype=torch.long)), ValueError, "z must be 2-D"),
+        (lambda z: C.supcon_loss(z * float("nan"), torch.zeros(6, dtype=torch.long)), ValueError, "NaN"),
+        (lambda z: C.supcon_loss(z * 0, torch.zeros(6, dtype=torch.long)), ValueError, "zero-norm"),
+    ],
+)
 def test_bad_input(call, err, match):
     with pytest.raises(err, match=match):
         call(torch.randn(6, 3))

@@ -1,4 +1,5 @@
 """Tier 1: the NumPy references' analytic gradients against central finite differences."""
+
 import numpy as np
 import pytest
 
@@ -43,7 +44,10 @@ def test_info_nce_grad_matches_fd(rng, exclude_self, normalize):
     g, gt = nce.grad(z, 0.3, exclude_self, normalize, weights=w)
     fd = central_differences(lambda x: w @ nce.forward(x, 0.3, exclude_self, normalize), z.copy())
     assert rel_err(g, fd) < 1e-6
-    fd_t = (w @ nce.forward(z, 0.3 + 1e-6, exclude_self, normalize) - w @ nce.forward(z, 0.3 - 1e-6, exclude_self, normalize)) / 2e-6
+    fd_t = (
+        w @ nce.forward(z, 0.3 + 1e-6, exclude_self, normalize)
+        - w @ nce.forward(z, 0.3 - 1e-6, exclude_self, normalize)
+    ) / 2e-6
     assert gt == pytest.approx(fd_t, rel=1e-6)
 
 
@@ -97,5 +101,6 @@ def test_map_and_sym_agree_with_A_equal_MtM(rng):
 
 def test_reference_imports_no_torch():
     import pathlib
+
     for f in pathlib.Path(cl.__file__).parent.glob("*.py"):
         assert "import torch" not in f.read_text(), f"{f.name} imports torch"

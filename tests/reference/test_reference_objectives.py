@@ -1,5 +1,6 @@
 """Tier 1 for the engine's newer objectives: SupCon, retrieval, SigLIP and decoupled InfoNCE
 references, analytic gradients against central finite differences (float64)."""
+
 import numpy as np
 import pytest
 
@@ -21,7 +22,7 @@ def fd_scalar(f, x, h=1e-6):
 @pytest.mark.parametrize("normalize", [True, False])
 def test_supcon_grad_matches_fd(rng, normalize):
     z = rng.normal(size=(11, 3)) * (1.0 if normalize else 0.5)
-    y = np.array([0, 1, 0, 2, 1, 0, 3, 2, 1, 4, 0])             # classes 3, 4 have one row only
+    y = np.array([0, 1, 0, 2, 1, 0, 3, 2, 1, 4, 0])  # classes 3, 4 have one row only
     w = rng.uniform(0.5, 1.5, size=11)
     g, gt = sup.grad(z, y, 0.3, normalize, weights=w)
     assert rel_err(g, central_differences(lambda x: w @ sup.forward(x, y, 0.3, normalize), z.copy())) < 1e-6
@@ -50,7 +51,10 @@ def test_retrieval_grad_matches_fd(rng, neg_shape, symmetric, ids):
     w = rng.uniform(0.5, 1.5, size=5)
     kw = dict(symmetric=symmetric, positive_ids=ids)
     ga, gp, gn, gt = ret.grad(a, p, n, 0.3, weights=w, **kw)
-    f = lambda a_, p_, n_, t=0.3: w @ ret.forward(a_, p_, n_, t, **kw)
+
+    def f(a_, p_, n_, t=0.3):
+        return w @ ret.forward(a_, p_, n_, t, **kw)
+
     assert rel_err(ga, central_differences(lambda x: f(x, p, n), a.copy())) < 1e-6
     assert rel_err(gp, central_differences(lambda x: f(a, x, n), p.copy())) < 1e-6
     if n is not None:
@@ -60,7 +64,9 @@ def test_retrieval_grad_matches_fd(rng, neg_shape, symmetric, ids):
 
 def test_retrieval_symmetric_without_negatives_is_clip(rng):
     a, p = rng.normal(size=(6, 3)), rng.normal(size=(6, 3))
-    np.testing.assert_allclose(ret.forward(a, p, None, 0.2, symmetric=True), nce.clip_forward(a, p, 0.2), rtol=1e-12)
+    np.testing.assert_allclose(
+        ret.forward(a, p, None, 0.2, symmetric=True), nce.clip_forward(a, p, 0.2), rtol=1e-12
+    )
 
 
 @pytest.mark.parametrize("normalize", [True, False])
@@ -68,7 +74,10 @@ def test_siglip_grad_matches_fd(rng, normalize):
     a, b = rng.normal(size=(6, 3)), rng.normal(size=(6, 3))
     w = rng.uniform(0.5, 1.5, size=6)
     ga, gb, gt, gbias = sig.grad(a, b, 0.2, -1.5, normalize, weights=w)
-    f = lambda a_, b_, t=0.2, bias=-1.5: w @ sig.forward(a_, b_, t, bias, normalize)
+
+    def f(a_, b_, t=0.2, bias=-1.5):
+        return w @ sig.forward(a_, b_, t, bias, normalize)
+
     assert rel_err(ga, central_differences(lambda x: f(x, b), a.copy())) < 1e-6
     assert rel_err(gb, central_differences(lambda x: f(a, x), b.copy())) < 1e-6
     assert gt == pytest.approx(fd_scalar(lambda t: f(a, b, t), 0.2), rel=1e-6)
@@ -80,7 +89,10 @@ def test_decoupled_info_nce_grad_matches_fd(rng, exclude_self):
     z = rng.normal(size=(10, 3))
     w = rng.uniform(size=10)
     g, gt = nce.grad(z, 0.3, exclude_self, weights=w, decoupled=True)
-    f = lambda x, t=0.3: w @ nce.forward(x, t, exclude_self, decoupled=True)
+
+    def f(x, t=0.3):
+        return w @ nce.forward(x, t, exclude_self, decoupled=True)
+
     assert rel_err(g, central_differences(f, z.copy())) < 1e-6
     assert gt == pytest.approx(fd_scalar(lambda t: f(z, t), 0.3), rel=1e-6)
     # the decoupled denominator is the full one minus the positive's term

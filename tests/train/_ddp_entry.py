@@ -4,6 +4,7 @@ FAULT is ``none`` (plain ``contrastive`` CLI), ``nan`` (rank 1's embeddings beco
 the second step, so the global loss is NaN on every rank) or ``raise`` (rank 1 raises at the
 second step while rank 0 goes on). Not a test module; the tests launch it.
 """
+
 import os
 import sys
 

@@ -1,4 +1,5 @@
 """Augmentations: shapes, range, seeding and the errors for mismatched data."""
+
 from __future__ import annotations
 
 import pytest
@@ -8,8 +9,16 @@ from contrastive.train.augment import build_augment, resolve_kind, two_views
 from contrastive.train.config import AugmentConfig
 
 
-@pytest.mark.parametrize("kind, shape", [("affine", (1, 8, 8)), ("simclr", (3, 16, 16)), ("noise", (10,)),
-                                         ("none", (1, 8, 8)), ("auto", (3, 12, 12))])
+@pytest.mark.parametrize(
+    "kind, shape",
+    [
+        ("affine", (1, 8, 8)),
+        ("simclr", (3, 16, 16)),
+        ("noise", (10,)),
+        ("none", (1, 8, 8)),
+        ("auto", (3, 12, 12)),
+    ],
+)
 def test_shapes_and_range(kind, shape):
     aug = build_augment(AugmentConfig(kind=kind), shape)
     x = torch.rand(6, *shape)

@@ -1,4 +1,5 @@
 """Checkpoints: atomic writes, safe loading, random-state round trips, safetensors export."""
+
 from __future__ import annotations
 
 import random

@@ -1,5 +1,6 @@
 """The command line end to end: a one-epoch run, eval, embed, resume equality, a non-finite
 loss and configuration errors."""
+
 from __future__ import annotations
 
 import json
@@ -23,13 +24,33 @@ def test_one_epoch_smoke_eval_and_embed(tiny_args, tmp_path, capsys):
     out = capsys.readouterr().out
     run = tmp_path / "runs" / "smoke"
     assert "raw pixels" in out and "random encoder" in out and "trained encoder (epoch 1)" in out
-    for name in ("config.toml", "run.json", "metrics.jsonl", "metrics.csv", "summary.json", "model.safetensors",
-                 "loss.png", "accuracy.png", "map_tsne.png", "checkpoints/last.pt", "checkpoints/best.pt"):
+    for name in (
+        "config.toml",
+        "run.json",
+        "metrics.jsonl",
+        "metrics.csv",
+        "summary.json",
+        "model.safetensors",
+        "loss.png",
+        "accuracy.png",
+        "map_tsne.png",
+        "checkpoints/last.pt",
+        "checkpoints/best.pt",
+    ):
         assert (run / name).is_file(), name
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert records[0]["epoch"] == 0 and records[-1]["epoch"] == 1
-    for key in ("loss", "lr", "samples_per_s", "knn_accuracy", "linear_accuracy", "alignment", "uniformity",
-                "precision_at_1", "mean_average_precision_at_r"):
+    for key in (
+        "loss",
+        "lr",
+        "samples_per_s",
+        "knn_accuracy",
+        "linear_accuracy",
+        "alignment",
+        "uniformity",
+        "precision_at_1",
+        "mean_average_precision_at_r",
+    ):
         assert key in records[-1], key
     summary = json.loads((run / "summary.json").read_text())
     assert 0.0 <= summary["trained"]["knn_accuracy"] <= 1.0 and "raw pixels" in summary["baselines"]
@@ -38,23 +59,35 @@ def test_one_epoch_smoke_eval_and_embed(tiny_args, tmp_path, capsys):
     assert main(["eval", str(run)]) == 0
     assert "trained encoder (last.pt, epoch 1)" in capsys.readouterr().out
     evaluated = json.loads((run / "eval.json").read_text())["rows"]
-    assert evaluated["trained encoder (last.pt, epoch 1)"]["knn_accuracy"] == summary["trained"]["knn_accuracy"]
+    assert (
+        evaluated["trained encoder (last.pt, epoch 1)"]["knn_accuracy"] == summary["trained"]["knn_accuracy"]
+    )
 
     assert main(["embed", str(run), "--data", "test", "--out", str(tmp_path / "e.npy")]) == 0
     emb = np.load(tmp_path / "e.npy")
     assert emb.shape == (80, 16) and np.isfinite(emb).all()
     np.save(tmp_path / "imgs.npy", (np.random.default_rng(0).random((3, 8, 8)) * 255).astype(np.uint8))
-    assert main(["embed", str(run), "--data", str(tmp_path / "imgs.npy"), "--out", str(tmp_path / "f.npy")]) == 0
+    assert (
+        main(["embed", str(run), "--data", str(tmp_path / "imgs.npy"), "--out", str(tmp_path / "f.npy")]) == 0
+    )
     assert np.load(tmp_path / "f.npy").shape == (3, 16)
     np.save(tmp_path / "wrong.npy", np.zeros((3, 5, 5), dtype=np.uint8))
-    assert main(["embed", str(run), "--data", str(tmp_path / "wrong.npy"), "--out", str(tmp_path / "g.npy")]) == 2
+    assert (
+        main(["embed", str(run), "--data", str(tmp_path / "wrong.npy"), "--out", str(tmp_path / "g.npy")])
+        == 2
+    )
     assert "trained on (1, 8, 8)" in capsys.readouterr().err
     assert main(["eval", str(tmp_path)]) == 3  # not a run folder: a file class error
     assert "not a run directory" in capsys.readouterr().err
 
 
 def test_resume_equals_uninterrupted(tiny_args, tmp_path, monkeypatch):
-    common = {"train.epochs": 2, "eval.every": 1, "data.train_limit": 96, "data.test_limit": 40}  # eval is RNG-neutral
+    common = {
+        "train.epochs": 2,
+        "eval.every": 1,
+        "data.train_limit": 96,
+        "data.test_limit": 40,
+    }  # eval is RNG-neutral
     assert main(["train", "simclr", *tiny_args(**common, **{"run.name": "straight"})]) == 0
 
     real_save = C.save_checkpoint
@@ -112,14 +145,17 @@ def test_non_finite_loss_stops_and_keeps_checkpoint(where, tiny_args, tmp_path, 
     assert "non-finite" in last["event"]
 
 
-@pytest.mark.parametrize("args, fragment", [
-    (["--optim.lrr=0.1"], "unknown config key 'optim.lrr' (did you mean 'optim.lr'?); valid keys are"),
-    (["--train.epochs=two"], "train.epochs expects an int, got 'two'"),
-    (["--train.epochs", "0"], "train.epochs must be >= 1"),
-    (["stray"], "unexpected argument 'stray'"),
-    (["--data.name=mnist"], "--data.path"),
-    (["--config", "/nonexistent/run.toml"], "config file"),
-])
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--optim.lrr=0.1"], "unknown config key 'optim.lrr' (did you mean 'optim.lr'?); valid keys are"),
+        (["--train.epochs=two"], "train.epochs expects an int, got 'two'"),
+        (["--train.epochs", "0"], "train.epochs must be >= 1"),
+        (["stray"], "unexpected argument 'stray'"),
+        (["--data.name=mnist"], "--data.path"),
+        (["--config", "/nonexistent/run.toml"], "config file"),
+    ],
+)
 def test_config_errors_exit_2(args, fragment, tmp_path, capsys):
     assert main(["train", "simclr", f"--run.root={tmp_path}", *args]) == 2
     assert fragment in capsys.readouterr().err
@@ -174,7 +210,8 @@ def test_cifar_resnet_lars_from_toml(tmp_path, capsys):
         f'[data]\nname = "cifar10"\npath = "{tmp_path}"\n'
         '[model]\nencoder = "resnet18"\nwidth = 2\nproj_dim = 4\n'
         '[optim]\nname = "lars"\nlr = 0.3\n[train]\nepochs = 1\nbatch_size = 16\ngrad_clip = 1.0\n'
-        '[eval]\nknn_k = 3\nprobe_max_iter = 20\nmap = "pca"\n')
+        '[eval]\nknn_k = 3\nprobe_max_iter = 20\nmap = "pca"\n'
+    )
     assert main(["train", "simclr", "--config", str(tmp_path / "run.toml")]) == 0
     out = capsys.readouterr().out
     assert "ResNet" in out and "trained encoder (epoch 1)" in out
@@ -184,8 +221,16 @@ def test_cifar_resnet_lars_from_toml(tmp_path, capsys):
 def test_unlabelled_vectors(tmp_path, capsys):
     """The vector path: one .npy file without labels, MLP encoder, noise augmentation, no kNN."""
     np.save(tmp_path / "x.npy", np.random.default_rng(0).normal(size=(40, 6)).astype(np.float32))
-    args = [f"--run.root={tmp_path}", "--run.name=vec", "--run.progress=false", "--data.name=npy",
-            f"--data.path={tmp_path / 'x.npy'}", "--train.epochs=1", "--train.batch_size=8", "--model.mlp_hidden=8"]
+    args = [
+        f"--run.root={tmp_path}",
+        "--run.name=vec",
+        "--run.progress=false",
+        "--data.name=npy",
+        f"--data.path={tmp_path / 'x.npy'}",
+        "--train.epochs=1",
+        "--train.batch_size=8",
+        "--model.mlp_hidden=8",
+    ]
     assert main(["train", "simclr", *args]) == 0
     summary = json.loads((tmp_path / "vec" / "summary.json").read_text())
     assert "knn_accuracy" not in summary["trained"] and summary["trained"]["uniformity"] <= 0

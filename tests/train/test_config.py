@@ -1,16 +1,31 @@
 """Configuration: overrides, TOML files, type checks and the errors users see."""
+
 from __future__ import annotations
 
 import pytest
 
-from contrastive.train.config import (ConfigError, apply_overrides, config_keys, dump_toml, load_toml,
-                                      parse_override_args)
+from contrastive.train.config import (
+    ConfigError,
+    apply_overrides,
+    config_keys,
+    dump_toml,
+    load_toml,
+    parse_override_args,
+)
 from contrastive.train.recipes.simclr import SimCLRConfig
 
 
 def test_overrides_are_typed():
-    cfg = apply_overrides(SimCLRConfig(), {"optim.lr": "0.5", "train.epochs": "7", "train.amp": "false",
-                                           "optim.name": "lars", "loss.temperature": 1})
+    cfg = apply_overrides(
+        SimCLRConfig(),
+        {
+            "optim.lr": "0.5",
+            "train.epochs": "7",
+            "train.amp": "false",
+            "optim.name": "lars",
+            "loss.temperature": 1,
+        },
+    )
     assert cfg.optim.lr == 0.5 and cfg.train.epochs == 7 and cfg.train.amp is False
     assert cfg.optim.name == "lars" and isinstance(cfg.loss.temperature, float)
     assert SimCLRConfig().optim.lr != 0.5  # the default is untouched
@@ -24,17 +39,20 @@ def test_unknown_key_lists_valid_keys():
     assert all(k in msg for k in ("train.epochs", "loss.temperature", "data.path"))
 
 
-@pytest.mark.parametrize("key, value, fragment", [
-    ("train.epochs", "two", "expects an int"),
-    ("train.epochs", "1.5", "expects an int"),
-    ("optim.lr", "fast", "expects a float"),
-    ("train.amp", "maybe", "expects a bool"),
-    ("train.epochs", "0", "train.epochs must be >= 1"),
-    ("optim.name", "adam", "optim.name must be one of"),
-    ("loss.temperature", "-1", "loss.temperature must be > 0"),
-    ("augment.flip_p", "2", "probability"),
-    ("data.name", "imagenet", "data.name must be one of"),
-])
+@pytest.mark.parametrize(
+    "key, value, fragment",
+    [
+        ("train.epochs", "two", "expects an int"),
+        ("train.epochs", "1.5", "expects an int"),
+        ("optim.lr", "fast", "expects a float"),
+        ("train.amp", "maybe", "expects a bool"),
+        ("train.epochs", "0", "train.epochs must be >= 1"),
+        ("optim.name", "adam", "optim.name must be one of"),
+        ("loss.temperature", "-1", "loss.temperature must be > 0"),
+        ("augment.flip_p", "2", "probability"),
+        ("data.name", "imagenet", "data.name must be one of"),
+    ],
+)
 def test_bad_values(key, value, fragment):
     with pytest.raises(ConfigError, match=fragment):
         apply_overrides(SimCLRConfig(), {key: value})

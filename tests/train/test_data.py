@@ -1,5 +1,6 @@
 """Loaders on small files written here: IDX (raw and gz), CIFAR pickles, image folders, .npy,
 and the errors malformed or missing files raise."""
+
 from __future__ import annotations
 
 import gzip
@@ -27,14 +28,19 @@ def write_mnist(root, gz: bool, n_train=12, n_test=6, size=5):
     root.mkdir(parents=True, exist_ok=True)
     sfx = ".gz" if gz else ""
     for part, n in (("train", n_train), ("t10k", n_test)):
-        write_idx(root / f"{part}-images-idx3-ubyte{sfx}", rng.integers(0, 256, (n, size, size), dtype=np.uint8), gz)
+        write_idx(
+            root / f"{part}-images-idx3-ubyte{sfx}", rng.integers(0, 256, (n, size, size), dtype=np.uint8), gz
+        )
         write_idx(root / f"{part}-labels-idx1-ubyte{sfx}", (np.arange(n) % 10).astype(np.uint8), gz)
 
 
 @pytest.mark.parametrize("gz", [False, True])
 def test_read_idx_round_trip(tmp_path, gz):
-    for arr in (np.arange(24, dtype=np.uint8).reshape(2, 3, 4), np.array([[1, -2], [3, 4]], dtype=np.int32),
-                np.linspace(0, 1, 6, dtype=np.float32)):
+    for arr in (
+        np.arange(24, dtype=np.uint8).reshape(2, 3, 4),
+        np.array([[1, -2], [3, 4]], dtype=np.int32),
+        np.linspace(0, 1, 6, dtype=np.float32),
+    ):
         path = tmp_path / ("a.idx.gz" if gz else "a.idx")
         write_idx(path, arr, gz)
         out = D.read_idx(path)
@@ -87,14 +93,19 @@ def write_cifar(root, num_classes: int, n=4):
     root.mkdir(parents=True)
 
     def batch(k, key):
-        return {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
-                key: [int(v) for v in rng.integers(0, num_classes, n)], b"batch_label": f"b{k}".encode()}
+        return {
+            b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+            key: [int(v) for v in rng.integers(0, num_classes, n)],
+            b"batch_label": f"b{k}".encode(),
+        }
 
     if num_classes == 10:
         for k in range(1, 6):
             pickle.dump(batch(k, b"labels"), open(root / f"data_batch_{k}", "wb"), protocol=2)
         pickle.dump(batch(6, b"labels"), open(root / "test_batch", "wb"))
-        pickle.dump({b"label_names": [f"c{k}".encode() for k in range(10)]}, open(root / "batches.meta", "wb"))
+        pickle.dump(
+            {b"label_names": [f"c{k}".encode() for k in range(10)]}, open(root / "batches.meta", "wb")
+        )
     else:
         pickle.dump(batch(0, b"fine_labels"), open(root / "train", "wb"), protocol=5)
         pickle.dump(batch(1, b"fine_labels"), open(root / "test", "wb"))
@@ -124,7 +135,9 @@ def test_cifar_malformed_and_unsafe(tmp_path):
     pickle.dump({b"data": Evil(), b"labels": [0]}, open(root / "data_batch_2", "wb"))
     with pytest.raises(ValueError, match="refusing to load"):
         D.load_cifar(root, 10)
-    pickle.dump({b"data": np.zeros((2, 100), dtype=np.uint8), b"labels": [0, 1]}, open(root / "data_batch_2", "wb"))
+    pickle.dump(
+        {b"data": np.zeros((2, 100), dtype=np.uint8), b"labels": [0, 1]}, open(root / "data_batch_2", "wb")
+    )
     with pytest.raises(ValueError, match=r"\(N, 3072\)"):
         D.load_cifar(root, 10)
     (root / "data_batch_2").write_bytes(b"garbage")
@@ -186,7 +199,9 @@ def test_npy_directory_and_file(tmp_path):
     vec = tmp_path / "vec.npy"
     np.save(vec, rng.normal(size=(20, 5)).astype(np.float32))
     np.save(tmp_path / "lab.npy", np.arange(20) % 4)
-    ds = D.load_dataset(DataConfig(name="npy", path=str(vec), labels=str(tmp_path / "lab.npy"), test_fraction=0.2))
+    ds = D.load_dataset(
+        DataConfig(name="npy", path=str(vec), labels=str(tmp_path / "lab.npy"), test_fraction=0.2)
+    )
     assert ds.sample_shape == (5,) and len(ds.test) == 4 and ds.num_classes == 4
     unlabelled = D.load_npy(vec)
     assert bool((unlabelled.train.y == -1).all())

@@ -6,6 +6,7 @@ epoch 1 and resumed distributed ends with the same weights as an uninterrupted 2
 (every rank's random generators are in rank 0's checkpoint); a NaN on one rank stops every
 rank with the non-finite-loss error; an exception on one rank ends the job, no rank hangs.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,16 +29,35 @@ TIMEOUT = 90  # seconds per launch; a healthy one takes ~8 s on 2 shared cores
 
 def torchrun(tmp_path, *args, fault="none", timeout=TIMEOUT, **overrides):
     """Run ``contrastive train simclr`` on 2 gloo ranks; ``CompletedProcess`` with output."""
-    opts = {**TINY, "train.batch_size": 16, "run.device": "cpu", "run.root": str(tmp_path / "runs"), **overrides}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           str(ENTRY), fault, "train", "simclr", *args, *[f"--{k}={v}" for k, v in opts.items()]]
+    opts = {
+        **TINY,
+        "train.batch_size": 16,
+        "run.device": "cpu",
+        "run.root": str(tmp_path / "runs"),
+        **overrides,
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        str(ENTRY),
+        fault,
+        "train",
+        "simclr",
+        *args,
+        *[f"--{k}={v}" for k, v in opts.items()],
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     env.pop("WORLD_SIZE", None)
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=tmp_path)
 
 
 def _ok(proc):
-    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr[-4000:]}"
+    assert proc.returncode == 0, (
+        f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr[-4000:]}"
+    )
 
 
 def test_two_process_smoke_and_resume(tmp_path):
@@ -61,15 +81,25 @@ def test_two_process_smoke_and_resume(tmp_path):
 
     _ok(torchrun(tmp_path, "--resume", str(run), **common, **{"train.epochs": 2, "run.name": "one"}))
     _ok(torchrun(tmp_path, **common, **{"train.epochs": 2, "run.name": "two"}))
-    a, b = load_weights(run / "model.safetensors"), load_weights(tmp_path / "runs" / "two" / "model.safetensors")
+    a, b = (
+        load_weights(run / "model.safetensors"),
+        load_weights(tmp_path / "runs" / "two" / "model.safetensors"),
+    )
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [0, 1, 2]
+    assert [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [
+        0,
+        1,
+        2,
+    ]
 
 
-@pytest.mark.parametrize("fault, code, message", [
-    ("nan", 1, "the loss became nan at epoch 1, step 2"),
-    ("raise", None, "injected failure on rank 1"),
-])
+@pytest.mark.parametrize(
+    "fault, code, message",
+    [
+        ("nan", 1, "the loss became nan at epoch 1, step 2"),
+        ("raise", None, "injected failure on rank 1"),
+    ],
+)
 def test_a_failing_rank_stops_every_rank(tmp_path, fault, code, message):
     t0 = time.monotonic()
     proc = torchrun(tmp_path, fault=fault, timeout=60, **{"train.epochs": 2, "run.name": "f"})

@@ -1,4 +1,5 @@
 """Evaluation metrics against brute force and closed forms."""
+
 from __future__ import annotations
 
 import math
@@ -6,8 +7,15 @@ import math
 import pytest
 import torch
 
-from contrastive.train.evaluate import (alignment, embed, evaluate_features, knn_accuracy, linear_probe,
-                                        retrieval_metrics, uniformity)
+from contrastive.train.evaluate import (
+    alignment,
+    embed,
+    evaluate_features,
+    knn_accuracy,
+    linear_probe,
+    retrieval_metrics,
+    uniformity,
+)
 
 
 def _clusters(n=30, seed=0):
@@ -40,7 +48,7 @@ def test_retrieval_metrics_brute_force():
         order = sims[i].argsort(descending=True)
         rel = (yr[order] == yq[i]).float()
         r = int((yr == yq[i]).sum())
-        aps.append(sum(float(rel[:k + 1].mean()) * float(rel[k]) for k in range(r)) / r)
+        aps.append(sum(float(rel[: k + 1].mean()) * float(rel[k]) for k in range(r)) / r)
         p1.append(float(rel[0]))
     assert got["mean_average_precision_at_r"] == pytest.approx(sum(aps) / len(aps))
     assert got["precision_at_1"] == pytest.approx(sum(p1) / len(p1))

@@ -3,6 +3,7 @@ Python) through train, eval, embed and resume in both recipes; gradient caching
 (``train.chunk_size``) against the plain step in float64; SimCLR's supcon and decoupled losses;
 what siamese gained from the loop (the non-finite-weights check, DDP under torchrun with every
 rank stopping together)."""
+
 from __future__ import annotations
 
 import json
@@ -77,8 +78,15 @@ def _weights_equal(a: Path, b: Path) -> bool:
 
 def test_simclr_with_an_encoder_by_import_path(user_module, tmp_path, capsys):
     spec = f"python:{MODULE}:make"
-    common = {"model.encoder": spec, "model.embed_dim": 12, "eval.every": 0, "optim.schedule": "constant",
-              "optim.warmup_epochs": 0, "data.test_limit": 40, "eval.map": "none"}
+    common = {
+        "model.encoder": spec,
+        "model.embed_dim": 12,
+        "eval.every": 0,
+        "optim.schedule": "constant",
+        "optim.warmup_epochs": 0,
+        "data.test_limit": 40,
+        "eval.map": "none",
+    }
     assert main(["train", "simclr", *_args(tmp_path, TINY, **common, **{"run.name": "own"})]) == 0
     assert user_module.CALLS[0] == ((1, 8, 8), 12)  # called with the sample shape and the embedding size
     out = capsys.readouterr().out
@@ -98,7 +106,10 @@ def test_simclr_with_an_encoder_by_import_path(user_module, tmp_path, capsys):
 
     # resume: one epoch, then one more, equals two epochs straight
     assert main(["train", "simclr", "--resume", str(run), "--train.epochs=2"]) == 0
-    assert main(["train", "simclr", *_args(tmp_path, TINY, **common, **{"train.epochs": 2, "run.name": "two"})]) == 0
+    assert (
+        main(["train", "simclr", *_args(tmp_path, TINY, **common, **{"train.epochs": 2, "run.name": "two"})])
+        == 0
+    )
     assert _weights_equal(run, tmp_path / "runs" / "two")
 
 
@@ -109,7 +120,9 @@ def test_siamese_with_an_encoder_by_import_path(user_module, tmp_path):
     assert user_module.CALLS[0] == ((1, 8, 8), 3)
     run = tmp_path / "runs" / "own"
     state = load_checkpoint(run / "checkpoints" / "last.pt")["model"]
-    assert not any(k.startswith("head.") for k in state)  # the factory's module is the whole map, no extra head
+    assert not any(
+        k.startswith("head.") for k in state
+    )  # the factory's module is the whole map, no extra head
     assert main(["embed", str(run), "--data", "test", "--out", str(tmp_path / "e.npy")]) == 0
     assert np.load(tmp_path / "e.npy").shape == (120, 3)
     assert main(["eval", str(run)]) == 0
@@ -118,8 +131,14 @@ def test_siamese_with_an_encoder_by_import_path(user_module, tmp_path):
 def test_encoder_passed_from_python(user_module, tmp_path, capsys):
     from contrastive.train.recipes import simclr
 
-    overrides = {**TINY, "run.root": str(tmp_path / "runs"), "data.test_limit": 40, "eval.every": 0,
-                 "eval.map": "none", "model.embed_dim": 6}
+    overrides = {
+        **TINY,
+        "run.root": str(tmp_path / "runs"),
+        "data.test_limit": 40,
+        "eval.every": 0,
+        "eval.map": "none",
+        "model.embed_dim": 6,
+    }
     cfg = apply_overrides(simclr.SimCLRConfig(), {**overrides, "run.name": "factory"})
     summary = simclr.train(cfg, encoder=user_module.make)  # an importable factory: recorded by its path
     assert f'encoder = "python:{MODULE}:make"' in (Path(summary["run_dir"]) / "config.toml").read_text()
@@ -130,7 +149,9 @@ def test_encoder_passed_from_python(user_module, tmp_path, capsys):
     module = user_module.make((1, 8, 8), 6)
     cfg = apply_overrides(simclr.SimCLRConfig(), {**overrides, "run.name": "module"})
     run = simclr.train(cfg, encoder=module)["run_dir"]
-    assert f'encoder = "object:torch.nn.modules.container.Sequential"' in (Path(run) / "config.toml").read_text()
+    assert (
+        'encoder = "object:torch.nn.modules.container.Sequential"' in (Path(run) / "config.toml").read_text()
+    )
     with pytest.raises(ValueError, match="passed from Python as a module; pass it again"):
         simclr.evaluate_run(run)
     assert main(["eval", run]) == 2 and "pass it again" in capsys.readouterr().err
@@ -142,14 +163,17 @@ def test_encoder_passed_from_python(user_module, tmp_path, capsys):
     assert torch.equal(encoder.backbone[1].weight, trained["encoder.backbone.1.weight"])
 
 
-@pytest.mark.parametrize("spec, fragment", [
-    ("python:no_such_module_xyz:make", "cannot import 'no_such_module_xyz'"),
-    ("python:no_colon", "must look like python:package.module:factory"),
-    (f"python:{MODULE}:missing", "has no attribute 'missing'"),
-    (f"python:{MODULE}:wrong_size", "it must return one (N, 128) tensor"),
-    (f"python:{MODULE}:not_a_module", "the factory must return an nn.Module, got str"),
-    ("vgg", "must be one of ('auto', 'mlp', 'cnn', 'resnet18') or python:package.module:factory"),
-])
+@pytest.mark.parametrize(
+    "spec, fragment",
+    [
+        ("python:no_such_module_xyz:make", "cannot import 'no_such_module_xyz'"),
+        ("python:no_colon", "must look like python:package.module:factory"),
+        (f"python:{MODULE}:missing", "has no attribute 'missing'"),
+        (f"python:{MODULE}:wrong_size", "it must return one (N, 128) tensor"),
+        (f"python:{MODULE}:not_a_module", "the factory must return an nn.Module, got str"),
+        ("vgg", "must be one of ('auto', 'mlp', 'cnn', 'resnet18') or python:package.module:factory"),
+    ],
+)
 def test_encoder_errors_exit_2(user_module, spec, fragment, tmp_path, capsys):
     assert main(["train", "simclr", *_args(tmp_path, TINY, **{"model.encoder": spec})]) == 2
     err = capsys.readouterr().err
@@ -166,8 +190,16 @@ def test_chunked_simclr_step_equals_the_plain_step_in_float64(user_module, monke
     from contrastive.train.recipes.simclr import SimCLRConfig, SimCLRTask
     from contrastive.train.runtime import seed_everything
 
-    cfg = apply_overrides(SimCLRConfig(), {"data.train_limit": 40, "data.test_limit": 20, "run.device": "cpu",
-                                           "model.encoder": f"python:{MODULE}:plain", "model.embed_dim": 6})
+    cfg = apply_overrides(
+        SimCLRConfig(),
+        {
+            "data.train_limit": 40,
+            "data.test_limit": 20,
+            "run.device": "cpu",
+            "model.encoder": f"python:{MODULE}:plain",
+            "model.embed_dim": 6,
+        },
+    )
     task = SimCLRTask(cfg)
     task.prepare()
     seed_everything(0)
@@ -186,7 +218,9 @@ def test_chunked_simclr_step_equals_the_plain_step_in_float64(user_module, monke
     def one_step(chunk_size):
         seed_everything(1)
         model = task.build(torch.device("cpu"))
-        model.head = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 4))  # the default head has BatchNorm
+        model.head = nn.Sequential(
+            nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 4)
+        )  # the default head has BatchNorm
         model.double()
         init = {k: v.clone() for k, v in model.state_dict().items()}
         opt = torch.optim.SGD(model.parameters(), lr=0.5)
@@ -225,17 +259,25 @@ def test_chunk_size_supcon_and_decoupled_runs(tmp_path, monkeypatch, capsys):
     assert len(seen) == 5 and all(len(y) == 64 and torch.equal(y[:32], y[32:]) for y in seen)  # 2 views x 32
     assert len(torch.cat(seen).unique()) > 1  # class labels, not sample ids
 
-    assert main(["train", "simclr", *_args(tmp_path, base, **{"loss.decoupled": "true", "run.name": "d"})]) == 0
+    assert (
+        main(["train", "simclr", *_args(tmp_path, base, **{"loss.decoupled": "true", "run.name": "d"})]) == 0
+    )
     assert "loss info_nce (decoupled)" in capsys.readouterr().out
     summary = json.loads((tmp_path / "runs" / "d" / "summary.json").read_text())
     assert np.isfinite(summary["trained"]["knn_accuracy"])
 
 
-@pytest.mark.parametrize("more, fragment", [
-    ({"loss.name": "supcon", "loss.decoupled": "true"}, "loss.decoupled applies to loss.name=info_nce only"),
-    ({"loss.name": "triplet"}, "loss.name must be one of ('info_nce', 'supcon')"),
-    ({"train.chunk_size": -1}, "train.chunk_size must be >= 0"),
-])
+@pytest.mark.parametrize(
+    "more, fragment",
+    [
+        (
+            {"loss.name": "supcon", "loss.decoupled": "true"},
+            "loss.decoupled applies to loss.name=info_nce only",
+        ),
+        ({"loss.name": "triplet"}, "loss.name must be one of ('info_nce', 'supcon')"),
+        ({"train.chunk_size": -1}, "train.chunk_size must be >= 0"),
+    ],
+)
 def test_loss_and_chunk_errors(more, fragment, tmp_path, capsys):
     assert main(["train", "simclr", *_args(tmp_path, TINY, **more)]) == 2
     assert fragment in capsys.readouterr().err
@@ -243,8 +285,13 @@ def test_loss_and_chunk_errors(more, fragment, tmp_path, capsys):
 
 def test_supcon_needs_labels(tmp_path, capsys):
     np.save(tmp_path / "x.npy", np.random.default_rng(0).normal(size=(40, 6)).astype(np.float32))
-    args = [f"--run.root={tmp_path}", "--run.progress=false", "--data.name=npy", f"--data.path={tmp_path / 'x.npy'}",
-            "--loss.name=supcon"]
+    args = [
+        f"--run.root={tmp_path}",
+        "--run.progress=false",
+        "--data.name=npy",
+        f"--data.path={tmp_path / 'x.npy'}",
+        "--loss.name=supcon",
+    ]
     assert main(["train", "simclr", *args]) == 2
     assert "loss.name=supcon needs class labels" in capsys.readouterr().err
 
@@ -273,8 +320,11 @@ def test_siamese_non_finite_weights_are_not_checkpointed(tmp_path, monkeypatch, 
         return _NanGrad.apply(loss) if calls["n"] == 2 else loss  # epoch 2 of one step each
 
     monkeypatch.setattr(siamese, "contrastive_loss", poisoned)
-    args = _args(tmp_path, SIAMESE_TINY, **{"train.epochs": 3, "train.batch_size": 4096, "run.name": "w",
-                                             "eval.every": 0})
+    args = _args(
+        tmp_path,
+        SIAMESE_TINY,
+        **{"train.epochs": 3, "train.batch_size": 4096, "run.name": "w", "eval.every": 0},
+    )
     assert main(["train", "siamese", *args]) == 1
     assert "weights became NaN/Inf during epoch 2" in capsys.readouterr().err
     state = load_checkpoint(tmp_path / "runs" / "w" / "checkpoints" / "last.pt")
@@ -282,7 +332,7 @@ def test_siamese_non_finite_weights_are_not_checkpointed(tmp_path, monkeypatch, 
 
 
 # ----------------------------------------------------------------------------- siamese under torchrun
-ENTRY = '''
+ENTRY = """
 import os, sys
 import contrastive.train.recipes.siamese as siamese
 from contrastive.cli import main
@@ -299,14 +349,24 @@ def loss(*args, **kwargs):  # rank 1 alone gets a NaN loss at its second step
 if sys.argv[1] == "nan":
     siamese.contrastive_loss = loss
 sys.exit(main(sys.argv[2:]))
-'''
+"""
 
 
 def _torchrun_siamese(tmp_path, fault, **overrides):
     (tmp_path / "entry.py").write_text(ENTRY)
     opts = {**SIAMESE_TINY, "run.device": "cpu", "run.root": str(tmp_path / "runs"), **overrides}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           str(tmp_path / "entry.py"), fault, "train", "siamese", *[f"--{k}={v}" for k, v in opts.items()]]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        str(tmp_path / "entry.py"),
+        fault,
+        "train",
+        "siamese",
+        *[f"--{k}={v}" for k, v in opts.items()],
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     env.pop("WORLD_SIZE", None)
     return subprocess.run(cmd, capture_output=True, text=True, timeout=90, env=env, cwd=tmp_path)
@@ -320,9 +380,15 @@ def test_siamese_under_torchrun(tmp_path):
     state = load_checkpoint(run / "checkpoints" / "last.pt")
     assert len(state["rng_ranks"]) == 2 and (run / "summary.json").is_file()
 
-    proc = _torchrun_siamese(tmp_path, "nan", **{"run.name": "nan", "train.batch_size": 32, "train.epochs": 2})
+    proc = _torchrun_siamese(
+        tmp_path, "nan", **{"run.name": "nan", "train.batch_size": 32, "train.epochs": 2}
+    )
     assert proc.returncode != 0
-    assert proc.stderr.count("contrastive train: error: the loss became NaN/Inf on another process at epoch 1, "
-                             "step 2") == 1  # rank 0's own loss was finite; rank 1 stopped it
+    assert (
+        proc.stderr.count(
+            "contrastive train: error: the loss became NaN/Inf on another process at epoch 1, step 2"
+        )
+        == 1
+    )  # rank 0's own loss was finite; rank 1 stopped it
     assert "[rank0]: Traceback" not in proc.stderr and "[rank1]: Traceback" not in proc.stderr
     assert load_checkpoint(tmp_path / "runs" / "nan" / "checkpoints" / "last.pt")["epoch"] == 0

@@ -1,4 +1,5 @@
 """Encoders and the projection head: output shapes, normalisation, configuration errors."""
+
 from __future__ import annotations
 
 import pytest
@@ -8,9 +9,17 @@ from contrastive.train.config import ModelConfig
 from contrastive.train.models import Normalize, ProjectionHead, build_encoder, build_model, resnet18_cifar
 
 
-@pytest.mark.parametrize("encoder, shape, dim", [("mlp", (1, 8, 8), 32), ("mlp", (12,), 32), ("cnn", (1, 8, 8), 16),
-                                                 ("cnn", (3, 12, 12), 16), ("auto", (1, 8, 8), 16),
-                                                 ("resnet18", (3, 16, 16), 32)])
+@pytest.mark.parametrize(
+    "encoder, shape, dim",
+    [
+        ("mlp", (1, 8, 8), 32),
+        ("mlp", (12,), 32),
+        ("cnn", (1, 8, 8), 16),
+        ("cnn", (3, 12, 12), 16),
+        ("auto", (1, 8, 8), 16),
+        ("resnet18", (3, 16, 16), 32),
+    ],
+)
 def test_encoder_shapes(encoder, shape, dim):
     cfg = ModelConfig(encoder=encoder, width=4, mlp_hidden=32, proj_dim=5)
     c = shape[0] if len(shape) == 3 else shape[0]

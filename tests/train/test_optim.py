@@ -1,4 +1,5 @@
 """Optimisers and schedule: parameter groups, LARS, warm-up + cosine, state round trip."""
+
 from __future__ import annotations
 
 import pytest
@@ -24,8 +25,15 @@ def test_groups_exclude_bias_and_bn():
 def test_lars_trust_ratio_and_exclusion():
     w = nn.Parameter(torch.full((2, 2), 3.0))
     b = nn.Parameter(torch.ones(2))
-    opt = LARS([{"params": [w], "lars_exclude": False, "weight_decay": 0.1},
-                {"params": [b], "lars_exclude": True, "weight_decay": 0.0}], lr=0.5, momentum=0.9, eta=0.01)
+    opt = LARS(
+        [
+            {"params": [w], "lars_exclude": False, "weight_decay": 0.1},
+            {"params": [b], "lars_exclude": True, "weight_decay": 0.0},
+        ],
+        lr=0.5,
+        momentum=0.9,
+        eta=0.01,
+    )
     w.grad, b.grad = torch.full((2, 2), 2.0), torch.full((2,), 2.0)
     opt.step()
     g = 2.0 + 0.1 * 3.0  # gradient plus weight decay
@@ -38,7 +46,9 @@ def test_lars_trust_ratio_and_exclusion():
     assert torch.allclose(b, torch.full((2,), 0.0 - 0.5 * (0.9 * 2.0 + 2.0)))  # momentum
 
 
-@pytest.mark.parametrize("name, cls", [("sgd", torch.optim.SGD), ("lars", LARS), ("adamw", torch.optim.AdamW)])
+@pytest.mark.parametrize(
+    "name, cls", [("sgd", torch.optim.SGD), ("lars", LARS), ("adamw", torch.optim.AdamW)]
+)
 def test_build_optimizer(name, cls):
     opt = build_optimizer(OptimConfig(name=name, lr=0.1), _net())
     assert isinstance(opt, cls) and opt.param_groups[1]["weight_decay"] == 0.0

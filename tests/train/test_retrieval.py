@@ -1,6 +1,7 @@
 """``contrastive train retrieval``: tiny runs on a few standard-library modules and on a
 user's JSONL, a tiny random BERT from a temporary folder, hard-negative mining, the loss
 options, gradient caching, and ``eval`` / ``embed`` / ``search`` on a finished run."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -15,8 +16,10 @@ from contrastive.cli import main
 from contrastive.train.config import apply_overrides
 from contrastive.train.recipes.retrieval import RetrievalConfig, RetrievalTask, search
 
-WORDS = ("read write open close parse dump load save sort merge split join count find index stream buffer "
-         "socket file path json text line token cache queue").split()
+WORDS = (
+    "read write open close parse dump load save sort merge split join count find index stream buffer "
+    "socket file path json text line token cache queue"
+).split()
 
 
 def _pairs(n: int, seed: int = 0):
@@ -24,8 +27,13 @@ def _pairs(n: int, seed: int = 0):
     out = []
     for i in range(n):
         a, b, c = rng.sample(WORDS, 3)
-        out.append({"query": f"{a} the {b} of a {c}", "positive": f"def {a}_{b}_{i}({c}):\n    return {c}.{b}()",
-                    "negatives": [f"def {b}_{a}_{i}(x):\n    pass"] if i % 3 == 0 else []})
+        out.append(
+            {
+                "query": f"{a} the {b} of a {c}",
+                "positive": f"def {a}_{b}_{i}({c}):\n    return {c}.{b}()",
+                "negatives": [f"def {b}_{a}_{i}(x):\n    pass"] if i % 3 == 0 else [],
+            }
+        )
     return out
 
 
@@ -34,8 +42,17 @@ def _write_jsonl(path, rows):
     return path
 
 
-TINY = {"model.vocab_size": 300, "model.dim": 16, "model.query_length": 12, "model.doc_length": 24,
-        "train.epochs": 1, "train.batch_size": 16, "run.progress": False, "run.threads": 1, "eval.batch_size": 64}
+TINY = {
+    "model.vocab_size": 300,
+    "model.dim": 16,
+    "model.query_length": 12,
+    "model.doc_length": 24,
+    "train.epochs": 1,
+    "train.batch_size": 16,
+    "run.progress": False,
+    "run.threads": 1,
+    "eval.batch_size": 64,
+}
 
 
 def _args(tmp_path, **more):
@@ -58,7 +75,9 @@ def test_pycode_run_then_eval_embed_search(tmp_path, capsys):
     assert 0 <= summary["trained"]["mrr_at_10"] <= 1 and "fused_mrr_at_10" in summary["trained"]
     corpus = json.loads((run / "corpus.json").read_text())
     assert set(corpus["pairs"]) == {"train", "validation", "test"} and len(corpus["sha256"]) == 64
-    assert (run / "tokenizer.json").is_file() and (run / "mrr.png").is_file() and (run / "metrics.csv").is_file()
+    assert (
+        (run / "tokenizer.json").is_file() and (run / "mrr.png").is_file() and (run / "metrics.csv").is_file()
+    )
     out = capsys.readouterr().out
     assert "BM25 + trained encoder (RRF)" in out and "TF-IDF cosine" in out
     assert main(["eval", str(run)]) == 0
@@ -73,16 +92,21 @@ def test_pycode_run_then_eval_embed_search(tmp_path, capsys):
     assert len(hits) == 5 and [s for s, _ in hits] == sorted((s for s, _ in hits), reverse=True)
 
 
-@pytest.mark.parametrize("more", [
-    {"loss.name": "siglip", "loss.temperature": 0.1},
-    {"loss.symmetric": True, "loss.learn_temperature": True, "model.shared": False},
-    {"model.encoder": "transformer", "model.layers": 1, "model.heads": 2, "train.chunk_size": 6},
-    {"model.bigram_buckets": 64, "model.hidden": 32, "model.tokenizer": "bpe"},
-])
+@pytest.mark.parametrize(
+    "more",
+    [
+        {"loss.name": "siglip", "loss.temperature": 0.1},
+        {"loss.symmetric": True, "loss.learn_temperature": True, "model.shared": False},
+        {"model.encoder": "transformer", "model.layers": 1, "model.heads": 2, "train.chunk_size": 6},
+        {"model.bigram_buckets": 64, "model.hidden": 32, "model.tokenizer": "bpe"},
+    ],
+)
 def test_jsonl_runs_with_each_option(tmp_path, jsonl, more):
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text('{"text": "def unrelated():\\n    return 0"}\n')
-    args = _args(tmp_path, **{"data.name": "jsonl", "data.path": jsonl, "data.corpus": corpus, "run.name": "j", **more})
+    args = _args(
+        tmp_path, **{"data.name": "jsonl", "data.path": jsonl, "data.corpus": corpus, "run.name": "j", **more}
+    )
     assert main(["train", "retrieval", *args]) == 0
     summary = json.loads((tmp_path / "runs" / "j" / "summary.json").read_text())
     assert np.isfinite(summary["trained"]["mrr_at_10"])
@@ -99,8 +123,10 @@ def test_bad_jsonl_is_one_line_with_the_line_number(tmp_path, capsys):
 
 
 def _task(tmp_path, jsonl, **more):
-    cfg = apply_overrides(RetrievalConfig(), {**TINY, "run.root": str(tmp_path / "runs"), "data.name": "jsonl",
-                                              "data.path": str(jsonl), **more})
+    cfg = apply_overrides(
+        RetrievalConfig(),
+        {**TINY, "run.root": str(tmp_path / "runs"), "data.name": "jsonl", "data.path": str(jsonl), **more},
+    )
     task = RetrievalTask(cfg)
     task.prepare()
     return task
@@ -137,24 +163,67 @@ def test_chunked_step_equals_the_plain_step(tmp_path, jsonl):
 def test_hf_encoder_on_a_tiny_random_bert(tmp_path, jsonl):
     transformers = pytest.importorskip("transformers")
     folder = tmp_path / "bert"
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "def", "return", "the", "of", "a", "pass", "x", "(", ")",
-             ":", ".", "_"] + WORDS + [str(i) for i in range(10)]
+    vocab = (
+        [
+            "[PAD]",
+            "[UNK]",
+            "[CLS]",
+            "[SEP]",
+            "[MASK]",
+            "def",
+            "return",
+            "the",
+            "of",
+            "a",
+            "pass",
+            "x",
+            "(",
+            ")",
+            ":",
+            ".",
+            "_",
+        ]
+        + WORDS
+        + [str(i) for i in range(10)]
+    )
     folder.mkdir()
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
     transformers.BertTokenizerFast(vocab_file=str(folder / "vocab.txt")).save_pretrained(folder)
     torch.manual_seed(0)
-    config = transformers.BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                                     intermediate_size=32, max_position_embeddings=64)
+    config = transformers.BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=64,
+    )
     transformers.BertModel(config).save_pretrained(folder)
     for pooling in ("mean", "cls"):
-        args = _args(tmp_path, **{"data.name": "jsonl", "data.path": jsonl, "model.encoder": "hf",
-                                  "model.path": folder, "model.pooling": pooling, "run.name": pooling})
+        args = _args(
+            tmp_path,
+            **{
+                "data.name": "jsonl",
+                "data.path": jsonl,
+                "model.encoder": "hf",
+                "model.path": folder,
+                "model.pooling": pooling,
+                "run.name": pooling,
+            },
+        )
         assert main(["train", "retrieval", *args]) == 0
         run = tmp_path / "runs" / pooling
         assert json.loads((run / "summary.json").read_text())["trained"]["mrr_at_10"] >= 0
     assert len(search(tmp_path / "runs" / "cls", "read the file", k=2)) == 2
-    bad = _args(tmp_path, **{"data.name": "jsonl", "data.path": jsonl, "model.encoder": "hf",
-                             "model.path": tmp_path / "nothing"})
+    bad = _args(
+        tmp_path,
+        **{
+            "data.name": "jsonl",
+            "data.path": jsonl,
+            "model.encoder": "hf",
+            "model.path": tmp_path / "nothing",
+        },
+    )
     assert main(["train", "retrieval", *bad]) == 3  # a missing model folder: exit 3 (README exit-code table)
 
 
@@ -169,8 +238,15 @@ def test_config_errors():
 
 
 def test_own_encoder_by_import_path(tmp_path, jsonl):
-    args = _args(tmp_path, **{"data.name": "jsonl", "data.path": jsonl, "run.name": "own",
-                              "model.encoder": "python:contrastive.train.text.encoders:BagEncoder"})
+    args = _args(
+        tmp_path,
+        **{
+            "data.name": "jsonl",
+            "data.path": jsonl,
+            "run.name": "own",
+            "model.encoder": "python:contrastive.train.text.encoders:BagEncoder",
+        },
+    )
     assert main(["train", "retrieval", *args]) == 0
     assert json.loads((tmp_path / "runs" / "own" / "summary.json").read_text())["trained"]["mrr_at_10"] >= 0
     assert len(search(tmp_path / "runs" / "own", "read the file", k=3)) == 3
@@ -178,8 +254,12 @@ def test_own_encoder_by_import_path(tmp_path, jsonl):
 
 def test_resume_is_exact(tmp_path, jsonl):
     base = {"data.name": "jsonl", "data.path": jsonl, "pairs.hard_negatives": 2, "optim.schedule": "constant"}
-    assert main(["train", "retrieval", *_args(tmp_path, **base, **{"run.name": "full", "train.epochs": 2})]) == 0
-    assert main(["train", "retrieval", *_args(tmp_path, **base, **{"run.name": "half", "train.epochs": 1})]) == 0
+    assert (
+        main(["train", "retrieval", *_args(tmp_path, **base, **{"run.name": "full", "train.epochs": 2})]) == 0
+    )
+    assert (
+        main(["train", "retrieval", *_args(tmp_path, **base, **{"run.name": "half", "train.epochs": 1})]) == 0
+    )
     half = tmp_path / "runs" / "half"
     assert main(["train", "retrieval", "--resume", str(half), "--train.epochs=2"]) == 0
     full = json.loads((tmp_path / "runs" / "full" / "summary.json").read_text())["trained"]
@@ -193,5 +273,7 @@ def test_eval_uses_the_runs_own_tokenizer(tmp_path, jsonl):
     for f in (tmp_path / "runs" / ".cache").glob("tokenizer-*.json"):
         f.unlink()  # eval must not retrain (a new vocabulary would not fit the trained weights)
     assert main(["eval", str(run)]) == 0
-    assert json.loads((run / "eval.json").read_text())["rows"]["trained encoder (last.pt, epoch 1)"]["mrr_at_10"] == \
-        json.loads((run / "summary.json").read_text())["trained"]["mrr_at_10"]
+    assert (
+        json.loads((run / "eval.json").read_text())["rows"]["trained encoder (last.pt, epoch 1)"]["mrr_at_10"]
+        == json.loads((run / "summary.json").read_text())["trained"]["mrr_at_10"]
+    )

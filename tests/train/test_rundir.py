@@ -1,6 +1,7 @@
 """Run folders that never break (issue 14): resume checked before anything is written, settings
 that change on resume, the last good checkpoint, the lock, leftovers of killed writes, and one
 line with a distinct exit code for every user or environment error."""
+
 from __future__ import annotations
 
 import json
@@ -35,8 +36,16 @@ def _args(root, **more):
 def finished(tmp_path_factory):
     """A finished one-epoch SimCLR run (width 4), copied by each test that changes it."""
     root = tmp_path_factory.mktemp("finished")
-    assert main(["train", "simclr", *_args(root, **{"run.name": "base", "optim.schedule": "constant",
-                                                    "optim.warmup_epochs": 0})]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "simclr",
+                *_args(root, **{"run.name": "base", "optim.schedule": "constant", "optim.warmup_epochs": 0}),
+            ]
+        )
+        == 0
+    )
     return root / "base"
 
 
@@ -58,7 +67,7 @@ def test_resume_with_another_architecture_is_refused_and_changes_nothing(run, ca
     err = capsys.readouterr().err
     assert "cannot change on --resume: model.width (4 -> 64)" in err and "new run" in err
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
-    assert main(["eval", str(run)]) == 0                      # the run still works
+    assert main(["eval", str(run)]) == 0  # the run still works
     assert main(["train", "simclr", "--resume", str(run), "--train.epochs=2"]) == 0
 
 
@@ -141,8 +150,13 @@ def test_all_finite_state_names_the_tensor():
 def _spawn_training(root, name, epochs=200):
     env = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
     args = _args(root, **{"run.name": name, "train.epochs": epochs, "eval.every": 0})
-    return subprocess.Popen([sys.executable, "-m", "contrastive", "train", "simclr", *args], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "contrastive", "train", "simclr", *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _wait_for(path, proc, timeout=120):
@@ -163,11 +177,11 @@ def test_second_process_is_refused_and_a_killed_holders_lock_is_taken_over(tmp_p
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    assert (run / ".lock").exists()                            # a SIGKILL leaves its lock behind
+    assert (run / ".lock").exists()  # a SIGKILL leaves its lock behind
     epoch = load_checkpoint(run / "checkpoints" / "last.pt")["epoch"]
     assert main(["train", "simclr", "--resume", str(run), f"--train.epochs={epoch + 1}"]) == 0
     epochs = [r["epoch"] for r in _records(run) if "loss" in r or r["epoch"] == 0]
-    assert epochs == list(range(epoch + 2))                    # no duplicated epochs
+    assert epochs == list(range(epoch + 2))  # no duplicated epochs
     assert not (run / ".lock").exists()
 
 
@@ -180,7 +194,7 @@ def test_lock_refuses_a_live_pid_and_takes_over_a_dead_one(tmp_path):
     finally:
         sleeper.kill()
         sleeper.wait()
-    lock = R.acquire_lock(tmp_path)                            # its process is gone: stale
+    lock = R.acquire_lock(tmp_path)  # its process is gone: stale
     assert lock.read_text().split()[0] == str(os.getpid())
     R.release_lock(lock)
     assert not lock.exists()
@@ -190,20 +204,27 @@ def test_lock_refuses_a_live_pid_and_takes_over_a_dead_one(tmp_path):
 def test_leftover_tmp_files_are_removed_at_the_next_start(run):
     leftovers = [run / "checkpoints" / ".last.pt.x1y2.tmp", run / ".metrics.csv.abc.tmp"]
     for f in leftovers:
-        f.write_bytes(b"half a checkpoint")                    # what a kill during a write leaves
+        f.write_bytes(b"half a checkpoint")  # what a kill during a write leaves
     assert main(["train", "simclr", "--resume", str(run), "--train.epochs=2"]) == 0
     assert not any(f.exists() for f in leftovers)
 
 
 def test_a_failed_start_leaves_no_run_folder(tmp_path, capsys):
-    code = main(["train", "simclr", *_args(tmp_path, **{"run.name": "bad", "data.name": "folder",
-                                                        "data.path": str(tmp_path / "nowhere")})])
+    code = main(
+        [
+            "train",
+            "simclr",
+            *_args(
+                tmp_path, **{"run.name": "bad", "data.name": "folder", "data.path": str(tmp_path / "nowhere")}
+            ),
+        ]
+    )
     assert code == 3 and "nowhere" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
 
 
 def test_a_run_killed_before_its_first_checkpoint_says_to_start_again(run, capsys):
-    shutil.rmtree(run / "checkpoints")                         # as a kill before the first save leaves it
+    shutil.rmtree(run / "checkpoints")  # as a kill before the first save leaves it
     assert main(["train", "simclr", "--resume", str(run)]) == 3
     err = capsys.readouterr().err
     assert "stopped before its first one" in err and "--run.overwrite=true" in err
@@ -232,15 +253,15 @@ def _no_traceback(capsys):
 
 def test_damaged_checkpoints_and_run_files(run, capsys):
     last = run / "checkpoints" / "last.pt"
-    save_checkpoint(last, {"epoch": 1})                        # no model entry
+    save_checkpoint(last, {"epoch": 1})  # no model entry
     assert main(["eval", str(run)]) == 3
     assert "holds no model weights" in _no_traceback(capsys)
-    last.write_bytes(b"\x00garbage")                           # corrupt
+    last.write_bytes(b"\x00garbage")  # corrupt
     assert main(["eval", str(run)]) == 3
     assert "not a readable checkpoint" in _no_traceback(capsys)
     shutil.copy(run / "checkpoints" / "best.pt", last)
     (run / "config.toml").write_text((run / "config.toml").read_text().replace("width = 4", "width = 8"))
-    assert main(["eval", str(run)]) == 3                       # a checkpoint of another architecture
+    assert main(["eval", str(run)]) == 3  # a checkpoint of another architecture
     assert "does not fit this model" in _no_traceback(capsys)
     assert main(["embed", str(run), "--data", "test", "--out", str(run / "e.npy")]) == 3
     _no_traceback(capsys)
@@ -283,8 +304,12 @@ def _mount_tmpfs(where: Path, size: str) -> bool:
     where.mkdir(parents=True, exist_ok=True)
     if shutil.which("mount") is None or os.geteuid() != 0:
         return False
-    ok = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
-                        capture_output=True).returncode == 0
+    ok = (
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True
+        ).returncode
+        == 0
+    )
     return ok
 
 
@@ -300,7 +325,7 @@ def test_disk_full_is_one_line(tmp_path, capsys):
         code = main(["train", "simclr", *_args(disk, **{"run.name": "full"})])
         err = _no_traceback(capsys)
         assert code == 5 and "no space left" in err
-        assert not (disk / "full").exists()                    # the failed start was cleaned up
+        assert not (disk / "full").exists()  # the failed start was cleaned up
     finally:
         _umount(disk)
 

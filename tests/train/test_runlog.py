@@ -1,4 +1,5 @@
 """Run directories and the metrics log."""
+
 from __future__ import annotations
 
 import csv

@@ -1,6 +1,7 @@
 """The siamese (DrLIM) recipe end to end through the command line: a one-epoch run with its
 plots and checkpoints, eval and embed, resume equality, both pair sources, a class subset,
 a non-finite loss and configuration errors."""
+
 from __future__ import annotations
 
 import json
@@ -15,9 +16,20 @@ from contrastive.train.checkpoint import load_checkpoint, load_weights
 from contrastive.train.config import ConfigError, apply_overrides
 from contrastive.train.recipes.siamese import SiameseConfig
 
-TINY = {"data.train_limit": 200, "data.test_limit": 120, "model.mlp_hidden": 16, "train.epochs": 1,
-        "train.batch_size": 64, "pairs.k": 3, "pairs.neg_per_sample": 3, "pairs.pairs_per_sample": 4,
-        "eval.every": 1, "eval.pairs_per_sample": 4, "run.progress": False, "run.threads": 1}
+TINY = {
+    "data.train_limit": 200,
+    "data.test_limit": 120,
+    "model.mlp_hidden": 16,
+    "train.epochs": 1,
+    "train.batch_size": 64,
+    "pairs.k": 3,
+    "pairs.neg_per_sample": 3,
+    "pairs.pairs_per_sample": 4,
+    "eval.every": 1,
+    "eval.pairs_per_sample": 4,
+    "run.progress": False,
+    "run.threads": 1,
+}
 
 
 def _args(tmp_path, **more):
@@ -36,8 +48,18 @@ def test_one_epoch_smoke_eval_and_embed(tmp_path, capsys):
     run = tmp_path / "runs" / "smoke"
     assert "raw pixels" in out and "random network" in out and "trained embedding (epoch 1)" in out
     assert "ROC-AUC %" in out and "EER %" in out
-    for name in ("config.toml", "run.json", "metrics.jsonl", "metrics.csv", "summary.json", "model.safetensors",
-                 "loss.png", "map_all.png", "checkpoints/last.pt", "checkpoints/best.pt"):
+    for name in (
+        "config.toml",
+        "run.json",
+        "metrics.jsonl",
+        "metrics.csv",
+        "summary.json",
+        "model.safetensors",
+        "loss.png",
+        "map_all.png",
+        "checkpoints/last.pt",
+        "checkpoints/best.pt",
+    ):
         assert (run / name).is_file(), name
     last = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
     for key in ("loss", "lr", "pairs_per_s", "roc_auc", "eer", "accuracy", "threshold"):
@@ -49,7 +71,9 @@ def test_one_epoch_smoke_eval_and_embed(tmp_path, capsys):
     assert main(["eval", str(run)]) == 0
     assert "trained embedding (last.pt, epoch 1)" in capsys.readouterr().out
     rows = json.loads((run / "eval.json").read_text())["rows"]
-    assert rows["trained embedding (last.pt, epoch 1)"]["roc_auc"] == pytest.approx(summary["trained"]["roc_auc"])
+    assert rows["trained embedding (last.pt, epoch 1)"]["roc_auc"] == pytest.approx(
+        summary["trained"]["roc_auc"]
+    )
     assert main(["embed", str(run), "--data", "test", "--out", str(tmp_path / "e.npy")]) == 0
     emb = np.load(tmp_path / "e.npy")
     assert emb.shape == (120, 2) and np.isfinite(emb).all()
@@ -77,11 +101,14 @@ def test_resume_equals_uninterrupted(tmp_path, monkeypatch):
     assert main(["train", "simclr", "--resume", str(resumed)]) == 2  # another recipe's run
 
 
-@pytest.mark.parametrize("more", [
-    {"pairs.source": "labels"},
-    {"pairs.source": "neighbours", "pairs.soft": "true"},
-    {"data.classes": "4,9", "model.encoder": "cnn", "model.width": 4, "model.embed_dim": 3},
-])
+@pytest.mark.parametrize(
+    "more",
+    [
+        {"pairs.source": "labels"},
+        {"pairs.source": "neighbours", "pairs.soft": "true"},
+        {"data.classes": "4,9", "model.encoder": "cnn", "model.width": 4, "model.embed_dim": 3},
+    ],
+)
 def test_pair_sources_and_subsets(tmp_path, capsys, more):
     assert main(["train", "siamese", *_args(tmp_path, **more, **{"run.name": "r"})]) == 0
     out = capsys.readouterr().out
@@ -105,8 +132,15 @@ def test_non_finite_loss_stops_and_keeps_checkpoint(tmp_path, monkeypatch, capsy
         return loss * float("nan") if calls["n"] == 3 else loss
 
     monkeypatch.setattr(siamese, "contrastive_loss", flaky)
-    code = main(["train", "siamese", *_args(tmp_path, **{"train.epochs": 3, "train.batch_size": 512,
-                                                         "run.name": "nan", "eval.every": 0})])
+    code = main(
+        [
+            "train",
+            "siamese",
+            *_args(
+                tmp_path, **{"train.epochs": 3, "train.batch_size": 512, "run.name": "nan", "eval.every": 0}
+            ),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 1 and "the loss became nan at epoch 2, step 1" in err and "last good checkpoint" in err
     # the first loss of epoch 2 is epoch 1's weights' own loss, so no learning rate could resume
@@ -115,15 +149,18 @@ def test_non_finite_loss_stops_and_keeps_checkpoint(tmp_path, monkeypatch, capsy
     assert "(epoch 0), was kept" in err
 
 
-@pytest.mark.parametrize("args, fragment", [
-    (["--pairs.source=random"], "pairs.source must be one of ('neighbours', 'labels')"),
-    (["--loss.margin=0"], "loss.margin must be > 0"),
-    (["--loss.temperature=0.1"], "unknown config key 'loss.temperature'"),
-    (["--model.embed_dim=0"], "model.embed_dim must be >= 1"),
-    (["--data.classes=four"], "data.classes must be comma-separated integer labels"),
-    (["--data.classes=4,11"], "label(s) [11] not in the data"),
-    (["--data.classes=4"], "at least two classes"),
-])
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--pairs.source=random"], "pairs.source must be one of ('neighbours', 'labels')"),
+        (["--loss.margin=0"], "loss.margin must be > 0"),
+        (["--loss.temperature=0.1"], "unknown config key 'loss.temperature'"),
+        (["--model.embed_dim=0"], "model.embed_dim must be >= 1"),
+        (["--data.classes=four"], "data.classes must be comma-separated integer labels"),
+        (["--data.classes=4,11"], "label(s) [11] not in the data"),
+        (["--data.classes=4"], "at least two classes"),
+    ],
+)
 def test_config_errors_exit_2(args, fragment, tmp_path, capsys):
     assert main(["train", "siamese", f"--run.root={tmp_path}", "--run.progress=false", *args]) == 2
     assert fragment in capsys.readouterr().err

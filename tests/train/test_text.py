@@ -1,5 +1,6 @@
 """The retrieval recipe's text pieces: corpus extraction and splits, JSONL errors, BM25 and
 TF-IDF against brute-force formulas, ranking metrics and fusion, tokeniser and encoders."""
+
 from __future__ import annotations
 
 import json
@@ -43,8 +44,10 @@ def undocumented(x):
 
 def test_extract_pairs_strips_docstring_keeps_decorators_and_names_methods():
     pairs = C.extract_pairs(SOURCE, "m")
-    assert [(q, n) for q, _, n, _ in pairs] == [("Read a file and return its text.", "load"),
-                                                ("The number of items in the store.", "Store.size")]
+    assert [(q, n) for q, _, n, _ in pairs] == [
+        ("Read a file and return its text.", "load"),
+        ("The number of items in the store.", "Store.size"),
+    ]
     doc = pairs[0][1]
     assert doc.startswith("def load(path") and "Read a file" not in doc and "return fh.read()" in doc
     assert pairs[1][1].splitlines()[0] == "@property"
@@ -70,17 +73,22 @@ def test_build_pycode_tiny_corpus_dedupes_and_never_shares_a_module(tmp_path):
     meta = json.loads((tmp_path / next(p.name for p in tmp_path.iterdir()) / "meta.json").read_text())
     assert meta["pairs"] == {s: len(getattr(data, s)) for s in C.SPLITS}
     assert meta["packages"]["json"] and len(meta["sha256"]) == 64
-    again = C.load_pycode(tmp_path, ["json", "csv", "email", "logging"], workers=1, progress=False)  # the cache
+    again = C.load_pycode(
+        tmp_path, ["json", "csv", "email", "logging"], workers=1, progress=False
+    )  # the cache
     assert again.test == data.test and again.meta["sha256"] == data.meta["sha256"]
 
 
-@pytest.mark.parametrize("line, what", [
-    ('{"query": "q"', "not valid JSON"),
-    ('["q", "p"]', "a JSON list, not an object"),
-    ('{"positive": "p"}', '"query" is missing'),
-    ('{"query": "q", "positive": ""}', '"positive" must be a non-empty string'),
-    ('{"query": "q", "positive": "p", "negatives": "n"}', '"negatives" must be a list of strings'),
-])
+@pytest.mark.parametrize(
+    "line, what",
+    [
+        ('{"query": "q"', "not valid JSON"),
+        ('["q", "p"]', "a JSON list, not an object"),
+        ('{"positive": "p"}', '"query" is missing'),
+        ('{"query": "q", "positive": ""}', '"positive" must be a non-empty string'),
+        ('{"query": "q", "positive": "p", "negatives": "n"}', '"negatives" must be a list of strings'),
+    ],
+)
 def test_read_jsonl_names_the_line_and_the_problem(tmp_path, line, what):
     f = tmp_path / "d.jsonl"
     f.write_text('{"query": "a", "positive": "b", "negatives": ["c"]}\n\n' + line + "\n")
@@ -90,7 +98,9 @@ def test_read_jsonl_names_the_line_and_the_problem(tmp_path, line, what):
 
 def test_read_jsonl_and_corpus_ok(tmp_path):
     f = tmp_path / "d.jsonl"
-    f.write_text('{"query": "a", "positive": "b", "negatives": ["c", "d"]}\n{"query": "e", "positive": "f"}\n')
+    f.write_text(
+        '{"query": "a", "positive": "b", "negatives": ["c", "d"]}\n{"query": "e", "positive": "f"}\n'
+    )
     pairs = C.read_jsonl(f)
     assert pairs[0].negatives == ("c", "d") and pairs[1].negatives == ()
     g = tmp_path / "c.jsonl"
@@ -123,8 +133,12 @@ def _bm25_brute(docs, query, k1, b):
 
 
 def test_bm25_and_tfidf_match_brute_force():
-    docs = ["def read_file(path): return open(path).read()", "def add(a, b): return a + b",
-            "class FileReader: read read read", "def write(path, text): open(path, 'w').write(text)"]
+    docs = [
+        "def read_file(path): return open(path).read()",
+        "def add(a, b): return a + b",
+        "class FileReader: read read read",
+        "def write(path, text): open(path, 'w').write(text)",
+    ]
     queries = ["read a file path", "add two numbers", "write text"]
     for k1, b in [(1.2, 0.75), (3.0, 1.0)]:
         got = BM25(docs, k1, b).scores(queries)
@@ -150,7 +164,11 @@ def test_ranks_metrics_and_fusion():
 
 
 def test_tokenizer_roundtrip(tmp_path):
-    texts = ["def read_file(path): return open(path).read()", "Read a file.", "def add(a, b): return a + b"] * 5
+    texts = [
+        "def read_file(path): return open(path).read()",
+        "Read a file.",
+        "def add(a, b): return a + b",
+    ] * 5
     for kind in ("wordpiece", "bpe"):
         tok = TextTokenizer.train(texts, vocab_size=80, kind=kind, min_frequency=1)
         ids = tok.encode(["read file path", "add"], max_length=4)

@@ -13,6 +13,7 @@ backend switch is a swap (see :mod:`contrastive.kernels.dispatch` for the rule).
 CUDA tensors run compiled kernels; CPU tensors run under the Triton interpreter, only when
 ``TRITON_INTERPRET=1`` is set (exact, slow, for tests).
 """
+
 from __future__ import annotations
 
 import importlib.util

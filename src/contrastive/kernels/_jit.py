@@ -24,6 +24,7 @@ that meet the diagonal.
 Nothing here allocates an ``N x N`` array: a program holds one tile of ``S`` at a time,
 plus a ``BLOCK_M x BLOCK_DV`` float32 gradient accumulator in pass 2.
 """
+
 try:
     import triton
     import triton.language as tl
@@ -81,8 +82,8 @@ def _dot(a, b, acc, UPCAST: tl.constexpr, PREC: tl.constexpr):
 @triton.jit
 def _load_rows(ptr, rows, rmask, k0, D: tl.constexpr, BLOCK_K: tl.constexpr):
     """Rows ``rows`` and columns ``[k0, k0 + BLOCK_K)`` of a contiguous (N, D) matrix, zero-padded."""
-    offs = k0 + tl.arange(0, BLOCK_K)                                   # (BLOCK_K,)
-    ptrs = ptr + rows.to(tl.int64)[:, None] * D + offs[None, :]         # (R, BLOCK_K)
+    offs = k0 + tl.arange(0, BLOCK_K)  # (BLOCK_K,)
+    ptrs = ptr + rows.to(tl.int64)[:, None] * D + offs[None, :]  # (R, BLOCK_K)
     if D % BLOCK_K == 0:
         return tl.load(ptrs, mask=rmask[:, None], other=0.0)
     else:
@@ -90,13 +91,25 @@ def _load_rows(ptr, rows, rmask, k0, D: tl.constexpr, BLOCK_K: tl.constexpr):
 
 
 @triton.jit
-def _scores_multi_k(x_ptr, y_ptr, rows, rmask, cols, cmask, D: tl.constexpr, BLOCK_M: tl.constexpr,
-                    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, UPCAST: tl.constexpr, PREC: tl.constexpr):
+def _scores_multi_k(
+    x_ptr,
+    y_ptr,
+    rows,
+    rmask,
+    cols,
+    cmask,
+    D: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    UPCAST: tl.constexpr,
+    PREC: tl.constexpr,
+):
     """x_I . y_J for all pairs of a tile, reducing over D in chunks of BLOCK_K.  (BLOCK_M, BLOCK_N) fp32."""
     s = tl.full((BLOCK_M, BLOCK_N), 0.0, dtype=tl.float32)
     for k0 in tl.range(0, D, BLOCK_K):
-        x = _load_rows(x_ptr, rows, rmask, k0, D, BLOCK_K)              # (BLOCK, BLOCK_K)
-        y = _load_rows(y_ptr, cols, cmask, k0, D, BLOCK_K)              # (BLOCK, BLOCK_K)
+        x = _load_rows(x_ptr, rows, rmask, k0, D, BLOCK_K)  # (BLOCK, BLOCK_K)
+        y = _load_rows(y_ptr, cols, cmask, k0, D, BLOCK_K)  # (BLOCK, BLOCK_K)
         s = _dot(x, tl.trans(y), s, UPCAST, PREC)
     return s
 
@@ -105,10 +118,23 @@ def _scores_multi_k(x_ptr, y_ptr, rows, rmask, cols, cmask, D: tl.constexpr, BLO
 # Pass 1, fixed shift, with atomics: r_row[i] += sum_j E_ij, r_col[j] += sum_i E_ij.
 # --------------------------------------------------------------------------------------
 @triton.jit
-def p1_sums_kernel(x_ptr, y_ptr, rrow_ptr, rcol_ptr, N, k1, c2, N_BUCKET,
-                   D: tl.constexpr, SYM: tl.constexpr, EXCLUDE: tl.constexpr,
-                   UPCAST: tl.constexpr, PREC: tl.constexpr,
-                   BLOCK: tl.constexpr, BLOCK_K: tl.constexpr):
+def p1_sums_kernel(
+    x_ptr,
+    y_ptr,
+    rrow_ptr,
+    rcol_ptr,
+    N,
+    k1,
+    c2,
+    N_BUCKET,
+    D: tl.constexpr,
+    SYM: tl.constexpr,
+    EXCLUDE: tl.constexpr,
+    UPCAST: tl.constexpr,
+    PREC: tl.constexpr,
+    BLOCK: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
     """Row and column sums of E = exp(S - c) (fixed shift c >= max |S|), accumulated atomically.
 
     ``SYM`` (single tower, ``Y = X``, ``rcol_ptr = rrow_ptr``): S is symmetric, so only the
@@ -126,18 +152,22 @@ def p1_sums_kernel(x_ptr, y_ptr, rrow_ptr, rcol_ptr, N, k1, c2, N_BUCKET,
     nb = (N + BLOCK - 1) // BLOCK
     SINGLE_K: tl.constexpr = BLOCK_K >= D
     offs = tl.arange(0, BLOCK)
-    rows = pid * BLOCK + offs                                           # (BLOCK,)
+    rows = pid * BLOCK + offs  # (BLOCK,)
     rmask = rows < N
     if SINGLE_K:
-        x_tile = _load_rows(x_ptr, rows, rmask, 0, D, BLOCK_K)          # (BLOCK, BLOCK_K), kept
-    racc = tl.full((BLOCK,), 0.0, dtype=tl.float32)                     # partial r_I
+        x_tile = _load_rows(x_ptr, rows, rmask, 0, D, BLOCK_K)  # (BLOCK, BLOCK_K), kept
+    racc = tl.full((BLOCK,), 0.0, dtype=tl.float32)  # partial r_I
     if SYM:
         if k == 0:
             # diagonal tile: E = exp2(s2 - c2), columns past N and (if EXCLUDE) i == j masked
             if SINGLE_K:
-                s = _dot(x_tile, tl.trans(x_tile), tl.full((BLOCK, BLOCK), 0.0, dtype=tl.float32), UPCAST, PREC)
+                s = _dot(
+                    x_tile, tl.trans(x_tile), tl.full((BLOCK, BLOCK), 0.0, dtype=tl.float32), UPCAST, PREC
+                )
             else:
-                s = _scores_multi_k(x_ptr, x_ptr, rows, rmask, rows, rmask, D, BLOCK, BLOCK, BLOCK_K, UPCAST, PREC)
+                s = _scores_multi_k(
+                    x_ptr, x_ptr, rows, rmask, rows, rmask, D, BLOCK, BLOCK, BLOCK_K, UPCAST, PREC
+                )
             t = s * k1 + tl.where(rmask, -c2, float("-inf"))[None, :]
             if EXCLUDE:
                 t = tl.where(offs[:, None] == offs[None, :], float("-inf"), t)
@@ -145,7 +175,7 @@ def p1_sums_kernel(x_ptr, y_ptr, rrow_ptr, rcol_ptr, N, k1, c2, N_BUCKET,
         jstart = pid + 1 + k
     else:
         jstart = k
-        rbias = tl.where(rmask, 0.0, float("-inf"))                     # rows past N add nothing to r_col
+        rbias = tl.where(rmask, 0.0, float("-inf"))  # rows past N add nothing to r_col
     for jb in tl.range(jstart, nb, split):
         cols = jb * BLOCK + offs
         cmask = cols < N
@@ -153,11 +183,13 @@ def p1_sums_kernel(x_ptr, y_ptr, rrow_ptr, rcol_ptr, N, k1, c2, N_BUCKET,
             y = _load_rows(y_ptr, cols, cmask, 0, D, BLOCK_K)
             s = _dot(x_tile, tl.trans(y), tl.full((BLOCK, BLOCK), 0.0, dtype=tl.float32), UPCAST, PREC)
         else:
-            s = _scores_multi_k(x_ptr, y_ptr, rows, rmask, cols, cmask, D, BLOCK, BLOCK, BLOCK_K, UPCAST, PREC)
-        t = s * k1 + tl.where(cmask, -c2, float("-inf"))[None, :]       # s2 - c2, columns past N -> -inf
+            s = _scores_multi_k(
+                x_ptr, y_ptr, rows, rmask, cols, cmask, D, BLOCK, BLOCK, BLOCK_K, UPCAST, PREC
+            )
+        t = s * k1 + tl.where(cmask, -c2, float("-inf"))[None, :]  # s2 - c2, columns past N -> -inf
         if not SYM:
             t += rbias[:, None]
-        e = tl.exp2(t)                                                  # E_IJ = exp(S_IJ - c)
+        e = tl.exp2(t)  # E_IJ = exp(S_IJ - c)
         racc += _rsum(e, axis=1)
         tl.atomic_add(rcol_ptr + cols, _rsum(e, axis=0), mask=cmask, sem="relaxed")
     tl.atomic_add(rrow_ptr + rows, racc, mask=rmask, sem="relaxed")
@@ -175,21 +207,41 @@ def _diag_blocks(pid, nbn, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
 
 
 @triton.jit
-def _p1_row_tile(m, l, x_tile, x_ptr, y_ptr, rows, rmask, jb, N, k1, c2,
-                 D: tl.constexpr, FIXED: tl.constexpr, DIAG: tl.constexpr, UPCAST: tl.constexpr,
-                 PREC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-    cols = jb * BLOCK_N + tl.arange(0, BLOCK_N)                         # (BLOCK_N,)
+def _p1_row_tile(
+    m,
+    l,
+    x_tile,
+    x_ptr,
+    y_ptr,
+    rows,
+    rmask,
+    jb,
+    N,
+    k1,
+    c2,
+    D: tl.constexpr,
+    FIXED: tl.constexpr,
+    DIAG: tl.constexpr,
+    UPCAST: tl.constexpr,
+    PREC: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
+    cols = jb * BLOCK_N + tl.arange(0, BLOCK_N)  # (BLOCK_N,)
     cmask = cols < N
     if BLOCK_K >= D:
-        y = _load_rows(y_ptr, cols, cmask, 0, D, BLOCK_K)               # (BLOCK_N, BLOCK_K)
+        y = _load_rows(y_ptr, cols, cmask, 0, D, BLOCK_K)  # (BLOCK_N, BLOCK_K)
         s = _dot(x_tile, tl.trans(y), tl.full((BLOCK_M, BLOCK_N), 0.0, dtype=tl.float32), UPCAST, PREC)
     else:
-        s = _scores_multi_k(x_ptr, y_ptr, rows, rmask, cols, cmask, D, BLOCK_M, BLOCK_N, BLOCK_K, UPCAST, PREC)
-    t = s * k1 + tl.where(cmask, 0.0, float("-inf"))[None, :]          # s2, columns past N -> -inf
+        s = _scores_multi_k(
+            x_ptr, y_ptr, rows, rmask, cols, cmask, D, BLOCK_M, BLOCK_N, BLOCK_K, UPCAST, PREC
+        )
+    t = s * k1 + tl.where(cmask, 0.0, float("-inf"))[None, :]  # s2, columns past N -> -inf
     if DIAG:
         t = tl.where(rows[:, None] == cols[None, :], float("-inf"), t)  # self excluded
     if FIXED:
-        l += _rsum(tl.exp2(t - c2), axis=1)                            # r_i += sum_j exp(S_ij - c)
+        l += _rsum(tl.exp2(t - c2), axis=1)  # r_i += sum_j exp(S_ij - c)
     else:
         # online max; m_safe keeps exp2 finite while a row has seen only masked entries
         m_new = tl.maximum(m, _rmax(t, axis=1))
@@ -200,10 +252,23 @@ def _p1_row_tile(m, l, x_tile, x_ptr, y_ptr, rows, rmask, jb, N, k1, c2,
 
 
 @triton.jit
-def p1_rows_kernel(x_ptr, y_ptr, lse_ptr, N, k1, c2, N_BUCKET,
-                   D: tl.constexpr, FIXED: tl.constexpr, EXCLUDE: tl.constexpr,
-                   UPCAST: tl.constexpr, PREC: tl.constexpr,
-                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+def p1_rows_kernel(
+    x_ptr,
+    y_ptr,
+    lse_ptr,
+    N,
+    k1,
+    c2,
+    N_BUCKET,
+    D: tl.constexpr,
+    FIXED: tl.constexpr,
+    EXCLUDE: tl.constexpr,
+    UPCAST: tl.constexpr,
+    PREC: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
     """Partial log-sum-exp of the rows of S over a contiguous range of column blocks.
 
     Grid ``(cdiv(N, BLOCK_M), SPLIT)``; program (I, k) covers column blocks
@@ -219,46 +284,134 @@ def p1_rows_kernel(x_ptr, y_ptr, lse_ptr, N, k1, c2, N_BUCKET,
     nbn = (N + BLOCK_N - 1) // BLOCK_N
     jlo = (k * nbn) // split
     jhi = ((k + 1) * nbn) // split
-    rows = pid * BLOCK_M + tl.arange(0, BLOCK_M)                        # (BLOCK_M,)
+    rows = pid * BLOCK_M + tl.arange(0, BLOCK_M)  # (BLOCK_M,)
     rmask = rows < N
     if BLOCK_K >= D:
-        x_tile = _load_rows(x_ptr, rows, rmask, 0, D, BLOCK_K)          # (BLOCK_M, BLOCK_K), kept
+        x_tile = _load_rows(x_ptr, rows, rmask, 0, D, BLOCK_K)  # (BLOCK_M, BLOCK_K), kept
     else:
         x_tile = 0
-    m = tl.full((BLOCK_M,), float("-inf"), dtype=tl.float32)           # running max (base 2)
-    l = tl.full((BLOCK_M,), 0.0, dtype=tl.float32)                          # running sum
+    m = tl.full((BLOCK_M,), float("-inf"), dtype=tl.float32)  # running max (base 2)
+    l = tl.full((BLOCK_M,), 0.0, dtype=tl.float32)  # running sum
     if EXCLUDE:
         dlo, dhi = _diag_blocks(pid, nbn, BLOCK_M, BLOCK_N)
         for jb in tl.range(jlo, tl.minimum(jhi, dlo)):
-            m, l = _p1_row_tile(m, l, x_tile, x_ptr, y_ptr, rows, rmask, jb, N, k1, c2,
-                                D, FIXED, False, UPCAST, PREC, BLOCK_M, BLOCK_N, BLOCK_K)
+            m, l = _p1_row_tile(
+                m,
+                l,
+                x_tile,
+                x_ptr,
+                y_ptr,
+                rows,
+                rmask,
+                jb,
+                N,
+                k1,
+                c2,
+                D,
+                FIXED,
+                False,
+                UPCAST,
+                PREC,
+                BLOCK_M,
+                BLOCK_N,
+                BLOCK_K,
+            )
         for jb in tl.range(tl.maximum(jlo, dlo), tl.minimum(jhi, dhi)):
-            m, l = _p1_row_tile(m, l, x_tile, x_ptr, y_ptr, rows, rmask, jb, N, k1, c2,
-                                D, FIXED, True, UPCAST, PREC, BLOCK_M, BLOCK_N, BLOCK_K)
+            m, l = _p1_row_tile(
+                m,
+                l,
+                x_tile,
+                x_ptr,
+                y_ptr,
+                rows,
+                rmask,
+                jb,
+                N,
+                k1,
+                c2,
+                D,
+                FIXED,
+                True,
+                UPCAST,
+                PREC,
+                BLOCK_M,
+                BLOCK_N,
+                BLOCK_K,
+            )
         for jb in tl.range(tl.maximum(jlo, dhi), jhi):
-            m, l = _p1_row_tile(m, l, x_tile, x_ptr, y_ptr, rows, rmask, jb, N, k1, c2,
-                                D, FIXED, False, UPCAST, PREC, BLOCK_M, BLOCK_N, BLOCK_K)
+            m, l = _p1_row_tile(
+                m,
+                l,
+                x_tile,
+                x_ptr,
+                y_ptr,
+                rows,
+                rmask,
+                jb,
+                N,
+                k1,
+                c2,
+                D,
+                FIXED,
+                False,
+                UPCAST,
+                PREC,
+                BLOCK_M,
+                BLOCK_N,
+                BLOCK_K,
+            )
     else:
         for jb in tl.range(jlo, jhi):
-            m, l = _p1_row_tile(m, l, x_tile, x_ptr, y_ptr, rows, rmask, jb, N, k1, c2,
-                                D, FIXED, False, UPCAST, PREC, BLOCK_M, BLOCK_N, BLOCK_K)
+            m, l = _p1_row_tile(
+                m,
+                l,
+                x_tile,
+                x_ptr,
+                y_ptr,
+                rows,
+                rmask,
+                jb,
+                N,
+                k1,
+                c2,
+                D,
+                FIXED,
+                False,
+                UPCAST,
+                PREC,
+                BLOCK_M,
+                BLOCK_N,
+                BLOCK_K,
+            )
     if FIXED:
         lse2 = c2 + tl.log2(l)
     else:
         lse2 = m + tl.log2(l)
-    tl.store(lse_ptr + k * N + rows, lse2 * 0.6931471805599453, mask=rmask)   # ln 2: back to natural log
+    tl.store(lse_ptr + k * N + rows, lse2 * 0.6931471805599453, mask=rmask)  # ln 2: back to natural log
 
 
 # --------------------------------------------------------------------------------------
 # Positives and per-row losses.
 # --------------------------------------------------------------------------------------
 @triton.jit
-def finalize_kernel(x_ptr, y_ptr, lse_row_ptr, lse_col_ptr, pos_ptr, loss_ptr, N, inv_temp, QSHIFT,
-                    D: tl.constexpr, BLOCK: tl.constexpr, BLOCK_K: tl.constexpr):
+def finalize_kernel(
+    x_ptr,
+    y_ptr,
+    lse_row_ptr,
+    lse_col_ptr,
+    pos_ptr,
+    loss_ptr,
+    N,
+    inv_temp,
+    QSHIFT,
+    D: tl.constexpr,
+    BLOCK: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
     """pos_i = x_i . y_q(i), q(i) = (i + QSHIFT) mod N; loss_i = (lse_row_i + lse_col_i)/2 - inv_temp pos_i."""
     rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     rmask = rows < N
-    q = (rows + QSHIFT) % N                                             # positive of row i
+    q = (rows + QSHIFT) % N  # positive of row i
     pos = tl.full((BLOCK,), 0.0, dtype=tl.float32)
     for k0 in tl.range(0, D, BLOCK_K):
         x = _load_rows(x_ptr, rows, rmask, k0, D, BLOCK_K).to(tl.float32)
@@ -274,19 +427,44 @@ def finalize_kernel(x_ptr, y_ptr, lse_row_ptr, lse_col_ptr, pos_ptr, loss_ptr, N
 # Pass 2: acc_I = sum_J H_IJ Y_J, one program per (row block, D chunk, column split).
 # --------------------------------------------------------------------------------------
 @triton.jit
-def _p2_tile(acc, x_tile, alpha_i, lx_i, x_ptr, y_ptr, beta_ptr, ly_ptr, rows, rmask, jb, dv0, N, k1, c2,
-             D: tl.constexpr, FIXED: tl.constexpr, DIAG: tl.constexpr, REUSE_Y: tl.constexpr,
-             UPCAST: tl.constexpr, PREC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-             BLOCK_K: tl.constexpr, BLOCK_DV: tl.constexpr):
-    cols = jb * BLOCK_N + tl.arange(0, BLOCK_N)                         # (BLOCK_N,)
+def _p2_tile(
+    acc,
+    x_tile,
+    alpha_i,
+    lx_i,
+    x_ptr,
+    y_ptr,
+    beta_ptr,
+    ly_ptr,
+    rows,
+    rmask,
+    jb,
+    dv0,
+    N,
+    k1,
+    c2,
+    D: tl.constexpr,
+    FIXED: tl.constexpr,
+    DIAG: tl.constexpr,
+    REUSE_Y: tl.constexpr,
+    UPCAST: tl.constexpr,
+    PREC: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    BLOCK_DV: tl.constexpr,
+):
+    cols = jb * BLOCK_N + tl.arange(0, BLOCK_N)  # (BLOCK_N,)
     cmask = cols < N
     if BLOCK_K >= D:
-        y = _load_rows(y_ptr, cols, cmask, 0, D, BLOCK_K)               # (BLOCK_N, BLOCK_K)
+        y = _load_rows(y_ptr, cols, cmask, 0, D, BLOCK_K)  # (BLOCK_N, BLOCK_K)
         s = _dot(x_tile, tl.trans(y), tl.full((BLOCK_M, BLOCK_N), 0.0, dtype=tl.float32), UPCAST, PREC)
     else:
-        s = _scores_multi_k(x_ptr, y_ptr, rows, rmask, cols, cmask, D, BLOCK_M, BLOCK_N, BLOCK_K, UPCAST, PREC)
-    t = s * k1                                                          # S_IJ in base 2
-    beta_j = tl.load(beta_ptr + cols, mask=cmask, other=0.0)           # (BLOCK_N,)
+        s = _scores_multi_k(
+            x_ptr, y_ptr, rows, rmask, cols, cmask, D, BLOCK_M, BLOCK_N, BLOCK_K, UPCAST, PREC
+        )
+    t = s * k1  # S_IJ in base 2
+    beta_j = tl.load(beta_ptr + cols, mask=cmask, other=0.0)  # (BLOCK_N,)
     if FIXED:
         # H_IJ = E_IJ (alpha_I + beta_J), E = exp(S - c): one exponential per entry
         h = tl.exp2(t - c2) * (alpha_i[:, None] + beta_j[None, :])
@@ -295,21 +473,42 @@ def _p2_tile(acc, x_tile, alpha_i, lx_i, x_ptr, y_ptr, beta_ptr, ly_ptr, rows, r
         ly_j = tl.load(ly_ptr + cols, mask=cmask, other=float("inf"))
         h = alpha_i[:, None] * tl.exp2(t - lx_i[:, None]) + beta_j[None, :] * tl.exp2(t - ly_j[None, :])
     if DIAG:
-        h = tl.where(rows[:, None] == cols[None, :], 0.0, h)           # P_ii = 0 when self is excluded
+        h = tl.where(rows[:, None] == cols[None, :], 0.0, h)  # P_ii = 0 when self is excluded
     # columns past N: their y rows are zero-padded, so whatever h holds there adds nothing
     if REUSE_Y:
         yv = y
     else:
-        yv = _load_rows(y_ptr, cols, cmask, dv0, D, BLOCK_DV)           # (BLOCK_N, BLOCK_DV)
-    return _dot(h.to(yv.dtype), yv, acc, UPCAST, PREC)                  # acc_I += H_IJ Y_J
+        yv = _load_rows(y_ptr, cols, cmask, dv0, D, BLOCK_DV)  # (BLOCK_N, BLOCK_DV)
+    return _dot(h.to(yv.dtype), yv, acc, UPCAST, PREC)  # acc_I += H_IJ Y_J
 
 
 @triton.jit
-def p2_rows_kernel(x_ptr, y_ptr, alpha_ptr, beta_ptr, lx_ptr, ly_ptr, gamma_ptr, grad_ptr, dinv_ptr,
-                   N, k1, c2, out_scale, QSHIFT, N_BUCKET,
-                   D: tl.constexpr, FIXED: tl.constexpr, EXCLUDE: tl.constexpr,
-                   UPCAST: tl.constexpr, PREC: tl.constexpr,
-                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_DV: tl.constexpr):
+def p2_rows_kernel(
+    x_ptr,
+    y_ptr,
+    alpha_ptr,
+    beta_ptr,
+    lx_ptr,
+    ly_ptr,
+    gamma_ptr,
+    grad_ptr,
+    dinv_ptr,
+    N,
+    k1,
+    c2,
+    out_scale,
+    QSHIFT,
+    N_BUCKET,
+    D: tl.constexpr,
+    FIXED: tl.constexpr,
+    EXCLUDE: tl.constexpr,
+    UPCAST: tl.constexpr,
+    PREC: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    BLOCK_DV: tl.constexpr,
+):
     """Gradient rows: grad_I = out_scale * (sum_J H_IJ Y_J - gamma_I y_q(I)), no atomics.
 
     Grid ``(cdiv(N, BLOCK_M), cdiv(D, BLOCK_DV), SPLIT)``. Program (I, v, k) covers column
@@ -331,33 +530,133 @@ def p2_rows_kernel(x_ptr, y_ptr, alpha_ptr, beta_ptr, lx_ptr, ly_ptr, gamma_ptr,
     jhi = ((k + 1) * nbn) // split
     REUSE_Y: tl.constexpr = (BLOCK_K >= D) & (BLOCK_DV == BLOCK_K)
     dv0 = pid_dv * BLOCK_DV
-    rows = pid * BLOCK_M + tl.arange(0, BLOCK_M)                        # (BLOCK_M,)
+    rows = pid * BLOCK_M + tl.arange(0, BLOCK_M)  # (BLOCK_M,)
     rmask = rows < N
     if BLOCK_K >= D:
-        x_tile = _load_rows(x_ptr, rows, rmask, 0, D, BLOCK_K)          # (BLOCK_M, BLOCK_K), kept
+        x_tile = _load_rows(x_ptr, rows, rmask, 0, D, BLOCK_K)  # (BLOCK_M, BLOCK_K), kept
     else:
         x_tile = 0
     alpha_i = tl.load(alpha_ptr + rows, mask=rmask, other=0.0)
     if FIXED:
-        lx_i = alpha_i                                                  # unused
+        lx_i = alpha_i  # unused
     else:
         lx_i = tl.load(lx_ptr + rows, mask=rmask, other=float("inf"))
-    acc = tl.full((BLOCK_M, BLOCK_DV), 0.0, dtype=tl.float32)               # sum_J H_IJ Y_J[:, chunk]
+    acc = tl.full((BLOCK_M, BLOCK_DV), 0.0, dtype=tl.float32)  # sum_J H_IJ Y_J[:, chunk]
     if EXCLUDE:
         dlo, dhi = _diag_blocks(pid, nbn, BLOCK_M, BLOCK_N)
         for jb in tl.range(jlo, tl.minimum(jhi, dlo)):
-            acc = _p2_tile(acc, x_tile, alpha_i, lx_i, x_ptr, y_ptr, beta_ptr, ly_ptr, rows, rmask, jb, dv0, N, k1, c2,
-                           D, FIXED, False, REUSE_Y, UPCAST, PREC, BLOCK_M, BLOCK_N, BLOCK_K, BLOCK_DV)
+            acc = _p2_tile(
+                acc,
+                x_tile,
+                alpha_i,
+                lx_i,
+                x_ptr,
+                y_ptr,
+                beta_ptr,
+                ly_ptr,
+                rows,
+                rmask,
+                jb,
+                dv0,
+                N,
+                k1,
+                c2,
+                D,
+                FIXED,
+                False,
+                REUSE_Y,
+                UPCAST,
+                PREC,
+                BLOCK_M,
+                BLOCK_N,
+                BLOCK_K,
+                BLOCK_DV,
+            )
         for jb in tl.range(tl.maximum(jlo, dlo), tl.minimum(jhi, dhi)):
-            acc = _p2_tile(acc, x_tile, alpha_i, lx_i, x_ptr, y_ptr, beta_ptr, ly_ptr, rows, rmask, jb, dv0, N, k1, c2,
-                           D, FIXED, True, REUSE_Y, UPCAST, PREC, BLOCK_M, BLOCK_N, BLOCK_K, BLOCK_DV)
+            acc = _p2_tile(
+                acc,
+                x_tile,
+                alpha_i,
+                lx_i,
+                x_ptr,
+                y_ptr,
+                beta_ptr,
+                ly_ptr,
+                rows,
+                rmask,
+                jb,
+                dv0,
+                N,
+                k1,
+                c2,
+                D,
+                FIXED,
+                True,
+                REUSE_Y,
+                UPCAST,
+                PREC,
+                BLOCK_M,
+                BLOCK_N,
+                BLOCK_K,
+                BLOCK_DV,
+            )
         for jb in tl.range(tl.maximum(jlo, dhi), jhi):
-            acc = _p2_tile(acc, x_tile, alpha_i, lx_i, x_ptr, y_ptr, beta_ptr, ly_ptr, rows, rmask, jb, dv0, N, k1, c2,
-                           D, FIXED, False, REUSE_Y, UPCAST, PREC, BLOCK_M, BLOCK_N, BLOCK_K, BLOCK_DV)
+            acc = _p2_tile(
+                acc,
+                x_tile,
+                alpha_i,
+                lx_i,
+                x_ptr,
+                y_ptr,
+                beta_ptr,
+                ly_ptr,
+                rows,
+                rmask,
+                jb,
+                dv0,
+                N,
+                k1,
+                c2,
+                D,
+                FIXED,
+                False,
+                REUSE_Y,
+                UPCAST,
+                PREC,
+                BLOCK_M,
+                BLOCK_N,
+                BLOCK_K,
+                BLOCK_DV,
+            )
     else:
         for jb in tl.range(jlo, jhi):
-            acc = _p2_tile(acc, x_tile, alpha_i, lx_i, x_ptr, y_ptr, beta_ptr, ly_ptr, rows, rmask, jb, dv0, N, k1, c2,
-                           D, FIXED, False, REUSE_Y, UPCAST, PREC, BLOCK_M, BLOCK_N, BLOCK_K, BLOCK_DV)
+            acc = _p2_tile(
+                acc,
+                x_tile,
+                alpha_i,
+                lx_i,
+                x_ptr,
+                y_ptr,
+                beta_ptr,
+                ly_ptr,
+                rows,
+                rmask,
+                jb,
+                dv0,
+                N,
+                k1,
+                c2,
+                D,
+                FIXED,
+                False,
+                REUSE_Y,
+                UPCAST,
+                PREC,
+                BLOCK_M,
+                BLOCK_N,
+                BLOCK_K,
+                BLOCK_DV,
+            )
     # dinv partial: sum_ij H_ij x_i . y_j = sum_i x_i . acc_i (before the one-hot term)
     xv = _load_rows(x_ptr, rows, rmask, dv0, D, BLOCK_DV).to(tl.float32)
     tl.store(dinv_ptr + (k * nbm + pid) * n_dv + pid_dv, _rsum(_rsum(xv * acc, axis=1), axis=0))
@@ -365,7 +664,7 @@ def p2_rows_kernel(x_ptr, y_ptr, alpha_ptr, beta_ptr, lx_ptr, ly_ptr, gamma_ptr,
         q = (rows + QSHIFT) % N
         gamma_i = tl.load(gamma_ptr + rows, mask=rmask, other=0.0)
         yq = _load_rows(y_ptr, q, rmask, dv0, D, BLOCK_DV).to(tl.float32)
-        acc -= gamma_i[:, None] * yq                                    # one-hot part of G
+        acc -= gamma_i[:, None] * yq  # one-hot part of G
     offs_dv = dv0 + tl.arange(0, BLOCK_DV)
     gptrs = grad_ptr + k.to(tl.int64) * N * D + rows.to(tl.int64)[:, None] * D + offs_dv[None, :]
     tl.store(gptrs, acc * out_scale, mask=rmask[:, None] & (offs_dv[None, :] < D))

@@ -6,6 +6,7 @@ tile size or through ``triton.autotune`` over H100-minded candidates that compil
 without spilling (``benchmarks/triton_compile_report.py`` checks them). Column splits give
 small batches enough programs to fill the GPU. Triton is imported only inside functions.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -13,9 +14,9 @@ import math
 import os
 import sys
 from pathlib import Path
-from typing import Optional
 
 import torch
+
 
 # ----------------------------------------------------------------------------- loading
 def interpret_enabled() -> bool:
@@ -118,8 +119,8 @@ def _configs(name: str, D: int, interpret: bool, esize: int = 2, prec: str = "tf
         if name == "p2_rows_kernel":
             kw["BLOCK_DV"] = bk if bk >= D else min(dp, 32)
         return [C(kw, num_warps=4, num_stages=1)]
-    if prec == "tf32x3":                                                # float32 kept accurate
-        bk = dp if dp <= 128 else 32                                    # more K chunks spill
+    if prec == "tf32x3":  # float32 kept accurate
+        bk = dp if dp <= 128 else 32  # more K chunks spill
         if name == "p1_sums_kernel":
             return [C(dict(BLOCK=64, BLOCK_K=bk), num_warps=4, num_stages=2)]
         if name == "p1_rows_kernel":
@@ -131,8 +132,8 @@ def _configs(name: str, D: int, interpret: bool, esize: int = 2, prec: str = "tf
 
     def add(meta, warps, stages, bm, bn, bk, acc=0, ytile=0):
         """acc: fp32 accumulator columns; ytile: extra pipelined Y columns (pass 2 without reuse)."""
-        regs = (bm * bn + bm * acc) / (32 * warps)                      # fp32 values per thread
-        smem = (stages * bn * (bk + ytile) + bm * bk) * esize           # pipelined Y tiles + the X tile
+        regs = (bm * bn + bm * acc) / (32 * warps)  # fp32 values per thread
+        smem = (stages * bn * (bk + ytile) + bm * bk) * esize  # pipelined Y tiles + the X tile
         if regs <= 128 and smem <= smem_max:
             out.append(C(meta, num_warps=warps, num_stages=stages))
 
@@ -156,14 +157,22 @@ def _configs(name: str, D: int, interpret: bool, esize: int = 2, prec: str = "tf
             kd = [(128, 128), (128, 256)]
         for bm, bn, warps in ((64, 32, 4), (64, 64, 4), (64, 32, 8), (64, 64, 8), (128, 64, 8)):
             for bk, bdv in kd:
-                reuse = bk >= D and bdv == bk                           # Y tile serves both dots
+                reuse = bk >= D and bdv == bk  # Y tile serves both dots
                 for stages in (2, 3):
-                    add(dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, BLOCK_DV=bdv), warps, stages, bm, bn, bk,
-                        acc=bdv, ytile=0 if reuse else bdv)
+                    add(
+                        dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, BLOCK_DV=bdv),
+                        warps,
+                        stages,
+                        bm,
+                        bn,
+                        bk,
+                        acc=bdv,
+                        ytile=0 if reuse else bdv,
+                    )
     return out
 
 
-def _manual_config(name: str, D: int, block: Optional[int], tile):
+def _manual_config(name: str, D: int, block: int | None, tile):
     """Launch options for an explicit ``block_size`` (square tiles) or a test-only
     ``tile=(BLOCK_M, BLOCK_N, BLOCK_K, BLOCK_DV)``; ``p1_sums_kernel`` uses BLOCK = BLOCK_M."""
     dp = _pow2(D)
@@ -204,10 +213,17 @@ class _Launcher:
         if tuned is None:
             import triton
 
-            reset = {"p1_sums_kernel": ["rrow_ptr", "rcol_ptr"], "p2_rows_kernel": ["dinv_ptr"]}.get(self.name)
+            reset = {"p1_sums_kernel": ["rrow_ptr", "rcol_ptr"], "p2_rows_kernel": ["dinv_ptr"]}.get(
+                self.name
+            )
             configs = _configs(self.name, self.D, self.interpret, self.esize, self.prec)
-            tuned = triton.autotune(configs=configs, key=["N_BUCKET"], reset_to_zero=reset, do_bench=_tuning_bench,
-                                    cache_results=True)(self.fn)
+            tuned = triton.autotune(
+                configs=configs,
+                key=["N_BUCKET"],
+                reset_to_zero=reset,
+                do_bench=_tuning_bench,
+                cache_results=True,
+            )(self.fn)
             _TUNED[key] = tuned
         return tuned[grid](*args, **kwargs)
 
@@ -220,14 +236,14 @@ def _tuning_bench(fn, quantiles=None):
     """
     import triton.testing
 
-    fn()                                                                # compile and warm up
+    fn()  # compile and warm up
     torch.cuda.synchronize()
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     start.record()
     fn()
     end.record()
     torch.cuda.synchronize()
-    first = start.elapsed_time(end)                                     # ms
+    first = start.elapsed_time(end)  # ms
     if first < 20.0:
         return triton.testing.do_bench(fn, warmup=10, rep=50, quantiles=quantiles)
     times = [first]
@@ -247,7 +263,7 @@ def _num_sms(device: torch.device) -> int:
     return 1
 
 
-def _split_rows(N: int, device: torch.device, split: Optional[int]) -> int:
+def _split_rows(N: int, device: torch.device, split: int | None) -> int:
     """Column splits for the row-block kernels: enough programs to fill the GPU at small N.
 
     With 128-row blocks, N = 16384 gives 128 programs for 132 SMs; splitting the column

@@ -11,6 +11,7 @@
 
 Deciding imports nothing: Triton itself loads only when a kernel runs.
 """
+
 from __future__ import annotations
 
 import os

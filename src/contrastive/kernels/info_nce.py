@@ -39,10 +39,10 @@ exponential per entry (``E_IJ (a_I + a_J)`` with the fixed shift). The two-tower
 takes every tile once with row sums in registers and column sums by atomics, pass 2 runs
 the row kernel on ``(A, B)`` and on ``(B, A)``.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Optional, Tuple
 
 import torch
 
@@ -102,8 +102,12 @@ def _weights(weights, N: int, device) -> torch.Tensor:
 
 def _max_norm(x: torch.Tensor, chunk: int = 1 << 16) -> float:
     """max_i |x_i| in float32: one O(N d) pass in row chunks (bounded scratch), one host sync."""
-    m = torch.stack([torch.linalg.vector_norm(x[i:i + chunk], dim=1, dtype=torch.float32).max()
-                     for i in range(0, x.shape[0], chunk)])
+    m = torch.stack(
+        [
+            torch.linalg.vector_norm(x[i : i + chunk], dim=1, dtype=torch.float32).max()
+            for i in range(0, x.shape[0], chunk)
+        ]
+    )
     return float(m.max())
 
 
@@ -113,7 +117,7 @@ def _given_lse(lse, N: int, device) -> torch.Tensor:
     return lse.to(device=device, dtype=torch.float32).contiguous()
 
 
-def _use_fixed(c: float, path: Optional[str]) -> bool:
+def _use_fixed(c: float, path: str | None) -> bool:
     if path is None:
         return c <= FIXED_SHIFT_MAX
     if path not in ("fixed", "online"):
@@ -138,7 +142,7 @@ class _Ctx:
         self.device = x.device
         self.inv_temp = inv_temp
         self.k1 = inv_temp * LOG2E
-        self.c = inv_temp                                               # the shift, set per call
+        self.c = inv_temp  # the shift, set per call
         self.block_size, self.tile, self.split = block_size, tile, split
         self.pass1 = pass1
         self.flags = dict(UPCAST=self.interpret and x.dtype == torch.bfloat16, PREC=_precision(x.dtype))
@@ -149,7 +153,9 @@ class _Ctx:
         self.esize = x.element_size()
 
     def launcher(self, name):
-        return _Launcher(name, self.D, self.interpret, self.block_size, self.tile, self.esize, self.flags["PREC"])
+        return _Launcher(
+            name, self.D, self.interpret, self.block_size, self.tile, self.esize, self.flags["PREC"]
+        )
 
 
 def _run_pass1(c: _Ctx, x, y, *, sym: bool, exclude: bool, fixed: bool):
@@ -166,22 +172,46 @@ def _run_pass1(c: _Ctx, x, y, *, sym: bool, exclude: bool, fixed: bool):
             nb = triton_cdiv(N, meta["BLOCK"])
             return (nb, nsplit if nsplit is not None else _split_sym(nb, sms))
 
-        c.launcher("p1_sums_kernel")(grid, x, y, r_row, r_col, N, c.k1, c.c * LOG2E, c.n_bucket,
-                                     D=D, SYM=sym, EXCLUDE=exclude, **c.flags)
-        lse_row = torch.log(r_row) + c.c                                # lse_i = log r_i + c
+        c.launcher("p1_sums_kernel")(
+            grid,
+            x,
+            y,
+            r_row,
+            r_col,
+            N,
+            c.k1,
+            c.c * LOG2E,
+            c.n_bucket,
+            D=D,
+            SYM=sym,
+            EXCLUDE=exclude,
+            **c.flags,
+        )
+        lse_row = torch.log(r_row) + c.c  # lse_i = log r_i + c
         lse_col = lse_row if sym else torch.log(r_col) + c.c
         return lse_row, lse_col
 
     def rows(a, b, excl):
         nsplit = _split_rows(N, c.device, c.split)
-        part = torch.empty((nsplit, N), dtype=torch.float32, device=c.device)   # partial lse per split
-        c.launcher("p1_rows_kernel")(lambda meta: (triton_cdiv(N, meta["BLOCK_M"]), nsplit),
-                                     a, b, part, N, c.k1, c.c * LOG2E, c.n_bucket,
-                                     D=D, FIXED=fixed, EXCLUDE=excl, **c.flags)
+        part = torch.empty((nsplit, N), dtype=torch.float32, device=c.device)  # partial lse per split
+        c.launcher("p1_rows_kernel")(
+            lambda meta: (triton_cdiv(N, meta["BLOCK_M"]), nsplit),
+            a,
+            b,
+            part,
+            N,
+            c.k1,
+            c.c * LOG2E,
+            c.n_bucket,
+            D=D,
+            FIXED=fixed,
+            EXCLUDE=excl,
+            **c.flags,
+        )
         return part[0] if nsplit == 1 else torch.logsumexp(part, dim=0)
 
     lse_row = rows(x, y, exclude)
-    lse_col = lse_row if sym else rows(y, x, False)                    # columns of S = rows of S^T
+    lse_col = lse_row if sym else rows(y, x, False)  # columns of S = rows of S^T
     return lse_row, lse_col
 
 
@@ -193,8 +223,9 @@ def _run_finalize(c: _Ctx, x, y, lse_row, lse_col, qshift: int):
     block = 16 if c.interpret else 64
     bk = min(_pow2(D), 64 if c.interpret else 128)
     mod = _jit_module(c.interpret)
-    mod.finalize_kernel[(triton_cdiv(N, block),)](x, y, lse_row, lse_col, pos, loss, N, c.inv_temp, qshift,
-                                                   D=D, BLOCK=block, BLOCK_K=bk, num_warps=4)
+    mod.finalize_kernel[(triton_cdiv(N, block),)](
+        x, y, lse_row, lse_col, pos, loss, N, c.inv_temp, qshift, D=D, BLOCK=block, BLOCK_K=bk, num_warps=4
+    )
     return pos, loss
 
 
@@ -207,15 +238,35 @@ def _run_pass2(c: _Ctx, x, y, alpha, beta, lx, ly, gamma, qshift: int, *, exclud
     """
     N, D = c.N, c.D
     nsplit = _split_rows(N, c.device, c.split)
-    out = torch.empty((nsplit, N, D), dtype=torch.float32, device=c.device)   # per-split gradient slices
-    dinv_part = torch.zeros(nsplit * triton_cdiv(N, 16) * triton_cdiv(D, 16), dtype=torch.float32,
-                            device=c.device)
-    lx2 = alpha if fixed else (lx * LOG2E).contiguous()                 # unused when fixed
+    out = torch.empty((nsplit, N, D), dtype=torch.float32, device=c.device)  # per-split gradient slices
+    dinv_part = torch.zeros(
+        nsplit * triton_cdiv(N, 16) * triton_cdiv(D, 16), dtype=torch.float32, device=c.device
+    )
+    lx2 = alpha if fixed else (lx * LOG2E).contiguous()  # unused when fixed
     ly2 = beta if fixed else (ly * LOG2E).contiguous()
     grid = lambda meta: (triton_cdiv(N, meta["BLOCK_M"]), triton_cdiv(D, meta["BLOCK_DV"]), nsplit)  # noqa: E731
-    c.launcher("p2_rows_kernel")(grid, x, y, alpha.contiguous(), beta.contiguous(), lx2, ly2,
-                                 gamma.contiguous(), out, dinv_part, N, c.k1, c.c * LOG2E, c.inv_temp, qshift,
-                                 c.n_bucket, D=D, FIXED=fixed, EXCLUDE=exclude, **c.flags)
+    c.launcher("p2_rows_kernel")(
+        grid,
+        x,
+        y,
+        alpha.contiguous(),
+        beta.contiguous(),
+        lx2,
+        ly2,
+        gamma.contiguous(),
+        out,
+        dinv_part,
+        N,
+        c.k1,
+        c.c * LOG2E,
+        c.inv_temp,
+        qshift,
+        c.n_bucket,
+        D=D,
+        FIXED=fixed,
+        EXCLUDE=exclude,
+        **c.flags,
+    )
     grad = out[0] if nsplit == 1 else out.sum(dim=0)
     return grad, dinv_part.sum()
 
@@ -226,15 +277,26 @@ def triton_cdiv(a: int, b: int) -> int:
 
 def _scaled_weights(w: torch.Tensor):
     """w / max|w| and max|w|: keeps H within [-2, 2] so that float16 tiles cannot overflow."""
-    wmax = w.abs().amax().clamp_min(torch.finfo(torch.float32).tiny)   # 0-d, stays on device
+    wmax = w.abs().amax().clamp_min(torch.finfo(torch.float32).tiny)  # 0-d, stays on device
     return w / wmax, wmax
 
 
 # ----------------------------------------------------------------------------- API
-def info_nce_triton(z: torch.Tensor, inv_temp: float, exclude_self: bool, weights: Optional[torch.Tensor] = None,
-                    compute_grad: bool = True, block_size: Optional[int] = None, *, path: Optional[str] = None,
-                    lse: Optional[torch.Tensor] = None, return_lse: bool = False,
-                    _tile=None, _split=None, _pass1=None):
+def info_nce_triton(
+    z: torch.Tensor,
+    inv_temp: float,
+    exclude_self: bool,
+    weights: torch.Tensor | None = None,
+    compute_grad: bool = True,
+    block_size: int | None = None,
+    *,
+    path: str | None = None,
+    lse: torch.Tensor | None = None,
+    return_lse: bool = False,
+    _tile=None,
+    _split=None,
+    _pass1=None,
+):
     r"""Single-tower InfoNCE on unit rows, blockwise, on the GPU (or the Triton interpreter).
 
     With :math:`S = \mathrm{inv\_temp}\, Z Z^\top`, positives :math:`p(i) = (i + N/2) \bmod N`
@@ -284,34 +346,45 @@ def info_nce_triton(z: torch.Tensor, inv_temp: float, exclude_self: bool, weight
         raise ValueError(f"z must have an even number of rows N = 2B (row i pairs with i + N/2), got N = {N}")
     inv_temp = _check_inv_temp(inv_temp)
     c = _Ctx(z, inv_temp, block_size, _tile, _split, _pass1)
-    z = z.contiguous()                                                  # (N, d)
-    w = _weights(weights, N, z.device)                                  # (N,)
-    c.c = inv_temp * _max_norm(z) ** 2                                  # |S_ij| <= c
+    z = z.contiguous()  # (N, d)
+    w = _weights(weights, N, z.device)  # (N,)
+    c.c = inv_temp * _max_norm(z) ** 2  # |S_ij| <= c
     fixed = _use_fixed(c.c, path)
     exclude = bool(exclude_self)
     if lse is None:
-        lse, _ = _run_pass1(c, z, z, sym=True, exclude=exclude, fixed=fixed)   # (N,)
+        lse, _ = _run_pass1(c, z, z, sym=True, exclude=exclude, fixed=fixed)  # (N,)
     else:
         lse = _given_lse(lse, N, z.device)
-    pos, loss = _run_finalize(c, z, z, lse, lse, N // 2)                    # loss_i = lse_i - inv_temp z_i.z_p(i)
+    pos, loss = _run_finalize(c, z, z, lse, lse, N // 2)  # loss_i = lse_i - inv_temp z_i.z_p(i)
     tail = (lse,) if return_lse else ()
     if not compute_grad:
         return (loss, None, None) + tail
     ws, wmax = _scaled_weights(w)
     # H = WP + (WP)^T: H_ij = w_i P_ij + w_j P_ji, P_ij = exp(S_ij - lse_i) = E_ij exp(c - lse_i)
-    a = ws * torch.exp(c.c - lse) if fixed else ws                      # alpha = beta
-    gamma = ws + ws.roll(N // 2)                                        # one-hot part: -(w_i + w_p(i)) z_p(i)
+    a = ws * torch.exp(c.c - lse) if fixed else ws  # alpha = beta
+    gamma = ws + ws.roll(N // 2)  # one-hot part: -(w_i + w_p(i)) z_p(i)
     grad, part = _run_pass2(c, z, z, a, a, lse, lse, gamma, N // 2, exclude=exclude, fixed=fixed)
-    grad.mul_(wmax)                                                     # inv_temp (WG + (WG)^T) Z
+    grad.mul_(wmax)  # inv_temp (WG + (WG)^T) Z
     # dinv = sum_ij w_i G_ij z_i.z_j = (1/2) sum_ij H_ij z_i.z_j - sum_i w_i z_i.z_p(i)
     dinv = 0.5 * wmax * part - (w * pos).sum()
     return (loss, grad, dinv) + tail
 
 
-def clip_triton(a: torch.Tensor, b: torch.Tensor, inv_temp: float, weights: Optional[torch.Tensor] = None,
-                compute_grad: bool = True, block_size: Optional[int] = None, *, path: Optional[str] = None,
-                lse: Optional[Tuple[torch.Tensor, torch.Tensor]] = None, return_lse: bool = False,
-                _tile=None, _split=None, _pass1=None):
+def clip_triton(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    inv_temp: float,
+    weights: torch.Tensor | None = None,
+    compute_grad: bool = True,
+    block_size: int | None = None,
+    *,
+    path: str | None = None,
+    lse: tuple[torch.Tensor, torch.Tensor] | None = None,
+    return_lse: bool = False,
+    _tile=None,
+    _split=None,
+    _pass1=None,
+):
     r"""Two-tower (CLIP) InfoNCE on unit rows, blockwise, on the GPU (or the Triton interpreter).
 
     With :math:`S = \mathrm{inv\_temp}\, A B^\top`, row and column softmaxes
@@ -358,9 +431,9 @@ def clip_triton(a: torch.Tensor, b: torch.Tensor, inv_temp: float, weights: Opti
     inv_temp = _check_inv_temp(inv_temp)
     c = _Ctx(a, inv_temp, block_size, _tile, _split, _pass1)
     N = a.shape[0]
-    a, b = a.contiguous(), b.contiguous()                               # (N, d) each
+    a, b = a.contiguous(), b.contiguous()  # (N, d) each
     w = _weights(weights, N, a.device)
-    c.c = inv_temp * _max_norm(a) * _max_norm(b)                        # |S_ij| <= c
+    c.c = inv_temp * _max_norm(a) * _max_norm(b)  # |S_ij| <= c
     fixed = _use_fixed(c.c, path)
     if lse is None:
         lse_r, lse_c = _run_pass1(c, a, b, sym=False, exclude=False, fixed=fixed)
@@ -368,7 +441,7 @@ def clip_triton(a: torch.Tensor, b: torch.Tensor, inv_temp: float, weights: Opti
         if not isinstance(lse, (tuple, list)) or len(lse) != 2:
             raise ValueError("lse must be the pair (lse_rows, lse_cols) returned with return_lse=True")
         lse_r, lse_c = (_given_lse(t, N, a.device) for t in lse)
-    pos, loss = _run_finalize(c, a, b, lse_r, lse_c, 0)                     # S_ii = inv_temp a_i.b_i
+    pos, loss = _run_finalize(c, a, b, lse_r, lse_c, 0)  # S_ii = inv_temp a_i.b_i
     tail = ((lse_r, lse_c),) if return_lse else ()
     if not compute_grad:
         return (loss, None, None, None) + tail
@@ -377,9 +450,9 @@ def clip_triton(a: torch.Tensor, b: torch.Tensor, inv_temp: float, weights: Opti
     # K+_ij = (w_i P^r_ij + w_j P^c_ij)/2 = E_ij (w_i e^{c - lse^r_i} + w_j e^{c - lse^c_j})/2 (fixed shift c)
     ar = half * torch.exp(c.c - lse_r) if fixed else half
     ac = half * torch.exp(c.c - lse_c) if fixed else half
-    grad_a, part = _run_pass2(c, a, b, ar, ac, lse_r, lse_c, ws, 0, exclude=False, fixed=fixed)   # K B
-    grad_b, _ = _run_pass2(c, b, a, ac, ar, lse_c, lse_r, ws, 0, exclude=False, fixed=fixed)      # K^T A
+    grad_a, part = _run_pass2(c, a, b, ar, ac, lse_r, lse_c, ws, 0, exclude=False, fixed=fixed)  # K B
+    grad_b, _ = _run_pass2(c, b, a, ac, ar, lse_c, lse_r, ws, 0, exclude=False, fixed=fixed)  # K^T A
     grad_a.mul_(wmax)
     grad_b.mul_(wmax)
-    dinv = wmax * part - (w * pos).sum()                                # sum_ij K_ij a_i.b_j
+    dinv = wmax * part - (w * pos).sum()  # sum_ij K_ij a_i.b_j
     return (loss, grad_a, grad_b, dinv) + tail

@@ -10,6 +10,7 @@ The gradients are derived in ``docs/derivations/cosine_similarity.md``.
 
 Needs the ``metric`` extra (scikit-learn, scipy): ``pip install contrastive[metric]``.
 """
+
 from ._pairs import pairs_from_labels
 from .learner import CosineSimilarityLearner
 from .supervised import CosineSimilarityLearnerSupervised

@@ -4,6 +4,7 @@ the fit on pairs, and the metric API (transform, pair_score, get_mahalanobis_mat
 See :class:`contrastive.metric.CosineSimilarityLearner` for the model and the maths, and
 ``docs/derivations/cosine_similarity.md`` for the gradients.
 """
+
 from __future__ import annotations
 
 import numbers
@@ -27,11 +28,12 @@ def whitened_pca(points, n_components, center):
     """
     mean = points.mean(axis=0) if center else np.zeros(points.shape[1])
     _, s, vt = np.linalg.svd(points - mean, full_matrices=False)
-    var = s**2 / max(len(points) - 1, 1)                             # (min(N, d),)
+    var = s**2 / max(len(points) - 1, 1)  # (min(N, d),)
     rank = int((var > 1e-10 * var[0]).sum()) if var.size and var[0] > 0 else 0
     if rank == 0:
         raise ValueError(
-            "the training points are all equal" + (" after centering" if center else "")
+            "the training points are all equal"
+            + (" after centering" if center else "")
             + "; cosine similarity needs points that differ: pass distinct points"
         )
     if n_components is None:
@@ -41,7 +43,7 @@ def whitened_pca(points, n_components, center):
     else:
         k = int(np.searchsorted(np.cumsum(var) / var.sum(), n_components) + 1)
         k = min(k, rank)
-    M0 = vt[:k] / np.sqrt(var[:k])[:, None]                          # (k, d)
+    M0 = vt[:k] / np.sqrt(var[:k])[:, None]  # (k, d)
     return mean, M0 / np.linalg.norm(M0)
 
 
@@ -63,9 +65,9 @@ class _CosineMetricBase(BaseEstimator):
         if nc is not None:
             if isinstance(nc, bool) or not isinstance(nc, numbers.Real):
                 raise TypeError(f"n_components must be None, an int or a float in (0, 1), got {nc!r}")
-            if isinstance(nc, numbers.Integral) and not 1 <= nc <= n_features:
+            if isinstance(nc, numbers.Integral) and not 1 <= int(nc) <= n_features:
                 raise ValueError(f"n_components must be in [1, n_features={n_features}], got {nc}")
-            if not isinstance(nc, numbers.Integral) and not 0 < nc < 1:
+            if not isinstance(nc, numbers.Integral) and not 0 < float(nc) < 1:
                 raise ValueError(f"n_components as a float is a variance fraction in (0, 1), got {nc}")
         if isinstance(self.init, str):
             check_choice("init", self.init, ("pca", "identity"))
@@ -83,7 +85,7 @@ class _CosineMetricBase(BaseEstimator):
             mean, M0 = whitened_pca(points, self.n_components, self.center)
         else:
             mean = points.mean(axis=0) if self.center else np.zeros(d)
-            if isinstance(self.init, str):                            # identity
+            if isinstance(self.init, str):  # identity
                 M0 = np.eye(d)
             else:
                 M0 = check_array(self.init, input_name="init")
@@ -110,7 +112,7 @@ class _CosineMetricBase(BaseEstimator):
         self._check_params(d)
         points = np.unique(pairs.reshape(2 * n, d), axis=0)
         mean, W0 = self._initial(points)
-        x, y = pairs[:, 0] - mean, pairs[:, 1] - mean                    # (n, d) each
+        x, y = pairs[:, 0] - mean, pairs[:, 1] - mean  # (n, d) each
         # a zero-norm side has no direction: its cosine is undefined under every metric
         live = (np.abs(x).max(1) > 0) & (np.abs(y).max(1) > 0)
         x, y, similar = x[live], y[live], similar[live]
@@ -138,6 +140,7 @@ class _CosineMetricBase(BaseEstimator):
             A0 = obj.project_psd(W0, floor)
             self.initial_loss_ = obj.sym_loss_grad(A0, x, y, similar, A0, *hyper)[0]
             if self.solver == "lbfgs":
+
                 def fun(s):
                     # minimise J(P(S)) over symmetric S: A = P(S) is always PD
                     A, _ = obj.clipped_chain(obj.unpack(s, d), None, floor)
@@ -154,10 +157,11 @@ class _CosineMetricBase(BaseEstimator):
                     A = obj.project_psd(obj.unpack(s, d), floor)
                     f = obj.sym_loss_grad(A, x, y, similar, A0, *hyper)[0]
                     if not f_prev - f > self.tol * max(1.0, abs(f)):
-                        ok = True                   # a restart gained nothing: stationary
+                        ok = True  # a restart gained nothing: stationary
                         break
                     f_prev = f
             else:
+
                 def fun(a):
                     f, H = obj.sym_loss_grad(a.reshape(d, d), x, y, similar, A0, *hyper)
                     return f, H.ravel()
@@ -169,7 +173,7 @@ class _CosineMetricBase(BaseEstimator):
                 A = a.reshape(d, d)
             self.loss_ = obj.sym_loss_grad(A, x, y, similar, A0, *hyper)[0]
             lam, Q = np.linalg.eigh(A)
-            components = (Q * np.sqrt(np.maximum(lam, 0.0))).T[::-1]      # A = L^T L, (d, d)
+            components = (Q * np.sqrt(np.maximum(lam, 0.0))).T[::-1]  # A = L^T L, (d, d)
         self.mean_ = mean
         self.components_ = components
         self.n_features_in_ = d
@@ -221,8 +225,8 @@ class _CosineMetricBase(BaseEstimator):
         """
         check_is_fitted(self, "components_")
         pairs = check_pairs(pairs, self.n_features_in_)
-        z = (pairs - self.mean_) @ self.components_.T                     # (n, 2, k)
-        norms = np.linalg.norm(z, axis=2)                                 # (n, 2)
+        z = (pairs - self.mean_) @ self.components_.T  # (n, 2, k)
+        norms = np.linalg.norm(z, axis=2)  # (n, 2)
         denom = norms[:, 0] * norms[:, 1]
         dot = (z[:, 0] * z[:, 1]).sum(1)
         return np.where(denom > 0, dot / np.where(denom > 0, denom, 1.0), 0.0)

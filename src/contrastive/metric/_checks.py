@@ -3,6 +3,7 @@
 Every check raises ``TypeError`` or ``ValueError`` with a message that names the argument
 and says how to fix it. None of these helpers is public API.
 """
+
 from __future__ import annotations
 
 import numbers
@@ -99,7 +100,7 @@ def check_number(name, value, low=None, high=None, low_open=False, integer=False
     kind = numbers.Integral if integer else numbers.Real
     if isinstance(value, bool) or not isinstance(value, kind):
         raise TypeError(f"{name} must be {'an int' if integer else 'a float'}, got {value!r}")
-    if not np.isfinite(value):
+    if not np.isfinite(np.asarray(value)):  # what the ufunc does with it; asarray types the ABC
         raise ValueError(f"{name} must be finite, got {value!r}")
     if low is not None and (value <= low if low_open else value < low):
         raise ValueError(f"{name} must be {'>' if low_open else '>='} {low}, got {value!r}")

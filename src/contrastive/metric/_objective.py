@@ -16,6 +16,7 @@ Losses (minimised; ``P``, ``N`` = numbers of similar and dissimilar pairs, ``c_b
 with ``W`` the map ``M`` or the matrix ``A``. The symmetric form keeps ``A`` positive definite
 by eigenvalue clipping, ``P(S) = Q max(Lambda, floor) Q^T``.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -52,7 +53,7 @@ def pair_loss(sim, similar, objective, alpha, margin):
 def map_loss_grad(M, x, y, similar, M0, objective, alpha, margin, beta):
     """J(M) and dJ/dM, (k, d), for pairs x, y (B, d)."""
     with np.errstate(invalid="ignore", divide="ignore"):
-        sim = ref.sim_map(x, y, M)                                  # (B,)
+        sim = ref.sim_map(x, y, M)  # (B,)
     loss, dl = pair_loss(sim, similar, objective, alpha, margin)
     keep = dl != 0
     # dJ/dM = sum_b J'(c_b) dc_b/dM  (cosine_similarity.md, map form)  +  2 beta (M - M0)
@@ -124,7 +125,10 @@ def clipped_chain(S, H, floor):
 def lbfgs(fun_grad, p0, max_iter, tol):
     """scipy's L-BFGS-B on a flat parameter vector; returns (p, n_iter, converged)."""
     res = minimize(
-        fun_grad, p0, jac=True, method="L-BFGS-B",
+        fun_grad,
+        p0,
+        jac=True,
+        method="L-BFGS-B",
         options={"maxiter": int(max_iter), "ftol": float(tol), "gtol": float(tol) * 1e-2},
     )
     return res.x, int(res.nit), bool(res.success)
@@ -148,7 +152,7 @@ def projected_gradient(fun_grad, p0, project, max_iter, tol):
                 break
             t *= 0.5
         else:
-            return p, it, True                  # no decrease possible at machine precision
+            return p, it, True  # no decrease possible at machine precision
         yv = g_new - g
         sy = float((s * yv).sum())
         step = float((s * s).sum()) / sy if sy > 0 else 2.0 * t

@@ -1,4 +1,5 @@
 """Pairs from class labels: balanced, seeded sampling of similar and dissimilar pairs."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -38,9 +39,9 @@ def pair_indices_from_labels(labels, n_pairs, random_state=None):
             "y has no class with two samples, so no similar pair can be formed; "
             "pass at least two samples of some class"
         )
-    order = np.argsort(inverse, kind="stable")                 # points grouped by class
-    start = np.concatenate([[0], np.cumsum(counts)[:-1]])      # first slot of each class
-    rank = np.empty(len(labels), dtype=np.int64)               # slot of each point in order
+    order = np.argsort(inverse, kind="stable")  # points grouped by class
+    start = np.concatenate([[0], np.cumsum(counts)[:-1]])  # first slot of each class
+    rank = np.empty(len(labels), dtype=np.int64)  # slot of each point in order
     rank[order] = np.arange(len(labels))
     n_pos = n_pairs // 2
     n_neg = n_pairs - n_pos
@@ -48,13 +49,13 @@ def pair_indices_from_labels(labels, n_pairs, random_state=None):
     eligible = np.flatnonzero(counts[inverse] >= 2)
     i = eligible[rng.randint(len(eligible), size=n_pos)]
     c = inverse[i]
-    r = rng.randint(counts[c] - 1)                             # one of the other members
-    r = r + (r >= rank[i] - start[c])                          # skip i itself
+    r = rng.randint(counts[c] - 1)  # one of the other members
+    r = r + (r >= rank[i] - start[c])  # skip i itself
     j = order[start[c] + r]
 
     i2 = rng.randint(len(labels), size=n_neg)
     c2 = inverse[i2]
-    r2 = rng.randint(len(labels) - counts[c2])                 # outside the block of class c2
+    r2 = rng.randint(len(labels) - counts[c2])  # outside the block of class c2
     r2 = r2 + counts[c2] * (r2 >= start[c2])
     j2 = order[r2]
 

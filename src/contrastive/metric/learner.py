@@ -3,6 +3,7 @@
 :class:`CosineSimilarityLearner` follows metric-learn's pair learners (``fit(pairs, y)``,
 ``pair_score``, ``predict``, ``calibrate_threshold``, ``score`` = ROC-AUC).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -219,7 +220,7 @@ class CosineSimilarityLearner(_CosineMetricBase):
         u = np.unique(scores)
         cand = np.concatenate([[u[0] - 1.0], (u[:-1] + u[1:]) / 2, [u[-1] + 1.0]])
         pos, neg = np.sort(scores[similar]), np.sort(scores[~similar])
-        tp = len(pos) - np.searchsorted(pos, cand, "left")              # similar with score >= t
+        tp = len(pos) - np.searchsorted(pos, cand, "left")  # similar with score >= t
         fp = len(neg) - np.searchsorted(neg, cand, "left")
         tpr, tnr = tp / len(pos), 1.0 - fp / len(neg)
         if strategy == "accuracy":

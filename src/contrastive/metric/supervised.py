@@ -1,4 +1,5 @@
 """The supervised cosine similarity learner: class labels in, pairs sampled inside ``fit``."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -86,9 +87,13 @@ class CosineSimilarityLearnerSupervised(TransformerMixin, _CosineMetricBase):
         if y.ndim == 2 and y.shape[1] == 1:
             y = y[:, 0]
         if y.ndim != 1 or len(y) != len(X):
-            raise ValueError(f"y must be 1-D with one class label per row of X ({len(X)}), got shape {y.shape}")
+            raise ValueError(
+                f"y must be 1-D with one class label per row of X ({len(X)}), got shape {y.shape}"
+            )
         if len(X) < 2:
-            raise ValueError(f"X has 1 sample (n_samples=1); pairs need at least two samples of one class and one of another")
+            raise ValueError(
+                "X has 1 sample (n_samples=1); pairs need at least two samples of one class and one of another"
+            )
         n_pairs = self.n_pairs
         if n_pairs is None:
             n_pairs = max(20, min(10 * len(X), 4000))

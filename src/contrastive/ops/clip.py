@@ -8,9 +8,10 @@ Pass 2 (:func:`.rect_tiles.rect_grad`) with u = v = w / 2:
     g_a_i -= w_i b_i,  g_b_i -= w_i a_i   (the positives on the diagonal)
 and everything times inv_t. d(sum w l)/d(inv_t) = sum_i a_i . g_a_i / inv_t.
 """
+
 from __future__ import annotations
 
-from typing import List, Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -19,7 +20,7 @@ from .rect_tiles import rect_grad, rect_lse
 from .tiles import TileMask, use_fixed_shift
 
 
-def shift_bound(inv_t: float, *sides: Sequence[Optional[torch.Tensor]]) -> float:
+def shift_bound(inv_t: float, *sides: Sequence[torch.Tensor | None]) -> float:
     """c = inv_t * max |x| * max |y| over the two sides' rows: every |S_ij| <= c."""
     rho = []
     for side in sides:
@@ -30,8 +31,10 @@ def shift_bound(inv_t: float, *sides: Sequence[Optional[torch.Tensor]]) -> float
 class ClipObjective(Objective):
     """Two-tower loss of a (N, d), b (N, d)."""
 
-    def __init__(self, zs: List[Optional[torch.Tensor]], inv_t: float, bias, needs: Sequence[bool], bs: int):
-        self.a, self.b = present(zs[0]), present(zs[1])               # (N, d) each
+    def __init__(
+        self, zs: list[torch.Tensor | None], inv_t: float, bias: float | None, needs: Sequence[bool], bs: int
+    ):
+        self.a, self.b = present(zs[0]), present(zs[1])  # (N, d) each
         self.n = self.a.shape[0]
         self.inv_t, self.bs, self.needs = inv_t, bs, needs
         self.c = shift_bound(inv_t, [self.a], [self.b])
@@ -40,25 +43,39 @@ class ClipObjective(Objective):
         self.lse_r, self.lse_c = rect_lse(self.a, self.b, inv_t, self.c, self.mask, bs, self.fixed, cols=True)
 
     def losses(self) -> torch.Tensor:
-        diag = self.inv_t * (self.a * self.b).sum(1)                 # S_ii
+        diag = self.inv_t * (self.a * self.b).sum(1)  # S_ii
         return 0.5 * (self.lse_r - diag) + 0.5 * (present(self.lse_c) - diag)
 
     def grad(self, w: torch.Tensor) -> Grads:
         a, b, inv_t = self.a, self.b, self.inv_t
         half = 0.5 * w
-        ga, gb_ = rect_grad(a, b, inv_t, self.c, self.mask, self.bs, self.fixed, self.lse_r, half,
-                            self.lse_c, half, need_y=True)
+        ga, gb_ = rect_grad(
+            a,
+            b,
+            inv_t,
+            self.c,
+            self.mask,
+            self.bs,
+            self.fixed,
+            self.lse_r,
+            half,
+            self.lse_c,
+            half,
+            need_y=True,
+        )
         gb = present(gb_)
-        ga.sub_(w[:, None] * b)                                       # positives on the diagonal
+        ga.sub_(w[:, None] * b)  # positives on the diagonal
         gb.sub_(w[:, None] * a)
         ga.mul_(inv_t)
         gb.mul_(inv_t)
-        d_inv = (a * ga).sum() / inv_t                                # sum_ij dS_ij a_i . b_j
+        d_inv = (a * ga).sum() / inv_t  # sum_ij dS_ij a_i . b_j
         return [ga, gb], d_inv, None
 
 
 def clip_objective(bs: int) -> Build:
     """The engine's ``build`` for the two-tower loss of inputs (a, b)."""
+
     def build(zs, inv_t, bias, needs):
         return ClipObjective(zs, inv_t, bias, needs, bs)
+
     return build

@@ -7,9 +7,11 @@ r of an (sum(sizes), ...) tensor to rank r, summed over ranks. Every collective 
 so that a peer that failed, exited or timed out gives a :class:`DistributedError` naming
 the operation, instead of a bare backend error.
 """
+
 from __future__ import annotations
 
-from typing import List, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -19,11 +21,15 @@ _all_gather_single = getattr(dist, "all_gather_single", None) or dist.all_gather
 _reduce_scatter_single = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
 
 
+# a process group, or None for the default one
+Group = dist.ProcessGroup | None
+
+
 class DistributedError(RuntimeError):
     """A collective failed, or another rank rejected its inputs: raised on every rank."""
 
 
-def run(op: str, what: str, fn, group):
+def run(op: str, what: str, fn: Callable[[], Any], group: Group) -> Any:
     """Run collective ``fn()``; turn a backend failure into a DistributedError naming it."""
     try:
         return fn()
@@ -37,7 +43,7 @@ def run(op: str, what: str, fn, group):
         ) from e
 
 
-def exchange(op: str, values: Sequence[float], device, group) -> torch.Tensor:
+def exchange(op: str, values: Sequence[float], device: torch.device, group: Group) -> torch.Tensor:
     """All-gather one small float64 vector per rank: returns (world_size, len(values))."""
     mine = torch.tensor([float(v) for v in values], dtype=torch.float64, device=device)
     out = mine.new_empty(dist.get_world_size(group) * mine.numel())
@@ -45,11 +51,11 @@ def exchange(op: str, values: Sequence[float], device, group) -> torch.Tensor:
     return out.view(-1, mine.numel())
 
 
-def gather_rows(op: str, x: torch.Tensor, sizes: List[int], group) -> torch.Tensor:
+def gather_rows(op: str, x: torch.Tensor, sizes: list[int], group: Group) -> torch.Tensor:
     """Concatenation over ranks of each rank's x (sizes[r] rows), shape (sum(sizes), ...)."""
     world, top = len(sizes), max(sizes)
     x = x.contiguous()
-    if x.shape[0] < top:                                            # pad to the largest rank
+    if x.shape[0] < top:  # pad to the largest rank
         x = torch.cat([x, x.new_zeros((top - x.shape[0],) + tuple(x.shape[1:]))])
     out = x.new_empty((world * top,) + tuple(x.shape[1:]))
     run(op, "all-gather of the embeddings", lambda: _all_gather_single(out, x, group=group), group)
@@ -58,11 +64,13 @@ def gather_rows(op: str, x: torch.Tensor, sizes: List[int], group) -> torch.Tens
     return torch.cat([out[r * top : r * top + n] for r, n in enumerate(sizes)])
 
 
-def reduce_scatter_rows(op: str, full: torch.Tensor, sizes: List[int], rank: int, group) -> torch.Tensor:
+def reduce_scatter_rows(
+    op: str, full: torch.Tensor, sizes: list[int], rank: int, group: Group
+) -> torch.Tensor:
     """Row block r of ``full`` (sum(sizes), ...) summed over ranks, delivered to rank r."""
     top = max(sizes)
     full = full.contiguous()
-    if any(n != top for n in sizes):                                # slot r = block r, zero-padded
+    if any(n != top for n in sizes):  # slot r = block r, zero-padded
         padded = full.new_zeros((len(sizes) * top,) + tuple(full.shape[1:]))
         off = 0
         for r, n in enumerate(sizes):
@@ -74,7 +82,7 @@ def reduce_scatter_rows(op: str, full: torch.Tensor, sizes: List[int], rank: int
     return out[: sizes[rank]]
 
 
-def all_reduce(op: str, t: torch.Tensor, what: str, group) -> torch.Tensor:
+def all_reduce(op: str, t: torch.Tensor, what: str, group: Group) -> torch.Tensor:
     """Sum of t over ranks (in place)."""
     run(op, what, lambda: dist.all_reduce(t, group=group), group)
     return t

@@ -12,9 +12,8 @@ z = u / |u| is grad_u = (I - z z^T) grad_z / |u|, applied as two divisions (by |
 then by m_i) so that the gradient of a huge row is small rather than zero and that of a tiny
 row large rather than inf (as long as the true value is representable).
 """
-from __future__ import annotations
 
-from typing import Optional, Tuple, Union
+from __future__ import annotations
 
 import torch
 
@@ -26,7 +25,7 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def normalize_rows(x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+def normalize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """z = x / |x| row by row, exact for any finite non-zero row, and the norms.
 
     Args:
@@ -43,10 +42,10 @@ def normalize_rows(x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         tensor([[0.6000, 0.8000],
                 [0.6000, 0.8000]])
     """
-    m = x.abs().amax(dim=1, keepdim=True)                           # (N, 1) max-abs m_i
-    y = x / m                                                       # (N, d) entries in [-1, 1]
-    n = torch.linalg.vector_norm(y, dim=1, keepdim=True)            # (N, 1) in [1, sqrt(d)]
-    return y.div_(n), torch.cat([m, n], 1)                          # in place: one (N, d) copy
+    m = x.abs().amax(dim=1, keepdim=True)  # (N, 1) max-abs m_i
+    y = x / m  # (N, d) entries in [-1, 1]
+    n = torch.linalg.vector_norm(y, dim=1, keepdim=True)  # (N, 1) in [1, sqrt(d)]
+    return y.div_(n), torch.cat([m, n], 1)  # in place: one (N, d) copy
 
 
 def row_norms(norms: torch.Tensor) -> torch.Tensor:
@@ -65,27 +64,29 @@ def chain_normalize(grad_z: torch.Tensor, z: torch.Tensor, norms: torch.Tensor) 
         >>> chain_normalize(z.clone(), z, n)                        # radial part removed
         tensor([[0., 0.]])
     """
-    dot = (z * grad_z).sum(1, keepdim=True)                         # (N, 1) z_i . grad_z_i
-    tangential = torch.addcmul(grad_z, z, dot, value=-1)            # (I - z z^T) grad_z, one (N, d) copy
+    dot = (z * grad_z).sum(1, keepdim=True)  # (N, 1) z_i . grad_z_i
+    tangential = torch.addcmul(grad_z, z, dot, value=-1)  # (I - z z^T) grad_z, one (N, d) copy
     if norms.shape[1] == 2:
-        return tangential.div_(norms[:, 1:]).div_(norms[:, :1])     # / (|u / m| m), in place
+        return tangential.div_(norms[:, 1:]).div_(norms[:, :1])  # / (|u / m| m), in place
     return tangential.div_(norms)
 
 
-def temperature_value(temperature: Union[float, torch.Tensor], dtype, device) -> torch.Tensor:
+def temperature_value(
+    temperature: float | torch.Tensor, dtype: torch.dtype, device: torch.device | str
+) -> torch.Tensor:
     """The temperature as a detached 0-d tensor of ``dtype`` on ``device``."""
     if isinstance(temperature, torch.Tensor):
         return temperature.detach().to(dtype=dtype, device=device).reshape(())
     return torch.tensor(float(temperature), dtype=dtype, device=device)
 
 
-def scalar(value: Union[float, torch.Tensor, None]) -> Optional[float]:
+def scalar(value: float | torch.Tensor | None) -> float | None:
     """A Python float of a float or scalar tensor (``None`` stays ``None``)."""
     if value is None:
         return None
     return float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
 
 
-def positive_index(N: int, device=None) -> torch.Tensor:
+def positive_index(N: int, device: torch.device | None = None) -> torch.Tensor:
     """p(i) = (i + N/2) mod N, the other view of row i in two stacked views."""
     return (torch.arange(N, device=device) + N // 2) % N

@@ -14,6 +14,7 @@ with respect to the unscaled inputs are the scaled inputs' gradients times 2^-e.
 The ops also check what only they see after rescaling: ``M x != 0`` (map) and
 ``x^T A x > 0`` (symmetric), raising ``ValueError`` with the fix.
 """
+
 from __future__ import annotations
 
 import torch
@@ -35,7 +36,9 @@ def _packed_to_full(a: torch.Tensor, d: int) -> torch.Tensor:
 def packed_dim(k: int) -> int:
     d = int(round(((8 * k + 1) ** 0.5 - 1) / 2))
     if d * (d + 1) // 2 != k:
-        raise ValueError(f"A has {k} entries, which is not d(d+1)/2 for any d; pass (d, d) or packed upper triangle")
+        raise ValueError(
+            f"A has {k} entries, which is not d(d+1)/2 for any d; pass (d, d) or packed upper triangle"
+        )
     return d
 
 
@@ -47,7 +50,7 @@ def check_symmetric(A: torch.Tensor) -> None:
     gives "cosines" outside [-1, 1].
     """
     with torch.no_grad():
-        Ah, _ = scaled_whole(A.detach().to(compute_dtype(A.dtype)))   # largest entry in [0.5, 1)
+        Ah, _ = scaled_whole(A.detach().to(compute_dtype(A.dtype)))  # largest entry in [0.5, 1)
         asym = float((Ah - Ah.T).abs().max())
     tol = torch.finfo(A.dtype).eps ** 0.5
     if asym > tol:
@@ -69,15 +72,15 @@ class MapCosineFn(torch.autograd.Function):
     def forward(ctx, x, y, M):
         ct = compute_dtype(x.dtype)
         (xc, ex), (yc, ey), (Mc, eM) = scaled_rows(x.to(ct)), scaled_rows(y.to(ct)), scaled_whole(M.to(ct))
-        v, w = xc @ Mc.T, yc @ Mc.T                                 # v = Mx, w = My (scaled), (B, k)
-        zero = (v == 0).all(1) | (w == 0).all(1)                    # (B,)
+        v, w = xc @ Mc.T, yc @ Mc.T  # v = Mx, w = My (scaled), (B, k)
+        zero = (v == 0).all(1) | (w == 0).all(1)  # (B,)
         if bool(zero.any()):
             raise ValueError(
                 f"pair {_first(zero)} maps to a zero vector (M x = 0 or M y = 0), whose direction "
                 f"is undefined; remove zero inputs or change M"
             )
-        (v, ev), (w, ew) = scaled_rows(v), scaled_rows(w)           # direction only: rescale again
-        n, m, l = (v * v).sum(1), (w * w).sum(1), (v * w).sum(1)    # (B,), n, m in [0.25, k]
+        (v, ev), (w, ew) = scaled_rows(v), scaled_rows(w)  # direction only: rescale again
+        n, m, l = (v * v).sum(1), (w * w).sum(1), (v * w).sum(1)  # (B,), n, m in [0.25, k]
         r = torch.sqrt(n) * torch.sqrt(m)
         ctx.save_for_backward(xc, yc, Mc, v, w, n, m, l, r, ex, ey, eM, ev, ew)
         ctx.dtypes = (x.dtype, y.dtype, M.dtype)
@@ -89,13 +92,13 @@ class MapCosineFn(torch.autograd.Function):
         g = g.to(xc.dtype)
         # dsim/dv = (w - l v / n) / r, dsim/dw = (v - l w / m) / r, each weighted by g_b;
         # times 2^-ev (2^-ew) for the rescaling of v (w)
-        a = times_pow2((g / r)[:, None] * (w - (l / n)[:, None] * v), -ev[:, None])   # (B, k)
-        c = times_pow2((g / r)[:, None] * (v - (l / m)[:, None] * w), -ew[:, None])   # (B, k)
+        a = times_pow2((g / r)[:, None] * (w - (l / n)[:, None] * v), -ev[:, None])  # (B, k)
+        c = times_pow2((g / r)[:, None] * (v - (l / m)[:, None] * w), -ew[:, None])  # (B, k)
         # seed: dsim/dM_ij = [(x_j w_i + v_i y_j) nm - l (x_j v_i m + n y_j w_i)] / (nm)^(3/2)
         # in scaled coordinates: v = M_hat x_hat, so dsim/dM_hat = a^T x_hat + c^T y_hat
         dM = None
         if ctx.needs_input_grad[2]:
-            dM = times_pow2(a.T @ xc + c.T @ yc, -eM)               # (k, d)
+            dM = times_pow2(a.T @ xc + c.T @ yc, -eM)  # (k, d)
         dx = times_pow2(a @ Mc, -ex[:, None]) if ctx.needs_input_grad[0] else None
         dy = times_pow2(c @ Mc, -ey[:, None]) if ctx.needs_input_grad[1] else None
         return tuple(None if t is None else t.to(dt) for t, dt in zip((dx, dy, dM), ctx.dtypes))
@@ -104,7 +107,7 @@ class MapCosineFn(torch.autograd.Function):
 def _sym_forward(ctx, x, y, A):
     ct = compute_dtype(x.dtype)
     (xc, ex), (yc, ey), (Ac, eA) = scaled_rows(x.to(ct)), scaled_rows(y.to(ct)), scaled_whole(A.to(ct))
-    Ax, Ay = xc @ Ac.T, yc @ Ac.T                                   # (A x_b), (A y_b), (B, d)
+    Ax, Ay = xc @ Ac.T, yc @ Ac.T  # (A x_b), (A y_b), (B, d)
     n, m, l = (xc * Ax).sum(1), (yc * Ay).sum(1), (yc * Ax).sum(1)  # x^T A x, y^T A y, y^T A x
     bad = (n <= 0) | (m <= 0)
     if bool(bad.any()):
@@ -122,7 +125,7 @@ def _sym_backward(ctx, g):
     """Gradients for independent entries of A (d, d), and for x and y."""
     xc, yc, Ac, n, m, l, r, ex, ey, eA = ctx.saved_tensors
     g = g.to(xc.dtype)
-    gy = (g / r)[:, None] * yc                                      # (B, d)
+    gy = (g / r)[:, None] * yc  # (B, d)
     gx = (g * l / (2 * n * r))[:, None] * xc
     gyy = (g * l / (2 * m * r))[:, None] * yc
     # (2 y_i x_j nm - lm x_i x_j - ln y_i y_j) / (2 (nm)^(3/2)) = y_i x_j / r - l x_i x_j / (2nr) - l y_i y_j / (2mr)

@@ -22,30 +22,32 @@ ranks. For SupCon that is ``6 N^2 d`` in all, 1.5x the one-process engine's ``4 
 (which visits the upper triangle of the symmetric ``Z Z^T`` only); retrieval and SigLIP cost
 what they cost in one process.
 """
+
 from __future__ import annotations
 
-from typing import List, NamedTuple, Optional, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple, cast
 
 import torch
 
-from .collectives import all_reduce, gather_rows, reduce_scatter_rows
-from .engine import Build, Grads, Objective
+from .collectives import Group, all_reduce, gather_rows, reduce_scatter_rows
+from .engine import Build, Grads, Objective, present
 from .rect_tiles import rect_grad, rect_lse
 from .siglip import SigLIPObjective
 from .tiles import TileMask, use_fixed_shift
 
 
 class RowConfig(NamedTuple):
-    op: str                                 # public name, for error messages
-    group: object                           # process group
+    op: str  # public name, for error messages
+    group: Group  # process group
     rank: int
-    sizes: List[int]                        # rows (samples / anchors / pairs) per rank, the same everywhere
-    scale: float                            # world size ('ddp') or 1.0 ('exact')
+    sizes: list[int]  # rows (samples / anchors / pairs) per rank, the same everywhere
+    scale: float  # world size ('ddp') or 1.0 ('exact')
     bs: int
-    symmetric: bool = False                 # retrieval
-    neg_sizes: Optional[List[int]] = None   # retrieval: negative rows per rank (K n_r, or M_r shared)
-    neg_per_anchor: int = 0                 # retrieval: K for (n_r, K, d) negatives, 0 for shared ones
-    neg_grad: bool = False                  # retrieval: the negatives need a gradient (on every rank)
+    symmetric: bool = False  # retrieval
+    neg_sizes: list[int] | None = None  # retrieval: negative rows per rank (K n_r, or M_r shared)
+    neg_per_anchor: int = 0  # retrieval: K for (n_r, K, d) negatives, 0 for shared ones
+    neg_grad: bool = False  # retrieval: the negatives need a gradient (on every rank)
 
     @property
     def offset(self) -> int:
@@ -56,15 +58,23 @@ class RowConfig(NamedTuple):
         return slice(self.offset, self.offset + self.sizes[self.rank])
 
 
-def _max_norm(*xs: Optional[torch.Tensor]) -> float:
-    return max([float(torch.linalg.vector_norm(x, dim=1).max()) for x in xs if x is not None and x.shape[0]],
-               default=0.0)
+def _max_norm(*xs: torch.Tensor | None) -> float:
+    return max(
+        [float(torch.linalg.vector_norm(x, dim=1).max()) for x in xs if x is not None and x.shape[0]],
+        default=0.0,
+    )
 
 
-def _reduced(cfg: RowConfig, d_inv: torch.Tensor, d_bias: Optional[torch.Tensor]):
+def _reduced(
+    cfg: RowConfig, d_inv: torch.Tensor, d_bias: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """d/d(inv_t) and d/d(bias) summed over ranks, in one all-reduce."""
-    tot = all_reduce(cfg.op, torch.stack([d_inv, d_bias if d_bias is not None else d_inv.new_zeros(())]),
-                     "all-reduce of the temperature gradient", cfg.group)
+    tot = all_reduce(
+        cfg.op,
+        torch.stack([d_inv, d_bias if d_bias is not None else d_inv.new_zeros(())]),
+        "all-reduce of the temperature gradient",
+        cfg.group,
+    )
     return tot[0], (tot[1] if d_bias is not None else None)
 
 
@@ -89,19 +99,27 @@ class DistSupCon(_RowOwner):
     """SupCon rows of this rank: z_R against all N gathered rows, self (column o + i) masked;
     positives by class sums of the gathered rows (see :mod:`.supcon`)."""
 
-    def __init__(self, zs, inv_t: float, bias, needs, cfg: RowConfig, labels: torch.Tensor):
-        self.cfg, self.inv_t, zl = cfg, inv_t, zs[0]                 # zl: (R, d) local unit rows
+    def __init__(
+        self,
+        zs: list[torch.Tensor | None],
+        inv_t: float,
+        bias: float | None,
+        needs: Sequence[bool],
+        cfg: RowConfig,
+        labels: torch.Tensor,
+    ):
+        self.cfg, self.inv_t, zl = cfg, inv_t, present(zs[0])  # zl: (R, d) local unit rows
         self.zl, self.n = zl, zl.shape[0]
-        self.z = z = gather_rows(cfg.op, zl, cfg.sizes, cfg.group)   # (N, d)
+        self.z = z = gather_rows(cfg.op, zl, cfg.sizes, cfg.group)  # (N, d)
         _, self.cls, counts = torch.unique(labels, return_inverse=True, return_counts=True)
-        npos = counts[self.cls] - 1                                   # (N,) |P(i)|
-        self.count = int((npos > 0).sum())                            # global rows with a positive
+        npos = counts[self.cls] - 1  # (N,) |P(i)|
+        self.count = int((npos > 0).sum())  # global rows with a positive
         self.npos, self.has = npos[cfg.rows].to(z.dtype), npos[cfg.rows] > 0
-        self.csum = z.new_zeros(counts.shape[0], z.shape[1]).index_add_(0, self.cls, z)   # (K, d) class sums
+        self.csum = z.new_zeros(counts.shape[0], z.shape[1]).index_add_(0, self.cls, z)  # (K, d) class sums
         self.mask = TileMask(self_offset=cfg.offset)
         self.c = inv_t * _max_norm(z) ** 2
         self.fixed = use_fixed_shift(self.c, z.dtype)
-        lse, _ = rect_lse(zl, z, inv_t, self.c, self.mask, cfg.bs, self.fixed)   # (R,) pass 1
+        lse, _ = rect_lse(zl, z, inv_t, self.c, self.mask, cfg.bs, self.fixed)  # (R,) pass 1
         self.lse = torch.where(torch.isfinite(lse), lse, torch.zeros_like(lse))  # -inf: N = 1, no column
 
     def losses(self) -> torch.Tensor:
@@ -111,20 +129,21 @@ class DistSupCon(_RowOwner):
         return torch.where(self.has, per_row, torch.zeros_like(per_row))
 
     def mean_weights(self, like: torch.Tensor) -> torch.Tensor:
-        return self.has.to(like.dtype) / max(self.count, 1)          # mean over global rows with a positive
+        return self.has.to(like.dtype) / max(self.count, 1)  # mean over global rows with a positive
 
     def grad(self, w: torch.Tensor) -> Grads:
         cfg, z, zl, cl = self.cfg, self.z, self.zl, self.cls[self.cfg.rows]
-        w = torch.where(self.has, w, torch.zeros_like(w))             # rows without positives: no loss
-        gx, gy = rect_grad(zl, z, self.inv_t, self.c, self.mask, cfg.bs, self.fixed, self.lse, w)
-        v = w / self.npos.clamp_min(1)                                # v_i = w_i / |P(i)|
-        vz = v[:, None] * zl                                          # (R, d)
-        gx.sub_(v[:, None] * (self.csum[cl] - zl))                    # d/dz_i of -v_i z_i . (c_{y_i} - z_i)
-        d_inv = (zl * gx).sum()                                       # sum over local rows of dS_ij z_i . z_j
-        cv = torch.zeros_like(self.csum).index_add_(0, cl, vz)        # (K, d) local v-weighted class sums
-        gy.sub_(cv[self.cls])                                         # d/dz_k of the same: -sum_{i in P(k)} v_i z_i
-        gy[cfg.rows] += vz                                            #   (i = k is not in P(k))
-        gx += reduce_scatter_rows(cfg.op, gy, cfg.sizes, cfg.rank, cfg.group)   # (WP)^T Z from every rank
+        w = torch.where(self.has, w, torch.zeros_like(w))  # rows without positives: no loss
+        gx, gy_ = rect_grad(zl, z, self.inv_t, self.c, self.mask, cfg.bs, self.fixed, self.lse, w)
+        gy = present(gy_)  # (N, d): need_y is on
+        v = w / self.npos.clamp_min(1)  # v_i = w_i / |P(i)|
+        vz = v[:, None] * zl  # (R, d)
+        gx.sub_(v[:, None] * (self.csum[cl] - zl))  # d/dz_i of -v_i z_i . (c_{y_i} - z_i)
+        d_inv = (zl * gx).sum()  # sum over local rows of dS_ij z_i . z_j
+        cv = torch.zeros_like(self.csum).index_add_(0, cl, vz)  # (K, d) local v-weighted class sums
+        gy.sub_(cv[self.cls])  # d/dz_k of the same: -sum_{i in P(k)} v_i z_i
+        gy[cfg.rows] += vz  #   (i = k is not in P(k))
+        gx += reduce_scatter_rows(cfg.op, gy, cfg.sizes, cfg.rank, cfg.group)  # (WP)^T Z from every rank
         d_inv, _ = _reduced(cfg, d_inv, None)
         return [gx.mul_(self.inv_t * cfg.scale)], d_inv, None
 
@@ -134,31 +153,48 @@ class DistRetrieval(_RowOwner):
     The symmetric direction's column normalisers (a positive against every anchor) are sums over
     all ranks' anchor rows: each rank's partial log-sum-exps are all-gathered and combined."""
 
-    def __init__(self, zs, inv_t: float, bias, needs, cfg: RowConfig, ids: Optional[torch.Tensor]):
+    def __init__(
+        self,
+        zs: list[torch.Tensor | None],
+        inv_t: float,
+        bias: float | None,
+        needs: Sequence[bool],
+        cfg: RowConfig,
+        ids: torch.Tensor | None,
+    ):
         self.cfg, self.inv_t = cfg, inv_t
-        self.al, self.pl, nl = zs[0], zs[1], zs[2]                   # local unit rows
+        self.al, self.pl, nl = present(zs[0]), present(zs[1]), zs[2]  # local unit rows
         self.n, d, K = self.al.shape[0], self.al.shape[1], cfg.neg_per_anchor
-        parts = [self.pl] + ([nl.reshape(self.n, K * d)] if K else [])
-        G = gather_rows(cfg.op, torch.cat(parts, 1), cfg.sizes, cfg.group)       # (B, (1 + K) d)
-        self.P = G[:, :d]                                             # (B, d) every positive
-        self.N = G[:, d:].reshape(-1, d) if K else (
-            gather_rows(cfg.op, nl, cfg.neg_sizes, cfg.group) if cfg.neg_sizes is not None else None)
+        rows = [self.pl] + ([present(nl).reshape(self.n, K * d)] if K else [])
+        G = gather_rows(cfg.op, torch.cat(rows, 1), cfg.sizes, cfg.group)  # (B, (1 + K) d)
+        self.P = G[:, :d]  # (B, d) every positive
+        self.N = (
+            G[:, d:].reshape(-1, d)
+            if K
+            else (
+                gather_rows(cfg.op, present(nl), cfg.neg_sizes, cfg.group)
+                if cfg.neg_sizes is not None
+                else None
+            )
+        )
         o = cfg.offset
-        self.mask = TileMask(row_key=ids[cfg.rows], col_key=ids, keep_offset=o) if ids is not None else TileMask()
+        self.mask = (
+            TileMask(row_key=ids[cfg.rows], col_key=ids, keep_offset=o) if ids is not None else TileMask()
+        )
         self.c = inv_t * _max_norm(self.al) * _max_norm(self.P, self.N)
         self.fixed = use_fixed_shift(self.c, self.al.dtype)
         bs, sym = cfg.bs, cfg.symmetric
         lse_r, lse_c = rect_lse(self.al, self.P, inv_t, self.c, self.mask, bs, self.fixed, cols=sym)
         if self.N is not None:
             lse_n, _ = rect_lse(self.al, self.N, inv_t, self.c, TileMask(), bs, self.fixed)
-            lse_r = torch.logaddexp(lse_r, lse_n)                     # every candidate of row i
-        self.lse_r = lse_r                                            # (R,)
-        if sym:                                                       # (W, B) partials -> (B,)
-            parts = gather_rows(cfg.op, lse_c[None, :], [1] * len(cfg.sizes), cfg.group)
+            lse_r = torch.logaddexp(lse_r, lse_n)  # every candidate of row i
+        self.lse_r = lse_r  # (R,)
+        if sym:  # (W, B) partials -> (B,)
+            parts = gather_rows(cfg.op, present(lse_c)[None, :], [1] * len(cfg.sizes), cfg.group)
             self.lse_c = torch.logsumexp(parts, 0)
 
     def losses(self) -> torch.Tensor:
-        diag = self.inv_t * (self.al * self.pl).sum(1)               # S_ii
+        diag = self.inv_t * (self.al * self.pl).sum(1)  # S_ii
         if self.cfg.symmetric:
             return 0.5 * (self.lse_r - diag) + 0.5 * (self.lse_c[self.cfg.rows] - diag)
         return self.lse_r - diag
@@ -166,26 +202,43 @@ class DistRetrieval(_RowOwner):
     def grad(self, w: torch.Tensor) -> Grads:
         cfg, al, it = self.cfg, self.al, self.inv_t
         sym, d, K = cfg.symmetric, al.shape[1], cfg.neg_per_anchor
-        u = 0.5 * w if sym else w                                     # row-direction weights
+        u = 0.5 * w if sym else w  # row-direction weights
         v = None
-        if sym:                                                       # column j's weight, owned by j's rank
-            v = 0.5 * gather_rows(cfg.op, w, cfg.sizes, cfg.group)    # (B,)
-        ga, gp = rect_grad(al, self.P, it, self.c, self.mask, cfg.bs, self.fixed, self.lse_r, u,
-                           self.lse_c if sym else None, v)            # (R, d), (B, d)
+        if sym:  # column j's weight, owned by j's rank
+            v = 0.5 * gather_rows(cfg.op, w, cfg.sizes, cfg.group)  # (B,)
+        ga, gp_ = rect_grad(
+            al,
+            self.P,
+            it,
+            self.c,
+            self.mask,
+            cfg.bs,
+            self.fixed,
+            self.lse_r,
+            u,
+            self.lse_c if sym else None,
+            v,
+        )  # (R, d), (B, d)
+        gp = present(gp_)  # need_y is on
         gn = None
         if self.N is not None:
-            ga_n, gn = rect_grad(al, self.N, it, self.c, TileMask(), cfg.bs, self.fixed, self.lse_r, u,
-                                 need_y=cfg.neg_grad)
+            ga_n, gn = rect_grad(
+                al, self.N, it, self.c, TileMask(), cfg.bs, self.fixed, self.lse_r, u, need_y=cfg.neg_grad
+            )
             ga.add_(ga_n)
-        ga.sub_(w[:, None] * self.pl)                                 # positives: dS_ii -= w_i
-        d_inv = (al * ga).sum()                                       # sum over local rows of dS_ij a_i . c_j
+        ga.sub_(w[:, None] * self.pl)  # positives: dS_ii -= w_i
+        d_inv = (al * ga).sum()  # sum over local rows of dS_ij a_i . c_j
         packed = [gp] + ([gn.reshape(-1, K * d)] if K and gn is not None else [])
         mine = reduce_scatter_rows(cfg.op, torch.cat(packed, 1), cfg.sizes, cfg.rank, cfg.group)
-        gp_l = mine[:, :d] - w[:, None] * al                          # + the positives' part of dS^T A
+        gp_l = mine[:, :d] - w[:, None] * al  # + the positives' part of dS^T A
         gn_l = None
         if gn is not None:
-            gn_l = (mine[:, d:].reshape(-1, d) if K else
-                    reduce_scatter_rows(cfg.op, gn, cfg.neg_sizes, cfg.rank, cfg.group))
+            gn_l = (
+                mine[:, d:].reshape(-1, d)
+                if K
+                # unpaired negatives (K = 0): neg_sizes is set whenever N is
+                else reduce_scatter_rows(cfg.op, gn, cast(list[int], cfg.neg_sizes), cfg.rank, cfg.group)
+            )
         d_inv, _ = _reduced(cfg, d_inv, None)
         s = it * cfg.scale
         return [ga.mul_(s), gp_l.mul_(s), None if gn_l is None else gn_l.mul_(s)], d_inv, None
@@ -195,33 +248,47 @@ class DistSigLIP(_RowOwner):
     """SigLIP rows of this rank: its a rows against every gathered b, positives at column o + i,
     loss and gradient in one pass (:class:`.siglip.SigLIPObjective` with an offset)."""
 
-    def __init__(self, zs, inv_t: float, bias: float, needs, cfg: RowConfig):
+    def __init__(
+        self,
+        zs: list[torch.Tensor | None],
+        inv_t: float,
+        bias: float | None,
+        needs: Sequence[bool],
+        cfg: RowConfig,
+    ):
+        assert bias is not None  # the sigmoid loss always has its bias
         self.cfg = cfg
-        b = gather_rows(cfg.op, zs[1], cfg.sizes, cfg.group)          # (B, d)
+        b = gather_rows(cfg.op, present(zs[1]), cfg.sizes, cfg.group)  # (B, d)
         self.inner = SigLIPObjective([zs[0], b], inv_t, bias, (True, True), cfg.bs, offset=cfg.offset)
-        self.n = zs[0].shape[0]
+        self.n = present(zs[0]).shape[0]
 
     def losses(self) -> torch.Tensor:
         return self.inner.losses()
 
-    def losses_and_grad(self, w: torch.Tensor):
+    def losses_and_grad(self, w: torch.Tensor) -> tuple[torch.Tensor, Grads]:
         cfg = self.cfg
         losses, ([ga, gb], d_inv, d_bias) = self.inner.losses_and_grad(w)
-        gb = reduce_scatter_rows(cfg.op, gb, cfg.sizes, cfg.rank, cfg.group)   # dS^T A from every rank
+        gb = reduce_scatter_rows(
+            cfg.op, present(gb), cfg.sizes, cfg.rank, cfg.group
+        )  # dS^T A from every rank
         d_inv, d_bias = _reduced(cfg, d_inv, d_bias)
-        return losses, ([ga.mul_(cfg.scale), gb.mul_(cfg.scale)], d_inv, d_bias)
+        return losses, ([present(ga).mul_(cfg.scale), gb.mul_(cfg.scale)], d_inv, d_bias)
 
     def grad(self, w: torch.Tensor) -> Grads:
         return self.losses_and_grad(w)[1]
 
 
-def dist_build(kind: str, cfg: RowConfig, extra: Optional[torch.Tensor] = None) -> Build:
+def dist_build(kind: str, cfg: RowConfig, extra: torch.Tensor | None = None) -> Build:
     """The engine's ``build`` for ``kind`` in 'supcon' (extra: global labels), 'retrieval'
     (extra: global positive ids or None), 'siglip'."""
-    def build(zs, inv_t, bias, needs: Sequence[bool]) -> Objective:
+
+    def build(
+        zs: list[torch.Tensor | None], inv_t: float, bias: float | None, needs: Sequence[bool]
+    ) -> Objective:
         if kind == "supcon":
-            return DistSupCon(zs, inv_t, bias, needs, cfg, extra)
+            return DistSupCon(zs, inv_t, bias, needs, cfg, present(extra))
         if kind == "retrieval":
             return DistRetrieval(zs, inv_t, bias, needs, cfg, extra)
         return DistSigLIP(zs, inv_t, bias, needs, cfg)
+
     return build

@@ -17,15 +17,17 @@ positive terms. Everything around them lives here and nowhere else:
 
 One name for the inverse temperature throughout ops/: ``inv_t`` = 1 / tau.
 """
+
 from __future__ import annotations
 
-from typing import Callable, List, Optional, Sequence, Tuple, Union
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 
 from .common import chain_normalize, compute_dtype, normalize_rows, scalar
 
-Grads = Tuple[List[Optional[torch.Tensor]], torch.Tensor, Optional[torch.Tensor]]
+Grads = tuple[list[torch.Tensor | None], torch.Tensor, torch.Tensor | None]
 
 
 class Objective:
@@ -47,7 +49,7 @@ class Objective:
         d/d(inv_t) and d/d(bias) (``None`` without a bias), inputs taken as free vectors."""
         raise NotImplementedError
 
-    def losses_and_grad(self, w: torch.Tensor) -> Tuple[torch.Tensor, Grads]:
+    def losses_and_grad(self, w: torch.Tensor) -> tuple[torch.Tensor, Grads]:
         return self.losses(), self.grad(w)
 
     def mean_weights(self, like: torch.Tensor) -> torch.Tensor:
@@ -55,26 +57,32 @@ class Objective:
         return like.new_full((self.n,), 1.0 / self.n)
 
 
-def present(x: Optional[torch.Tensor]) -> torch.Tensor:
+def present(x: torch.Tensor | None) -> torch.Tensor:
     """The tensor an objective requires at this input position (``None`` is a caller bug)."""
     if x is None:
         raise ValueError("this objective needs a tensor at this input, got None")
     return x
 
 
-Build = Callable[[List[Optional[torch.Tensor]], float, Optional[float], Sequence[bool]], Objective]
+Build = Callable[[list[torch.Tensor | None], float, float | None, Sequence[bool]], Objective]
 
 
-def _finish(grads: Grads, zs, norms, inv_t: float, needs):
+def _finish(
+    grads: Grads,
+    zs: Sequence[torch.Tensor | None],
+    norms: Sequence[torch.Tensor | None],
+    inv_t: float,
+    needs: Sequence[bool],
+) -> Grads:
     """Chain the normalisation, turn d/d(inv_t) into d/d(tau)."""
     gs, d_inv, d_bias = grads
-    out: List[Optional[torch.Tensor]] = []
+    out: list[torch.Tensor | None] = []
     for g, z, n, need in zip(gs, zs, norms, needs):
         if g is None or not need:
             out.append(None)
         else:
-            out.append(chain_normalize(g, z, n) if n is not None else g)   # (I - z z^T) g / |u|
-    d_tau = -d_inv * (inv_t * inv_t)                                     # d/dtau = -inv_t^2 d/d(inv_t)
+            out.append(chain_normalize(g, present(z), n) if n is not None else g)  # (I - z z^T) g / |u|
+    d_tau = -d_inv * (inv_t * inv_t)  # d/dtau = -inv_t^2 d/d(inv_t)
     return out, d_tau, d_bias
 
 
@@ -85,25 +93,38 @@ class EngineFn(torch.autograd.Function):
     input k needs a gradient."""
 
     @staticmethod
-    def forward(ctx, build: Build, normalize: bool, reduction: str, want_grad: bool,
-                temperature: Union[float, torch.Tensor], bias, *inputs: Optional[torch.Tensor]):
+    def forward(
+        ctx: Any,
+        build: Build,
+        normalize: bool,
+        reduction: str,
+        want_grad: bool,
+        temperature: float | torch.Tensor,
+        bias: float | torch.Tensor | None,
+        *inputs: torch.Tensor | None,
+    ) -> torch.Tensor:
         ct = compute_dtype(present(inputs[0]).dtype)
-        zs: List[Optional[torch.Tensor]] = []
-        norms: List[Optional[torch.Tensor]] = []
+        zs: list[torch.Tensor | None] = []
+        norms: list[torch.Tensor | None] = []
         for x in inputs:
             if x is None:
                 zs.append(None)
                 norms.append(None)
                 continue
             x = x.to(ct)
-            z, n = normalize_rows(x) if normalize else (x, None)       # (n, d), (n, 2)
+            z, n = normalize_rows(x) if normalize else (x, None)  # (n, d), (n, 2)
             zs.append(z)
             norms.append(n)
-        inv_t = 1.0 / float(scalar(temperature))   # type: ignore[arg-type]
+        inv_t = 1.0 / float(scalar(temperature))  # type: ignore[arg-type]
         needs = tuple(ctx.needs_input_grad[6:])
         obj = build(zs, inv_t, scalar(bias), needs)
-        ctx.meta = (reduction, inv_t, [None if x is None else x.dtype for x in inputs],
-                    getattr(temperature, "dtype", None), getattr(bias, "dtype", None))
+        ctx.meta = (
+            reduction,
+            inv_t,
+            [None if x is None else x.dtype for x in inputs],
+            getattr(temperature, "dtype", None),
+            getattr(bias, "dtype", None),
+        )
         if reduction == "none":
             ctx.obj, ctx.zs, ctx.norms = obj, zs, norms
             return obj.losses()
@@ -114,17 +135,17 @@ class EngineFn(torch.autograd.Function):
             ctx.grads = _finish(grads, zs, norms, inv_t, needs)
         else:
             losses = obj.losses()
-        return (w * losses).sum()                                      # sum_i w_i loss_i
+        return (w * losses).sum()  # sum_i w_i loss_i
 
     @staticmethod
-    def backward(ctx, g_out):
+    def backward(ctx: Any, g_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         reduction, inv_t, in_dtypes, t_dtype, b_dtype = ctx.meta
         needs = ctx.needs_input_grad
         if reduction == "none":
             zs = ctx.zs
-            w = g_out.to(next(z for z in zs if z is not None).dtype)     # the upstream weights
+            w = g_out.to(next(z for z in zs if z is not None).dtype)  # the upstream weights
             gs, d_tau, d_bias = _finish(ctx.obj.grad(w), zs, ctx.norms, inv_t, needs[6:])
-            scale = 1.0
+            scale: float | torch.Tensor = 1.0
         else:
             gs, d_tau, d_bias = ctx.grads
             scale = g_out.to(d_tau.dtype)
@@ -134,8 +155,15 @@ class EngineFn(torch.autograd.Function):
         return (None, None, None, None, grad_t, grad_b, *grad_in)
 
 
-def run(build: Build, inputs: Sequence[Optional[torch.Tensor]], temperature, *, bias=None,
-        normalize: bool = True, reduction: str = "mean") -> torch.Tensor:
+def run(
+    build: Build,
+    inputs: Sequence[torch.Tensor | None],
+    temperature: float | torch.Tensor,
+    *,
+    bias: float | torch.Tensor | None = None,
+    normalize: bool = True,
+    reduction: str = "mean",
+) -> torch.Tensor:
     """Apply the contract to validated inputs; the result in the dtype of ``inputs[0]``.
 
     Examples:

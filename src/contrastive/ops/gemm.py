@@ -5,15 +5,15 @@ the compute dtype. (Issue 16: on CUDA, half-precision operands could stay in hal
 float32 accumulation and output through ``torch.mm(a, b, out_dtype=torch.float32)``, which this
 torch provides for CUDA only; the engine today upcasts operands to float32 first.)
 """
-from __future__ import annotations
 
-from typing import Optional
+from __future__ import annotations
 
 import torch
 
 
-def tile_mm(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor,
-            shift: Optional[torch.Tensor] = None) -> torch.Tensor:
+def tile_mm(
+    a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, shift: torch.Tensor | None = None
+) -> torch.Tensor:
     """out = a b^T (+ shift, a ``(1, 1)`` tensor, fused), shapes (m, d), (n, d) -> (m, n).
 
     Examples:

@@ -17,9 +17,10 @@ Gradient of sum_i w_i loss_i (seed 002's (WG + (WG)^T) Z / tau without G):
 
 Flops 4 N^2 d (half the tiles), memory O(N d + tile^2). See docs/derivations/info_nce.md.
 """
+
 from __future__ import annotations
 
-from typing import List, Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -28,42 +29,52 @@ from .engine import Build, Grads, Objective, present
 from .sym_tiles import max_sq_norm, sym_grad, sym_lse
 from .tiles import TileMask, use_fixed_shift
 
-_max_sq_norm = max_sq_norm          # the name the distributed glue imports
+_max_sq_norm = max_sq_norm  # the name the distributed glue imports
 
 
 class InfoNCEObjective(Objective):
     """Two-view InfoNCE of stacked z (N, d) on the symmetric tile passes."""
 
-    def __init__(self, zs: List[Optional[torch.Tensor]], inv_t: float, bias, needs: Sequence[bool],
-                 exclude_self: bool, decoupled: bool, bs: int):
-        z = self.z = present(zs[0])                                   # (N, d)
+    def __init__(
+        self,
+        zs: list[torch.Tensor | None],
+        inv_t: float,
+        bias: float | None,
+        needs: Sequence[bool],
+        exclude_self: bool,
+        decoupled: bool,
+        bs: int,
+    ):
+        z = self.z = present(zs[0])  # (N, d)
         self.n = N = z.shape[0]
         self.inv_t, self.bs = inv_t, bs
-        self.p = positive_index(N, z.device)                          # (N,) p(i)
+        self.p = positive_index(N, z.device)  # (N,) p(i)
         self.mask = TileMask(
             self_offset=0 if exclude_self else None,
-            row_key=self.p if decoupled else None,                    # masked: j == p(i)
+            row_key=self.p if decoupled else None,  # masked: j == p(i)
             col_key=torch.arange(N, device=z.device) if decoupled else None,
         )
-        self.c = inv_t * max_sq_norm(z)                               # every |S_ij| <= c
+        self.c = inv_t * max_sq_norm(z)  # every |S_ij| <= c
         self.fixed = use_fixed_shift(self.c, z.dtype)
-        self.lse = sym_lse(z, inv_t, self.c, self.mask, bs, self.fixed)   # (N,) pass 1
+        self.lse = sym_lse(z, inv_t, self.c, self.mask, bs, self.fixed)  # (N,) pass 1
 
     def losses(self) -> torch.Tensor:
         z, p = self.z, self.p
-        return self.lse - self.inv_t * (z * z[p]).sum(1)              # -log P_{i,p(i)}
+        return self.lse - self.inv_t * (z * z[p]).sum(1)  # -log P_{i,p(i)}
 
     def grad(self, w: torch.Tensor) -> Grads:
         z, p, inv_t = self.z, self.p, self.inv_t
-        g = sym_grad(z, inv_t, self.c, self.lse, w, self.mask, self.bs, self.fixed)   # (WP + (WP)^T) Z
-        g.sub_((w + w[p])[:, None] * z[p])                            # - (W onehot(p) + its transpose) Z
-        g.mul_(inv_t)                                                 # (WG + (WG)^T) Z / tau
-        d_inv = (z * g).sum() / (2 * inv_t)                           # d/d(inv_t)
+        g = sym_grad(z, inv_t, self.c, self.lse, w, self.mask, self.bs, self.fixed)  # (WP + (WP)^T) Z
+        g.sub_((w + w[p])[:, None] * z[p])  # - (W onehot(p) + its transpose) Z
+        g.mul_(inv_t)  # (WG + (WG)^T) Z / tau
+        d_inv = (z * g).sum() / (2 * inv_t)  # d/d(inv_t)
         return [g], d_inv, None
 
 
 def info_nce_objective(exclude_self: bool, decoupled: bool, bs: int) -> Build:
     """The engine's ``build`` for two-view InfoNCE of one stacked ``(N, d)`` input."""
+
     def build(zs, inv_t, bias, needs):
         return InfoNCEObjective(zs, inv_t, bias, needs, exclude_self, decoupled, bs)
+
     return build

@@ -7,6 +7,9 @@
 
 The reference path and the oracle for the blockwise engine in :mod:`.info_nce`.
 """
+
+from typing import Any
+
 import torch
 
 from .common import chain_normalize, compute_dtype, normalize_rows, positive_index, temperature_value
@@ -18,42 +21,48 @@ class DenseInfoNCEFn(torch.autograd.Function):
     """Per-row losses (N,) of stacked u (N, d), in the compute dtype."""
 
     @staticmethod
-    def forward(ctx, u, temperature, exclude_self: bool, normalize: bool):
+    def forward(
+        ctx: Any, u: torch.Tensor, temperature: float | torch.Tensor, exclude_self: bool, normalize: bool
+    ) -> torch.Tensor:
         ct = compute_dtype(u.dtype)
         x = u.to(ct)
-        z, norms = normalize_rows(x) if normalize else (x, None)   # (N, d)
+        z, norms = normalize_rows(x) if normalize else (x, None)  # (N, d)
         t = temperature_value(temperature, ct, u.device)
         N = z.shape[0]
         p = positive_index(N, u.device)
-        S = (z @ z.T) / t                                           # L_ij, (N, N)
+        S = (z @ z.T) / t  # L_ij, (N, N)
         if exclude_self:
             S.fill_diagonal_(float("-inf"))
-        lse = torch.logsumexp(S, dim=1)                             # (N,)
-        pos = (z * z[p]).sum(1) / t                                 # L_{i,p(i)}
+        lse = torch.logsumexp(S, dim=1)  # (N,)
+        pos = (z * z[p]).sum(1) / t  # L_{i,p(i)}
         ctx.save_for_backward(z, norms if normalize else z.new_empty(0), lse, t)
-        ctx.flags = (exclude_self, normalize, u.dtype,
-                     temperature.dtype if isinstance(temperature, torch.Tensor) else None)
+        ctx.flags = (
+            exclude_self,
+            normalize,
+            u.dtype,
+            temperature.dtype if isinstance(temperature, torch.Tensor) else None,
+        )
         return lse - pos
 
     @staticmethod
-    def backward(ctx, g):                                           # g = w, (N,)
+    def backward(ctx, g):  # g = w, (N,)
         z, norms, lse, t = ctx.saved_tensors
         exclude_self, normalize, in_dtype, t_dtype = ctx.flags
         g = g.to(z.dtype)
         N = z.shape[0]
         p = positive_index(N, z.device)
-        L = (z @ z.T) / t                                           # (N, N)
-        WG = torch.exp(L - lse[:, None])                            # P_ij
+        L = (z @ z.T) / t  # (N, N)
+        WG = torch.exp(L - lse[:, None])  # P_ij
         if exclude_self:
             WG.fill_diagonal_(0.0)
-        WG[torch.arange(N, device=z.device), p] -= 1.0              # G = P - onehot(p)
-        WG *= g[:, None]                                            # W G
+        WG[torch.arange(N, device=z.device), p] -= 1.0  # G = P - onehot(p)
+        WG *= g[:, None]  # W G
         grad_t = None
         if t_dtype is not None and ctx.needs_input_grad[1]:
-            grad_t = (-(WG * L).sum() / t).to(t_dtype)                           # -sum w_i G_ij L_ij / tau (G_ii = 0 if excluded)
+            grad_t = (-(WG * L).sum() / t).to(t_dtype)  # -sum w_i G_ij L_ij / tau (G_ii = 0 if excluded)
         grad_u = None
         if ctx.needs_input_grad[0]:
-            grad_z = (WG + WG.T) @ z / t                            # (G + G^T) Z / tau, weighted
+            grad_z = (WG + WG.T) @ z / t  # (G + G^T) Z / tau, weighted
             grad_u = chain_normalize(grad_z, z, norms) if normalize else grad_z
             grad_u = grad_u.to(in_dtype)
         return grad_u, grad_t, None, None

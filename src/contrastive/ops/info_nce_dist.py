@@ -21,14 +21,15 @@ With 'mean'/'sum' all of this runs in forward (backward only scales by grad_outp
 no collective); with 'none' the weights w are the upstream gradient, known in backward,
 which then runs pass 2 and its two collectives.
 """
+
 from __future__ import annotations
 
-from typing import List, NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 
 from . import compute_dtype
-from .collectives import all_reduce, gather_rows, reduce_scatter_rows
+from .collectives import Group, all_reduce, gather_rows, reduce_scatter_rows
 from .info_nce import _max_sq_norm
 from .info_nce_dense import chain_normalize, normalize_rows, temperature_value
 from .info_nce_rows import rows_grad, rows_lse
@@ -36,11 +37,11 @@ from .tiles import use_fixed_shift
 
 
 class DistConfig(NamedTuple):
-    op: str                 # public name, for error messages
-    group: object           # process group (None: default)
+    op: str  # public name, for error messages
+    group: Group  # process group (None: default)
     rank: int
-    sizes: List[int]        # pairs per rank, identical on every rank
-    scale: float            # world_size ('ddp') or 1.0 ('exact')
+    sizes: list[int]  # pairs per rank, identical on every rank
+    scale: float  # world_size ('ddp') or 1.0 ('exact')
     reduction: str
     bs: int
     want_grad: bool
@@ -52,7 +53,7 @@ class GatherWithGradFn(torch.autograd.Function):
     """cat over ranks of x (sizes[r] rows each); backward: reduce-scatter (sum over ranks)."""
 
     @staticmethod
-    def forward(ctx, x, cfg: DistConfig):
+    def forward(ctx: Any, x: torch.Tensor, cfg: DistConfig) -> torch.Tensor:
         ctx.cfg = cfg
         return gather_rows(cfg.op, x, cfg.sizes, cfg.group)
 
@@ -62,7 +63,7 @@ class GatherWithGradFn(torch.autograd.Function):
         return reduce_scatter_rows(cfg.op, g, cfg.sizes, cfg.rank, cfg.group), None
 
 
-def _layout(cfg: DistConfig):
+def _layout(cfg: DistConfig) -> tuple[int, int, int]:
     B_r, B = cfg.sizes[cfg.rank], sum(cfg.sizes)
     o = sum(cfg.sizes[: cfg.rank])
     return B_r, B, o
@@ -93,22 +94,25 @@ class DistInfoNCEFn(torch.autograd.Function):
     the local rows' losses in the order [z1_r; z2_r])."""
 
     @staticmethod
-    def forward(ctx, u1, u2, temperature, cfg: DistConfig):
+    def forward(
+        ctx: Any, u1: torch.Tensor, u2: torch.Tensor, temperature: float | torch.Tensor, cfg: DistConfig
+    ) -> torch.Tensor:
         ct = compute_dtype(u1.dtype)
         B_r, B, o = _layout(cfg)
         d = u1.shape[1]
-        G = gather_rows(cfg.op, torch.cat([u1, u2], 1), cfg.sizes, cfg.group)   # (B, 2d): [z1 | z2]
+        G = gather_rows(cfg.op, torch.cat([u1, u2], 1), cfg.sizes, cfg.group)  # (B, 2d): [z1 | z2]
         z, norms = _unit(torch.cat([G[:, :d], G[:, d:]]).to(ct), cfg.normalize)  # (N, d)
         inv_t = 1.0 / float(temperature_value(temperature, torch.float64, "cpu"))
         c = inv_t * _max_sq_norm(z)
         fixed = use_fixed_shift(c, ct)
         own = torch.cat([torch.arange(o, o + B_r), torch.arange(B + o, B + o + B_r)]).to(z.device)
-        zl = z[own]                                                             # (2B_r, d) local rows
+        zl = z[own]  # (2B_r, d) local rows
         selfs = (o, B + o) if cfg.exclude_self else (None, None)
-        lse = torch.cat([rows_lse(zl[k * B_r:(k + 1) * B_r], z, inv_t, c, fixed, cfg.bs, selfs[k])
-                         for k in (0, 1)])                                      # (2B_r,)
-        pl = (torch.arange(2 * B_r, device=z.device) + B_r) % (2 * B_r)         # local p(i)
-        losses = lse - inv_t * (zl * zl[pl]).sum(1)                             # -log P_{i,p(i)}
+        lse = torch.cat(
+            [rows_lse(zl[k * B_r : (k + 1) * B_r], z, inv_t, c, fixed, cfg.bs, selfs[k]) for k in (0, 1)]
+        )  # (2B_r,)
+        pl = (torch.arange(2 * B_r, device=z.device) + B_r) % (2 * B_r)  # local p(i)
+        losses = lse - inv_t * (zl * zl[pl]).sum(1)  # -log P_{i,p(i)}
         ctx.cfg, ctx.geom = cfg, (inv_t, c, fixed)
         ctx.in_dtypes, ctx.t_dtype = (u1.dtype, u2.dtype), getattr(temperature, "dtype", None)
         nl = norms[own] if cfg.normalize else z.new_empty(0)
@@ -122,7 +126,7 @@ class DistInfoNCEFn(torch.autograd.Function):
         g, dinv = DistInfoNCEFn._grad(cfg, z, zl, lse, w, inv_t, c, fixed)
         loss, dinv = _reduced(cfg, losses, dinv, N)
         gu = (chain_normalize(g, zl, nl) if cfg.normalize else g) * cfg.scale
-        ctx.save_for_backward(gu[:B_r], gu[B_r:], dinv * (-inv_t * inv_t))    # d/dtau = -d/d(inv_t) / tau^2
+        ctx.save_for_backward(gu[:B_r], gu[B_r:], dinv * (-inv_t * inv_t))  # d/dtau = -d/d(inv_t) / tau^2
         return loss
 
     @staticmethod
@@ -131,18 +135,33 @@ class DistInfoNCEFn(torch.autograd.Function):
         B_r, B, o = _layout(cfg)
         d = z.shape[1]
         selfs = (o, B + o) if cfg.exclude_self else (None, None)
-        g_cols = torch.zeros_like(z)                                            # (N, d): (WG)_R^T Z_R
-        g = torch.cat([rows_grad(zl[k * B_r:(k + 1) * B_r], z, inv_t, c, fixed, cfg.bs,
-                                 lse[k * B_r:(k + 1) * B_r], w[k * B_r:(k + 1) * B_r], g_cols, selfs[k])
-                       for k in (0, 1)])                                        # (WP)_R Z, (2B_r, d)
+        g_cols = torch.zeros_like(z)  # (N, d): (WG)_R^T Z_R
+        g = torch.cat(
+            [
+                rows_grad(
+                    zl[k * B_r : (k + 1) * B_r],
+                    z,
+                    inv_t,
+                    c,
+                    fixed,
+                    cfg.bs,
+                    lse[k * B_r : (k + 1) * B_r],
+                    w[k * B_r : (k + 1) * B_r],
+                    g_cols,
+                    selfs[k],
+                )
+                for k in (0, 1)
+            ]
+        )  # (WP)_R Z, (2B_r, d)
         pl = (torch.arange(2 * B_r, device=z.device) + B_r) % (2 * B_r)
-        zp = zl[pl]                                                             # z_p(i)
-        dinv = (zl * g).sum() - (w * (zl * zp).sum(1)).sum()                    # sum_i z_i . ((WG) Z)_i
-        g.sub_((w + w[pl])[:, None] * zp)                                       # one-hot parts of WG and (WG)^T
-        mine = reduce_scatter_rows(cfg.op, torch.cat([g_cols[:B], g_cols[B:]], 1),
-                                   cfg.sizes, cfg.rank, cfg.group)              # (B_r, 2d)
-        g += torch.cat([mine[:, :d], mine[:, d:]])                              # + ((WG)^T Z)_R
-        return g.mul_(inv_t), dinv                                              # (WG + (WG)^T) Z / tau
+        zp = zl[pl]  # z_p(i)
+        dinv = (zl * g).sum() - (w * (zl * zp).sum(1)).sum()  # sum_i z_i . ((WG) Z)_i
+        g.sub_((w + w[pl])[:, None] * zp)  # one-hot parts of WG and (WG)^T
+        mine = reduce_scatter_rows(
+            cfg.op, torch.cat([g_cols[:B], g_cols[B:]], 1), cfg.sizes, cfg.rank, cfg.group
+        )  # (B_r, 2d)
+        g += torch.cat([mine[:, :d], mine[:, d:]])  # + ((WG)^T Z)_R
+        return g.mul_(inv_t), dinv  # (WG + (WG)^T) Z / tau
 
     @staticmethod
     def backward(ctx, g_out):
@@ -168,19 +187,21 @@ class DistClipFn(torch.autograd.Function):
     rows and the columns o_r .. o_r + B_r of S = a b^T / tau. Same contract as DistInfoNCEFn."""
 
     @staticmethod
-    def forward(ctx, a_in, b_in, temperature, cfg: DistConfig):
+    def forward(
+        ctx: Any, a_in: torch.Tensor, b_in: torch.Tensor, temperature: float | torch.Tensor, cfg: DistConfig
+    ) -> torch.Tensor:
         ct = compute_dtype(a_in.dtype)
         B_r, B, o = _layout(cfg)
         d = a_in.shape[1]
-        G = gather_rows(cfg.op, torch.cat([a_in, b_in], 1), cfg.sizes, cfg.group)   # (B, 2d): [a | b]
+        G = gather_rows(cfg.op, torch.cat([a_in, b_in], 1), cfg.sizes, cfg.group)  # (B, 2d): [a | b]
         (a, na), (b, nb) = _unit(G[:, :d].to(ct), cfg.normalize), _unit(G[:, d:].to(ct), cfg.normalize)
         inv_t = 1.0 / float(temperature_value(temperature, torch.float64, "cpu"))
         c = inv_t * (_max_sq_norm(a) * _max_sq_norm(b)) ** 0.5
         fixed = use_fixed_shift(c, ct)
         s = slice(o, o + B_r)
-        lse_r = rows_lse(a[s], b, inv_t, c, fixed, cfg.bs)                      # rows i of S, i local
-        lse_c = rows_lse(b[s], a, inv_t, c, fixed, cfg.bs)                      # columns j of S, j local
-        diag = inv_t * (a[s] * b[s]).sum(1)                                     # S_ii
+        lse_r = rows_lse(a[s], b, inv_t, c, fixed, cfg.bs)  # rows i of S, i local
+        lse_c = rows_lse(b[s], a, inv_t, c, fixed, cfg.bs)  # columns j of S, j local
+        diag = inv_t * (a[s] * b[s]).sum(1)  # S_ii
         losses = 0.5 * (lse_r - diag) + 0.5 * (lse_c - diag)
         ctx.cfg, ctx.geom = cfg, (inv_t, c, fixed)
         ctx.in_dtypes, ctx.t_dtype = (a_in.dtype, b_in.dtype), getattr(temperature, "dtype", None)
@@ -204,11 +225,11 @@ class DistClipFn(torch.autograd.Function):
         B_r, B, o = _layout(cfg)
         s = slice(o, o + B_r)
         hw = 0.5 * w
-        ga_cols, gb_cols = torch.zeros_like(a), torch.zeros_like(b)             # (B, d) each
-        ga = rows_grad(a[s], b, inv_t, c, fixed, cfg.bs, lse_r, hw, gb_cols)     # row softmax: (W R) b
-        gb = rows_grad(b[s], a, inv_t, c, fixed, cfg.bs, lse_c, hw, ga_cols)     # column softmax: (W C^T) a
+        ga_cols, gb_cols = torch.zeros_like(a), torch.zeros_like(b)  # (B, d) each
+        ga = rows_grad(a[s], b, inv_t, c, fixed, cfg.bs, lse_r, hw, gb_cols)  # row softmax: (W R) b
+        gb = rows_grad(b[s], a, inv_t, c, fixed, cfg.bs, lse_c, hw, ga_cols)  # column softmax: (W C^T) a
         dinv = (a[s] * ga).sum() + (b[s] * gb).sum() - (w * (a[s] * b[s]).sum(1)).sum()
-        ga.sub_(w[:, None] * b[s])                                              # positives on the diagonal
+        ga.sub_(w[:, None] * b[s])  # positives on the diagonal
         gb.sub_(w[:, None] * a[s])
         mine = reduce_scatter_rows(cfg.op, torch.cat([ga_cols, gb_cols], 1), cfg.sizes, cfg.rank, cfg.group)
         d = a.shape[1]

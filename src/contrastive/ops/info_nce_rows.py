@@ -15,9 +15,8 @@ the temperature gradient, sum_i x_i . g_rows_i = sum_ij H_ij x_i . y_j.
 
 Flops 2 R N d in pass 1 and 4 R N d in pass 2; memory O((R + N) d + bs^2).
 """
-from __future__ import annotations
 
-from typing import Optional
+from __future__ import annotations
 
 import torch
 
@@ -26,16 +25,32 @@ from .rect_tiles import rect_grad, rect_lse
 from .tiles import TileMask
 
 
-def rows_lse(x: torch.Tensor, y: torch.Tensor, inv_t: float, c: float, fixed: bool, bs: int,
-             self_col: Optional[int] = None) -> torch.Tensor:
+def rows_lse(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    inv_t: float,
+    c: float,
+    fixed: bool,
+    bs: int,
+    self_col: int | None = None,
+) -> torch.Tensor:
     """lse_i = log sum_j [j != self_col + i] exp(inv_t x_i . y_j), shape (R,)."""
     return rect_lse(x, y, inv_t, c, TileMask(self_offset=self_col), bs, fixed)[0]
 
 
-def rows_grad(x: torch.Tensor, y: torch.Tensor, inv_t: float, c: float, fixed: bool, bs: int,
-              lse: torch.Tensor, w: torch.Tensor, g_cols: torch.Tensor,
-              self_col: Optional[int] = None) -> torch.Tensor:
+def rows_grad(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    inv_t: float,
+    c: float,
+    fixed: bool,
+    bs: int,
+    lse: torch.Tensor,
+    w: torch.Tensor,
+    g_cols: torch.Tensor,
+    self_col: int | None = None,
+) -> torch.Tensor:
     """Returns g_rows = (W P) Y, (R, d); adds (W P)^T X into ``g_cols`` (N, d) in place."""
     g_rows, g_y = rect_grad(x, y, inv_t, c, TileMask(self_offset=self_col), bs, fixed, lse, w, need_y=True)
-    g_cols.add_(present(g_y))                                       # (W P)^T X
+    g_cols.add_(present(g_y))  # (W P)^T X
     return g_rows

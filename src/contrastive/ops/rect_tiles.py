@@ -16,9 +16,8 @@ The objective adds its positives' part and the factor inv_t.
 
 Flops 2 R C d in pass 1, 4 R C d in pass 2 (2 when Y needs no gradient).
 """
-from __future__ import annotations
 
-from typing import Optional, Tuple
+from __future__ import annotations
 
 import torch
 
@@ -26,12 +25,20 @@ from .gemm import tile_mm
 from .tiles import TileBuffers, TileMask, blocks, online_update
 
 
-def rect_lse(x: torch.Tensor, y: torch.Tensor, inv_t: float, c: float, mask: TileMask, bs: int,
-             fixed: bool, cols: bool = False) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+def rect_lse(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    inv_t: float,
+    c: float,
+    mask: TileMask,
+    bs: int,
+    fixed: bool,
+    cols: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Row log-sum-exps (R,) of S = inv_t x y^T over unmasked entries, and the column ones (C,)
     when ``cols``."""
     R, C = x.shape[0], y.shape[0]
-    xs = x * inv_t                                                   # 1/tau folded into one operand
+    xs = x * inv_t  # 1/tau folded into one operand
     buf = TileBuffers(x.dtype, x.device)
     if fixed:
         row = x.new_zeros(R)
@@ -41,11 +48,11 @@ def rect_lse(x: torch.Tensor, y: torch.Tensor, inv_t: float, c: float, mask: Til
         for i0, i1 in blocks(R, bs):
             for j0, j1 in blocks(C, bs):
                 E = tile_mm(xs[i0:i1], y[j0:j1], buf.get("E", i1 - i0, j1 - j0), shift)  # S_IJ - c
-                E.exp_()                                             # in [exp(-2c), 1]
+                E.exp_()  # in [exp(-2c), 1]
                 mask.apply(E, i0, j0, 0.0)
-                row[i0:i1].addmv_(E, ones[: j1 - j0])                # r_I += E 1
+                row[i0:i1].addmv_(E, ones[: j1 - j0])  # r_I += E 1
                 if cols:
-                    col[j0:j1].add_(E.sum(0))                        # k_J += E^T 1
+                    col[j0:j1].add_(E.sum(0))  # k_J += E^T 1
         return row.log_() + c, (col.log_() + c if cols else None)
     mr, rr = x.new_full((R,), float("-inf")), x.new_zeros(R)
     Cc = C if cols else 0
@@ -54,16 +61,32 @@ def rect_lse(x: torch.Tensor, y: torch.Tensor, inv_t: float, c: float, mask: Til
         for j0, j1 in blocks(C, bs):
             S = tile_mm(xs[i0:i1], y[j0:j1], buf.get("S", i1 - i0, j1 - j0))
             mask.apply(S, i0, j0, float("-inf"))
-            online_update(mr, rr, slice(i0, i1), S.amax(1), lambda s: torch.exp(S - s[:, None]).sum(1))
+            online_update(mr, rr, slice(i0, i1), S.amax(1), lambda s: torch.exp(S - s[:, None]).sum(1))  # noqa: B023 -- called at once
             if cols:
-                online_update(mc, rc, slice(j0, j1), S.amax(0), lambda s: torch.exp(S - s[None, :]).sum(0))
+                online_update(
+                    mc,
+                    rc,
+                    slice(j0, j1),
+                    S.amax(0),
+                    lambda s: torch.exp(S - s[None, :]).sum(0),  # noqa: B023 -- called at once
+                )
     return mr + rr.log(), (mc + rc.log() if cols else None)
 
 
-def rect_grad(x: torch.Tensor, y: torch.Tensor, inv_t: float, c: float, mask: TileMask, bs: int,
-              fixed: bool, lse_r: torch.Tensor, u: torch.Tensor, lse_c: Optional[torch.Tensor] = None,
-              v: Optional[torch.Tensor] = None, need_y: bool = True
-              ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+def rect_grad(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    inv_t: float,
+    c: float,
+    mask: TileMask,
+    bs: int,
+    fixed: bool,
+    lse_r: torch.Tensor,
+    u: torch.Tensor,
+    lse_c: torch.Tensor | None = None,
+    v: torch.Tensor | None = None,
+    need_y: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(dS Y, dS^T X) with dS = diag(u) R + C diag(v) (R, C the row and column softmaxes of
     the unmasked entries); the column term only when ``lse_c`` is given, g_Y only if ``need_y``."""
     R, C = x.shape[0], y.shape[0]
@@ -72,32 +95,32 @@ def rect_grad(x: torch.Tensor, y: torch.Tensor, inv_t: float, c: float, mask: Ti
     gx = torch.zeros_like(x)
     gy = torch.zeros_like(y) if need_y else y.new_empty(0)
     two = lse_c is not None and v is not None
-    lc = lse_c if lse_c is not None else y.new_empty(0)              # (C,) column lse, or unused
-    vc = v if v is not None else y.new_empty(0)                      # (C,) column weights, or unused
+    lc = lse_c if lse_c is not None else y.new_empty(0)  # (C,) column lse, or unused
+    vc = v if v is not None else y.new_empty(0)  # (C,) column weights, or unused
     shift = None
     if fixed:
-        alpha = u * torch.exp(c - lse_r)                             # u_i / r_i
-        beta = vc * torch.exp(c - lc)                                # v_j / k_j (empty if one-sided)
+        alpha = u * torch.exp(c - lse_r)  # u_i / r_i
+        beta = vc * torch.exp(c - lc)  # v_j / k_j (empty if one-sided)
         shift = x.new_full((1, 1), -c)
     for i0, i1 in blocks(R, bs):
         for j0, j1 in blocks(C, bs):
-            E = tile_mm(xs[i0:i1], y[j0:j1], buf.get("E", i1 - i0, j1 - j0), shift)   # S_IJ (- c)
+            E = tile_mm(xs[i0:i1], y[j0:j1], buf.get("E", i1 - i0, j1 - j0), shift)  # S_IJ (- c)
             H = buf.get("H", i1 - i0, j1 - j0)
             if fixed:
                 E.exp_()
                 mask.apply(E, i0, j0, 0.0)
-                torch.mul(E, alpha[i0:i1, None], out=H)              # diag(u_I / r_I) E
+                torch.mul(E, alpha[i0:i1, None], out=H)  # diag(u_I / r_I) E
                 if two:
-                    H.addcmul_(E, beta[j0:j1][None, :])              # + E diag(v_J / k_J)
+                    H.addcmul_(E, beta[j0:j1][None, :])  # + E diag(v_J / k_J)
             else:
-                torch.exp(E - lse_r[i0:i1, None], out=H)             # row softmax R_IJ
+                torch.exp(E - lse_r[i0:i1, None], out=H)  # row softmax R_IJ
                 mask.apply(H, i0, j0, 0.0)
                 H.mul_(u[i0:i1, None])
                 if two:
-                    E.sub_(lc[j0:j1][None, :]).exp_()                # column softmax C_IJ
+                    E.sub_(lc[j0:j1][None, :]).exp_()  # column softmax C_IJ
                     mask.apply(E, i0, j0, 0.0)
                     H.addcmul_(E, vc[j0:j1][None, :])
-            gx[i0:i1].addmm_(H, y[j0:j1])                            # g_X += dS Y
+            gx[i0:i1].addmm_(H, y[j0:j1])  # g_X += dS Y
             if need_y:
-                gy[j0:j1].addmm_(H.T, x[i0:i1])                      # g_Y += dS^T X
+                gy[j0:j1].addmm_(H.T, x[i0:i1])  # g_Y += dS^T X
     return gx, (gy if need_y else None)

@@ -18,9 +18,10 @@ symmetric) and v = w / 2:
 and everything times inv_t; d/d(inv_t) = sum_i a_i . g_a_i / inv_t. A negative tensor that
 needs no gradient skips its GEMM.
 """
+
 from __future__ import annotations
 
-from typing import List, Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -33,8 +34,16 @@ from .tiles import TileMask, use_fixed_shift
 class RetrievalObjective(Objective):
     """Anchors (B, d), positives (B, d), optional negatives (M, d)."""
 
-    def __init__(self, zs: List[Optional[torch.Tensor]], inv_t: float, bias, needs: Sequence[bool],
-                 symmetric: bool, positive_ids: Optional[torch.Tensor], bs: int):
+    def __init__(
+        self,
+        zs: list[torch.Tensor | None],
+        inv_t: float,
+        bias: float | None,
+        needs: Sequence[bool],
+        symmetric: bool,
+        positive_ids: torch.Tensor | None,
+        bs: int,
+    ):
         self.a, self.p, self.neg = present(zs[0]), present(zs[1]), zs[2]
         self.n = self.a.shape[0]
         self.inv_t, self.bs, self.symmetric = inv_t, bs, symmetric
@@ -46,37 +55,61 @@ class RetrievalObjective(Objective):
         lse_r, self.lse_c = rect_lse(self.a, self.p, inv_t, self.c, self.mask, bs, self.fixed, cols=symmetric)
         if self.neg is not None:
             lse_n, _ = rect_lse(self.a, self.neg, inv_t, self.c, TileMask(), bs, self.fixed)
-            lse_r = torch.logaddexp(lse_r, lse_n)                     # every candidate of row i
-        self.lse_r = lse_r                                            # (B,)
+            lse_r = torch.logaddexp(lse_r, lse_n)  # every candidate of row i
+        self.lse_r = lse_r  # (B,)
 
     def losses(self) -> torch.Tensor:
-        diag = self.inv_t * (self.a * self.p).sum(1)                 # S_ii
+        diag = self.inv_t * (self.a * self.p).sum(1)  # S_ii
         if self.symmetric:
             return 0.5 * (self.lse_r - diag) + 0.5 * (present(self.lse_c) - diag)
         return self.lse_r - diag
 
     def grad(self, w: torch.Tensor) -> Grads:
         a, p, neg, inv_t = self.a, self.p, self.neg, self.inv_t
-        u = 0.5 * w if self.symmetric else w                         # row-direction weights
-        v = 0.5 * w if self.symmetric else None                      # column-direction weights
-        ga, gp = rect_grad(a, p, inv_t, self.c, self.mask, self.bs, self.fixed, self.lse_r, u,
-                           self.lse_c, v, need_y=bool(self.needs[1]))
+        u = 0.5 * w if self.symmetric else w  # row-direction weights
+        v = 0.5 * w if self.symmetric else None  # column-direction weights
+        ga, gp = rect_grad(
+            a,
+            p,
+            inv_t,
+            self.c,
+            self.mask,
+            self.bs,
+            self.fixed,
+            self.lse_r,
+            u,
+            self.lse_c,
+            v,
+            need_y=bool(self.needs[1]),
+        )
         gn = None
         if neg is not None:
-            ga_n, gn = rect_grad(a, neg, inv_t, self.c, TileMask(), self.bs, self.fixed, self.lse_r, u,
-                                 need_y=bool(self.needs[2]))
+            ga_n, gn = rect_grad(
+                a,
+                neg,
+                inv_t,
+                self.c,
+                TileMask(),
+                self.bs,
+                self.fixed,
+                self.lse_r,
+                u,
+                need_y=bool(self.needs[2]),
+            )
             ga.add_(ga_n)
             if gn is not None:
                 gn.mul_(inv_t)
-        ga.sub_(w[:, None] * p).mul_(inv_t)                          # positives: dS_ii -= w_i
+        ga.sub_(w[:, None] * p).mul_(inv_t)  # positives: dS_ii -= w_i
         if gp is not None:
             gp.sub_(w[:, None] * a).mul_(inv_t)
-        d_inv = (a * ga).sum() / inv_t                               # sum_ij dS_ij a_i . c_j
+        d_inv = (a * ga).sum() / inv_t  # sum_ij dS_ij a_i . c_j
         return [ga, gp, gn], d_inv, None
 
 
-def retrieval_objective(symmetric: bool, positive_ids: Optional[torch.Tensor], bs: int) -> Build:
+def retrieval_objective(symmetric: bool, positive_ids: torch.Tensor | None, bs: int) -> Build:
     """The engine's ``build`` for inputs (anchors, positives, negatives or None)."""
+
     def build(zs, inv_t, bias, needs):
         return RetrievalObjective(zs, inv_t, bias, needs, symmetric, positive_ids, bs)
+
     return build

@@ -9,12 +9,13 @@ result is subnormal) and brings the row's largest entry into [0.5, 1), where eve
 of the objective is safe. The gradient with respect to the unscaled row is the scaled row's
 gradient times ``2^-e`` (chain rule through ``x_hat = x 2^-e``).
 """
+
 from __future__ import annotations
 
 import torch
 
 
-def pow2_exponent(x: torch.Tensor, dim=None) -> torch.Tensor:
+def pow2_exponent(x: torch.Tensor, dim: int | None = None) -> torch.Tensor:
     """Exponents ``e`` with ``max |x| = m 2^e``, ``m`` in [0.5, 1), over ``dim`` (all if None).
 
     All-zero slices get ``e = 0`` (nothing to rescale).
@@ -49,17 +50,17 @@ def times_pow2(x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
     return x * torch.exp2(half) * torch.exp2(e - half)
 
 
-def scaled_rows(x: torch.Tensor):
+def scaled_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(x_hat, e)`` with ``x_hat = x 2^-e`` row by row, each row's largest entry in [0.5, 1).
 
     Shape:
         x: ``(B, d)``; x_hat: ``(B, d)``; e: ``(B,)``.
     """
-    e = pow2_exponent(x, dim=1)                                     # (B,)
+    e = pow2_exponent(x, dim=1)  # (B,)
     return times_pow2(x, -e[:, None]), e
 
 
-def scaled_whole(x: torch.Tensor):
+def scaled_whole(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(x_hat, e)`` with ``x_hat = x 2^-e``, the largest entry of the whole tensor in [0.5, 1)."""
     e = pow2_exponent(x)
     return times_pow2(x, -e), e

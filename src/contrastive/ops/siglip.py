@@ -14,9 +14,10 @@ only and backward runs the pass again with the upstream weights. Nothing is kept
 memory O(B d + tile^2) (open_clip's chunked loss keeps every chunk's logits for backward).
 softplus(X) = -log sigmoid(-X) is exact for every X (no threshold approximation).
 """
+
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -29,17 +30,24 @@ from .tiles import TileBuffers, blocks
 class SigLIPObjective(Objective):
     """Sigmoid loss of a (B, d), b (B, d) with scalar bias (or of some rows of a against all of b)."""
 
-    def __init__(self, zs: List[Optional[torch.Tensor]], inv_t: float, bias: float, needs: Sequence[bool],
-                 bs: int, offset: int = 0):
+    def __init__(
+        self,
+        zs: list[torch.Tensor | None],
+        inv_t: float,
+        bias: float,
+        needs: Sequence[bool],
+        bs: int,
+        offset: int = 0,
+    ):
         self.a, self.b = present(zs[0]), present(zs[1])
         self.n = self.a.shape[0]
         self.inv_t, self.bias, self.bs, self.needs = inv_t, bias, bs, needs
-        self.offset = offset              # row i's positive is column offset + i (a rank's rows: its offset)
+        self.offset = offset  # row i's positive is column offset + i (a rank's rows: its offset)
 
-    def _pass(self, w: Optional[torch.Tensor]) -> Tuple[torch.Tensor, Optional[Grads]]:
+    def _pass(self, w: torch.Tensor | None) -> tuple[torch.Tensor, Grads | None]:
         a, b, inv_t, bs = self.a, self.b, self.inv_t, self.bs
         B = a.shape[0]
-        As = a * inv_t                                                # 1/tau folded into one operand
+        As = a * inv_t  # 1/tau folded into one operand
         buf = TileBuffers(a.dtype, a.device)
         shift = a.new_full((1, 1), self.bias)
         losses = a.new_zeros(B)
@@ -48,22 +56,22 @@ class SigLIPObjective(Objective):
             d_bias = a.new_zeros(())
         for i0, i1 in blocks(B, bs):
             for j0, j1 in blocks(b.shape[0], bs):
-                X = tile_mm(As[i0:i1], b[j0:j1], buf.get("X", i1 - i0, j1 - j0), shift)   # S_IJ
-                diag = X.diagonal(self.offset + i0 - j0)              # y = +1 entries (empty off-tile)
-                diag.neg_()                                           # X = -y S
-                losses[i0:i1] -= F.logsigmoid(X.neg()).sum(1)         # softplus(X) = -log sigmoid(-X)
+                X = tile_mm(As[i0:i1], b[j0:j1], buf.get("X", i1 - i0, j1 - j0), shift)  # S_IJ
+                diag = X.diagonal(self.offset + i0 - j0)  # y = +1 entries (empty off-tile)
+                diag.neg_()  # X = -y S
+                losses[i0:i1] -= F.logsigmoid(X.neg()).sum(1)  # softplus(X) = -log sigmoid(-X)
                 if w is None:
                     continue
-                X.sigmoid_()                                          # sigmoid(X)
+                X.sigmoid_()  # sigmoid(X)
                 X.mul_(w[i0:i1, None])
-                X.diagonal(self.offset + i0 - j0).neg_()              # dS = -y w sigmoid(X)
-                d_bias += X.sum()                                     # d/d(bias) = sum dS
-                ga[i0:i1].addmm_(X, b[j0:j1])                         # g_a += dS B
+                X.diagonal(self.offset + i0 - j0).neg_()  # dS = -y w sigmoid(X)
+                d_bias += X.sum()  # d/d(bias) = sum dS
+                ga[i0:i1].addmm_(X, b[j0:j1])  # g_a += dS B
                 if self.needs[1]:
-                    gb[j0:j1].addmm_(X.T, a[i0:i1])                   # g_b += dS^T A
+                    gb[j0:j1].addmm_(X.T, a[i0:i1])  # g_b += dS^T A
         if w is None:
             return losses, None
-        d_inv = (a * ga).sum()                                        # sum dS_ij a_i . b_j
+        d_inv = (a * ga).sum()  # sum dS_ij a_i . b_j
         ga.mul_(inv_t)
         gb.mul_(inv_t)
         return losses, ([ga, gb if self.needs[1] else None], d_inv, d_bias)
@@ -71,17 +79,21 @@ class SigLIPObjective(Objective):
     def losses(self) -> torch.Tensor:
         return self._pass(None)[0]
 
-    def losses_and_grad(self, w: torch.Tensor):
-        return self._pass(w)
+    def losses_and_grad(self, w: torch.Tensor) -> tuple[torch.Tensor, Grads]:
+        losses, grads = self._pass(w)
+        assert grads is not None  # weights given: gradients made
+        return losses, grads
 
     def grad(self, w: torch.Tensor) -> Grads:
         grads = self._pass(w)[1]
-        assert grads is not None                                      # weights given: gradients made
+        assert grads is not None  # weights given: gradients made
         return grads
 
 
 def siglip_objective(bs: int) -> Build:
     """The engine's ``build`` for the sigmoid loss of inputs (a, b)."""
+
     def build(zs, inv_t, bias, needs):
         return SigLIPObjective(zs, inv_t, bias, needs, bs)
+
     return build

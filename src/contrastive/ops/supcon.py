@@ -14,9 +14,10 @@ Gradient of sum_i w_i loss_i, v_i = w_i / n_i (0 without positives), cv_y = sum_
     grad_z = inv_t g,   d/d(inv_t) = sum_k z_k . grad_z_k / (2 inv_t)
 So supervised contrastive costs what NT-Xent costs: the class sums are O(N d).
 """
+
 from __future__ import annotations
 
-from typing import List, Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -28,25 +29,32 @@ from .tiles import TileMask, use_fixed_shift
 class SupConObjective(Objective):
     """SupCon of z (N, d) with integer labels (N,)."""
 
-    def __init__(self, zs: List[Optional[torch.Tensor]], inv_t: float, bias, needs: Sequence[bool],
-                 labels: torch.Tensor, bs: int):
-        z = self.z = present(zs[0])                                   # (N, d)
+    def __init__(
+        self,
+        zs: list[torch.Tensor | None],
+        inv_t: float,
+        bias: float | None,
+        needs: Sequence[bool],
+        labels: torch.Tensor,
+        bs: int,
+    ):
+        z = self.z = present(zs[0])  # (N, d)
         self.n = z.shape[0]
         self.inv_t, self.bs = inv_t, bs
-        _, self.cls = torch.unique(labels.to(z.device), return_inverse=True)   # (N,) class index
-        counts = torch.bincount(self.cls)                             # (K,)
-        self.npos = (counts[self.cls] - 1).to(z.dtype)                # (N,) n_i = |P(i)|
-        self.has = self.npos > 0                                      # rows that have a positive
-        self.csum = z.new_zeros(counts.shape[0], z.shape[1]).index_add_(0, self.cls, z)   # (K, d) c_y
+        _, self.cls = torch.unique(labels.to(z.device), return_inverse=True)  # (N,) class index
+        counts = torch.bincount(self.cls)  # (K,)
+        self.npos = (counts[self.cls] - 1).to(z.dtype)  # (N,) n_i = |P(i)|
+        self.has = self.npos > 0  # rows that have a positive
+        self.csum = z.new_zeros(counts.shape[0], z.shape[1]).index_add_(0, self.cls, z)  # (K, d) c_y
         self.mask = TileMask(self_offset=0)
         self.c = inv_t * max_sq_norm(z)
         self.fixed = use_fixed_shift(self.c, z.dtype)
-        lse = sym_lse(z, inv_t, self.c, self.mask, bs, self.fixed)   # (N,) pass 1
+        lse = sym_lse(z, inv_t, self.c, self.mask, bs, self.fixed)  # (N,) pass 1
         self.lse = torch.where(self.has, lse, torch.zeros_like(lse))  # N = 1 leaves no candidate
 
     def losses(self) -> torch.Tensor:
         z = self.z
-        pos = (z * (self.csum[self.cls] - z)).sum(1)                  # sum_{p in P(i)} z_i . z_p
+        pos = (z * (self.csum[self.cls] - z)).sum(1)  # sum_{p in P(i)} z_i . z_p
         per_row = self.lse - self.inv_t * pos / self.npos.clamp_min(1)
         return torch.where(self.has, per_row, torch.zeros_like(per_row))
 
@@ -57,19 +65,21 @@ class SupConObjective(Objective):
 
     def grad(self, w: torch.Tensor) -> Grads:
         z, inv_t = self.z, self.inv_t
-        w = torch.where(self.has, w, torch.zeros_like(w))             # rows without positives: no loss
-        g = sym_grad(z, inv_t, self.c, self.lse, w, self.mask, self.bs, self.fixed)   # (WP + (WP)^T) Z
-        v = w / self.npos.clamp_min(1)                                # (N,) v_i = w_i / n_i
-        vz = v[:, None] * z                                           # (N, d)
+        w = torch.where(self.has, w, torch.zeros_like(w))  # rows without positives: no loss
+        g = sym_grad(z, inv_t, self.c, self.lse, w, self.mask, self.bs, self.fixed)  # (WP + (WP)^T) Z
+        v = w / self.npos.clamp_min(1)  # (N,) v_i = w_i / n_i
+        vz = v[:, None] * z  # (N, d)
         cv = torch.zeros_like(self.csum).index_add_(0, self.cls, vz)  # (K, d) cv_y
-        g.sub_(v[:, None] * (self.csum[self.cls] - z) + (cv[self.cls] - vz))   # the positives' part
+        g.sub_(v[:, None] * (self.csum[self.cls] - z) + (cv[self.cls] - vz))  # the positives' part
         g.mul_(inv_t)
-        d_inv = (z * g).sum() / (2 * inv_t)                           # d/d(inv_t)
+        d_inv = (z * g).sum() / (2 * inv_t)  # d/d(inv_t)
         return [g], d_inv, None
 
 
 def supcon_objective(labels: torch.Tensor, bs: int) -> Build:
     """The engine's ``build`` for SupCon of one ``(N, d)`` input with ``labels`` ``(N,)``."""
+
     def build(zs, inv_t, bias, needs):
         return SupConObjective(zs, inv_t, bias, needs, labels, bs)
+
     return build

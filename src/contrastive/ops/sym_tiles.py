@@ -16,6 +16,7 @@ so g = (W P + (W P)^T) Z. The objective adds its positives' part and the factor 
 
 Flops 2 N^2 d in pass 1 (half the tiles, one GEMM each) and 3 N^2 d in pass 2.
 """
+
 from __future__ import annotations
 
 import torch
@@ -32,7 +33,7 @@ def max_sq_norm(z: torch.Tensor) -> float:
 def sym_lse(z: torch.Tensor, inv_t: float, c: float, mask: TileMask, bs: int, fixed: bool) -> torch.Tensor:
     """Pass 1: lse_i = log sum_k [(i, k) not masked] exp(inv_t z_i . z_k), shape (N,)."""
     N = z.shape[0]
-    zs = z * inv_t                                                  # 1/tau folded into one operand
+    zs = z * inv_t  # 1/tau folded into one operand
     plan = blocks(N, bs)
     buf = TileBuffers(z.dtype, z.device)
     if fixed:
@@ -41,27 +42,35 @@ def sym_lse(z: torch.Tensor, inv_t: float, c: float, mask: TileMask, bs: int, fi
         ones = z.new_ones(bs)
         for bi, (i0, i1) in enumerate(plan):
             for j0, j1 in plan[bi:]:
-                E = tile_mm(zs[i0:i1], z[j0:j1], buf.get("E", i1 - i0, j1 - j0), shift)   # S_IJ - c
-                E.exp_()                                            # E_IJ in [exp(-2c), 1]
+                E = tile_mm(zs[i0:i1], z[j0:j1], buf.get("E", i1 - i0, j1 - j0), shift)  # S_IJ - c
+                E.exp_()  # E_IJ in [exp(-2c), 1]
                 mask.apply(E, i0, j0, 0.0)
-                r[i0:i1].addmv_(E, ones[: j1 - j0])                 # row sums
+                r[i0:i1].addmv_(E, ones[: j1 - j0])  # row sums
                 if i0 != j0:
-                    r[j0:j1].add_(E.sum(0))                         # column sums (symmetry)
+                    r[j0:j1].add_(E.sum(0))  # column sums (symmetry)
         return r.log_() + c
-    m = z.new_full((N,), float("-inf"))                             # running max per row
+    m = z.new_full((N,), float("-inf"))  # running max per row
     r = z.new_zeros(N)
     for bi, (i0, i1) in enumerate(plan):
         for j0, j1 in plan[bi:]:
             S = tile_mm(zs[i0:i1], z[j0:j1], buf.get("S", i1 - i0, j1 - j0))
             mask.apply(S, i0, j0, float("-inf"))
-            online_update(m, r, slice(i0, i1), S.amax(1), lambda s: torch.exp(S - s[:, None]).sum(1))
+            online_update(m, r, slice(i0, i1), S.amax(1), lambda s: torch.exp(S - s[:, None]).sum(1))  # noqa: B023 -- called at once
             if i0 != j0:
-                online_update(m, r, slice(j0, j1), S.amax(0), lambda s: torch.exp(S - s[None, :]).sum(0))
+                online_update(m, r, slice(j0, j1), S.amax(0), lambda s: torch.exp(S - s[None, :]).sum(0))  # noqa: B023 -- called at once
     return m + r.log()
 
 
-def sym_grad(z: torch.Tensor, inv_t: float, c: float, lse: torch.Tensor, w: torch.Tensor,
-             mask: TileMask, bs: int, fixed: bool) -> torch.Tensor:
+def sym_grad(
+    z: torch.Tensor,
+    inv_t: float,
+    c: float,
+    lse: torch.Tensor,
+    w: torch.Tensor,
+    mask: TileMask,
+    bs: int,
+    fixed: bool,
+) -> torch.Tensor:
     """Pass 2: (W P + (W P)^T) Z, shape (N, d): d(sum_i w_i lse_i)/dz divided by inv_t."""
     N = z.shape[0]
     zs = z * inv_t
@@ -70,7 +79,7 @@ def sym_grad(z: torch.Tensor, inv_t: float, c: float, lse: torch.Tensor, w: torc
     g = torch.zeros_like(z)
     shift = None
     if fixed:
-        a = w * torch.exp(c - lse)                                  # w_i / r_i
+        a = w * torch.exp(c - lse)  # w_i / r_i
         shift = z.new_full((1, 1), -c)
     for bi, (i0, i1) in enumerate(plan):
         for j0, j1 in plan[bi:]:
@@ -79,21 +88,21 @@ def sym_grad(z: torch.Tensor, inv_t: float, c: float, lse: torch.Tensor, w: torc
             if fixed:
                 E.exp_()
                 mask.apply(E, i0, j0, 0.0)
-                torch.mul(E, a[j0:j1], out=H)                       # E diag(a_J)
-                H.addcmul_(E, a[i0:i1, None])                       # + diag(a_I) E
+                torch.mul(E, a[j0:j1], out=H)  # E diag(a_J)
+                H.addcmul_(E, a[i0:i1, None])  # + diag(a_I) E
             else:
-                torch.exp(E - lse[i0:i1, None], out=H)              # P_IJ
+                torch.exp(E - lse[i0:i1, None], out=H)  # P_IJ
                 mask.apply(H, i0, j0, 0.0)
-                H.mul_(w[i0:i1, None])                              # W_I P_IJ
+                H.mul_(w[i0:i1, None])  # W_I P_IJ
                 if i0 == j0:
-                    H.add_(H.T.clone())                             # + (W_I P_II)^T
+                    H.add_(H.T.clone())  # + (W_I P_II)^T
                 else:
-                    E.sub_(lse[j0:j1][None, :]).exp_()              # P_JI^T
+                    E.sub_(lse[j0:j1][None, :]).exp_()  # P_JI^T
                     mask.apply(E, i0, j0, 0.0)
-                    H.addcmul_(E, w[j0:j1][None, :])                # + (W_J P_JI)^T
+                    H.addcmul_(E, w[j0:j1][None, :])  # + (W_J P_JI)^T
             if i0 == j0:
-                g[i0:i1].addmm_(H, z[i0:i1])                        # H symmetric on the diagonal
+                g[i0:i1].addmm_(H, z[i0:i1])  # H symmetric on the diagonal
             else:
-                g[i0:i1].addmm_(H, z[j0:j1])                        # g_I += H Z_J
-                g[j0:j1].addmm_(H.T, z[i0:i1])                      # g_J += H^T Z_I
+                g[i0:i1].addmm_(H, z[j0:j1])  # g_I += H Z_J
+                g[j0:j1].addmm_(H.T, z[i0:i1])  # g_J += H^T Z_I
     return g

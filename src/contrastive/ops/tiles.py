@@ -7,10 +7,11 @@ so every exponential lies in [exp(-2c), 1]: no overflow, and no underflow as lon
 exp(-2c) is a normal number of the accumulation dtype. Past that point they switch to an
 online (running) maximum.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Optional, Tuple
+from collections.abc import Callable
 
 import torch
 
@@ -24,15 +25,17 @@ def default_block_size(device: torch.device, n: int) -> int:
     return max(1, min(b, n))
 
 
-def check_block_size(block_size, n: int, device: torch.device) -> int:
+def check_block_size(block_size: object, n: int, device: torch.device) -> int:
     if block_size is None:
         return default_block_size(device, n)
     if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
-        raise ValueError(f"block_size must be a positive int (rows per tile) or None for automatic, got {block_size!r}")
+        raise ValueError(
+            f"block_size must be a positive int (rows per tile) or None for automatic, got {block_size!r}"
+        )
     return min(block_size, n)
 
 
-def blocks(n: int, size: int) -> List[Tuple[int, int]]:
+def blocks(n: int, size: int) -> list[tuple[int, int]]:
     """[(start, end), ...] covering range(n) in steps of ``size``."""
     return [(i, min(i + size, n)) for i in range(0, n, size)]
 
@@ -47,7 +50,7 @@ class TileBuffers:
 
     def __init__(self, dtype: torch.dtype, device: torch.device):
         self.dtype, self.device = dtype, device
-        self._bufs: Dict[Tuple[str, int, int], torch.Tensor] = {}
+        self._bufs: dict[tuple[str, int, int], torch.Tensor] = {}
 
     def get(self, name: str, m: int, n: int) -> torch.Tensor:
         key = (name, m, n)
@@ -57,7 +60,13 @@ class TileBuffers:
         return buf
 
 
-def online_update(m: torch.Tensor, r: torch.Tensor, sl: slice, tile_max: torch.Tensor, expsum) -> None:
+def online_update(
+    m: torch.Tensor,
+    r: torch.Tensor,
+    sl: slice,
+    tile_max: torch.Tensor,
+    expsum: Callable[[torch.Tensor], torch.Tensor],
+) -> None:
     """One online log-sum-exp step on rows ``sl``: running max ``m``, running sum ``r`` (both in
     place). ``expsum(shift)`` returns the tile's sums of exp(S - shift); a row that has seen only
     -inf keeps shift 0, so no inf - inf appears."""
@@ -88,9 +97,19 @@ class TileMask:
         tensor([0., 0., 0.])
     """
 
-    def __init__(self, self_offset: Optional[int] = None, row_key: Optional[torch.Tensor] = None,
-                 col_key: Optional[torch.Tensor] = None, keep_offset: Optional[int] = None):
-        self.self_offset, self.row_key, self.col_key, self.keep_offset = self_offset, row_key, col_key, keep_offset
+    def __init__(
+        self,
+        self_offset: int | None = None,
+        row_key: torch.Tensor | None = None,
+        col_key: torch.Tensor | None = None,
+        keep_offset: int | None = None,
+    ):
+        self.self_offset, self.row_key, self.col_key, self.keep_offset = (
+            self_offset,
+            row_key,
+            col_key,
+            keep_offset,
+        )
 
     @property
     def empty(self) -> bool:
@@ -100,9 +119,9 @@ class TileMask:
         """Set the masked entries of the tile T = S[i0:i0+m, j0:j0+n] to ``value`` in place."""
         m, n = T.shape
         if self.row_key is not None and self.col_key is not None:
-            eq = self.row_key[i0:i0 + m, None] == self.col_key[None, j0:j0 + n]   # (m, n) bool
+            eq = self.row_key[i0 : i0 + m, None] == self.col_key[None, j0 : j0 + n]  # (m, n) bool
             if self.keep_offset is not None:
                 eq.diagonal(self.keep_offset + i0 - j0).fill_(False)
             T.masked_fill_(eq, value)
         if self.self_offset is not None:
-            T.diagonal(self.self_offset + i0 - j0).fill_(value)     # empty when the tile misses it
+            T.diagonal(self.self_offset + i0 - j0).fill_(value)  # empty when the tile misses it

@@ -7,9 +7,10 @@ recompute and the temperature gradient; these objectives only hand the kernels t
 in the input dtype (the kernels accumulate in float32) and return the kernels' losses,
 gradients with respect to z, and d/d(inv_t). Triton is imported only when a kernel runs.
 """
+
 from __future__ import annotations
 
-from typing import List, Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -19,21 +20,28 @@ from .engine import Build, Grads, Objective, present
 class TritonInfoNCEObjective(Objective):
     """Two-view InfoNCE of stacked z (N, d) on :func:`contrastive.kernels.info_nce_triton`."""
 
-    def __init__(self, zs: List[Optional[torch.Tensor]], inv_t: float, exclude_self: bool, bs,
-                 kernel_dtype: torch.dtype):
-        self.zk = present(zs[0]).to(kernel_dtype).contiguous()                 # (N, d) kernel input
+    def __init__(
+        self,
+        zs: list[torch.Tensor | None],
+        inv_t: float,
+        exclude_self: bool,
+        bs: int | None,
+        kernel_dtype: torch.dtype,
+    ):
+        self.zk = present(zs[0]).to(kernel_dtype).contiguous()  # (N, d) kernel input
         self.n = self.zk.shape[0]
         self.inv_t, self.exclude_self, self.bs = inv_t, exclude_self, bs
-        self.lse: Optional[torch.Tensor] = None
+        self.lse: torch.Tensor | None = None
 
     def losses(self) -> torch.Tensor:
         from ..kernels import info_nce_triton
 
-        loss, _, _, self.lse = info_nce_triton(self.zk, self.inv_t, self.exclude_self, None, False, self.bs,
-                                               return_lse=True)
+        loss, _, _, self.lse = info_nce_triton(
+            self.zk, self.inv_t, self.exclude_self, None, False, self.bs, return_lse=True
+        )
         return loss
 
-    def losses_and_grad(self, w: torch.Tensor):
+    def losses_and_grad(self, w: torch.Tensor) -> tuple[torch.Tensor, Grads]:
         from ..kernels import info_nce_triton
 
         loss, g, d_inv = info_nce_triton(self.zk, self.inv_t, self.exclude_self, w, True, self.bs)
@@ -42,28 +50,33 @@ class TritonInfoNCEObjective(Objective):
     def grad(self, w: torch.Tensor) -> Grads:
         from ..kernels import info_nce_triton
 
-        _, g, d_inv = info_nce_triton(self.zk, self.inv_t, self.exclude_self, w.float(), True, self.bs,
-                                      lse=self.lse)
+        _, g, d_inv = info_nce_triton(
+            self.zk, self.inv_t, self.exclude_self, w.float(), True, self.bs, lse=self.lse
+        )
         return [g], d_inv, None
 
 
 class TritonClipObjective(Objective):
     """Two-tower loss of a, b (N, d) on :func:`contrastive.kernels.clip_triton`."""
 
-    def __init__(self, zs: List[Optional[torch.Tensor]], inv_t: float, bs, kernel_dtype: torch.dtype):
+    def __init__(
+        self, zs: list[torch.Tensor | None], inv_t: float, bs: int | None, kernel_dtype: torch.dtype
+    ):
         self.ak = present(zs[0]).to(kernel_dtype).contiguous()
         self.bk = present(zs[1]).to(kernel_dtype).contiguous()
         self.n = self.ak.shape[0]
         self.inv_t, self.bs = inv_t, bs
-        self.lse = None
+        self.lse: torch.Tensor | None = None
 
     def losses(self) -> torch.Tensor:
         from ..kernels import clip_triton
 
-        loss, _, _, _, self.lse = clip_triton(self.ak, self.bk, self.inv_t, None, False, self.bs, return_lse=True)
+        loss, _, _, _, self.lse = clip_triton(
+            self.ak, self.bk, self.inv_t, None, False, self.bs, return_lse=True
+        )
         return loss
 
-    def losses_and_grad(self, w: torch.Tensor):
+    def losses_and_grad(self, w: torch.Tensor) -> tuple[torch.Tensor, Grads]:
         from ..kernels import clip_triton
 
         loss, ga, gb, d_inv = clip_triton(self.ak, self.bk, self.inv_t, w, True, self.bs)
@@ -76,15 +89,23 @@ class TritonClipObjective(Objective):
         return [ga, gb], d_inv, None
 
 
-def triton_info_nce_objective(exclude_self: bool, bs, kernel_dtype: torch.dtype) -> Build:
+def triton_info_nce_objective(exclude_self: bool, bs: int | None, kernel_dtype: torch.dtype) -> Build:
     """The engine's ``build`` for two-view InfoNCE on the Triton kernels."""
-    def build(zs, inv_t, bias, needs: Sequence[bool]):
+
+    def build(
+        zs: list[torch.Tensor | None], inv_t: float, bias: float | None, needs: Sequence[bool]
+    ) -> Objective:
         return TritonInfoNCEObjective(zs, inv_t, exclude_self, bs, kernel_dtype)
+
     return build
 
 
-def triton_clip_objective(bs, kernel_dtype: torch.dtype) -> Build:
+def triton_clip_objective(bs: int | None, kernel_dtype: torch.dtype) -> Build:
     """The engine's ``build`` for the two-tower loss on the Triton kernels."""
-    def build(zs, inv_t, bias, needs: Sequence[bool]):
+
+    def build(
+        zs: list[torch.Tensor | None], inv_t: float, bias: float | None, needs: Sequence[bool]
+    ) -> Objective:
         return TritonClipObjective(zs, inv_t, bs, kernel_dtype)
+
     return build

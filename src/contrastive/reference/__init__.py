@@ -4,6 +4,14 @@ These modules import no torch. They are written to mirror the derivations (docs/
 line (the formula sits in a comment beside the code) and are checked against central
 finite differences in the test suite; the torch ops are then checked against them.
 """
+
 from . import contrastive_loss, cosine_similarity, info_nce, retrieval_loss, siglip_loss, supcon_loss
 
-__all__ = ["contrastive_loss", "cosine_similarity", "info_nce", "retrieval_loss", "siglip_loss", "supcon_loss"]
+__all__ = [
+    "contrastive_loss",
+    "cosine_similarity",
+    "info_nce",
+    "retrieval_loss",
+    "siglip_loss",
+    "supcon_loss",
+]

@@ -1,5 +1,6 @@
 """NumPy helpers the float64 references share: unit rows, the normalisation chain rule,
 a stable log-sum-exp. Imports no torch."""
+
 import numpy as np
 
 
@@ -22,4 +23,3 @@ def logsumexp(x, axis):
     m = np.max(x, axis=axis, keepdims=True)
     m = np.where(np.isfinite(m), m, 0.0)
     return (m + np.log(np.exp(x - m).sum(axis=axis, keepdims=True))).squeeze(axis)
-

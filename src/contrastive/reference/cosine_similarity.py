@@ -19,13 +19,14 @@ line, used here, is right):
 x^T A x must stay positive: a merely symmetric A can leave the PSD cone, so learners
 project it (eigenvalue clipping) or use A = M^T M. See docs/derivations/cosine_similarity.md.
 """
+
 import numpy as np
 
 
 def sim_map(x, y, M):
     """sim(x, y, M) for batches of pairs: x, y (B, d), M (k, d) -> (B,)."""
     x, y, M = (np.asarray(a, dtype=np.float64) for a in (x, y, M))
-    v, w = x @ M.T, y @ M.T                                      # v = Mx, w = My
+    v, w = x @ M.T, y @ M.T  # v = Mx, w = My
     n, m, l = (v * v).sum(1), (w * w).sum(1), (v * w).sum(1)
     return l / np.sqrt(n * m)
 
@@ -83,7 +84,9 @@ def grad_sym_tied(x, y, A):
     yx = np.einsum("bi,bj->bij", y, x)
     xx = np.einsum("bi,bj->bij", x, x)
     yy = np.einsum("bi,bj->bij", y, y)
-    off = ((yx + yx.transpose(0, 2, 1)) * nm - (l * m)[:, None, None] * xx - (l * n)[:, None, None] * yy) / nm**1.5
+    off = (
+        (yx + yx.transpose(0, 2, 1)) * nm - (l * m)[:, None, None] * xx - (l * n)[:, None, None] * yy
+    ) / nm**1.5
     diag = (2 * yx * nm - (l * m)[:, None, None] * xx - (l * n)[:, None, None] * yy) / (2 * nm**1.5)
     d = x.shape[1]
     out = np.where(np.eye(d, dtype=bool), diag, off).sum(0)
@@ -101,13 +104,13 @@ def grad_map_weighted(x, y, M, weights):
     With r = sqrt(n m), the derivation's last formula splits into a term in x_j and one in y_j.
     """
     x, y, M, c = (np.asarray(a, dtype=np.float64) for a in (x, y, M, weights))
-    v, w = x @ M.T, y @ M.T                                      # v = Mx, w = My, (B, k)
+    v, w = x @ M.T, y @ M.T  # v = Mx, w = My, (B, k)
     n, m, l = (v * v).sum(1), (w * w).sum(1), (v * w).sum(1)
     r = np.sqrt(n * m)
     # [(x_j w_i + v_i y_j) n m - l (x_j v_i m + n y_j w_i)] / (n m)^(3/2)
     #   = x_j (w_i - l v_i / n) / r + y_j (v_i - l w_i / m) / r
-    a = (c / r)[:, None] * (w - (l / n)[:, None] * v)           # (B, k), coefficient of x_j
-    b = (c / r)[:, None] * (v - (l / m)[:, None] * w)           # (B, k), coefficient of y_j
+    a = (c / r)[:, None] * (w - (l / n)[:, None] * v)  # (B, k), coefficient of x_j
+    b = (c / r)[:, None] * (v - (l / m)[:, None] * w)  # (B, k), coefficient of y_j
     return a.T @ x + b.T @ y
 
 

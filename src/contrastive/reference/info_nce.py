@@ -13,6 +13,7 @@ Z as free vectors (docs/derivations/info_nce.md) is
 through the normalisation: grad_u = (I - z z^T) grad_z / ||u||. Seed 001's "1/tau^2"
 formula is not a gradient of this loss and is not used. See docs/derivations/info_nce.md.
 """
+
 import numpy as np
 
 
@@ -20,10 +21,10 @@ def _logits(u, temperature, exclude_self, normalize, decoupled=False):
     u = np.asarray(u, dtype=np.float64)
     norms = np.linalg.norm(u, axis=1, keepdims=True)
     z = u / norms if normalize else u
-    L = z @ z.T / temperature                                   # L_ij = Z_i . Z_j / tau
+    L = z @ z.T / temperature  # L_ij = Z_i . Z_j / tau
     if exclude_self:
-        np.fill_diagonal(L, -np.inf)                            # 1[k != i]
-    if decoupled:                                               # DCL: 1[k != p(i)] in the denominator
+        np.fill_diagonal(L, -np.inf)  # 1[k != i]
+    if decoupled:  # DCL: 1[k != p(i)] in the denominator
         L[np.arange(len(L)), positives(len(L))] = -np.inf
     return u, norms, z, L
 
@@ -49,8 +50,8 @@ def forward(z, temperature=0.5, exclude_self=True, normalize=True, decoupled=Fal
     N = L.shape[0]
     p = positives(N)
     m = L.max(axis=1)
-    lse = m + np.log(np.exp(L - m[:, None]).sum(axis=1))       # log sum_k exp(L_ik)
-    return lse - (zn * zn[p]).sum(1) / temperature              # -log P_{i,p(i)}
+    lse = m + np.log(np.exp(L - m[:, None]).sum(axis=1))  # log sum_k exp(L_ik)
+    return lse - (zn * zn[p]).sum(1) / temperature  # -log P_{i,p(i)}
 
 
 def grad(z, temperature=0.5, exclude_self=True, normalize=True, weights=None, decoupled=False):
@@ -62,13 +63,13 @@ def grad(z, temperature=0.5, exclude_self=True, normalize=True, weights=None, de
     u, norms, zn, L = _logits(z, temperature, exclude_self, normalize, decoupled)
     N = L.shape[0]
     w = np.full(N, 1.0 / N) if weights is None else np.asarray(weights, dtype=np.float64)
-    P = _softmax_rows(L)                                        # P_ij
+    P = _softmax_rows(L)  # P_ij
     G = P.copy()
-    G[np.arange(N), positives(N)] -= 1.0                        # G = P - onehot(p)
-    WG = w[:, None] * G                                         # row weights (1/N for the mean)
-    grad_z = (WG + WG.T) @ zn / temperature                     # (G + G^T) Z / (N tau)
-    finite_L = zn @ zn.T / temperature                          # unmasked L (masked P_ij are 0)
-    grad_tau = -(WG * finite_L).sum() / temperature             # dL/dtau = -sum_ij w_i G_ij L_ij / tau
+    G[np.arange(N), positives(N)] -= 1.0  # G = P - onehot(p)
+    WG = w[:, None] * G  # row weights (1/N for the mean)
+    grad_z = (WG + WG.T) @ zn / temperature  # (G + G^T) Z / (N tau)
+    finite_L = zn @ zn.T / temperature  # unmasked L (masked P_ij are 0)
+    grad_tau = -(WG * finite_L).sum() / temperature  # dL/dtau = -sum_ij w_i G_ij L_ij / tau
     if normalize:
         # grad_u = (I - z z^T) grad_z / ||u||
         grad_z = (grad_z - zn * (zn * grad_z).sum(axis=1, keepdims=True)) / norms
@@ -96,9 +97,9 @@ def clip_forward(a, b, temperature=0.07, normalize=True):
 def clip_grad(a, b, temperature=0.07, normalize=True, weights=None):
     """Gradients (d/da, d/db) of sum_i w_i loss_i for the two-tower loss (w = 1/N: the mean).
 
-        dloss/dS_ij = (w_i R_ij + w_j C_ij) / 2 - [i = j] w_i,
-        R = row softmax of S, C = column softmax of S, S = a b^T / tau
-        grad_a = dS b / tau,  grad_b = dS^T a / tau  (then through the normalisation)
+    dloss/dS_ij = (w_i R_ij + w_j C_ij) / 2 - [i = j] w_i,
+    R = row softmax of S, C = column softmax of S, S = a b^T / tau
+    grad_a = dS b / tau,  grad_b = dS^T a / tau  (then through the normalisation)
     """
     a0 = np.asarray(a, dtype=np.float64)
     b0 = np.asarray(b, dtype=np.float64)
@@ -109,9 +110,9 @@ def clip_grad(a, b, temperature=0.07, normalize=True, weights=None):
     w = np.full(N, 1.0 / N) if weights is None else np.asarray(weights, dtype=np.float64)
     S = a @ b.T / temperature
     R = np.exp(S - S.max(1, keepdims=True))
-    R /= R.sum(1, keepdims=True)                                 # row softmax
+    R /= R.sum(1, keepdims=True)  # row softmax
     Cc = np.exp(S - S.max(0, keepdims=True))
-    Cc /= Cc.sum(0, keepdims=True)                               # column softmax
+    Cc /= Cc.sum(0, keepdims=True)  # column softmax
     dS = 0.5 * (w[:, None] * R + w[None, :] * Cc) - np.diag(w)
     ga, gb = dS @ b / temperature, dS.T @ a / temperature
     if normalize:

@@ -14,6 +14,7 @@ K the column softmax of the B x B block, E = [I, 0]:
 
 then through the normalisation. See docs/derivations/retrieval_loss.md.
 """
+
 import numpy as np
 
 from ._common import chain, logsumexp, unit
@@ -28,7 +29,7 @@ def _parts(anchors, positives, negatives, temperature, positive_ids, normalize):
     else:
         neg = np.asarray(negatives, dtype=np.float64).reshape(-1, d)
         n, nn = unit(neg, normalize)
-    C = np.concatenate([p, n])                                 # (B + M, d) candidates
+    C = np.concatenate([p, n])  # (B + M, d) candidates
     L = a @ C.T / temperature
     mask = np.zeros_like(L, dtype=bool)
     if positive_ids is not None:
@@ -38,8 +39,9 @@ def _parts(anchors, positives, negatives, temperature, positive_ids, normalize):
     return a, na, p, npos, n, nn, C, L, Lm
 
 
-def forward(anchors, positives, negatives=None, temperature=0.05, symmetric=False, positive_ids=None,
-            normalize=True):
+def forward(
+    anchors, positives, negatives=None, temperature=0.05, symmetric=False, positive_ids=None, normalize=True
+):
     """Per-anchor losses (B,)."""
     a, _, p, _, _, _, _, L, Lm = _parts(anchors, positives, negatives, temperature, positive_ids, normalize)
     B = a.shape[0]
@@ -51,20 +53,30 @@ def forward(anchors, positives, negatives=None, temperature=0.05, symmetric=Fals
     return 0.5 * (row + col)
 
 
-def grad(anchors, positives, negatives=None, temperature=0.05, symmetric=False, positive_ids=None,
-         normalize=True, weights=None):
+def grad(
+    anchors,
+    positives,
+    negatives=None,
+    temperature=0.05,
+    symmetric=False,
+    positive_ids=None,
+    normalize=True,
+    weights=None,
+):
     """(d/d anchors, d/d positives, d/d negatives or None, d/dtau) of sum_i w_i loss_i (w = 1/B)."""
-    a, na, p, npos, n, nn, C, L, Lm = _parts(anchors, positives, negatives, temperature, positive_ids, normalize)
+    a, na, p, npos, n, nn, C, L, Lm = _parts(
+        anchors, positives, negatives, temperature, positive_ids, normalize
+    )
     B = a.shape[0]
     w = np.full(B, 1.0 / B) if weights is None else np.asarray(weights, dtype=np.float64)
     u = 0.5 * w if symmetric else w
-    R = np.exp(Lm - logsumexp(Lm, 1)[:, None])                 # row softmax over candidates
+    R = np.exp(Lm - logsumexp(Lm, 1)[:, None])  # row softmax over candidates
     E = np.zeros_like(L)
     E[np.arange(B), np.arange(B)] = 1.0
     D = u[:, None] * (R - E)
     if symmetric:
         blk = Lm[:, :B]
-        K = np.exp(blk - logsumexp(blk, 0)[None, :])           # column softmax over anchors
+        K = np.exp(blk - logsumexp(blk, 0)[None, :])  # column softmax over anchors
         D[:, :B] += (K - np.eye(B)) * (0.5 * w)[None, :]
     ga = D @ C / temperature
     gc = D.T @ a / temperature

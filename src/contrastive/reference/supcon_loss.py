@@ -10,6 +10,7 @@ positive (P the self-excluded row softmax, M the positive mask), zero elsewhere:
 
 then through the normalisation. See docs/derivations/supcon_loss.md.
 """
+
 import numpy as np
 
 from ._common import chain, logsumexp, unit
@@ -19,10 +20,10 @@ def _parts(z, labels, temperature, normalize):
     labels = np.asarray(labels)
     zn, norms = unit(z, normalize)
     N = zn.shape[0]
-    L = zn @ zn.T / temperature                                 # L_ij
+    L = zn @ zn.T / temperature  # L_ij
     Lm = L.copy()
-    np.fill_diagonal(Lm, -np.inf)                               # a != i
-    M = (labels[:, None] == labels[None, :]) & ~np.eye(N, dtype=bool)   # positives P(i)
+    np.fill_diagonal(Lm, -np.inf)  # a != i
+    M = (labels[:, None] == labels[None, :]) & ~np.eye(N, dtype=bool)  # positives P(i)
     n = M.sum(1)
     return zn, norms, L, Lm, M, n
 
@@ -31,7 +32,7 @@ def forward(z, labels, temperature=0.1, normalize=True):
     """Per-row losses (N,)."""
     _, _, L, Lm, M, n = _parts(z, labels, temperature, normalize)
     lse = logsumexp(Lm, 1)
-    pos = np.where(M, L, 0.0).sum(1) / np.maximum(n, 1)        # mean of L_ip over P(i)
+    pos = np.where(M, L, 0.0).sum(1) / np.maximum(n, 1)  # mean of L_ip over P(i)
     return np.where(n > 0, lse - pos, 0.0)
 
 
@@ -47,8 +48,8 @@ def grad(z, labels, temperature=0.1, normalize=True, weights=None):
     zn, norms, L, Lm, M, n = _parts(z, labels, temperature, normalize)
     w = mean_weights(labels) if weights is None else np.asarray(weights, dtype=np.float64)
     w = np.where(n > 0, w, 0.0)
-    P = np.exp(Lm - logsumexp(Lm, 1)[:, None])                 # self-excluded softmax
-    D = w[:, None] * (P - M / np.maximum(n, 1)[:, None])       # D = W (P - M / n)
+    P = np.exp(Lm - logsumexp(Lm, 1)[:, None])  # self-excluded softmax
+    D = w[:, None] * (P - M / np.maximum(n, 1)[:, None])  # D = W (P - M / n)
     grad_z = (D + D.T) @ zn / temperature
     grad_tau = -(D * L).sum() / temperature
     return chain(grad_z, zn, norms, normalize), grad_tau

@@ -12,9 +12,8 @@ Every set ends by clamping images to [0, 1]. Randomness comes from torch's globa
 (kornia samples from it), so ``torch.manual_seed`` makes the views reproducible, and
 :func:`two_views` with ``seed=`` draws them without touching the global state.
 """
-from __future__ import annotations
 
-from typing import Optional, Tuple
+from __future__ import annotations
 
 import torch
 from torch import nn
@@ -44,7 +43,7 @@ class FeatureNoise(nn.Module):
         return x + self.std * torch.randn_like(x) if self.std > 0 else x
 
 
-def resolve_kind(kind: str, sample_shape: Tuple[int, ...]) -> str:
+def resolve_kind(kind: str, sample_shape: tuple[int, ...]) -> str:
     """The augmentation set for ``kind`` and one sample's shape (``(C, H, W)`` or ``(D,)``).
 
     Examples:
@@ -57,15 +56,19 @@ def resolve_kind(kind: str, sample_shape: Tuple[int, ...]) -> str:
     if kind == "auto":
         return "noise" if not image else ("simclr" if sample_shape[0] == 3 else "affine")
     if kind in ("simclr", "affine") and not image:
-        raise ValueError(f"augment.kind={kind!r} needs (C, H, W) images, the data are vectors {sample_shape}; "
-                         f"use augment.kind=noise")
+        raise ValueError(
+            f"augment.kind={kind!r} needs (C, H, W) images, the data are vectors {sample_shape}; "
+            f"use augment.kind=noise"
+        )
     if kind == "simclr" and sample_shape[0] != 3:
-        raise ValueError(f"augment.kind='simclr' needs RGB images (3 channels), got {sample_shape[0]}; "
-                         f"use augment.kind=affine for grayscale images")
+        raise ValueError(
+            f"augment.kind='simclr' needs RGB images (3 channels), got {sample_shape[0]}; "
+            f"use augment.kind=affine for grayscale images"
+        )
     return kind
 
 
-def build_augment(cfg, sample_shape: Tuple[int, ...]) -> nn.Module:
+def build_augment(cfg, sample_shape: tuple[int, ...]) -> nn.Module:
     """The augmentation module for an ``AugmentConfig`` and one sample's shape.
 
     Shape:
@@ -91,8 +94,15 @@ def build_augment(cfg, sample_shape: Tuple[int, ...]) -> nn.Module:
 
     size = tuple(sample_shape[1:])
     if kind == "affine":
-        ops = [K.RandomAffine(degrees=cfg.degrees, translate=(cfg.translate, cfg.translate),
-                              scale=(cfg.scale_min, cfg.scale_max), shear=cfg.shear or None, p=cfg.affine_p)]
+        ops = [
+            K.RandomAffine(
+                degrees=cfg.degrees,
+                translate=(cfg.translate, cfg.translate),
+                scale=(cfg.scale_min, cfg.scale_max),
+                shear=cfg.shear or None,
+                p=cfg.affine_p,
+            )
+        ]
         if cfg.noise_p > 0 and cfg.noise_std > 0:
             ops.append(K.RandomGaussianNoise(std=cfg.noise_std, p=cfg.noise_p))
         if cfg.erase_p > 0:
@@ -100,16 +110,18 @@ def build_augment(cfg, sample_shape: Tuple[int, ...]) -> nn.Module:
     else:  # simclr
         s = cfg.jitter
         kernel = max(3, int(0.1 * size[0]) // 2 * 2 + 1)  # ~10% of the side, odd
-        ops = [K.RandomResizedCrop(size, scale=(cfg.crop_scale_min, 1.0)),
-               K.RandomHorizontalFlip(p=cfg.flip_p),
-               K.ColorJitter(0.8 * s, 0.8 * s, 0.8 * s, 0.2 * s, p=cfg.jitter_p),
-               K.RandomGrayscale(p=cfg.gray_p)]
+        ops = [
+            K.RandomResizedCrop(size, scale=(cfg.crop_scale_min, 1.0)),
+            K.RandomHorizontalFlip(p=cfg.flip_p),
+            K.ColorJitter(0.8 * s, 0.8 * s, 0.8 * s, 0.2 * s, p=cfg.jitter_p),
+            K.RandomGrayscale(p=cfg.gray_p),
+        ]
         if cfg.blur_p > 0:
             ops.append(K.RandomGaussianBlur((kernel, kernel), (0.1, 2.0), p=cfg.blur_p))
     return nn.Sequential(*ops, Clamp01())
 
 
-def two_views(aug: nn.Module, x: torch.Tensor, seed: Optional[int] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+def two_views(aug: nn.Module, x: torch.Tensor, seed: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Two independent augmentations of every sample of ``x``.
 
     Args:

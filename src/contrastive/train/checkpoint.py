@@ -7,19 +7,28 @@ but tensors and builtin containers. Model weights alone are also exported as saf
 Every write goes to a temporary file in the same folder, is flushed to disk and then
 renamed over the target, so a crash never leaves a half-written checkpoint behind.
 """
+
 from __future__ import annotations
 
 import os
 import random
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Dict
+from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["atomic_write", "capture_rng", "load_checkpoint", "load_weights", "restore_rng",
-           "save_checkpoint", "save_weights"]
+__all__ = [
+    "atomic_write",
+    "capture_rng",
+    "load_checkpoint",
+    "load_weights",
+    "restore_rng",
+    "save_checkpoint",
+    "save_weights",
+]
 
 
 def atomic_write(path, write: Callable[[str], None]) -> Path:
@@ -50,14 +59,19 @@ def atomic_write(path, write: Callable[[str], None]) -> Path:
     return path
 
 
-def capture_rng() -> Dict[str, Any]:
+def capture_rng() -> dict[str, Any]:
     """The states of Python's, NumPy's and torch's (CPU and CUDA) random generators."""
     name, keys, pos, has_gauss, gauss = np.random.get_state()
     version, pstate, pgauss = random.getstate()
     state = {
         "torch": torch.get_rng_state(),
-        "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
+        "numpy": {
+            "name": name,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "gauss": float(gauss),
+        },
         "python": {"version": version, "state": list(pstate), "gauss": pgauss},
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -65,14 +79,16 @@ def capture_rng() -> Dict[str, Any]:
     return state
 
 
-def restore_rng(state: Dict[str, Any]) -> None:
+def restore_rng(state: dict[str, Any]) -> None:
     """Restore what :func:`capture_rng` returned."""
     if not isinstance(state, dict) or "torch" not in state:
         raise ValueError("state must be a dict from capture_rng() with at least a 'torch' entry")
     torch.set_rng_state(state["torch"])
     if "numpy" in state:
         n = state["numpy"]
-        np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+        np.random.set_state(
+            (n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"])
+        )
     if "python" in state:
         p = state["python"]
         random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
@@ -80,7 +96,7 @@ def restore_rng(state: Dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(path, state: Dict[str, Any]) -> Path:
+def save_checkpoint(path, state: dict[str, Any]) -> Path:
     """Write a training state dict atomically (see the module docstring).
 
     Examples:
@@ -95,7 +111,7 @@ def save_checkpoint(path, state: Dict[str, Any]) -> Path:
     return atomic_write(path, lambda tmp: _torch_save(state, tmp))
 
 
-def _torch_save(state: Dict[str, Any], tmp: str) -> None:
+def _torch_save(state: dict[str, Any], tmp: str) -> None:
     """``torch.save``, whose failed writes (a full disk among them) surface as a RuntimeError
     ("unexpected pos ..."): re-raised as the OSError they are."""
     try:
@@ -109,11 +125,13 @@ def _torch_save(state: Dict[str, Any], tmp: str) -> None:
         raise OSError(code, f"{os.strerror(code)} while writing a checkpoint ({err})", tmp) from None
 
 
-def load_checkpoint(path, map_location="cpu") -> Dict[str, Any]:
+def load_checkpoint(path, map_location="cpu") -> dict[str, Any]:
     """Load a checkpoint with ``weights_only=True`` (no arbitrary code runs)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {str(path)!r} not found; a run directory holds checkpoints/last.pt")
+        raise FileNotFoundError(
+            f"checkpoint {str(path)!r} not found; a run directory holds checkpoints/last.pt"
+        )
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except OSError:
@@ -121,8 +139,10 @@ def load_checkpoint(path, map_location="cpu") -> Dict[str, Any]:
     except Exception as err:  # noqa: BLE001 - report any unreadable file the same way
         from .rundir import CheckpointError
 
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(err).__name__}: {str(err)[:200]}); "
-                              f"it is damaged: use checkpoints/best.pt or start the run again") from None
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint ({type(err).__name__}: {str(err)[:200]}); "
+            f"it is damaged: use checkpoints/best.pt or start the run again"
+        ) from None
 
 
 def save_weights(path, module: torch.nn.Module) -> Path:
@@ -135,7 +155,7 @@ def save_weights(path, module: torch.nn.Module) -> Path:
     return atomic_write(path, lambda tmp: save_file(tensors, tmp))
 
 
-def load_weights(path) -> Dict[str, torch.Tensor]:
+def load_weights(path) -> dict[str, torch.Tensor]:
     """Read a safetensors file written by :func:`save_weights`."""
     from safetensors.torch import load_file
 

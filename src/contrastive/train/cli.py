@@ -7,13 +7,13 @@ line naming the problem and the fix, never a traceback, and exits with the statu
 class (see :mod:`contrastive.train.rundir` and the README): 1 non-finite loss, 2 bad
 setting, 3 unusable file, 4 run folder busy or taken, 5 disk full / permission, 130 Ctrl-C.
 """
+
 from __future__ import annotations
 
 import argparse
 import os
 import sys
 from pathlib import Path
-from typing import List, Optional
 
 import numpy as np
 import torch
@@ -91,8 +91,10 @@ def _train(args: argparse.Namespace) -> int:
         cfg = recipe.config_cls()
         if args.resume:
             if read_run(args.resume)["recipe"] != recipe.name:
-                raise ValueError(f"{args.resume} was made by another recipe; use contrastive train "
-                                 f"{read_run(args.resume)['recipe']} --resume {args.resume}")
+                raise ValueError(
+                    f"{args.resume} was made by another recipe; use contrastive train "
+                    f"{read_run(args.resume)['recipe']} --resume {args.resume}"
+                )
             cfg = load_run_config(args.resume, recipe.config_cls)
         if args.config:
             try:
@@ -154,8 +156,10 @@ def _recipe_of(run_dir) -> str:
     if name not in available_recipes():
         from .rundir import CheckpointError
 
-        raise CheckpointError(f"{run_dir}/run.json names the recipe {name!r}, which this installation does not "
-                              f"have (recipes: {', '.join(available_recipes())}); restore run.json")
+        raise CheckpointError(
+            f"{run_dir}/run.json names the recipe {name!r}, which this installation does not "
+            f"have (recipes: {', '.join(available_recipes())}); restore run.json"
+        )
     return name
 
 
@@ -172,8 +176,10 @@ def read_inputs(spec: str, run_dir) -> torch.Tensor:
         return getattr(D.load_dataset(cfg.data), spec).x
     path = Path(spec)
     if not path.exists():
-        raise FileNotFoundError(f"--data {spec!r}: no such file or folder; pass train, test, a .npy file, "
-                                f"an IDX file or an image folder")
+        raise FileNotFoundError(
+            f"--data {spec!r}: no such file or folder; pass train, test, a .npy file, "
+            f"an IDX file or an image folder"
+        )
     if path.is_dir():
         from PIL import Image
 
@@ -191,8 +197,10 @@ def read_inputs(spec: str, run_dir) -> torch.Tensor:
             except (OSError, SyntaxError, ValueError) as err:  # PIL: UnidentifiedImageError, truncated files
                 from .rundir import CheckpointError
 
-                raise CheckpointError(f"--data {spec!r}: cannot read the image {f} ({type(err).__name__}: {err}); "
-                                      f"remove or replace it") from None
+                raise CheckpointError(
+                    f"--data {spec!r}: cannot read the image {f} ({type(err).__name__}: {err}); "
+                    f"remove or replace it"
+                ) from None
         x = torch.from_numpy(np.stack(arrays))
         return x[:, None] if x.dim() == 3 else x.permute(0, 3, 1, 2).contiguous()
     if path.suffix == ".npy":
@@ -215,8 +223,10 @@ def _embed(args: argparse.Namespace) -> int:
             x = read_inputs(args.data, args.run_dir)
             want = tuple(info.get("sample_shape", x.shape[1:]))
             if tuple(x.shape[1:]) != want:
-                raise ValueError(f"--data {args.data!r} has samples of shape {tuple(x.shape[1:])}, the encoder "
-                                 f"was trained on {want}; resize or reshape the inputs")
+                raise ValueError(
+                    f"--data {args.data!r} has samples of shape {tuple(x.shape[1:])}, the encoder "
+                    f"was trained on {want}; resize or reshape the inputs"
+                )
             features = embed(encoder, x, args.batch_size).numpy()  # (N, feature_dim)
         out = Path(args.out)
         if out.suffix != ".npy":
@@ -233,8 +243,10 @@ def _search(args: argparse.Namespace) -> int:
     try:
         recipe = get_recipe(_recipe_of(args.run_dir))
         if recipe.search is None:
-            raise ValueError(f"{args.run_dir} is a {recipe.name} run; search needs a text run "
-                             f"(contrastive train retrieval)")
+            raise ValueError(
+                f"{args.run_dir} is a {recipe.name} run; search needs a text run "
+                f"(contrastive train retrieval)"
+            )
         if args.k < 1:
             raise ValueError(f"--k must be >= 1, got {args.k}")
         hits = recipe.search(args.run_dir, args.query, args.k, args.checkpoint)
@@ -244,24 +256,34 @@ def _search(args: argparse.Namespace) -> int:
         lines = text.strip().splitlines()
         more = f"  ... ({len(lines) - args.lines} more lines)" if len(lines) > args.lines else ""
         print(f"#{rank}  score {score:.4f}")
-        print("\n".join("    " + line for line in lines[:args.lines]) + more + "\n")
+        print("\n".join("    " + line for line in lines[: args.lines]) + more + "\n")
     return 0
 
 
 def register(subparsers) -> None:
     """Add ``train``, ``eval``, ``embed`` and ``search`` to the ``contrastive`` parser."""
-    p = subparsers.add_parser("train", help="train an embedding model with a recipe (e.g. simclr)",
-                              description="Train an embedding model. Pick a recipe; `contrastive train "
-                                          "RECIPE --help` lists its configuration keys.")
+    p = subparsers.add_parser(
+        "train",
+        help="train an embedding model with a recipe (e.g. simclr)",
+        description="Train an embedding model. Pick a recipe; `contrastive train "
+        "RECIPE --help` lists its configuration keys.",
+    )
     recipes = p.add_subparsers(dest="recipe", metavar="RECIPE", parser_class=_OverrideParser)
     recipes.required = True
     for name, recipe in available_recipes().items():
-        q = recipes.add_parser(name, help=recipe.help, description=recipe.help, epilog=_keys_epilog(recipe.config_cls),
-                               formatter_class=argparse.RawDescriptionHelpFormatter,
-                               usage=f"contrastive train {name} [-h] [--config FILE.toml] [--resume RUN_DIR] "
-                                     f"[--section.key=value ...]")
+        q = recipes.add_parser(
+            name,
+            help=recipe.help,
+            description=recipe.help,
+            epilog=_keys_epilog(recipe.config_cls),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+            usage=f"contrastive train {name} [-h] [--config FILE.toml] [--resume RUN_DIR] "
+            f"[--section.key=value ...]",
+        )
         q.add_argument("--config", metavar="FILE.toml", help="TOML file with [section] tables of settings")
-        q.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
+        q.add_argument(
+            "--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint"
+        )
         q.set_defaults(func=_train)
 
     e = subparsers.add_parser("eval", help="evaluate a run's encoder on its held-out split")
@@ -271,14 +293,22 @@ def register(subparsers) -> None:
 
     m = subparsers.add_parser("embed", help="write a run's embeddings of some data to a .npy file")
     m.add_argument("run_dir", metavar="RUN_DIR")
-    m.add_argument("--data", required=True, help="train, test, a .npy file, an IDX file or an image folder; text "
-                                                 "runs: train, validation, test (their documents, or queries with "
-                                                 "--side query) or a file of texts (.jsonl or one per line)")
+    m.add_argument(
+        "--data",
+        required=True,
+        help="train, test, a .npy file, an IDX file or an image folder; text "
+        "runs: train, validation, test (their documents, or queries with "
+        "--side query) or a file of texts (.jsonl or one per line)",
+    )
     m.add_argument("--out", required=True, metavar="FILE.npy")
     m.add_argument("--checkpoint", choices=("last", "best"), default="last")
     m.add_argument("--batch-size", type=int, default=512)
-    m.add_argument("--side", choices=("query", "doc"), default="doc",
-                   help="text runs: embed with the query or the document tower")
+    m.add_argument(
+        "--side",
+        choices=("query", "doc"),
+        default="doc",
+        help="text runs: embed with the query or the document tower",
+    )
     m.set_defaults(func=_embed)
 
     s = subparsers.add_parser("search", help="print the documents a retrieval run ranks first for a query")
@@ -290,7 +320,7 @@ def register(subparsers) -> None:
     s.set_defaults(func=_search)
 
 
-def main(argv: Optional[List[str]] = None) -> int:  # pragma: no cover - convenience
+def main(argv: list[str] | None = None) -> int:  # pragma: no cover - convenience
     from ..cli import main as top
 
     return top(argv)

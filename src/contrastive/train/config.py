@@ -7,13 +7,15 @@ overrides (``--optim.lr=0.1``). Every value is type-checked; an unknown key is a
 lists the valid ones. The resolved configuration is written to the run directory as
 ``config.toml`` so that ``contrastive eval RUN_DIR`` and ``--resume`` can read it back.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import difflib
 import math
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Tuple
+from typing import Any
 
 try:
     import tomllib
@@ -50,13 +52,13 @@ def _check_config(cfg) -> None:
         raise TypeError(f"cfg must be a dataclass instance (e.g. SimCLRConfig()), got {type(cfg).__name__}")
 
 
-def _field_types(section) -> Dict[str, type]:
+def _field_types(section) -> dict[str, type]:
     hints = {f.name: f.type for f in dataclasses.fields(section)}
     names = {"bool": bool, "int": int, "float": float, "str": str}
     return {k: names.get(v, v) if isinstance(v, str) else v for k, v in hints.items()}
 
 
-def config_keys(cfg) -> Dict[str, Tuple[type, Any]]:
+def config_keys(cfg) -> dict[str, tuple[type, Any]]:
     """Every ``section.key`` of a configuration with its type and current value.
 
     Examples:
@@ -151,10 +153,12 @@ def apply_overrides(cfg, overrides: Mapping[str, Any]):
     """
     _check_config(cfg)
     if not isinstance(overrides, Mapping):
-        raise TypeError(f"overrides must be a mapping of 'section.key' to value, got {type(overrides).__name__}")
+        raise TypeError(
+            f"overrides must be a mapping of 'section.key' to value, got {type(overrides).__name__}"
+        )
     keys = config_keys(cfg)
     sections = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
-    changes: Dict[str, Dict[str, Any]] = {}
+    changes: dict[str, dict[str, Any]] = {}
     for key, value in overrides.items():
         if key not in keys:
             raise _unknown(key, keys)
@@ -164,7 +168,7 @@ def apply_overrides(cfg, overrides: Mapping[str, Any]):
     return dataclasses.replace(cfg, **new)
 
 
-def _flatten(tree: Mapping[str, Any], source: str) -> Dict[str, Any]:
+def _flatten(tree: Mapping[str, Any], source: str) -> dict[str, Any]:
     flat = {}
     for sec, table in tree.items():
         if not isinstance(table, Mapping):
@@ -185,7 +189,9 @@ def load_toml(cfg, path) -> Any:
     """Apply the TOML file at ``path`` to ``cfg`` (see :func:`apply_overrides`)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"config file {str(path)!r} not found; pass an existing TOML file to --config")
+        raise FileNotFoundError(
+            f"config file {str(path)!r} not found; pass an existing TOML file to --config"
+        )
     try:
         tree = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as err:
@@ -193,7 +199,7 @@ def load_toml(cfg, path) -> Any:
     return from_dict(cfg, tree, str(path))
 
 
-def config_to_dict(cfg) -> Dict[str, Dict[str, Any]]:
+def config_to_dict(cfg) -> dict[str, dict[str, Any]]:
     """``{section: {key: value}}`` of a configuration."""
     _check_config(cfg)
     return dataclasses.asdict(cfg)
@@ -220,7 +226,7 @@ def dump_toml(cfg) -> str:
         >>> from_dict(SimCLRConfig(), tomllib.loads(dump_toml(cfg))) == cfg
         True
     """
-    lines: List[str] = []
+    lines: list[str] = []
     for sec, table in config_to_dict(cfg).items():
         lines.append(f"[{sec}]")
         lines.extend(f"{k} = {_toml_value(v)}" for k, v in table.items())
@@ -228,14 +234,14 @@ def dump_toml(cfg) -> str:
     return "\n".join(lines)
 
 
-def parse_override_args(args: List[str]) -> Dict[str, str]:
+def parse_override_args(args: list[str]) -> dict[str, str]:
     """Turn ``["--optim.lr=0.1", "--train.epochs", "5"]`` into ``{"optim.lr": "0.1", ...}``.
 
     Examples:
         >>> parse_override_args(["--optim.lr=0.1", "--train.epochs", "5"])
         {'optim.lr': '0.1', 'train.epochs': '5'}
     """
-    out: Dict[str, str] = {}
+    out: dict[str, str] = {}
     i = 0
     while i < len(args):
         arg = args[i]
@@ -262,7 +268,7 @@ def _require(ok: bool, key: str, message: str) -> None:
         raise ConfigError(f"{key} {message}")
 
 
-def _choice(value: str, key: str, choices: Tuple[str, ...]) -> None:
+def _choice(value: str, key: str, choices: tuple[str, ...]) -> None:
     _require(value in choices, key, f"must be one of {choices}, got {value!r}")
 
 
@@ -274,17 +280,25 @@ class RunConfig:
     root: str = "runs"
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    threads: int = 0  # torch CPU threads; 0 keeps torch's default (on shared cores: 1, or OMP_WAIT_POLICY=PASSIVE)
+    threads: int = (
+        0  # torch CPU threads; 0 keeps torch's default (on shared cores: 1, or OMP_WAIT_POLICY=PASSIVE)
+    )
     progress: bool = True
     tensorboard: bool = False
     overwrite: bool = False  # reuse runs/<name> (else a fresh -2, -3, ... suffix is added)
 
     def __post_init__(self):
         _require(self.threads >= 0, "run.threads", f"must be >= 0, got {self.threads}")
-        _require(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"), "run.device",
-                 f"must be auto, cpu, cuda or cuda:N, got {self.device!r}")
-        _require("/" not in self.name and self.name not in (".", ".."), "run.name",
-                 f"must be a plain folder name, got {self.name!r} (use run.root for the parent folder)")
+        _require(
+            self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
+            "run.device",
+            f"must be auto, cpu, cuda or cuda:N, got {self.device!r}",
+        )
+        _require(
+            "/" not in self.name and self.name not in (".", ".."),
+            "run.name",
+            f"must be a plain folder name, got {self.name!r} (use run.root for the parent folder)",
+        )
 
 
 @dataclasses.dataclass
@@ -305,10 +319,14 @@ class DataConfig:
         from .data import DATASETS
 
         _choice(self.name, "data.name", DATASETS)
-        _require(0 < self.test_fraction < 1, "data.test_fraction", f"must be in (0, 1), got {self.test_fraction}")
+        _require(
+            0 < self.test_fraction < 1, "data.test_fraction", f"must be in (0, 1), got {self.test_fraction}"
+        )
         for key in ("image_size", "train_limit", "test_limit"):
             _require(getattr(self, key) >= 0, f"data.{key}", f"must be >= 0, got {getattr(self, key)}")
-        _require(self.channels in (0, 1, 3), "data.channels", f"must be 0 (auto), 1 or 3, got {self.channels}")
+        _require(
+            self.channels in (0, 1, 3), "data.channels", f"must be 0 (auto), 1 or 3, got {self.channels}"
+        )
 
 
 @dataclasses.dataclass
@@ -341,14 +359,33 @@ class AugmentConfig:
         from .augment import AUGMENTATIONS
 
         _choice(self.kind, "augment.kind", AUGMENTATIONS)
-        for key in ("affine_p", "noise_p", "erase_p", "flip_p", "jitter_p", "gray_p", "blur_p", "feature_drop"):
+        for key in (
+            "affine_p",
+            "noise_p",
+            "erase_p",
+            "flip_p",
+            "jitter_p",
+            "gray_p",
+            "blur_p",
+            "feature_drop",
+        ):
             v = getattr(self, key)
             _require(0.0 <= v <= 1.0, f"augment.{key}", f"is a probability and must be in [0, 1], got {v}")
-        _require(0 < self.scale_min <= self.scale_max, "augment.scale_min",
-                 f"must satisfy 0 < scale_min <= scale_max, got {self.scale_min} and {self.scale_max}")
-        _require(0 < self.crop_scale_min <= 1, "augment.crop_scale_min", f"must be in (0, 1], got {self.crop_scale_min}")
-        _require(0 < self.erase_scale_max < 1 and self.erase_scale_max > 0.02, "augment.erase_scale_max",
-                 f"must be in (0.02, 1), got {self.erase_scale_max}")
+        _require(
+            0 < self.scale_min <= self.scale_max,
+            "augment.scale_min",
+            f"must satisfy 0 < scale_min <= scale_max, got {self.scale_min} and {self.scale_max}",
+        )
+        _require(
+            0 < self.crop_scale_min <= 1,
+            "augment.crop_scale_min",
+            f"must be in (0, 1], got {self.crop_scale_min}",
+        )
+        _require(
+            0 < self.erase_scale_max < 1 and self.erase_scale_max > 0.02,
+            "augment.erase_scale_max",
+            f"must be in (0.02, 1), got {self.erase_scale_max}",
+        )
         for key in ("degrees", "translate", "shear", "noise_std", "jitter"):
             _require(getattr(self, key) >= 0, f"augment.{key}", f"must be >= 0, got {getattr(self, key)}")
 
@@ -400,7 +437,9 @@ class OptimConfig:
         _require(self.weight_decay >= 0, "optim.weight_decay", f"must be >= 0, got {self.weight_decay}")
         _require(self.lars_eta > 0, "optim.lars_eta", f"must be > 0, got {self.lars_eta}")
         _require(self.warmup_epochs >= 0, "optim.warmup_epochs", f"must be >= 0, got {self.warmup_epochs}")
-        _require(0 <= self.min_lr_ratio <= 1, "optim.min_lr_ratio", f"must be in [0, 1], got {self.min_lr_ratio}")
+        _require(
+            0 <= self.min_lr_ratio <= 1, "optim.min_lr_ratio", f"must be in [0, 1], got {self.min_lr_ratio}"
+        )
 
 
 @dataclasses.dataclass
@@ -412,13 +451,22 @@ class TrainConfig:
     drop_last: bool = True  # every step sees a full batch (same number of negatives)
     grad_clip: float = 0.0  # max gradient norm; 0 turns clipping off
     amp: bool = True  # mixed precision (bfloat16 autocast), used on CUDA only
-    chunk_size: int = 0  # gradient caching: the encoder embeds at most this many rows at once (0: whole batch)
+    chunk_size: int = (
+        0  # gradient caching: the encoder embeds at most this many rows at once (0: whole batch)
+    )
 
     def __post_init__(self):
         _require(self.epochs >= 1, "train.epochs", f"must be >= 1, got {self.epochs}")
-        _require(self.chunk_size >= 0, "train.chunk_size",
-                 f"must be >= 0 (rows per encoder chunk; 0 embeds the whole batch at once), got {self.chunk_size}")
-        _require(self.batch_size >= 2, "train.batch_size", f"must be >= 2 (each sample needs negatives), got {self.batch_size}")
+        _require(
+            self.chunk_size >= 0,
+            "train.chunk_size",
+            f"must be >= 0 (rows per encoder chunk; 0 embeds the whole batch at once), got {self.chunk_size}",
+        )
+        _require(
+            self.batch_size >= 2,
+            "train.batch_size",
+            f"must be >= 2 (each sample needs negatives), got {self.batch_size}",
+        )
         _require(self.grad_clip >= 0, "train.grad_clip", f"must be >= 0 (0 = off), got {self.grad_clip}")
 
 

@@ -17,6 +17,7 @@ float vectors, with ``int64`` labels (``-1`` where unlabelled).
 A missing or malformed file raises ``FileNotFoundError`` or ``ValueError`` saying what was
 expected where.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -25,14 +26,23 @@ import os
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Tuple
 
 import numpy as np
 import torch
 
 __all__ = [
-    "DATASETS", "Dataset", "Split", "load_cifar", "load_dataset", "load_digits", "load_image_folder",
-    "load_mnist", "load_npy", "read_idx", "stratified_split", "to_float",
+    "DATASETS",
+    "Dataset",
+    "Split",
+    "load_cifar",
+    "load_dataset",
+    "load_digits",
+    "load_image_folder",
+    "load_mnist",
+    "load_npy",
+    "read_idx",
+    "stratified_split",
+    "to_float",
 ]
 
 DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "cifar100", "folder", "npy")
@@ -63,10 +73,10 @@ class Dataset:
     name: str
     train: Split
     test: Split
-    classes: List[str] = field(default_factory=list)
+    classes: list[str] = field(default_factory=list)
 
     @property
-    def sample_shape(self) -> Tuple[int, ...]:
+    def sample_shape(self) -> tuple[int, ...]:
         """Shape of one sample, ``(C, H, W)`` or ``(D,)``."""
         return tuple(self.train.x.shape[1:])
 
@@ -87,7 +97,7 @@ def to_float(x: torch.Tensor) -> torch.Tensor:
     return x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
 
 
-def stratified_split(y: np.ndarray, test_fraction: float, seed: int) -> Tuple[np.ndarray, np.ndarray]:
+def stratified_split(y: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Indices ``(train, test)`` of a stratified split (plain shuffle when ``y`` holds no labels).
 
     Examples:
@@ -96,7 +106,9 @@ def stratified_split(y: np.ndarray, test_fraction: float, seed: int) -> Tuple[np
         (4, 4, [0, 0, 1, 1])
     """
     if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}; e.g. data.test_fraction=0.25")
+        raise ValueError(
+            f"test_fraction must be in (0, 1), got {test_fraction}; e.g. data.test_fraction=0.25"
+        )
     y = np.asarray(y)
     idx = np.arange(len(y))
     if len(y) < 2:
@@ -107,12 +119,13 @@ def stratified_split(y: np.ndarray, test_fraction: float, seed: int) -> Tuple[np
     n_test = int(np.ceil(test_fraction * len(y)))
     # stratify when every class can be in both parts; tiny or unlabelled data are shuffled plainly
     labelled = (y >= 0).all() and counts.min() >= 2 and len(classes) <= min(n_test, len(y) - n_test)
-    tr, te = train_test_split(idx, test_size=test_fraction, random_state=seed,
-                              stratify=y if labelled else None)
+    tr, te = train_test_split(
+        idx, test_size=test_fraction, random_state=seed, stratify=y if labelled else None
+    )
     return np.sort(tr), np.sort(te)
 
 
-def _split(x: torch.Tensor, y: torch.Tensor, test_fraction: float, seed: int) -> Tuple[Split, Split]:
+def _split(x: torch.Tensor, y: torch.Tensor, test_fraction: float, seed: int) -> tuple[Split, Split]:
     tr, te = stratified_split(y.numpy(), test_fraction, seed)
     return Split(x[tr], y[tr]), Split(x[te], y[te])
 
@@ -154,7 +167,9 @@ def read_idx(path) -> np.ndarray:
         with opener(path, "rb") as fh:
             raw = fh.read()
     except (OSError, EOFError) as err:
-        raise ValueError(f"{path}: cannot read it as {'gzip' if opener is gzip.open else 'raw'} IDX ({err})") from None
+        raise ValueError(
+            f"{path}: cannot read it as {'gzip' if opener is gzip.open else 'raw'} IDX ({err})"
+        ) from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in IDX_DTYPES or raw[3] == 0:
         raise ValueError(
             f"{path}: not an IDX file (expected a header 0x00 0x00 <type> <ndim>, got {raw[:4].hex() or 'nothing'}); "
@@ -204,8 +219,18 @@ def load_mnist(root, name: str = "mnist") -> Dataset:
     return Dataset(name, splits[0], splits[1], list(classes))
 
 
-FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
-                   "Sneaker", "Bag", "Ankle boot")
+FASHION_CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
 
 
 # ----------------------------------------------------------------------------- CIFAR
@@ -213,10 +238,15 @@ class _SafeUnpickler(pickle.Unpickler):
     """Builds only numpy arrays, dtypes, bytes and builtin containers; anything else is refused."""
 
     ALLOWED = {
-        ("_codecs", "encode"), ("numpy", "ndarray"), ("numpy", "dtype"),
-        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-        ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+        ("_codecs", "encode"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("numpy.core.numeric", "_frombuffer"),
+        ("numpy._core.numeric", "_frombuffer"),
     }
 
     def find_class(self, module, name):
@@ -289,11 +319,13 @@ def _existing_dir(root, what: str) -> Path:
         raise ValueError(f"the {what} dataset needs a folder: pass --data.path=/path/to/{what}")
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"{what}: folder {str(root)!r} not found; pass an existing folder to --data.path")
+        raise FileNotFoundError(
+            f"{what}: folder {str(root)!r} not found; pass an existing folder to --data.path"
+        )
     return root
 
 
-def _read_classes(root: Path, classes: Optional[List[str]], size: int, channels: int):
+def _read_classes(root: Path, classes: list[str] | None, size: int, channels: int):
     from PIL import Image, UnidentifiedImageError
 
     found = sorted(d.name for d in root.iterdir() if d.is_dir())
@@ -302,8 +334,11 @@ def _read_classes(root: Path, classes: Optional[List[str]], size: int, channels:
         raise ValueError(f"{root}: expected one subfolder per class (e.g. {root}/cat/001.png), found none")
     images, labels = [], []
     for label, name in enumerate(classes):
-        files = sorted(f for f in (root / name).glob("*") if f.suffix.lower() in IMAGE_SUFFIXES) \
-            if (root / name).is_dir() else []
+        files = (
+            sorted(f for f in (root / name).glob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
+            if (root / name).is_dir()
+            else []
+        )
         for f in files:
             try:
                 with Image.open(f) as im:
@@ -317,20 +352,23 @@ def _read_classes(root: Path, classes: Optional[List[str]], size: int, channels:
     if channels == 0:
         channels = 1 if all(im.mode in ("1", "L", "I", "I;16", "F") for im in images) else 3
     arrays = []
-    for im, lab in zip(images, labels):
+    for im in images:
         im = im.convert("L" if channels == 1 else "RGB")
         if size:
             im = im.resize((size, size), Image.BILINEAR)
         arrays.append(np.asarray(im, dtype=np.uint8).reshape(im.size[1], im.size[0], channels))
     shapes = {a.shape for a in arrays}
     if len(shapes) > 1:
-        raise ValueError(f"{root}: images have different sizes {sorted(shapes)[:3]}...; pass --data.image_size=N to resize")
+        raise ValueError(
+            f"{root}: images have different sizes {sorted(shapes)[:3]}...; pass --data.image_size=N to resize"
+        )
     x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()  # (N, C, H, W) uint8
     return x, torch.tensor(labels, dtype=torch.int64), classes, channels
 
 
-def load_image_folder(root, image_size: int = 0, channels: int = 0, test_fraction: float = 0.25,
-                      seed: int = 0) -> Dataset:
+def load_image_folder(
+    root, image_size: int = 0, channels: int = 0, test_fraction: float = 0.25, seed: int = 0
+) -> Dataset:
     """Images in ``root/<class>/*`` (or ``root/train/<class>`` and ``root/test/<class>``).
 
     Args:
@@ -348,8 +386,10 @@ def load_image_folder(root, image_size: int = 0, channels: int = 0, test_fractio
         x, y, classes, ch = _read_classes(root / "train", None, image_size, channels)
         xt, yt, _, _ = _read_classes(root / "test", classes, image_size, ch)
         if xt.shape[1:] != x.shape[1:]:
-            raise ValueError(f"{root}: train images are {tuple(x.shape[1:])}, test images {tuple(xt.shape[1:])}; "
-                             f"pass --data.image_size=N")
+            raise ValueError(
+                f"{root}: train images are {tuple(x.shape[1:])}, test images {tuple(xt.shape[1:])}; "
+                f"pass --data.image_size=N"
+            )
         return Dataset("folder", Split(x, y), Split(xt, yt), classes)
     x, y, classes, _ = _read_classes(root, None, image_size, channels)
     train, test = _split(x, y, test_fraction, seed)
@@ -384,7 +424,7 @@ def _as_samples(arr: np.ndarray, where: Path) -> torch.Tensor:
     return x
 
 
-def _labels(path: Optional[Path], n: int) -> torch.Tensor:
+def _labels(path: Path | None, n: int) -> torch.Tensor:
     if path is None:
         return torch.full((n,), -1, dtype=torch.int64)
     y = _npy(path)
@@ -411,10 +451,16 @@ def load_npy(path, labels: str = "", test_fraction: float = 0.25, seed: int = 0)
         if (path / "x_test.npy").exists():
             xt = _as_samples(_npy(path / "x_test.npy"), path / "x_test.npy")
             if xt.shape[1:] != x.shape[1:]:
-                raise ValueError(f"{path}: x_test samples are {tuple(xt.shape[1:])}, x_train {tuple(x.shape[1:])}")
+                raise ValueError(
+                    f"{path}: x_test samples are {tuple(xt.shape[1:])}, x_train {tuple(x.shape[1:])}"
+                )
             yte = path / "y_test.npy"
-            return Dataset("npy", train, Split(xt, _labels(yte if yte.exists() else None, len(xt))),
-                           _class_names(train.y))
+            return Dataset(
+                "npy",
+                train,
+                Split(xt, _labels(yte if yte.exists() else None, len(xt))),
+                _class_names(train.y),
+            )
         tr, te = _split(train.x, train.y, test_fraction, seed)
         return Dataset("npy", tr, te, _class_names(train.y))
     x = _as_samples(_npy(path), path)
@@ -423,7 +469,7 @@ def load_npy(path, labels: str = "", test_fraction: float = 0.25, seed: int = 0)
     return Dataset("npy", tr, te, _class_names(y))
 
 
-def _class_names(y: torch.Tensor) -> List[str]:
+def _class_names(y: torch.Tensor) -> list[str]:
     return [str(k) for k in range(int(y.max()) + 1)] if len(y) and int(y.max()) >= 0 else []
 
 
@@ -441,7 +487,9 @@ def load_dataset(cfg) -> Dataset:
     from .config import DataConfig
 
     if not isinstance(cfg, DataConfig):
-        raise TypeError(f"cfg must be a DataConfig (e.g. DataConfig(name='digits')), got {type(cfg).__name__}")
+        raise TypeError(
+            f"cfg must be a DataConfig (e.g. DataConfig(name='digits')), got {type(cfg).__name__}"
+        )
     name = cfg.name
     path = os.path.expanduser(cfg.path) if cfg.path else ""
     if name == "digits":

@@ -27,13 +27,14 @@ The split of work, under an active context:
   collective fails (at once for a closed connection, after ``dist.timeout_s`` for a stalled
   peer) or torchrun stops them: no rank hangs.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import datetime
 import os
 import sys
-from typing import Any, List, Optional
+from typing import Any
 
 import torch
 import torch.distributed as tdist
@@ -41,8 +42,19 @@ from torch import nn
 
 from .config import ConfigError, _require
 
-__all__ = ["DistConfig", "Context", "init", "wrap", "sampler", "seed_rank", "gather_rng", "restore_rank_rng",
-           "broadcast", "shutdown", "launched"]
+__all__ = [
+    "DistConfig",
+    "Context",
+    "init",
+    "wrap",
+    "sampler",
+    "seed_rank",
+    "gather_rng",
+    "restore_rank_rng",
+    "broadcast",
+    "shutdown",
+    "launched",
+]
 
 BACKENDS = ("auto", "gloo", "nccl")
 
@@ -108,10 +120,14 @@ def init(cfg: DistConfig, device: torch.device) -> Context:
     if backend == "nccl" and device.type != "cuda":
         raise ConfigError("dist.backend=nccl needs CUDA devices; use dist.backend=gloo (or auto) on the CPU")
     if cfg.sync_batchnorm and device.type != "cuda":
-        raise ConfigError("dist.sync_batchnorm=true needs CUDA (torch's SyncBatchNorm does not run on the CPU); "
-                          "drop it on the CPU")
+        raise ConfigError(
+            "dist.sync_batchnorm=true needs CUDA (torch's SyncBatchNorm does not run on the CPU); "
+            "drop it on the CPU"
+        )
     if device.type == "cuda" and device.index is None:
-        torch.cuda.set_device(local % torch.cuda.device_count())  # before the model is built: cuda = this rank's GPU
+        torch.cuda.set_device(
+            local % torch.cuda.device_count()
+        )  # before the model is built: cuda = this rank's GPU
     owns = False
     if not tdist.is_initialized():
         kwargs = {"device_id": torch.device("cuda", torch.cuda.current_device())} if backend == "nccl" else {}
@@ -119,8 +135,10 @@ def init(cfg: DistConfig, device: torch.device) -> Context:
         owns = True
     ctx = Context(tdist.get_rank(), tdist.get_world_size(), local, owns)
     if ctx.rank != rank or ctx.world_size != world:
-        raise RuntimeError(f"the process group (rank {ctx.rank} of {ctx.world_size}) disagrees with the "
-                           f"environment (RANK={rank}, WORLD_SIZE={world})")
+        raise RuntimeError(
+            f"the process group (rank {ctx.rank} of {ctx.world_size}) disagrees with the "
+            f"environment (RANK={rank}, WORLD_SIZE={world})"
+        )
     return ctx
 
 
@@ -152,10 +170,13 @@ def sampler(n: int, ctx: Context, seed: int, drop_last: bool):
     from torch.utils.data import DistributedSampler
 
     if n < 2 * ctx.world_size:
-        raise ConfigError(f"the training split has {n} samples, too few for {ctx.world_size} processes "
-                          f"(each needs at least 2)")
-    return DistributedSampler(range(n), num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=seed,
-                              drop_last=drop_last)
+        raise ConfigError(
+            f"the training split has {n} samples, too few for {ctx.world_size} processes "
+            f"(each needs at least 2)"
+        )
+    return DistributedSampler(
+        range(n), num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=seed, drop_last=drop_last
+    )
 
 
 def seed_rank(ctx: Context, seed: int) -> None:
@@ -167,7 +188,7 @@ def seed_rank(ctx: Context, seed: int) -> None:
         seed_everything((seed * 1_000_003 + 7919 * ctx.rank) % 2**63)
 
 
-def gather_rng(ctx: Context) -> Optional[List[Any]]:
+def gather_rng(ctx: Context) -> list[Any] | None:
     """Every rank's generator states, in rank order, on rank 0 (``None`` elsewhere and in a
     single process). Collective: all ranks call it."""
     if not ctx.active:
@@ -193,8 +214,12 @@ def restore_rank_rng(ctx: Context, state: dict, seed: int, epoch: int) -> None:
     seed_rank(ctx, seed + 104_729 * epoch)
     if ctx.is_main:
         was = len(ranks) if ranks is not None else 1
-        print(f"note: the checkpoint was written by {was} process(es), this run has {ctx.world_size}; "
-              f"the random generators were reseeded per rank", file=sys.stderr, flush=True)
+        print(
+            f"note: the checkpoint was written by {was} process(es), this run has {ctx.world_size}; "
+            f"the random generators were reseeded per rank",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def broadcast(value: Any, ctx: Context) -> Any:
@@ -215,7 +240,7 @@ def shutdown(ctx: Context) -> None:
 class NullLog:
     """What the ranks other than 0 get instead of a :class:`~contrastive.train.runlog.MetricsLog`."""
 
-    records: List[Any] = []
+    records: list[Any] = []
 
     def log(self, record) -> None:
         pass

@@ -10,9 +10,8 @@
 
 All accuracies are fractions in [0, 1].
 """
-from __future__ import annotations
 
-from typing import Dict, Optional
+from __future__ import annotations
 
 import numpy as np
 import torch
@@ -21,19 +20,30 @@ from torch import nn
 
 from .data import to_float
 
-__all__ = ["alignment", "embed", "evaluate_features", "knn_accuracy", "linear_probe", "retrieval_metrics",
-           "uniformity"]
+__all__ = [
+    "alignment",
+    "embed",
+    "evaluate_features",
+    "knn_accuracy",
+    "linear_probe",
+    "retrieval_metrics",
+    "uniformity",
+]
 
 
 def _check_features(name: str, f, labels=None, label_name: str = "") -> None:
     if not isinstance(f, torch.Tensor) or f.dim() != 2 or not f.is_floating_point():
-        raise TypeError(f"{name} must be a float tensor of shape (N, d), got "
-                        f"{tuple(f.shape) if isinstance(f, torch.Tensor) else type(f).__name__}")
+        raise TypeError(
+            f"{name} must be a float tensor of shape (N, d), got "
+            f"{tuple(f.shape) if isinstance(f, torch.Tensor) else type(f).__name__}"
+        )
     if f.shape[0] == 0:
         raise ValueError(f"{name} is empty; evaluation needs at least one sample")
     if labels is not None:
         if not isinstance(labels, torch.Tensor) or labels.shape != (f.shape[0],):
-            raise ValueError(f"{label_name} must be a tensor of shape ({f.shape[0]},), one label per row of {name}")
+            raise ValueError(
+                f"{label_name} must be a tensor of shape ({f.shape[0]},), one label per row of {name}"
+            )
         if bool((labels < 0).any()):
             raise ValueError(f"{label_name} holds unlabelled samples (-1); evaluation needs labels")
 
@@ -53,11 +63,16 @@ def embed(module: nn.Module, x: torch.Tensor, batch_size: int = 512, device=None
         raise TypeError(f"module must be an nn.Module, got {type(module).__name__}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    device = torch.device(device) if device is not None else next(iter(module.parameters()), torch.zeros(0)).device
+    device = (
+        torch.device(device) if device is not None else next(iter(module.parameters()), torch.zeros(0)).device
+    )
     was_training = module.training
     module.eval()
     try:
-        out = [module(to_float(x[i:i + batch_size].to(device))).float().cpu() for i in range(0, len(x), batch_size)]
+        out = [
+            module(to_float(x[i : i + batch_size].to(device))).float().cpu()
+            for i in range(0, len(x), batch_size)
+        ]
     finally:
         module.train(was_training)
     return torch.cat(out).reshape(len(x), -1)
@@ -67,14 +82,20 @@ def _top_similar(query: torch.Tensor, ref: torch.Tensor, k: int, chunk: int = 10
     q, r = F.normalize(query.float(), dim=1), F.normalize(ref.float(), dim=1)
     sims, idx = [], []
     for i in range(0, len(q), chunk):
-        s, j = (q[i:i + chunk] @ r.T).topk(k, dim=1)  # (chunk, k)
+        s, j = (q[i : i + chunk] @ r.T).topk(k, dim=1)  # (chunk, k)
         sims.append(s)
         idx.append(j)
     return torch.cat(sims), torch.cat(idx)
 
 
-def knn_accuracy(train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor,
-                 test_labels: torch.Tensor, k: int = 20, temperature: float = 0.07) -> float:
+def knn_accuracy(
+    train_features: torch.Tensor,
+    train_labels: torch.Tensor,
+    test_features: torch.Tensor,
+    test_labels: torch.Tensor,
+    k: int = 20,
+    temperature: float = 0.07,
+) -> float:
     """Weighted kNN accuracy: each test sample takes the class with the largest summed
     ``exp(cos / temperature)`` over its ``k`` most cosine-similar training samples.
 
@@ -86,7 +107,9 @@ def knn_accuracy(train_features: torch.Tensor, train_labels: torch.Tensor, test_
     _check_features("train_features", train_features, train_labels, "train_labels")
     _check_features("test_features", test_features, test_labels, "test_labels")
     if train_features.shape[1] != test_features.shape[1]:
-        raise ValueError(f"train and test features differ in width: {train_features.shape[1]} vs {test_features.shape[1]}")
+        raise ValueError(
+            f"train and test features differ in width: {train_features.shape[1]} vs {test_features.shape[1]}"
+        )
     if not isinstance(k, int) or k < 1:
         raise ValueError(f"k must be a positive int, got {k!r}")
     if temperature <= 0:
@@ -94,12 +117,18 @@ def knn_accuracy(train_features: torch.Tensor, train_labels: torch.Tensor, test_
     k = min(k, len(train_features))
     sims, idx = _top_similar(test_features, train_features, k)  # (Nq, k)
     num_classes = int(max(train_labels.max(), test_labels.max())) + 1
-    votes = torch.zeros(len(test_features), num_classes).scatter_add_(1, train_labels[idx], (sims / temperature).exp())
+    votes = torch.zeros(len(test_features), num_classes).scatter_add_(
+        1, train_labels[idx], (sims / temperature).exp()
+    )
     return float((votes.argmax(1) == test_labels).float().mean())
 
 
-def retrieval_metrics(query_features: torch.Tensor, query_labels: torch.Tensor, reference_features: torch.Tensor,
-                      reference_labels: torch.Tensor) -> Dict[str, float]:
+def retrieval_metrics(
+    query_features: torch.Tensor,
+    query_labels: torch.Tensor,
+    reference_features: torch.Tensor,
+    reference_labels: torch.Tensor,
+) -> dict[str, float]:
     """``precision_at_1`` and ``mean_average_precision_at_r`` of cosine retrieval.
 
     For a query of class c, R is the number of references of class c; MAP@R averages
@@ -115,7 +144,9 @@ def retrieval_metrics(query_features: torch.Tensor, query_labels: torch.Tensor, 
     counts = torch.bincount(reference_labels, minlength=int(query_labels.max()) + 1)
     r = counts[query_labels]  # (Nq,)
     if bool((r == 0).any()):
-        raise ValueError("a query class has no reference sample; every test class must appear in the train split")
+        raise ValueError(
+            "a query class has no reference sample; every test class must appear in the train split"
+        )
     r_max = int(r.max())
     _, idx = _top_similar(query_features, reference_features, min(r_max, len(reference_features)))
     rel = (reference_labels[idx] == query_labels[:, None]).float()  # (Nq, R_max)
@@ -126,8 +157,14 @@ def retrieval_metrics(query_features: torch.Tensor, query_labels: torch.Tensor, 
     return {"precision_at_1": float(rel[:, 0].mean()), "mean_average_precision_at_r": float(ap.mean())}
 
 
-def linear_probe(train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor,
-                 test_labels: torch.Tensor, C: float = 1.0, max_iter: int = 1000) -> float:
+def linear_probe(
+    train_features: torch.Tensor,
+    train_labels: torch.Tensor,
+    test_features: torch.Tensor,
+    test_labels: torch.Tensor,
+    C: float = 1.0,
+    max_iter: int = 1000,
+) -> float:
     """Test accuracy of logistic regression (L2 strength ``1/C``) on standardised features.
 
     The scaler and the classifier are fit on the train split only.
@@ -147,7 +184,8 @@ def linear_probe(train_features: torch.Tensor, train_labels: torch.Tensor, test_
         raise ValueError(
             f"the linear probe needs at least two classes in the training labels, got only class "
             f"{classes.tolist()}; give the data a second class (a folder data set needs one sub-folder "
-            f"per class) or turn the probe off with --eval.probe=false")
+            f"per class) or turn the probe off with --eval.probe=false"
+        )
     xtr, xte = train_features.double().numpy(), test_features.double().numpy()
     scaler = StandardScaler().fit(xtr)
     with warnings.catch_warnings():
@@ -166,13 +204,15 @@ def alignment(z1: torch.Tensor, z2: torch.Tensor, alpha: float = 2.0) -> float:
     _check_features("z1", z1)
     _check_features("z2", z2)
     if z1.shape != z2.shape:
-        raise ValueError(f"z1 and z2 must have one shape (row i of each is a positive pair), got "
-                         f"{tuple(z1.shape)} and {tuple(z2.shape)}")
+        raise ValueError(
+            f"z1 and z2 must have one shape (row i of each is a positive pair), got "
+            f"{tuple(z1.shape)} and {tuple(z2.shape)}"
+        )
     d = F.normalize(z1.float(), dim=1) - F.normalize(z2.float(), dim=1)
     return float(d.norm(dim=1).pow(alpha).mean())
 
 
-def uniformity(z: torch.Tensor, t: float = 2.0, max_samples: Optional[int] = 4096) -> float:
+def uniformity(z: torch.Tensor, t: float = 2.0, max_samples: int | None = 4096) -> float:
     """``log E exp(-t ||f(x) - f(y)||^2)`` over distinct pairs of normalised embeddings (lower
     is more uniform; -4 is the limit for t = 2 on a high-dimensional sphere).
 
@@ -190,9 +230,17 @@ def uniformity(z: torch.Tensor, t: float = 2.0, max_samples: Optional[int] = 409
     return float(torch.logsumexp(-t * sq, 0) - np.log(len(sq)))
 
 
-def evaluate_features(train_f: torch.Tensor, train_y: torch.Tensor, test_f: torch.Tensor, test_y: torch.Tensor,
-                      k: int = 20, temperature: float = 0.07, probe: bool = True, C: float = 1.0,
-                      max_iter: int = 1000) -> Dict[str, float]:
+def evaluate_features(
+    train_f: torch.Tensor,
+    train_y: torch.Tensor,
+    test_f: torch.Tensor,
+    test_y: torch.Tensor,
+    k: int = 20,
+    temperature: float = 0.07,
+    probe: bool = True,
+    C: float = 1.0,
+    max_iter: int = 1000,
+) -> dict[str, float]:
     """kNN accuracy, retrieval metrics and (when ``probe``) the linear-probe accuracy."""
     out = {"knn_accuracy": knn_accuracy(train_f, train_y, test_f, test_y, k, temperature)}
     out.update(retrieval_metrics(test_f, test_y, train_f, train_y))

@@ -22,6 +22,7 @@ A recipe module then holds its configuration, a :class:`Task` subclass and three
 built with :func:`train_run`, :func:`evaluate_run` and :func:`load_encoder` (see
 ``recipes/simclr.py``).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -29,8 +30,9 @@ import dataclasses
 import json
 import os
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Type
+from typing import Any
 
 import torch
 from torch import nn
@@ -57,7 +59,7 @@ class Batch:
         size: the number of training items in the batch (for throughput and loss averages).
     """
 
-    inputs: Tuple[Any, ...]
+    inputs: tuple[Any, ...]
     targets: Any = None
     size: int = 0
 
@@ -126,15 +128,19 @@ class Task:
     throughput_key = "samples_per_s"
     nonfinite_hint = "a lower optim.lr or train.grad_clip > 0"
 
-    def __init__(self, cfg: Any, encoder: Optional[Any] = None):
+    def __init__(self, cfg: Any, encoder: Any | None = None):
         if encoder is not None:  # the run records where the encoder came from (config.toml's model.encoder)
             from .models import encoder_spec
 
-            cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, encoder=encoder_spec(encoder)))
+            cfg = dataclasses.replace(
+                cfg, model=dataclasses.replace(cfg.model, encoder=encoder_spec(encoder))
+            )
         self.cfg = cfg
         self.encoder = encoder  # the user's own encoder (a module or a factory) when given from Python
         self.dist = D.Context()  # the loop sets the torchrun context before building
-        self.run_dir: Optional[Path] = None  # the run folder (set before prepare; e.g. to save a tokenizer there)
+        self.run_dir: Path | None = (
+            None  # the run folder (set before prepare; e.g. to save a tokenizer there)
+        )
         self.resuming = False  # True when prepare/build run for --resume, eval or embed of an existing run
 
     # -- data and model -------------------------------------------------------------------
@@ -152,7 +158,7 @@ class Task:
         anything else the steps need (augmentations)."""
         raise NotImplementedError
 
-    def run_info(self) -> Dict[str, Any]:
+    def run_info(self) -> dict[str, Any]:
         """Extra entries of ``run.json`` (e.g. ``sample_shape`` for ``contrastive embed``)."""
         return {}
 
@@ -164,39 +170,39 @@ class Task:
         """The embedding the loss sees of one input tensor (``net`` may be DDP-wrapped)."""
         return net(x)
 
-    def embed(self, net: nn.Module, inputs: Sequence[Any]) -> Tuple[torch.Tensor, ...]:
+    def embed(self, net: nn.Module, inputs: Sequence[Any]) -> tuple[torch.Tensor, ...]:
         """Embeddings of every input. Default: one tower for all, one forward pass over their
         concatenation (so BatchNorm sees the whole batch), split back."""
         sizes = [len(x) for x in inputs]
         z = self.forward(net, torch.cat(list(inputs)))  # (sum of sizes, d)
         return tuple(z.split(sizes))
 
-    def towers(self, net: nn.Module) -> Tuple[nn.Module, ...]:
+    def towers(self, net: nn.Module) -> tuple[nn.Module, ...]:
         """The modules that embed the inputs for gradient caching (``train.chunk_size``): one
         for all inputs, or one per input (a module may repeat, e.g. ``(query_tower, doc_tower,
         doc_tower)`` for queries, positives and hard negatives). Default: one tower calling
         :meth:`forward` through ``net`` (so DDP sees the forward)."""
         return (_Tower(net, self.forward),)
 
-    def loss(self, embeddings: Tuple[torch.Tensor, ...], batch: Batch) -> torch.Tensor:
+    def loss(self, embeddings: tuple[torch.Tensor, ...], batch: Batch) -> torch.Tensor:
         """The scalar loss of a batch's embeddings (float32, or the model's dtype if wider)."""
         raise NotImplementedError
 
     # -- evaluation -----------------------------------------------------------------------
-    def evaluate(self, model: nn.Module) -> Tuple[Dict[str, float], Any]:
+    def evaluate(self, model: nn.Module) -> tuple[dict[str, float], Any]:
         """Held-out metrics of ``model`` and whatever :meth:`score` and :meth:`plots` need
         (e.g. the test embeddings); must leave every random generator as it was."""
         raise NotImplementedError
 
-    def baselines(self, model: nn.Module) -> Dict[str, Dict[str, float]]:
+    def baselines(self, model: nn.Module) -> dict[str, dict[str, float]]:
         """``{row name: metrics}`` for the final table (``model`` is the initialisation)."""
         return {}
 
-    def initial_record(self, baselines: Dict[str, Dict[str, float]]) -> Dict[str, Any]:
+    def initial_record(self, baselines: dict[str, dict[str, float]]) -> dict[str, Any]:
         """Metrics of epoch 0 (the randomly initialised model) for ``metrics.jsonl``."""
         return {}
 
-    def score(self, metrics: Dict[str, Any], extra: Any) -> float:
+    def score(self, metrics: dict[str, Any], extra: Any) -> float:
         """The number ``best.pt`` maximises (-1 when the epoch was not evaluated)."""
         return -1.0
 
@@ -205,15 +211,15 @@ class Task:
         ``resuming (2 processes, global batch 2 x 128)``."""
         return f"{self.name}: {what} {run_dir} on {device}"
 
-    def plots(self, run_dir: Path, records: List[Dict[str, Any]], baselines, final, extra) -> Dict[str, Path]:
+    def plots(self, run_dir: Path, records: list[dict[str, Any]], baselines, final, extra) -> dict[str, Path]:
         """Write the run's plots; ``{name: path}``."""
         return {}
 
-    def summary_extra(self) -> Dict[str, Any]:
+    def summary_extra(self) -> dict[str, Any]:
         """Entries of ``summary.json`` between the wall time and the baselines."""
         return {}
 
-    def table(self, rows: List[Tuple[str, Dict[str, Any]]]) -> str:
+    def table(self, rows: list[tuple[str, dict[str, Any]]]) -> str:
         """The final table of ``(label, metrics)`` rows, as printed."""
         raise NotImplementedError
 
@@ -251,8 +257,15 @@ def _upcast(z: torch.Tensor) -> torch.Tensor:
     return z.float() if z.dtype in (torch.float16, torch.bfloat16) else z
 
 
-def _step(task: Task, net: nn.Module, batch: Batch, chunk_size: int, scaler, amp_dtype,
-          check: Callable[[float], None]) -> float:
+def _step(
+    task: Task,
+    net: nn.Module,
+    batch: Batch,
+    chunk_size: int,
+    scaler,
+    amp_dtype,
+    check: Callable[[float], None],
+) -> float:
     """One forward and backward of ``batch``, gradients left in ``.grad`` (zeroed first by the
     caller); returns the loss value. ``check(value)`` runs before any backward in the plain path
     (it raises on a non-finite loss); with gradient caching the backward is part of the cached
@@ -277,7 +290,7 @@ def _step(task: Task, net: nn.Module, batch: Batch, chunk_size: int, scaler, amp
 
 
 # ----------------------------------------------------------------------------- training
-def train_run(task: Task, resume: Optional[str] = None) -> Dict[str, Any]:
+def train_run(task: Task, resume: str | None = None) -> dict[str, Any]:
     """Train ``task`` (a fresh run, or continue the run folder ``resume``).
 
     Returns:
@@ -291,7 +304,9 @@ def train_run(task: Task, resume: Optional[str] = None) -> Dict[str, Any]:
     """
     cfg = task.cfg
     with num_threads(cfg.run.threads):
-        ctx = D.init(_dist_config(cfg), resolve_device(cfg.run.device))  # inactive unless torchrun started > 1
+        ctx = D.init(
+            _dist_config(cfg), resolve_device(cfg.run.device)
+        )  # inactive unless torchrun started > 1
         summary = _fit(task, resume, ctx)
         D.shutdown(ctx)
         return summary
@@ -314,25 +329,34 @@ def _setup(task: Task, world: int = 1):
     n = n_items if world == 1 else (n_items // world if t.drop_last else -(-n_items // world))
     bs = min(t.batch_size, n)
     steps = n // bs if t.drop_last else -(-n // bs)
-    sched = WarmupCosine(opt, cfg.optim.warmup_epochs * steps, t.epochs * steps, cfg.optim.min_lr_ratio,
-                         cfg.optim.schedule)
+    sched = WarmupCosine(
+        opt, cfg.optim.warmup_epochs * steps, t.epochs * steps, cfg.optim.min_lr_ratio, cfg.optim.schedule
+    )
     return device, model, opt, sched, n_items, bs, steps
 
 
-def _state(model, opt, sched, scaler, epoch, step, best, baselines) -> Dict[str, Any]:
-    return {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-            "scaler": scaler.state_dict() if scaler is not None else None, "epoch": epoch, "step": step,
-            "best": best, "baselines": baselines, "rng": C.capture_rng()}
+def _state(model, opt, sched, scaler, epoch, step, best, baselines) -> dict[str, Any]:
+    return {
+        "model": model.state_dict(),
+        "optimizer": opt.state_dict(),
+        "scheduler": sched.state_dict(),
+        "scaler": scaler.state_dict() if scaler is not None else None,
+        "epoch": epoch,
+        "step": step,
+        "best": best,
+        "baselines": baselines,
+        "rng": C.capture_rng(),
+    }
 
 
-def _encoder_info(cfg) -> Dict[str, Any]:
+def _encoder_info(cfg) -> dict[str, Any]:
     """``run.json`` entries for a user's encoder: its spec and the file it was imported from."""
     spec = getattr(getattr(cfg, "model", None), "encoder", "")
     if not isinstance(spec, str) or not spec.startswith(("python:", "object:")):
         return {}
     import sys
 
-    module = sys.modules.get(spec[len("python:"):].split(":")[0]) if spec.startswith("python:") else None
+    module = sys.modules.get(spec[len("python:") :].split(":")[0]) if spec.startswith("python:") else None
     return {"encoder": spec, "encoder_file": getattr(module, "__file__", None)}
 
 
@@ -351,7 +375,7 @@ def _all_finite(value: float, dc: D.Context) -> bool:
     return bool(flag.item() > 0)
 
 
-def _fit(task: Task, resume: Optional[str], dc: D.Context) -> Dict[str, Any]:
+def _fit(task: Task, resume: str | None, dc: D.Context) -> dict[str, Any]:
     """The run folder's life around :func:`_train`: locked while training (the main process
     holds ``.lock``), temporary files of a killed write removed at the start, a ``--resume``
     checked before anything is written, and a fresh folder removed again when the run fails
@@ -372,8 +396,9 @@ def _fit(task: Task, resume: Optional[str], dc: D.Context) -> Dict[str, Any]:
                 reused = cfg.run.overwrite and target.is_dir() and any(target.iterdir())
                 if reused:
                     R.check_unlocked(target)  # --run.overwrite must not clear a live run's files
-                run_dir = new_run_dir(cfg.run.root, cfg.run.name or task.run_name(), cfg.run.overwrite,
-                                      unique=not cfg.run.name)
+                run_dir = new_run_dir(
+                    cfg.run.root, cfg.run.name or task.run_name(), cfg.run.overwrite, unique=not cfg.run.name
+                )
                 created = not reused  # only a folder this run made is removed again on failure
                 lock = R.acquire_lock(run_dir)
             run_dir = Path(D.broadcast(str(run_dir) if main else None, dc))
@@ -390,7 +415,9 @@ def _fit(task: Task, resume: Optional[str], dc: D.Context) -> Dict[str, Any]:
         R.release_lock(lock)
 
 
-def _train(task: Task, resume: Optional[str], dc: D.Context, run_dir: Path, changes: List[str]) -> Dict[str, Any]:
+def _train(
+    task: Task, resume: str | None, dc: D.Context, run_dir: Path, changes: list[str]
+) -> dict[str, Any]:
     cfg = task.cfg
     t_start = time.perf_counter()
     main = dc.is_main
@@ -446,8 +473,10 @@ def _train(task: Task, resume: Optional[str], dc: D.Context, run_dir: Path, chan
             what += f" ({dc.world_size} processes, global batch {dc.world_size} x {cfg.train.batch_size})"
         line = task.header(what, run_dir, device)
         if cfg.train.chunk_size:
-            line += (f"; gradient caching: batch {cfg.train.batch_size} embedded in chunks of {cfg.train.chunk_size} "
-                     f"rows per input")
+            line += (
+                f"; gradient caching: batch {cfg.train.batch_size} embedded in chunks of {cfg.train.chunk_size} "
+                f"rows per input"
+            )
         print(line, flush=True)
     progress = Progress(cfg.train.epochs * steps, start * steps, cfg.run.progress and main)
     final, extra, lr = None, None, opt.param_groups[0]["lr"]
@@ -462,12 +491,15 @@ def _train(task: Task, resume: Optional[str], dc: D.Context, run_dir: Path, chan
                 order = torch.tensor(list(sampler))  # this rank's share of the epoch
             total, seen, t0 = 0.0, 0, time.perf_counter()
             for s in range(steps):
-                idx = order[s * bs:(s + 1) * bs]
+                idx = order[s * bs : (s + 1) * bs]
                 batch = task.batch(idx, device)
 
-                def check(value: float) -> None:
+                # epoch and s bound now: check runs within this step only
+                def check(value: float, epoch: int = epoch, s: int = s) -> None:
                     if not _all_finite(value, dc):
-                        shown = value if not torch.isfinite(torch.tensor(value)) else "NaN/Inf on another process"
+                        shown = (
+                            value if not torch.isfinite(torch.tensor(value)) else "NaN/Inf on another process"
+                        )
                         log.log({"epoch": epoch, "event": f"non-finite loss ({shown}) at step {s + 1}"})
                         good = epoch - 1
                         if s == 0 and main and (ckpt_dir / "prev.pt").exists():
@@ -477,10 +509,13 @@ def _train(task: Task, resume: Optional[str], dc: D.Context, run_dir: Path, chan
                             good = epoch - 2
                         raise NonFiniteLossError(
                             f"the loss became {shown} at epoch {epoch}, step {s + 1}: training stopped. The last "
-                            f"good checkpoint, {ckpt_dir / 'last.pt'} (epoch {good}), was kept. {hint}")
+                            f"good checkpoint, {ckpt_dir / 'last.pt'} (epoch {good}), was kept. {hint}"
+                        )
 
                 opt.zero_grad(set_to_none=True)
-                value = _step(task, net, batch, cfg.train.chunk_size, scaler, amp_dtype if use_amp else None, check)
+                value = _step(
+                    task, net, batch, cfg.train.chunk_size, scaler, amp_dtype if use_amp else None, check
+                )
                 if scaler is not None:
                     scaler.unscale_(opt)
                 if cfg.train.grad_clip > 0:
@@ -498,9 +533,16 @@ def _train(task: Task, resume: Optional[str], dc: D.Context, run_dir: Path, chan
                 seen += n
                 progress.update(epoch, value, lr, seen * dc.world_size / max(time.perf_counter() - t0, 1e-9))
             elapsed = time.perf_counter() - t0
-            record = {"epoch": epoch, "loss": total / seen, "lr": lr,
-                      task.throughput_key: seen * dc.world_size / elapsed, "epoch_time_s": elapsed}
-            evaluated = main and (epoch == cfg.train.epochs or bool(cfg.eval.every and epoch % cfg.eval.every == 0))
+            record = {
+                "epoch": epoch,
+                "loss": total / seen,
+                "lr": lr,
+                task.throughput_key: seen * dc.world_size / elapsed,
+                "epoch_time_s": elapsed,
+            }
+            evaluated = main and (
+                epoch == cfg.train.epochs or bool(cfg.eval.every and epoch % cfg.eval.every == 0)
+            )
             if evaluated:
                 final, extra = task.evaluate(model)
                 record.update(final)
@@ -512,7 +554,8 @@ def _train(task: Task, resume: Optional[str], dc: D.Context, run_dir: Path, chan
                     f"the weights became NaN/Inf during epoch {epoch} ({bad}; the loss was still finite): training "
                     f"stopped. "
                     f"The last good checkpoint, {ckpt_dir / 'last.pt'} (epoch {epoch - 1}), was kept; resume from it "
-                    f"with {task.nonfinite_hint}.")
+                    f"with {task.nonfinite_hint}."
+                )
             score = task.score(record, extra) if evaluated else -1.0
             improved = score > best
             best = max(best, score)
@@ -545,17 +588,27 @@ def _restore_schedule(opt, sched, state) -> None:
     sched._last_lr = [g["lr"] for g in opt.param_groups]
 
 
-def _finish(task: Task, run_dir: Path, model, log, baselines, final, extra, wall) -> Dict[str, Any]:
+def _finish(task: Task, run_dir: Path, model, log, baselines, final, extra, wall) -> dict[str, Any]:
     """Weights, plots, ``summary.json`` and the final table."""
     C.save_weights(run_dir / "model.safetensors", model)
     paths = dict(task.plots(run_dir, log.records, baselines, final, extra))
-    paths.update(checkpoint=run_dir / "checkpoints" / "last.pt", best_checkpoint=run_dir / "checkpoints" / "best.pt",
-                 weights=run_dir / "model.safetensors", metrics=run_dir / "metrics.csv")
+    paths.update(
+        checkpoint=run_dir / "checkpoints" / "last.pt",
+        best_checkpoint=run_dir / "checkpoints" / "best.pt",
+        weights=run_dir / "model.safetensors",
+        metrics=run_dir / "metrics.csv",
+    )
     if not paths["best_checkpoint"].exists():
         del paths["best_checkpoint"]
     rows = list(baselines.items()) + [(f"{task.trained_name} (epoch {task.cfg.train.epochs})", final)]
-    summary = {"run_dir": str(run_dir), "wall_time_s": wall, **task.summary_extra(), "baselines": baselines,
-               "trained": final, "paths": {k: str(v) for k, v in paths.items()}}
+    summary = {
+        "run_dir": str(run_dir),
+        "wall_time_s": wall,
+        **task.summary_extra(),
+        "baselines": baselines,
+        "trained": final,
+        "paths": {k: str(v) for k, v in paths.items()},
+    }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(task.table(rows))
     print("\n".join(f"{k:>16}: {v}" for k, v in paths.items()))
@@ -564,7 +617,7 @@ def _finish(task: Task, run_dir: Path, model, log, baselines, final, extra, wall
 
 
 # ----------------------------------------------------------------------------- a finished run
-def _load(task_cls: Type[Task], config_cls: type, run_dir, checkpoint: str, encoder=None):
+def _load(task_cls: type[Task], config_cls: type, run_dir, checkpoint: str, encoder=None):
     """The task of a run (on the best available device) with its checkpoint loaded."""
     cfg, cfg_auto = eval_config(run_dir, checkpoint, task_cls.name, config_cls)
     task = task_cls(cfg_auto, encoder)
@@ -581,8 +634,9 @@ def _load(task_cls: Type[Task], config_cls: type, run_dir, checkpoint: str, enco
     return task, model, init, state
 
 
-def evaluate_run(task_cls: Type[Task], config_cls: type, run_dir, checkpoint: str = "last",
-                 encoder=None) -> Dict[str, Any]:
+def evaluate_run(
+    task_cls: type[Task], config_cls: type, run_dir, checkpoint: str = "last", encoder=None
+) -> dict[str, Any]:
     """Evaluate a run's checkpoint (``last`` or ``best``) next to the baselines; prints the
     table and writes ``eval.json``."""
     task, model, init, state = _load(task_cls, config_cls, run_dir, checkpoint, encoder)
@@ -597,21 +651,21 @@ def evaluate_run(task_cls: Type[Task], config_cls: type, run_dir, checkpoint: st
     return result
 
 
-def load_encoder(task_cls: Type[Task], config_cls: type, run_dir, checkpoint: str = "last", encoder=None):
+def load_encoder(task_cls: type[Task], config_cls: type, run_dir, checkpoint: str = "last", encoder=None):
     """``(module, cfg)``: the trained encoder of a run (eval mode) and its configuration."""
     task, model, *_ = _load(task_cls, config_cls, run_dir, checkpoint, encoder)
     return task.encoder_of(model).eval(), task.cfg
 
 
-def recipe_functions(task_cls: Type[Task], config_cls: type) -> Tuple[Callable, Callable, Callable]:
+def recipe_functions(task_cls: type[Task], config_cls: type) -> tuple[Callable, Callable, Callable]:
     """``(train, evaluate_run, load_encoder)`` of a recipe, typed on its configuration class."""
 
-    def train(cfg, resume: Optional[str] = None, *, encoder=None) -> Dict[str, Any]:
+    def train(cfg, resume: str | None = None, *, encoder=None) -> dict[str, Any]:
         if not isinstance(cfg, config_cls):
             raise TypeError(f"cfg must be a {config_cls.__name__}, got {type(cfg).__name__}")
         return train_run(task_cls(cfg, encoder), resume)
 
-    def evaluate(run_dir, checkpoint: str = "last", *, encoder=None) -> Dict[str, Any]:
+    def evaluate(run_dir, checkpoint: str = "last", *, encoder=None) -> dict[str, Any]:
         return evaluate_run(task_cls, config_cls, run_dir, checkpoint, encoder)
 
     def load(run_dir, checkpoint: str = "last", *, encoder=None):

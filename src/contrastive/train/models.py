@@ -12,16 +12,31 @@ as buffers, so a saved encoder embeds raw images without extra preprocessing. Th
   embed_dim) -> nn.Module`` (see :func:`build_encoder`), or a module or factory passed from
   Python (``train(cfg, encoder=...)``).
 """
+
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable, Optional, Sequence, Tuple
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
-__all__ = ["ENCODERS", "Encoder", "MLP", "Normalize", "ProjectionHead", "SimCLRModel", "SmallCNN",
-           "build_encoder", "build_model", "check_encoder_name", "encoder_spec", "import_factory", "resnet18_cifar"]
+__all__ = [
+    "ENCODERS",
+    "Encoder",
+    "MLP",
+    "Normalize",
+    "ProjectionHead",
+    "SimCLRModel",
+    "SmallCNN",
+    "build_encoder",
+    "build_model",
+    "check_encoder_name",
+    "encoder_spec",
+    "import_factory",
+    "resnet18_cifar",
+]
 
 ENCODERS = ("auto", "mlp", "cnn", "resnet18")
 PYTHON = "python:"  # model.encoder = "python:package.module:factory"
@@ -40,7 +55,9 @@ class Normalize(nn.Module):
         super().__init__()
         mean, std = torch.as_tensor(mean, dtype=torch.float32), torch.as_tensor(std, dtype=torch.float32)
         if mean.shape != std.shape or mean.dim() != 1:
-            raise ValueError(f"mean and std must be 1-D of one length, got {tuple(mean.shape)} and {tuple(std.shape)}")
+            raise ValueError(
+                f"mean and std must be 1-D of one length, got {tuple(mean.shape)} and {tuple(std.shape)}"
+            )
         if not bool((std > 0).all()):
             raise ValueError("std must be positive everywhere; clamp it, e.g. std.clamp_min(1e-3)")
         self.register_buffer("mean", mean)
@@ -52,7 +69,9 @@ class Normalize(nn.Module):
 
 
 def _conv_bn(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
+    )
 
 
 class MLP(nn.Sequential):
@@ -60,11 +79,16 @@ class MLP(nn.Sequential):
 
     def __init__(self, in_features: int, hidden: int = 512, depth: int = 2):
         if in_features < 1 or hidden < 1 or depth < 1:
-            raise ValueError(f"in_features, hidden and depth must be >= 1, got {in_features}, {hidden}, {depth}")
+            raise ValueError(
+                f"in_features, hidden and depth must be >= 1, got {in_features}, {hidden}, {depth}"
+            )
         layers = [nn.Flatten()]
         for k in range(depth):
-            layers += [nn.Linear(in_features if k == 0 else hidden, hidden, bias=False),
-                       nn.BatchNorm1d(hidden), nn.ReLU(inplace=True)]
+            layers += [
+                nn.Linear(in_features if k == 0 else hidden, hidden, bias=False),
+                nn.BatchNorm1d(hidden),
+                nn.ReLU(inplace=True),
+            ]
         super().__init__(*layers)
         self.feature_dim = hidden
 
@@ -82,9 +106,15 @@ class SmallCNN(nn.Sequential):
             raise ValueError(f"in_channels and width must be >= 1, got {in_channels} and {width}")
         w = width
         super().__init__(
-            _conv_bn(in_channels, w), _conv_bn(w, w), nn.MaxPool2d(2),        # (N, w, H/2, W/2)
-            _conv_bn(w, 2 * w), _conv_bn(2 * w, 2 * w), nn.MaxPool2d(2),      # (N, 2w, H/4, W/4)
-            _conv_bn(2 * w, 4 * w), nn.AdaptiveAvgPool2d(1), nn.Flatten(),    # (N, 4w)
+            _conv_bn(in_channels, w),
+            _conv_bn(w, w),
+            nn.MaxPool2d(2),  # (N, w, H/2, W/2)
+            _conv_bn(w, 2 * w),
+            _conv_bn(2 * w, 2 * w),
+            nn.MaxPool2d(2),  # (N, 2w, H/4, W/4)
+            _conv_bn(2 * w, 4 * w),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),  # (N, 4w)
         )
         self.feature_dim = 4 * w
 
@@ -95,10 +125,17 @@ class BasicBlock(nn.Module):
     def __init__(self, cin: int, cout: int, stride: int):
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
-            nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout))
-        self.shortcut = nn.Identity() if stride == 1 and cin == cout else nn.Sequential(
-            nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+            nn.Conv2d(cin, cout, 3, stride, 1, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(cout, cout, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(cout),
+        )
+        self.shortcut = (
+            nn.Identity()
+            if stride == 1 and cin == cout
+            else nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.relu(self.body(x) + self.shortcut(x))
@@ -107,14 +144,14 @@ class BasicBlock(nn.Module):
 class ResNet(nn.Module):
     """ResNet with the CIFAR stem; ``feature_dim = 8 * width``."""
 
-    def __init__(self, in_channels: int, blocks: Tuple[int, ...] = (2, 2, 2, 2), width: int = 64):
+    def __init__(self, in_channels: int, blocks: tuple[int, ...] = (2, 2, 2, 2), width: int = 64):
         super().__init__()
         if in_channels < 1 or width < 1:
             raise ValueError(f"in_channels and width must be >= 1, got {in_channels} and {width}")
         self.stem = _conv_bn(in_channels, width)  # 3 x 3, stride 1, no max-pool
         layers, cin = [], width
         for stage, n in enumerate(blocks):
-            cout = width * 2 ** stage
+            cout = width * 2**stage
             for b in range(n):
                 layers.append(BasicBlock(cin, cout, 2 if (b == 0 and stage > 0) else 1))
                 cin = cout
@@ -139,7 +176,7 @@ def resnet18_cifar(in_channels: int = 3, width: int = 64) -> ResNet:
 class Encoder(nn.Module):
     """``Normalize`` then a backbone; ``feature_dim`` is the size of ``h``."""
 
-    def __init__(self, normalize: Normalize, backbone: nn.Module, feature_dim: Optional[int] = None):
+    def __init__(self, normalize: Normalize, backbone: nn.Module, feature_dim: int | None = None):
         super().__init__()
         self.normalize, self.backbone = normalize, backbone
         self.feature_dim = int(backbone.feature_dim if feature_dim is None else feature_dim)
@@ -154,8 +191,12 @@ class ProjectionHead(nn.Sequential):
     def __init__(self, in_dim: int, hidden: int, out_dim: int):
         if min(in_dim, hidden, out_dim) < 1:
             raise ValueError(f"head sizes must be >= 1, got in={in_dim}, hidden={hidden}, out={out_dim}")
-        super().__init__(nn.Linear(in_dim, hidden, bias=False), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
-                         nn.Linear(hidden, out_dim))
+        super().__init__(
+            nn.Linear(in_dim, hidden, bias=False),
+            nn.BatchNorm1d(hidden),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden, out_dim),
+        )
 
 
 class SimCLRModel(nn.Module):
@@ -165,7 +206,7 @@ class SimCLRModel(nn.Module):
         super().__init__()
         self.encoder, self.head = encoder, head
 
-    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.encoder(x)
         return h, self.head(h)
 
@@ -186,11 +227,13 @@ def check_encoder_name(name: Any, key: str = "model.encoder") -> None:
     if name in ENCODERS or name.startswith(OBJECT):
         return
     if name.startswith(PYTHON):
-        module, _, attr = name[len(PYTHON):].partition(":")
+        module, _, attr = name[len(PYTHON) :].partition(":")
         if module and attr and all(p.isidentifier() for p in module.split(".") + attr.split(".")):
             return
-        raise ValueError(f"{key}={name!r} must look like python:package.module:factory (a callable taking the "
-                         f"sample shape and the embedding size)")
+        raise ValueError(
+            f"{key}={name!r} must look like python:package.module:factory (a callable taking the "
+            f"sample shape and the embedding size)"
+        )
     raise ValueError(f"{key} must be one of {ENCODERS} or python:package.module:factory, got {name!r}")
 
 
@@ -209,12 +252,14 @@ def import_factory(spec: str) -> Callable[..., nn.Module]:
     check_encoder_name(spec)
     if not spec.startswith(PYTHON):
         raise ValueError(f"spec must start with {PYTHON!r}, got {spec!r}")
-    module_name, _, attr = spec[len(PYTHON):].partition(":")
+    module_name, _, attr = spec[len(PYTHON) :].partition(":")
     try:
         obj: Any = importlib.import_module(module_name)
     except ImportError as err:
-        raise ImportError(f"model.encoder={spec!r}: cannot import {module_name!r} ({err}); put the folder that "
-                          f"holds it on PYTHONPATH (or install its package)") from None
+        raise ImportError(
+            f"model.encoder={spec!r}: cannot import {module_name!r} ({err}); put the folder that "
+            f"holds it on PYTHONPATH (or install its package)"
+        ) from None
     for part in attr.split("."):
         if not hasattr(obj, part):
             raise ValueError(f"model.encoder={spec!r}: {module_name!r} has no attribute {attr!r}")
@@ -238,8 +283,10 @@ def encoder_spec(encoder: Any) -> str:
     if isinstance(encoder, nn.Module):
         return f"{OBJECT}{type(encoder).__module__}.{type(encoder).__qualname__}"
     if not callable(encoder):
-        raise TypeError(f"encoder must be an nn.Module or a factory(sample_shape, embed_dim) -> nn.Module, "
-                        f"got {type(encoder).__name__}")
+        raise TypeError(
+            f"encoder must be an nn.Module or a factory(sample_shape, embed_dim) -> nn.Module, "
+            f"got {type(encoder).__name__}"
+        )
     module, qualname = getattr(encoder, "__module__", None), getattr(encoder, "__qualname__", "")
     spec = f"{PYTHON}{module}:{qualname}"
     try:
@@ -250,7 +297,7 @@ def encoder_spec(encoder: Any) -> str:
     return f"{OBJECT}{module}.{qualname}"
 
 
-def _user_encoder(encoder: Any, spec: str, shape: Tuple[int, ...], embed_dim: int, mean, std) -> Encoder:
+def _user_encoder(encoder: Any, spec: str, shape: tuple[int, ...], embed_dim: int, mean, std) -> Encoder:
     """Normalize + the user's module (built by the factory when ``encoder`` is one); its output
     size is checked on two zero samples (eval mode, no gradient, random state untouched)."""
     if isinstance(encoder, nn.Module):
@@ -258,8 +305,9 @@ def _user_encoder(encoder: Any, spec: str, shape: Tuple[int, ...], embed_dim: in
     else:
         module, want = encoder(tuple(shape), int(embed_dim)), int(embed_dim)
         if not isinstance(module, nn.Module):
-            raise TypeError(f"model.encoder={spec!r}: the factory must return an nn.Module, got "
-                            f"{type(module).__name__}")
+            raise TypeError(
+                f"model.encoder={spec!r}: the factory must return an nn.Module, got {type(module).__name__}"
+            )
     params = next(iter(module.parameters()), None)
     device = params.device if params is not None else torch.device("cpu")
     normalize = Normalize(mean, std).to(device)
@@ -269,20 +317,30 @@ def _user_encoder(encoder: Any, spec: str, shape: Tuple[int, ...], embed_dim: in
             module.eval()
             out = module(normalize(torch.zeros(2, *shape, device=device)))
     except Exception as err:  # noqa: BLE001 - any failure of the user's forward on the data's shape
-        raise ValueError(f"model.encoder={spec!r}: the module failed on a batch of shape {(2, *shape)} "
-                         f"({type(err).__name__}: {err}); it must map (N, {', '.join(map(str, shape))}) to "
-                         f"(N, {want or 'd'})") from None
+        raise ValueError(
+            f"model.encoder={spec!r}: the module failed on a batch of shape {(2, *shape)} "
+            f"({type(err).__name__}: {err}); it must map (N, {', '.join(map(str, shape))}) to "
+            f"(N, {want or 'd'})"
+        ) from None
     finally:
         module.train(was)
-    if not isinstance(out, torch.Tensor) or out.dim() != 2 or len(out) != 2 or (want is not None and out.shape[1] != want):
+    if (
+        not isinstance(out, torch.Tensor)
+        or out.dim() != 2
+        or len(out) != 2
+        or (want is not None and out.shape[1] != want)
+    ):
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ValueError(f"model.encoder={spec!r}: the module maps a batch of shape {(2, *shape)} to {got}; it must "
-                         f"return one (N, {want or 'd'}) tensor (the factory receives embed_dim={embed_dim})")
+        raise ValueError(
+            f"model.encoder={spec!r}: the module maps a batch of shape {(2, *shape)} to {got}; it must "
+            f"return one (N, {want or 'd'}) tensor (the factory receives embed_dim={embed_dim})"
+        )
     return Encoder(normalize, module, feature_dim=out.shape[1])
 
 
-def build_encoder(cfg, sample_shape: Tuple[int, ...], mean: Sequence[float], std: Sequence[float],
-                  encoder: Any = None) -> Encoder:
+def build_encoder(
+    cfg, sample_shape: tuple[int, ...], mean: Sequence[float], std: Sequence[float], encoder: Any = None
+) -> Encoder:
     """The encoder a ``ModelConfig`` names, for samples of ``sample_shape`` (``(C, H, W)`` or ``(D,)``).
 
     Your own network: ``model.encoder = "python:package.module:factory"`` imports ``factory``
@@ -303,16 +361,20 @@ def build_encoder(cfg, sample_shape: Tuple[int, ...], mean: Sequence[float], std
     """
     missing = [k for k in ("encoder", "width", "mlp_hidden", "mlp_depth") if not hasattr(cfg, k)]
     if missing:  # any model config with these fields (SimCLR's ModelConfig, the siamese one)
-        raise TypeError(f"cfg must be a model config with fields encoder, width, mlp_hidden and mlp_depth; "
-                        f"{type(cfg).__name__} lacks {missing}")
+        raise TypeError(
+            f"cfg must be a model config with fields encoder, width, mlp_hidden and mlp_depth; "
+            f"{type(cfg).__name__} lacks {missing}"
+        )
     if len(tuple(sample_shape)) not in (1, 3):
         raise ValueError(f"sample_shape must be (C, H, W) or (D,), got {tuple(sample_shape)}")
     name, shape = cfg.encoder, tuple(sample_shape)
     check_encoder_name(name)
     if encoder is None and name.startswith(OBJECT):
-        raise ValueError(f"model.encoder={name!r}: this run's encoder was passed from Python as a module; pass it "
-                         f"again (train(cfg, resume, encoder=...), evaluate_run(run, encoder=...), load_encoder(run, "
-                         f"encoder=...)), or train with a factory importable as python:package.module:factory")
+        raise ValueError(
+            f"model.encoder={name!r}: this run's encoder was passed from Python as a module; pass it "
+            f"again (train(cfg, resume, encoder=...), evaluate_run(run, encoder=...), load_encoder(run, "
+            f"encoder=...)), or train with a factory importable as python:package.module:factory"
+        )
     if encoder is None and name.startswith(PYTHON):
         encoder = import_factory(name)
     if encoder is not None:
@@ -321,7 +383,9 @@ def build_encoder(cfg, sample_shape: Tuple[int, ...], mean: Sequence[float], std
     if name == "auto":
         name = "cnn" if image else "mlp"
     if name in ("cnn", "resnet18") and not image:
-        raise ValueError(f"model.encoder={name!r} needs (C, H, W) images, the data are vectors {shape}; use mlp")
+        raise ValueError(
+            f"model.encoder={name!r} needs (C, H, W) images, the data are vectors {shape}; use mlp"
+        )
     if name == "mlp":
         numel = int(torch.tensor(shape).prod())
         backbone: nn.Module = MLP(numel, cfg.mlp_hidden, cfg.mlp_depth)

@@ -3,10 +3,11 @@
 Weight decay skips biases and BatchNorm parameters (every parameter with fewer than two
 dimensions); LARS also leaves them out of its layer-wise adaptation, as SimCLR does.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Dict, Iterable, List
+from collections.abc import Iterable
 
 import torch
 from torch import nn
@@ -18,7 +19,7 @@ OPTIMIZERS = ("sgd", "lars", "adamw")
 SCHEDULES = ("cosine", "constant")
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> List[Dict]:
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """Two groups: weights (decayed, LARS-adapted) and biases/BN parameters (neither).
 
     Examples:
@@ -34,8 +35,10 @@ def param_groups(model: nn.Module, weight_decay: float) -> List[Dict]:
     for p in model.parameters():
         if p.requires_grad:
             (decay if p.dim() >= 2 else plain).append(p)
-    return [{"params": decay, "weight_decay": weight_decay, "lars_exclude": False},
-            {"params": plain, "weight_decay": 0.0, "lars_exclude": True}]
+    return [
+        {"params": decay, "weight_decay": weight_decay, "lars_exclude": False},
+        {"params": plain, "weight_decay": 0.0, "lars_exclude": True},
+    ]
 
 
 class LARS(torch.optim.Optimizer):
@@ -63,13 +66,17 @@ class LARS(torch.optim.Optimizer):
         0.95
     """
 
-    def __init__(self, params: Iterable, lr: float, momentum: float = 0.9, weight_decay: float = 0.0,
-                 eta: float = 1e-3):
+    def __init__(
+        self, params: Iterable, lr: float, momentum: float = 0.9, weight_decay: float = 0.0, eta: float = 1e-3
+    ):
         if lr <= 0 or momentum < 0 or weight_decay < 0 or eta <= 0:
-            raise ValueError(f"LARS needs lr > 0, momentum >= 0, weight_decay >= 0, eta > 0; got "
-                             f"{lr}, {momentum}, {weight_decay}, {eta}")
-        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, eta=eta,
-                                      lars_exclude=False))
+            raise ValueError(
+                f"LARS needs lr > 0, momentum >= 0, weight_decay >= 0, eta > 0; got "
+                f"{lr}, {momentum}, {weight_decay}, {eta}"
+            )
+        super().__init__(
+            params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, eta=eta, lars_exclude=False)
+        )
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -86,8 +93,9 @@ class LARS(torch.optim.Optimizer):
                     if group["weight_decay"]:
                         g = g.add(p, alpha=group["weight_decay"])
                     w_norm, g_norm = torch.linalg.vector_norm(p), torch.linalg.vector_norm(g)
-                    ratio = torch.where((w_norm > 0) & (g_norm > 0), group["eta"] * w_norm / g_norm,
-                                        torch.ones_like(w_norm))
+                    ratio = torch.where(
+                        (w_norm > 0) & (g_norm > 0), group["eta"] * w_norm / g_norm, torch.ones_like(w_norm)
+                    )
                     g = g * ratio
                 state = self.state[p]
                 if "momentum_buffer" not in state:
@@ -131,10 +139,19 @@ class WarmupCosine(LRScheduler):
         [0.5, 1.0, 1.0, 0.854, 0.5, 0.146]
     """
 
-    def __init__(self, optimizer, warmup_steps: int, total_steps: int, min_ratio: float = 0.0,
-                 schedule: str = "cosine", last_epoch: int = -1):
+    def __init__(
+        self,
+        optimizer,
+        warmup_steps: int,
+        total_steps: int,
+        min_ratio: float = 0.0,
+        schedule: str = "cosine",
+        last_epoch: int = -1,
+    ):
         if warmup_steps < 0 or total_steps < 1:
-            raise ValueError(f"warmup_steps must be >= 0 and total_steps >= 1, got {warmup_steps}, {total_steps}")
+            raise ValueError(
+                f"warmup_steps must be >= 0 and total_steps >= 1, got {warmup_steps}, {total_steps}"
+            )
         if not 0.0 <= min_ratio <= 1.0:
             raise ValueError(f"min_ratio must be in [0, 1], got {min_ratio}")
         if schedule not in SCHEDULES:
@@ -153,12 +170,12 @@ class WarmupCosine(LRScheduler):
         t = min(1.0, (step - self.warmup_steps) / span)
         return self.min_ratio + (1 - self.min_ratio) * 0.5 * (1 + math.cos(math.pi * t))
 
-    def state_dict(self) -> Dict:
+    def state_dict(self) -> dict:
         """The step count and base rates; the schedule's shape comes from the constructor, so a
         resumed run may extend ``total_steps``."""
         keep = ("warmup_steps", "total_steps", "min_ratio", "schedule")
         return {k: v for k, v in super().state_dict().items() if k not in keep}
 
-    def get_lr(self) -> List[float]:
+    def get_lr(self) -> list[float]:
         f = self.factor(self.last_epoch)
         return [base * f for base in self.base_lrs]

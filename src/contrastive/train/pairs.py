@@ -4,13 +4,12 @@ each sample's k nearest neighbours in input space (no labels needed).
 A pair set is ``(i, j, y)``: index arrays ``i``, ``j`` of shape ``(P,)`` and labels ``y`` in
 [0, 1] (1 = similar). Everything is seeded and returns NumPy arrays.
 """
-from __future__ import annotations
 
-from typing import Optional, Tuple
+from __future__ import annotations
 
 import numpy as np
 
-Pairs = Tuple[np.ndarray, np.ndarray, np.ndarray]
+Pairs = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
 def _check_count(name: str, k) -> int:
@@ -50,8 +49,9 @@ def label_pairs(labels, pairs_per_sample: int = 2, seed: int = 0) -> Pairs:
     return idx[:, 0], idx[:, 1], (y == 1).astype(np.float64)
 
 
-def neighbour_pairs(X, k: int = 5, neg_per_sample: int = 5, soft: bool = False,
-                    seed: int = 0, sigma: Optional[float] = None) -> Pairs:
+def neighbour_pairs(
+    X, k: int = 5, neg_per_sample: int = 5, soft: bool = False, seed: int = 0, sigma: float | None = None
+) -> Pairs:
     """DrLIM's unsupervised pairs: each sample with its ``k`` nearest neighbours in input space
     is similar; samples outside that neighbourhood are dissimilar.
 
@@ -91,8 +91,8 @@ def neighbour_pairs(X, k: int = 5, neg_per_sample: int = 5, soft: bool = False,
     I, J, Y = [], [], []
     rng = np.random.default_rng(seed)
     nbr_d = []
-    for start in range(0, n, 1024):                       # blocks of rows: O(1024 n) memory
-        D = sq[start:start + 1024, None] + sq[None, :] - 2 * X[start:start + 1024] @ X.T
+    for start in range(0, n, 1024):  # blocks of rows: O(1024 n) memory
+        D = sq[start : start + 1024, None] + sq[None, :] - 2 * X[start : start + 1024] @ X.T
         np.maximum(D, 0, out=D)
         for r, row in enumerate(D):
             i = start + r
@@ -110,6 +110,8 @@ def neighbour_pairs(X, k: int = 5, neg_per_sample: int = 5, soft: bool = False,
         pos = Y == 1
         s = float(np.sqrt(np.median(nbr_d[pos]))) if sigma is None else float(sigma)
         if not s > 0:
-            raise ValueError("sigma must be positive (duplicate inputs give a zero median distance; pass sigma)")
+            raise ValueError(
+                "sigma must be positive (duplicate inputs give a zero median distance; pass sigma)"
+            )
         Y = np.where(pos, np.exp(-np.where(pos, nbr_d, 0) / (2 * s * s)), 0.0)
     return I, J, Y

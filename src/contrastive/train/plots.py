@@ -1,9 +1,10 @@
 """PNG plots of a run (matplotlib, Agg backend): loss curve, accuracy curve, 2-D map of the
 test embeddings (PCA or t-SNE) coloured by class."""
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -20,12 +21,12 @@ def _pyplot():
     return plt
 
 
-def _series(records: List[Dict], key: str):
+def _series(records: list[dict], key: str):
     pts = [(r["epoch"], r[key]) for r in records if isinstance(r.get(key), (int, float))]
     return [p[0] for p in pts], [p[1] for p in pts]
 
 
-def plot_loss(records: List[Dict], path, ylabel: str = "InfoNCE loss (train)") -> Path:
+def plot_loss(records: list[dict], path, ylabel: str = "InfoNCE loss (train)") -> Path:
     """Training loss per epoch (from the metrics records) to ``path``."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -39,7 +40,7 @@ def plot_loss(records: List[Dict], path, ylabel: str = "InfoNCE loss (train)") -
     return Path(path)
 
 
-def plot_accuracy(records: List[Dict], path, baselines: Optional[Dict[str, Dict[str, float]]] = None) -> Path:
+def plot_accuracy(records: list[dict], path, baselines: dict[str, dict[str, float]] | None = None) -> Path:
     """kNN and linear-probe test accuracy per evaluated epoch, with the baselines as lines."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -50,7 +51,9 @@ def plot_accuracy(records: List[Dict], path, baselines: Optional[Dict[str, Dict[
     styles = iter(["--", ":", "-."])
     for name, metrics in (baselines or {}).items():
         if metrics.get("knn_accuracy") is not None:
-            ax.axhline(100 * metrics["knn_accuracy"], ls=next(styles, "--"), color="gray", label=f"{name} kNN")
+            ax.axhline(
+                100 * metrics["knn_accuracy"], ls=next(styles, "--"), color="gray", label=f"{name} kNN"
+            )
     ax.set(xlabel="epoch", ylabel="test accuracy (%)", title="held-out accuracy")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
@@ -82,8 +85,14 @@ def project_2d(features: torch.Tensor, method: str = "pca", seed: int = 0) -> np
     return TSNE(2, init="pca", random_state=seed, perplexity=min(30.0, len(x) - 1.0)).fit_transform(x)
 
 
-def plot_embedding_map(features: torch.Tensor, labels: torch.Tensor, path, method: str = "pca",
-                       classes: Sequence[str] = (), title: str = "test embeddings") -> Path:
+def plot_embedding_map(
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    path,
+    method: str = "pca",
+    classes: Sequence[str] = (),
+    title: str = "test embeddings",
+) -> Path:
     """Scatter of the 2-D projection of ``features`` coloured by ``labels`` to ``path``."""
     plt = _pyplot()
     xy = project_2d(features, method)
@@ -93,10 +102,12 @@ def plot_embedding_map(features: torch.Tensor, labels: torch.Tensor, path, metho
     for c in np.unique(labels):
         m = labels == c
         name = classes[c] if 0 <= c < len(classes) else str(c)
-        ax.scatter(xy[m, 0], xy[m, 1], s=6, color=cmap(int(c) % cmap.N), label=name if len(classes) <= 20 else None)
+        ax.scatter(
+            xy[m, 0], xy[m, 1], s=6, color=cmap(int(c) % cmap.N), label=name if len(classes) <= 20 else None
+        )
     if 0 < len(np.unique(labels)) <= 20:
         ax.legend(markerscale=3, fontsize=7, loc="best", ncol=2)
-    ax.set(title=f"{title} ({ {'pca': 'PCA', 'tsne': 't-SNE'}[method]})", xticks=[], yticks=[])
+    ax.set(title=f"{title} ({ {'pca': 'PCA', 'tsne': 't-SNE'}[method] })", xticks=[], yticks=[])
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -14,6 +14,7 @@ Exit codes of ``contrastive train | eval | embed`` (the README has the table):
 130   interrupted (Ctrl-C)
 ====  =========================================================================
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -21,12 +22,22 @@ import errno
 import os
 import socket
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 import torch
 
-__all__ = ["CheckpointError", "RunFolderError", "acquire_lock", "all_finite_state", "check_resume", "check_unlocked",
-           "clean_tmp", "describe_os_error", "load_model_state", "release_lock"]
+__all__ = [
+    "CheckpointError",
+    "RunFolderError",
+    "acquire_lock",
+    "all_finite_state",
+    "check_resume",
+    "check_unlocked",
+    "clean_tmp",
+    "describe_os_error",
+    "load_model_state",
+    "release_lock",
+]
 
 LOCK = ".lock"
 
@@ -99,13 +110,13 @@ def check_unlocked(run_dir) -> None:
     release_lock(acquire_lock(run_dir))
 
 
-def release_lock(path: Optional[Path]) -> None:
+def release_lock(path: Path | None) -> None:
     """Remove the lock if this process holds it."""
     if path is not None and _read_lock(path)[0] == os.getpid():
         path.unlink(missing_ok=True)
 
 
-def clean_tmp(run_dir) -> List[Path]:
+def clean_tmp(run_dir) -> list[Path]:
     """Delete the temporary files (``.*.tmp``) an interrupted atomic write left in the run
     folder and its ``checkpoints/``; call it holding the lock. Returns what was removed."""
     gone = []
@@ -117,12 +128,15 @@ def clean_tmp(run_dir) -> List[Path]:
     return gone
 
 
-def _flat(cfg) -> Dict[str, Any]:
-    return {f"{s.name}.{k.name}": getattr(getattr(cfg, s.name), k.name)
-            for s in dataclasses.fields(cfg) for k in dataclasses.fields(getattr(cfg, s.name))}
+def _flat(cfg) -> dict[str, Any]:
+    return {
+        f"{s.name}.{k.name}": getattr(getattr(cfg, s.name), k.name)
+        for s in dataclasses.fields(cfg)
+        for k in dataclasses.fields(getattr(cfg, s.name))
+    }
 
 
-def check_resume(run_dir, cfg, recipe: str, config_cls=None) -> List[str]:
+def check_resume(run_dir, cfg, recipe: str, config_cls=None) -> list[str]:
     """Check that ``cfg`` may continue the run in ``run_dir``; nothing is written.
 
     Returns:
@@ -139,13 +153,16 @@ def check_resume(run_dir, cfg, recipe: str, config_cls=None) -> List[str]:
     run_dir = Path(run_dir)
     info = read_run(run_dir)
     if info.get("recipe") != recipe:
-        raise ValueError(f"{run_dir} is not a {recipe} run; resume it with its own recipe "
-                         f"(contrastive train {info.get('recipe')} --resume {run_dir})")
+        raise ValueError(
+            f"{run_dir} is not a {recipe} run; resume it with its own recipe "
+            f"(contrastive train {info.get('recipe')} --resume {run_dir})"
+        )
     if not (run_dir / "checkpoints" / "last.pt").is_file():
         raise CheckpointError(
             f"{run_dir} has no checkpoint (checkpoints/last.pt): the run stopped before its first one, so "
             f"there is nothing to resume; start it again: contrastive train {recipe} --run.name {run_dir.name} "
-            f"--run.root {run_dir.parent} --run.overwrite=true")
+            f"--run.root {run_dir.parent} --run.overwrite=true"
+        )
     old = _flat(load_run_config(run_dir, config_cls or type(cfg)))
     new = _flat(cfg)
     changed = [k for k in new if k in old and new[k] != old[k] and k != "run.overwrite"]
@@ -155,7 +172,8 @@ def check_resume(run_dir, cfg, recipe: str, config_cls=None) -> List[str]:
         raise ConfigError(
             f"cannot change on --resume: {shown}; the checkpoint was trained with the old value"
             f"{'s' if len(frozen) > 1 else ''}. Resume without {'them' if len(frozen) > 1 else 'it'}, or start "
-            f"a new run (drop --resume and pick a new --run.name)")
+            f"a new run (drop --resume and pick a new --run.name)"
+        )
     return [f"{k} {old[k]!r} -> {new[k]!r}" for k in changed if k not in ("run.name", "run.root")]
 
 
@@ -163,8 +181,10 @@ def load_model_state(model: torch.nn.Module, state: Any, path) -> None:
     """``model.load_state_dict(state["model"])`` with a :class:`CheckpointError` that names the
     file and the fix when the checkpoint has no model or holds another architecture."""
     if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
-        raise CheckpointError(f"{path} holds no model weights (no 'model' entry): it is not a checkpoint "
-                              f"of `contrastive train`; use the run's checkpoints/last.pt or best.pt")
+        raise CheckpointError(
+            f"{path} holds no model weights (no 'model' entry): it is not a checkpoint "
+            f"of `contrastive train`; use the run's checkpoints/last.pt or best.pt"
+        )
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as err:
@@ -172,10 +192,11 @@ def load_model_state(model: torch.nn.Module, state: Any, path) -> None:
         detail = next((ln.strip() for ln in first[1:] if ln.strip()), first[0] if first else "")
         raise CheckpointError(
             f"{path} does not fit this model ({detail}): it was saved by another architecture; check that "
-            f"config.toml's [model] section is the one the run was trained with") from None
+            f"config.toml's [model] section is the one the run was trained with"
+        ) from None
 
 
-def all_finite_state(model: torch.nn.Module, opt: Optional[torch.optim.Optimizer] = None) -> Optional[str]:
+def all_finite_state(model: torch.nn.Module, opt: torch.optim.Optimizer | None = None) -> str | None:
     """``None`` when every parameter, buffer (BatchNorm statistics) and optimiser state tensor
     is finite; otherwise the name of the first that is not."""
     for kind, items in (("weight", model.named_parameters()), ("buffer", model.named_buffers())):
@@ -185,7 +206,11 @@ def all_finite_state(model: torch.nn.Module, opt: Optional[torch.optim.Optimizer
     if opt is not None:
         for i, st in enumerate(opt.state.values()):
             for key, t in st.items():
-                if isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                if (
+                    isinstance(t, torch.Tensor)
+                    and t.is_floating_point()
+                    and not bool(torch.isfinite(t).all())
+                ):
                     return f"optimiser state {key} of parameter {i}"
     return None
 
@@ -194,8 +219,10 @@ def describe_os_error(err: OSError) -> str:
     """One line for an error the machine raised while reading or writing a file."""
     where = f" ({err.filename})" if getattr(err, "filename", None) else ""
     if err.errno in (errno.ENOSPC, errno.EDQUOT):
-        return f"no space left on the device{where}; free some space (or pick another run.root) and run again " \
-               f"(--resume RUN_DIR continues from the last checkpoint)"
+        return (
+            f"no space left on the device{where}; free some space (or pick another run.root) and run again "
+            f"(--resume RUN_DIR continues from the last checkpoint)"
+        )
     if err.errno == errno.EROFS:
         return f"the file system is read-only{where}; write the run elsewhere (run.root, or --out for embed)"
     if err.errno in (errno.EACCES, errno.EPERM):

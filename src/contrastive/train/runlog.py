@@ -5,14 +5,16 @@ A run directory ``runs/<name>/`` holds ``config.toml`` (the resolved configurati
 ``metrics.jsonl`` and ``metrics.csv`` (one record per epoch, evaluation metrics where
 evaluated), ``checkpoints/``, the plots and ``summary.json``.
 """
+
 from __future__ import annotations
 
 import csv
 import json
 import math
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any
 
 from .checkpoint import atomic_write
 
@@ -48,7 +50,8 @@ def new_run_dir(root, name: str, overwrite: bool = False, unique: bool = True) -
     if not overwrite and not unique and path.exists() and any(path.iterdir()):
         raise RunFolderError(
             f"{path} already holds a run; continue it with --resume {path}, replace it with "
-            f"--run.overwrite=true, or choose another --run.name")
+            f"--run.overwrite=true, or choose another --run.name"
+        )
     while not overwrite and path.exists() and any(path.iterdir()):
         k += 1
         path = root / f"{name}-{k}"
@@ -58,8 +61,19 @@ def new_run_dir(root, name: str, overwrite: bool = False, unique: bool = True) -
     return path
 
 
-RUN_FILES = ("config.toml", "run.json", "metrics.jsonl", "metrics.csv", "summary.json", "eval.json",
-             "model.safetensors", "loss.png", "accuracy.png", "map_pca.png", "map_tsne.png")
+RUN_FILES = (
+    "config.toml",
+    "run.json",
+    "metrics.jsonl",
+    "metrics.csv",
+    "summary.json",
+    "eval.json",
+    "model.safetensors",
+    "loss.png",
+    "accuracy.png",
+    "map_pca.png",
+    "map_tsne.png",
+)
 
 
 def _clear_run_files(path: Path) -> None:
@@ -85,17 +99,19 @@ class MetricsLog:
     def __init__(self, run_dir, tensorboard: bool = False):
         self.run_dir = Path(run_dir)
         self.jsonl, self.csv = self.run_dir / "metrics.jsonl", self.run_dir / "metrics.csv"
-        self.records: List[Dict[str, Any]] = self.read(self.run_dir) if self.jsonl.exists() else []
+        self.records: list[dict[str, Any]] = self.read(self.run_dir) if self.jsonl.exists() else []
         self.writer = None
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError as err:
-                raise ImportError(f"run.tensorboard=true needs the tensorboard package: pip install tensorboard ({err})") from None
+                raise ImportError(
+                    f"run.tensorboard=true needs the tensorboard package: pip install tensorboard ({err})"
+                ) from None
             self.writer = SummaryWriter(str(self.run_dir / "tensorboard"))
 
     @staticmethod
-    def read(run_dir) -> List[Dict[str, Any]]:
+    def read(run_dir) -> list[dict[str, Any]]:
         """The records of ``run_dir/metrics.jsonl``."""
         path = Path(run_dir) / "metrics.jsonl"
         if not path.is_file():
@@ -107,7 +123,7 @@ class MetricsLog:
         self.records = [r for r in self.records if r.get("epoch", 0) <= epoch]
         self._rewrite()
 
-    def log(self, record: Dict[str, Any]) -> None:
+    def log(self, record: dict[str, Any]) -> None:
         record = {k: _clean(v) for k, v in record.items()}
         self.records.append(record)
         with open(self.jsonl, "a") as fh:
@@ -125,7 +141,7 @@ class MetricsLog:
         self._write_csv()
 
     def _write_csv(self) -> None:
-        keys: List[str] = []
+        keys: list[str] = []
         for r in self.records:
             keys.extend(k for k in r if k not in keys)
 
@@ -151,13 +167,20 @@ class Progress:
         if enabled:
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, file=sys.stderr,
-                            mininterval=0.5)
+            self.bar = tqdm(
+                total=total,
+                initial=initial,
+                unit="step",
+                dynamic_ncols=True,
+                file=sys.stderr,
+                mininterval=0.5,
+            )
 
     def update(self, epoch: int, loss: float, lr: float, samples_per_s: float) -> None:
         if self.bar is not None:
-            self.bar.set_postfix_str(f"epoch {epoch} loss {loss:.4f} lr {lr:.2e} {samples_per_s:,.0f} samples/s",
-                                     refresh=False)
+            self.bar.set_postfix_str(
+                f"epoch {epoch} loss {loss:.4f} lr {lr:.2e} {samples_per_s:,.0f} samples/s", refresh=False
+            )
             self.bar.update(1)
 
     def write(self, text: str) -> None:
@@ -171,7 +194,9 @@ class Progress:
             self.bar.close()
 
 
-def format_table(rows: Sequence[Tuple[str, Dict[str, Optional[float]]]], columns: Sequence[Tuple[str, str]]) -> str:
+def format_table(
+    rows: Sequence[tuple[str, dict[str, float | None]]], columns: Sequence[tuple[str, str]]
+) -> str:
     """A plain-text table; ``rows`` are ``(label, metrics)``, ``columns`` ``(key, header)``;
     fractions are shown as percentages.
 
@@ -182,7 +207,10 @@ def format_table(rows: Sequence[Tuple[str, Dict[str, Optional[float]]]], columns
         raw       97.00
     """
     head = ["features"] + [h for _, h in columns]
-    body = [[label] + [("-" if m.get(k) is None else f"{100 * m[k]:.2f}") for k, _ in columns] for label, m in rows]
+    body = [
+        [label] + [("-" if m.get(k) is None else f"{100 * m[k]:.2f}") for k, _ in columns]
+        for label, m in rows
+    ]
     widths = [max(len(r[i]) for r in [head] + body) for i in range(len(head))]
     line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
     return "\n".join([line(head), line(["-" * w for w in widths])] + [line(b) for b in body])

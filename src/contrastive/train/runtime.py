@@ -1,12 +1,13 @@
 """Helpers every recipe shares: device choice, seeding, data statistics, and reading and
 writing a run directory's configuration (``config.toml``) and identity (``run.json``)."""
+
 from __future__ import annotations
 
 import contextlib
 import json
 import random
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any
 
 import numpy as np
 import torch
@@ -14,7 +15,16 @@ import torch
 from .checkpoint import atomic_write
 from .config import dump_toml, load_toml
 
-__all__ = ["channel_stats", "limit_threads", "load_run_config", "num_threads", "read_run", "resolve_device", "seed_everything", "write_run"]
+__all__ = [
+    "channel_stats",
+    "limit_threads",
+    "load_run_config",
+    "num_threads",
+    "read_run",
+    "resolve_device",
+    "seed_everything",
+    "write_run",
+]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -86,7 +96,7 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def channel_stats(x: torch.Tensor, chunk: int = 4096) -> Tuple[List[float], List[float]]:
+def channel_stats(x: torch.Tensor, chunk: int = 4096) -> tuple[list[float], list[float]]:
     """Per-channel (images ``(N, C, H, W)``) or per-feature (``(N, D)``) mean and std of data in
     [0, 1] (uint8 is scaled), std clamped to >= 1e-3.
 
@@ -101,7 +111,7 @@ def channel_stats(x: torch.Tensor, chunk: int = 4096) -> Tuple[List[float], List
     total_sq = torch.zeros_like(total)
     count = 0
     for i in range(0, len(x), chunk):
-        b = x[i:i + chunk].double()
+        b = x[i : i + chunk].double()
         if x.dtype == torch.uint8:
             b = b / 255.0
         total += b.sum(dims)
@@ -121,7 +131,7 @@ def write_run(run_dir, cfg, recipe: str, **info: Any) -> None:
     atomic_write(run_dir / "run.json", lambda tmp: Path(tmp).write_text(json.dumps(info, indent=2) + "\n"))
 
 
-def read_run(run_dir) -> Dict[str, Any]:
+def read_run(run_dir) -> dict[str, Any]:
     """``run.json`` of a run directory (raises a clear error when it is not one)."""
     run_dir = Path(run_dir)
     path = run_dir / "run.json"
@@ -135,13 +145,17 @@ def read_run(run_dir) -> Dict[str, Any]:
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         from .rundir import CheckpointError
 
-        raise CheckpointError(f"{path} is not valid JSON ({err}); the run folder is damaged: restore run.json "
-                              f"(it names the recipe, e.g. {{\"recipe\": \"simclr\"}}) or start the run again") from None
+        raise CheckpointError(
+            f"{path} is not valid JSON ({err}); the run folder is damaged: restore run.json "
+            f'(it names the recipe, e.g. {{"recipe": "simclr"}}) or start the run again'
+        ) from None
     if not isinstance(info, dict) or not isinstance(info.get("recipe"), str):
         from .rundir import CheckpointError
 
-        raise CheckpointError(f"{path} does not name a recipe (expected {{\"recipe\": ...}}); the run folder is "
-                              f"damaged: restore run.json or start the run again")
+        raise CheckpointError(
+            f'{path} does not name a recipe (expected {{"recipe": ...}}); the run folder is '
+            f"damaged: restore run.json or start the run again"
+        )
     return info
 
 
@@ -167,7 +181,6 @@ def restore(model: torch.nn.Module, run_dir, checkpoint: str, device):
     """Load ``checkpoints/<checkpoint>.pt`` into ``model``; returns (the model's state before
     loading, i.e. its initialisation, and the checkpoint dict)."""
     from .checkpoint import load_checkpoint
-
     from .rundir import CheckpointError, all_finite_state, load_model_state
 
     init = {k: v.clone() for k, v in model.state_dict().items()}
@@ -176,9 +189,11 @@ def restore(model: torch.nn.Module, run_dir, checkpoint: str, device):
     load_model_state(model, state, path)
     bad = all_finite_state(model)
     if bad is not None:  # evaluating it would report chance accuracy as if it were a result
-        raise CheckpointError(f"{path} holds NaN/Inf (its {bad}): it was saved by a diverged run; evaluate "
-                              f"the other checkpoint (--checkpoint {'last' if checkpoint == 'best' else 'best'}) "
-                              f"or resume the run with a lower optim.lr")
+        raise CheckpointError(
+            f"{path} holds NaN/Inf (its {bad}): it was saved by a diverged run; evaluate "
+            f"the other checkpoint (--checkpoint {'last' if checkpoint == 'best' else 'best'}) "
+            f"or resume the run with a lower optim.lr"
+        )
     return init, state
 
 

@@ -4,17 +4,22 @@ new recipe (e.g. ``siamese``) is one new module plus one line here. A recipe mod
 :class:`contrastive.train.loop.Task` subclass (data, model, batch, embedding, loss,
 evaluation) and three thin functions on the shared loop.
 """
+
 from __future__ import annotations
 
 import importlib
 import importlib.util
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Optional
+from typing import Any
 
 __all__ = ["RECIPE_MODULES", "Recipe", "available_recipes", "get_recipe"]
 
-RECIPE_MODULES = ["contrastive.train.recipes.simclr", "contrastive.train.recipes.siamese",
-                  "contrastive.train.recipes.retrieval"]
+RECIPE_MODULES = [
+    "contrastive.train.recipes.simclr",
+    "contrastive.train.recipes.siamese",
+    "contrastive.train.recipes.retrieval",
+]
 
 
 @dataclass(frozen=True)
@@ -37,14 +42,16 @@ class Recipe:
     name: str
     help: str
     config_cls: type
-    train: Callable[[Any, Optional[str]], Dict[str, Any]]
-    evaluate: Callable[[str, str], Dict[str, Any]]
+    train: Callable[[Any, str | None], dict[str, Any]]
+    evaluate: Callable[[str, str], dict[str, Any]]
     load_encoder: Callable[[str, str], Any]
-    embed: Optional[Callable[..., Any]] = None  # text recipes: embed(run_dir, spec, checkpoint, batch_size, side)
-    search: Optional[Callable[..., Any]] = None  # search(run_dir, query, k, checkpoint) -> [(score, text)]
+    embed: Callable[..., Any] | None = (
+        None  # text recipes: embed(run_dir, spec, checkpoint, batch_size, side)
+    )
+    search: Callable[..., Any] | None = None  # search(run_dir, query, k, checkpoint) -> [(score, text)]
 
 
-def available_recipes() -> Dict[str, Recipe]:
+def available_recipes() -> dict[str, Recipe]:
     """``{name: Recipe}`` for every installed module of :data:`RECIPE_MODULES`.
 
     Examples:

@@ -18,21 +18,23 @@ pairs per split, content hash). Everything else is the shared loop's (:mod:`cont
 Run it with ``contrastive train retrieval``; ``contrastive search RUN "a query"`` shows the top
 documents of a trained run.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
 import random
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ... import retrieval_loss, siglip_loss
 from ... import distributed as cd
+from ... import retrieval_loss, siglip_loss
 from .. import dist as D
 from .. import loop
 from ..config import ConfigError, OptimConfig, RunConfig, TrainConfig, _choice, _require
@@ -45,7 +47,15 @@ from ..text.metrics import METRICS, evaluate_scorer, rrf_scores
 from ..text.tokenizer import TOKENIZERS, TextTokenizer
 from . import Recipe
 
-__all__ = ["RetrievalConfig", "RetrievalTask", "embed_data", "evaluate_run", "load_encoder", "search", "train"]
+__all__ = [
+    "RetrievalConfig",
+    "RetrievalTask",
+    "embed_data",
+    "evaluate_run",
+    "load_encoder",
+    "search",
+    "train",
+]
 
 ENCODERS = ("bag", "transformer", "hf")
 _LABELS = {"bm25": "BM25", "tfidf": "TF-IDF cosine"}  # summary.json keys -> table rows
@@ -67,15 +77,23 @@ class TextDataConfig:
 
     def __post_init__(self):
         _choice(self.name, "data.name", ("pycode", "jsonl"))
-        _require(self.name != "jsonl" or bool(self.path), "data.path", "must name a JSONL file when data.name=jsonl")
-        _require(0 <= self.validation_fraction < 1 and 0 < self.test_fraction < 1
-                 and self.validation_fraction + self.test_fraction < 1, "data.test_fraction",
-                 f"and data.validation_fraction must be fractions summing below 1, got {self.test_fraction} and "
-                 f"{self.validation_fraction}")
+        _require(
+            self.name != "jsonl" or bool(self.path),
+            "data.path",
+            "must name a JSONL file when data.name=jsonl",
+        )
+        _require(
+            0 <= self.validation_fraction < 1
+            and 0 < self.test_fraction < 1
+            and self.validation_fraction + self.test_fraction < 1,
+            "data.test_fraction",
+            f"and data.validation_fraction must be fractions summing below 1, got {self.test_fraction} and "
+            f"{self.validation_fraction}",
+        )
         for key in ("train_limit", "test_limit"):
             _require(getattr(self, key) >= 0, f"data.{key}", f"must be >= 0, got {getattr(self, key)}")
 
-    def package_list(self) -> Tuple[str, ...]:
+    def package_list(self) -> tuple[str, ...]:
         if self.packages == "default":
             return TC.DEFAULT_PACKAGES
         return tuple(p.strip() for p in self.packages.split(",") if p.strip())
@@ -92,10 +110,16 @@ class PairsConfig:
 
     def __post_init__(self):
         _require(self.hard_negatives >= 0, "pairs.hard_negatives", f"must be >= 0, got {self.hard_negatives}")
-        _require(self.mine_depth >= max(1, self.hard_negatives), "pairs.mine_depth",
-                 f"must be >= pairs.hard_negatives, got {self.mine_depth}")
-        _require(self.bm25_k1 > 0 and 0 <= self.bm25_b <= 1, "pairs.bm25_k1",
-                 f"must be > 0 and pairs.bm25_b in [0, 1], got {self.bm25_k1} and {self.bm25_b}")
+        _require(
+            self.mine_depth >= max(1, self.hard_negatives),
+            "pairs.mine_depth",
+            f"must be >= pairs.hard_negatives, got {self.mine_depth}",
+        )
+        _require(
+            self.bm25_k1 > 0 and 0 <= self.bm25_b <= 1,
+            "pairs.bm25_k1",
+            f"must be > 0 and pairs.bm25_b in [0, 1], got {self.bm25_k1} and {self.bm25_b}",
+        )
 
 
 @dataclasses.dataclass
@@ -124,15 +148,20 @@ class TextModelConfig:
             _choice(self.encoder, "model.encoder", ENCODERS)
         _choice(self.pooling, "model.pooling", ("mean", "cls"))
         _choice(self.tokenizer, "model.tokenizer", TOKENIZERS)
-        _require(self.encoder != "hf" or bool(self.path), "model.path",
-                 "must name a local Hugging Face model folder when model.encoder=hf")
+        _require(
+            self.encoder != "hf" or bool(self.path),
+            "model.path",
+            "must name a local Hugging Face model folder when model.encoder=hf",
+        )
         for key in ("vocab_size", "dim", "layers", "heads", "query_length", "doc_length"):
             _require(getattr(self, key) >= 1, f"model.{key}", f"must be >= 1, got {getattr(self, key)}")
         _require(self.vocab_size >= 8, "model.vocab_size", f"must be >= 8, got {self.vocab_size}")
         for key in ("bigram_buckets", "hidden", "positions"):
             _require(getattr(self, key) >= 0, f"model.{key}", f"must be >= 0, got {getattr(self, key)}")
         for key in ("token_dropout", "dropout"):
-            _require(0 <= getattr(self, key) < 1, f"model.{key}", f"must be in [0, 1), got {getattr(self, key)}")
+            _require(
+                0 <= getattr(self, key) < 1, f"model.{key}", f"must be in [0, 1), got {getattr(self, key)}"
+            )
 
 
 @dataclasses.dataclass
@@ -163,8 +192,11 @@ class RetrievalEvalConfig:
 
     def __post_init__(self):
         _require(self.every >= 0, "eval.every", f"must be >= 0, got {self.every}")
-        _require(self.fusion_k >= 0 and self.fusion_depth >= 1, "eval.fusion_k",
-                 f"must be >= 0 and eval.fusion_depth >= 1, got {self.fusion_k} and {self.fusion_depth}")
+        _require(
+            self.fusion_k >= 0 and self.fusion_depth >= 1,
+            "eval.fusion_k",
+            f"must be >= 0 and eval.fusion_depth >= 1, got {self.fusion_k} and {self.fusion_depth}",
+        )
         _require(self.batch_size >= 1, "eval.batch_size", f"must be >= 1, got {self.batch_size}")
 
 
@@ -202,34 +234,34 @@ class RetrievalConfig:
 class _Split:
     """Queries, a corpus of unique documents and each query's document (``gold``)."""
 
-    queries: List[str]
-    docs: List[str]
+    queries: list[str]
+    docs: list[str]
     gold: torch.Tensor  # (Q,) int64 index into docs
-    q_tok: Dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)  # (Q, Lq) each
-    d_tok: Dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)  # (D, Ld) each
+    q_tok: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)  # (Q, Lq) each
+    d_tok: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)  # (D, Ld) each
 
 
 def _as_split(pairs: Sequence[TC.Pair], extra_docs: Sequence[str] = ()) -> _Split:
-    docs: Dict[str, int] = {}
+    docs: dict[str, int] = {}
     for text in [p.positive for p in pairs] + list(extra_docs):
         docs.setdefault(text, len(docs))
     gold = torch.tensor([docs[p.positive] for p in pairs], dtype=torch.int64)
     return _Split([p.query for p in pairs], list(docs), gold)
 
 
-def _subset(pairs: List[TC.Pair], n: int, seed: int) -> List[TC.Pair]:
+def _subset(pairs: list[TC.Pair], n: int, seed: int) -> list[TC.Pair]:
     if not n or n >= len(pairs):
         return pairs
     keep = sorted(random.Random(seed).sample(range(len(pairs)), n))
     return [pairs[i] for i in keep]
 
 
-def _trim(tok: Dict[str, torch.Tensor], rows) -> Dict[str, torch.Tensor]:
+def _trim(tok: dict[str, torch.Tensor], rows) -> dict[str, torch.Tensor]:
     """Rows of a tokenised block, cut to the longest non-padding row."""
     out = {k: v[rows] for k, v in tok.items()}
     mask = out["attention_mask"] if "attention_mask" in out else out["ids"]
     width = int((mask != 0).sum(1).max()) if mask.numel() else 1
-    return {k: v[:, :max(width, 1)] for k, v in out.items()}
+    return {k: v[:, : max(width, 1)] for k, v in out.items()}
 
 
 class _Model(nn.Module):
@@ -239,7 +271,7 @@ class _Model(nn.Module):
         super().__init__()
         self.dual = dual
 
-    def forward(self, batch: Dict[str, torch.Tensor], side: str = "query") -> torch.Tensor:
+    def forward(self, batch: dict[str, torch.Tensor], side: str = "query") -> torch.Tensor:
         return self.dual.encode_queries(batch) if side == "query" else self.dual.encode_docs(batch)
 
 
@@ -257,23 +289,33 @@ class RetrievalTask(loop.Task):
     def _load_pairs(self) -> TC.RetrievalData:
         d, root = self.cfg.data, Path(self.cfg.run.root) / ".cache"
         if d.name == "pycode":
-            return TC.load_pycode(root, d.package_list(), progress=self.cfg.run.progress and self.dist.is_main)
+            return TC.load_pycode(
+                root, d.package_list(), progress=self.cfg.run.progress and self.dist.is_main
+            )
         parts = TC.split_jsonl(TC.read_jsonl(d.path), d.validation_fraction, d.test_fraction, d.split_seed)
         extra = TC.read_corpus(d.corpus) if d.corpus else []
         if not parts["train"] or not parts["test"]:
-            raise ValueError(f"{d.path}: the split left {len(parts['train'])} training and {len(parts['test'])} test "
-                             f"pairs; give more lines or change data.test_fraction")
+            raise ValueError(
+                f"{d.path}: the split left {len(parts['train'])} training and {len(parts['test'])} test "
+                f"pairs; give more lines or change data.test_fraction"
+            )
         h = hashlib.sha256(Path(d.path).read_bytes()).hexdigest()
-        meta = {"file": str(d.path), "sha256": h, "pairs": {s: len(v) for s, v in parts.items()},
-                "extra_corpus": len(extra)}
+        meta = {
+            "file": str(d.path),
+            "sha256": h,
+            "pairs": {s: len(v) for s, v in parts.items()},
+            "extra_corpus": len(extra),
+        }
         return TC.RetrievalData("jsonl", parts["train"], parts["validation"], parts["test"], extra, meta)
 
     def prepare(self) -> int:
         cfg, d = self.cfg, self.cfg.data
         fn = "siglip_loss" if cfg.loss.name == "siglip" else "retrieval_loss"
         if self.dist.active and not hasattr(cd, fn):
-            raise ConfigError(f"contrastive.distributed has no {fn} in this version, so loss.name={cfg.loss.name} "
-                              f"cannot use global-batch negatives under torchrun; run it in one process")
+            raise ConfigError(
+                f"contrastive.distributed has no {fn} in this version, so loss.name={cfg.loss.name} "
+                f"cannot use global-batch negatives under torchrun; run it in one process"
+            )
         data = self._load_pairs()
         self.meta = data.meta
         train = _subset(data.train, d.train_limit, d.split_seed)
@@ -282,7 +324,9 @@ class RetrievalTask(loop.Task):
         self.val = _as_split(_subset(data.validation or data.test, d.test_limit, d.split_seed))
         self.test = _as_split(_subset(data.test, d.test_limit, d.split_seed), data.extra_corpus)
         if len(self.tr.queries) < 2:
-            raise ConfigError(f"the training split has {len(self.tr.queries)} pair(s); retrieval needs at least 2")
+            raise ConfigError(
+                f"the training split has {len(self.tr.queries)} pair(s); retrieval needs at least 2"
+            )
         self.tokenizer = self._tokenizer()
         m = cfg.model
         for split in (self.tr, self.val, self.test):
@@ -297,8 +341,17 @@ class RetrievalTask(loop.Task):
         digest = hashlib.sha1()
         for q, g in zip(self.tr.queries, self.tr.gold.tolist()):
             digest.update(f"{q}\0{g}\0".encode())
-        digest.update(json.dumps([len(self.tr.docs), p.mine_depth, p.bm25_k1, p.bm25_b,
-                                  [list(x.negatives) for x in self.train_pairs]]).encode())
+        digest.update(
+            json.dumps(
+                [
+                    len(self.tr.docs),
+                    p.mine_depth,
+                    p.bm25_k1,
+                    p.bm25_b,
+                    [list(x.negatives) for x in self.train_pairs],
+                ]
+            ).encode()
+        )
         path = Path(self.cfg.run.root) / ".cache" / f"negatives-{digest.hexdigest()[:12]}.pt"
         if path.is_file():
             return torch.load(path, weights_only=True)
@@ -315,16 +368,29 @@ class RetrievalTask(loop.Task):
             from transformers import AutoTokenizer
 
             if not (Path(m.path) / "config.json").is_file():
-                raise FileNotFoundError(f"model.path={m.path!r} is not a Hugging Face model folder (no config.json); "
-                                        f"save one with model.save_pretrained(DIR) and tokenizer.save_pretrained(DIR)")
+                raise FileNotFoundError(
+                    f"model.path={m.path!r} is not a Hugging Face model folder (no config.json); "
+                    f"save one with model.save_pretrained(DIR) and tokenizer.save_pretrained(DIR)"
+                )
 
             return AutoTokenizer.from_pretrained(m.path, local_files_only=True)
         own = self.run_dir / "tokenizer.json" if self.run_dir is not None else None
-        if self.resuming and own is not None and own.is_file():  # --resume, eval, embed, search: the run's own
+        if (
+            self.resuming and own is not None and own.is_file()
+        ):  # --resume, eval, embed, search: the run's own
             return TextTokenizer.load(own)
         # trained once per training split and cached (tokenizers' trainer is not bit-reproducible)
-        key = hashlib.sha1(json.dumps([self.meta.get("sha256"), self.cfg.data.train_limit, self.cfg.data.split_seed,
-                                       m.tokenizer, m.vocab_size]).encode()).hexdigest()[:12]
+        key = hashlib.sha1(
+            json.dumps(
+                [
+                    self.meta.get("sha256"),
+                    self.cfg.data.train_limit,
+                    self.cfg.data.split_seed,
+                    m.tokenizer,
+                    m.vocab_size,
+                ]
+            ).encode()
+        ).hexdigest()[:12]
         path = Path(self.cfg.run.root) / ".cache" / f"tokenizer-{key}.json"
         if path.is_file():
             tok = TextTokenizer.load(path)
@@ -335,7 +401,7 @@ class RetrievalTask(loop.Task):
             tok.save(own)
         return tok
 
-    def _encode(self, texts: List[str], length: int) -> Dict[str, torch.Tensor]:
+    def _encode(self, texts: list[str], length: int) -> dict[str, torch.Tensor]:
         if isinstance(self.tokenizer, TextTokenizer):
             return self.tokenizer.batch(texts, length)
         enc = self.tokenizer(texts, truncation=True, max_length=length, padding=True, return_tensors="pt")
@@ -348,13 +414,15 @@ class RetrievalTask(loop.Task):
         bm = BM25(tr.docs, p.bm25_k1, p.bm25_b)
         depth = min(p.mine_depth, len(tr.docs) - 1)
         if depth < 1:
-            raise ConfigError("hard negatives need at least 2 distinct training documents; set pairs.hard_negatives=0")
+            raise ConfigError(
+                "hard negatives need at least 2 distinct training documents; set pairs.hard_negatives=0"
+            )
         index = {t: i for i, t in enumerate(tr.docs)}
         out = []
         for i in range(0, len(tr.queries), 1024):
-            s = torch.from_numpy(bm.scores(tr.queries[i:i + 1024]))  # (chunk, D)
-            s.scatter_(1, tr.gold[i:i + 1024, None], float("-inf"))  # never the positive
-            for r, pair in enumerate(self.train_pairs[i:i + 1024]):
+            s = torch.from_numpy(bm.scores(tr.queries[i : i + 1024]))  # (chunk, D)
+            s.scatter_(1, tr.gold[i : i + 1024, None], float("-inf"))  # never the positive
+            for r, pair in enumerate(self.train_pairs[i : i + 1024]):
                 for n in pair.negatives:
                     if index[n] != int(tr.gold[i + r]):
                         s[r, index[n]] = float("inf")  # given negatives rank first
@@ -371,15 +439,21 @@ class RetrievalTask(loop.Task):
             own = import_factory(m.encoder)
         if isinstance(own, nn.Module):
             return own
-        if own is not None:  # a factory: factory(vocab_size, dim) -> module mapping {"ids": (B, L)} to (B, dim)
+        if (
+            own is not None
+        ):  # a factory: factory(vocab_size, dim) -> module mapping {"ids": (B, L)} to (B, dim)
             return own(self.tokenizer.vocab_size, m.dim)
         if m.encoder.startswith("object:"):
-            raise ValueError(f"this run's encoder ({m.encoder}) was passed from Python; pass it again (encoder=...)")
+            raise ValueError(
+                f"this run's encoder ({m.encoder}) was passed from Python; pass it again (encoder=...)"
+            )
         if m.encoder == "hf":
             return HFEncoder(m.path, m.pooling)
         v = self.tokenizer.vocab_size
         if m.encoder == "transformer":
-            return TransformerTextEncoder(v, m.dim, m.layers, m.heads, max(m.query_length, m.doc_length), m.dropout)
+            return TransformerTextEncoder(
+                v, m.dim, m.layers, m.heads, max(m.query_length, m.doc_length), m.dropout
+            )
         return BagEncoder(v, m.dim, m.bigram_buckets, m.hidden, m.token_dropout, m.positions)
 
     def build(self, device: torch.device) -> nn.Module:
@@ -390,9 +464,16 @@ class RetrievalTask(loop.Task):
         self.model = _Model(DualEncoder(query, doc, c.temperature, c.learn_temperature)).to(device)
         return self.model
 
-    def run_info(self) -> Dict[str, Any]:
-        return {"corpus": self.meta, "pairs": {"train": len(self.tr.queries), "validation": len(self.val.queries),
-                                               "test": len(self.test.queries), "test_documents": len(self.test.docs)}}
+    def run_info(self) -> dict[str, Any]:
+        return {
+            "corpus": self.meta,
+            "pairs": {
+                "train": len(self.tr.queries),
+                "validation": len(self.val.queries),
+                "test": len(self.test.queries),
+                "test_documents": len(self.test.docs),
+            },
+        }
 
     def batch(self, idx: torch.Tensor, device: torch.device) -> loop.Batch:
         tr = self.tr
@@ -409,13 +490,13 @@ class RetrievalTask(loop.Task):
         d = {k_: v.to(device) for k_, v in _trim(tr.d_tok, docs).items()}
         return loop.Batch((q, d), pos.to(device), len(idx))
 
-    def embed(self, net: nn.Module, inputs) -> Tuple[torch.Tensor, ...]:
+    def embed(self, net: nn.Module, inputs) -> tuple[torch.Tensor, ...]:
         return net(inputs[0], "query"), net(inputs[1], "doc")
 
-    def towers(self, net: nn.Module) -> Tuple[nn.Module, ...]:
+    def towers(self, net: nn.Module) -> tuple[nn.Module, ...]:
         return (loop._Tower(net, lambda n, x: n(x, "query")), loop._Tower(net, lambda n, x: n(x, "doc")))
 
-    def loss(self, embeddings: Tuple[torch.Tensor, ...], batch: loop.Batch) -> torch.Tensor:
+    def loss(self, embeddings: tuple[torch.Tensor, ...], batch: loop.Batch) -> torch.Tensor:
         # unit rows here (a text with no known token embeds to zero and stays a finite zero row)
         q, d = F.normalize(embeddings[0], dim=1), F.normalize(embeddings[1], dim=1)  # (B, dim), (B + M, dim)
         pos_ids = batch.targets
@@ -423,20 +504,29 @@ class RetrievalTask(loop.Task):
         c = self.cfg.loss
         tau = self.model.dual.temperature() if c.learn_temperature else c.temperature
         if c.name == "siglip":
-            fn = getattr(cd, "siglip_loss") if self.dist.active else siglip_loss
+            fn = cd.siglip_loss if self.dist.active else siglip_loss
             return fn(q, d[:b], tau, c.bias, normalize=False, check_finite=False)
         neg = d[b:] if len(d) > b else None
-        fn = getattr(cd, "retrieval_loss") if self.dist.active else retrieval_loss
-        return fn(q, d[:b], neg, tau, symmetric=c.symmetric, positive_ids=pos_ids, normalize=False,
-                  check_finite=False)
+        fn = cd.retrieval_loss if self.dist.active else retrieval_loss
+        return fn(
+            q,
+            d[:b],
+            neg,
+            tau,
+            symmetric=c.symmetric,
+            positive_ids=pos_ids,
+            normalize=False,
+            check_finite=False,
+        )
 
     # -- evaluation ----------------------------------------------------------------------
     @torch.no_grad()
-    def _embed_split(self, model: nn.Module, split: _Split) -> Tuple[torch.Tensor, torch.Tensor]:
+    def _embed_split(self, model: nn.Module, split: _Split) -> tuple[torch.Tensor, torch.Tensor]:
         bs, dev = self.cfg.eval.batch_size, self.device
         was = model.training
         model.eval()
         try:
+
             def run(tok, side, n):
                 out = []
                 for i in range(0, n, bs):
@@ -454,7 +544,7 @@ class RetrievalTask(loop.Task):
             self._bm25_test = torch.from_numpy(bm.scores(self.test.queries))  # (Q, D)
         return self._bm25_test
 
-    def evaluate(self, model: nn.Module) -> Tuple[Dict[str, float], Any]:
+    def evaluate(self, model: nn.Module) -> tuple[dict[str, float], Any]:
         e = self.cfg.eval
         with torch.random.fork_rng(devices=[]), limit_threads(e.threads):
             qv, dv = self._embed_split(model, self.val)
@@ -462,8 +552,9 @@ class RetrievalTask(loop.Task):
             qt, dt = self._embed_split(model, self.test)
             out = evaluate_scorer(lambda s: qt[s] @ dt.T, self.test.gold)
             bm = self._bm25_scores()
-            fused = evaluate_scorer(lambda s: rrf_scores([bm[s], qt[s] @ dt.T], e.fusion_k, e.fusion_depth),
-                                    self.test.gold)
+            fused = evaluate_scorer(
+                lambda s: rrf_scores([bm[s], qt[s] @ dt.T], e.fusion_k, e.fusion_depth), self.test.gold
+            )
         out.update({f"val_{k}": v for k, v in val.items()})
         out.update({f"fused_{k}": v for k, v in fused.items()})
         if self.cfg.loss.learn_temperature:
@@ -471,7 +562,7 @@ class RetrievalTask(loop.Task):
         self.fused = fused
         return out, None
 
-    def baselines(self, model: nn.Module) -> Dict[str, Dict[str, float]]:
+    def baselines(self, model: nn.Module) -> dict[str, dict[str, float]]:
         if not self.cfg.eval.baselines:
             return {}
         t = self.test
@@ -484,7 +575,7 @@ class RetrievalTask(loop.Task):
         rows["random encoder"] = {k: init[k] for k in METRICS}
         return rows
 
-    def initial_record(self, baselines) -> Dict[str, Any]:
+    def initial_record(self, baselines) -> dict[str, Any]:
         return dict(baselines.get("random encoder", {}))
 
     def score(self, metrics, extra) -> float:
@@ -492,44 +583,55 @@ class RetrievalTask(loop.Task):
 
     def header(self, what: str, run_dir: Path, device: torch.device) -> str:
         cfg, m = self.cfg, self.cfg.model
-        (run_dir / "corpus.json").write_text(json.dumps(self.meta, indent=2) + "\n")  # what the data were built from
+        (run_dir / "corpus.json").write_text(
+            json.dumps(self.meta, indent=2) + "\n"
+        )  # what the data were built from
         towers = "one shared tower" if m.shared else "two towers"
-        return (f"retrieval: {what} {run_dir} on {device}; data {cfg.data.name}: {len(self.tr.queries)} train pairs, "
-                f"{len(self.test.queries)} test queries against {len(self.test.docs)} documents; encoder {m.encoder} "
-                f"({towers}), {cfg.train.epochs} epochs, batch {cfg.train.batch_size}, {cfg.pairs.hard_negatives} hard "
-                f"negatives, loss {cfg.loss.name}, temperature {cfg.loss.temperature}")
+        return (
+            f"retrieval: {what} {run_dir} on {device}; data {cfg.data.name}: {len(self.tr.queries)} train pairs, "
+            f"{len(self.test.queries)} test queries against {len(self.test.docs)} documents; encoder {m.encoder} "
+            f"({towers}), {cfg.train.epochs} epochs, batch {cfg.train.batch_size}, {cfg.pairs.hard_negatives} hard "
+            f"negatives, loss {cfg.loss.name}, temperature {cfg.loss.temperature}"
+        )
 
-    def plots(self, run_dir: Path, records, baselines, final, extra) -> Dict[str, Path]:
+    def plots(self, run_dir: Path, records, baselines, final, extra) -> dict[str, Path]:
         from .. import plots
 
         with limit_threads(self.cfg.eval.threads):
             paths = {"loss_plot": plots.plot_loss(records, run_dir / "loss.png")}
-            paths["mrr_plot"] = _plot_systems(self._rows(list(baselines.items()) + [("trained encoder", final)]),
-                                              run_dir / "mrr.png")
+            paths["mrr_plot"] = _plot_systems(
+                self._rows(list(baselines.items()) + [("trained encoder", final)]), run_dir / "mrr.png"
+            )
         return paths
 
-    def summary_extra(self) -> Dict[str, Any]:
+    def summary_extra(self) -> dict[str, Any]:
         return {"fused": getattr(self, "fused", {}), "corpus": self.meta}
 
     @staticmethod
-    def _rows(rows: List[Tuple[str, Dict[str, Any]]]) -> List[Tuple[str, Dict[str, Any]]]:
+    def _rows(rows: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, dict[str, Any]]]:
         out = []
         for name, m in rows:
             out.append((_LABELS.get(name, name), m))
             if "fused_mrr_at_10" in m:
-                out.append(("BM25 + " + name.split(" (")[0] + " (RRF)", {k: m[f"fused_{k}"] for k in METRICS}))
+                out.append(
+                    ("BM25 + " + name.split(" (")[0] + " (RRF)", {k: m[f"fused_{k}"] for k in METRICS})
+                )
         return out
 
-    def table(self, rows: List[Tuple[str, Dict[str, Any]]]) -> str:
-        cols = [("mrr_at_10", "MRR@10 %"), ("recall_at_1", "R@1 %"), ("recall_at_10", "R@10 %"),
-                ("ndcg_at_10", "nDCG@10 %")]
+    def table(self, rows: list[tuple[str, dict[str, Any]]]) -> str:
+        cols = [
+            ("mrr_at_10", "MRR@10 %"),
+            ("recall_at_1", "R@1 %"),
+            ("recall_at_10", "R@10 %"),
+            ("ndcg_at_10", "nDCG@10 %"),
+        ]
         return "\n" + format_table(self._rows(rows), cols) + "\n"
 
     def encoder_of(self, model: nn.Module) -> nn.Module:
         return model
 
 
-def _plot_systems(rows: List[Tuple[str, Dict[str, Any]]], path: Path) -> Path:
+def _plot_systems(rows: list[tuple[str, dict[str, Any]]], path: Path) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -539,8 +641,13 @@ def _plot_systems(rows: List[Tuple[str, Dict[str, Any]]], path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(7, 0.5 * len(rows) + 1.2))
     y = list(range(len(rows)))
     ax.barh(y, [m["mrr_at_10"] for _, m in rows], color="tab:blue", label="MRR@10")
-    ax.barh([v + 0.35 for v in y], [m["recall_at_10"] for _, m in rows], height=0.35, color="tab:orange",
-            label="Recall@10")
+    ax.barh(
+        [v + 0.35 for v in y],
+        [m["recall_at_10"] for _, m in rows],
+        height=0.35,
+        color="tab:orange",
+        label="Recall@10",
+    )
     ax.set_yticks([v + 0.15 for v in y], names)
     ax.invert_yaxis()
     ax.set_xlim(0, 1)
@@ -555,14 +662,16 @@ def _plot_systems(rows: List[Tuple[str, Dict[str, Any]]], path: Path) -> Path:
 train, evaluate_run, load_encoder = loop.recipe_functions(RetrievalTask, RetrievalConfig)
 
 
-def _read_texts(spec: str, task: RetrievalTask, side: str) -> List[str]:
+def _read_texts(spec: str, task: RetrievalTask, side: str) -> list[str]:
     if spec in ("train", "validation", "test"):
         split = {"train": task.tr, "validation": task.val, "test": task.test}[spec]
         return split.queries if side == "query" else split.docs
     path = Path(spec)
     if not path.is_file():
-        raise FileNotFoundError(f"--data {spec!r}: no such file; pass train, validation, test, a JSONL file "
-                                f"({{\"text\": ...}} lines) or a text file with one text per line")
+        raise FileNotFoundError(
+            f"--data {spec!r}: no such file; pass train, validation, test, a JSONL file "
+            f'({{"text": ...}} lines) or a text file with one text per line'
+        )
     if path.suffix == ".jsonl":
         return TC.read_corpus(path)
     return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -584,10 +693,10 @@ def embed_data(run_dir, spec: str, checkpoint: str = "last", batch_size: int = 5
     return (qv if side == "query" else dv).numpy()
 
 
-def search(run_dir, query: str, k: int = 10, checkpoint: str = "last") -> List[Tuple[float, str]]:
+def search(run_dir, query: str, k: int = 10, checkpoint: str = "last") -> list[tuple[float, str]]:
     """The ``k`` test-corpus documents a run's trained encoder ranks first for ``query``: ``[(score, text)]``."""
     if not isinstance(query, str) or not query.strip():
-        raise ValueError("query must be a non-empty string, e.g. contrastive search RUN \"read a file\"")
+        raise ValueError('query must be a non-empty string, e.g. contrastive search RUN "read a file"')
     task, model, _, _ = loop._load(RetrievalTask, RetrievalConfig, run_dir, checkpoint)
     split = task.test
     split.queries = [query]
@@ -598,6 +707,13 @@ def search(run_dir, query: str, k: int = 10, checkpoint: str = "last") -> List[T
     return [(float(v), split.docs[int(i)]) for v, i in zip(top.values, top.indices)]
 
 
-RECIPE = Recipe(name="retrieval", help="dense retrieval: two towers, in-batch + BM25 hard negatives, against BM25",
-                config_cls=RetrievalConfig, train=train, evaluate=evaluate_run, load_encoder=load_encoder,
-                embed=embed_data, search=search)
+RECIPE = Recipe(
+    name="retrieval",
+    help="dense retrieval: two towers, in-batch + BM25 hard negatives, against BM25",
+    config_cls=RetrievalConfig,
+    train=train,
+    evaluate=evaluate_run,
+    load_encoder=load_encoder,
+    embed=embed_data,
+    search=search,
+)

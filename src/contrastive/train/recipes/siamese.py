@@ -18,11 +18,12 @@ Run directory, checkpoints (``--resume``), AMP, DDP under torchrun, metrics file
 bar and the non-finite loss and weights checks are the shared loop's
 (:mod:`contrastive.train.loop`).
 """
+
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any
 
 import numpy as np
 import torch
@@ -54,8 +55,10 @@ class SiameseDataConfig(DataConfig):
         super().__post_init__()
         try:
             self.class_list()
-        except ValueError:
-            raise ConfigError(f"data.classes must be comma-separated integer labels like '4,9', got {self.classes!r}")
+        except ValueError as err:
+            raise ConfigError(
+                f"data.classes must be comma-separated integer labels like '4,9', got {self.classes!r}"
+            ) from err
 
     def class_list(self):
         return sorted({int(c) for c in self.classes.split(",") if c.strip()})
@@ -118,7 +121,9 @@ class VerifyConfig:
 
     def __post_init__(self):
         _require(self.every >= 0, "eval.every", f"must be >= 0, got {self.every}")
-        _require(self.pairs_per_sample >= 1, "eval.pairs_per_sample", f"must be >= 1, got {self.pairs_per_sample}")
+        _require(
+            self.pairs_per_sample >= 1, "eval.pairs_per_sample", f"must be >= 1, got {self.pairs_per_sample}"
+        )
         _require(self.batch_size >= 1, "eval.batch_size", f"must be >= 1, got {self.batch_size}")
 
 
@@ -164,7 +169,9 @@ def _train_pairs(cfg: SiameseConfig, ds: Dataset):
             raise ConfigError("pairs.source=labels needs labelled training data; use pairs.source=neighbours")
         i, j, y = label_pairs(ds.train.y.numpy(), p.pairs_per_sample, cfg.run.seed)
     else:
-        i, j, y = neighbour_pairs(to_float(ds.train.x).flatten(1).numpy(), p.k, p.neg_per_sample, p.soft, cfg.run.seed)
+        i, j, y = neighbour_pairs(
+            to_float(ds.train.x).flatten(1).numpy(), p.k, p.neg_per_sample, p.soft, cfg.run.seed
+        )
     return torch.as_tensor(i), torch.as_tensor(j), torch.as_tensor(y, dtype=torch.float32)
 
 
@@ -179,7 +186,7 @@ def _eval_pairs(cfg: SiameseConfig, ds: Dataset):
     return out
 
 
-def _verify(features: torch.Tensor, eval_pairs) -> Dict[str, float]:
+def _verify(features: torch.Tensor, eval_pairs) -> dict[str, float]:
     """Verification report with score = -||f_i - f_j||."""
     (ci, cj, cy), (ti, tj, ty) = eval_pairs
     f = features.double()
@@ -204,12 +211,16 @@ class SiameseTask(loop.Task):
         ds = load_dataset(cfg.data)
         missing = set(cfg.data.class_list()) - set(ds.train.y.tolist())
         if missing:
-            raise ConfigError(f"data.classes: label(s) {sorted(missing)} not in the data; its labels are "
-                              f"{sorted(set(ds.train.y.tolist()))}")
+            raise ConfigError(
+                f"data.classes: label(s) {sorted(missing)} not in the data; its labels are "
+                f"{sorted(set(ds.train.y.tolist()))}"
+            )
         ds.train, ds.test = _keep(ds.train, cfg.data.class_list()), _keep(ds.test, cfg.data.class_list())
         if len(ds.train) < cfg.pairs.k + 2 or len(ds.test) < 4:
-            raise ConfigError(f"too few samples after data.classes={cfg.data.classes!r}: train {len(ds.train)}, test "
-                              f"{len(ds.test)}; check the class labels or lower pairs.k")
+            raise ConfigError(
+                f"too few samples after data.classes={cfg.data.classes!r}: train {len(ds.train)}, test "
+                f"{len(ds.test)}; check the class labels or lower pairs.k"
+            )
         if not (bool((ds.test.y >= 0).all()) and len(ds.test.y.unique()) >= 2):
             raise ConfigError("verification needs a labelled test split with at least two classes")
         self.ds = ds
@@ -226,34 +237,35 @@ class SiameseTask(loop.Task):
         self.model = SiameseModel(encoder, cfg.model.embed_dim, head=not own).to(device)
         return self.model
 
-    def run_info(self) -> Dict[str, Any]:
+    def run_info(self) -> dict[str, Any]:
         return {"sample_shape": list(self.ds.sample_shape)}
 
     def batch(self, idx: torch.Tensor, device: torch.device) -> loop.Batch:
         pi, pj, py = self.pairs
         x = self.ds.train.x
-        return loop.Batch((to_float(x[pi[idx]].to(device)), to_float(x[pj[idx]].to(device))), py[idx].to(device),
-                          len(idx))
+        return loop.Batch(
+            (to_float(x[pi[idx]].to(device)), to_float(x[pj[idx]].to(device))), py[idx].to(device), len(idx)
+        )
 
-    def loss(self, embeddings: Tuple[torch.Tensor, ...], batch: loop.Batch) -> torch.Tensor:
+    def loss(self, embeddings: tuple[torch.Tensor, ...], batch: loop.Batch) -> torch.Tensor:
         u, v = embeddings  # (B, embed_dim) each, one forward: shared weights
         return contrastive_loss(u, v, batch.targets, self.cfg.loss.margin, check_finite=False)
 
     @torch.no_grad()
-    def evaluate(self, model: nn.Module) -> Tuple[Dict[str, float], torch.Tensor]:
+    def evaluate(self, model: nn.Module) -> tuple[dict[str, float], torch.Tensor]:
         device = self.device
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             f_test = embed(model, self.ds.test.x, self.cfg.eval.batch_size, device)  # (N_test, embed_dim)
         return _verify(f_test, self.eval_pairs), f_test
 
-    def baselines(self, model: nn.Module) -> Dict[str, Dict[str, float]]:
+    def baselines(self, model: nn.Module) -> dict[str, dict[str, float]]:
         if not self.cfg.eval.baselines:
             return {}
         raw = _verify(to_float(self.ds.test.x).flatten(1), self.eval_pairs)
         init, _ = self.evaluate(model)
         return {"raw pixels": raw, "random network": init}
 
-    def initial_record(self, baselines) -> Dict[str, Any]:
+    def initial_record(self, baselines) -> dict[str, Any]:
         return {f"init_{k}": v for k, v in baselines.get("random network", {}).items()}
 
     def score(self, metrics, f_test) -> float:
@@ -262,25 +274,35 @@ class SiameseTask(loop.Task):
 
     def header(self, what: str, run_dir: Path, device: torch.device) -> str:
         cfg, ds, (pi, _, py) = self.cfg, self.ds, self.pairs
-        return (f"siamese: {what} {run_dir} on {device}; data {ds.name} {tuple(ds.sample_shape)} classes "
-                f"{cfg.data.classes or 'all'}, train {len(ds.train)}, test {len(ds.test)}; {len(pi)} {cfg.pairs.source} "
-                f"pairs ({int((py == 1).sum())} similar), encoder {cfg.model.encoder} -> {cfg.model.embed_dim}-D, "
-                f"margin {cfg.loss.margin}, {cfg.train.epochs} epochs")
+        return (
+            f"siamese: {what} {run_dir} on {device}; data {ds.name} {tuple(ds.sample_shape)} classes "
+            f"{cfg.data.classes or 'all'}, train {len(ds.train)}, test {len(ds.test)}; {len(pi)} {cfg.pairs.source} "
+            f"pairs ({int((py == 1).sum())} similar), encoder {cfg.model.encoder} -> {cfg.model.embed_dim}-D, "
+            f"margin {cfg.loss.margin}, {cfg.train.epochs} epochs"
+        )
 
-    def plots(self, run_dir: Path, records, baselines, final, f_test) -> Dict[str, Path]:
+    def plots(self, run_dir: Path, records, baselines, final, f_test) -> dict[str, Path]:
         from .. import plots
 
         cfg = self.cfg
-        paths = {"loss_plot": plots.plot_loss(records, run_dir / "loss.png", "margin contrastive loss (train)")}
+        paths = {
+            "loss_plot": plots.plot_loss(records, run_dir / "loss.png", "margin contrastive loss (train)")
+        }
         if cfg.eval.map and len(f_test) >= 2:
             which = cfg.data.classes.replace(",", "") if cfg.data.classes else "all"
-            paths["map_plot"] = plot_map(f_test, self.ds.test.y, run_dir / f"map_{which}.png", self.ds.classes,
-                                         f"siamese ({cfg.pairs.source} pairs), test split, classes "
-                                         f"{cfg.data.classes or 'all'}")
+            paths["map_plot"] = plot_map(
+                f_test,
+                self.ds.test.y,
+                run_dir / f"map_{which}.png",
+                self.ds.classes,
+                f"siamese ({cfg.pairs.source} pairs), test split, classes {cfg.data.classes or 'all'}",
+            )
         return paths
 
-    def table(self, rows: List[Tuple[str, Dict[str, Any]]]) -> str:
-        return "\nverification on held-out test pairs, score = -distance\n" + format_table(rows, COLUMNS) + "\n"
+    def table(self, rows: list[tuple[str, dict[str, Any]]]) -> str:
+        return (
+            "\nverification on held-out test pairs, score = -distance\n" + format_table(rows, COLUMNS) + "\n"
+        )
 
 
 def _calibration_auc(features, eval_pairs) -> float:
@@ -306,8 +328,11 @@ def plot_map(features: torch.Tensor, labels: torch.Tensor, path, classes=(), tit
         ax.scatter(xy[m, 0], xy[m, 1], s=8, color=cmap(int(c) % cmap.N), label=name)
     if len(np.unique(labels)) <= 20:
         ax.legend(markerscale=2.5, fontsize=8, loc="best", ncol=2)
-    ax.set(title=title, xlabel="G_W(x)[0]" if features.shape[1] == 2 else "PC 1",
-           ylabel="G_W(x)[1]" if features.shape[1] == 2 else "PC 2")
+    ax.set(
+        title=title,
+        xlabel="G_W(x)[0]" if features.shape[1] == 2 else "PC 1",
+        ylabel="G_W(x)[1]" if features.shape[1] == 2 else "PC 2",
+    )
     ax.set_aspect("equal", adjustable="datalim")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -318,7 +343,7 @@ def plot_map(features: torch.Tensor, labels: torch.Tensor, path, classes=(), tit
 COLUMNS = [("roc_auc", "ROC-AUC %"), ("eer", "EER %"), ("accuracy", "accuracy % (calibrated threshold)")]
 
 
-def train(cfg: SiameseConfig, resume: Optional[str] = None, *, encoder: Any = None) -> Dict[str, Any]:
+def train(cfg: SiameseConfig, resume: str | None = None, *, encoder: Any = None) -> dict[str, Any]:
     """Train a siamese network as ``cfg`` says; with ``resume``, continue the run in that directory.
 
     Args:
@@ -341,7 +366,7 @@ def train(cfg: SiameseConfig, resume: Optional[str] = None, *, encoder: Any = No
     return loop.train_run(SiameseTask(cfg, encoder), resume)
 
 
-def evaluate_run(run_dir, checkpoint: str = "last", *, encoder: Any = None) -> Dict[str, Any]:
+def evaluate_run(run_dir, checkpoint: str = "last", *, encoder: Any = None) -> dict[str, Any]:
     """Verification metrics of a run's checkpoint next to the baselines; prints the table and
     writes ``eval.json``."""
     return loop.evaluate_run(SiameseTask, SiameseConfig, run_dir, checkpoint, encoder)
@@ -352,5 +377,11 @@ def load_encoder(run_dir, checkpoint: str = "last", *, encoder: Any = None):
     return loop.load_encoder(SiameseTask, SiameseConfig, run_dir, checkpoint, encoder)
 
 
-RECIPE = Recipe(name="siamese", help="Siamese / DrLIM: pairs from neighbours or labels, margin contrastive loss",
-                config_cls=SiameseConfig, train=train, evaluate=evaluate_run, load_encoder=load_encoder)
+RECIPE = Recipe(
+    name="siamese",
+    help="Siamese / DrLIM: pairs from neighbours or labels, margin contrastive loss",
+    config_cls=SiameseConfig,
+    train=train,
+    evaluate=evaluate_run,
+    load_encoder=load_encoder,
+)

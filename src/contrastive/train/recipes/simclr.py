@@ -12,22 +12,33 @@ files) is the shared loop's, :mod:`contrastive.train.loop`.
 Run it with ``contrastive train simclr``; the defaults train a small CNN on scikit-learn's
 digits in about a minute on two CPU cores.
 """
+
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any
 
 import torch
 from torch import nn
 
-from ... import info_nce, supcon_loss
 from ... import distributed as cd
+from ... import info_nce, supcon_loss
 from .. import augment as A
 from .. import dist as D
 from .. import loop
-from ..config import (AugmentConfig, ConfigError, DataConfig, EvalConfig, ModelConfig, OptimConfig, RunConfig,
-                      TrainConfig, _choice, _require)
+from ..config import (
+    AugmentConfig,
+    ConfigError,
+    DataConfig,
+    EvalConfig,
+    ModelConfig,
+    OptimConfig,
+    RunConfig,
+    TrainConfig,
+    _choice,
+    _require,
+)
 from ..data import Dataset, load_dataset, to_float
 from ..evaluate import alignment, embed, evaluate_features, uniformity
 from ..models import SimCLRModel, build_model
@@ -45,16 +56,25 @@ LOSSES = ("info_nce", "supcon")
 class LossConfig:
     """The objective: InfoNCE (NT-Xent) of the two views, or supervised contrastive (labels)."""
 
-    name: str = "info_nce"  # info_nce | supcon (every other view of the same class is a positive; needs labels)
+    name: str = (
+        "info_nce"  # info_nce | supcon (every other view of the same class is a positive; needs labels)
+    )
     temperature: float = 0.3  # tuned on digits: 0.3-0.4 beat 0.2 and 0.5 for kNN accuracy
     exclude_self: bool = True  # info_nce: SimCLR's denominator (seed 001); false keeps k = i (seed 002)
     decoupled: bool = False  # info_nce: DCL, the positive left out of the denominator (Yeh et al. 2022)
 
     def __post_init__(self):
         _choice(self.name, "loss.name", LOSSES)
-        _require(self.temperature > 0, "loss.temperature", f"must be > 0, got {self.temperature}; SimCLR uses 0.1-0.5")
-        _require(not (self.decoupled and self.name != "info_nce"), "loss.decoupled",
-                 f"applies to loss.name=info_nce only, got loss.name={self.name}")
+        _require(
+            self.temperature > 0,
+            "loss.temperature",
+            f"must be > 0, got {self.temperature}; SimCLR uses 0.1-0.5",
+        )
+        _require(
+            not (self.decoupled and self.name != "info_nce"),
+            "loss.decoupled",
+            f"applies to loss.name=info_nce only, got loss.name={self.name}",
+        )
 
 
 @dataclasses.dataclass
@@ -96,15 +116,21 @@ class SimCLRTask(loop.Task):
     def prepare(self) -> int:
         self.ds = load_dataset(self.cfg.data)
         if len(self.ds.train) < 2:
-            raise ConfigError(f"the training split has {len(self.ds.train)} sample(s); SimCLR needs at least 2")
+            raise ConfigError(
+                f"the training split has {len(self.ds.train)} sample(s); SimCLR needs at least 2"
+            )
         c = self.cfg.loss
         if c.name == "supcon" and not (len(self.ds.train) and bool((self.ds.train.y >= 0).all())):
-            raise ConfigError("loss.name=supcon needs class labels for every training sample; these data have none "
-                              "(use loss.name=info_nce)")
+            raise ConfigError(
+                "loss.name=supcon needs class labels for every training sample; these data have none "
+                "(use loss.name=info_nce)"
+            )
         if self.dist.active and (c.name == "supcon" or c.decoupled):
-            raise ConfigError(f"loss.name={c.name}{' with loss.decoupled=true' if c.decoupled else ''} has no "
-                              f"global-batch (torch.distributed) form yet; run it in one process, or use "
-                              f"loss.name=info_nce under torchrun")
+            raise ConfigError(
+                f"loss.name={c.name}{' with loss.decoupled=true' if c.decoupled else ''} has no "
+                f"global-batch (torch.distributed) form yet; run it in one process, or use "
+                f"loss.name=info_nce under torchrun"
+            )
         return len(self.ds.train)
 
     def build(self, device: torch.device) -> nn.Module:
@@ -114,7 +140,7 @@ class SimCLRTask(loop.Task):
         self.aug = A.build_augment(self.cfg.augment, self.ds.sample_shape).to(device)
         return self.model
 
-    def run_info(self) -> Dict[str, Any]:
+    def run_info(self) -> dict[str, Any]:
         return {"sample_shape": list(self.ds.sample_shape)}
 
     def batch(self, idx: torch.Tensor, device: torch.device) -> loop.Batch:
@@ -125,28 +151,46 @@ class SimCLRTask(loop.Task):
     def forward(self, net: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return net(x)[1]  # z = g(f(x)), (N, proj_dim)
 
-    def loss(self, embeddings: Tuple[torch.Tensor, ...], batch: loop.Batch) -> torch.Tensor:
+    def loss(self, embeddings: tuple[torch.Tensor, ...], batch: loop.Batch) -> torch.Tensor:
         z1, z2 = embeddings  # (B, proj_dim) each
         c = self.cfg.loss
         if c.name == "supcon":
             y = batch.targets.to(z1.device)  # (B,)
-            return supcon_loss(torch.cat([z1, z2]), torch.cat([y, y]), c.temperature, check_finite=False)  # (2B, d)
+            return supcon_loss(
+                torch.cat([z1, z2]), torch.cat([y, y]), c.temperature, check_finite=False
+            )  # (2B, d)
         if c.decoupled:
-            return info_nce(z1, z2, c.temperature, exclude_self=c.exclude_self, check_finite=False, decoupled=True)
+            return info_nce(
+                z1, z2, c.temperature, exclude_self=c.exclude_self, check_finite=False, decoupled=True
+            )
         loss_fn = cd.info_nce if self.dist.active else info_nce  # global-batch negatives, exact DDP gradients
         return loss_fn(z1, z2, c.temperature, exclude_self=c.exclude_self, check_finite=False)
 
     @torch.no_grad()
-    def evaluate(self, model: nn.Module) -> Tuple[Dict[str, float], torch.Tensor]:
+    def evaluate(self, model: nn.Module) -> tuple[dict[str, float], torch.Tensor]:
         """Held-out metrics of the encoder; leaves every random generator as it was."""
         cfg, ds, device, e = self.cfg, self.ds, self.device, self.cfg.eval
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), limit_threads(e.threads):
+        with (
+            torch.random.fork_rng(devices=[device] if device.type == "cuda" else []),
+            limit_threads(e.threads),
+        ):
             f_test = embed(model.encoder, ds.test.x, e.batch_size, device)
-            out: Dict[str, float] = {}
+            out: dict[str, float] = {}
             if _labelled(ds):
                 f_train = embed(model.encoder, ds.train.x, e.batch_size, device)
-                out.update(evaluate_features(f_train, ds.train.y, f_test, ds.test.y, e.knn_k, e.knn_temperature,
-                                             e.probe, e.probe_C, e.probe_max_iter))
+                out.update(
+                    evaluate_features(
+                        f_train,
+                        ds.train.y,
+                        f_test,
+                        ds.test.y,
+                        e.knn_k,
+                        e.knn_temperature,
+                        e.probe,
+                        e.probe_C,
+                        e.probe_max_iter,
+                    )
+                )
             x = to_float(ds.test.x[:2048]).to(device)
             v1, v2 = A.two_views(self.aug, x, seed=cfg.run.seed)
             proj = _Projector(model)
@@ -155,18 +199,27 @@ class SimCLRTask(loop.Task):
             out["uniformity"] = uniformity(embed(proj, x, e.batch_size, device))
         return out, f_test
 
-    def baselines(self, model: nn.Module) -> Dict[str, Dict[str, float]]:
+    def baselines(self, model: nn.Module) -> dict[str, dict[str, float]]:
         """Raw pixels and the randomly initialised encoder, on the same split."""
         ds, e = self.ds, self.cfg.eval
         if not (e.baselines and _labelled(ds)):
             return {}
         with limit_threads(e.threads):
-            raw = evaluate_features(to_float(ds.train.x).flatten(1), ds.train.y, to_float(ds.test.x).flatten(1),
-                                    ds.test.y, e.knn_k, e.knn_temperature, e.probe, e.probe_C, e.probe_max_iter)
+            raw = evaluate_features(
+                to_float(ds.train.x).flatten(1),
+                ds.train.y,
+                to_float(ds.test.x).flatten(1),
+                ds.test.y,
+                e.knn_k,
+                e.knn_temperature,
+                e.probe,
+                e.probe_C,
+                e.probe_max_iter,
+            )
         init, _ = self.evaluate(model)
         return {"raw pixels": raw, "random encoder": init}
 
-    def initial_record(self, baselines) -> Dict[str, Any]:
+    def initial_record(self, baselines) -> dict[str, Any]:
         return dict(baselines.get("random encoder", {}))
 
     def score(self, metrics, extra) -> float:
@@ -174,13 +227,18 @@ class SimCLRTask(loop.Task):
 
     def header(self, what: str, run_dir: Path, device: torch.device) -> str:
         cfg, ds = self.cfg, self.ds
-        return (f"simclr: {what} {run_dir} on {device}; data {ds.name} {tuple(ds.sample_shape)}, train {len(ds.train)}, "
-                f"test {len(ds.test)}; encoder {_encoder_name(self.model)}, {cfg.train.epochs} epochs, batch "
-                f"{cfg.train.batch_size}, {cfg.optim.name} lr {cfg.optim.lr}, temperature {cfg.loss.temperature}"
-                + ("" if cfg.loss.name == "info_nce" and not cfg.loss.decoupled else
-                   f", loss {cfg.loss.name}{' (decoupled)' if cfg.loss.decoupled else ''}"))
+        return (
+            f"simclr: {what} {run_dir} on {device}; data {ds.name} {tuple(ds.sample_shape)}, train {len(ds.train)}, "
+            f"test {len(ds.test)}; encoder {_encoder_name(self.model)}, {cfg.train.epochs} epochs, batch "
+            f"{cfg.train.batch_size}, {cfg.optim.name} lr {cfg.optim.lr}, temperature {cfg.loss.temperature}"
+            + (
+                ""
+                if cfg.loss.name == "info_nce" and not cfg.loss.decoupled
+                else f", loss {cfg.loss.name}{' (decoupled)' if cfg.loss.decoupled else ''}"
+            )
+        )
 
-    def plots(self, run_dir: Path, records, baselines, final, f_test) -> Dict[str, Path]:
+    def plots(self, run_dir: Path, records, baselines, final, f_test) -> dict[str, Path]:
         from .. import plots
 
         cfg, ds = self.cfg, self.ds
@@ -190,23 +248,34 @@ class SimCLRTask(loop.Task):
                 paths["accuracy_plot"] = plots.plot_accuracy(records, run_dir / "accuracy.png", baselines)
             if cfg.eval.map != "none" and _labelled(ds) and len(f_test) >= 2:
                 f_unit = torch.nn.functional.normalize(f_test, dim=1)  # the geometry kNN and the loss see
-                paths["map_plot"] = plots.plot_embedding_map(f_unit, ds.test.y, run_dir / f"map_{cfg.eval.map}.png",
-                                                             cfg.eval.map, ds.classes, "trained encoder, test split")
+                paths["map_plot"] = plots.plot_embedding_map(
+                    f_unit,
+                    ds.test.y,
+                    run_dir / f"map_{cfg.eval.map}.png",
+                    cfg.eval.map,
+                    ds.classes,
+                    "trained encoder, test split",
+                )
         return paths
 
-    def summary_extra(self) -> Dict[str, Any]:
+    def summary_extra(self) -> dict[str, Any]:
         return {"knn_k": self.cfg.eval.knn_k, "knn_temperature": self.cfg.eval.knn_temperature}
 
-    def table(self, rows: List[Tuple[str, Dict[str, Any]]]) -> str:
+    def table(self, rows: list[tuple[str, dict[str, Any]]]) -> str:
         e = self.cfg.eval
-        cols = [("knn_accuracy", f"kNN acc % (k={e.knn_k}, T={e.knn_temperature:g})"),
-                ("linear_accuracy", "linear probe %"), ("precision_at_1", "P@1 %"),
-                ("mean_average_precision_at_r", "MAP@R %")]
+        cols = [
+            ("knn_accuracy", f"kNN acc % (k={e.knn_k}, T={e.knn_temperature:g})"),
+            ("linear_accuracy", "linear probe %"),
+            ("precision_at_1", "P@1 %"),
+            ("mean_average_precision_at_r", "MAP@R %"),
+        ]
         text = "\n" + format_table(rows, cols)
         extra = [(name, m) for name, m in rows if "alignment" in m]
         if extra:
-            text += "\n" + "\n".join(f"{name}: alignment {m['alignment']:.3f}, uniformity {m['uniformity']:.3f}"
-                                     for name, m in extra)
+            text += "\n" + "\n".join(
+                f"{name}: alignment {m['alignment']:.3f}, uniformity {m['uniformity']:.3f}"
+                for name, m in extra
+            )
         return text + "\n"
 
     def encoder_of(self, model: nn.Module) -> nn.Module:
@@ -218,7 +287,7 @@ def _encoder_name(model: SimCLRModel) -> str:
     return type(backbone).__name__
 
 
-def train(cfg: SimCLRConfig, resume: Optional[str] = None, *, encoder: Any = None) -> Dict[str, Any]:
+def train(cfg: SimCLRConfig, resume: str | None = None, *, encoder: Any = None) -> dict[str, Any]:
     """Train SimCLR as ``cfg`` says; with ``resume``, continue the run in that directory.
 
     Args:
@@ -244,7 +313,7 @@ def train(cfg: SimCLRConfig, resume: Optional[str] = None, *, encoder: Any = Non
     return loop.train_run(SimCLRTask(cfg, encoder), resume)
 
 
-def evaluate_run(run_dir, checkpoint: str = "last", *, encoder: Any = None) -> Dict[str, Any]:
+def evaluate_run(run_dir, checkpoint: str = "last", *, encoder: Any = None) -> dict[str, Any]:
     """Evaluate a run's checkpoint (``last`` or ``best``) next to raw pixels and the random
     initial encoder; prints the table and writes ``eval.json``."""
     return loop.evaluate_run(SimCLRTask, SimCLRConfig, run_dir, checkpoint, encoder)
@@ -255,5 +324,11 @@ def load_encoder(run_dir, checkpoint: str = "last", *, encoder: Any = None):
     return loop.load_encoder(SimCLRTask, SimCLRConfig, run_dir, checkpoint, encoder)
 
 
-RECIPE = Recipe(name="simclr", help="SimCLR: two augmented views, encoder + projection head, InfoNCE",
-                config_cls=SimCLRConfig, train=train, evaluate=evaluate_run, load_encoder=load_encoder)
+RECIPE = Recipe(
+    name="simclr",
+    help="SimCLR: two augmented views, encoder + projection head, InfoNCE",
+    config_cls=SimCLRConfig,
+    train=train,
+    evaluate=evaluate_run,
+    load_encoder=load_encoder,
+)

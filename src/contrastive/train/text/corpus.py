@@ -17,6 +17,7 @@ versions, the number of pairs per split and a content hash of the pairs.
 (negatives optional); a malformed line raises ``ValueError`` naming the file, the line and
 what is wrong.
 """
+
 from __future__ import annotations
 
 import ast
@@ -28,21 +29,58 @@ import re
 import sys
 import sysconfig
 import textwrap
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any
 
-__all__ = ["DEFAULT_PACKAGES", "Pair", "RetrievalData", "build_pycode", "extract_pairs", "first_paragraph",
-           "load_pycode", "module_split", "read_jsonl", "read_corpus"]
+__all__ = [
+    "DEFAULT_PACKAGES",
+    "Pair",
+    "RetrievalData",
+    "build_pycode",
+    "extract_pairs",
+    "first_paragraph",
+    "load_pycode",
+    "module_split",
+    "read_jsonl",
+    "read_corpus",
+]
 
 # The standard library plus packages that `make test` installs (`.[dev]`: the train and metric
 # extras and their dependencies: torch brings sympy and networkx, scikit-learn brings joblib).
-DEFAULT_PACKAGES = ("stdlib", "numpy", "scipy", "sklearn", "torch", "matplotlib", "kornia", "PIL", "sympy",
-                    "networkx", "joblib", "hypothesis", "_pytest")
+DEFAULT_PACKAGES = (
+    "stdlib",
+    "numpy",
+    "scipy",
+    "sklearn",
+    "torch",
+    "matplotlib",
+    "kornia",
+    "PIL",
+    "sympy",
+    "networkx",
+    "joblib",
+    "hypothesis",
+    "_pytest",
+)
 SPLITS = ("train", "validation", "test")
 # parts of the standard library that are tests, demos or vendored copies, not library code
-_STDLIB_SKIP = {"test", "tests", "idle_test", "idlelib", "turtledemo", "ensurepip", "lib2to3", "site-packages",
-                "dist-packages", "__pycache__", "tkinter", "pydoc_data", "venv"}
+_STDLIB_SKIP = {
+    "test",
+    "tests",
+    "idle_test",
+    "idlelib",
+    "turtledemo",
+    "ensurepip",
+    "lib2to3",
+    "site-packages",
+    "dist-packages",
+    "__pycache__",
+    "tkinter",
+    "pydoc_data",
+    "venv",
+}
 _DIR_SKIP = {"tests", "test", "testing", "__pycache__", "_vendor", "vendored", "benchmarks"}
 _DIST_NAMES = {"sklearn": "scikit-learn", "PIL": "pillow", "_pytest": "pytest"}
 
@@ -53,7 +91,7 @@ class Pair:
 
     query: str
     positive: str
-    negatives: Tuple[str, ...] = ()
+    negatives: tuple[str, ...] = ()
     source: str = ""  # module:qualname (pycode) or file:line (jsonl)
 
 
@@ -62,11 +100,11 @@ class RetrievalData:
     """Train / validation / test pairs and, optionally, extra documents for the test corpus."""
 
     name: str
-    train: List[Pair]
-    validation: List[Pair]
-    test: List[Pair]
-    extra_corpus: List[str] = field(default_factory=list)
-    meta: Dict = field(default_factory=dict)
+    train: list[Pair]
+    validation: list[Pair]
+    test: list[Pair]
+    extra_corpus: list[str] = field(default_factory=list)
+    meta: dict = field(default_factory=dict)
 
 
 def first_paragraph(doc: str, max_words: int = 64) -> str:
@@ -83,7 +121,7 @@ def first_paragraph(doc: str, max_words: int = 64) -> str:
     return " ".join(para.split()[:max_words])
 
 
-def module_split(module: str, fractions: Tuple[int, int] = (80, 90)) -> str:
+def module_split(module: str, fractions: tuple[int, int] = (80, 90)) -> str:
     """``train``, ``validation`` or ``test`` for a module, from ``sha1(module) mod 100``.
 
     Examples:
@@ -96,7 +134,7 @@ def module_split(module: str, fractions: Tuple[int, int] = (80, 90)) -> str:
     return "train" if h < fractions[0] else ("validation" if h < fractions[1] else "test")
 
 
-def _strip_docstring(lines: List[str], node: Any) -> Optional[str]:
+def _strip_docstring(lines: list[str], node: Any) -> str | None:
     """The source of ``node`` (a function) without its docstring lines, dedented."""
     body = node.body  # type: ignore[attr-defined]
     doc = body[0]
@@ -106,7 +144,7 @@ def _strip_docstring(lines: List[str], node: Any) -> Optional[str]:
     end = node.end_lineno  # type: ignore[attr-defined]
     if end is None or doc.end_lineno is None:
         return None
-    keep = lines[start:doc.lineno - 1] + lines[doc.end_lineno:end]
+    keep = lines[start : doc.lineno - 1] + lines[doc.end_lineno : end]
     # a docstring on the def line itself ("def f(): 'doc'") leaves nothing sensible: skip
     if doc.lineno - 1 <= node.lineno - 1:
         return None
@@ -114,7 +152,7 @@ def _strip_docstring(lines: List[str], node: Any) -> Optional[str]:
     return code if len(code.splitlines()) >= 2 else None
 
 
-def extract_pairs(source: str, module: str) -> List[Tuple[str, str, str, int]]:
+def extract_pairs(source: str, module: str) -> list[tuple[str, str, str, int]]:
     """``(query, document, qualname, line)`` for every documented function in ``source``.
 
     Examples:
@@ -147,7 +185,7 @@ def extract_pairs(source: str, module: str) -> List[Tuple[str, str, str, int]]:
     return out
 
 
-def _stdlib_files() -> Iterator[Tuple[str, Path]]:
+def _stdlib_files() -> Iterator[tuple[str, Path]]:
     root = Path(sysconfig.get_paths()["stdlib"])
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if d not in _STDLIB_SKIP and not d.startswith("."))
@@ -161,7 +199,7 @@ def _stdlib_files() -> Iterator[Tuple[str, Path]]:
                     yield ".".join(parts), Path(dirpath) / f
 
 
-def _package_files(name: str) -> Iterator[Tuple[str, Path]]:
+def _package_files(name: str) -> Iterator[tuple[str, Path]]:
     """``(module, path)`` of a top-level package or module; a stdlib name such as ``json``
     works too (that is how the tests build a tiny corpus)."""
     spec = importlib.util.find_spec(name)
@@ -198,7 +236,7 @@ def package_version(name: str) -> str:
         return "stdlib" if name in getattr(sys, "stdlib_module_names", ()) else "unknown"
 
 
-def _read_module(item: Tuple[str, str]) -> List[Tuple[str, str, str, str, int]]:
+def _read_module(item: tuple[str, str]) -> list[tuple[str, str, str, str, int]]:
     module, path = item
     try:
         source = Path(path).read_text(encoding="utf-8")
@@ -211,22 +249,25 @@ def _normalise(query: str) -> str:
     return " ".join(query.lower().split())
 
 
-def build_pycode(packages: Sequence[str] = DEFAULT_PACKAGES, workers: int = 2,
-                 progress: Optional[Callable[[int, int], None]] = None) -> Tuple[Dict[str, List[Pair]], Dict]:
+def build_pycode(
+    packages: Sequence[str] = DEFAULT_PACKAGES,
+    workers: int = 2,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[dict[str, list[Pair]], dict]:
     """Extract, de-duplicate and split the pairs of ``packages`` (``stdlib`` = the standard library).
 
     Returns:
         ``({split: [Pair, ...]}, meta)`` where ``meta`` holds the package versions, the pairs
         per split, the number of modules read and a sha256 of the pairs.
     """
-    files: List[Tuple[str, str]] = []
+    files: list[tuple[str, str]] = []
     seen_modules = set()
     for name in packages:
-        for module, path in (_stdlib_files() if name == "stdlib" else _package_files(name)):
+        for module, path in _stdlib_files() if name == "stdlib" else _package_files(name):
             if module not in seen_modules:
                 seen_modules.add(module)
                 files.append((module, str(path)))
-    rows: List[Tuple[str, str, str, str, int]] = []
+    rows: list[tuple[str, str, str, str, int]] = []
     if workers > 1 and len(files) > 50:
         import multiprocessing as mp
 
@@ -241,7 +282,7 @@ def build_pycode(packages: Sequence[str] = DEFAULT_PACKAGES, workers: int = 2,
             if progress is not None:
                 progress(k + 1, len(files))
     rows.sort(key=lambda r: (r[0], r[4], r[3]))
-    splits: Dict[str, List[Pair]] = {s: [] for s in SPLITS}
+    splits: dict[str, list[Pair]] = {s: [] for s in SPLITS}
     seen_queries = set()
     for module, query, doc, name, _line in rows:
         key = _normalise(query)
@@ -253,14 +294,25 @@ def build_pycode(packages: Sequence[str] = DEFAULT_PACKAGES, workers: int = 2,
     for s in SPLITS:
         for p in splits[s]:
             digest.update(f"{s}\0{p.source}\0{p.query}\0{p.positive}\0".encode())
-    meta = {"packages": {name: package_version(name) for name in packages}, "python": sys.version.split()[0],
-            "modules": len(files), "pairs": {s: len(splits[s]) for s in SPLITS}, "sha256": digest.hexdigest()}
+    meta = {
+        "packages": {name: package_version(name) for name in packages},
+        "python": sys.version.split()[0],
+        "modules": len(files),
+        "pairs": {s: len(splits[s]) for s in SPLITS},
+        "sha256": digest.hexdigest(),
+    }
     return splits, meta
 
 
 def _cache_key(packages: Sequence[str]) -> str:
-    text = json.dumps({"format": 1, "packages": {n: package_version(n) for n in packages},
-                       "python": sys.version, "prefix": sys.prefix})
+    text = json.dumps(
+        {
+            "format": 1,
+            "packages": {n: package_version(n) for n in packages},
+            "python": sys.version,
+            "prefix": sys.prefix,
+        }
+    )
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
@@ -270,8 +322,9 @@ def _write_jsonl(path: Path, pairs: Iterable[Pair]) -> None:
             fh.write(json.dumps({"query": p.query, "positive": p.positive, "source": p.source}) + "\n")
 
 
-def load_pycode(cache_root, packages: Sequence[str] = DEFAULT_PACKAGES, workers: int = 2,
-                progress: bool = True) -> RetrievalData:
+def load_pycode(
+    cache_root, packages: Sequence[str] = DEFAULT_PACKAGES, workers: int = 2, progress: bool = True
+) -> RetrievalData:
     """The ``pycode`` pairs, built once and cached in ``cache_root/pycode-<key>/``.
 
     The key depends on the package names and versions and the Python installation, so an
@@ -286,7 +339,9 @@ def load_pycode(cache_root, packages: Sequence[str] = DEFAULT_PACKAGES, workers:
         if progress:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=0, unit="file", desc="building the pycode corpus", file=sys.stderr, mininterval=0.5)
+            bar = tqdm(
+                total=0, unit="file", desc="building the pycode corpus", file=sys.stderr, mininterval=0.5
+            )
 
         def tick(k: int, n: int) -> None:
             if bar is not None:
@@ -297,8 +352,10 @@ def load_pycode(cache_root, packages: Sequence[str] = DEFAULT_PACKAGES, workers:
         if bar is not None:
             bar.close()
         if not splits["train"] or not splits["test"]:
-            raise ValueError(f"data.packages={','.join(packages)} gave {meta['pairs']} pairs; the train and test "
-                             f"splits need at least one each: name more (or larger) packages")
+            raise ValueError(
+                f"data.packages={','.join(packages)} gave {meta['pairs']} pairs; the train and test "
+                f"splits need at least one each: name more (or larger) packages"
+            )
         tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
         tmp.mkdir(parents=True, exist_ok=True)
         for s in SPLITS:
@@ -317,11 +374,13 @@ def load_pycode(cache_root, packages: Sequence[str] = DEFAULT_PACKAGES, workers:
 
 
 def _bad(path, line: int, what: str) -> ValueError:
-    return ValueError(f"{path}, line {line}: {what}; each line must be a JSON object like "
-                      f'{{"query": "...", "positive": "...", "negatives": ["...", ...]}} (negatives optional)')
+    return ValueError(
+        f"{path}, line {line}: {what}; each line must be a JSON object like "
+        f'{{"query": "...", "positive": "...", "negatives": ["...", ...]}} (negatives optional)'
+    )
 
 
-def read_jsonl(path) -> List[Pair]:
+def read_jsonl(path) -> list[Pair]:
     """Pairs from a JSONL file of ``{"query", "positive", "negatives"?}`` objects (blank lines skipped).
 
     Raises:
@@ -365,7 +424,7 @@ def read_jsonl(path) -> List[Pair]:
     return out
 
 
-def read_corpus(path) -> List[str]:
+def read_corpus(path) -> list[str]:
     """Documents for evaluation: JSONL lines ``{"text": ...}`` (or ``"positive"``), or plain strings.
 
     Raises:
@@ -382,23 +441,31 @@ def read_corpus(path) -> List[str]:
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as err:
-                raise ValueError(f"{path}, line {k}: not valid JSON ({err.msg}); each line must be "
-                                 f'{{"text": "..."}} or a JSON string') from None
+                raise ValueError(
+                    f"{path}, line {k}: not valid JSON ({err.msg}); each line must be "
+                    f'{{"text": "..."}} or a JSON string'
+                ) from None
             text = obj if isinstance(obj, str) else None
             if isinstance(obj, dict):
                 text = obj.get("text", obj.get("positive"))
             if not isinstance(text, str) or not text.strip():
-                raise ValueError(f'{path}, line {k}: no document text; each line must be {{"text": "..."}} '
-                                 f"or a JSON string")
+                raise ValueError(
+                    f'{path}, line {k}: no document text; each line must be {{"text": "..."}} '
+                    f"or a JSON string"
+                )
             docs.append(text)
     return docs
 
 
-def split_jsonl(pairs: List[Pair], validation_fraction: float, test_fraction: float, seed: int):
+def split_jsonl(pairs: list[Pair], validation_fraction: float, test_fraction: float, seed: int):
     """Deterministic train / validation / test split of a user's pairs by hashed query."""
-    parts: Dict[str, List[Pair]] = {s: [] for s in SPLITS}
+    parts: dict[str, list[Pair]] = {s: [] for s in SPLITS}
     for p in pairs:
         h = int(hashlib.sha1(f"{seed}\0{p.query}".encode()).hexdigest()[:8], 16) / 16**8
-        s = "test" if h < test_fraction else ("validation" if h < test_fraction + validation_fraction else "train")
+        s = (
+            "test"
+            if h < test_fraction
+            else ("validation" if h < test_fraction + validation_fraction else "train")
+        )
         parts[s].append(p)
     return parts

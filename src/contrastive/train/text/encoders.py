@@ -16,10 +16,10 @@ Face model's ``input_ids`` and ``attention_mask``) to ``(B, dim)`` embeddings:
 :class:`DualEncoder` holds a query tower and a document tower (the same module when
 ``shared``) and an optional learnable logit scale ``1 / tau``.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Dict, Optional
 
 import torch
 from torch import nn
@@ -54,13 +54,22 @@ class BagEncoder(nn.Module):
         torch.Size([2, 8])
     """
 
-    def __init__(self, vocab_size: int, dim: int = 256, bigram_buckets: int = 0, hidden: int = 0,
-                 token_dropout: float = 0.0, positions: int = 0):
+    def __init__(
+        self,
+        vocab_size: int,
+        dim: int = 256,
+        bigram_buckets: int = 0,
+        hidden: int = 0,
+        token_dropout: float = 0.0,
+        positions: int = 0,
+    ):
         super().__init__()
         if vocab_size < 2 or dim < 1 or bigram_buckets < 0 or hidden < 0 or not 0 <= token_dropout < 1:
-            raise ValueError(f"need vocab_size >= 2, dim >= 1, bigram_buckets >= 0, hidden >= 0 and "
-                             f"token_dropout in [0, 1); got {vocab_size}, {dim}, {bigram_buckets}, {hidden}, "
-                             f"{token_dropout}")
+            raise ValueError(
+                f"need vocab_size >= 2, dim >= 1, bigram_buckets >= 0, hidden >= 0 and "
+                f"token_dropout in [0, 1); got {vocab_size}, {dim}, {bigram_buckets}, {hidden}, "
+                f"{token_dropout}"
+            )
         self.vocab_size, self.buckets, self.token_dropout = vocab_size, bigram_buckets, token_dropout
         n = vocab_size + bigram_buckets
         self.embed = nn.Embedding(n, dim, padding_idx=0)
@@ -72,8 +81,11 @@ class BagEncoder(nn.Module):
         # p_pos: a learned weight per position (the last one shared by every later position), so
         # that the start of a text (a function's name and signature) can count for more
         self.position_gate = nn.Parameter(torch.zeros(positions)) if positions else None
-        self.mlp = (nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
-                    if hidden else None)
+        self.mlp = (
+            nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+            if hidden
+            else None
+        )
         if self.mlp is not None:
             last: nn.Linear = self.mlp[-1]  # type: ignore[assignment]
             nn.init.zeros_(last.weight)  # starts as the identity: the bag alone
@@ -90,7 +102,7 @@ class BagEncoder(nn.Module):
         big = torch.where((a > 0) & (b > 0), h, torch.zeros_like(h))
         return torch.cat([ids, big], 1), torch.cat([pos, pos[:-1]])  # (B, 2L-1), (2L-1,)
 
-    def forward(self, batch: Dict[str, torch.Tensor]) -> torch.Tensor:
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         ids, pos = self._ids(batch["ids"])  # (B, T), (T,)
         mask = ids > 0
         if self.training and self.token_dropout > 0:
@@ -115,21 +127,31 @@ class TransformerTextEncoder(nn.Module):
         torch.Size([2, 16])
     """
 
-    def __init__(self, vocab_size: int, dim: int = 128, layers: int = 2, heads: int = 4, max_length: int = 256,
-                 dropout: float = 0.1):
+    def __init__(
+        self,
+        vocab_size: int,
+        dim: int = 128,
+        layers: int = 2,
+        heads: int = 4,
+        max_length: int = 256,
+        dropout: float = 0.1,
+    ):
         super().__init__()
         if dim % heads:
-            raise ValueError(f"dim ({dim}) must be a multiple of heads ({heads}); e.g. model.dim=128 model.heads=4")
+            raise ValueError(
+                f"dim ({dim}) must be a multiple of heads ({heads}); e.g. model.dim=128 model.heads=4"
+            )
         self.embed = nn.Embedding(vocab_size, dim, padding_idx=0)
         self.pos = nn.Embedding(max_length, dim)
-        layer = nn.TransformerEncoderLayer(dim, heads, 2 * dim, dropout, batch_first=True, norm_first=True,
-                                           activation="gelu")
+        layer = nn.TransformerEncoderLayer(
+            dim, heads, 2 * dim, dropout, batch_first=True, norm_first=True, activation="gelu"
+        )
         self.body = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(dim)
         self.dim, self.max_length = dim, max_length
 
-    def forward(self, batch: Dict[str, torch.Tensor]) -> torch.Tensor:
-        ids = batch["ids"][:, :self.max_length]  # (B, L)
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        ids = batch["ids"][:, : self.max_length]  # (B, L)
         mask = ids > 0
         x = self.embed(ids) + self.pos(torch.arange(ids.shape[1], device=ids.device))  # (B, L, dim)
         x = self.body(x, src_key_padding_mask=~mask)
@@ -151,16 +173,20 @@ class HFEncoder(nn.Module):
         if pooling not in ("mean", "cls"):
             raise ValueError(f"model.pooling must be mean or cls, got {pooling!r}")
         if not (Path(path) / "config.json").is_file():
-            raise FileNotFoundError(f"model.path={path!r} is not a Hugging Face model folder (no config.json); "
-                                    f"save one with model.save_pretrained(DIR) and tokenizer.save_pretrained(DIR)")
+            raise FileNotFoundError(
+                f"model.path={path!r} is not a Hugging Face model folder (no config.json); "
+                f"save one with model.save_pretrained(DIR) and tokenizer.save_pretrained(DIR)"
+            )
         from transformers import AutoModel
 
         self.model = AutoModel.from_pretrained(path, local_files_only=True)
         self.pooling = pooling
         self.dim = int(self.model.config.hidden_size)
 
-    def forward(self, batch: Dict[str, torch.Tensor]) -> torch.Tensor:
-        out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        out = self.model(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+        ).last_hidden_state
         if self.pooling == "cls":
             return out[:, 0]  # (B, hidden)
         return masked_mean(out, batch["attention_mask"])  # (B, hidden)
@@ -172,8 +198,13 @@ class DualEncoder(nn.Module):
     ``logit_scale`` holds ``log(1 / tau)``; it is a parameter when ``learn_temperature``.
     """
 
-    def __init__(self, query_tower: nn.Module, doc_tower: Optional[nn.Module] = None, temperature: float = 0.05,
-                 learn_temperature: bool = False):
+    def __init__(
+        self,
+        query_tower: nn.Module,
+        doc_tower: nn.Module | None = None,
+        temperature: float = 0.05,
+        learn_temperature: bool = False,
+    ):
         super().__init__()
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
@@ -189,10 +220,10 @@ class DualEncoder(nn.Module):
     def shared(self) -> bool:
         return self.doc_tower is None
 
-    def encode_queries(self, batch: Dict[str, torch.Tensor]) -> torch.Tensor:
+    def encode_queries(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.query_tower(batch)
 
-    def encode_docs(self, batch: Dict[str, torch.Tensor]) -> torch.Tensor:
+    def encode_docs(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return (self.doc_tower or self.query_tower)(batch)
 
     def temperature(self) -> torch.Tensor:

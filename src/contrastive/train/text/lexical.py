@@ -13,10 +13,11 @@ with a query term counted as often as it occurs. TF-IDF cosine: ``(1 + log tf) i
 with ``idf = log((1 + N) / (1 + n_t)) + 1``, L2-normalised, scored by their dot product.
 Both precompute the document side once, so a block of queries is one sparse product.
 """
+
 from __future__ import annotations
 
 import re
-from typing import Dict, List, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -26,28 +27,28 @@ _WORD = re.compile(r"[A-Za-z0-9]+")
 _PART = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+")
 
 
-def split_words(text: str) -> List[str]:
+def split_words(text: str) -> list[str]:
     """Lower-cased words of ``text`` with identifiers split at underscores and camel humps.
 
     Examples:
         >>> split_words("def getHTTPResponse_code(self, x2):")
         ['def', 'get', 'http', 'response', 'code', 'self', 'x', '2']
     """
-    out: List[str] = []
+    out: list[str] = []
     for word in _WORD.findall(text.replace("_", " ")):
         out.extend(p.lower() for p in _PART.findall(word))
     return out
 
 
 class _Vocab:
-    def __init__(self, docs: Sequence[List[str]]):
-        self.index: Dict[str, int] = {}
+    def __init__(self, docs: Sequence[list[str]]):
+        self.index: dict[str, int] = {}
         for words in docs:
             for w in words:
                 if w not in self.index:
                     self.index[w] = len(self.index)
 
-    def counts(self, docs: Sequence[List[str]]):
+    def counts(self, docs: Sequence[list[str]]):
         """Sparse ``(len(docs), V)`` term counts (unknown words dropped)."""
         from scipy import sparse
 

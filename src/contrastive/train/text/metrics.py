@@ -11,9 +11,10 @@ the worst rank, not the best). With rank r:
 Reciprocal-rank fusion (Cormack et al. 2009): ``s(d) = sum_systems 1 / (k + rank(d))`` over
 each system's top ``depth`` documents, k = 60.
 """
+
 from __future__ import annotations
 
-from typing import Callable, Dict, Sequence, Union
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -34,12 +35,14 @@ def gold_ranks(scores: torch.Tensor, gold: torch.Tensor) -> torch.Tensor:
         tensor([2, 2])
     """
     if scores.dim() != 2 or gold.shape != (scores.shape[0],):
-        raise ValueError(f"scores must be (Q, D) and gold (Q,), got {tuple(scores.shape)} and {tuple(gold.shape)}")
+        raise ValueError(
+            f"scores must be (Q, D) and gold (Q,), got {tuple(scores.shape)} and {tuple(gold.shape)}"
+        )
     s_gold = scores.gather(1, gold[:, None])  # (Q, 1)
     return (scores >= s_gold).sum(1)  # the gold column itself counts once: rank = 1 + others >= it
 
 
-def rank_metrics(ranks: torch.Tensor) -> Dict[str, float]:
+def rank_metrics(ranks: torch.Tensor) -> dict[str, float]:
     """MRR@10, Recall@1, Recall@10 and nDCG@10 from the 1-based ranks of the relevant documents.
 
     Examples:
@@ -48,10 +51,12 @@ def rank_metrics(ranks: torch.Tensor) -> Dict[str, float]:
     """
     r = ranks.double()
     top = r <= 10
-    return {"mrr_at_10": float(torch.where(top, 1 / r, 0.0).mean()),
-            "recall_at_1": float((r <= 1).double().mean()),
-            "recall_at_10": float(top.double().mean()),
-            "ndcg_at_10": float(torch.where(top, 1 / torch.log2(r + 1), 0.0).mean())}
+    return {
+        "mrr_at_10": float(torch.where(top, 1 / r, 0.0).mean()),
+        "recall_at_1": float((r <= 1).double().mean()),
+        "recall_at_10": float(top.double().mean()),
+        "ndcg_at_10": float(torch.where(top, 1 / torch.log2(r + 1), 0.0).mean()),
+    }
 
 
 def rrf_scores(score_blocks: Sequence[torch.Tensor], k: float = 60.0, depth: int = 100) -> torch.Tensor:
@@ -76,8 +81,9 @@ def rrf_scores(score_blocks: Sequence[torch.Tensor], k: float = 60.0, depth: int
     return out
 
 
-def evaluate_scorer(score_fn: Callable[[slice], Union[torch.Tensor, np.ndarray]], gold: torch.Tensor,
-                    chunk: int = 1024) -> Dict[str, float]:
+def evaluate_scorer(
+    score_fn: Callable[[slice], torch.Tensor | np.ndarray], gold: torch.Tensor, chunk: int = 1024
+) -> dict[str, float]:
     """Metrics of a scorer that returns the ``(len(block), D)`` scores of a block of queries."""
     ranks = []
     for i in range(0, len(gold), chunk):

@@ -6,10 +6,12 @@ entries is trained on the training queries and documents and saved as ``tokenize
 the run folder. Id 0 is ``[PAD]``, 1 is ``[UNK]``. :meth:`TextTokenizer.encode` returns a
 padded ``(N, L)`` int64 tensor (rows truncated to ``max_length`` tokens, zeros after).
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Dict, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,7 +36,7 @@ def pad_ids(rows: Sequence[Sequence[int]], max_length: int) -> torch.Tensor:
     out = np.zeros((len(rows), width), dtype=np.int64)
     for i, r in enumerate(rows):
         r = r[:width]
-        out[i, :len(r)] = r
+        out[i, : len(r)] = r
     return torch.from_numpy(out)
 
 
@@ -61,8 +63,9 @@ class TextTokenizer:
         return " ".join(split_words(text))
 
     @classmethod
-    def train(cls, texts: Iterable[str], vocab_size: int = 16000, kind: str = "wordpiece",
-              min_frequency: int = 2) -> "TextTokenizer":
+    def train(
+        cls, texts: Iterable[str], vocab_size: int = 16000, kind: str = "wordpiece", min_frequency: int = 2
+    ) -> TextTokenizer:
         """Train a ``kind`` (wordpiece or bpe) model of at most ``vocab_size`` entries on ``texts``."""
         from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
@@ -72,12 +75,20 @@ class TextTokenizer:
             raise ValueError(f"vocab_size must be >= 8, got {vocab_size}")
         if kind == "wordpiece":
             tok = Tokenizer(models.WordPiece(unk_token=UNK, max_input_chars_per_word=64))
-            trainer: Any = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
-                                                special_tokens=[PAD, UNK], show_progress=False)
+            trainer: Any = trainers.WordPieceTrainer(
+                vocab_size=vocab_size,
+                min_frequency=min_frequency,
+                special_tokens=[PAD, UNK],
+                show_progress=False,
+            )
         else:
             tok = Tokenizer(models.BPE(unk_token=UNK))
-            trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
-                                          special_tokens=[PAD, UNK], show_progress=False)
+            trainer = trainers.BpeTrainer(
+                vocab_size=vocab_size,
+                min_frequency=min_frequency,
+                special_tokens=[PAD, UNK],
+                show_progress=False,
+            )
         tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
         tok.train_from_iterator((cls.prepare(t) for t in texts), trainer=trainer)
         return cls(tok)
@@ -96,14 +107,16 @@ class TextTokenizer:
         return path
 
     @classmethod
-    def load(cls, path) -> "TextTokenizer":
+    def load(cls, path) -> TextTokenizer:
         from tokenizers import Tokenizer
 
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"tokenizer file {str(path)!r} not found; is this a retrieval run folder?")
+            raise FileNotFoundError(
+                f"tokenizer file {str(path)!r} not found; is this a retrieval run folder?"
+            )
         return cls(Tokenizer.from_file(str(path)))
 
-    def batch(self, texts: Sequence[str], max_length: int) -> Dict[str, torch.Tensor]:
+    def batch(self, texts: Sequence[str], max_length: int) -> dict[str, torch.Tensor]:
         """``{"ids": (N, L)}``, the input of the bag and transformer encoders."""
         return {"ids": self.encode(texts, max_length)}
