@@ -232,8 +232,15 @@ def broadcast(value: Any, ctx: Context) -> Any:
 
 
 def shutdown(ctx: Context) -> None:
-    """Destroy the process group this module created (no-op otherwise)."""
+    """Destroy the process group this module created (no-op otherwise), after every rank has
+    arrived: the other ranks wait for rank 0's final evaluation and files, so no rank tears
+    gloo down while a peer still holds its connections."""
     if ctx.owns_group and tdist.is_initialized():
+        if ctx.active:
+            try:
+                tdist.barrier()
+            except Exception:  # noqa: BLE001 - a peer that already failed: its error is the one reported
+                pass
         tdist.destroy_process_group()
 
 
