@@ -15,7 +15,8 @@ The split of work, under an active context:
 - :func:`sampler` shards each epoch's permutation (seeded by ``run.seed`` and the epoch,
   the same on every rank) with ``DistributedSampler``; ``train.batch_size`` is the
   *per-rank* batch and the global batch is ``world_size x train.batch_size``;
-- the loss is :func:`contrastive.distributed.info_nce`: negatives are the global batch and,
+- the loss is :func:`contrastive.distributed.info_nce` (or ``supcon_loss``,
+  ``retrieval_loss``, ``siglip_loss``, by recipe): negatives are the global batch and,
   after DDP averages the gradients, every parameter gradient is the full-batch one;
 - each rank draws its own augmentations (:func:`seed_rank`); the random generators of all
   ranks are saved in rank 0's checkpoints (:func:`gather_rng`) and restored per rank on

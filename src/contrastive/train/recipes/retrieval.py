@@ -309,13 +309,19 @@ class RetrievalTask(loop.Task):
         return TC.RetrievalData("jsonl", parts["train"], parts["validation"], parts["test"], extra, meta)
 
     def prepare(self) -> int:
+        # under torchrun rank 0 builds the caches (pairs, tokenizer, mined negatives) first and
+        # the other ranks then read them: every rank gets the same tokenizer (its trainer is not
+        # bit-reproducible) and no two processes write one cache file
+        dc = self.dist
+        if dc.active and not dc.is_main:
+            D.broadcast(None, dc)  # waits for rank 0's caches
+        n = self._prepare()
+        if dc.active and dc.is_main:
+            D.broadcast(None, dc)
+        return n
+
+    def _prepare(self) -> int:
         cfg, d = self.cfg, self.cfg.data
-        fn = "siglip_loss" if cfg.loss.name == "siglip" else "retrieval_loss"
-        if self.dist.active and not hasattr(cd, fn):
-            raise ConfigError(
-                f"contrastive.distributed has no {fn} in this version, so loss.name={cfg.loss.name} "
-                f"cannot use global-batch negatives under torchrun; run it in one process"
-            )
         data = self._load_pairs()
         self.meta = data.meta
         train = _subset(data.train, d.train_limit, d.split_seed)
@@ -485,10 +491,26 @@ class RetrievalTask(loop.Task):
             pick = torch.randint(0, cand.shape[1], (len(idx), k))
             neg = cand.gather(1, pick).flatten().unique()
             neg = neg[~torch.isin(neg, pos)]  # a batch positive is a candidate already
+            if self.dist.active:
+                neg = self._global_negatives(pos, neg)
             docs = torch.cat([pos, neg])
         q = {k_: v.to(device) for k_, v in _trim(tr.q_tok, idx).items()}
         d = {k_: v.to(device) for k_, v in _trim(tr.d_tok, docs).items()}
         return loop.Batch((q, d), pos.to(device), len(idx))
+
+    def _global_negatives(self, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+        """This rank's share of the global batch's negatives under torchrun: the candidates are
+        the concatenation of every rank's documents, so a negative that is another rank's
+        positive (a false negative of that query) or that a lower rank already holds (a
+        duplicate) is dropped here, as one process drawing the same documents would."""
+        import torch.distributed as tdist
+
+        dc = self.dist
+        every: list[Any] = [None] * dc.world_size
+        tdist.all_gather_object(every, (pos.tolist(), neg.tolist()))
+        positives = torch.tensor([i for p, _ in every for i in p], dtype=torch.int64)  # (B,)
+        earlier = torch.tensor([i for _, n in every[: dc.rank] for i in n], dtype=torch.int64)
+        return neg[~torch.isin(neg, positives) & ~torch.isin(neg, earlier)]
 
     def embed(self, net: nn.Module, inputs) -> tuple[torch.Tensor, ...]:
         return net(inputs[0], "query"), net(inputs[1], "doc")
@@ -506,7 +528,12 @@ class RetrievalTask(loop.Task):
         if c.name == "siglip":
             fn = cd.siglip_loss if self.dist.active else siglip_loss
             return fn(q, d[:b], tau, c.bias, normalize=False, check_finite=False)
-        neg = d[b:] if len(d) > b else None
+        # under torchrun every rank passes its (M_r, d) share of the negatives, possibly empty,
+        # so that all ranks agree on the negatives' form; one process passes None without any
+        with_neg = len(d) > b or (
+            self.dist.active and self.candidates is not None and self.cfg.pairs.hard_negatives > 0
+        )
+        neg = d[b:] if with_neg else None  # (M_r, dim)
         fn = cd.retrieval_loss if self.dist.active else retrieval_loss
         return fn(
             q,

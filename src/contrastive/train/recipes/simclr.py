@@ -125,11 +125,10 @@ class SimCLRTask(loop.Task):
                 "loss.name=supcon needs class labels for every training sample; these data have none "
                 "(use loss.name=info_nce)"
             )
-        if self.dist.active and (c.name == "supcon" or c.decoupled):
+        if self.dist.active and c.decoupled:
             raise ConfigError(
-                f"loss.name={c.name}{' with loss.decoupled=true' if c.decoupled else ''} has no "
-                f"global-batch (torch.distributed) form yet; run it in one process, or use "
-                f"loss.name=info_nce under torchrun"
+                "loss.decoupled=true (DCL) has no global-batch (torch.distributed) form yet; run it in "
+                "one process, or use loss.decoupled=false (info_nce or supcon) under torchrun"
             )
         return len(self.ds.train)
 
@@ -156,9 +155,9 @@ class SimCLRTask(loop.Task):
         c = self.cfg.loss
         if c.name == "supcon":
             y = batch.targets.to(z1.device)  # (B,)
-            return supcon_loss(
-                torch.cat([z1, z2]), torch.cat([y, y]), c.temperature, check_finite=False
-            )  # (2B, d)
+            # under torchrun the labels of every rank are gathered with the embeddings (global batch)
+            sup = cd.supcon_loss if self.dist.active else supcon_loss
+            return sup(torch.cat([z1, z2]), torch.cat([y, y]), c.temperature, check_finite=False)  # (2B, d)
         if c.decoupled:
             return info_nce(
                 z1, z2, c.temperature, exclude_self=c.exclude_self, check_finite=False, decoupled=True
