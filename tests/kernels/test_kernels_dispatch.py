@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from contrastive.kernels import available, triton_installed
-from contrastive.kernels.dispatch import choose_backend
+from contrastive.kernels.dispatch import choose_backend, interpret_enabled
 
 
 def run_python(code):
@@ -31,7 +31,7 @@ def test_kernel_modules_import_without_triton():
         "import sys; sys.modules['triton'] = None; sys.modules['triton.language'] = None\n"
         "import torch, contrastive.kernels._jit, contrastive.kernels.info_nce as m\n"
         "from contrastive.kernels import available, triton_installed\n"
-        "assert not m.available()\n"
+        "assert not available()\n"
         "try:\n"
         "    m._jit_module(True)\n"
         "except ImportError as e:\n"
@@ -77,3 +77,19 @@ def test_available(monkeypatch):
     assert available() == (torch.cuda.is_available() and triton_installed())
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     assert available() == triton_installed()
+
+
+@pytest.mark.parametrize(
+    "value, expected", [("1", True), (" On ", True), ("yes", True), ("0", False), ("", False)]
+)
+def test_interpret_enabled_reads_the_variable(monkeypatch, value, expected):
+    monkeypatch.setenv("TRITON_INTERPRET", value)
+    assert interpret_enabled() is expected
+
+
+def test_info_nce_available_is_a_deprecated_alias(monkeypatch):
+    import contrastive.kernels.info_nce as m
+
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    with pytest.warns(DeprecationWarning, match="contrastive.kernels.available"):
+        assert m.available() == available()

@@ -17,7 +17,6 @@ CUDA tensors run compiled kernels; CPU tensors run under the Triton interpreter,
 from __future__ import annotations
 
 import importlib.util
-import os
 
 __all__ = ["available", "info_nce_triton", "clip_triton", "triton_installed"]
 
@@ -34,14 +33,15 @@ def available() -> bool:
         >>> isinstance(available(), bool)
         True
     """
-    interpret = os.environ.get("TRITON_INTERPRET", "").strip().lower() in ("1", "true", "yes", "on")
     import torch
 
-    if not (interpret or torch.cuda.is_available()) or not triton_installed():
-        return False
-    from .info_nce import available as _available
+    from .dispatch import interpret_enabled
 
-    return _available()
+    if not (interpret_enabled() or torch.cuda.is_available()) or not triton_installed():
+        return False
+    from ._launch import _triton_importable
+
+    return _triton_importable()
 
 
 def info_nce_triton(z, inv_temp, exclude_self, weights=None, compute_grad=True, block_size=None, **kwargs):

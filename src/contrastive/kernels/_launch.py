@@ -17,21 +17,14 @@ from pathlib import Path
 
 import torch
 
+from .dispatch import interpret_enabled
+
 
 # ----------------------------------------------------------------------------- loading
-def interpret_enabled() -> bool:
-    """True when ``TRITON_INTERPRET`` is set to a true value (1/true/yes/on)."""
-    return os.environ.get("TRITON_INTERPRET", "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def available() -> bool:
-    """Whether the Triton kernels can run here.
-
-    True when Triton imports and either a CUDA device is present or ``TRITON_INTERPRET=1``
-    (CPU tensors then run under the Triton interpreter: exact but slow, for tests).
+def _triton_importable() -> bool:
+    """Whether ``import triton`` succeeds (False when missing or broken); the public check,
+    which also asks for CUDA or ``TRITON_INTERPRET=1``, is :func:`contrastive.kernels.available`.
     """
-    if not (torch.cuda.is_available() or interpret_enabled()):
-        return False
     try:
         import triton  # noqa: F401
     except Exception:  # not installed, or a broken install

@@ -55,11 +55,36 @@ from ._launch import (  # noqa: F401  (re-exported: tools and tests reach them h
     _pow2,
     _split_rows,
     _split_sym,
-    available,
-    interpret_enabled,
 )
+from .dispatch import interpret_enabled  # noqa: F401  (re-exported for older callers)
 
-__all__ = ["info_nce_triton", "clip_triton", "available", "interpret_enabled", "FIXED_SHIFT_MAX"]
+__all__ = ["info_nce_triton", "clip_triton", "FIXED_SHIFT_MAX"]
+
+
+def available() -> bool:
+    """Deprecated alias of :func:`contrastive.kernels.available` (removed in the next release).
+
+    Returns:
+        Whether the Triton kernels can run here.
+
+    Examples:
+        >>> import warnings
+        >>> with warnings.catch_warnings():
+        ...     warnings.simplefilter("ignore", DeprecationWarning)
+        ...     isinstance(available(), bool)
+        True
+    """
+    import warnings
+
+    from . import available as _available
+
+    warnings.warn(
+        "contrastive.kernels.info_nce.available is deprecated; use contrastive.kernels.available",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return _available()
+
 
 #: Largest shift ``c = inv_temp max|x| max|y|`` (about ``inv_temp`` for unit rows) for the fixed
 #: shift: a row's sum can be as small as ``exp(-2c)``, which must stay a normal float32 with
