@@ -57,7 +57,7 @@ from . import _validation as V
 from . import functional as F
 from ._dist_common import GRADIENTS, _agree, _check_gradient, _device, _dtype_code, _group, _rows
 from ._dist_objectives import retrieval_loss, siglip_loss, supcon_loss
-from .functional import Temperature, _check_temperature_device
+from .functional import Temperature
 from .ops.collectives import DistributedError, Group
 from .ops.info_nce_dist import DistClipFn, DistConfig, DistInfoNCEFn, GatherWithGradFn
 from .ops.tiles import check_block_size
@@ -81,7 +81,7 @@ def _check_pair(na, a, nb, b, temperature, reduction, normalize, check_finite):
     V.check_same_device(na, a, nb, b)
     if a.dtype != b.dtype:
         raise TypeError(f"{na} is {a.dtype} and {nb} is {b.dtype}; cast both to one dtype")
-    temperature = _check_temperature_device(V.check_temperature(temperature), a)
+    temperature = V.check_temperature_device(V.check_temperature(temperature), a)
     V.check_reduction(reduction)
     if check_finite and a.shape[0]:
         V.check_finite(na, a)
