@@ -45,14 +45,14 @@ def available() -> bool:
 
 
 def info_nce_triton(z, inv_temp, exclude_self, weights=None, compute_grad=True, block_size=None, **kwargs):
-    """Single-tower InfoNCE on the GPU; see :func:`contrastive.kernels.info_nce.info_nce_triton`."""
-    from .info_nce import info_nce_triton as _fn
+    """Single-tower InfoNCE on the GPU; see :func:`contrastive.kernels.host.info_nce_triton`."""
+    from .host import info_nce_triton as _fn
 
     return _fn(z, inv_temp, exclude_self, weights, compute_grad, block_size, **kwargs)
 
 
 def clip_triton(a, b, inv_temp, weights=None, compute_grad=True, block_size=None, **kwargs):
-    """Two-tower (CLIP) InfoNCE on the GPU; see :func:`contrastive.kernels.info_nce.clip_triton`."""
-    from .info_nce import clip_triton as _fn
+    """Two-tower (CLIP) InfoNCE on the GPU; see :func:`contrastive.kernels.host.clip_triton`."""
+    from .host import clip_triton as _fn
 
     return _fn(a, b, inv_temp, weights, compute_grad, block_size, **kwargs)
