@@ -359,3 +359,12 @@ def test_single_process_argument_errors():
         cd.info_nce(z, z, gradient="mean")
     with pytest.raises(RuntimeError, match="not initialised"):
         cd.info_nce(z, z, process_group=object())
+
+
+def test_row_shard_spec_old_name_is_a_deprecated_alias():
+    from contrastive.ops import info_nce_dist
+
+    with pytest.warns(DeprecationWarning, match="RowShardSpec"):
+        assert info_nce_dist.DistConfig is info_nce_dist.RowShardSpec
+    with pytest.raises(AttributeError):
+        info_nce_dist.NoSuchName  # noqa: B018

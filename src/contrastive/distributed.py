@@ -59,7 +59,7 @@ from ._dist_common import GRADIENTS, _agree, _check_gradient, _device, _dtype_co
 from ._dist_objectives import retrieval_loss, siglip_loss, supcon_loss
 from .functional import Temperature
 from .ops.collectives import DistributedError, Group
-from .ops.info_nce_dist import DistClipFn, DistConfig, DistInfoNCEFn, GatherWithGradFn
+from .ops.info_nce_dist import DistClipFn, DistInfoNCEFn, GatherWithGradFn, RowShardSpec
 from .ops.tiles import check_block_size
 
 __all__ = [
@@ -133,7 +133,7 @@ def _pair_loss(
             f"contrastive.distributed.{op}: the global batch is empty (every rank passed 0 rows)"
         )
     n_cols = 2 * sum(sizes) if op == "info_nce" else sum(sizes)
-    cfg = DistConfig(
+    cfg = RowShardSpec(
         op=op,
         group=group,
         rank=rank,
@@ -205,7 +205,7 @@ def all_gather_with_grad(x: torch.Tensor, group: Group = None) -> torch.Tensor:
     sizes = _agree(
         "all_gather_with_grad", group, _device(x, group), err, x.shape[0] if err is None else 0, checks
     )
-    cfg = DistConfig("all_gather_with_grad", group, rank, sizes, 1.0, "none", 1, True, False)
+    cfg = RowShardSpec("all_gather_with_grad", group, rank, sizes, 1.0, "none", 1, True, False)
     return GatherWithGradFn.apply(x, cfg)
 
 
