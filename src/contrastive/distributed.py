@@ -51,6 +51,9 @@ True
 
 from __future__ import annotations
 
+import warnings
+from typing import Any
+
 import torch
 
 from . import _validation as V
@@ -148,10 +151,15 @@ def _pair_loss(
     return fn.apply(a, b, temperature, cfg).to(a.dtype)
 
 
-def all_gather_with_grad(x: torch.Tensor, group: Group = None) -> torch.Tensor:
+_UNSET: Any = object()  # marks a keyword argument that was not passed
+
+
+def all_gather_with_grad(
+    x: torch.Tensor, process_group: Group = None, *, group: Any = _UNSET
+) -> torch.Tensor:
     r"""All-gather along dim 0 whose backward returns each slice's gradient to its owner.
 
-    Forward: ``torch.cat([x_0, ..., x_{W-1}])`` over the ranks of ``group`` (first
+    Forward: ``torch.cat([x_0, ..., x_{W-1}])`` over the ranks of ``process_group`` (first
     dimensions may differ; the other dimensions and the dtype must agree). Backward: rank
     ``r`` receives the sum over all ranks of the gradient of its slice (a reduce-scatter),
 
@@ -171,7 +179,8 @@ def all_gather_with_grad(x: torch.Tensor, group: Group = None) -> torch.Tensor:
 
     Args:
         x: this rank's rows.
-        group: process group (``None``: the default group).
+        process_group: process group (``None``: the default group), as in the losses.
+        group: deprecated spelling of ``process_group`` (warns; removed in the next release).
 
     Shape:
         x: ``(n_r, *)``; output: ``(sum_r n_r, *)``.
@@ -179,6 +188,7 @@ def all_gather_with_grad(x: torch.Tensor, group: Group = None) -> torch.Tensor:
     Raises:
         DistributedError: a rank rejected its input or the collective failed.
         ValueError, TypeError: trailing shapes or dtypes that differ across ranks.
+        TypeError: both ``process_group`` and the deprecated ``group`` given.
 
     Examples:
         >>> import torch
@@ -187,7 +197,19 @@ def all_gather_with_grad(x: torch.Tensor, group: Group = None) -> torch.Tensor:
         >>> all_gather_with_grad(x).shape   # no process group: the identity
         torch.Size([3, 2])
     """
-    state = _group(group, "all_gather_with_grad")
+    if group is not _UNSET:
+        if process_group is not None:
+            raise TypeError(
+                "all_gather_with_grad got both process_group= and group=; pass only process_group= "
+                "(group= is its deprecated spelling)"
+            )
+        warnings.warn(
+            "all_gather_with_grad(group=...) is deprecated; pass process_group=... (as in the losses)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        process_group = group
+    state = _group(process_group, "all_gather_with_grad")
     if state is None:
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
