@@ -46,9 +46,9 @@ def _compile_one(job):
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    from contrastive.kernels._launch import _jit_module
+    from contrastive.kernels._launch import _device_module
 
-    fn = getattr(_jit_module(False), kernel)
+    fn = getattr(_device_module(False), kernel)
     const = dict(D=D, **flags, **meta)
     if kernel != "finalize_kernel":
         const.setdefault("UPCAST", False)

@@ -359,3 +359,21 @@ def test_single_process_argument_errors():
         cd.info_nce(z, z, gradient="mean")
     with pytest.raises(RuntimeError, match="not initialised"):
         cd.info_nce(z, z, process_group=object())
+
+
+def test_row_shard_spec_old_name_is_a_deprecated_alias():
+    from contrastive.ops import info_nce_dist
+
+    with pytest.warns(DeprecationWarning, match="RowShardSpec"):
+        assert info_nce_dist.DistConfig is info_nce_dist.RowShardSpec
+    with pytest.raises(AttributeError):
+        info_nce_dist.NoSuchName  # noqa: B018
+
+
+def test_all_gather_with_grad_takes_process_group_and_the_old_group_keyword():
+    z = torch.randn(3, 2)
+    assert cd.all_gather_with_grad(z, process_group=None) is z
+    with pytest.warns(DeprecationWarning, match="process_group="):
+        assert cd.all_gather_with_grad(z, group=None) is z
+    with pytest.raises(TypeError, match="only process_group="):
+        cd.all_gather_with_grad(z, process_group=object(), group=None)

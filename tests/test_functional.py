@@ -364,3 +364,17 @@ def test_cosine_metric_module_and_projection():
     assert mm.M.grad.shape == (2, 4)
     with pytest.raises(ValueError, match="form"):
         C.CosineMetric(3, form="cone")
+
+
+def test_check_temperature_device_moved_to_validation_with_a_deprecated_alias():
+    from contrastive import _validation as V
+    from contrastive import functional as Fn
+
+    z = torch.zeros(2, 3)
+    t = torch.tensor([0.5])
+    assert V.check_temperature_device(t, z).shape == ()
+    assert V.check_temperature_device(0.5, z) == 0.5
+    with pytest.warns(DeprecationWarning, match="_validation.check_temperature_device"):
+        assert Fn._check_temperature_device(t, z).shape == ()
+    with pytest.raises(ValueError, match="move the bias tensor"):
+        V.check_temperature_device(torch.tensor(0.1, device="meta"), z, "bias")

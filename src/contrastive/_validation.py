@@ -114,6 +114,24 @@ def check_temperature(temperature: Any) -> float | torch.Tensor:
     return temperature
 
 
+def check_temperature_device(
+    temperature: float | torch.Tensor, ref: torch.Tensor, name: str = "temperature"
+) -> float | torch.Tensor:
+    """A tensor ``temperature`` (or another scalar parameter, ``name``) on ``ref``'s device, as 0-d.
+
+    A float passes through unchanged; a tensor must be on the embeddings' device and comes
+    back reshaped to a 0-d tensor (a ``(1,)`` parameter is accepted).
+    """
+    if isinstance(temperature, torch.Tensor):
+        if temperature.device != ref.device:
+            raise ValueError(
+                f"{name} is on {temperature.device} and the embeddings on {ref.device}; "
+                f"move the {name} tensor to {ref.device}"
+            )
+        return temperature.reshape(())
+    return temperature
+
+
 def check_bool(name: str, value: Any) -> bool:
     """``value`` must be a real bool (or a NumPy/torch boolean scalar); ``'no'`` is refused."""
     if isinstance(value, bool):

@@ -7,11 +7,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import verify
+from . import gradcheck
 from .train import cli as train_cli
 
 # the modules whose ``register(subparsers)`` adds subcommands, in the order ``--help`` lists them
-SUBCOMMANDS = (verify, train_cli)
+SUBCOMMANDS = (gradcheck, train_cli)
 # deprecated (0.1.0 looked the modules up by these names); kept for one release
 SUBCOMMAND_MODULES = [module.__name__ for module in SUBCOMMANDS]
 

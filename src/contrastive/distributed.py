@@ -51,15 +51,18 @@ True
 
 from __future__ import annotations
 
+import warnings
+from typing import Any
+
 import torch
 
 from . import _validation as V
 from . import functional as F
 from ._dist_common import GRADIENTS, _agree, _check_gradient, _device, _dtype_code, _group, _rows
 from ._dist_objectives import retrieval_loss, siglip_loss, supcon_loss
-from .functional import Temperature, _check_temperature_device
+from .functional import Temperature
 from .ops.collectives import DistributedError, Group
-from .ops.info_nce_dist import DistClipFn, DistConfig, DistInfoNCEFn, GatherWithGradFn
+from .ops.info_nce_dist import DistClipFn, DistInfoNCEFn, GatherWithGradFn, RowShardSpec
 from .ops.tiles import check_block_size
 
 __all__ = [
@@ -81,7 +84,7 @@ def _check_pair(na, a, nb, b, temperature, reduction, normalize, check_finite):
     V.check_same_device(na, a, nb, b)
     if a.dtype != b.dtype:
         raise TypeError(f"{na} is {a.dtype} and {nb} is {b.dtype}; cast both to one dtype")
-    temperature = _check_temperature_device(V.check_temperature(temperature), a)
+    temperature = V.check_temperature_device(V.check_temperature(temperature), a)
     V.check_reduction(reduction)
     if check_finite and a.shape[0]:
         V.check_finite(na, a)
@@ -133,7 +136,7 @@ def _pair_loss(
             f"contrastive.distributed.{op}: the global batch is empty (every rank passed 0 rows)"
         )
     n_cols = 2 * sum(sizes) if op == "info_nce" else sum(sizes)
-    cfg = DistConfig(
+    cfg = RowShardSpec(
         op=op,
         group=group,
         rank=rank,
@@ -148,10 +151,15 @@ def _pair_loss(
     return fn.apply(a, b, temperature, cfg).to(a.dtype)
 
 
-def all_gather_with_grad(x: torch.Tensor, group: Group = None) -> torch.Tensor:
+_UNSET: Any = object()  # marks a keyword argument that was not passed
+
+
+def all_gather_with_grad(
+    x: torch.Tensor, process_group: Group = None, *, group: Any = _UNSET
+) -> torch.Tensor:
     r"""All-gather along dim 0 whose backward returns each slice's gradient to its owner.
 
-    Forward: ``torch.cat([x_0, ..., x_{W-1}])`` over the ranks of ``group`` (first
+    Forward: ``torch.cat([x_0, ..., x_{W-1}])`` over the ranks of ``process_group`` (first
     dimensions may differ; the other dimensions and the dtype must agree). Backward: rank
     ``r`` receives the sum over all ranks of the gradient of its slice (a reduce-scatter),
 
@@ -171,7 +179,8 @@ def all_gather_with_grad(x: torch.Tensor, group: Group = None) -> torch.Tensor:
 
     Args:
         x: this rank's rows.
-        group: process group (``None``: the default group).
+        process_group: process group (``None``: the default group), as in the losses.
+        group: deprecated spelling of ``process_group`` (warns; removed in the next release).
 
     Shape:
         x: ``(n_r, *)``; output: ``(sum_r n_r, *)``.
@@ -179,6 +188,7 @@ def all_gather_with_grad(x: torch.Tensor, group: Group = None) -> torch.Tensor:
     Raises:
         DistributedError: a rank rejected its input or the collective failed.
         ValueError, TypeError: trailing shapes or dtypes that differ across ranks.
+        TypeError: both ``process_group`` and the deprecated ``group`` given.
 
     Examples:
         >>> import torch
@@ -187,7 +197,19 @@ def all_gather_with_grad(x: torch.Tensor, group: Group = None) -> torch.Tensor:
         >>> all_gather_with_grad(x).shape   # no process group: the identity
         torch.Size([3, 2])
     """
-    state = _group(group, "all_gather_with_grad")
+    if group is not _UNSET:
+        if process_group is not None:
+            raise TypeError(
+                "all_gather_with_grad got both process_group= and group=; pass only process_group= "
+                "(group= is its deprecated spelling)"
+            )
+        warnings.warn(
+            "all_gather_with_grad(group=...) is deprecated; pass process_group=... (as in the losses)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        process_group = group
+    state = _group(process_group, "all_gather_with_grad")
     if state is None:
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
@@ -205,7 +227,7 @@ def all_gather_with_grad(x: torch.Tensor, group: Group = None) -> torch.Tensor:
     sizes = _agree(
         "all_gather_with_grad", group, _device(x, group), err, x.shape[0] if err is None else 0, checks
     )
-    cfg = DistConfig("all_gather_with_grad", group, rank, sizes, 1.0, "none", 1, True, False)
+    cfg = RowShardSpec("all_gather_with_grad", group, rank, sizes, 1.0, "none", 1, True, False)
     return GatherWithGradFn.apply(x, cfg)
 
 

@@ -135,14 +135,16 @@ def contrastive_loss(
 
 
 def _check_temperature_device(temperature: Temperature, ref: torch.Tensor) -> Temperature:
-    if isinstance(temperature, torch.Tensor):
-        if temperature.device != ref.device:
-            raise ValueError(
-                f"temperature is on {temperature.device} and the embeddings on {ref.device}; "
-                f"move the temperature tensor to {ref.device}"
-            )
-        return temperature.reshape(())
-    return temperature
+    """Deprecated alias of ``contrastive._validation.check_temperature_device`` (one release)."""
+    import warnings
+
+    warnings.warn(
+        "contrastive.functional._check_temperature_device is deprecated; use "
+        "contrastive._validation.check_temperature_device",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return V.check_temperature_device(temperature, ref)
 
 
 BACKENDS = ("auto", "torch", "triton", "dense")
@@ -236,7 +238,7 @@ def nt_xent(
             f"N = {z.shape[0]}; stack the two views as torch.cat([z1, z2])"
         )
     temperature = V.check_temperature(temperature)
-    temperature = _check_temperature_device(temperature, z)
+    temperature = V.check_temperature_device(temperature, z)
     V.check_reduction(reduction)
     exclude_self, normalize = V.check_bool("exclude_self", exclude_self), V.check_bool("normalize", normalize)
     if check_finite:
@@ -423,7 +425,7 @@ def clip_loss(
     V.check_same_device("a", a, "b", b)
     if a.dtype != b.dtype:
         raise TypeError(f"a is {a.dtype} and b is {b.dtype}; cast both to one dtype")
-    temperature = _check_temperature_device(V.check_temperature(temperature), a)
+    temperature = V.check_temperature_device(V.check_temperature(temperature), a)
     V.check_reduction(reduction)
     if check_finite:
         V.check_finite("a", a)

@@ -82,6 +82,8 @@ class InfoNCELoss(nn.Module):
         learn_temperature: make tau a parameter (stored as log tau, as CLIP does).
         exclude_self, normalize, reduction: as in :func:`~contrastive.functional.info_nce`.
         decoupled: decoupled contrastive learning (the positive left out of the denominator).
+        check_finite, block_size, backend: passed to :func:`~contrastive.functional.info_nce`
+            (the NaN/Inf check, the engine's tile size, ``'auto' | 'torch' | 'triton' | 'dense'``).
 
     Examples:
         >>> import torch
@@ -104,10 +106,16 @@ class InfoNCELoss(nn.Module):
         normalize: bool = True,
         reduction: str = "mean",
         decoupled: bool = False,
+        check_finite: bool = True,
+        block_size: int | None = None,
+        backend: str = "auto",
     ):
         super().__init__()
         self.decoupled = bool(decoupled)
         V.check_temperature(temperature)
+        self.check_finite = check_finite
+        self.block_size = block_size
+        self.backend = backend
         self.learn_temperature = learn_temperature
         if learn_temperature:
             self.log_temperature = nn.Parameter(torch.tensor(math.log(float(temperature))))
@@ -133,6 +141,9 @@ class InfoNCELoss(nn.Module):
             normalize=self.normalize,
             reduction=self.reduction,
             decoupled=self.decoupled,
+            check_finite=self.check_finite,
+            block_size=self.block_size,
+            backend=self.backend,
         )
 
     def extra_repr(self) -> str:

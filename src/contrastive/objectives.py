@@ -86,14 +86,7 @@ def _check_param(name: str, value: Any, ref: torch.Tensor, positive: bool) -> Sc
         value = float(value)
     else:
         raise TypeError(f"{name} must be a float or a scalar tensor, got {type(value).__name__}")
-    if isinstance(value, torch.Tensor):
-        if value.device != ref.device:
-            raise ValueError(
-                f"{name} is on {value.device} and the embeddings on {ref.device}; "
-                f"move the {name} tensor to {ref.device}"
-            )
-        return value.reshape(())
-    return value
+    return V.check_temperature_device(value, ref, name)
 
 
 def _common(

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from contrastive.kernels import available, triton_installed
-from contrastive.kernels.dispatch import choose_backend
+from contrastive.kernels.dispatch import choose_backend, interpret_enabled
 
 
 def run_python(code):
@@ -17,7 +17,7 @@ def run_python(code):
 def test_importing_contrastive_never_imports_triton():
     r = run_python(
         "import sys, contrastive, contrastive.kernels, contrastive.kernels.dispatch, "
-        "contrastive.kernels.info_nce\n"
+        "contrastive.kernels.host\n"
         "assert 'triton' not in sys.modules, 'triton imported'\n"
         "print('ok')"
     )
@@ -29,11 +29,11 @@ def test_kernel_modules_import_without_triton():
     # calls fail, with the install hint
     r = run_python(
         "import sys; sys.modules['triton'] = None; sys.modules['triton.language'] = None\n"
-        "import torch, contrastive.kernels._jit, contrastive.kernels.info_nce as m\n"
+        "import torch, contrastive.kernels._device, contrastive.kernels.host as m\n"
         "from contrastive.kernels import available, triton_installed\n"
-        "assert not m.available()\n"
+        "assert not available()\n"
         "try:\n"
-        "    m._jit_module(True)\n"
+        "    m._device_module(True)\n"
         "except ImportError as e:\n"
         "    assert 'contrastive[triton]' in str(e)\n"
         "    print('ok')\n"
@@ -77,3 +77,27 @@ def test_available(monkeypatch):
     assert available() == (torch.cuda.is_available() and triton_installed())
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     assert available() == triton_installed()
+
+
+@pytest.mark.parametrize(
+    "value, expected", [("1", True), (" On ", True), ("yes", True), ("0", False), ("", False)]
+)
+def test_interpret_enabled_reads_the_variable(monkeypatch, value, expected):
+    monkeypatch.setenv("TRITON_INTERPRET", value)
+    assert interpret_enabled() is expected
+
+
+def test_info_nce_module_is_a_deprecated_alias(monkeypatch):
+    import importlib
+    import sys
+
+    import contrastive.kernels.host as host
+
+    sys.modules.pop("contrastive.kernels.info_nce", None)
+    with pytest.warns(DeprecationWarning, match="contrastive.kernels.host"):
+        m = importlib.import_module("contrastive.kernels.info_nce")
+    assert m.info_nce_triton is host.info_nce_triton and m.FIXED_SHIFT_MAX == host.FIXED_SHIFT_MAX
+    assert m.interpret_enabled is interpret_enabled
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    with pytest.warns(DeprecationWarning, match="contrastive.kernels.available"):
+        assert m.available() == available()

@@ -16,7 +16,7 @@ import torch
 pytest.importorskip("triton", minversion="3.7")
 
 from contrastive.kernels import clip_triton, info_nce_triton  # noqa: E402
-from contrastive.kernels.info_nce import FIXED_SHIFT_MAX  # noqa: E402
+from contrastive.kernels.host import FIXED_SHIFT_MAX  # noqa: E402
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 TOL = {torch.float32: 1e-5, torch.bfloat16: 2e-2, torch.float16: 2e-2}

@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
+from contrastive.gradcheck import central_differences
 from contrastive.reference import contrastive_loss as cl
 from contrastive.reference import cosine_similarity as cs
 from contrastive.reference import info_nce as nce
-from contrastive.verify import central_differences
 
 
 def rel_err(a, b):

@@ -4,11 +4,11 @@ references, analytic gradients against central finite differences (float64)."""
 import numpy as np
 import pytest
 
+from contrastive.gradcheck import central_differences
 from contrastive.reference import info_nce as nce
 from contrastive.reference import retrieval_loss as ret
 from contrastive.reference import siglip_loss as sig
 from contrastive.reference import supcon_loss as sup
-from contrastive.verify import central_differences
 
 
 def rel_err(a, b):

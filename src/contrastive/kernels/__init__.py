@@ -17,7 +17,6 @@ CUDA tensors run compiled kernels; CPU tensors run under the Triton interpreter,
 from __future__ import annotations
 
 import importlib.util
-import os
 
 __all__ = ["available", "info_nce_triton", "clip_triton", "triton_installed"]
 
@@ -34,25 +33,26 @@ def available() -> bool:
         >>> isinstance(available(), bool)
         True
     """
-    interpret = os.environ.get("TRITON_INTERPRET", "").strip().lower() in ("1", "true", "yes", "on")
     import torch
 
-    if not (interpret or torch.cuda.is_available()) or not triton_installed():
-        return False
-    from .info_nce import available as _available
+    from .dispatch import interpret_enabled
 
-    return _available()
+    if not (interpret_enabled() or torch.cuda.is_available()) or not triton_installed():
+        return False
+    from ._launch import _triton_importable
+
+    return _triton_importable()
 
 
 def info_nce_triton(z, inv_temp, exclude_self, weights=None, compute_grad=True, block_size=None, **kwargs):
-    """Single-tower InfoNCE on the GPU; see :func:`contrastive.kernels.info_nce.info_nce_triton`."""
-    from .info_nce import info_nce_triton as _fn
+    """Single-tower InfoNCE on the GPU; see :func:`contrastive.kernels.host.info_nce_triton`."""
+    from .host import info_nce_triton as _fn
 
     return _fn(z, inv_temp, exclude_self, weights, compute_grad, block_size, **kwargs)
 
 
 def clip_triton(a, b, inv_temp, weights=None, compute_grad=True, block_size=None, **kwargs):
-    """Two-tower (CLIP) InfoNCE on the GPU; see :func:`contrastive.kernels.info_nce.clip_triton`."""
-    from .info_nce import clip_triton as _fn
+    """Two-tower (CLIP) InfoNCE on the GPU; see :func:`contrastive.kernels.host.clip_triton`."""
+    from .host import clip_triton as _fn
 
     return _fn(a, b, inv_temp, weights, compute_grad, block_size, **kwargs)

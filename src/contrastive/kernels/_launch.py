@@ -1,6 +1,6 @@
 """Loading, tile configurations and launching for the Triton InfoNCE kernels.
 
-The device code (``_jit.py``) is loaded once per kind (interpreted for CPU tensors under
+The device code (``_device.py``) is loaded once per kind (interpreted for CPU tensors under
 ``TRITON_INTERPRET=1``, compiled for CUDA); each kernel launches either with an explicit
 tile size or through ``triton.autotune`` over H100-minded candidates that compile for sm_90
 without spilling (``benchmarks/triton_compile_report.py`` checks them). Column splits give
@@ -17,21 +17,14 @@ from pathlib import Path
 
 import torch
 
+from .dispatch import interpret_enabled
+
 
 # ----------------------------------------------------------------------------- loading
-def interpret_enabled() -> bool:
-    """True when ``TRITON_INTERPRET`` is set to a true value (1/true/yes/on)."""
-    return os.environ.get("TRITON_INTERPRET", "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def available() -> bool:
-    """Whether the Triton kernels can run here.
-
-    True when Triton imports and either a CUDA device is present or ``TRITON_INTERPRET=1``
-    (CPU tensors then run under the Triton interpreter: exact but slow, for tests).
+def _triton_importable() -> bool:
+    """Whether ``import triton`` succeeds (False when missing or broken); the public check,
+    which also asks for CUDA or ``TRITON_INTERPRET=1``, is :func:`contrastive.kernels.available`.
     """
-    if not (torch.cuda.is_available() or interpret_enabled()):
-        return False
     try:
         import triton  # noqa: F401
     except Exception:  # not installed, or a broken install
@@ -43,14 +36,14 @@ _MODULES: dict = {}
 _TUNED: dict = {}
 
 
-def _jit_module(interpret: bool):
+def _device_module(interpret: bool):
     """The device code, loaded once per kind: interpreted (CPU) or compiled (CUDA).
 
-    ``triton.jit`` decides at decoration time from ``TRITON_INTERPRET``; loading ``_jit.py``
+    ``triton.jit`` decides at decoration time from ``TRITON_INTERPRET``; loading ``_device.py``
     under a private name with the variable forced keeps both kinds apart in one process.
     This works because the kernels call none of ``triton.language``'s own ``@jit`` helpers
     (``tl.sum``, ``tl.max``, ``tl.zeros``, ``tl.cdiv``), whose kind was fixed when
-    ``triton.language`` was first imported; ``_jit.py`` defines its own.
+    ``triton.language`` was first imported; ``_device.py`` defines its own.
     """
     mod = _MODULES.get(interpret)
     if mod is None:
@@ -60,8 +53,8 @@ def _jit_module(interpret: bool):
             raise ImportError(
                 "the Triton kernels need the triton package: pip install 'contrastive[triton]'"
             ) from e
-        name = f"contrastive.kernels._jit_{'interpreted' if interpret else 'compiled'}"
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("_jit.py"))
+        name = f"contrastive.kernels._device_{'interpreted' if interpret else 'compiled'}"
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("_device.py"))
         mod = importlib.util.module_from_spec(spec)
         old = os.environ.get("TRITON_INTERPRET")
         os.environ["TRITON_INTERPRET"] = "1" if interpret else "0"
@@ -199,7 +192,7 @@ class _Launcher:
 
     def __init__(self, name, D, interpret, block_size, tile, esize, prec):
         self.name, self.D, self.interpret, self.esize, self.prec = name, D, interpret, esize, prec
-        self.fn = getattr(_jit_module(interpret), name)
+        self.fn = getattr(_device_module(interpret), name)
         self.manual = None
         if block_size is not None or tile is not None:
             self.manual = _manual_config(name, D, block_size, tile)

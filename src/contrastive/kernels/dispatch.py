@@ -18,12 +18,24 @@ import os
 
 import torch
 
-__all__ = ["choose_backend"]
+__all__ = ["choose_backend", "interpret_enabled"]
 
 _TRITON_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
-def _interpret() -> bool:
+def interpret_enabled() -> bool:
+    """Whether ``TRITON_INTERPRET`` is set to a true value (``1``, ``true``, ``yes``, ``on``).
+
+    The one place the package reads the variable: CPU tensors may then run the Triton kernels
+    under the Triton interpreter (exact, slow, for tests).
+
+    Returns:
+        True when the variable, stripped and lower-cased, is one of the true values.
+
+    Examples:
+        >>> isinstance(interpret_enabled(), bool)
+        True
+    """
     return os.environ.get("TRITON_INTERPRET", "").strip().lower() in ("1", "true", "yes", "on")
 
 
@@ -72,7 +84,7 @@ def choose_backend(backend: str, *tensors: torch.Tensor) -> str:
                 f"backend='triton' takes float32, bfloat16 or float16 embeddings, got {t.dtype}; "
                 f"use backend='torch' for float64"
             )
-        if not (t.is_cuda or (t.device.type == "cpu" and _interpret())):
+        if not (t.is_cuda or (t.device.type == "cpu" and interpret_enabled())):
             raise ValueError(
                 f"backend='triton' needs CUDA tensors, got one on {t.device}; move the embeddings "
                 f"to the GPU, use backend='torch', or set TRITON_INTERPRET=1 (CPU, slow, for tests)"

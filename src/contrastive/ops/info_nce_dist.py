@@ -36,7 +36,9 @@ from .info_nce_rows import rows_grad, rows_lse
 from .tiles import use_fixed_shift
 
 
-class DistConfig(NamedTuple):
+class RowShardSpec(NamedTuple):
+    """How one distributed loss call shards its rows over the ranks, and what it computes."""
+
     op: str  # public name, for error messages
     group: Group  # process group (None: default)
     rank: int
@@ -53,7 +55,7 @@ class GatherWithGradFn(torch.autograd.Function):
     """cat over ranks of x (sizes[r] rows each); backward: reduce-scatter (sum over ranks)."""
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, cfg: DistConfig) -> torch.Tensor:
+    def forward(ctx: Any, x: torch.Tensor, cfg: RowShardSpec) -> torch.Tensor:
         ctx.cfg = cfg
         return gather_rows(cfg.op, x, cfg.sizes, cfg.group)
 
@@ -63,7 +65,7 @@ class GatherWithGradFn(torch.autograd.Function):
         return reduce_scatter_rows(cfg.op, g, cfg.sizes, cfg.rank, cfg.group), None
 
 
-def _layout(cfg: DistConfig) -> tuple[int, int, int]:
+def _layout(cfg: RowShardSpec) -> tuple[int, int, int]:
     B_r, B = cfg.sizes[cfg.rank], sum(cfg.sizes)
     o = sum(cfg.sizes[: cfg.rank])
     return B_r, B, o
@@ -95,7 +97,7 @@ class DistInfoNCEFn(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx: Any, u1: torch.Tensor, u2: torch.Tensor, temperature: float | torch.Tensor, cfg: DistConfig
+        ctx: Any, u1: torch.Tensor, u2: torch.Tensor, temperature: float | torch.Tensor, cfg: RowShardSpec
     ) -> torch.Tensor:
         ct = compute_dtype(u1.dtype)
         B_r, B, o = _layout(cfg)
@@ -188,7 +190,7 @@ class DistClipFn(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx: Any, a_in: torch.Tensor, b_in: torch.Tensor, temperature: float | torch.Tensor, cfg: DistConfig
+        ctx: Any, a_in: torch.Tensor, b_in: torch.Tensor, temperature: float | torch.Tensor, cfg: RowShardSpec
     ) -> torch.Tensor:
         ct = compute_dtype(a_in.dtype)
         B_r, B, o = _layout(cfg)
@@ -257,3 +259,18 @@ class DistClipFn(torch.autograd.Function):
             (dinv * (-inv_t * inv_t)).to(ctx.t_dtype) if needs[2] else None,
             None,
         )
+
+
+def __getattr__(name: str) -> Any:
+    # ``DistConfig``, this class's old name, clashed with ``contrastive.train.dist.DistConfig``
+    if name == "DistConfig":
+        import warnings
+
+        warnings.warn(
+            "contrastive.ops.info_nce_dist.DistConfig is deprecated; it is now RowShardSpec "
+            "(not to be confused with contrastive.train.dist.DistConfig)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return RowShardSpec
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

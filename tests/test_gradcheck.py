@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from contrastive import cli, verify
+from contrastive import cli, gradcheck
 
 
 def test_gradcheck_command_passes(capsys):
@@ -15,7 +15,7 @@ def test_gradcheck_command_passes(capsys):
 
 
 def test_gradcheck_exits_nonzero_on_failure(monkeypatch, capsys):
-    monkeypatch.setitem(verify.TOLERANCE, "float32", 0.0)  # nothing is exact in float32
+    monkeypatch.setitem(gradcheck.TOLERANCE, "float32", 0.0)  # nothing is exact in float32
     assert cli.main(["gradcheck", "--dtype", "float32"]) == 1
     assert "FAIL" in capsys.readouterr().out
 
@@ -25,13 +25,15 @@ def test_gradcheck_catches_a_wrong_gradient(monkeypatch):
 
     good = ref.grad
     monkeypatch.setattr(ref, "grad", lambda *a, **k: tuple(1.01 * g for g in good(*a, **k)))
-    row = verify.check_reference(verify.ContrastiveCase())
+    row = gradcheck.check_reference(gradcheck.ContrastiveCase())
     assert not row.ok
 
 
 def test_central_differences_on_a_quadratic():
     x = np.array([1.0, -2.0, 3.0])
-    np.testing.assert_allclose(verify.central_differences(lambda v: float((v**2).sum()), x), 2 * x, rtol=1e-8)
+    np.testing.assert_allclose(
+        gradcheck.central_differences(lambda v: float((v**2).sum()), x), 2 * x, rtol=1e-8
+    )
 
 
 def test_cli_requires_a_command():
@@ -47,3 +49,14 @@ def test_gradcheck_bad_seed_is_a_usage_error(seed, capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert "--seed: must be an integer >= 0" in err and "Traceback" not in err
+
+
+def test_verify_module_is_a_deprecated_alias():
+    import importlib
+    import sys
+
+    sys.modules.pop("contrastive.verify", None)
+    with pytest.warns(DeprecationWarning, match="contrastive.gradcheck"):
+        old = importlib.import_module("contrastive.verify")
+    assert old.TOLERANCE is gradcheck.TOLERANCE and old.register is gradcheck.register
+    assert old.central_differences is gradcheck.central_differences

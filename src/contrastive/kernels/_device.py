@@ -1,6 +1,6 @@
 """Triton device code of the blockwise InfoNCE engine (pass 1, finalize, pass 2).
 
-Host code (:mod:`contrastive.kernels.info_nce`) loads this file at most twice, once with
+Host code (:mod:`contrastive.kernels.host`, through ``_launch.py``) loads this file at most twice, once with
 ``TRITON_INTERPRET=1`` (CPU tensors, tests) and once without (CUDA), so that the two kinds
 of kernel never mix. Everything here works in base 2: with ``k1 = inv_temp * log2(e)`` a
 logit is ``s2 = k1 * (x_i . y_j)`` and ``exp(s - m) = exp2(s2 - m2)``; ``c2 = c * log2(e)``.
