@@ -48,6 +48,11 @@ MARKED: dict[str, list[str]] = {
         "tests/train/test_siamese.py::test_one_epoch_smoke_eval_and_embed",
         "tests/train/test_siamese.py::test_resume_equals_uninterrupted",
         "tests/train/test_siamese.py::test_pair_sources_and_subsets*",
+        "tests/train/test_loop.py::*",  # training runs through the shared loop
+        "tests/train/test_retrieval.py::*",  # retrieval runs (corpus, tokenizer, mining, training)
+        "tests/train/test_rundir.py::*",  # runs killed, resumed, on a full or read-only disk
+        "tests/train/test_text.py::*",  # builds a corpus from the standard library
+        "tests/test_bench_gradcache.py::*",  # runs the benchmark's worker
     ],
     "multiprocess": [],
     "triton": [],
