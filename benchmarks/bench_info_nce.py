@@ -147,6 +147,14 @@ def measure(fn, inputs, backward: bool, args) -> None:
 # ---------------------------------------------------------------- driver side
 
 
+def write_csv(path: Path, fields: list[str], rows: list[dict]) -> None:
+    """Write ``rows`` (dicts; keys outside ``fields`` ignored) as a CSV with ``fields`` as header."""
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+
+
 def run_one(objective, provider, N, d, mode, a) -> dict:
     big = N >= 65536 or (provider == "pml" and N >= 1024)  # one timed call, no warm-up
     cmd = [
@@ -323,10 +331,7 @@ def main() -> None:
         "peak_rss_mib",
         "base_rss_mib",
     ]
-    with open(RESULTS / f"{name}.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
-        w.writeheader()
-        w.writerows(rows)
+    write_csv(RESULTS / f"{name}.csv", fields, rows)
     desc = machine()
     fb = [
         r

@@ -346,10 +346,7 @@ def main() -> None:
         "peak_rss_mib",
         "base_rss_mib",
     ]
-    with open(RESULTS / f"{name}.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
-        w.writeheader()
-        w.writerows(rows)
+    base.write_csv(RESULTS / f"{name}.csv", fields, rows)
     desc = base.machine()
     plot(rows, RESULTS / f"{name}.png", f"forward + backward, float32: {desc}")
     print(f"\nMachine: {desc}\n")
