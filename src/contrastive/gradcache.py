@@ -134,6 +134,26 @@ def _set_rng(state: RngState, devices: list[int]) -> None:
         torch.cuda.set_rng_state(s, d)
 
 
+class _RngStates:
+    """The random state before each chunk, ``(chunks, state bytes)`` per generator, in buffers
+    allocated once: a small tensor kept per chunk between the chunks' freed activations
+    would pin heap pages (tens of MiB at 512 chunks)."""
+
+    def __init__(self, chunks: int, devices: list[int]) -> None:
+        self.devices = devices
+        first = _get_rng(devices)
+        self.bufs = [s.new_empty((chunks, s.numel())) for s in (first[0], *first[1])]
+
+    def record(self, c: int) -> None:
+        cpu, cuda = _get_rng(self.devices)
+        for buf, s in zip(self.bufs, (cpu, *cuda)):
+            buf[c].copy_(s)
+
+    def replay(self, c: int) -> None:
+        # a tensor of its own for each: set_state refuses a row view of the buffer ("Invalid state")
+        _set_rng((self.bufs[0][c].clone(), [b[c].clone() for b in self.bufs[1:]]), self.devices)
+
+
 # ----------------------------------------------------------------------------- BatchNorm, DDP
 def _running_stat_modules(module: nn.Module) -> list[nn.Module]:
     """Modules that update running statistics in train mode (BatchNorm*, SyncBatchNorm,
@@ -439,18 +459,18 @@ class GradCache:
         )
         # pass 1: embed every chunk without a graph, recording the random state before each
         chunks: list[list[Any]] = []  # chunks[i][c]: the chunk structure
-        states: list[list[RngState]] = []
+        states: list[_RngStates] = []
         embeddings, leaves_all = [], []
         with torch.no_grad():
             for i, ((leaves, rebuild), n, cs, t) in enumerate(zip(flat, rows, sizes, towers)):
                 pieces = [t_.tensor_split(-(-n // cs)) for t_ in leaves]  # balanced: sizes differ by <= 1
                 chunks.append([rebuild([p[c] for p in pieces]) for c in range(len(pieces[0]))])
-                states.append([])
+                states.append(_RngStates(len(chunks[i]), devices))
                 full: Leaves = []
                 out_rebuild: Rebuild | None = None
                 start = 0
                 for c, chunk in enumerate(chunks[i]):
-                    states[i].append(_get_rng(devices))
+                    states[i].record(c)
                     m = pieces[0][c].shape[0]
                     out, out_rebuild = self._outputs(self._forward(encoders[t], chunk), m, t)
                     if c == 0:  # written in place: one copy of the embeddings, float32 for half ones
@@ -492,7 +512,7 @@ class GradCache:
                 enc = encoders[towers[i]]
                 chunk = chunks[i][c]
                 with _sync(enc, last[id(enc)] == j), _running_stats_kept(bn[id(enc)]):
-                    _set_rng(states[i][c], devices)
+                    states[i].replay(c)
                     n = _rows(_flatten(chunk, "chunk")[0], "chunk")
                     out, _ = self._outputs(self._forward(enc, chunk), n, towers[i])
                     s = slice(offsets[i], offsets[i] + n)

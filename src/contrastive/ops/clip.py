@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 import torch
 
+from .common import rowdot
 from .engine import Build, Grads, Objective, present
 from .rect_tiles import rect_grad, rect_lse
 from .tiles import TileMask, use_fixed_shift
@@ -24,7 +25,7 @@ def shift_bound(inv_t: float, *sides: Sequence[torch.Tensor | None]) -> float:
     """c = inv_t * max |x| * max |y| over the two sides' rows: every |S_ij| <= c."""
     rho = []
     for side in sides:
-        rho.append(max(float((x * x).sum(1).max().sqrt()) for x in side if x is not None and x.shape[0]))
+        rho.append(max(float(rowdot(x, x).max().sqrt()) for x in side if x is not None and x.shape[0]))
     return inv_t * rho[0] * rho[1]
 
 
@@ -43,7 +44,7 @@ class ClipObjective(Objective):
         self.lse_r, self.lse_c = rect_lse(self.a, self.b, inv_t, self.c, self.mask, bs, self.fixed, cols=True)
 
     def losses(self) -> torch.Tensor:
-        diag = self.inv_t * (self.a * self.b).sum(1)  # S_ii
+        diag = self.inv_t * rowdot(self.a, self.b)  # S_ii
         return 0.5 * (self.lse_r - diag) + 0.5 * (present(self.lse_c) - diag)
 
     def grad(self, w: torch.Tensor) -> Grads:
@@ -64,11 +65,11 @@ class ClipObjective(Objective):
             need_y=True,
         )
         gb = present(gb_)
-        ga.sub_(w[:, None] * b)  # positives on the diagonal
-        gb.sub_(w[:, None] * a)
+        ga.addcmul_(b, w[:, None], value=-1)  # positives on the diagonal
+        gb.addcmul_(a, w[:, None], value=-1)
         ga.mul_(inv_t)
         gb.mul_(inv_t)
-        d_inv = (a * ga).sum() / inv_t  # sum_ij dS_ij a_i . b_j
+        d_inv = rowdot(a, ga).sum() / inv_t  # sum_ij dS_ij a_i . b_j
         return [ga, gb], d_inv, None
 
 

@@ -17,7 +17,18 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["compute_dtype", "normalize_rows", "chain_normalize", "temperature_value", "positive_index"]
+__all__ = [
+    "compute_dtype",
+    "normalize_rows",
+    "chain_normalize",
+    "chain_normalize_",
+    "rowdot",
+    "rolled",
+    "temperature_value",
+    "positive_index",
+]
+
+ROWS = 4096  # row block of the O(N d) helpers: their temporaries stay (ROWS, d), never (N, d)
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -56,7 +67,8 @@ def row_norms(norms: torch.Tensor) -> torch.Tensor:
 
 def chain_normalize(grad_z: torch.Tensor, z: torch.Tensor, norms: torch.Tensor) -> torch.Tensor:
     """grad_u = (I - z z^T) grad_z / |u| for z = u / |u|; ``norms`` from :func:`normalize_rows`
-    (``(N, 2)``) or plain norms ``(N, 1)``.
+    (``(N, 2)``) or plain norms ``(N, 1)``. ``grad_z`` is left as it was (see
+    :func:`chain_normalize_` for the in-place form).
 
     Examples:
         >>> import torch
@@ -64,11 +76,53 @@ def chain_normalize(grad_z: torch.Tensor, z: torch.Tensor, norms: torch.Tensor) 
         >>> chain_normalize(z.clone(), z, n)                        # radial part removed
         tensor([[0., 0.]])
     """
-    dot = (z * grad_z).sum(1, keepdim=True)  # (N, 1) z_i . grad_z_i
-    tangential = torch.addcmul(grad_z, z, dot, value=-1)  # (I - z z^T) grad_z, one (N, d) copy
+    return chain_normalize_(grad_z.clone(), z, norms)
+
+
+def chain_normalize_(grad_z: torch.Tensor, z: torch.Tensor, norms: torch.Tensor) -> torch.Tensor:
+    """:func:`chain_normalize` written into ``grad_z`` (returned): no (N, d) temporary.
+
+    Examples:
+        >>> import torch
+        >>> u = torch.tensor([[3.0, 4.0]]); z, n = normalize_rows(u)
+        >>> g = torch.tensor([[1.0, 0.0]]); chain_normalize_(g, z, n) is g
+        True
+        >>> g                                          # (I - z z^T) e_1 / 5
+        tensor([[ 0.1280, -0.0960]])
+    """
+    dot = rowdot(z, grad_z)[:, None]  # (N, 1) z_i . grad_z_i
+    grad_z.addcmul_(z, dot, value=-1)  # (I - z z^T) grad_z
     if norms.shape[1] == 2:
-        return tangential.div_(norms[:, 1:]).div_(norms[:, :1])  # / (|u / m| m), in place
-    return tangential.div_(norms)
+        return grad_z.div_(norms[:, 1:]).div_(norms[:, :1])  # / (|u / m| m)
+    return grad_z.div_(norms)
+
+
+def rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a_i . b_i for every row, ``(N,)``, computed ``ROWS`` rows at a time: equal to
+    ``(a * b).sum(1)`` without its ``(N, d)`` temporary.
+
+    Examples:
+        >>> import torch
+        >>> rowdot(torch.tensor([[1.0, 2.0], [3.0, 4.0]]), torch.tensor([[1.0, 1.0], [0.0, 2.0]]))
+        tensor([3., 8.])
+    """
+    out = a.new_empty(a.shape[0])
+    for i0 in range(0, a.shape[0], ROWS):
+        s = slice(i0, i0 + ROWS)
+        torch.sum(a[s] * b[s], 1, out=out[s])
+    return out
+
+
+def rolled(n: int, shift: int) -> list[tuple[slice, slice]]:
+    """Row i is paired with row (i + shift) mod n: the pairs as two (rows, partner rows)
+    slices, so that ``z[p]`` for p(i) = (i + shift) mod n is never gathered into a copy.
+
+    Examples:
+        >>> rolled(6, 3)                       # p = [3, 4, 5, 0, 1, 2]
+        [(slice(0, 3, None), slice(3, 6, None)), (slice(3, 6, None), slice(0, 3, None))]
+    """
+    shift %= max(n, 1)
+    return [(slice(0, n - shift), slice(shift, n)), (slice(n - shift, n), slice(0, shift))]
 
 
 def temperature_value(

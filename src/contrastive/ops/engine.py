@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from .common import chain_normalize, compute_dtype, normalize_rows, scalar
+from .common import chain_normalize_, compute_dtype, normalize_rows, scalar
 
 Grads = tuple[list[torch.Tensor | None], torch.Tensor, torch.Tensor | None]
 
@@ -74,14 +74,18 @@ def _finish(
     inv_t: float,
     needs: Sequence[bool],
 ) -> Grads:
-    """Chain the normalisation, turn d/d(inv_t) into d/d(tau)."""
+    """Chain the normalisation (in place: the objective's gradients are its own fresh tensors),
+    turn d/d(inv_t) into d/d(tau)."""
     gs, d_inv, d_bias = grads
     out: list[torch.Tensor | None] = []
     for g, z, n, need in zip(gs, zs, norms, needs):
         if g is None or not need:
             out.append(None)
+        elif n is None:
+            out.append(g)
         else:
-            out.append(chain_normalize(g, present(z), n) if n is not None else g)  # (I - z z^T) g / |u|
+            z = present(z)
+            out.append(chain_normalize_(g.to(z.dtype), z, n))  # (I - z z^T) g / |u|
     d_tau = -d_inv * (inv_t * inv_t)  # d/dtau = -inv_t^2 d/d(inv_t)
     return out, d_tau, d_bias
 
@@ -132,7 +136,13 @@ class EngineFn(torch.autograd.Function):
         w = obj.mean_weights(ref) if reduction == "mean" else ref.new_ones(obj.n)
         if want_grad:
             losses, grads = obj.losses_and_grad(w)
-            ctx.grads = _finish(grads, zs, norms, inv_t, needs)
+            gs, d_tau, d_bias = _finish(grads, zs, norms, inv_t, needs)
+            # saved (not ctx attributes): autograd frees them as soon as the backward is done
+            # with them, so the gradient it returns moves into .grad instead of being copied
+            ctx.layout = ([g is not None for g in gs], d_bias is not None)
+            ctx.save_for_backward(
+                d_tau, *(g for g in gs if g is not None), *([d_bias] if d_bias is not None else [])
+            )
         else:
             losses = obj.losses()
         return (w * losses).sum()  # sum_i w_i loss_i
@@ -147,11 +157,20 @@ class EngineFn(torch.autograd.Function):
             gs, d_tau, d_bias = _finish(ctx.obj.grad(w), zs, ctx.norms, inv_t, needs[6:])
             scale: float | torch.Tensor = 1.0
         else:
-            gs, d_tau, d_bias = ctx.grads
+            has_g, has_bias = ctx.layout
+            d_tau, *rest = ctx.saved_tensors
+            d_bias = rest.pop() if has_bias else None
+            it = iter(rest)
+            gs = [next(it) if h else None for h in has_g]
             scale = g_out.to(d_tau.dtype)
+            if bool(scale == 1):  # loss.backward(): hand the saved gradients on as they are
+                scale = 1.0
         grad_t = (d_tau * scale).to(t_dtype) if needs[4] else None
         grad_b = (d_bias * scale).to(b_dtype) if needs[5] and d_bias is not None else None
-        grad_in = [None if g is None else (g * scale).to(dt) for g, dt in zip(gs, in_dtypes)]
+        grad_in = [
+            None if g is None else (g if isinstance(scale, float) else g * scale).to(dt)
+            for g, dt in zip(gs, in_dtypes)
+        ]
         return (None, None, None, None, grad_t, grad_b, *grad_in)
 
 

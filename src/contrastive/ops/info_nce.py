@@ -24,7 +24,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .common import positive_index
+from .common import positive_index, rolled, rowdot
 from .engine import Build, Grads, Objective, present
 from .sym_tiles import max_sq_norm, sym_grad, sym_lse
 from .tiles import TileMask, use_fixed_shift
@@ -59,15 +59,20 @@ class InfoNCEObjective(Objective):
         self.lse = sym_lse(z, inv_t, self.c, self.mask, bs, self.fixed)  # (N,) pass 1
 
     def losses(self) -> torch.Tensor:
-        z, p = self.z, self.p
-        return self.lse - self.inv_t * (z * z[p]).sum(1)  # -log P_{i,p(i)}
+        z = self.z
+        pos = z.new_empty(self.n)  # z_i . z_p(i), the rows z[p] never gathered into a copy
+        for rows, partners in rolled(self.n, self.n // 2):
+            pos[rows] = rowdot(z[rows], z[partners])
+        return self.lse - self.inv_t * pos  # -log P_{i,p(i)}
 
     def grad(self, w: torch.Tensor) -> Grads:
         z, p, inv_t = self.z, self.p, self.inv_t
         g = sym_grad(z, inv_t, self.c, self.lse, w, self.mask, self.bs, self.fixed)  # (WP + (WP)^T) Z
-        g.sub_((w + w[p])[:, None] * z[p])  # - (W onehot(p) + its transpose) Z
+        wp = (w + w[p])[:, None]  # (N, 1)
+        for rows, partners in rolled(self.n, self.n // 2):
+            g[rows].addcmul_(z[partners], wp[rows], value=-1)  # - (W onehot(p) + its transpose) Z
         g.mul_(inv_t)  # (WG + (WG)^T) Z / tau
-        d_inv = (z * g).sum() / (2 * inv_t)  # d/d(inv_t)
+        d_inv = rowdot(z, g).sum() / (2 * inv_t)  # d/d(inv_t)
         return [g], d_inv, None
 
 

@@ -38,7 +38,6 @@ def rect_lse(
     """Row log-sum-exps (R,) of S = inv_t x y^T over unmasked entries, and the column ones (C,)
     when ``cols``."""
     R, C = x.shape[0], y.shape[0]
-    xs = x * inv_t  # 1/tau folded into one operand
     buf = TileBuffers(x.dtype, x.device)
     if fixed:
         row = x.new_zeros(R)
@@ -46,8 +45,9 @@ def rect_lse(
         shift = x.new_full((1, 1), -c)
         ones = x.new_ones(bs)
         for i0, i1 in blocks(R, bs):
+            xi = x[i0:i1] * inv_t  # (bs, d): 1/tau folded into the row block, never into all of X
             for j0, j1 in blocks(C, bs):
-                E = tile_mm(xs[i0:i1], y[j0:j1], buf.get("E", i1 - i0, j1 - j0), shift)  # S_IJ - c
+                E = tile_mm(xi, y[j0:j1], buf.get("E", i1 - i0, j1 - j0), shift)  # S_IJ - c
                 E.exp_()  # in [exp(-2c), 1]
                 mask.apply(E, i0, j0, 0.0)
                 row[i0:i1].addmv_(E, ones[: j1 - j0])  # r_I += E 1
@@ -58,8 +58,9 @@ def rect_lse(
     Cc = C if cols else 0
     mc, rc = x.new_full((Cc,), float("-inf")), x.new_zeros(Cc)
     for i0, i1 in blocks(R, bs):
+        xi = x[i0:i1] * inv_t  # (bs, d)
         for j0, j1 in blocks(C, bs):
-            S = tile_mm(xs[i0:i1], y[j0:j1], buf.get("S", i1 - i0, j1 - j0))
+            S = tile_mm(xi, y[j0:j1], buf.get("S", i1 - i0, j1 - j0))
             mask.apply(S, i0, j0, float("-inf"))
             online_update(mr, rr, slice(i0, i1), S.amax(1), lambda s: torch.exp(S - s[:, None]).sum(1))  # noqa: B023 -- called at once
             if cols:
@@ -90,7 +91,6 @@ def rect_grad(
     """(dS Y, dS^T X) with dS = diag(u) R + C diag(v) (R, C the row and column softmaxes of
     the unmasked entries); the column term only when ``lse_c`` is given, g_Y only if ``need_y``."""
     R, C = x.shape[0], y.shape[0]
-    xs = x * inv_t
     buf = TileBuffers(x.dtype, x.device)
     gx = torch.zeros_like(x)
     gy = torch.zeros_like(y) if need_y else y.new_empty(0)
@@ -103,8 +103,9 @@ def rect_grad(
         beta = vc * torch.exp(c - lc)  # v_j / k_j (empty if one-sided)
         shift = x.new_full((1, 1), -c)
     for i0, i1 in blocks(R, bs):
+        xi = x[i0:i1] * inv_t  # (bs, d)
         for j0, j1 in blocks(C, bs):
-            E = tile_mm(xs[i0:i1], y[j0:j1], buf.get("E", i1 - i0, j1 - j0), shift)  # S_IJ (- c)
+            E = tile_mm(xi, y[j0:j1], buf.get("E", i1 - i0, j1 - j0), shift)  # S_IJ (- c)
             H = buf.get("H", i1 - i0, j1 - j0)
             if fixed:
                 E.exp_()

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 import torch
 
 from .clip import shift_bound
+from .common import rowdot
 from .engine import Build, Grads, Objective, present
 from .rect_tiles import rect_grad, rect_lse
 from .tiles import TileMask, use_fixed_shift
@@ -59,7 +60,7 @@ class RetrievalObjective(Objective):
         self.lse_r = lse_r  # (B,)
 
     def losses(self) -> torch.Tensor:
-        diag = self.inv_t * (self.a * self.p).sum(1)  # S_ii
+        diag = self.inv_t * rowdot(self.a, self.p)  # S_ii
         if self.symmetric:
             return 0.5 * (self.lse_r - diag) + 0.5 * (present(self.lse_c) - diag)
         return self.lse_r - diag
@@ -99,10 +100,10 @@ class RetrievalObjective(Objective):
             ga.add_(ga_n)
             if gn is not None:
                 gn.mul_(inv_t)
-        ga.sub_(w[:, None] * p).mul_(inv_t)  # positives: dS_ii -= w_i
+        ga.addcmul_(p, w[:, None], value=-1).mul_(inv_t)  # positives: dS_ii -= w_i
         if gp is not None:
-            gp.sub_(w[:, None] * a).mul_(inv_t)
-        d_inv = (a * ga).sum() / inv_t  # sum_ij dS_ij a_i . c_j
+            gp.addcmul_(a, w[:, None], value=-1).mul_(inv_t)
+        d_inv = rowdot(a, ga).sum() / inv_t  # sum_ij dS_ij a_i . c_j
         return [ga, gp, gn], d_inv, None
 
 

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from .common import rowdot
 from .engine import Build, Grads, Objective, present
 from .gemm import tile_mm
 from .tiles import TileBuffers, blocks
@@ -47,7 +48,6 @@ class SigLIPObjective(Objective):
     def _pass(self, w: torch.Tensor | None) -> tuple[torch.Tensor, Grads | None]:
         a, b, inv_t, bs = self.a, self.b, self.inv_t, self.bs
         B = a.shape[0]
-        As = a * inv_t  # 1/tau folded into one operand
         buf = TileBuffers(a.dtype, a.device)
         shift = a.new_full((1, 1), self.bias)
         losses = a.new_zeros(B)
@@ -55,8 +55,9 @@ class SigLIPObjective(Objective):
             ga, gb = torch.zeros_like(a), torch.zeros_like(b)
             d_bias = a.new_zeros(())
         for i0, i1 in blocks(B, bs):
+            ai = a[i0:i1] * inv_t  # (bs, d): 1/tau folded into the row block
             for j0, j1 in blocks(b.shape[0], bs):
-                X = tile_mm(As[i0:i1], b[j0:j1], buf.get("X", i1 - i0, j1 - j0), shift)  # S_IJ
+                X = tile_mm(ai, b[j0:j1], buf.get("X", i1 - i0, j1 - j0), shift)  # S_IJ
                 diag = X.diagonal(self.offset + i0 - j0)  # y = +1 entries (empty off-tile)
                 diag.neg_()  # X = -y S
                 losses[i0:i1] -= F.logsigmoid(X.neg()).sum(1)  # softplus(X) = -log sigmoid(-X)
@@ -71,7 +72,7 @@ class SigLIPObjective(Objective):
                     gb[j0:j1].addmm_(X.T, a[i0:i1])  # g_b += dS^T A
         if w is None:
             return losses, None
-        d_inv = (a * ga).sum()  # sum dS_ij a_i . b_j
+        d_inv = rowdot(a, ga).sum()  # sum dS_ij a_i . b_j
         ga.mul_(inv_t)
         gb.mul_(inv_t)
         return losses, ([ga, gb if self.needs[1] else None], d_inv, d_bias)

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 
 import torch
 
+from .common import ROWS, rowdot
 from .engine import Build, Grads, Objective, present
 from .sym_tiles import max_sq_norm, sym_grad, sym_lse
 from .tiles import TileMask, use_fixed_shift
@@ -53,8 +54,11 @@ class SupConObjective(Objective):
         self.lse = torch.where(self.has, lse, torch.zeros_like(lse))  # N = 1 leaves no candidate
 
     def losses(self) -> torch.Tensor:
-        z = self.z
-        pos = (z * (self.csum[self.cls] - z)).sum(1)  # sum_{p in P(i)} z_i . z_p
+        z, cls = self.z, self.cls
+        pos = z.new_empty(self.n)  # sum_{p in P(i)} z_i . z_p = z_i . (c_{y_i} - z_i), ROWS rows at a time
+        for i0 in range(0, self.n, ROWS):
+            s = slice(i0, i0 + ROWS)
+            pos[s] = rowdot(z[s], self.csum[cls[s]] - z[s])
         per_row = self.lse - self.inv_t * pos / self.npos.clamp_min(1)
         return torch.where(self.has, per_row, torch.zeros_like(per_row))
 
@@ -67,12 +71,18 @@ class SupConObjective(Objective):
         z, inv_t = self.z, self.inv_t
         w = torch.where(self.has, w, torch.zeros_like(w))  # rows without positives: no loss
         g = sym_grad(z, inv_t, self.c, self.lse, w, self.mask, self.bs, self.fixed)  # (WP + (WP)^T) Z
-        v = w / self.npos.clamp_min(1)  # (N,) v_i = w_i / n_i
-        vz = v[:, None] * z  # (N, d)
-        cv = torch.zeros_like(self.csum).index_add_(0, self.cls, vz)  # (K, d) cv_y
-        g.sub_(v[:, None] * (self.csum[self.cls] - z) + (cv[self.cls] - vz))  # the positives' part
+        v = (w / self.npos.clamp_min(1))[:, None]  # (N, 1) v_i = w_i / n_i
+        cls, csum = self.cls, self.csum
+        cv = torch.zeros_like(csum)  # (K, d) cv_y = sum_{y_k = y} v_k z_k
+        for i0 in range(0, self.n, ROWS):  # (ROWS, d) temporaries, never (N, d)
+            s = slice(i0, i0 + ROWS)
+            cv.index_add_(0, cls[s], v[s] * z[s])
+        for i0 in range(0, self.n, ROWS):
+            s = slice(i0, i0 + ROWS)
+            vz = v[s] * z[s]
+            g[s].sub_(v[s] * (csum[cls[s]] - z[s]) + (cv[cls[s]] - vz))  # the positives' part
         g.mul_(inv_t)
-        d_inv = (z * g).sum() / (2 * inv_t)  # d/d(inv_t)
+        d_inv = rowdot(z, g).sum() / (2 * inv_t)  # d/d(inv_t)
         return [g], d_inv, None
 
 

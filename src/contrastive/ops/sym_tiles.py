@@ -21,19 +21,19 @@ from __future__ import annotations
 
 import torch
 
+from .common import rowdot
 from .gemm import tile_mm
 from .tiles import TileBuffers, TileMask, blocks, online_update
 
 
 def max_sq_norm(z: torch.Tensor) -> float:
     """max_i |z_i|^2 (1 for unit rows): the fixed shift is inv_t times this."""
-    return float((z * z).sum(1).max())
+    return float(rowdot(z, z).max())
 
 
 def sym_lse(z: torch.Tensor, inv_t: float, c: float, mask: TileMask, bs: int, fixed: bool) -> torch.Tensor:
     """Pass 1: lse_i = log sum_k [(i, k) not masked] exp(inv_t z_i . z_k), shape (N,)."""
     N = z.shape[0]
-    zs = z * inv_t  # 1/tau folded into one operand
     plan = blocks(N, bs)
     buf = TileBuffers(z.dtype, z.device)
     if fixed:
@@ -41,8 +41,9 @@ def sym_lse(z: torch.Tensor, inv_t: float, c: float, mask: TileMask, bs: int, fi
         shift = z.new_full((1, 1), -c)
         ones = z.new_ones(bs)
         for bi, (i0, i1) in enumerate(plan):
+            zi = z[i0:i1] * inv_t  # (bs, d): 1/tau folded into the row block, never into all of Z
             for j0, j1 in plan[bi:]:
-                E = tile_mm(zs[i0:i1], z[j0:j1], buf.get("E", i1 - i0, j1 - j0), shift)  # S_IJ - c
+                E = tile_mm(zi, z[j0:j1], buf.get("E", i1 - i0, j1 - j0), shift)  # S_IJ - c
                 E.exp_()  # E_IJ in [exp(-2c), 1]
                 mask.apply(E, i0, j0, 0.0)
                 r[i0:i1].addmv_(E, ones[: j1 - j0])  # row sums
@@ -52,8 +53,9 @@ def sym_lse(z: torch.Tensor, inv_t: float, c: float, mask: TileMask, bs: int, fi
     m = z.new_full((N,), float("-inf"))  # running max per row
     r = z.new_zeros(N)
     for bi, (i0, i1) in enumerate(plan):
+        zi = z[i0:i1] * inv_t  # (bs, d)
         for j0, j1 in plan[bi:]:
-            S = tile_mm(zs[i0:i1], z[j0:j1], buf.get("S", i1 - i0, j1 - j0))
+            S = tile_mm(zi, z[j0:j1], buf.get("S", i1 - i0, j1 - j0))
             mask.apply(S, i0, j0, float("-inf"))
             online_update(m, r, slice(i0, i1), S.amax(1), lambda s: torch.exp(S - s[:, None]).sum(1))  # noqa: B023 -- called at once
             if i0 != j0:
@@ -73,7 +75,6 @@ def sym_grad(
 ) -> torch.Tensor:
     """Pass 2: (W P + (W P)^T) Z, shape (N, d): d(sum_i w_i lse_i)/dz divided by inv_t."""
     N = z.shape[0]
-    zs = z * inv_t
     plan = blocks(N, bs)
     buf = TileBuffers(z.dtype, z.device)
     g = torch.zeros_like(z)
@@ -82,8 +83,9 @@ def sym_grad(
         a = w * torch.exp(c - lse)  # w_i / r_i
         shift = z.new_full((1, 1), -c)
     for bi, (i0, i1) in enumerate(plan):
+        zi = z[i0:i1] * inv_t  # (bs, d)
         for j0, j1 in plan[bi:]:
-            E = tile_mm(zs[i0:i1], z[j0:j1], buf.get("E", i1 - i0, j1 - j0), shift)  # S_IJ (- c)
+            E = tile_mm(zi, z[j0:j1], buf.get("E", i1 - i0, j1 - j0), shift)  # S_IJ (- c)
             H = buf.get("H", i1 - i0, j1 - j0)
             if fixed:
                 E.exp_()
