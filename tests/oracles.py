@@ -137,16 +137,44 @@ def clip_loss_rows(
 
 
 def row_lse(
-    x: torch.Tensor, y: torch.Tensor, temperature: float | torch.Tensor, self_col: int | None = None
+    x: torch.Tensor,
+    y: torch.Tensor,
+    temperature: float | torch.Tensor,
+    self_col: int | None = None,
+    *,
+    drop: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """lse_i = logsumexp_j x_i . y_j / tau for query rows x (R, d) against candidates y (N, d);
-    with ``self_col`` = o, the entry (i, o + i) is left out (x is y's rows o .. o + R)."""
+    """lse_i = logsumexp_j x_i . y_j / tau for query rows x (R, d) against candidates y (N, d):
+    the normaliser of every objective above. With ``self_col`` = o, the entry (i, o + i) is
+    left out (x is y's rows o .. o + R); ``drop`` (R, N) boolean leaves out any other entries."""
     S = x @ y.T / temperature  # (R, N)
+    mask = torch.zeros_like(S, dtype=torch.bool) if drop is None else drop.clone()
     if self_col is not None:
-        drop = torch.zeros_like(S, dtype=torch.bool)
-        drop[torch.arange(len(x)), self_col + torch.arange(len(x))] = True
-        S = S.masked_fill(drop, NEG_INF)
-    return torch.logsumexp(S, 1)
+        mask[torch.arange(len(x)), self_col + torch.arange(len(x))] = True
+    return torch.logsumexp(S.masked_fill(mask, NEG_INF), 1)
+
+
+def tile_mask(
+    R: int,
+    C: int,
+    self_offset: int | None = None,
+    row_key: torch.Tensor | None = None,
+    col_key: torch.Tensor | None = None,
+    keep_offset: int | None = None,
+) -> torch.Tensor:
+    """The (R, C) boolean mask that ``contrastive.ops.tiles.TileMask`` describes, written from its
+    definition: (i, j) is dropped when j = i + self_offset, or when row_key_i = col_key_j and
+    not j = i + keep_offset (equal ids: false negatives; decoupled positives)."""
+    i, j = torch.arange(R)[:, None], torch.arange(C)[None, :]
+    drop = torch.zeros(R, C, dtype=torch.bool)
+    if row_key is not None and col_key is not None:
+        eq = row_key[:, None] == col_key[None, :]
+        if keep_offset is not None:
+            eq &= j != i + keep_offset
+        drop |= eq
+    if self_offset is not None:
+        drop |= j == i + self_offset
+    return drop
 
 
 def supcon_positives(labels: torch.Tensor) -> torch.Tensor:
