@@ -1,4 +1,6 @@
-"""contrastive.distributed.supcon_loss / retrieval_loss / siglip_loss on 2 and 3 gloo ranks.
+"""contrastive.distributed.supcon_loss / retrieval_loss / siglip_loss on 2 and 3 gloo ranks: the
+tests of _dist_objectives.py (validation, the cross-rank checks) and ops/dist_objectives.py
+(the row-owner passes).
 
 The harness (spawned gloo jobs, one battery of checks per job, errors reported to the parent)
 is tests/test_distributed.py's. The reference for every check is the naive autograd
