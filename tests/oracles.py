@@ -96,7 +96,8 @@ def info_nce(
 
 def nt_xent_rows(z: torch.Tensor, idx: torch.Tensor, temperature: float | torch.Tensor) -> torch.Tensor:
     """The per-row losses of :func:`nt_xent` (self excluded, ``normalize=False``) of the rows
-    ``idx`` only, against every column: a (len(idx), N) slice, never the N x N matrix."""
+    ``idx`` only, against every column: a (len(idx), N) slice, never the N x N matrix
+    (loss_i = logsumexp_{k != i} S_ik - S_{i,p(i)}; docs/derivations/info_nce.md)."""
     N = z.shape[0]
     rows = torch.arange(len(idx), device=z.device)
     S = z[idx] @ z.T / temperature  # (R, N)
@@ -128,7 +129,8 @@ def clip_loss_rows(
     a: torch.Tensor, b: torch.Tensor, idx: torch.Tensor, temperature: float | torch.Tensor
 ) -> torch.Tensor:
     """The per-row losses of :func:`clip_loss` (``normalize=False``) of the pairs ``idx`` only:
-    row i of S and column i of S, each against every row of the other tower."""
+    row i of S and column i of S, each against every row of the other tower (the "Two towers"
+    section of docs/derivations/info_nce.md)."""
     rows = torch.arange(len(idx), device=a.device)
     R = a[idx] @ b.T / temperature  # (R, B): a_i against every b
     Cc = b[idx] @ a.T / temperature  # (R, B): b_i against every a
@@ -145,8 +147,10 @@ def row_lse(
     drop: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """lse_i = logsumexp_j x_i . y_j / tau for query rows x (R, d) against candidates y (N, d):
-    the normaliser of every objective above. With ``self_col`` = o, the entry (i, o + i) is
-    left out (x is y's rows o .. o + R); ``drop`` (R, N) boolean leaves out any other entries."""
+    the normaliser of every objective above, and what the tile engines' pass 1 computes (its
+    gradient, by autograd, is their pass 2: docs/derivations/info_nce.md, "Gradient with
+    respect to the logits"). With ``self_col`` = o, the entry (i, o + i) is left out (x is
+    y's rows o .. o + R); ``drop`` (R, N) boolean leaves out any other entries."""
     S = x @ y.T / temperature  # (R, N)
     mask = torch.zeros_like(S, dtype=torch.bool) if drop is None else drop.clone()
     if self_col is not None:
@@ -277,5 +281,7 @@ def weighted_grads(
     per_row: torch.Tensor, weights: torch.Tensor, inputs: tuple[torch.Tensor, ...]
 ) -> tuple[torch.Tensor, ...]:
     """Autograd of sum_i w_i loss_i with respect to ``inputs``: the gradients a kernel that takes
-    per-row weights (the upstream gradient of ``reduction='none'``) has to return."""
+    per-row weights (the upstream gradient of ``reduction='none'``) has to return (the
+    weighted gradients of the derivations, e.g. (WG + (WG)^T) Z / tau in
+    docs/derivations/info_nce.md)."""
     return torch.autograd.grad((weights.to(per_row) * per_row).sum(), inputs)
