@@ -51,7 +51,7 @@ MARKED: dict[str, list[str]] = {
         "tests/train/test_loop.py::*",  # training runs through the shared loop
         "tests/train/test_retrieval.py::*",  # retrieval runs (corpus, tokenizer, mining, training)
         "tests/train/test_rundir.py::*",  # runs killed, resumed, on a full or read-only disk
-        "tests/train/test_text.py::*",  # builds a corpus from the standard library
+        "tests/train/text/test_*.py::*",  # builds a corpus from the standard library, fits BM25, trains encoders
         "tests/test_bench_gradcache.py::*",  # runs the benchmark's worker
     ],
     "multiprocess": [],

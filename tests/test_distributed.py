@@ -1,4 +1,6 @@
-"""contrastive.distributed on real gloo process groups spawned on localhost.
+"""contrastive.distributed on real gloo process groups spawned on localhost: the tests of
+distributed.py, _dist_common.py, ops/info_nce_dist.py and ops/collectives.py across ranks of
+unequal batch sizes.
 
 Each spawned job runs a whole battery of checks on every rank (spawning costs seconds, the
 checks milliseconds) and reports its errors to the parent, which asserts. The reference for

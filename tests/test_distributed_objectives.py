@@ -1,8 +1,10 @@
-"""contrastive.distributed.supcon_loss / retrieval_loss / siglip_loss on 2 and 3 gloo ranks.
+"""contrastive.distributed.supcon_loss / retrieval_loss / siglip_loss on 2 and 3 gloo ranks: the
+tests of _dist_objectives.py (validation, the cross-rank checks) and ops/dist_objectives.py
+(the row-owner passes).
 
 The harness (spawned gloo jobs, one battery of checks per job, errors reported to the parent)
-is tests/test_distributed.py's. The reference for every check is a naive autograd
-implementation of the objective over the concatenated global batch, in float64, to 1e-10
+is tests/test_distributed.py's. The reference for every check is the naive autograd
+oracle of the objective (tests/oracles.py) over the concatenated global batch, in float64, to 1e-10
 (loss, input gradients in 'exact' and 'ddp' mode, learnable temperature and bias gradients),
 and, once per objective, the single-process function of ``contrastive``.
 """
@@ -12,60 +14,11 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 
 import contrastive as C
 import contrastive.distributed as cd
+from tests import oracles
 from tests.test_distributed import _err, _slices, check_all_ok, spawn
-
-
-# ----------------------------------------------------------------------------- naive oracles (per-row losses)
-def naive_supcon(z, labels, tau, normalize=True):
-    """(N,) row losses, 0 for a row without positive, and the number of rows with one."""
-    if normalize:
-        z = F.normalize(z, dim=1)
-    N = z.shape[0]
-    eye = torch.eye(N, dtype=torch.bool)
-    S = (z @ z.T / tau).masked_fill(eye, float("-inf"))
-    logp = S - torch.logsumexp(S, 1, keepdim=True)
-    pos = (labels[:, None] == labels[None, :]) & ~eye
-    n_pos = pos.sum(1)
-    rows = -logp.masked_fill(~pos, 0.0).sum(1) / n_pos.clamp(min=1)
-    return torch.where(n_pos > 0, rows, torch.zeros_like(rows)), int((n_pos > 0).sum())
-
-
-def _mean(rows, n):
-    return rows.sum() / n
-
-
-def _masked_lse(S, drop):
-    return torch.logsumexp(S.masked_fill(drop, float("-inf")), 1)
-
-
-def naive_retrieval(a, p, n=None, tau=0.05, symmetric=False, ids=None, normalize=True):
-    """(B,) row losses: anchors against [positives; negatives], false negatives by id masked."""
-    B, d = a.shape
-    if normalize:
-        a, p = F.normalize(a, dim=1), F.normalize(p, dim=1)
-        n = None if n is None else F.normalize(n, dim=-1)
-    cand = p if n is None else torch.cat([p, n.reshape(-1, d)])
-    S = a @ cand.T / tau  # (B, C)
-    drop = torch.zeros_like(S, dtype=torch.bool)
-    if ids is not None:
-        drop[:, :B] = (ids[:, None] == ids[None, :]) & ~torch.eye(B, dtype=torch.bool)
-    diag = (a * p).sum(1) / tau
-    rows = _masked_lse(S, drop) - diag
-    if not symmetric:
-        return rows
-    return 0.5 * rows + 0.5 * (_masked_lse(p @ a.T / tau, drop[:, :B]) - diag)
-
-
-def naive_siglip(a, b, tau, bias, normalize=True):
-    """(B,) row sums of -log sigmoid(z_ij (a_i . b_j / tau + bias))."""
-    if normalize:
-        a, b = F.normalize(a, dim=1), F.normalize(b, dim=1)
-    sign = 2 * torch.eye(a.shape[0], dtype=a.dtype) - 1
-    return -F.logsigmoid(sign * (a @ b.T / tau + bias)).sum(1)
 
 
 # ----------------------------------------------------------------------------- one comparison
@@ -120,7 +73,10 @@ def _supcon(errors, rank, world, sizes, seed, tau, reduction, gradient="exact", 
         rank,
         world,
         lambda z, t, **kw: cd.supcon_loss(z, y[s], t, normalize=normalize, block_size=bs, **kw),
-        lambda z, t: naive_supcon(z, y, t, normalize),
+        lambda z, t: (
+            oracles.supcon_loss(z, y, t, "none", normalize=normalize),
+            oracles.supcon_anchor_count(y),
+        ),
         [(Z, sizes, True)],
         sizes,
         reduction,
@@ -166,7 +122,7 @@ def _retrieval(
         )
 
     def ref_fn(a, p, n, t):
-        return naive_retrieval(a, p, n, t, symmetric, I), B
+        return oracles.retrieval_loss(a, p, n, t, "none", symmetric=symmetric, ids=I), B
 
     _compare(
         errors,
@@ -196,7 +152,7 @@ def _siglip(errors, rank, world, sizes, seed, tau, bias, reduction, gradient="ex
         rank,
         world,
         lambda a, b, t, c, **kw: cd.siglip_loss(a, b, t, c, normalize=normalize, block_size=bs, **kw),
-        lambda a, b, t, c: (naive_siglip(a, b, t, c, normalize), B),
+        lambda a, b, t, c: (oracles.siglip_loss(a, b, t, c, "none", normalize=normalize), B),
         [(A, sizes, True), (Bt, sizes, True)],
         sizes,
         reduction,
@@ -297,7 +253,7 @@ def bad_input_case(rank, world):
     y = torch.tensor([0, 1, 0, 1])
     errors["after errors"] = _err(
         cd.supcon_loss(z, y),
-        naive_supcon(torch.cat([z] * world), y.repeat(world), 0.1)[0].sum() / (4 * world),
+        oracles.supcon_loss(torch.cat([z] * world), y.repeat(world), 0.1),  # every row has a positive
     )
     return errors
 
@@ -336,15 +292,15 @@ def ddp_and_float32_case(rank, world):
     losses = {
         "siglip": (
             lambda a, b, t, c: cd.siglip_loss(a, b, t, c),
-            lambda a, b, t, c: naive_siglip(a, b, t, c).mean(),
+            lambda a, b, t, c: oracles.siglip_loss(a, b, t, c),
         ),
         "supcon": (
             lambda a, b, t, c: cd.supcon_loss(a + b, labels[s], t) + 0 * c,
-            lambda a, b, t, c: _mean(*naive_supcon(a + b, labels, t)) + 0 * c,
+            lambda a, b, t, c: oracles.supcon_loss(a + b, labels, t) + 0 * c,
         ),
         "retrieval": (
             lambda a, b, t, c: cd.retrieval_loss(a, b, None, t, reduction="none").sum() / B + 0 * c,
-            lambda a, b, t, c: naive_retrieval(a, b, None, t).mean() + 0 * c,
+            lambda a, b, t, c: oracles.retrieval_loss(a, b, None, t) + 0 * c,
         ),
     }
     for name, (dist_fn, ref_fn) in losses.items():
@@ -360,9 +316,9 @@ def ddp_and_float32_case(rank, world):
         ("siglip", lambda a, b: cd.siglip_loss(a, b)),
     ]:
         ref = {
-            "supcon": lambda: _mean(*naive_supcon(X, labels, 0.1)),
-            "retrieval": lambda: naive_retrieval(X, Y, None, 0.05, True).mean(),
-            "siglip": lambda: naive_siglip(X, Y, 0.1, -10.0).mean(),
+            "supcon": lambda: oracles.supcon_loss(X, labels, 0.1),
+            "retrieval": lambda: oracles.retrieval_loss(X, Y, None, 0.05, symmetric=True),
+            "siglip": lambda: oracles.siglip_loss(X, Y, 0.1, -10.0),
         }[name]()
         errors[f"float32/{name}"] = max(0.0, _err(call(X[s].float(), Y[s].float()), ref) - 1e-5)
         out = call(X[s].bfloat16(), Y[s].bfloat16())

@@ -36,11 +36,6 @@ def test_central_differences_on_a_quadratic():
     )
 
 
-def test_cli_requires_a_command():
-    with pytest.raises(SystemExit):
-        cli.main([])
-
-
 @pytest.mark.parametrize("seed", ["-1", "x"])
 def test_gradcheck_bad_seed_is_a_usage_error(seed, capsys):
     """--seed -1 used to end in NumPy's traceback; now argparse's one-line usage error."""

@@ -22,3 +22,28 @@ def test_info_nce_loss_passes_block_size_backend_and_check_finite():
     with pytest.raises(ValueError, match="z1"):
         InfoNCELoss(0.5)(bad, z2)
     assert torch.isnan(InfoNCELoss(0.5, check_finite=False)(bad, z2))  # the check skipped
+
+
+def test_clip_module_learns_temperature():
+    crit = C.ClipLoss()
+    assert crit.temperature.item() == pytest.approx(0.07)
+    a, b = torch.randn(6, 4, requires_grad=True), torch.randn(6, 4)
+    out = crit(a, b)
+    out.backward()
+    assert crit.logit_scale.grad is not None and a.grad is not None
+    torch.testing.assert_close(out.detach(), C.clip_loss(a.detach(), b, 0.07))
+
+
+def test_cosine_metric_module_and_projection():
+    m = C.CosineMetric(3, form="symmetric")
+    with torch.no_grad():
+        m.a.copy_(torch.tensor([1.0, 2.0, 0.0, 1.0, 0.0, 1.0]))  # eigenvalues -1, 1, 3
+    assert torch.linalg.eigvalsh(m.matrix()).min() < 0
+    m.project_psd(1e-3)
+    assert torch.linalg.eigvalsh(m.matrix()).min() >= 1e-3 - 1e-6
+    mm = C.CosineMetric(4, 2, form="map")
+    out = mm(torch.randn(5, 4), torch.randn(5, 4))
+    out.sum().backward()
+    assert mm.M.grad.shape == (2, 4)
+    with pytest.raises(ValueError, match="form"):
+        C.CosineMetric(3, form="cone")

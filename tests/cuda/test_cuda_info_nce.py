@@ -15,17 +15,13 @@ import torch
 
 import contrastive as C
 
-from ..conftest import naive_clip, naive_info_nce
+from .. import oracles
 from ._util import REDUCTIONS, TOL, compare, pick, run, unit_rows
 
 pytestmark = pytest.mark.cuda
 
 D = pick(128, 16)
 TAU = 0.07
-
-
-def _reduce(per_row, reduction):
-    return per_row if reduction == "none" else per_row.sum() if reduction == "sum" else per_row.mean()
 
 
 def single(backend, **kw):
@@ -50,10 +46,10 @@ def test_float64_engine_on_device_equals_dense(device, form, block_size):
     t = torch.tensor(TAU, dtype=torch.float64, device=device)
     if form == "single":
         fast = single("torch", block_size=block_size)
-        naive = lambda z, t_, r: _reduce(naive_info_nce(z, t_), r)  # noqa: E731
+        naive = oracles.nt_xent
     else:
         fast = clip("torch", block_size=block_size)
-        naive = lambda a, b, t_, r: _reduce(naive_clip(a, b, t_), r)  # noqa: E731
+        naive = oracles.clip_loss
     for reduction in REDUCTIONS:
         ref = run(naive, [x.cpu() for x in xs], [t.cpu()], reduction)
         compare(run(fast, xs, [t], reduction), ref, TOL[torch.float64], f"{form} float64 {reduction}")
@@ -97,24 +93,12 @@ def test_triton_keeps_self_in_the_denominator(device):
     compare(got, ref, TOL[torch.bfloat16], "triton exclude_self=False")
 
 
-def _dense_rows(form, x, y, idx, inv_t, chunk):
-    """float64 per-row losses of the rows ``idx`` against every column (no N x N matrix)."""
-    N = x.shape[0]
-    out = []
-    for c0 in range(0, len(idx), chunk):
-        i = idx[c0 : c0 + chunk]
-        rows = torch.arange(len(i), device=x.device)
-        if form == "single":
-            S = (x[i] @ x.T) * inv_t  # (chunk, N)
-            S[rows, i] = float("-inf")  # self excluded
-            p = (i + N // 2) % N
-            out.append(torch.logsumexp(S, 1) - S[rows, p])
-        else:
-            S = (x[i] @ y.T) * inv_t  # rows: a_i against every b
-            C_ = (y[i] @ x.T) * inv_t  # columns: b_i against every a
-            pos = S[rows, i]
-            out.append(0.5 * (torch.logsumexp(S, 1) - pos) + 0.5 * (torch.logsumexp(C_, 1) - pos))
-    return torch.cat(out)
+def _dense_rows(form, x, y, idx, temperature, chunk):
+    """float64 per-row losses of the rows ``idx`` against every column, ``chunk`` rows at a
+    time (no N x N matrix): the row-sliced oracles."""
+    if form == "single":
+        return torch.cat([oracles.nt_xent_rows(x, i, temperature) for i in idx.split(chunk)])
+    return torch.cat([oracles.clip_loss_rows(x, y, i, temperature) for i in idx.split(chunk)])
 
 
 @pytest.mark.parametrize("form", ["single", "clip"])
@@ -133,6 +117,6 @@ def test_forward_at_two_to_the_twenty_rows(device, backend, form):
         idx = idx.to(device)
         x64 = xs[0].double()
         y64 = xs[-1].double()
-        ref = _dense_rows(form, x64, y64, idx, 1 / TAU, chunk=pick(512, 8))
+        ref = _dense_rows(form, x64, y64, idx, TAU, chunk=pick(512, 8))
     err = (out[idx].double() - ref).abs() / ref.abs()
     assert err.max().item() <= TOL[torch.bfloat16], f"max per-row relative error {err.max().item():.3g}"

@@ -1,21 +1,20 @@
 """The general engine's objectives on the GPU (issue 11): supcon_loss, retrieval_loss,
 siglip_loss and info_nce(decoupled=True), on the torch engine (they have no Triton kernel).
 
-Tier (1): float64 on the device equals the naive float64 autograd oracles of tests/ops (run on
+Tier (1): float64 on the device equals the naive float64 autograd oracles of tests/oracles.py (run on
 the CPU) to 1e-10, every reduction with a non-uniform upstream gradient, learnable temperature
 (and SigLIP's bias), one tile and several. Tier (2): float32, bfloat16 and float16 inputs
 against the float64 engine on the same rounded inputs at N = 16384.
 """
+
+import functools
 
 import pytest
 import torch
 
 import contrastive as C
 
-from ..ops.test_engine import naive_dcl
-from ..ops.test_retrieval import naive_retrieval
-from ..ops.test_siglip import naive_siglip
-from ..ops.test_supcon import naive_supcon
+from .. import oracles
 from ._util import REDUCTIONS, TOL, compare, pick, randn, run
 
 pytestmark = pytest.mark.cuda
@@ -33,15 +32,15 @@ def problem(name, B, dtype, device, seed, block_size=None, rounded=None):
         g = torch.Generator().manual_seed(seed)
         y = torch.randint(0, max(1, B // 2), (2 * B,), generator=g)  # ~4 rows per class
         fast = lambda z, t_, r: C.supcon_loss(z, y.to(z.device), t_, reduction=r, **kw)  # noqa: E731
-        naive = lambda z, t_, r: naive_supcon(z, y, t_, r)  # noqa: E731
+        naive = lambda z, t_, r: oracles.supcon_loss(z, y, t_, r)  # noqa: E731
         return fast, naive, [x(2 * B, D)], [t]
     if name == "decoupled":
         fast = lambda a, b, t_, r: C.info_nce(a, b, t_, reduction=r, decoupled=True, **kw)  # noqa: E731
-        return fast, naive_dcl, [x(B, D), x(B, D, s=1)], [t]
+        return fast, functools.partial(oracles.info_nce, decoupled=True), [x(B, D), x(B, D, s=1)], [t]
     if name == "siglip":
         bias = torch.tensor(-10.0, dtype=torch.float64, device=device)
         fast = lambda a, b, t_, b_, r: C.siglip_loss(a, b, t_, b_, reduction=r, **kw)  # noqa: E731
-        return fast, naive_siglip, [x(B, D), x(B, D, s=1)], [t, bias]
+        return fast, oracles.siglip_loss, [x(B, D), x(B, D, s=1)], [t, bias]
     # retrieval variants: hard negatives (B, 1, d) and symmetric; a shared queue without grad;
     # duplicate positives marked by ids
     ids = None
@@ -57,7 +56,9 @@ def problem(name, B, dtype, device, seed, block_size=None, rounded=None):
         return C.retrieval_loss(a, p, n, t_, symmetric=symmetric, positive_ids=ids, reduction=r, **kw)
 
     def naive(a, p, n, t_, r):
-        return naive_retrieval(a, p, n, t_, r, symmetric=symmetric, ids=None if ids is None else ids.cpu())
+        return oracles.retrieval_loss(
+            a, p, n, t_, r, symmetric=symmetric, ids=None if ids is None else ids.cpu()
+        )
 
     if name == "retrieval-queue":
         neg = neg.detach()

@@ -1,5 +1,6 @@
-"""backend='triton' through the public functions, under the Triton interpreter on CPU:
-values and gradients (embeddings and a learnable temperature) equal the torch engine's."""
+"""backend='triton' through the public functions (ops/triton_glue.py, the Triton back-end of the
+engine contract), under the Triton interpreter on CPU: values and gradients (embeddings and a
+learnable temperature) equal the torch engine's."""
 
 import pytest
 import torch

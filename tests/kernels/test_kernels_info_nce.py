@@ -18,6 +18,8 @@ pytest.importorskip("triton", minversion="3.7")
 from contrastive.kernels import clip_triton, info_nce_triton  # noqa: E402
 from contrastive.kernels.host import FIXED_SHIFT_MAX  # noqa: E402
 
+from .. import oracles  # noqa: E402
+
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 TOL = {torch.float32: 1e-5, torch.bfloat16: 2e-2, torch.float16: 2e-2}
 
@@ -42,30 +44,23 @@ def weights(N, device, seed, shift=0.3):
     return (torch.rand(N, generator=g) - shift).to(device)  # mixed signs, non-uniform
 
 
+def _leaf(x):
+    return x.detach().double().cpu().requires_grad_()
+
+
 def dense_single(z, inv_temp, exclude, w):
-    """loss_i = lse_i - S_i,p(i) on S = inv_temp Z Z^T, and autograd of sum_i w_i loss_i (float64)."""
-    z = z.detach().double().cpu().requires_grad_()
-    t = torch.tensor(inv_temp, dtype=torch.float64, requires_grad=True)
-    N = z.shape[0]
-    S = t * (z @ z.T)  # (N, N)
-    if exclude:
-        S = S.masked_fill(torch.eye(N, dtype=torch.bool), float("-inf"))
-    p = (torch.arange(N) + N // 2) % N
-    loss = torch.logsumexp(S, dim=1) - S[torch.arange(N), p]
-    gz, gt = torch.autograd.grad((w.double().cpu() * loss).sum(), (z, t))
-    return loss.detach(), gz, gt
+    """The oracle's per-row NT-Xent losses on unit rows (float64, CPU) and the autograd of
+    sum_i w_i loss_i with respect to z and to inv_temp (the kernels' temperature argument)."""
+    z, t = _leaf(z), torch.tensor(inv_temp, dtype=torch.float64, requires_grad=True)
+    loss = oracles.nt_xent(z, 1 / t, "none", exclude_self=exclude, normalize=False)
+    return (loss.detach(), *oracles.weighted_grads(loss, w.cpu(), (z, t)))
 
 
 def dense_clip(a, b, inv_temp, w):
-    """loss_i = (row CE_i + column CE_i) / 2 on S = inv_temp A B^T, with autograd (float64)."""
-    a = a.detach().double().cpu().requires_grad_()
-    b = b.detach().double().cpu().requires_grad_()
-    t = torch.tensor(inv_temp, dtype=torch.float64, requires_grad=True)
-    S = t * (a @ b.T)
-    diag = S.diagonal()
-    loss = 0.5 * (torch.logsumexp(S, dim=1) - diag) + 0.5 * (torch.logsumexp(S, dim=0) - diag)
-    ga, gb, gt = torch.autograd.grad((w.double().cpu() * loss).sum(), (a, b, t))
-    return loss.detach(), ga, gb, gt
+    """As :func:`dense_single` for the two-tower loss: (loss, grad_a, grad_b, grad_inv_temp)."""
+    a, b, t = _leaf(a), _leaf(b), torch.tensor(inv_temp, dtype=torch.float64, requires_grad=True)
+    loss = oracles.clip_loss(a, b, 1 / t, "none", normalize=False)
+    return (loss.detach(), *oracles.weighted_grads(loss, w.cpu(), (a, b, t)))
 
 
 def assert_close(out, ref, tol, what, atol=None):

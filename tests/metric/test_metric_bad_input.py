@@ -2,10 +2,9 @@
 
 import numpy as np
 import pytest
-import scipy.sparse as sp
 from sklearn.exceptions import NotFittedError
 
-from contrastive.metric import CosineSimilarityLearner, CosineSimilarityLearnerSupervised, pairs_from_labels
+from contrastive.metric import CosineSimilarityLearner, pairs_from_labels
 
 rng = np.random.default_rng(0)
 X = rng.normal(size=(30, 3))
@@ -110,23 +109,6 @@ def test_after_fit():
         learner.calibrate_threshold(PAIRS, Y, strategy="youden")
     with pytest.raises(ValueError, match="y_valid holds a single class"):
         learner.calibrate_threshold(PAIRS, np.ones(40))
-
-
-def test_supervised_bad_input():
-    with pytest.raises(ValueError, match="y holds 1 class .* pass labels of at least two classes"):
-        CosineSimilarityLearnerSupervised().fit(X, np.zeros(30))
-    with pytest.raises(ValueError, match="no class with two samples"):
-        CosineSimilarityLearnerSupervised().fit(X[:3], [0, 1, 2])
-    with pytest.raises(ValueError, match="requires y to be passed"):
-        CosineSimilarityLearnerSupervised().fit(X, None)
-    with pytest.raises(ValueError, match="Input X contains NaN.*Drop or impute"):
-        CosineSimilarityLearnerSupervised().fit(np.where(X > 1.5, np.nan, X), LABELS)
-    with pytest.raises(ValueError, match="y must be 1-D with one class label per row of X"):
-        CosineSimilarityLearnerSupervised().fit(X, LABELS[:5])
-    with pytest.raises(ValueError, match="n_pairs must be >= 2"):
-        CosineSimilarityLearnerSupervised(n_pairs=1).fit(X, LABELS)
-    with pytest.raises(TypeError, match="(?i)sparse"):
-        CosineSimilarityLearnerSupervised().fit(sp.csr_matrix(X), LABELS)
 
 
 def test_pairs_from_labels_bad_input():

@@ -126,13 +126,3 @@ def test_deterministic():
         m1 = CosineSimilarityLearner(form=form).fit(pairs, y)
         m2 = clone(m1).fit(pairs, y)
         np.testing.assert_array_equal(m1.components_, m2.components_)
-
-
-def test_supervised_transform_and_metric():
-    X, labels = load_iris(return_X_y=True)
-    learner = CosineSimilarityLearnerSupervised(form="symmetric", n_pairs=400, random_state=0).fit(X, labels)
-    Z = learner.transform(X)
-    assert Z.shape == (150, 4)
-    pairs, y = pairs_from_labels(X, labels, 200, random_state=9)
-    np.testing.assert_allclose(cos(Z[:10], Z[10:20]), learner.pair_score(np.stack([X[:10], X[10:20]], 1)))
-    assert roc_auc_score(y, learner.pair_score(pairs)) > 0.85

@@ -1,5 +1,5 @@
 """Shared check for the engine's objectives: the blockwise op against a naive autograd
-implementation (written in each test file) for values, input gradients and parameter gradients,
+implementation (the oracles of tests/oracles.py) for values, input gradients and parameter gradients,
 with a non-uniform upstream gradient for every reduction."""
 
 import torch

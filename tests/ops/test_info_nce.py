@@ -1,15 +1,20 @@
-"""The blockwise engine against the dense path (itself checked against the reference) at
-every tile-boundary case, both shift paths, every reduction and a learnable temperature."""
+"""ops/info_nce.py: the blockwise InfoNCE / NT-Xent objective against the dense path (itself
+checked against the reference) at every tile-boundary case, both shift paths, every reduction
+and a learnable temperature; and its decoupled (DCL) form against the oracle. The two-tower
+form is in test_clip.py."""
 
 import itertools
 
+import numpy as np
 import pytest
 import torch
 
 import contrastive as C
 from contrastive.ops.tiles import use_fixed_shift
+from contrastive.reference import info_nce as ref
 
-from ..conftest import naive_info_nce
+from .. import oracles
+from .engine_check import assert_matches
 
 
 def run(z, t, backend, reduction, w=None, **kw):
@@ -52,7 +57,7 @@ def test_engine_float32_vs_naive_float64(temperature, normalize):
     if not normalize:
         z = torch.nn.functional.normalize(z, dim=1) * 0.9
     z64 = z.clone().requires_grad_(True)
-    ref = naive_info_nce(z64, temperature, normalize=normalize).mean()
+    ref = oracles.nt_xent(z64, temperature, normalize=normalize)
     ref.backward()
     z32 = z.float().requires_grad_(True)
     out = C.nt_xent(z32, temperature, normalize=normalize, block_size=16)
@@ -104,49 +109,44 @@ def test_reduction_none_grad_is_not_the_mean_gradient():
     torch.testing.assert_close(a[1], b[1], rtol=1e-10, atol=1e-12)
 
 
-# ---------------------------------------------------------------- two towers
+# ---------------------------------------------------------------- decoupled (DCL)
 
 
-def run_clip(a, b, t, backend, reduction, w=None, **kw):
-    a = a.clone().requires_grad_(True)
-    b = b.clone().requires_grad_(True)
-    t = t.clone().requires_grad_(True)
-    out = C.clip_loss(a, b, t, reduction=reduction, backend=backend, **kw)
-    (out * w).sum().backward() if w is not None else (2 * out).backward()
-    return out.detach(), a.grad, b.grad, t.grad
-
-
-@pytest.mark.parametrize("N, bs", [(1, 1), (2, 1), (5, 2), (9, 4), (16, 16), (33, 512)])
-@pytest.mark.parametrize("temperature", [0.002, 0.01, 0.07, 10.0])
-@pytest.mark.parametrize("normalize", [True, False])
-def test_clip_engine_equals_dense_float64(N, bs, temperature, normalize):
-    g = torch.Generator().manual_seed(N)
-    a = torch.randn(N, 6, generator=g, dtype=torch.float64)
-    b = torch.randn(N, 6, generator=g, dtype=torch.float64)
+@pytest.mark.parametrize("B, bs", list(itertools.product([2, 3, 17], [1, 3, 512])))
+@pytest.mark.parametrize("temperature", [0.002, 0.01, 0.5, 10.0])
+@pytest.mark.parametrize("exclude_self", [True, False])
+def test_decoupled_equals_naive_float64(B, bs, temperature, exclude_self):
+    g = torch.Generator().manual_seed(B * 10 + bs)
+    z1 = torch.randn(B, 4, generator=g, dtype=torch.float64)
+    z2 = torch.randn(B, 4, generator=g, dtype=torch.float64)
     t = torch.tensor(temperature, dtype=torch.float64)
-    for reduction in ["mean", "sum", "none"]:
-        w = torch.rand(N, generator=g, dtype=torch.float64) if reduction == "none" else None
-        x = run_clip(a, b, t, "torch", reduction, w, block_size=bs, normalize=normalize)
-        y = run_clip(a, b, t, "dense", reduction, w, normalize=normalize)
-        for p, q in zip(x, y):
-            torch.testing.assert_close(p, q, rtol=1e-10, atol=1e-10)
+
+    def fast(a, b, t_, r):
+        return C.info_nce(a, b, t_, reduction=r, block_size=bs, decoupled=True, exclude_self=exclude_self)
+
+    def naive(a, b, t_, r):
+        return oracles.info_nce(a, b, t_, r, decoupled=True, exclude_self=exclude_self)
+
+    assert_matches(fast, naive, [z1, z2], [t])
 
 
-def test_clip_gradcheck_and_float32():
-    a = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
-    b = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
-    t = torch.tensor(0.2, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(
-        lambda x, y, s: C.clip_loss(x, y, s, reduction="none", block_size=2), (a, b, t)
-    )
-    x = run_clip(a.detach().float(), b.detach().float(), t.detach().float(), "torch", "mean", block_size=2)
-    y = run_clip(a.detach(), b.detach(), t.detach(), "dense", "mean")
-    for p, q in zip(x, y):
-        torch.testing.assert_close(p.double(), q, rtol=1e-5, atol=1e-5)
+def test_decoupled_matches_reference_and_module():
+    rng = np.random.default_rng(7)
+    z = rng.normal(size=(10, 3))
+    zt = torch.tensor(z, requires_grad=True)
+    loss = C.nt_xent(zt, 0.3, decoupled=True, block_size=4)
+    loss.backward()
+    g, _ = ref.grad(z, 0.3, decoupled=True)
+    np.testing.assert_allclose(loss.item(), ref.forward(z, 0.3, decoupled=True).mean(), rtol=1e-12)
+    np.testing.assert_allclose(zt.grad.numpy(), g, rtol=1e-10, atol=1e-12)
+    crit = C.InfoNCELoss(0.3, decoupled=True)
+    torch.testing.assert_close(crit(zt[:5], zt[5:]), loss)
 
 
-def test_clip_bad_input():
-    with pytest.raises(ValueError, match="same shape"):
-        C.clip_loss(torch.randn(3, 2), torch.randn(4, 2))
-    with pytest.raises(ValueError, match="temperature"):
-        C.clip_loss(torch.randn(3, 2), torch.randn(3, 2), -1.0)
+def test_decoupled_bad_input():
+    z = torch.randn(1, 3)
+    with pytest.raises(ValueError, match="N >= 4"):
+        C.info_nce(z, z, decoupled=True)
+    with pytest.raises(ValueError, match="torch engine only"):
+        C.info_nce(torch.randn(3, 3), torch.randn(3, 3), decoupled=True, backend="dense")
+    C.info_nce(z, z, decoupled=True, exclude_self=False)  # N = 2 keeps self as the candidate

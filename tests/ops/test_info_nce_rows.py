@@ -10,14 +10,16 @@ import torch
 from contrastive.ops.info_nce_rows import rows_grad, rows_lse
 from contrastive.ops.tiles import use_fixed_shift
 
+from .. import oracles
+
 
 def dense(x, y, inv_t, self_col, w):
-    S = inv_t * x @ y.T  # (R, N)
-    if self_col is not None:
-        S[torch.arange(len(x)), self_col + torch.arange(len(x))] = float("-inf")
-    lse = torch.logsumexp(S, 1)
-    H = w[:, None] * torch.exp(S - lse[:, None])  # W P
-    return lse, H @ y, H.T @ x
+    """(lse, W P y, (W P)^T x) of the row-sliced oracle: the autograd of sum_i w_i lse_i with
+    respect to x and y, divided by inv_t (rows_grad leaves the 1 / tau to its caller)."""
+    x, y = x.detach().clone().requires_grad_(), y.detach().clone().requires_grad_()
+    lse = oracles.row_lse(x, y, 1 / inv_t, self_col)
+    g_x, g_y = oracles.weighted_grads(lse, w, (x, y))
+    return lse.detach(), g_x / inv_t, g_y / inv_t
 
 
 @pytest.mark.parametrize(
