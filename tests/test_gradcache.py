@@ -9,6 +9,7 @@ on the whole batch. float64, every parameter to 1e-10.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 
 import pytest
@@ -324,7 +325,38 @@ def test_chunk_size_at_least_the_batch_is_a_plain_step():
     assert_same_grads([enc], [ref])
     calls.clear()
     GradCache(enc, chunk_size=4).step(loss_fn, x1, x2)
-    assert calls == [4, 3, 3] * 4  # two passes over two inputs
+    # pass 1 over both inputs, pass 2 again but for the last chunk, whose graph pass 1 kept
+    assert calls == [4, 3, 3] * 3 + [4, 3]
+
+
+class _Synced(torch.nn.Module):
+    """An encoder with ``no_sync`` (as DDP has) that records how often it was entered."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner, self.no_sync_calls = inner, 0
+
+    def forward(self, x):
+        return self.inner(x)
+
+    def no_sync(self):
+        self.no_sync_calls += 1
+        return contextlib.nullcontext()
+
+
+def test_last_chunk_kept_only_without_no_sync():
+    """A synchronising encoder (DDP) gets every chunk embedded twice, so that its one
+    synchronising backward comes last; the gradients are the same either way."""
+    x1, x2 = _data()
+    loss_fn = lambda z1, z2: C.info_nce(z1, z2, TAU)  # noqa: E731
+    plain, synced = MLP(), _Synced(MLP())
+    calls = _count_forwards(synced.inner)
+    for enc in (plain, synced):
+        torch.manual_seed(0)
+        GradCache(enc, chunk_size=4).step(loss_fn, x1, x2)
+    assert calls == [4, 3, 3] * 4
+    assert synced.no_sync_calls == 5  # every backward but the last one
+    assert_same_grads([plain], [synced.inner])
 
 
 def test_frozen_tower_is_not_re_embedded():

@@ -52,10 +52,22 @@ def check_not_meta(name: str, x: torch.Tensor) -> None:
         )
 
 
+_CHECK_ROWS = 4096  # rows per block of the input checks: their temporaries stay small
+
+
+def _row_blocks(x: torch.Tensor) -> list[torch.Tensor]:
+    """``x`` cut along its first dimension into blocks of ``_CHECK_ROWS`` rows (a 0-d tensor is one block)."""
+    return [x] if x.dim() == 0 else list(x.split(_CHECK_ROWS))
+
+
 def check_finite(name: str, x: torch.Tensor) -> None:
-    """Raise if ``x`` holds NaN or Inf (one reduction; skip with ``check_finite=False``)."""
+    """Raise if ``x`` holds NaN or Inf (one host sync; skip with ``check_finite=False``).
+
+    Checked a block of rows at a time: ``torch.isfinite`` of a float tensor makes a float
+    copy (|x|) and two boolean ones, which on the whole of a large batch of embeddings would
+    be the loss's largest allocation."""
     check_not_meta(name, x)
-    if not bool(torch.isfinite(x).all()):
+    if x.numel() and not bool(torch.stack([torch.isfinite(b).all() for b in _row_blocks(x)]).all()):
         raise ValueError(
             f"{name} contains NaN or Inf; clean the input (or, if you know it is finite, "
             f"pass check_finite=False to skip this check)"
@@ -160,7 +172,7 @@ def check_nonzero_rows(name: str, x: torch.Tensor) -> None:
     Inf are :func:`check_finite`'s to refuse. No norm is computed here, so nothing can
     underflow or overflow.
     """
-    zero = ~(x != 0).any(dim=-1)  # (N,)
+    zero = ~torch.cat([(b != 0).any(dim=-1).reshape(-1) for b in _row_blocks(x)])  # (N,), blockwise
     if bool(zero.any()):
         bad = int(torch.nonzero(zero)[0, 0])
         raise ValueError(

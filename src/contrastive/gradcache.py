@@ -457,8 +457,15 @@ class GradCache:
         devices = _cuda_devices(
             [p for e in encoders for p in e.parameters()] + [t for leaves, _ in flat for t in leaves]
         )
-        # pass 1: embed every chunk without a graph, recording the random state before each
+        # pass 1: embed every chunk without a graph, recording the random state before each;
+        # the very last chunk keeps its graph (pass 2 need not embed it again) unless its
+        # encoder synchronises gradients (DDP), whose backward must come last and in no_sync order
+        ik = len(flat) - 1
+        enc_k = encoders[towers[ik]]
+        keep_last = not callable(getattr(enc_k, "no_sync", None)) and _trainable(enc_k, flat[ik][0])
+        kept: Leaves = []  # the last chunk's outputs, with their graph
         chunks: list[list[Any]] = []  # chunks[i][c]: the chunk structure
+        starts: list[list[int]] = []  # starts[i][c]: the chunk's first row
         states: list[_RngStates] = []
         embeddings, leaves_all = [], []
         with torch.no_grad():
@@ -466,13 +473,19 @@ class GradCache:
                 pieces = [t_.tensor_split(-(-n // cs)) for t_ in leaves]  # balanced: sizes differ by <= 1
                 chunks.append([rebuild([p[c] for p in pieces]) for c in range(len(pieces[0]))])
                 states.append(_RngStates(len(chunks[i]), devices))
+                starts.append([])
                 full: Leaves = []
                 out_rebuild: Rebuild | None = None
                 start = 0
                 for c, chunk in enumerate(chunks[i]):
                     states[i].record(c)
+                    starts[i].append(start)
                     m = pieces[0][c].shape[0]
-                    out, out_rebuild = self._outputs(self._forward(encoders[t], chunk), m, t)
+                    grad = keep_last and i == ik and c == len(chunks[i]) - 1
+                    with torch.set_grad_enabled(grad):
+                        out, out_rebuild = self._outputs(self._forward(encoders[t], chunk), m, t)
+                    if grad:
+                        kept = out
                     if c == 0:  # written in place: one copy of the embeddings, float32 for half ones
                         full = [
                             torch.empty((n, *z.shape[1:]), dtype=_upcast_dtype(z.dtype), device=z.device)
@@ -484,7 +497,7 @@ class GradCache:
                             f"two chunks of inputs[{i}]; it must return the same for every chunk"
                         )
                     for f, z in zip(full, out):
-                        f[start : start + m] = z
+                        f[start : start + m] = z.detach()
                     start += m
                 full = [z.requires_grad_() if z.is_floating_point() else z for z in full]
                 leaves_all.append(full)
@@ -497,17 +510,22 @@ class GradCache:
         grads = [[z.grad if z.requires_grad else None for z in full] for full in leaves_all]
         value = loss.detach()
         del loss, embeddings, leaves_all, full  # pass 2 needs the gradients, not the embeddings
+        # the kept last chunk: back-propagate through the graph of pass 1, then free it
+        if kept:
+            s = slice(starts[ik][-1], starts[ik][-1] + kept[0].shape[0])
+            _backward_chunk(kept, grads[ik], s)
+            del kept
         # pass 2: re-embed each chunk under its random state and back-propagate its cached gradient
         jobs = [
             (i, c)
             for i in range(len(flat))
             if any(g is not None for g in grads[i]) and _trainable(encoders[towers[i]], flat[i][0])
             for c in range(len(chunks[i]))
+            if not (keep_last and i == ik and c == len(chunks[i]) - 1)
         ]
         last = {id(encoders[towers[i]]): j for j, (i, _) in enumerate(jobs)}
         bn = {id(e): _running_stat_modules(e) for e in encoders}
         try:
-            offsets = [0] * len(flat)
             for j, (i, c) in enumerate(jobs):
                 enc = encoders[towers[i]]
                 chunk = chunks[i][c]
@@ -515,20 +533,18 @@ class GradCache:
                     states[i].replay(c)
                     n = _rows(_flatten(chunk, "chunk")[0], "chunk")
                     out, _ = self._outputs(self._forward(enc, chunk), n, towers[i])
-                    s = slice(offsets[i], offsets[i] + n)
-                    pairs = [
-                        (o, g[s].to(o.dtype))
-                        for o, g in zip(out, grads[i])
-                        if g is not None and o.requires_grad
-                    ]  # dL/dz_c
-                    if pairs:
-                        torch.autograd.backward(
-                            [o for o, _ in pairs], [g for _, g in pairs]
-                        )  # += J_c^T dL/dz_c
-                offsets[i] += n
+                    _backward_chunk(out, grads[i], slice(starts[i][c], starts[i][c] + n))
         finally:
             _set_rng(after_loss, devices)
         return value
+
+
+def _backward_chunk(out: Leaves, grads: Sequence[torch.Tensor | None], rows: slice) -> None:
+    """Back-propagate a chunk's rows of the cached gradient through its outputs:
+    ``+= J_c^T dL/dz_c`` in every parameter's ``.grad``."""
+    pairs = [(o, g[rows].to(o.dtype)) for o, g in zip(out, grads) if g is not None and o.requires_grad]
+    if pairs:
+        torch.autograd.backward([o for o, _ in pairs], [g for _, g in pairs])
 
 
 def _upcast_dtype(dtype: torch.dtype) -> torch.dtype:

@@ -15,13 +15,13 @@ from collections.abc import Sequence
 
 import torch
 
-from .common import rowdot
+from .common import Blocks, rowdot, sub_rows_
 from .engine import Build, Grads, Objective, present
 from .rect_tiles import rect_grad, rect_lse
 from .tiles import TileMask, use_fixed_shift
 
 
-def shift_bound(inv_t: float, *sides: Sequence[torch.Tensor | None]) -> float:
+def shift_bound(inv_t: float, *sides: Sequence[Blocks | None]) -> float:
     """c = inv_t * max |x| * max |y| over the two sides' rows: every |S_ij| <= c."""
     rho = []
     for side in sides:
@@ -33,7 +33,7 @@ class ClipObjective(Objective):
     """Two-tower loss of a (N, d), b (N, d)."""
 
     def __init__(
-        self, zs: list[torch.Tensor | None], inv_t: float, bias: float | None, needs: Sequence[bool], bs: int
+        self, zs: Sequence[Blocks | None], inv_t: float, bias: float | None, needs: Sequence[bool], bs: int
     ):
         self.a, self.b = present(zs[0]), present(zs[1])  # (N, d) each
         self.n = self.a.shape[0]
@@ -65,8 +65,8 @@ class ClipObjective(Objective):
             need_y=True,
         )
         gb = present(gb_)
-        ga.addcmul_(b, w[:, None], value=-1)  # positives on the diagonal
-        gb.addcmul_(a, w[:, None], value=-1)
+        sub_rows_(ga, b, w[:, None])  # positives on the diagonal
+        sub_rows_(gb, a, w[:, None])
         ga.mul_(inv_t)
         gb.mul_(inv_t)
         d_inv = rowdot(a, ga).sum() / inv_t  # sum_ij dS_ij a_i . b_j

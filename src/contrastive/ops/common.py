@@ -7,7 +7,8 @@ the rescaled row, which lies in [1, sqrt(d)]:
 
     z_i = (u_i / m_i) / |u_i / m_i|,        |u_i| = m_i |u_i / m_i|
 
-so rows scaled by 1e-30 or 1e30 give the same z as the unit rows. The chain rule for
+so rows scaled by 1e-30 or 1e30 give the same z as the unit rows. :class:`Rows` makes these
+rows block by block from u and its norms, so an objective never holds Z next to u. The chain rule for
 z = u / |u| is grad_u = (I - z z^T) grad_z / |u|, applied as two divisions (by |u_i / m_i|,
 then by m_i) so that the gradient of a huge row is small rather than zero and that of a tiny
 row large rather than inf (as long as the true value is representable).
@@ -15,14 +16,19 @@ row large rather than inf (as long as the true value is representable).
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 __all__ = [
+    "Rows",
+    "Blocks",
     "compute_dtype",
     "normalize_rows",
     "chain_normalize",
     "chain_normalize_",
     "rowdot",
+    "sub_rows_",
     "rolled",
     "temperature_value",
     "positive_index",
@@ -34,6 +40,71 @@ ROWS = 4096  # row block of the O(N d) helpers: their temporaries stay (ROWS, d)
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     """float64 stays float64; everything else accumulates in float32."""
     return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+class Rows:
+    """The rows an objective reads, made on demand one block at a time, never held whole:
+    ``rows[i0:i1]`` is ``z[i0:i1]`` in the compute dtype, with z = u / |u| row by row when
+    ``normalize`` (exactly :func:`normalize_rows`' values) or z = u.
+
+    Only u (the caller's tensor) and the norms ``(N, 2)`` are kept; a block costs two
+    elementwise passes over (rows, d), against the (rows, bs, d) GEMM it feeds.
+
+    Args:
+        u: the input rows, any floating dtype.
+        dtype: the compute dtype (blocks are made in it).
+        normalize: L2-normalise the rows.
+
+    Shape:
+        u: ``(N, d)``; ``rows[a:b]``: ``(b - a, d)``; ``norms``: ``(N, 2)`` or ``None``.
+
+    Examples:
+        >>> import torch
+        >>> r = Rows(torch.tensor([[3.0, 4.0], [0.0, 2.0]]), torch.float32, True)
+        >>> r[1:2], r.shape
+        (tensor([[0., 1.]]), torch.Size([2, 2]))
+    """
+
+    def __init__(self, u: torch.Tensor, dtype: torch.dtype, normalize: bool) -> None:
+        self.u, self.dtype, self.device = u, dtype, u.device
+        self.shape = u.shape
+        self.norms: torch.Tensor | None = None
+        if normalize:
+            norms = torch.empty(u.shape[0], 2, dtype=dtype, device=u.device)  # (N, 2): m_i, |u_i / m_i|
+            for i0 in range(0, u.shape[0], ROWS):
+                x = u[i0 : i0 + ROWS].to(dtype)
+                m = x.abs().amax(dim=1, keepdim=True)  # max-abs m_i
+                norms[i0 : i0 + ROWS, :1] = m
+                norms[i0 : i0 + ROWS, 1:] = torch.linalg.vector_norm(
+                    x / m, dim=1, keepdim=True
+                )  # in [1, sqrt(d)]
+            self.norms = norms
+
+    def __getitem__(self, s: slice) -> torch.Tensor:
+        x = self.u[s].to(self.dtype)  # (rows, d); a view when u is in the compute dtype
+        if self.norms is None:
+            return x
+        n = self.norms[s]
+        return (x / n[:, :1]).div_(n[:, 1:])  # (u / m) / |u / m|
+
+    def full(self) -> torch.Tensor:
+        """All rows at once, ``(N, d)`` (for back-ends that need one tensor)."""
+        return self[0 : self.shape[0]]
+
+    def new_zeros(self, *size: Any) -> torch.Tensor:
+        return torch.zeros(*size, dtype=self.dtype, device=self.device)
+
+    def new_empty(self, *size: Any) -> torch.Tensor:
+        return torch.empty(*size, dtype=self.dtype, device=self.device)
+
+    def new_ones(self, *size: Any) -> torch.Tensor:
+        return torch.ones(*size, dtype=self.dtype, device=self.device)
+
+    def new_full(self, size: tuple[int, ...], value: float) -> torch.Tensor:
+        return torch.full(size, value, dtype=self.dtype, device=self.device)
+
+
+Blocks = torch.Tensor | Rows  # what the tile passes read rows from: z[i0:i1] either way
 
 
 def normalize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -53,10 +124,9 @@ def normalize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         tensor([[0.6000, 0.8000],
                 [0.6000, 0.8000]])
     """
-    m = x.abs().amax(dim=1, keepdim=True)  # (N, 1) max-abs m_i
-    y = x / m  # (N, d) entries in [-1, 1]
-    n = torch.linalg.vector_norm(y, dim=1, keepdim=True)  # (N, 1) in [1, sqrt(d)]
-    return y.div_(n), torch.cat([m, n], 1)  # in place: one (N, d) copy
+    rows = Rows(x, x.dtype, True)
+    assert rows.norms is not None  # normalize=True
+    return rows.full(), rows.norms
 
 
 def row_norms(norms: torch.Tensor) -> torch.Tensor:
@@ -79,8 +149,9 @@ def chain_normalize(grad_z: torch.Tensor, z: torch.Tensor, norms: torch.Tensor) 
     return chain_normalize_(grad_z.clone(), z, norms)
 
 
-def chain_normalize_(grad_z: torch.Tensor, z: torch.Tensor, norms: torch.Tensor) -> torch.Tensor:
-    """:func:`chain_normalize` written into ``grad_z`` (returned): no (N, d) temporary.
+def chain_normalize_(grad_z: torch.Tensor, z: Blocks, norms: torch.Tensor) -> torch.Tensor:
+    """:func:`chain_normalize` written into ``grad_z`` (returned), ``ROWS`` rows at a time:
+    no (N, d) temporary. ``z``: the unit rows, a tensor or :class:`Rows`.
 
     Examples:
         >>> import torch
@@ -90,39 +161,57 @@ def chain_normalize_(grad_z: torch.Tensor, z: torch.Tensor, norms: torch.Tensor)
         >>> g                                          # (I - z z^T) e_1 / 5
         tensor([[ 0.1280, -0.0960]])
     """
-    dot = rowdot(z, grad_z)[:, None]  # (N, 1) z_i . grad_z_i
-    grad_z.addcmul_(z, dot, value=-1)  # (I - z z^T) grad_z
-    if norms.shape[1] == 2:
-        return grad_z.div_(norms[:, 1:]).div_(norms[:, :1])  # / (|u / m| m)
-    return grad_z.div_(norms)
+    for i0 in range(0, grad_z.shape[0], ROWS):
+        s = slice(i0, i0 + ROWS)
+        zb, gb, nb = z[s], grad_z[s], norms[s]
+        dot = torch.sum(zb * gb, 1, keepdim=True)  # (rows, 1) z_i . grad_z_i
+        gb.addcmul_(zb, dot, value=-1)  # (I - z z^T) grad_z
+        if nb.shape[1] == 2:
+            gb.div_(nb[:, 1:]).div_(nb[:, :1])  # / (|u / m| m)
+        else:
+            gb.div_(nb)
+    return grad_z
 
 
-def rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """a_i . b_i for every row, ``(N,)``, computed ``ROWS`` rows at a time: equal to
-    ``(a * b).sum(1)`` without its ``(N, d)`` temporary.
+def rowdot(a: Blocks, b: Blocks, a0: int = 0, b0: int = 0, n: int | None = None) -> torch.Tensor:
+    """a_i . b_i for rows a[a0 : a0 + n] against b[b0 : b0 + n], ``(n,)``, ``ROWS`` rows at a
+    time: ``(a * b).sum(1)`` without its ``(n, d)`` temporary. ``a``, ``b``: tensors or
+    :class:`Rows`; ``n`` defaults to the rows of ``a`` from ``a0``.
 
     Examples:
         >>> import torch
         >>> rowdot(torch.tensor([[1.0, 2.0], [3.0, 4.0]]), torch.tensor([[1.0, 1.0], [0.0, 2.0]]))
         tensor([3., 8.])
     """
-    out = a.new_empty(a.shape[0])
-    for i0 in range(0, a.shape[0], ROWS):
-        s = slice(i0, i0 + ROWS)
-        torch.sum(a[s] * b[s], 1, out=out[s])
+    n = a.shape[0] - a0 if n is None else n
+    out = a.new_empty(n)
+    for k0 in range(0, n, ROWS):
+        k1 = min(k0 + ROWS, n)
+        torch.sum(a[a0 + k0 : a0 + k1] * b[b0 + k0 : b0 + k1], 1, out=out[k0:k1])
     return out
 
 
-def rolled(n: int, shift: int) -> list[tuple[slice, slice]]:
-    """Row i is paired with row (i + shift) mod n: the pairs as two (rows, partner rows)
-    slices, so that ``z[p]`` for p(i) = (i + shift) mod n is never gathered into a copy.
+def sub_rows_(
+    g: torch.Tensor, z: Blocks, coef: torch.Tensor, g0: int = 0, z0: int = 0, n: int | None = None
+) -> None:
+    """g[g0 + k] -= coef[g0 + k] z[z0 + k] for k < n (default: all of g from g0), in place,
+    ``ROWS`` rows at a time; ``coef`` ``(N, 1)``."""
+    n = g.shape[0] - g0 if n is None else n
+    for k0 in range(0, n, ROWS):
+        k1 = min(k0 + ROWS, n)
+        g[g0 + k0 : g0 + k1].addcmul_(z[z0 + k0 : z0 + k1], coef[g0 + k0 : g0 + k1], value=-1)
+
+
+def rolled(n: int, shift: int) -> list[tuple[int, int, int]]:
+    """Row i is paired with row (i + shift) mod n: the pairs as runs (start, partner start,
+    length), so that ``z[p]`` for p(i) = (i + shift) mod n is never gathered into a copy.
 
     Examples:
-        >>> rolled(6, 3)                       # p = [3, 4, 5, 0, 1, 2]
-        [(slice(0, 3, None), slice(3, 6, None)), (slice(3, 6, None), slice(0, 3, None))]
+        >>> rolled(6, 2)                       # p = [2, 3, 4, 5, 0, 1]
+        [(0, 2, 4), (4, 0, 2)]
     """
     shift %= max(n, 1)
-    return [(slice(0, n - shift), slice(shift, n)), (slice(n - shift, n), slice(0, shift))]
+    return [(0, shift, n - shift), (n - shift, 0, shift)]
 
 
 def temperature_value(

@@ -31,7 +31,8 @@ from typing import NamedTuple, cast
 import torch
 
 from .collectives import Group, all_reduce, gather_rows, reduce_scatter_rows
-from .engine import Build, Grads, Objective, present
+from .common import Rows
+from .engine import Build, Grads, Objective, present, whole
 from .rect_tiles import rect_grad, rect_lse
 from .siglip import SigLIPObjective
 from .tiles import TileMask, use_fixed_shift
@@ -282,9 +283,8 @@ def dist_build(kind: str, cfg: RowConfig, extra: torch.Tensor | None = None) -> 
     """The engine's ``build`` for ``kind`` in 'supcon' (extra: global labels), 'retrieval'
     (extra: global positive ids or None), 'siglip'."""
 
-    def build(
-        zs: list[torch.Tensor | None], inv_t: float, bias: float | None, needs: Sequence[bool]
-    ) -> Objective:
+    def build(rows: list[Rows | None], inv_t: float, bias: float | None, needs: Sequence[bool]) -> Objective:
+        zs = [None if r is None else whole(r) for r in rows]  # the collectives need whole tensors
         if kind == "supcon":
             return DistSupCon(zs, inv_t, bias, needs, cfg, present(extra))
         if kind == "retrieval":

@@ -21,11 +21,11 @@ One name for the inverse temperature throughout ops/: ``inv_t`` = 1 / tau.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, overload
 
 import torch
 
-from .common import chain_normalize_, compute_dtype, normalize_rows, scalar
+from .common import Blocks, Rows, chain_normalize_, compute_dtype, scalar
 
 Grads = tuple[list[torch.Tensor | None], torch.Tensor, torch.Tensor | None]
 
@@ -57,35 +57,43 @@ class Objective:
         return like.new_full((self.n,), 1.0 / self.n)
 
 
-def present(x: torch.Tensor | None) -> torch.Tensor:
-    """The tensor an objective requires at this input position (``None`` is a caller bug)."""
+@overload
+def present(x: torch.Tensor | None) -> torch.Tensor: ...  # type: ignore[overload-overlap]
+@overload
+def present(x: Rows | None) -> Rows: ...
+@overload
+def present(x: Blocks | None) -> Blocks: ...
+
+
+def present(x: Blocks | None) -> Blocks:
+    """What an objective requires at this input position (``None`` is a caller bug)."""
     if x is None:
         raise ValueError("this objective needs a tensor at this input, got None")
     return x
 
 
-Build = Callable[[list[torch.Tensor | None], float, float | None, Sequence[bool]], Objective]
+def whole(x: Blocks) -> torch.Tensor:
+    """The rows as one tensor (back-ends that need it: Triton kernels, collectives)."""
+    return x.full() if isinstance(x, Rows) else x
 
 
-def _finish(
-    grads: Grads,
-    zs: Sequence[torch.Tensor | None],
-    norms: Sequence[torch.Tensor | None],
-    inv_t: float,
-    needs: Sequence[bool],
-) -> Grads:
+Build = Callable[[list[Rows | None], float, float | None, Sequence[bool]], Objective]
+
+
+def _finish(grads: Grads, zs: Sequence[Rows | None], inv_t: float, needs: Sequence[bool]) -> Grads:
     """Chain the normalisation (in place: the objective's gradients are its own fresh tensors),
     turn d/d(inv_t) into d/d(tau)."""
     gs, d_inv, d_bias = grads
     out: list[torch.Tensor | None] = []
-    for g, z, n, need in zip(gs, zs, norms, needs):
+    for g, z, need in zip(gs, zs, needs):
         if g is None or not need:
             out.append(None)
-        elif n is None:
+            continue
+        z = present(z)
+        if z.norms is None:
             out.append(g)
         else:
-            z = present(z)
-            out.append(chain_normalize_(g.to(z.dtype), z, n))  # (I - z z^T) g / |u|
+            out.append(chain_normalize_(g.to(z.dtype), z, z.norms))  # (I - z z^T) g / |u|
     d_tau = -d_inv * (inv_t * inv_t)  # d/dtau = -inv_t^2 d/d(inv_t)
     return out, d_tau, d_bias
 
@@ -108,17 +116,9 @@ class EngineFn(torch.autograd.Function):
         *inputs: torch.Tensor | None,
     ) -> torch.Tensor:
         ct = compute_dtype(present(inputs[0]).dtype)
-        zs: list[torch.Tensor | None] = []
-        norms: list[torch.Tensor | None] = []
-        for x in inputs:
-            if x is None:
-                zs.append(None)
-                norms.append(None)
-                continue
-            x = x.to(ct)
-            z, n = normalize_rows(x) if normalize else (x, None)  # (n, d), (n, 2)
-            zs.append(z)
-            norms.append(n)
+        # the objectives read z block by block: the normalised (or compute-dtype) rows are
+        # never held next to the inputs
+        zs = [None if x is None else Rows(x, ct, normalize) for x in inputs]  # (n, d) each
         inv_t = 1.0 / float(scalar(temperature))  # type: ignore[arg-type]
         needs = tuple(ctx.needs_input_grad[6:])
         obj = build(zs, inv_t, scalar(bias), needs)
@@ -130,13 +130,14 @@ class EngineFn(torch.autograd.Function):
             getattr(bias, "dtype", None),
         )
         if reduction == "none":
-            ctx.obj, ctx.zs, ctx.norms = obj, zs, norms
+            ctx.obj, ctx.zs = obj, zs
             return obj.losses()
         ref = next(z for z in zs if z is not None)
-        w = obj.mean_weights(ref) if reduction == "mean" else ref.new_ones(obj.n)
+        like = ref.new_empty(0)  # the compute dtype and device
+        w = obj.mean_weights(like) if reduction == "mean" else ref.new_ones(obj.n)
         if want_grad:
             losses, grads = obj.losses_and_grad(w)
-            gs, d_tau, d_bias = _finish(grads, zs, norms, inv_t, needs)
+            gs, d_tau, d_bias = _finish(grads, zs, inv_t, needs)
             # saved (not ctx attributes): autograd frees them as soon as the backward is done
             # with them, so the gradient it returns moves into .grad instead of being copied
             ctx.layout = ([g is not None for g in gs], d_bias is not None)
@@ -154,7 +155,7 @@ class EngineFn(torch.autograd.Function):
         if reduction == "none":
             zs = ctx.zs
             w = g_out.to(next(z for z in zs if z is not None).dtype)  # the upstream weights
-            gs, d_tau, d_bias = _finish(ctx.obj.grad(w), zs, ctx.norms, inv_t, needs[6:])
+            gs, d_tau, d_bias = _finish(ctx.obj.grad(w), zs, inv_t, needs[6:])
             scale: float | torch.Tensor = 1.0
         else:
             has_g, has_bias = ctx.layout

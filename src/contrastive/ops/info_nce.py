@@ -24,7 +24,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .common import positive_index, rolled, rowdot
+from .common import Blocks, positive_index, rolled, rowdot, sub_rows_
 from .engine import Build, Grads, Objective, present
 from .sym_tiles import max_sq_norm, sym_grad, sym_lse
 from .tiles import TileMask, use_fixed_shift
@@ -37,7 +37,7 @@ class InfoNCEObjective(Objective):
 
     def __init__(
         self,
-        zs: list[torch.Tensor | None],
+        zs: Sequence[Blocks | None],
         inv_t: float,
         bias: float | None,
         needs: Sequence[bool],
@@ -45,7 +45,7 @@ class InfoNCEObjective(Objective):
         decoupled: bool,
         bs: int,
     ):
-        z = self.z = present(zs[0])  # (N, d)
+        z = self.z = present(zs[0])  # (N, d) rows, made block by block
         self.n = N = z.shape[0]
         self.inv_t, self.bs = inv_t, bs
         self.p = positive_index(N, z.device)  # (N,) p(i)
@@ -61,16 +61,16 @@ class InfoNCEObjective(Objective):
     def losses(self) -> torch.Tensor:
         z = self.z
         pos = z.new_empty(self.n)  # z_i . z_p(i), the rows z[p] never gathered into a copy
-        for rows, partners in rolled(self.n, self.n // 2):
-            pos[rows] = rowdot(z[rows], z[partners])
+        for i0, p0, n in rolled(self.n, self.n // 2):
+            pos[i0 : i0 + n] = rowdot(z, z, i0, p0, n)
         return self.lse - self.inv_t * pos  # -log P_{i,p(i)}
 
     def grad(self, w: torch.Tensor) -> Grads:
         z, p, inv_t = self.z, self.p, self.inv_t
         g = sym_grad(z, inv_t, self.c, self.lse, w, self.mask, self.bs, self.fixed)  # (WP + (WP)^T) Z
         wp = (w + w[p])[:, None]  # (N, 1)
-        for rows, partners in rolled(self.n, self.n // 2):
-            g[rows].addcmul_(z[partners], wp[rows], value=-1)  # - (W onehot(p) + its transpose) Z
+        for i0, p0, n in rolled(self.n, self.n // 2):
+            sub_rows_(g, z, wp, i0, p0, n)  # - (W onehot(p) + its transpose) Z
         g.mul_(inv_t)  # (WG + (WG)^T) Z / tau
         d_inv = rowdot(z, g).sum() / (2 * inv_t)  # d/d(inv_t)
         return [g], d_inv, None

@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import torch
 
+from .common import Blocks
 from .gemm import tile_mm
 from .tiles import TileBuffers, TileMask, blocks, online_update
 
 
 def rect_lse(
-    x: torch.Tensor,
-    y: torch.Tensor,
+    x: Blocks,
+    y: Blocks,
     inv_t: float,
     c: float,
     mask: TileMask,
@@ -75,8 +76,8 @@ def rect_lse(
 
 
 def rect_grad(
-    x: torch.Tensor,
-    y: torch.Tensor,
+    x: Blocks,
+    y: Blocks,
     inv_t: float,
     c: float,
     mask: TileMask,
@@ -92,8 +93,8 @@ def rect_grad(
     the unmasked entries); the column term only when ``lse_c`` is given, g_Y only if ``need_y``."""
     R, C = x.shape[0], y.shape[0]
     buf = TileBuffers(x.dtype, x.device)
-    gx = torch.zeros_like(x)
-    gy = torch.zeros_like(y) if need_y else y.new_empty(0)
+    gx = x.new_zeros(x.shape)  # (R, d)
+    gy = y.new_zeros(y.shape) if need_y else y.new_empty(0)  # (C, d)
     two = lse_c is not None and v is not None
     lc = lse_c if lse_c is not None else y.new_empty(0)  # (C,) column lse, or unused
     vc = v if v is not None else y.new_empty(0)  # (C,) column weights, or unused
@@ -103,9 +104,11 @@ def rect_grad(
         beta = vc * torch.exp(c - lc)  # v_j / k_j (empty if one-sided)
         shift = x.new_full((1, 1), -c)
     for i0, i1 in blocks(R, bs):
-        xi = x[i0:i1] * inv_t  # (bs, d)
+        x_i = x[i0:i1]  # (bs, d) rows made once per row block
+        xi = x_i * inv_t
         for j0, j1 in blocks(C, bs):
-            E = tile_mm(xi, y[j0:j1], buf.get("E", i1 - i0, j1 - j0), shift)  # S_IJ (- c)
+            y_j = y[j0:j1]
+            E = tile_mm(xi, y_j, buf.get("E", i1 - i0, j1 - j0), shift)  # S_IJ (- c)
             H = buf.get("H", i1 - i0, j1 - j0)
             if fixed:
                 E.exp_()
@@ -121,7 +124,7 @@ def rect_grad(
                     E.sub_(lc[j0:j1][None, :]).exp_()  # column softmax C_IJ
                     mask.apply(E, i0, j0, 0.0)
                     H.addcmul_(E, vc[j0:j1][None, :])
-            gx[i0:i1].addmm_(H, y[j0:j1])  # g_X += dS Y
+            gx[i0:i1].addmm_(H, y_j)  # g_X += dS Y
             if need_y:
-                gy[j0:j1].addmm_(H.T, x[i0:i1])  # g_Y += dS^T X
+                gy[j0:j1].addmm_(H.T, x_i)  # g_Y += dS^T X
     return gx, (gy if need_y else None)

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 import torch
 
 from .clip import shift_bound
-from .common import rowdot
+from .common import Blocks, rowdot, sub_rows_
 from .engine import Build, Grads, Objective, present
 from .rect_tiles import rect_grad, rect_lse
 from .tiles import TileMask, use_fixed_shift
@@ -37,7 +37,7 @@ class RetrievalObjective(Objective):
 
     def __init__(
         self,
-        zs: list[torch.Tensor | None],
+        zs: Sequence[Blocks | None],
         inv_t: float,
         bias: float | None,
         needs: Sequence[bool],
@@ -100,9 +100,11 @@ class RetrievalObjective(Objective):
             ga.add_(ga_n)
             if gn is not None:
                 gn.mul_(inv_t)
-        ga.addcmul_(p, w[:, None], value=-1).mul_(inv_t)  # positives: dS_ii -= w_i
+        sub_rows_(ga, p, w[:, None])  # positives: dS_ii -= w_i
+        ga.mul_(inv_t)
         if gp is not None:
-            gp.addcmul_(a, w[:, None], value=-1).mul_(inv_t)
+            sub_rows_(gp, a, w[:, None])
+            gp.mul_(inv_t)
         d_inv = rowdot(a, ga).sum() / inv_t  # sum_ij dS_ij a_i . c_j
         return [ga, gp, gn], d_inv, None
 

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from .common import rowdot
+from .common import Blocks, rowdot
 from .engine import Build, Grads, Objective, present
 from .gemm import tile_mm
 from .tiles import TileBuffers, blocks
@@ -33,7 +33,7 @@ class SigLIPObjective(Objective):
 
     def __init__(
         self,
-        zs: list[torch.Tensor | None],
+        zs: Sequence[Blocks | None],
         inv_t: float,
         bias: float,
         needs: Sequence[bool],
@@ -52,12 +52,14 @@ class SigLIPObjective(Objective):
         shift = a.new_full((1, 1), self.bias)
         losses = a.new_zeros(B)
         if w is not None:
-            ga, gb = torch.zeros_like(a), torch.zeros_like(b)
+            ga, gb = a.new_zeros(a.shape), b.new_zeros(b.shape)  # (B, d), (C, d)
             d_bias = a.new_zeros(())
         for i0, i1 in blocks(B, bs):
-            ai = a[i0:i1] * inv_t  # (bs, d): 1/tau folded into the row block
+            a_i = a[i0:i1]  # (bs, d) rows made once per row block
+            ai = a_i * inv_t  # 1/tau folded into the row block
             for j0, j1 in blocks(b.shape[0], bs):
-                X = tile_mm(ai, b[j0:j1], buf.get("X", i1 - i0, j1 - j0), shift)  # S_IJ
+                b_j = b[j0:j1]
+                X = tile_mm(ai, b_j, buf.get("X", i1 - i0, j1 - j0), shift)  # S_IJ
                 diag = X.diagonal(self.offset + i0 - j0)  # y = +1 entries (empty off-tile)
                 diag.neg_()  # X = -y S
                 losses[i0:i1] -= F.logsigmoid(X.neg()).sum(1)  # softplus(X) = -log sigmoid(-X)
@@ -67,9 +69,9 @@ class SigLIPObjective(Objective):
                 X.mul_(w[i0:i1, None])
                 X.diagonal(self.offset + i0 - j0).neg_()  # dS = -y w sigmoid(X)
                 d_bias += X.sum()  # d/d(bias) = sum dS
-                ga[i0:i1].addmm_(X, b[j0:j1])  # g_a += dS B
+                ga[i0:i1].addmm_(X, b_j)  # g_a += dS B
                 if self.needs[1]:
-                    gb[j0:j1].addmm_(X.T, a[i0:i1])  # g_b += dS^T A
+                    gb[j0:j1].addmm_(X.T, a_i)  # g_b += dS^T A
         if w is None:
             return losses, None
         d_inv = rowdot(a, ga).sum()  # sum dS_ij a_i . b_j

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .common import ROWS, rowdot
+from .common import ROWS, Blocks, rowdot
 from .engine import Build, Grads, Objective, present
 from .sym_tiles import max_sq_norm, sym_grad, sym_lse
 from .tiles import TileMask, use_fixed_shift
@@ -32,7 +32,7 @@ class SupConObjective(Objective):
 
     def __init__(
         self,
-        zs: list[torch.Tensor | None],
+        zs: Sequence[Blocks | None],
         inv_t: float,
         bias: float | None,
         needs: Sequence[bool],
@@ -46,7 +46,9 @@ class SupConObjective(Objective):
         counts = torch.bincount(self.cls)  # (K,)
         self.npos = (counts[self.cls] - 1).to(z.dtype)  # (N,) n_i = |P(i)|
         self.has = self.npos > 0  # rows that have a positive
-        self.csum = z.new_zeros(counts.shape[0], z.shape[1]).index_add_(0, self.cls, z)  # (K, d) c_y
+        self.csum = z.new_zeros(counts.shape[0], z.shape[1])  # (K, d) c_y = sum_{y_k = y} z_k
+        for i0 in range(0, self.n, ROWS):
+            self.csum.index_add_(0, self.cls[i0 : i0 + ROWS], z[i0 : i0 + ROWS])
         self.mask = TileMask(self_offset=0)
         self.c = inv_t * max_sq_norm(z)
         self.fixed = use_fixed_shift(self.c, z.dtype)

@@ -21,17 +21,17 @@ from __future__ import annotations
 
 import torch
 
-from .common import rowdot
+from .common import Blocks, rowdot
 from .gemm import tile_mm
 from .tiles import TileBuffers, TileMask, blocks, online_update
 
 
-def max_sq_norm(z: torch.Tensor) -> float:
+def max_sq_norm(z: Blocks) -> float:
     """max_i |z_i|^2 (1 for unit rows): the fixed shift is inv_t times this."""
     return float(rowdot(z, z).max())
 
 
-def sym_lse(z: torch.Tensor, inv_t: float, c: float, mask: TileMask, bs: int, fixed: bool) -> torch.Tensor:
+def sym_lse(z: Blocks, inv_t: float, c: float, mask: TileMask, bs: int, fixed: bool) -> torch.Tensor:
     """Pass 1: lse_i = log sum_k [(i, k) not masked] exp(inv_t z_i . z_k), shape (N,)."""
     N = z.shape[0]
     plan = blocks(N, bs)
@@ -64,7 +64,7 @@ def sym_lse(z: torch.Tensor, inv_t: float, c: float, mask: TileMask, bs: int, fi
 
 
 def sym_grad(
-    z: torch.Tensor,
+    z: Blocks,
     inv_t: float,
     c: float,
     lse: torch.Tensor,
@@ -77,15 +77,17 @@ def sym_grad(
     N = z.shape[0]
     plan = blocks(N, bs)
     buf = TileBuffers(z.dtype, z.device)
-    g = torch.zeros_like(z)
+    g = z.new_zeros(z.shape)  # (N, d)
     shift = None
     if fixed:
         a = w * torch.exp(c - lse)  # w_i / r_i
         shift = z.new_full((1, 1), -c)
     for bi, (i0, i1) in enumerate(plan):
-        zi = z[i0:i1] * inv_t  # (bs, d)
+        z_i = z[i0:i1]  # (bs, d) rows made once per row block
+        zi = z_i * inv_t
         for j0, j1 in plan[bi:]:
-            E = tile_mm(zi, z[j0:j1], buf.get("E", i1 - i0, j1 - j0), shift)  # S_IJ (- c)
+            z_j = z_i if j0 == i0 else z[j0:j1]
+            E = tile_mm(zi, z_j, buf.get("E", i1 - i0, j1 - j0), shift)  # S_IJ (- c)
             H = buf.get("H", i1 - i0, j1 - j0)
             if fixed:
                 E.exp_()
@@ -103,8 +105,8 @@ def sym_grad(
                     mask.apply(E, i0, j0, 0.0)
                     H.addcmul_(E, w[j0:j1][None, :])  # + (W_J P_JI)^T
             if i0 == j0:
-                g[i0:i1].addmm_(H, z[i0:i1])  # H symmetric on the diagonal
+                g[i0:i1].addmm_(H, z_i)  # H symmetric on the diagonal
             else:
-                g[i0:i1].addmm_(H, z[j0:j1])  # g_I += H Z_J
-                g[j0:j1].addmm_(H.T, z[i0:i1])  # g_J += H^T Z_I
+                g[i0:i1].addmm_(H, z_j)  # g_I += H Z_J
+                g[j0:j1].addmm_(H.T, z_i)  # g_J += H^T Z_I
     return g

@@ -14,7 +14,8 @@ from collections.abc import Sequence
 
 import torch
 
-from .engine import Build, Grads, Objective, present
+from .common import Blocks
+from .engine import Build, Grads, Objective, present, whole
 
 
 class TritonInfoNCEObjective(Objective):
@@ -22,13 +23,13 @@ class TritonInfoNCEObjective(Objective):
 
     def __init__(
         self,
-        zs: list[torch.Tensor | None],
+        zs: Sequence[Blocks | None],
         inv_t: float,
         exclude_self: bool,
         bs: int | None,
         kernel_dtype: torch.dtype,
     ):
-        self.zk = present(zs[0]).to(kernel_dtype).contiguous()  # (N, d) kernel input
+        self.zk = whole(present(zs[0])).to(kernel_dtype).contiguous()  # (N, d) kernel input
         self.n = self.zk.shape[0]
         self.inv_t, self.exclude_self, self.bs = inv_t, exclude_self, bs
         self.lse: torch.Tensor | None = None
@@ -59,11 +60,9 @@ class TritonInfoNCEObjective(Objective):
 class TritonClipObjective(Objective):
     """Two-tower loss of a, b (N, d) on :func:`contrastive.kernels.clip_triton`."""
 
-    def __init__(
-        self, zs: list[torch.Tensor | None], inv_t: float, bs: int | None, kernel_dtype: torch.dtype
-    ):
-        self.ak = present(zs[0]).to(kernel_dtype).contiguous()
-        self.bk = present(zs[1]).to(kernel_dtype).contiguous()
+    def __init__(self, zs: Sequence[Blocks | None], inv_t: float, bs: int | None, kernel_dtype: torch.dtype):
+        self.ak = whole(present(zs[0])).to(kernel_dtype).contiguous()
+        self.bk = whole(present(zs[1])).to(kernel_dtype).contiguous()
         self.n = self.ak.shape[0]
         self.inv_t, self.bs = inv_t, bs
         self.lse: torch.Tensor | None = None
@@ -93,7 +92,7 @@ def triton_info_nce_objective(exclude_self: bool, bs: int | None, kernel_dtype: 
     """The engine's ``build`` for two-view InfoNCE on the Triton kernels."""
 
     def build(
-        zs: list[torch.Tensor | None], inv_t: float, bias: float | None, needs: Sequence[bool]
+        zs: Sequence[Blocks | None], inv_t: float, bias: float | None, needs: Sequence[bool]
     ) -> Objective:
         return TritonInfoNCEObjective(zs, inv_t, exclude_self, bs, kernel_dtype)
 
@@ -104,7 +103,7 @@ def triton_clip_objective(bs: int | None, kernel_dtype: torch.dtype) -> Build:
     """The engine's ``build`` for the two-tower loss on the Triton kernels."""
 
     def build(
-        zs: list[torch.Tensor | None], inv_t: float, bias: float | None, needs: Sequence[bool]
+        zs: Sequence[Blocks | None], inv_t: float, bias: float | None, needs: Sequence[bool]
     ) -> Objective:
         return TritonClipObjective(zs, inv_t, bs, kernel_dtype)
 
