@@ -113,6 +113,48 @@ def test_no_n_by_n_tensor_is_ever_made(name, reduction):
     assert mode.largest <= 4 * N * d, f"{name}: a tensor of {mode.largest} elements (N^2 = {N * N})"
 
 
+class _LargeStorages(torch.utils._python_dispatch.TorchDispatchMode):
+    """Records every distinct storage of at least ``limit`` bytes that an op produces."""
+
+    def __init__(self, limit):
+        super().__init__()
+        self.limit, self.made = limit, {}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(t, torch.Tensor) and t.untyped_storage().nbytes() >= self.limit:
+                self.made.setdefault(t.untyped_storage().data_ptr(), str(func))
+        return out
+
+
+@pytest.mark.parametrize(
+    "name, want",
+    [("info_nce", 1), ("supcon", 1), ("none", 1), ("clip", 2), ("retrieval", 2), ("siglip", 2)],
+)
+def test_the_loss_holds_only_its_gradients_beyond_the_inputs(name, want):
+    """N = 16384 rows (four of the helpers' 4096-row blocks): forward and backward together
+    make no (N, d)-sized tensor except one gradient per input; the normalised rows, the
+    compute-dtype rows, the positives and the input checks are made a block at a time."""
+    N, d = 16384, 32
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(N, d, generator=g, requires_grad=True)
+    y = torch.randn(N, d, generator=g, requires_grad=True)
+    calls = {
+        "info_nce": lambda: C.nt_xent(x, 0.1),
+        "supcon": lambda: C.supcon_loss(x, torch.arange(N) % 50),
+        "none": lambda: C.nt_xent(x, 0.1, reduction="none").sum(),
+        "clip": lambda: C.clip_loss(x, y),
+        "retrieval": lambda: C.retrieval_loss(x, y, None, symmetric=True),
+        "siglip": lambda: C.siglip_loss(x, y),
+    }
+    with _LargeStorages(N * d * 4 * 3 // 4) as mode:
+        calls[name]().backward()
+    for t in (x, y):
+        mode.made.pop(t.untyped_storage().data_ptr(), None)
+    assert len(mode.made) == want, f"{name}: (N, d)-sized tensors made by {sorted(mode.made.values())}"
+
+
 def test_largest_tensor_probe_sees_the_dense_path():
     """The probe above can fail: the dense reference path holds the N x N logits."""
     N = 256
