@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 from . import _validation as V
-from . import functional as F
+from . import functional
 from ._dist_common import GRADIENTS, _agree, _check_gradient, _device, _dtype_code, _group, _rows
 from .functional import Temperature
 from .objectives import _check_ids, _check_param
@@ -183,7 +183,7 @@ def supcon_loss(
     state = _group(process_group, "supcon_loss")
     if state is None:
         _check_gradient(gradient)
-        return F.supcon_loss(
+        return functional.supcon_loss(
             z,
             labels,
             temperature,
@@ -300,7 +300,7 @@ def retrieval_loss(
     state = _group(process_group, "retrieval_loss")
     if state is None:
         _check_gradient(gradient)
-        return F.retrieval_loss(
+        return functional.retrieval_loss(
             anchors,
             positives,
             negatives,
@@ -461,7 +461,7 @@ def siglip_loss(
     state = _group(process_group, "siglip_loss")
     if state is None:
         _check_gradient(gradient)
-        return F.siglip_loss(
+        return functional.siglip_loss(
             a,
             b,
             temperature,

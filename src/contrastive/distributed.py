@@ -57,7 +57,7 @@ from typing import Any
 import torch
 
 from . import _validation as V
-from . import functional as F
+from . import functional
 from ._dist_common import GRADIENTS, _agree, _check_gradient, _device, _dtype_code, _group, _rows
 from ._dist_objectives import retrieval_loss, siglip_loss, supcon_loss
 from .functional import Temperature
@@ -306,7 +306,7 @@ def info_nce(
     state = _group(process_group, "info_nce")
     if state is None:
         _check_gradient(gradient)
-        return F.info_nce(
+        return functional.info_nce(
             z1,
             z2,
             temperature,
@@ -383,7 +383,7 @@ def clip_loss(
     state = _group(process_group, "clip_loss")
     if state is None:
         _check_gradient(gradient)
-        return F.clip_loss(
+        return functional.clip_loss(
             a,
             b,
             temperature,

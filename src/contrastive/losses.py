@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from . import _validation as V
-from . import functional as F
+from . import functional
 from .ops.cosine_similarity import _packed_to_full
 
 __all__ = [
@@ -44,7 +44,7 @@ class ContrastiveLoss(nn.Module):
         self.reduction = V.check_reduction(reduction)
 
     def forward(self, u: torch.Tensor, v: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return F.contrastive_loss(u, v, y, self.margin, self.reduction)
+        return functional.contrastive_loss(u, v, y, self.margin, self.reduction)
 
     def extra_repr(self) -> str:
         return f"margin={self.margin}, reduction={self.reduction!r}"
@@ -133,7 +133,7 @@ class InfoNCELoss(nn.Module):
         t = self.temperature
         if isinstance(t, torch.Tensor):
             t = t.to(z1.device)
-        return F.info_nce(
+        return functional.info_nce(
             z1,
             z2,
             t,
@@ -187,7 +187,9 @@ class SupConLoss(_Temperature):
         self.reduction = V.check_reduction(reduction)
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return F.supcon_loss(z, labels, self._t(z), normalize=self.normalize, reduction=self.reduction)
+        return functional.supcon_loss(
+            z, labels, self._t(z), normalize=self.normalize, reduction=self.reduction
+        )
 
     def extra_repr(self) -> str:
         return f"temperature={float(self.temperature):.4g}, learn_temperature={self.learn_temperature}"
@@ -231,7 +233,7 @@ class RetrievalLoss(_Temperature):
         negatives: torch.Tensor | None = None,
         positive_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        return F.retrieval_loss(
+        return functional.retrieval_loss(
             anchors,
             positives,
             negatives,
@@ -296,7 +298,7 @@ class ClipLoss(nn.Module):
         return torch.exp(-s)  # tau = 1 / exp(logit_scale)
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return F.clip_loss(
+        return functional.clip_loss(
             a, b, self.temperature.to(a.device), normalize=self.normalize, reduction=self.reduction
         )
 
@@ -348,7 +350,7 @@ class SigLIPLoss(nn.Module):
         return torch.exp(-self.logit_scale)  # tau = 1 / exp(t')
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return F.siglip_loss(
+        return functional.siglip_loss(
             a,
             b,
             self.temperature.to(a.device),
@@ -408,8 +410,8 @@ class CosineMetric(nn.Module):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if self.form == "map":
-            return F.cosine_similarity(x, y, M=self.M.to(x.dtype))
-        return F.cosine_similarity(x, y, A=self.a.to(x.dtype))
+            return functional.cosine_similarity(x, y, M=self.M.to(x.dtype))
+        return functional.cosine_similarity(x, y, A=self.a.to(x.dtype))
 
     @torch.no_grad()
     def project_psd(self, min_eigenvalue: float = 0.0) -> CosineMetric:

@@ -35,9 +35,9 @@ from torch import nn
 
 from ... import distributed as cd
 from ... import retrieval_loss, siglip_loss
-from .. import dist as D
 from .. import loop
 from ..config import ConfigError, OptimConfig, RunConfig, TrainConfig, _choice, _require
+from ..dist import DistConfig, broadcast
 from ..runlog import format_table
 from ..runtime import limit_threads
 from ..text import corpus as TC
@@ -227,7 +227,7 @@ class RetrievalConfig:
     train: TrainConfig = dataclasses.field(default_factory=_train)
     loss: RetrievalLossConfig = dataclasses.field(default_factory=RetrievalLossConfig)
     eval: RetrievalEvalConfig = dataclasses.field(default_factory=RetrievalEvalConfig)
-    dist: D.DistConfig = dataclasses.field(default_factory=D.DistConfig)
+    dist: DistConfig = dataclasses.field(default_factory=DistConfig)
 
 
 @dataclasses.dataclass
@@ -314,10 +314,10 @@ class RetrievalTask(loop.Task):
         # bit-reproducible) and no two processes write one cache file
         dc = self.dist
         if dc.active and not dc.is_main:
-            D.broadcast(None, dc)  # waits for rank 0's caches
+            broadcast(None, dc)  # waits for rank 0's caches
         n = self._prepare()
         if dc.active and dc.is_main:
-            D.broadcast(None, dc)
+            broadcast(None, dc)
         return n
 
     def _prepare(self) -> int:

@@ -31,10 +31,10 @@ from torch import nn
 
 from ... import contrastive_loss
 from ...verification import verification_report
-from .. import dist as D
 from .. import loop
 from ..config import ConfigError, DataConfig, OptimConfig, RunConfig, TrainConfig, _choice, _require
 from ..data import Dataset, Split, load_dataset, stratified_split, to_float
+from ..dist import DistConfig
 from ..evaluate import embed
 from ..models import build_encoder, check_encoder_name
 from ..pairs import label_pairs, neighbour_pairs
@@ -139,7 +139,7 @@ class SiameseConfig:
     optim: OptimConfig = dataclasses.field(default_factory=lambda: OptimConfig(warmup_epochs=1))
     train: TrainConfig = dataclasses.field(default_factory=lambda: TrainConfig(epochs=30, batch_size=128))
     eval: VerifyConfig = dataclasses.field(default_factory=VerifyConfig)
-    dist: D.DistConfig = dataclasses.field(default_factory=D.DistConfig)  # multi-process runs (torchrun)
+    dist: DistConfig = dataclasses.field(default_factory=DistConfig)  # multi-process runs (torchrun)
 
 
 class SiameseModel(nn.Module):

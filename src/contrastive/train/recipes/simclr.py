@@ -25,7 +25,6 @@ from torch import nn
 from ... import distributed as cd
 from ... import info_nce, supcon_loss
 from .. import augment as A
-from .. import dist as D
 from .. import loop
 from ..config import (
     AugmentConfig,
@@ -40,6 +39,7 @@ from ..config import (
     _require,
 )
 from ..data import Dataset, load_dataset, to_float
+from ..dist import DistConfig
 from ..evaluate import alignment, embed, evaluate_features, uniformity
 from ..models import SimCLRModel, build_model
 from ..runlog import format_table
@@ -89,7 +89,7 @@ class SimCLRConfig:
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     loss: LossConfig = dataclasses.field(default_factory=LossConfig)
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
-    dist: D.DistConfig = dataclasses.field(default_factory=D.DistConfig)  # multi-process runs (torchrun)
+    dist: DistConfig = dataclasses.field(default_factory=DistConfig)  # multi-process runs (torchrun)
 
 
 class _Projector(nn.Module):
