@@ -206,9 +206,9 @@ def read_inputs(spec: str, run_dir) -> torch.Tensor:
         x = torch.from_numpy(np.stack(arrays))
         return x[:, None] if x.dim() == 3 else x.permute(0, 3, 1, 2).contiguous()
     if path.suffix == ".npy":
-        return data._as_samples(data._npy(path), path)
+        return data.as_samples(data.read_array(path), path)
     arr = data.read_idx(path)
-    return data._as_samples(arr, path)
+    return data.as_samples(arr, path)
 
 
 def _embed(args: argparse.Namespace) -> int:

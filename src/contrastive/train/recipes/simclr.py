@@ -35,8 +35,8 @@ from ..config import (
     OptimConfig,
     RunConfig,
     TrainConfig,
-    _choice,
-    _require,
+    choice,
+    require,
 )
 from ..data import Dataset, load_dataset, to_float
 from ..dist import DistConfig
@@ -64,13 +64,13 @@ class LossConfig:
     decoupled: bool = False  # info_nce: DCL, the positive left out of the denominator (Yeh et al. 2022)
 
     def __post_init__(self):
-        _choice(self.name, "loss.name", LOSSES)
-        _require(
+        choice(self.name, "loss.name", LOSSES)
+        require(
             self.temperature > 0,
             "loss.temperature",
             f"must be > 0, got {self.temperature}; SimCLR uses 0.1-0.5",
         )
-        _require(
+        require(
             not (self.decoupled and self.name != "info_nce"),
             "loss.decoupled",
             f"applies to loss.name=info_nce only, got loss.name={self.name}",
