@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from . import _validation as V
+from ._deprecation import keyword_only, renamed_keywords
 from .objectives import retrieval_loss, siglip_loss, supcon_loss  # noqa: F401  (re-exported)
 from .ops import compute_dtype
 from .ops.clip import clip_objective
@@ -43,13 +44,14 @@ def _reduce(per_row: torch.Tensor, reduction: str, out_dtype: torch.dtype) -> to
     return per_row.to(out_dtype)
 
 
+@keyword_only(3, ("margin", "reduction"))
 def contrastive_loss(
     u: torch.Tensor,
     v: torch.Tensor,
     y: torch.Tensor,
+    *,
     margin: float = 1.0,
     reduction: str = "mean",
-    *,
     check_finite: bool = True,
 ) -> torch.Tensor:
     r"""Margin contrastive loss on Euclidean distance (Hadsell, Chopra and LeCun 2006).
@@ -77,8 +79,9 @@ def contrastive_loss(
         u: first embeddings of each pair.
         v: second embeddings of each pair.
         y: similarity labels in [0, 1] (1 = similar), float, int or bool.
-        margin: m >= 0; dissimilar pairs farther apart than m cost nothing.
-        reduction: ``'mean'`` | ``'sum'`` | ``'none'``.
+        margin: m >= 0; dissimilar pairs farther apart than m cost nothing. Keyword-only
+            (passing it positionally is deprecated: it warns and works until the next release).
+        reduction: ``'mean'`` | ``'sum'`` | ``'none'``; keyword-only, as ``margin``.
         check_finite: raise on NaN/Inf inputs (one reduction over each input) and on a
             loss that overflows the dtype (one more over the output).
 
@@ -443,9 +446,10 @@ def clip_loss(
     return run_engine(build, [a, b], temperature, normalize=normalize, reduction=reduction)
 
 
+@renamed_keywords({"x": "x1", "y": "x2"})
 def cosine_similarity(
-    x: torch.Tensor,
-    y: torch.Tensor,
+    x1: torch.Tensor,
+    x2: torch.Tensor,
     *,
     M: torch.Tensor | None = None,
     A: torch.Tensor | None = None,
@@ -458,6 +462,9 @@ def cosine_similarity(
         \mathrm{sim}(x, y, M) = \frac{Mx \cdot My}{\lVert Mx \rVert\, \lVert My \rVert}, \qquad
         \mathrm{sim}(x, y, A) = \frac{y^\top A x}{\sqrt{x^\top A x \; y^\top A y}}
 
+    with ``x`` a row of ``x1`` and ``y`` the same row of ``x2`` (the argument names of
+    :func:`torch.nn.functional.cosine_similarity`).
+
     With :math:`A = M^\top M` the two agree. The backward is seed 003's: for ``M``,
     :math:`\partial\,\mathrm{sim} / \partial M_{ij} = [(x_j w_i + v_i y_j) nm - l (x_j v_i m + n y_j w_i)] / (nm)^{3/2}`
     with ``v = Mx, w = My, n = v.v, m = w.w, l = v.w``. ``A`` may be a full ``(d, d)``
@@ -468,15 +475,16 @@ def cosine_similarity(
     errata: ``docs/derivations/cosine_similarity.md``.
 
     Args:
-        x: first items of the pairs.
-        y: second items of the pairs.
+        x1: first items of the pairs (``x`` in the formulas; ``x=`` is a deprecated keyword
+            that warns and works until the next release).
+        x2: second items of the pairs (``y`` in the formulas; ``y=`` deprecated likewise).
         M: optional map ``(k, d)``.
         A: optional symmetric matrix ``(d, d)`` or packed upper triangle ``(d(d+1)/2,)``;
             ``x^T A x`` must be positive (project ``A`` onto the PSD cone, or use ``M``).
         check_finite: raise on NaN/Inf inputs.
 
     Shape:
-        x, y: ``(B, d)``; output ``(B,)``.
+        x1, x2: ``(B, d)``; output ``(B,)``.
 
     Raises:
         ValueError: both ``M`` and ``A``, shapes, NaN/Inf, a zero-norm ``Mx``, a ``(d, d)``
@@ -487,31 +495,31 @@ def cosine_similarity(
     Examples:
         >>> import torch
         >>> from contrastive import cosine_similarity
-        >>> x = torch.tensor([[1.0, 0.0]]); y = torch.tensor([[1.0, 1.0]])
-        >>> cosine_similarity(x, y)
+        >>> x1 = torch.tensor([[1.0, 0.0]]); x2 = torch.tensor([[1.0, 1.0]])
+        >>> cosine_similarity(x1, x2)
         tensor([0.7071])
-        >>> cosine_similarity(x, y, A=torch.diag(torch.tensor([4.0, 1.0])))  # 4 / sqrt(4 * 5)
+        >>> cosine_similarity(x1, x2, A=torch.diag(torch.tensor([4.0, 1.0])))  # 4 / sqrt(4 * 5)
         tensor([0.8944])
     """
-    V.check_tensor("x", x, 2)
-    V.check_tensor("y", y, 2)
-    V.check_same_shape("x", x, "y", y)
-    V.check_same_device("x", x, "y", y)
+    V.check_tensor("x1", x1, 2)
+    V.check_tensor("x2", x2, 2)
+    V.check_same_shape("x1", x1, "x2", x2)
+    V.check_same_device("x1", x1, "x2", x2)
     if M is not None and A is not None:
         raise ValueError("pass M (a linear map) or A (a symmetric matrix), not both")
-    d = x.shape[1]
+    d = x1.shape[1]
     if check_finite:
-        V.check_finite("x", x)
-        V.check_finite("y", y)
+        V.check_finite("x1", x1)
+        V.check_finite("x2", x2)
     if A is None:
         if M is None:
-            M = torch.eye(d, dtype=x.dtype, device=x.device)
+            M = torch.eye(d, dtype=x1.dtype, device=x1.device)
         V.check_tensor("M", M, 2)
         if M.shape[1] != d:
-            raise ValueError(f"M must have shape (k, {d}) to map {d}-dimensional x, got {tuple(M.shape)}")
+            raise ValueError(f"M must have shape (k, {d}) to map {d}-dimensional rows, got {tuple(M.shape)}")
         if check_finite:
             V.check_finite("M", M)
-        return MapCosineFn.apply(x, y, M).to(x.dtype)
+        return MapCosineFn.apply(x1, x2, M).to(x1.dtype)
     if not isinstance(A, torch.Tensor) or not A.dtype.is_floating_point:
         raise TypeError("A must be a floating torch.Tensor, (d, d) or packed (d(d+1)/2,)")
     if A.dim() == 1:
@@ -527,4 +535,4 @@ def cosine_similarity(
     if fn is SymCosineFn:
         check_symmetric(A)
     # the op checks M x != 0 and x^T A x > 0 on its rescaled copies (exact for any scale)
-    return fn.apply(x, y, A).to(x.dtype)
+    return fn.apply(x1, x2, A).to(x1.dtype)

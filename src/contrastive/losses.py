@@ -13,6 +13,7 @@ from torch import nn
 
 from . import _validation as V
 from . import functional
+from ._deprecation import keyword_only, renamed_keywords
 from .ops.cosine_similarity import _packed_to_full
 
 __all__ = [
@@ -30,6 +31,9 @@ __all__ = [
 class ContrastiveLoss(nn.Module):
     """Margin contrastive loss module; see :func:`contrastive.functional.contrastive_loss`.
 
+    ``ContrastiveLoss(margin=1.0, *, reduction="mean")``: ``reduction`` is keyword-only, as in
+    the other loss modules (passing it positionally warns and works until the next release).
+
     Examples:
         >>> import torch
         >>> from contrastive import ContrastiveLoss
@@ -38,13 +42,14 @@ class ContrastiveLoss(nn.Module):
         tensor(0.1716)
     """
 
-    def __init__(self, margin: float = 1.0, reduction: str = "mean"):
+    @keyword_only(2, ("reduction",))  # self, margin
+    def __init__(self, margin: float = 1.0, *, reduction: str = "mean"):
         super().__init__()
         self.margin = V.check_margin(margin)
         self.reduction = V.check_reduction(reduction)
 
     def forward(self, u: torch.Tensor, v: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return functional.contrastive_loss(u, v, y, self.margin, self.reduction)
+        return functional.contrastive_loss(u, v, y, margin=self.margin, reduction=self.reduction)
 
     def extra_repr(self) -> str:
         return f"margin={self.margin}, reduction={self.reduction!r}"
@@ -408,10 +413,13 @@ class CosineMetric(nn.Module):
             return self.M.T @ self.M
         return _packed_to_full(self.a, self.in_dim)
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    @renamed_keywords({"x": "x1", "y": "x2"})
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
+        """The learned cosine of each row pair, ``(B,)``, of ``x1`` and ``x2`` ``(B, in_dim)``
+        (``x=`` / ``y=``: deprecated keyword names, warn until the next release)."""
         if self.form == "map":
-            return functional.cosine_similarity(x, y, M=self.M.to(x.dtype))
-        return functional.cosine_similarity(x, y, A=self.a.to(x.dtype))
+            return functional.cosine_similarity(x1, x2, M=self.M.to(x1.dtype))
+        return functional.cosine_similarity(x1, x2, A=self.a.to(x1.dtype))
 
     @torch.no_grad()
     def project_psd(self, min_eigenvalue: float = 0.0) -> CosineMetric:

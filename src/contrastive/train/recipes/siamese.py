@@ -249,7 +249,7 @@ class SiameseTask(loop.Task):
 
     def loss(self, embeddings: tuple[torch.Tensor, ...], batch: loop.Batch) -> torch.Tensor:
         u, v = embeddings  # (B, embed_dim) each, one forward: shared weights
-        return contrastive_loss(u, v, batch.targets, self.cfg.loss.margin, check_finite=False)
+        return contrastive_loss(u, v, batch.targets, margin=self.cfg.loss.margin, check_finite=False)
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module) -> tuple[dict[str, float], torch.Tensor]:
