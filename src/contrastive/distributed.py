@@ -256,7 +256,7 @@ def info_nce(
             \frac{\exp(z_i \cdot z_{p(i)} / \tau)}{\sum_k [k \ne i]\, \exp(z_i \cdot z_k / \tau)}
 
     exactly :func:`contrastive.info_nce` of the concatenated views, whose value every rank
-    returns. The gradient is seed 002's :math:`(G + G^\top) Z / (N\tau)` split by rows:
+    returns. The gradient is the closed form :math:`(G + G^\top) Z / (N\tau)` split by rows:
     rank ``r`` computes the rows :math:`R_r` of ``G`` (its own samples, both views) against
     all ``N`` columns, keeps :math:`(G Z)_{R_r}` and reduce-scatters
     :math:`G_{R_r}^\top Z_{R_r}`, so the gradient of its embeddings is

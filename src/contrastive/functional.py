@@ -185,11 +185,12 @@ def nt_xent(
         \ell_i = -\log \frac{\exp L_{i,p(i)}}{\sum_{k} [k \ne i]\, \exp L_{ik}}, \qquad
         \mathcal L = \frac1N \sum_i \ell_i
 
-    ``exclude_self=True`` drops ``k = i`` from the denominator (SimCLR, seed 001);
-    ``exclude_self=False`` keeps it (seed 002). ``decoupled=True`` also drops ``k = p(i)``
-    (decoupled contrastive learning, DCL: the positive is left out of the denominator).
-    With ``normalize=True`` the rows are
-    L2-normalised first, so ``L`` holds cosine similarities. The backward is seed 002's
+    ``exclude_self=True`` drops ``k = i`` from the denominator (SimCLR, Chen et al. 2020);
+    ``exclude_self=False`` keeps it (InfoNCE, van den Oord et al. 2018). ``decoupled=True``
+    also drops ``k = p(i)`` (decoupled contrastive learning, DCL: the positive is left out of
+    the denominator). With ``normalize=True`` the rows are L2-normalised first, so ``L``
+    holds cosine similarities. The backward is the closed form of
+    ``docs/derivations/info_nce.md``
 
     .. math::
 
@@ -296,10 +297,11 @@ def info_nce(
             \frac{\exp(z_i \cdot z_{p(i)} / \tau)}{\sum_k [k \ne i]\, \exp(z_i \cdot z_k / \tau)}
 
     The other ``2B - 2`` rows are the negatives of row ``i``. ``exclude_self=True`` is
-    SimCLR's denominator (seed 001), ``False`` keeps ``k = i`` (seed 002). The backward is
+    SimCLR's denominator (Chen et al. 2020), ``False`` keeps ``k = i`` (van den Oord et al.
+    2018). The backward is
     the closed form :math:`(G + G^\top) Z / (N\tau)`, never the autograd of the forward; see
     :func:`nt_xent` for the formulas and ``docs/derivations/info_nce.md`` for the derivation
-    (with the errata of seed 001).
+    (with why a ``1/tau^2`` gradient formula written for it is wrong and not used).
 
     Args:
         z1: embeddings of the first view.
@@ -465,14 +467,15 @@ def cosine_similarity(
     with ``x`` a row of ``x1`` and ``y`` the same row of ``x2`` (the argument names of
     :func:`torch.nn.functional.cosine_similarity`).
 
-    With :math:`A = M^\top M` the two agree. The backward is seed 003's: for ``M``,
+    With :math:`A = M^\top M` the two agree. The backward is CSML's (Nguyen and Bai 2010):
+    for ``M``,
     :math:`\partial\,\mathrm{sim} / \partial M_{ij} = [(x_j w_i + v_i y_j) nm - l (x_j v_i m + n y_j w_i)] / (nm)^{3/2}`
     with ``v = Mx, w = My, n = v.v, m = w.w, l = v.w``. ``A`` may be a full ``(d, d)``
     matrix (every entry its own parameter:
     :math:`(2 y_i x_j nm - lm x_i x_j - ln y_i y_j) / (2 (nm)^{3/2})`) or its ``d(d+1)/2``
-    upper-triangular entries, row-major, whose gradient is the seed's tied form
-    (off-diagonal entries get both terms, diagonal entries one). Derivation and the seed's
-    errata: ``docs/derivations/cosine_similarity.md``.
+    upper-triangular entries, row-major, whose gradient is the tied form
+    (off-diagonal entries get both terms, diagonal entries one). Derivation and the errata
+    of the notes it was written from: ``docs/derivations/cosine_similarity.md``.
 
     Args:
         x1: first items of the pairs (``x`` in the formulas; ``x=`` is a deprecated keyword

@@ -1,7 +1,8 @@
 """Thin ``nn.Module`` wrappers around :mod:`contrastive.functional`.
 
 Each module stores its hyper-parameters and calls the functional form; see there for
-the math. ``CosineMetric`` holds the learnable map or symmetric matrix of seed 003.
+the math. ``CosineMetric`` holds the learnable map or symmetric matrix of CSML
+(Nguyen and Bai 2010; ``docs/derivations/cosine_similarity.md``).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Dense InfoNCE / NT-Xent (seeds 001, 002): holds the N x N logits; the seed's backward.
+"""Dense InfoNCE / NT-Xent (SimCLR, Chen et al. 2020; van den Oord et al. 2018): holds the N x N
+logits; the closed-form backward of docs/derivations/info_nce.md.
 
     L_ij = z_i . z_j / tau,  loss_i = logsumexp_{k (!= i)} L_ik - L_{i,p(i)},  p(i) = (i + N/2) mod N
     d(sum_i w_i loss_i)/dZ = (WG + (WG)^T) Z / tau,  G = P - onehot(p),  W = diag(w)

@@ -9,7 +9,8 @@ Forward on rank r, no N x N matrix anywhere:
     Z = all-gather of [u1_r | u2_r]           (B, 2d) -> (N, d), O(N d) communication
     lse_i, i in R_r: rows Z_R against all N columns (:mod:`.info_nce_rows`)
     loss = all-reduce(sum_{i in R_r} loss_i), divided by N for 'mean'
-Gradient of sum_i w_i loss_i, seed 002's (WG + (WG)^T) Z / tau, split by who holds WG's rows:
+Gradient of sum_i w_i loss_i, (WG + (WG)^T) Z / tau (docs/derivations/info_nce.md), split by
+who holds WG's rows:
     ((WG) Z)_i,  i in R_r      local: the engine's g_rows minus w_i z_p(i)
     ((WG)^T Z)_k               sum over ranks r of ((WG)_{R_r})^T Z_{R_r}: every rank's
                                g_cols (N, d) reduce-scattered to the owner of row k; its one-hot

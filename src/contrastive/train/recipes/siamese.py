@@ -1,4 +1,4 @@
-"""Siamese network with the margin contrastive loss: DrLIM (Hadsell, Chopra, LeCun 2006), seed 000.
+"""Siamese network with the margin contrastive loss: DrLIM (Hadsell, Chopra, LeCun 2006).
 
 An encoder (MLP or the small CNN of :mod:`..models`) followed by a linear map to a
 low-dimensional embedding (2-D by default, as DrLIM) is trained with

@@ -1,4 +1,4 @@
-"""SimCLR (Chen et al. 2020), seed 001's procedure end to end.
+"""SimCLR (Chen et al. 2020): its training procedure end to end.
 
 For every batch: two augmented views of each sample, the encoder f and projection head g,
 ``z = g(f(x))``, the InfoNCE loss on cosine similarities with the self-similarity excluded
@@ -60,7 +60,7 @@ class LossConfig:
         "info_nce"  # info_nce | supcon (every other view of the same class is a positive; needs labels)
     )
     temperature: float = 0.3  # tuned on digits: 0.3-0.4 beat 0.2 and 0.5 for kNN accuracy
-    exclude_self: bool = True  # info_nce: SimCLR's denominator (seed 001); false keeps k = i (seed 002)
+    exclude_self: bool = True  # info_nce: SimCLR's denominator; false keeps k = i (van den Oord 2018)
     decoupled: bool = False  # info_nce: DCL, the positive left out of the denominator (Yeh et al. 2022)
 
     def __post_init__(self):
