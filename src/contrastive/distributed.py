@@ -114,9 +114,9 @@ def _pair_loss(
             normalize,
             check_finite,
         )
-        t_value = float(temperature.detach() if isinstance(temperature, torch.Tensor) else temperature)
+        tau_value = float(temperature.detach() if isinstance(temperature, torch.Tensor) else temperature)
     except (TypeError, ValueError) as e:
-        err, t_value = e, 0.0
+        err, tau_value = e, 0.0
     want_grad = torch.is_grad_enabled() and any(
         isinstance(x, torch.Tensor) and x.requires_grad for x in (a, b, temperature)
     )
@@ -124,7 +124,7 @@ def _pair_loss(
     checks = [
         ("embedding dimension", a.shape[1] if ok else 0),
         ("embedding dtype", _dtype_code(a) if ok else 0),
-        ("temperature", t_value),
+        ("temperature", tau_value),
         ("normalize", bool(normalize)),
         ("reduction", V.REDUCTIONS.index(reduction) if ok else 0),
         ("need for a gradient (requires_grad on the inputs, torch.no_grad)", want_grad),
