@@ -75,9 +75,9 @@ class _Temperature(nn.Module):
     def temperature(self) -> float | torch.Tensor:
         return self.log_temperature.exp() if self.learn_temperature else float(self._temperature)
 
-    def _t(self, ref: torch.Tensor) -> float | torch.Tensor:
-        t = self.temperature
-        return t.to(ref.device) if isinstance(t, torch.Tensor) else t
+    def _temperature_on(self, ref: torch.Tensor) -> float | torch.Tensor:
+        temperature = self.temperature
+        return temperature.to(ref.device) if isinstance(temperature, torch.Tensor) else temperature
 
 
 class InfoNCELoss(nn.Module):
@@ -136,13 +136,13 @@ class InfoNCELoss(nn.Module):
         return self.log_temperature.exp() if self.learn_temperature else float(self._temperature)
 
     def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
-        t = self.temperature
-        if isinstance(t, torch.Tensor):
-            t = t.to(z1.device)
+        temperature = self.temperature
+        if isinstance(temperature, torch.Tensor):
+            temperature = temperature.to(z1.device)
         return functional.info_nce(
             z1,
             z2,
-            t,
+            temperature,
             exclude_self=self.exclude_self,
             normalize=self.normalize,
             reduction=self.reduction,
@@ -194,7 +194,7 @@ class SupConLoss(_Temperature):
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return functional.supcon_loss(
-            z, labels, self._t(z), normalize=self.normalize, reduction=self.reduction
+            z, labels, self._temperature_on(z), normalize=self.normalize, reduction=self.reduction
         )
 
     def extra_repr(self) -> str:
@@ -243,7 +243,7 @@ class RetrievalLoss(_Temperature):
             anchors,
             positives,
             negatives,
-            self._t(anchors),
+            self._temperature_on(anchors),
             symmetric=self.symmetric,
             positive_ids=positive_ids,
             normalize=self.normalize,
