@@ -47,7 +47,7 @@ def test_cosine_similarity_old_keywords_warn_and_work():
     u, v, _ = _pairs()
     M = torch.randn(2, 3, generator=torch.Generator().manual_seed(1))
     new = cosine_similarity(x1=u, x2=v, M=M)
-    with pytest.warns(DeprecationWarning, match=r"y=\.\.\.\) is deprecated.*x2="):
+    with pytest.warns(DeprecationWarning, match=r"\(y=\.\.\.\) is deprecated.*x2="):
         old = cosine_similarity(u, y=v, M=M)
     torch.testing.assert_close(old, new, rtol=0, atol=0)
     with pytest.warns(DeprecationWarning, match=r"x=\.\.\.\) is deprecated.*x1="):
@@ -60,7 +60,9 @@ def test_cosine_similarity_old_keywords_warn_and_work():
 def test_cosine_metric_forward_old_keywords_warn_and_work():
     u, v, _ = _pairs()
     metric = CosineMetric(3, form="symmetric")
-    with pytest.warns(DeprecationWarning, match="x2="):
+    with pytest.warns(
+        DeprecationWarning, match=r"CosineMetric.forward\(x=\.\.\., y=\.\.\.\).*x1=\.\.\., x2="
+    ):
         old = metric(x=u, y=v)
     torch.testing.assert_close(old, metric(x1=u, x2=v), rtol=0, atol=0)
 

@@ -54,12 +54,12 @@ def keyword_only(n_positional: int, names: tuple[str, ...]) -> Callable[[Fn], Fn
                 moved = names[: len(extra)]
                 for name in moved:
                     if name in kwargs:
-                        raise TypeError(f"{fn.__name__}() got {name} both positionally and as {name}=")
+                        raise TypeError(f"{fn.__qualname__}() got {name} both positionally and as {name}=")
                 kwargs.update(zip(moved, extra))
                 args = args[:n_positional]
                 spelled = ", ".join(f"{name}=..." for name in moved)
                 warnings.warn(
-                    f"{fn.__name__}: passing {', '.join(moved)} positionally is deprecated and stops "
+                    f"{fn.__qualname__}: passing {', '.join(moved)} positionally is deprecated and stops "
                     f"working in the next release; pass {spelled} by keyword",
                     DeprecationWarning,
                     stacklevel=2,
@@ -99,20 +99,24 @@ def renamed_keywords(renames: dict[str, str]) -> Callable[[Fn], Fn]:
     def decorate(fn: Fn) -> Fn:
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            for old, new in renames.items():
-                if old in kwargs:
-                    if new in kwargs:
-                        raise TypeError(
-                            f"{fn.__name__}() got both {new}= and {old}=; pass only {new}= "
-                            f"({old}= is its deprecated name)"
-                        )
-                    warnings.warn(
-                        f"{fn.__name__}({old}=...) is deprecated and stops working in the next "
-                        f"release; pass {new}=...",
-                        DeprecationWarning,
-                        stacklevel=2,
+            used = [old for old in renames if old in kwargs]
+            for old in used:
+                new = renames[old]
+                if new in kwargs:
+                    raise TypeError(
+                        f"{fn.__qualname__}() got both {new}= and {old}=; pass only {new}= "
+                        f"({old}= is its deprecated name)"
                     )
-                    kwargs[new] = kwargs.pop(old)
+                kwargs[new] = kwargs.pop(old)
+            if used:  # one warning per call, naming every old keyword it used
+                olds = ", ".join(f"{old}=..." for old in used)
+                news = ", ".join(f"{renames[old]}=..." for old in used)
+                warnings.warn(
+                    f"{fn.__qualname__}({olds}) is deprecated and stops working in the next release; "
+                    f"pass {news}",
+                    DeprecationWarning,
+                    stacklevel=2,
+                )
             return fn(*args, **kwargs)
 
         return wrapper  # type: ignore[return-value]  # same signature as fn for its callers
