@@ -17,6 +17,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from .registry import AUGMENTATIONS, DATASETS, OPTIMIZERS, SCHEDULES, check_encoder_name
+
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
@@ -353,8 +355,6 @@ class DataConfig:
     test_limit: int = 0
 
     def __post_init__(self):
-        from .data import DATASETS
-
         choice(self.name, "data.name", DATASETS)
         require(
             0 < self.test_fraction < 1, "data.test_fraction", f"must be in (0, 1), got {self.test_fraction}"
@@ -391,8 +391,6 @@ class AugmentConfig:
     feature_drop: float = 0.1
 
     def __post_init__(self):
-        from .augment import AUGMENTATIONS
-
         choice(self.kind, "augment.kind", AUGMENTATIONS)
         for key in (
             "affine_p",
@@ -438,8 +436,6 @@ class ModelConfig:
     proj_dim: int = 128
 
     def __post_init__(self):
-        from .models import check_encoder_name
-
         try:
             check_encoder_name(self.encoder)
         except ValueError as err:
@@ -463,8 +459,6 @@ class OptimConfig:
     min_lr_ratio: float = 0.0
 
     def __post_init__(self):
-        from .optim import OPTIMIZERS, SCHEDULES
-
         choice(self.name, "optim.name", OPTIMIZERS)
         choice(self.schedule, "optim.schedule", SCHEDULES)
         require(self.lr > 0 and math.isfinite(self.lr), "optim.lr", f"must be positive, got {self.lr}")

@@ -30,6 +30,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .config import DataConfig
+from .registry import DATASETS
+
 __all__ = [
     "DATASETS",
     "Dataset",
@@ -47,7 +50,6 @@ __all__ = [
     "to_float",
 ]
 
-DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "cifar100", "folder", "npy")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
 
@@ -525,8 +527,6 @@ def _subsample(split: Split, limit: int, seed: int) -> Split:
 
 def load_dataset(cfg) -> Dataset:
     """Load the dataset a ``DataConfig`` names (see the module docstring for the layouts)."""
-    from .config import DataConfig
-
     if not isinstance(cfg, DataConfig):
         raise TypeError(
             f"cfg must be a DataConfig (e.g. DataConfig(name='digits')), got {type(cfg).__name__}"

@@ -39,6 +39,7 @@ from torch import nn
 
 from . import checkpoint, dist
 from . import rundir as R
+from .models import encoder_spec
 from .optim import WarmupCosine, build_optimizer
 from .runlog import MetricsLog, NonFiniteLossError, Progress, new_run_dir
 from .runtime import eval_config, num_threads, read_run, resolve_device, restore, seed_everything, write_run
@@ -129,8 +130,6 @@ class Task:
 
     def __init__(self, cfg: Any, encoder: Any | None = None):
         if encoder is not None:  # the run records where the encoder came from (config.toml's model.encoder)
-            from .models import encoder_spec
-
             cfg = dataclasses.replace(
                 cfg, model=dataclasses.replace(cfg.model, encoder=encoder_spec(encoder))
             )

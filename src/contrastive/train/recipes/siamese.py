@@ -36,8 +36,9 @@ from ..config import ConfigError, DataConfig, OptimConfig, RunConfig, TrainConfi
 from ..data import Dataset, Split, load_dataset, stratified_split, to_float
 from ..dist import DistConfig
 from ..evaluate import embed
-from ..models import build_encoder, check_encoder_name
+from ..models import build_encoder
 from ..pairs import label_pairs, neighbour_pairs
+from ..registry import check_encoder_name
 from ..runlog import format_table
 from ..runtime import channel_stats
 from . import Recipe
