@@ -74,3 +74,14 @@ def test_new_signatures_are_what_introspection_shows():
     assert sig.parameters["margin"].kind is inspect.Parameter.KEYWORD_ONLY
     assert sig.parameters["reduction"].kind is inspect.Parameter.KEYWORD_ONLY
     assert list(inspect.signature(contrastive.cosine_similarity).parameters)[:2] == ["x1", "x2"]
+
+
+def test_recipe_modules_attribute_warns_and_names_the_recipe_modules():
+    from contrastive.train import recipes
+
+    with pytest.warns(DeprecationWarning, match="RECIPES"):
+        names = recipes.RECIPE_MODULES
+    assert names == [m.__name__ for m in recipes.RECIPES]
+    assert set(recipes.available_recipes()) == {"simclr", "siamese", "retrieval"}
+    with pytest.raises(AttributeError):
+        _ = recipes.NO_SUCH_NAME

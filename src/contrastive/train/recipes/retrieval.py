@@ -45,7 +45,7 @@ from ..text.encoders import BagEncoder, DualEncoder, HFEncoder, TransformerTextE
 from ..text.lexical import BM25, TfIdf
 from ..text.metrics import METRICS, evaluate_scorer, rrf_scores
 from ..text.tokenizer import TOKENIZERS, TextTokenizer
-from . import Recipe
+from .base import Recipe
 
 __all__ = [
     "RetrievalConfig",

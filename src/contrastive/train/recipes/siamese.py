@@ -41,7 +41,7 @@ from ..pairs import label_pairs, neighbour_pairs
 from ..registry import check_encoder_name
 from ..runlog import format_table
 from ..runtime import channel_stats
-from . import Recipe
+from .base import Recipe
 
 __all__ = ["SiameseConfig", "SiameseModel", "SiameseTask", "evaluate_run", "load_encoder", "train"]
 

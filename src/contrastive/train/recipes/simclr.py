@@ -44,7 +44,7 @@ from ..evaluate import alignment, embed, evaluate_features, uniformity
 from ..models import SimCLRModel, build_model
 from ..runlog import format_table
 from ..runtime import channel_stats, limit_threads
-from . import Recipe
+from .base import Recipe
 
 __all__ = ["LossConfig", "SimCLRConfig", "SimCLRTask", "evaluate_run", "load_encoder", "train"]
 
