@@ -244,3 +244,15 @@ def test_tensorboard_is_optional(tiny_args, capsys):
         pytest.skip("tensorboard is installed here")
     assert main(["train", "simclr", *tiny_args(**{"run.tensorboard": "true"})]) == 2
     assert "pip install tensorboard" in capsys.readouterr().err
+
+
+def test_recipes_are_imported_by_name_and_recipe_modules_is_deprecated():
+    from contrastive.train import recipes
+
+    assert set(recipes.available_recipes()) == {"simclr", "siamese", "retrieval"}
+    assert [m.RECIPE.name for m in recipes.RECIPES] == ["simclr", "siamese", "retrieval"]
+    with pytest.warns(DeprecationWarning, match="RECIPES"):
+        names = recipes.RECIPE_MODULES
+    assert names == [m.__name__ for m in recipes.RECIPES]
+    with pytest.raises(AttributeError):
+        _ = recipes.NO_SUCH_NAME
