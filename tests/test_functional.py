@@ -2,6 +2,7 @@
 gradcheck, the autograd oracle with grad_output != 1, property tests; and every function's bad
 input. The ops' own numerics (contrastive_loss, cosine_similarity) are in tests/ops/."""
 
+import inspect
 import math
 
 import numpy as np
@@ -262,3 +263,38 @@ def test_check_temperature_device_moved_to_validation_with_a_deprecated_alias():
         assert Fn._check_temperature_device(t, z).shape == ()
     with pytest.raises(ValueError, match="move the bias tensor"):
         V.check_temperature_device(torch.tensor(0.1, device="meta"), z, "bias")
+
+
+def test_contrastive_loss_positional_margin_and_reduction_deprecated():
+    g = torch.Generator().manual_seed(0)
+    u, v = torch.randn(6, 3, generator=g), torch.randn(6, 3, generator=g)
+    y = torch.tensor([1.0, 0.0, 0.5, 1.0, 0.0, 0.0])
+    new = C.contrastive_loss(u, v, y, margin=2.0, reduction="none")
+    with pytest.warns(DeprecationWarning, match="margin, reduction positionally.*margin=.*reduction="):
+        old = C.contrastive_loss(u, v, y, 2.0, "none")
+    torch.testing.assert_close(old, new, rtol=0, atol=0)
+    with pytest.warns(DeprecationWarning, match="margin positionally"):
+        old = C.contrastive_loss(u, v, y, 2.0, reduction="sum")
+    torch.testing.assert_close(old, new.sum(), rtol=0, atol=0)
+    assert not torch.equal(new, C.contrastive_loss(u, v, y, reduction="none"))  # the margin took effect
+    with pytest.raises(TypeError, match="margin both"):
+        C.contrastive_loss(u, v, y, 2.0, margin=2.0)
+    sig = inspect.signature(C.contrastive_loss).parameters
+    assert sig["margin"].kind is sig["reduction"].kind is inspect.Parameter.KEYWORD_ONLY
+
+
+def test_cosine_similarity_x1_x2_and_the_deprecated_x_y_keywords():
+    g = torch.Generator().manual_seed(0)
+    x1, x2, M = torch.randn(5, 3, generator=g), torch.randn(5, 3, generator=g), torch.randn(2, 3, generator=g)
+    new = C.cosine_similarity(x1=x1, x2=x2, M=M)
+    with pytest.warns(DeprecationWarning, match=r"cosine_similarity\(y=\.\.\.\) is deprecated.*x2="):
+        old = C.cosine_similarity(x1, y=x2, M=M)
+    torch.testing.assert_close(old, new, rtol=0, atol=0)
+    with pytest.warns(DeprecationWarning, match=r"\(x=\.\.\., y=\.\.\.\) is deprecated.*x1=\.\.\., x2="):
+        old = C.cosine_similarity(x=x1, y=x2, M=M)
+    torch.testing.assert_close(old, new, rtol=0, atol=0)
+    with pytest.raises(TypeError, match="both x2= and y="):
+        C.cosine_similarity(x1, x2=x2, y=x2)
+    with pytest.raises(ValueError, match="x2 must have"):  # messages name the new arguments
+        C.cosine_similarity(x1, x2[:4])
+    assert list(inspect.signature(C.cosine_similarity).parameters)[:2] == ["x1", "x2"]

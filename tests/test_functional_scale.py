@@ -24,7 +24,7 @@ import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-import contrastive.functional as F
+from contrastive import functional
 
 TOL = {torch.float64: 1e-10, torch.float32: 1e-5, torch.bfloat16: 3e-2, torch.float16: 2e-2}
 # (dtype, largest |log10 scale|, id)
@@ -60,19 +60,19 @@ def _rows(rng, n=6, d=4):
 
 CASES: dict[str, Case] = {
     "cosine_similarity": Case(
-        lambda r: {"x": _rows(r), "y": _rows(r)}, lambda x, y: F.cosine_similarity(x, y)
+        lambda r: {"x": _rows(r), "y": _rows(r)}, lambda x, y: functional.cosine_similarity(x, y)
     ),
     "cosine_similarity(M)": Case(
         lambda r: {"x": _rows(r), "y": _rows(r), "M": r.normal(size=(3, 4))},
-        lambda x, y, M: F.cosine_similarity(x, y, M=M),
+        lambda x, y, M: functional.cosine_similarity(x, y, M=M),
     ),
     "cosine_similarity(A full)": Case(
         lambda r: {"x": _rows(r), "y": _rows(r), "A": _spd(r, 4)},
-        lambda x, y, A: F.cosine_similarity(x, y, A=A),
+        lambda x, y, A: functional.cosine_similarity(x, y, A=A),
     ),
     "cosine_similarity(A packed)": Case(
         lambda r: {"x": _rows(r), "y": _rows(r), "a": _spd(r, 4)[np.triu_indices(4)]},
-        lambda x, y, a: F.cosine_similarity(x, y, A=a),
+        lambda x, y, a: functional.cosine_similarity(x, y, A=a),
     ),
     # margin m s with rows s: L(s u, s v; s m) = s^2 L(u, v; m)
     "contrastive_loss": Case(
@@ -82,36 +82,38 @@ CASES: dict[str, Case] = {
             "margin": np.array(2.0),
             "y": np.array([0.0, 1.0, 0.3, 0.0, 1.0, 0.7]),
         },
-        lambda u, v, margin, y: F.contrastive_loss(u, v, y, margin=float(margin), reduction="none"),
+        lambda u, v, margin, y: functional.contrastive_loss(u, v, y, margin=float(margin), reduction="none"),
         value_degree=2,
         grad_degree=1,
         fixed=("y",),
     ),
     "info_nce": Case(
-        lambda r: {"z1": _rows(r), "z2": _rows(r)}, lambda z1, z2: F.info_nce(z1, z2, 0.5, reduction="none")
+        lambda r: {"z1": _rows(r), "z2": _rows(r)},
+        lambda z1, z2: functional.info_nce(z1, z2, 0.5, reduction="none"),
     ),
     "nt_xent": Case(
-        lambda r: {"z": _rows(r)}, lambda z: F.nt_xent(z, 0.5, exclude_self=False, reduction="none")
+        lambda r: {"z": _rows(r)}, lambda z: functional.nt_xent(z, 0.5, exclude_self=False, reduction="none")
     ),
     "clip_loss": Case(
-        lambda r: {"a": _rows(r), "b": _rows(r)}, lambda a, b: F.clip_loss(a, b, 0.3, reduction="none")
+        lambda r: {"a": _rows(r), "b": _rows(r)},
+        lambda a, b: functional.clip_loss(a, b, 0.3, reduction="none"),
     ),
     "info_nce(decoupled)": Case(
         lambda r: {"z1": _rows(r), "z2": _rows(r)},
-        lambda z1, z2: F.info_nce(z1, z2, 0.5, decoupled=True, reduction="none"),
+        lambda z1, z2: functional.info_nce(z1, z2, 0.5, decoupled=True, reduction="none"),
     ),
     "supcon_loss": Case(
         lambda r: {"z": _rows(r), "labels": np.array([0, 1, 0, 2, 1, 0])},
-        lambda z, labels: F.supcon_loss(z, labels.long(), 0.5, reduction="none"),
+        lambda z, labels: functional.supcon_loss(z, labels.long(), 0.5, reduction="none"),
         fixed=("labels",),
     ),
     "retrieval_loss": Case(
         lambda r: {"q": _rows(r, 3), "p": _rows(r, 3), "n": r.normal(size=(3, 2, 4))},
-        lambda q, p, n: F.retrieval_loss(q, p, n, 0.5, symmetric=True, reduction="none"),
+        lambda q, p, n: functional.retrieval_loss(q, p, n, 0.5, symmetric=True, reduction="none"),
     ),
     "siglip_loss": Case(
         lambda r: {"a": _rows(r), "b": _rows(r)},
-        lambda a, b: F.siglip_loss(a, b, 0.5, -1.0, reduction="none"),
+        lambda a, b: functional.siglip_loss(a, b, 0.5, -1.0, reduction="none"),
     ),
 }
 
@@ -206,7 +208,7 @@ def test_cosine_issue_scales(exponent):
     x, y = torch.randn(5, 3), torch.randn(5, 3)
     s = 10.0**exponent
     torch.testing.assert_close(
-        F.cosine_similarity(x * s, y * s), F.cosine_similarity(x, y), rtol=1e-5, atol=1e-6
+        functional.cosine_similarity(x * s, y * s), functional.cosine_similarity(x, y), rtol=1e-5, atol=1e-6
     )
 
 
@@ -214,13 +216,13 @@ def test_contrastive_loss_issue_distances():
     """D = 2e19 gave inf and D = 3e19 NaN in float32: the loss is 2e38 (fits) and 0 (y = 0)."""
     u = torch.zeros(2, 3)
     v = torch.tensor([[2e19, 0.0, 0.0], [3e19, 0.0, 0.0]], requires_grad=True)
-    out = F.contrastive_loss(u, v, torch.tensor([1.0, 0.0]), reduction="none")
+    out = functional.contrastive_loss(u, v, torch.tensor([1.0, 0.0]), reduction="none")
     assert out.tolist() == [pytest.approx(2e38, rel=1e-6), 0.0]
     out.sum().backward()
     assert torch.isfinite(v.grad).all() and v.grad[1].abs().max() == 0
     with pytest.raises(ValueError, match="overflows float32.*float64"):
-        F.contrastive_loss(u, v.detach(), torch.tensor([1.0, 1.0]), reduction="none")  # 4.5e38
-    assert F.contrastive_loss(
+        functional.contrastive_loss(u, v.detach(), torch.tensor([1.0, 1.0]), reduction="none")  # 4.5e38
+    assert functional.contrastive_loss(
         u.double(), v.detach().double(), torch.tensor([1.0, 1.0]).double(), reduction="sum"
     ).item() == pytest.approx(2e38 + 4.5e38)
 
@@ -229,20 +231,20 @@ def test_tiny_rows_are_directions():
     """Rows of norm ~1e-25 are valid directions; only exact zeros are refused."""
     x = torch.randn(4, 3) * 1e-25
     torch.testing.assert_close(
-        F.cosine_similarity(x, x.flip(0)), F.cosine_similarity(x * 1e25, x.flip(0) * 1e25)
+        functional.cosine_similarity(x, x.flip(0)), functional.cosine_similarity(x * 1e25, x.flip(0) * 1e25)
     )
     z = torch.randn(4, 3)
     z[2] = 0
     with pytest.raises(ValueError, match="zero-norm row \\(row 2\\)"):
-        F.nt_xent(z)
+        functional.nt_xent(z)
     with pytest.raises(ValueError, match="zero vector"):
-        F.cosine_similarity(z, torch.randn(4, 3), M=torch.randn(2, 3))
+        functional.cosine_similarity(z, torch.randn(4, 3), M=torch.randn(2, 3))
 
 
 def test_nonsymmetric_A_refused():
     A = torch.tensor([[1.0, 2.0], [0.0, 1.0]])
     with pytest.raises(ValueError, match="not symmetric.*\\(A \\+ A.T\\) / 2"):
-        F.cosine_similarity(torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]]), A=A)
+        functional.cosine_similarity(torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]]), A=A)
     # rounding-level asymmetry (A = M^T M computed in float32) is accepted
     M = torch.randn(5, 5)
-    assert torch.isfinite(F.cosine_similarity(torch.randn(3, 5), torch.randn(3, 5), A=M.T @ M)).all()
+    assert torch.isfinite(functional.cosine_similarity(torch.randn(3, 5), torch.randn(3, 5), A=M.T @ M)).all()

@@ -6,8 +6,7 @@ import warnings
 import pytest
 import torch
 
-import contrastive.functional as F
-from contrastive import InfoNCELoss
+from contrastive import InfoNCELoss, functional
 from contrastive import _validation as V
 
 
@@ -17,25 +16,27 @@ def test_bool_flags_refuse_non_bools(arg, value):
     """exclude_self='no' was taken as True (a non-empty string is truthy)."""
     z = torch.randn(4, 3)
     with pytest.raises(TypeError, match=f"{arg} must be True or False, got {value!r}"):
-        F.info_nce(z, z, **{arg: value})
+        functional.info_nce(z, z, **{arg: value})
 
 
 def test_bool_flags_accept_bools():
     z = torch.randn(4, 3)
-    assert torch.isfinite(F.info_nce(z, z, exclude_self=False, normalize=torch.tensor(True)))
+    assert torch.isfinite(functional.info_nce(z, z, exclude_self=False, normalize=torch.tensor(True)))
     with pytest.raises(TypeError, match="normalize must be True or False"):
-        F.clip_loss(z, z, normalize="yes")
+        functional.clip_loss(z, z, normalize="yes")
 
 
 @pytest.mark.parametrize(
     "call",
     [
-        lambda m: F.info_nce(m, m),
-        lambda m: F.clip_loss(m, m),
-        lambda m: F.contrastive_loss(m, m, torch.ones(4)),
-        lambda m: F.cosine_similarity(m, m),
-        lambda m: F.cosine_similarity(torch.randn(4, 3), torch.randn(4, 3), A=torch.eye(3, device="meta")),
-        lambda m: F.info_nce(torch.randn(4, 3), torch.randn(4, 3), torch.tensor(0.5, device="meta")),
+        lambda m: functional.info_nce(m, m),
+        lambda m: functional.clip_loss(m, m),
+        lambda m: functional.contrastive_loss(m, m, torch.ones(4)),
+        lambda m: functional.cosine_similarity(m, m),
+        lambda m: functional.cosine_similarity(
+            torch.randn(4, 3), torch.randn(4, 3), A=torch.eye(3, device="meta")
+        ),
+        lambda m: functional.info_nce(torch.randn(4, 3), torch.randn(4, 3), torch.tensor(0.5, device="meta")),
     ],
 )
 def test_meta_tensors_get_a_clear_error(call):
@@ -56,7 +57,7 @@ def test_learned_temperature_out_of_range_names_the_parameter(log_t):
 
 def test_fixed_temperature_message_unchanged():
     with pytest.raises(ValueError, match="temperature must be positive and finite, got inf"):
-        F.info_nce(torch.randn(4, 3), torch.randn(4, 3), math.inf)
+        functional.info_nce(torch.randn(4, 3), torch.randn(4, 3), math.inf)
 
 
 def test_nonzero_rows_is_exact_and_the_old_name_is_a_deprecated_alias():

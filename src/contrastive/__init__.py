@@ -1,8 +1,9 @@
 """contrastive: contrastive objectives for training embedding models.
 
 Every objective has a NumPy float64 reference (:mod:`contrastive.reference`), a torch op
-whose backward is the analytic gradient of the seed derivations, and a validated public
-function here. See the README for a quickstart.
+whose backward is the analytic gradient derived in ``docs/derivations/`` (one document per
+objective; its index names each objective's paper), and a validated public function here.
+See the README for a quickstart.
 """
 
 from .functional import (

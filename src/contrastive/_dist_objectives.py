@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 from . import _validation as V
-from . import functional as F
+from . import functional
 from ._dist_common import GRADIENTS, _agree, _check_gradient, _device, _dtype_code, _group, _rows
 from .functional import Temperature
 from .objectives import _check_ids, _check_param
@@ -61,7 +61,7 @@ def _objective_loss(
     labels or ids), :class:`~contrastive.ops.engine.EngineFn` runs it and the loss value is
     all-reduced."""
     group, rank, world = state
-    err, counts, settings, t_value, b_value = None, None, None, 0.0, 0.0
+    err, counts, settings, tau_value, b_value = None, None, None, 0.0, 0.0
     x0 = inputs[0]
     try:
         _check_gradient(gradient)
@@ -69,7 +69,7 @@ def _objective_loss(
         V.check_reduction(reduction)
         counts, settings = validate()
         temperature = _check_param("temperature", temperature, x0, True)
-        t_value = float(temperature.detach() if isinstance(temperature, torch.Tensor) else temperature)
+        tau_value = float(temperature.detach() if isinstance(temperature, torch.Tensor) else temperature)
         if bias is not None:
             bias = _check_param("bias", bias, x0, False)
             b_value = float(bias.detach() if isinstance(bias, torch.Tensor) else bias)
@@ -82,7 +82,7 @@ def _objective_loss(
     checks = [
         ("embedding dimension", x0.shape[-1] if ok else 0),
         ("embedding dtype", _dtype_code(x0) if ok else 0),
-        ("temperature", t_value),
+        ("temperature", tau_value),
         ("bias", b_value),
         ("normalize", bool(normalize)),
         ("reduction", V.REDUCTIONS.index(reduction) if ok else 0),
@@ -183,7 +183,7 @@ def supcon_loss(
     state = _group(process_group, "supcon_loss")
     if state is None:
         _check_gradient(gradient)
-        return F.supcon_loss(
+        return functional.supcon_loss(
             z,
             labels,
             temperature,
@@ -300,7 +300,7 @@ def retrieval_loss(
     state = _group(process_group, "retrieval_loss")
     if state is None:
         _check_gradient(gradient)
-        return F.retrieval_loss(
+        return functional.retrieval_loss(
             anchors,
             positives,
             negatives,
@@ -461,7 +461,7 @@ def siglip_loss(
     state = _group(process_group, "siglip_loss")
     if state is None:
         _check_gradient(gradient)
-        return F.siglip_loss(
+        return functional.siglip_loss(
             a,
             b,
             temperature,

@@ -57,7 +57,7 @@ from typing import Any
 import torch
 
 from . import _validation as V
-from . import functional as F
+from . import functional
 from ._dist_common import GRADIENTS, _agree, _check_gradient, _device, _dtype_code, _group, _rows
 from ._dist_objectives import retrieval_loss, siglip_loss, supcon_loss
 from .functional import Temperature
@@ -114,9 +114,9 @@ def _pair_loss(
             normalize,
             check_finite,
         )
-        t_value = float(temperature.detach() if isinstance(temperature, torch.Tensor) else temperature)
+        tau_value = float(temperature.detach() if isinstance(temperature, torch.Tensor) else temperature)
     except (TypeError, ValueError) as e:
-        err, t_value = e, 0.0
+        err, tau_value = e, 0.0
     want_grad = torch.is_grad_enabled() and any(
         isinstance(x, torch.Tensor) and x.requires_grad for x in (a, b, temperature)
     )
@@ -124,7 +124,7 @@ def _pair_loss(
     checks = [
         ("embedding dimension", a.shape[1] if ok else 0),
         ("embedding dtype", _dtype_code(a) if ok else 0),
-        ("temperature", t_value),
+        ("temperature", tau_value),
         ("normalize", bool(normalize)),
         ("reduction", V.REDUCTIONS.index(reduction) if ok else 0),
         ("need for a gradient (requires_grad on the inputs, torch.no_grad)", want_grad),
@@ -256,7 +256,7 @@ def info_nce(
             \frac{\exp(z_i \cdot z_{p(i)} / \tau)}{\sum_k [k \ne i]\, \exp(z_i \cdot z_k / \tau)}
 
     exactly :func:`contrastive.info_nce` of the concatenated views, whose value every rank
-    returns. The gradient is seed 002's :math:`(G + G^\top) Z / (N\tau)` split by rows:
+    returns. The gradient is the closed form :math:`(G + G^\top) Z / (N\tau)` split by rows:
     rank ``r`` computes the rows :math:`R_r` of ``G`` (its own samples, both views) against
     all ``N`` columns, keeps :math:`(G Z)_{R_r}` and reduce-scatters
     :math:`G_{R_r}^\top Z_{R_r}`, so the gradient of its embeddings is
@@ -306,7 +306,7 @@ def info_nce(
     state = _group(process_group, "info_nce")
     if state is None:
         _check_gradient(gradient)
-        return F.info_nce(
+        return functional.info_nce(
             z1,
             z2,
             temperature,
@@ -383,7 +383,7 @@ def clip_loss(
     state = _group(process_group, "clip_loss")
     if state is None:
         _check_gradient(gradient)
-        return F.clip_loss(
+        return functional.clip_loss(
             a,
             b,
             temperature,

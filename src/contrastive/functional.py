@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from . import _validation as V
+from ._deprecation import keyword_only, renamed_keywords
 from .objectives import retrieval_loss, siglip_loss, supcon_loss  # noqa: F401  (re-exported)
 from .ops import compute_dtype
 from .ops.clip import clip_objective
@@ -43,13 +44,14 @@ def _reduce(per_row: torch.Tensor, reduction: str, out_dtype: torch.dtype) -> to
     return per_row.to(out_dtype)
 
 
+@keyword_only(3, ("margin", "reduction"))
 def contrastive_loss(
     u: torch.Tensor,
     v: torch.Tensor,
     y: torch.Tensor,
+    *,
     margin: float = 1.0,
     reduction: str = "mean",
-    *,
     check_finite: bool = True,
 ) -> torch.Tensor:
     r"""Margin contrastive loss on Euclidean distance (Hadsell, Chopra and LeCun 2006).
@@ -77,8 +79,9 @@ def contrastive_loss(
         u: first embeddings of each pair.
         v: second embeddings of each pair.
         y: similarity labels in [0, 1] (1 = similar), float, int or bool.
-        margin: m >= 0; dissimilar pairs farther apart than m cost nothing.
-        reduction: ``'mean'`` | ``'sum'`` | ``'none'``.
+        margin: m >= 0; dissimilar pairs farther apart than m cost nothing. Keyword-only
+            (passing it positionally is deprecated: it warns and works until the next release).
+        reduction: ``'mean'`` | ``'sum'`` | ``'none'``; keyword-only, as ``margin``.
         check_finite: raise on NaN/Inf inputs (one reduction over each input) and on a
             loss that overflows the dtype (one more over the output).
 
@@ -182,11 +185,12 @@ def nt_xent(
         \ell_i = -\log \frac{\exp L_{i,p(i)}}{\sum_{k} [k \ne i]\, \exp L_{ik}}, \qquad
         \mathcal L = \frac1N \sum_i \ell_i
 
-    ``exclude_self=True`` drops ``k = i`` from the denominator (SimCLR, seed 001);
-    ``exclude_self=False`` keeps it (seed 002). ``decoupled=True`` also drops ``k = p(i)``
-    (decoupled contrastive learning, DCL: the positive is left out of the denominator).
-    With ``normalize=True`` the rows are
-    L2-normalised first, so ``L`` holds cosine similarities. The backward is seed 002's
+    ``exclude_self=True`` drops ``k = i`` from the denominator (SimCLR, Chen et al. 2020);
+    ``exclude_self=False`` keeps it (InfoNCE, van den Oord et al. 2018). ``decoupled=True``
+    also drops ``k = p(i)`` (decoupled contrastive learning, DCL: the positive is left out of
+    the denominator). With ``normalize=True`` the rows are L2-normalised first, so ``L``
+    holds cosine similarities. The backward is the closed form of
+    ``docs/derivations/info_nce.md``
 
     .. math::
 
@@ -293,10 +297,11 @@ def info_nce(
             \frac{\exp(z_i \cdot z_{p(i)} / \tau)}{\sum_k [k \ne i]\, \exp(z_i \cdot z_k / \tau)}
 
     The other ``2B - 2`` rows are the negatives of row ``i``. ``exclude_self=True`` is
-    SimCLR's denominator (seed 001), ``False`` keeps ``k = i`` (seed 002). The backward is
+    SimCLR's denominator (Chen et al. 2020), ``False`` keeps ``k = i`` (van den Oord et al.
+    2018). The backward is
     the closed form :math:`(G + G^\top) Z / (N\tau)`, never the autograd of the forward; see
     :func:`nt_xent` for the formulas and ``docs/derivations/info_nce.md`` for the derivation
-    (with the errata of seed 001).
+    (with why a ``1/tau^2`` gradient formula written for it is wrong and not used).
 
     Args:
         z1: embeddings of the first view.
@@ -443,9 +448,10 @@ def clip_loss(
     return run_engine(build, [a, b], temperature, normalize=normalize, reduction=reduction)
 
 
+@renamed_keywords({"x": "x1", "y": "x2"})
 def cosine_similarity(
-    x: torch.Tensor,
-    y: torch.Tensor,
+    x1: torch.Tensor,
+    x2: torch.Tensor,
     *,
     M: torch.Tensor | None = None,
     A: torch.Tensor | None = None,
@@ -458,25 +464,30 @@ def cosine_similarity(
         \mathrm{sim}(x, y, M) = \frac{Mx \cdot My}{\lVert Mx \rVert\, \lVert My \rVert}, \qquad
         \mathrm{sim}(x, y, A) = \frac{y^\top A x}{\sqrt{x^\top A x \; y^\top A y}}
 
-    With :math:`A = M^\top M` the two agree. The backward is seed 003's: for ``M``,
+    with ``x`` a row of ``x1`` and ``y`` the same row of ``x2`` (the argument names of
+    :func:`torch.nn.functional.cosine_similarity`).
+
+    With :math:`A = M^\top M` the two agree. The backward is CSML's (Nguyen and Bai 2010):
+    for ``M``,
     :math:`\partial\,\mathrm{sim} / \partial M_{ij} = [(x_j w_i + v_i y_j) nm - l (x_j v_i m + n y_j w_i)] / (nm)^{3/2}`
     with ``v = Mx, w = My, n = v.v, m = w.w, l = v.w``. ``A`` may be a full ``(d, d)``
     matrix (every entry its own parameter:
     :math:`(2 y_i x_j nm - lm x_i x_j - ln y_i y_j) / (2 (nm)^{3/2})`) or its ``d(d+1)/2``
-    upper-triangular entries, row-major, whose gradient is the seed's tied form
-    (off-diagonal entries get both terms, diagonal entries one). Derivation and the seed's
-    errata: ``docs/derivations/cosine_similarity.md``.
+    upper-triangular entries, row-major, whose gradient is the tied form
+    (off-diagonal entries get both terms, diagonal entries one). Derivation and the errata
+    of the notes it was written from: ``docs/derivations/cosine_similarity.md``.
 
     Args:
-        x: first items of the pairs.
-        y: second items of the pairs.
+        x1: first items of the pairs (``x`` in the formulas; ``x=`` is a deprecated keyword
+            that warns and works until the next release).
+        x2: second items of the pairs (``y`` in the formulas; ``y=`` deprecated likewise).
         M: optional map ``(k, d)``.
         A: optional symmetric matrix ``(d, d)`` or packed upper triangle ``(d(d+1)/2,)``;
             ``x^T A x`` must be positive (project ``A`` onto the PSD cone, or use ``M``).
         check_finite: raise on NaN/Inf inputs.
 
     Shape:
-        x, y: ``(B, d)``; output ``(B,)``.
+        x1, x2: ``(B, d)``; output ``(B,)``.
 
     Raises:
         ValueError: both ``M`` and ``A``, shapes, NaN/Inf, a zero-norm ``Mx``, a ``(d, d)``
@@ -487,31 +498,31 @@ def cosine_similarity(
     Examples:
         >>> import torch
         >>> from contrastive import cosine_similarity
-        >>> x = torch.tensor([[1.0, 0.0]]); y = torch.tensor([[1.0, 1.0]])
-        >>> cosine_similarity(x, y)
+        >>> x1 = torch.tensor([[1.0, 0.0]]); x2 = torch.tensor([[1.0, 1.0]])
+        >>> cosine_similarity(x1, x2)
         tensor([0.7071])
-        >>> cosine_similarity(x, y, A=torch.diag(torch.tensor([4.0, 1.0])))  # 4 / sqrt(4 * 5)
+        >>> cosine_similarity(x1, x2, A=torch.diag(torch.tensor([4.0, 1.0])))  # 4 / sqrt(4 * 5)
         tensor([0.8944])
     """
-    V.check_tensor("x", x, 2)
-    V.check_tensor("y", y, 2)
-    V.check_same_shape("x", x, "y", y)
-    V.check_same_device("x", x, "y", y)
+    V.check_tensor("x1", x1, 2)
+    V.check_tensor("x2", x2, 2)
+    V.check_same_shape("x1", x1, "x2", x2)
+    V.check_same_device("x1", x1, "x2", x2)
     if M is not None and A is not None:
         raise ValueError("pass M (a linear map) or A (a symmetric matrix), not both")
-    d = x.shape[1]
+    d = x1.shape[1]
     if check_finite:
-        V.check_finite("x", x)
-        V.check_finite("y", y)
+        V.check_finite("x1", x1)
+        V.check_finite("x2", x2)
     if A is None:
         if M is None:
-            M = torch.eye(d, dtype=x.dtype, device=x.device)
+            M = torch.eye(d, dtype=x1.dtype, device=x1.device)
         V.check_tensor("M", M, 2)
         if M.shape[1] != d:
-            raise ValueError(f"M must have shape (k, {d}) to map {d}-dimensional x, got {tuple(M.shape)}")
+            raise ValueError(f"M must have shape (k, {d}) to map {d}-dimensional rows, got {tuple(M.shape)}")
         if check_finite:
             V.check_finite("M", M)
-        return MapCosineFn.apply(x, y, M).to(x.dtype)
+        return MapCosineFn.apply(x1, x2, M).to(x1.dtype)
     if not isinstance(A, torch.Tensor) or not A.dtype.is_floating_point:
         raise TypeError("A must be a floating torch.Tensor, (d, d) or packed (d(d+1)/2,)")
     if A.dim() == 1:
@@ -527,4 +538,4 @@ def cosine_similarity(
     if fn is SymCosineFn:
         check_symmetric(A)
     # the op checks M x != 0 and x^T A x > 0 on its rescaled copies (exact for any scale)
-    return fn.apply(x, y, A).to(x.dtype)
+    return fn.apply(x1, x2, A).to(x1.dtype)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from . import functional as F
+from . import functional
 from .reference import contrastive_loss as ref_cl
 from .reference import cosine_similarity as ref_cs
 from .reference import info_nce as ref_nce
@@ -108,7 +108,8 @@ class ContrastiveCase(Case):
 
     def torch_value(self, t):
         return (
-            F.contrastive_loss(t["u"], t["v"], t["y"], margin=2.0, reduction="none").double() * t["w"]
+            functional.contrastive_loss(t["u"], t["v"], t["y"], margin=2.0, reduction="none").double()
+            * t["w"]
         ).sum()
 
 
@@ -130,7 +131,7 @@ class InfoNCECase(Case):
 
     def torch_value(self, t):
         B = t["z"].shape[0] // 2
-        per_row = F.info_nce(
+        per_row = functional.info_nce(
             t["z"][:B],
             t["z"][B:],
             0.5,
@@ -156,7 +157,9 @@ class SupConCase(Case):
         return {"z": ref_sup.grad(x["z"], self.labels, 0.3, weights=x["w"])[0]}
 
     def torch_value(self, t):
-        per_row = F.supcon_loss(t["z"], torch.as_tensor(self.labels), 0.3, reduction="none", block_size=5)
+        per_row = functional.supcon_loss(
+            t["z"], torch.as_tensor(self.labels), 0.3, reduction="none", block_size=5
+        )
         return (per_row.double() * t["w"]).sum()
 
 
@@ -181,7 +184,7 @@ class RetrievalCase(Case):
         return {"a": ga, "p": gp, "n": gn}
 
     def torch_value(self, t):
-        per_row = F.retrieval_loss(
+        per_row = functional.retrieval_loss(
             t["a"],
             t["p"],
             t["n"],
@@ -213,7 +216,7 @@ class SigLIPCase(Case):
         return {"a": ga, "b": gb}
 
     def torch_value(self, t):
-        per_row = F.siglip_loss(t["a"], t["b"], 0.5, -2.0, reduction="none", block_size=4)
+        per_row = functional.siglip_loss(t["a"], t["b"], 0.5, -2.0, reduction="none", block_size=4)
         return (per_row.double() * t["w"]).sum()
 
 
@@ -236,7 +239,9 @@ class ClipCase(Case):
         return {"a": ga, "b": gb}
 
     def torch_value(self, t):
-        return (F.clip_loss(t["a"], t["b"], 0.3, reduction="none", block_size=4).double() * t["w"]).sum()
+        return (
+            functional.clip_loss(t["a"], t["b"], 0.3, reduction="none", block_size=4).double() * t["w"]
+        ).sum()
 
 
 class CosineMapCase(Case):
@@ -253,7 +258,7 @@ class CosineMapCase(Case):
         return {"M": ref_cs.grad_map(x["x"], x["y"], x["M"])}
 
     def torch_value(self, t):
-        return F.cosine_similarity(t["x"], t["y"], M=t["M"]).double().sum()
+        return functional.cosine_similarity(t["x"], t["y"], M=t["M"]).double().sum()
 
 
 class CosineSymCase(Case):
@@ -280,7 +285,7 @@ class CosineSymCase(Case):
         return {"a": ref_cs.grad_sym_tied(x["x"], x["y"], self._full(x["a"], d))[np.triu_indices(d)]}
 
     def torch_value(self, t):
-        return F.cosine_similarity(t["x"], t["y"], A=t["a"]).double().sum()
+        return functional.cosine_similarity(t["x"], t["y"], A=t["a"]).double().sum()
 
 
 CASES = [

@@ -1,7 +1,8 @@
 """Thin ``nn.Module`` wrappers around :mod:`contrastive.functional`.
 
 Each module stores its hyper-parameters and calls the functional form; see there for
-the math. ``CosineMetric`` holds the learnable map or symmetric matrix of seed 003.
+the math. ``CosineMetric`` holds the learnable map or symmetric matrix of CSML
+(Nguyen and Bai 2010; ``docs/derivations/cosine_similarity.md``).
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import torch
 from torch import nn
 
 from . import _validation as V
-from . import functional as F
+from . import functional
+from ._deprecation import keyword_only, renamed_keywords
 from .ops.cosine_similarity import _packed_to_full
 
 __all__ = [
@@ -30,6 +32,9 @@ __all__ = [
 class ContrastiveLoss(nn.Module):
     """Margin contrastive loss module; see :func:`contrastive.functional.contrastive_loss`.
 
+    ``ContrastiveLoss(margin=1.0, *, reduction="mean")``: ``reduction`` is keyword-only, as in
+    the other loss modules (passing it positionally warns and works until the next release).
+
     Examples:
         >>> import torch
         >>> from contrastive import ContrastiveLoss
@@ -38,13 +43,14 @@ class ContrastiveLoss(nn.Module):
         tensor(0.1716)
     """
 
-    def __init__(self, margin: float = 1.0, reduction: str = "mean"):
+    @keyword_only(2, ("reduction",))  # self, margin
+    def __init__(self, margin: float = 1.0, *, reduction: str = "mean"):
         super().__init__()
         self.margin = V.check_margin(margin)
         self.reduction = V.check_reduction(reduction)
 
     def forward(self, u: torch.Tensor, v: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return F.contrastive_loss(u, v, y, self.margin, self.reduction)
+        return functional.contrastive_loss(u, v, y, margin=self.margin, reduction=self.reduction)
 
     def extra_repr(self) -> str:
         return f"margin={self.margin}, reduction={self.reduction!r}"
@@ -69,9 +75,9 @@ class _Temperature(nn.Module):
     def temperature(self) -> float | torch.Tensor:
         return self.log_temperature.exp() if self.learn_temperature else float(self._temperature)
 
-    def _t(self, ref: torch.Tensor) -> float | torch.Tensor:
-        t = self.temperature
-        return t.to(ref.device) if isinstance(t, torch.Tensor) else t
+    def _temperature_on(self, ref: torch.Tensor) -> float | torch.Tensor:
+        temperature = self.temperature
+        return temperature.to(ref.device) if isinstance(temperature, torch.Tensor) else temperature
 
 
 class InfoNCELoss(nn.Module):
@@ -130,13 +136,13 @@ class InfoNCELoss(nn.Module):
         return self.log_temperature.exp() if self.learn_temperature else float(self._temperature)
 
     def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
-        t = self.temperature
-        if isinstance(t, torch.Tensor):
-            t = t.to(z1.device)
-        return F.info_nce(
+        temperature = self.temperature
+        if isinstance(temperature, torch.Tensor):
+            temperature = temperature.to(z1.device)
+        return functional.info_nce(
             z1,
             z2,
-            t,
+            temperature,
             exclude_self=self.exclude_self,
             normalize=self.normalize,
             reduction=self.reduction,
@@ -187,7 +193,9 @@ class SupConLoss(_Temperature):
         self.reduction = V.check_reduction(reduction)
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return F.supcon_loss(z, labels, self._t(z), normalize=self.normalize, reduction=self.reduction)
+        return functional.supcon_loss(
+            z, labels, self._temperature_on(z), normalize=self.normalize, reduction=self.reduction
+        )
 
     def extra_repr(self) -> str:
         return f"temperature={float(self.temperature):.4g}, learn_temperature={self.learn_temperature}"
@@ -231,11 +239,11 @@ class RetrievalLoss(_Temperature):
         negatives: torch.Tensor | None = None,
         positive_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        return F.retrieval_loss(
+        return functional.retrieval_loss(
             anchors,
             positives,
             negatives,
-            self._t(anchors),
+            self._temperature_on(anchors),
             symmetric=self.symmetric,
             positive_ids=positive_ids,
             normalize=self.normalize,
@@ -296,7 +304,7 @@ class ClipLoss(nn.Module):
         return torch.exp(-s)  # tau = 1 / exp(logit_scale)
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return F.clip_loss(
+        return functional.clip_loss(
             a, b, self.temperature.to(a.device), normalize=self.normalize, reduction=self.reduction
         )
 
@@ -348,7 +356,7 @@ class SigLIPLoss(nn.Module):
         return torch.exp(-self.logit_scale)  # tau = 1 / exp(t')
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return F.siglip_loss(
+        return functional.siglip_loss(
             a,
             b,
             self.temperature.to(a.device),
@@ -406,10 +414,13 @@ class CosineMetric(nn.Module):
             return self.M.T @ self.M
         return _packed_to_full(self.a, self.in_dim)
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    @renamed_keywords({"x": "x1", "y": "x2"})
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
+        """The learned cosine of each row pair, ``(B,)``, of ``x1`` and ``x2`` ``(B, in_dim)``
+        (``x=`` / ``y=``: deprecated keyword names, warn until the next release)."""
         if self.form == "map":
-            return F.cosine_similarity(x, y, M=self.M.to(x.dtype))
-        return F.cosine_similarity(x, y, A=self.a.to(x.dtype))
+            return functional.cosine_similarity(x1, x2, M=self.M.to(x1.dtype))
+        return functional.cosine_similarity(x1, x2, A=self.a.to(x1.dtype))
 
     @torch.no_grad()
     def project_psd(self, min_eigenvalue: float = 0.0) -> CosineMetric:

@@ -36,7 +36,9 @@ def test_contrastive_loss_gradcheck(rng):
         t64(rng.normal(size=(6, 3)), True),
         t64(rng.uniform(size=6), True),
     )
-    assert torch.autograd.gradcheck(lambda a, b, c: C.contrastive_loss(a, b, c, 2.0, "none"), (u, v, y))
+    assert torch.autograd.gradcheck(
+        lambda a, b, c: C.contrastive_loss(a, b, c, margin=2.0, reduction="none"), (u, v, y)
+    )
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
@@ -44,7 +46,7 @@ def test_contrastive_loss_vs_naive_autograd_and_grad_output(rng, reduction):
     u, v, y = rng.normal(size=(12, 4)), rng.normal(size=(12, 4)) * 0.3, rng.uniform(size=12)
     U1, V1, U2, V2 = t64(u, True), t64(v, True), t64(u, True), t64(v, True)
     naive = oracles.contrastive_loss(U2, V2, t64(y), 1.0, reduction)
-    ours = C.contrastive_loss(U1, V1, t64(y), 1.0, reduction)
+    ours = C.contrastive_loss(U1, V1, t64(y), margin=1.0, reduction=reduction)
     torch.testing.assert_close(ours, naive, rtol=1e-12, atol=0)
     up = torch.randn_like(ours) * 3 + 2  # grad_output != 1 (the "loss x 2" path, generalised)
     (ours * up).sum().backward()
@@ -66,7 +68,9 @@ def test_contrastive_loss_zero_distance_no_nan():
 def test_contrastive_loss_low_precision(rng, dtype):
     u, v, y = rng.normal(size=(16, 4)), rng.normal(size=(16, 4)) * 0.3, rng.uniform(size=16)
     U = torch.tensor(u, dtype=dtype, requires_grad=True)
-    out = C.contrastive_loss(U, torch.tensor(v, dtype=dtype), torch.tensor(y, dtype=dtype), 1.0, "sum")
+    out = C.contrastive_loss(
+        U, torch.tensor(v, dtype=dtype), torch.tensor(y, dtype=dtype), margin=1.0, reduction="sum"
+    )
     out.backward()
     assert out.dtype == dtype and U.grad.dtype == dtype
     ur, vr, yr = (torch.tensor(a, dtype=dtype).double().numpy() for a in (u, v, y))

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from contrastive.cli import main
-from contrastive.train import checkpoint as C
+from contrastive.train import checkpoint
 from contrastive.train.checkpoint import load_checkpoint, load_weights
 
 
@@ -90,17 +90,17 @@ def test_resume_equals_uninterrupted(tiny_args, tmp_path, monkeypatch):
     }  # eval is RNG-neutral
     assert main(["train", "simclr", *tiny_args(**common, **{"run.name": "straight"})]) == 0
 
-    real_save = C.save_checkpoint
+    real_save = checkpoint.save_checkpoint
 
     def crash_after_epoch_1(path, state):
         real_save(path, state)
         if state["epoch"] == 1:
             raise KeyboardInterrupt  # as if the machine went down right after the checkpoint
 
-    monkeypatch.setattr(C, "save_checkpoint", crash_after_epoch_1)
+    monkeypatch.setattr(checkpoint, "save_checkpoint", crash_after_epoch_1)
     # Ctrl-C: one line and exit status 130 (it used to propagate as a traceback)
     assert main(["train", "simclr", *tiny_args(**common, **{"run.name": "resumed"})]) == 130
-    monkeypatch.setattr(C, "save_checkpoint", real_save)
+    monkeypatch.setattr(checkpoint, "save_checkpoint", real_save)
     resumed = tmp_path / "runs" / "resumed"
     assert load_checkpoint(resumed / "checkpoints" / "last.pt")["epoch"] == 1
     assert main(["train", "simclr", "--resume", str(resumed)]) == 0
@@ -244,3 +244,15 @@ def test_tensorboard_is_optional(tiny_args, capsys):
         pytest.skip("tensorboard is installed here")
     assert main(["train", "simclr", *tiny_args(**{"run.tensorboard": "true"})]) == 2
     assert "pip install tensorboard" in capsys.readouterr().err
+
+
+def test_recipes_are_imported_by_name_and_recipe_modules_is_deprecated():
+    from contrastive.train import recipes
+
+    assert set(recipes.available_recipes()) == {"simclr", "siamese", "retrieval"}
+    assert [m.RECIPE.name for m in recipes.RECIPES] == ["simclr", "siamese", "retrieval"]
+    with pytest.warns(DeprecationWarning, match="RECIPES"):
+        names = recipes.RECIPE_MODULES
+    assert names == [m.__name__ for m in recipes.RECIPES]
+    with pytest.raises(AttributeError):
+        _ = recipes.NO_SUCH_NAME

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from contrastive.train import data as D
+from contrastive.train import data
 from contrastive.train.config import DataConfig
 
 
@@ -43,7 +43,7 @@ def test_read_idx_round_trip(tmp_path, gz):
     ):
         path = tmp_path / ("a.idx.gz" if gz else "a.idx")
         write_idx(path, arr, gz)
-        out = D.read_idx(path)
+        out = data.read_idx(path)
         assert out.dtype == arr.dtype and np.array_equal(out, arr)
 
 
@@ -51,26 +51,26 @@ def test_read_idx_malformed(tmp_path):
     bad = tmp_path / "bad"
     bad.write_bytes(b"\x12\x34\x08\x01")
     with pytest.raises(ValueError, match="not an IDX file"):
-        D.read_idx(bad)
+        data.read_idx(bad)
     write_idx(bad, np.zeros((4, 3), dtype=np.uint8))
     bad.write_bytes(bad.read_bytes()[:-2])
     with pytest.raises(ValueError, match="truncated or corrupt"):
-        D.read_idx(bad)
+        data.read_idx(bad)
     gz = tmp_path / "x.gz"
     gz.write_bytes(b"not gzip at all")
     with pytest.raises(ValueError, match="gzip"):
-        D.read_idx(gz)
+        data.read_idx(gz)
     with pytest.raises(FileNotFoundError, match="not found"):
-        D.read_idx(tmp_path / "nope")
+        data.read_idx(tmp_path / "nope")
 
 
 @pytest.mark.parametrize("gz", [False, True])
 def test_mnist_loader(tmp_path, gz):
     write_mnist(tmp_path / "mnist", gz)
-    ds = D.load_mnist(tmp_path / "mnist")
+    ds = data.load_mnist(tmp_path / "mnist")
     assert ds.train.x.shape == (12, 1, 5, 5) and ds.train.x.dtype == torch.uint8
     assert ds.test.x.shape == (6, 1, 5, 5) and ds.train.y.tolist() == [k % 10 for k in range(12)]
-    fashion = D.load_dataset(DataConfig(name="fashion_mnist", path=str(tmp_path / "mnist")))
+    fashion = data.load_dataset(DataConfig(name="fashion_mnist", path=str(tmp_path / "mnist")))
     assert fashion.classes[0] == "T-shirt/top" and len(fashion.train) == 12
 
 
@@ -78,14 +78,14 @@ def test_mnist_missing_and_mismatched(tmp_path):
     write_mnist(tmp_path / "m", gz=False)
     os.remove(tmp_path / "m" / "t10k-labels-idx1-ubyte")
     with pytest.raises(FileNotFoundError, match="t10k-labels-idx1-ubyte"):
-        D.load_mnist(tmp_path / "m")
+        data.load_mnist(tmp_path / "m")
     write_idx(tmp_path / "m" / "t10k-labels-idx1-ubyte", np.zeros(3, dtype=np.uint8))
     with pytest.raises(ValueError, match="labels"):
-        D.load_mnist(tmp_path / "m")
+        data.load_mnist(tmp_path / "m")
     with pytest.raises(FileNotFoundError, match="--data.path"):
-        D.load_mnist(tmp_path / "elsewhere")
+        data.load_mnist(tmp_path / "elsewhere")
     with pytest.raises(ValueError, match="--data.path"):
-        D.load_dataset(DataConfig(name="mnist"))
+        data.load_dataset(DataConfig(name="mnist"))
 
 
 def write_cifar(root, num_classes: int, n=4):
@@ -114,13 +114,13 @@ def write_cifar(root, num_classes: int, n=4):
 
 def test_cifar10_and_100(tmp_path):
     write_cifar(tmp_path / "cifar-10-batches-py", 10)
-    ds = D.load_cifar(tmp_path, 10)  # the parent folder works too
+    ds = data.load_cifar(tmp_path, 10)  # the parent folder works too
     assert ds.train.x.shape == (20, 3, 32, 32) and ds.test.x.shape == (4, 3, 32, 32)
     assert ds.classes[3] == "c3" and ds.train.x.dtype == torch.uint8
     raw = pickle.load(open(tmp_path / "cifar-10-batches-py" / "data_batch_1", "rb"))
     assert torch.equal(ds.train.x[0], torch.from_numpy(raw[b"data"][0].reshape(3, 32, 32)))
     write_cifar(tmp_path / "c100", 100)
-    ds = D.load_dataset(DataConfig(name="cifar100", path=str(tmp_path / "c100")))
+    ds = data.load_dataset(DataConfig(name="cifar100", path=str(tmp_path / "c100")))
     assert len(ds.train) == 4 and ds.num_classes == 100 and ds.classes[99] == "f99"
 
 
@@ -134,18 +134,18 @@ def test_cifar_malformed_and_unsafe(tmp_path):
     write_cifar(root, 10)
     pickle.dump({b"data": Evil(), b"labels": [0]}, open(root / "data_batch_2", "wb"))
     with pytest.raises(ValueError, match="refusing to load"):
-        D.load_cifar(root, 10)
+        data.load_cifar(root, 10)
     pickle.dump(
         {b"data": np.zeros((2, 100), dtype=np.uint8), b"labels": [0, 1]}, open(root / "data_batch_2", "wb")
     )
     with pytest.raises(ValueError, match=r"\(N, 3072\)"):
-        D.load_cifar(root, 10)
+        data.load_cifar(root, 10)
     (root / "data_batch_2").write_bytes(b"garbage")
     with pytest.raises(ValueError, match="not a CIFAR python pickle"):
-        D.load_cifar(root, 10)
+        data.load_cifar(root, 10)
     os.remove(root / "data_batch_2")
     with pytest.raises(FileNotFoundError, match="data_batch_2"):
-        D.load_cifar(root, 10)
+        data.load_cifar(root, 10)
 
 
 def write_images(folder, classes, n, size=(6, 6), mode="RGB"):
@@ -161,13 +161,13 @@ def write_images(folder, classes, n, size=(6, 6), mode="RGB"):
 
 def test_image_folder_split_and_layouts(tmp_path):
     write_images(tmp_path / "flat", ["cat", "dog"], 4)
-    ds = D.load_image_folder(tmp_path / "flat", test_fraction=0.5)
+    ds = data.load_image_folder(tmp_path / "flat", test_fraction=0.5)
     assert ds.classes == ["cat", "dog"] and ds.train.x.shape == (4, 3, 6, 6) and len(ds.test) == 4
     assert sorted(ds.test.y.tolist()) == [0, 0, 1, 1]  # stratified
 
     write_images(tmp_path / "split" / "train", ["a", "b"], 3, mode="L")
     write_images(tmp_path / "split" / "test", ["a", "b"], 1, mode="L")
-    ds = D.load_dataset(DataConfig(name="folder", path=str(tmp_path / "split"), image_size=4))
+    ds = data.load_dataset(DataConfig(name="folder", path=str(tmp_path / "split"), image_size=4))
     assert ds.train.x.shape == (6, 1, 4, 4) and ds.test.x.shape == (2, 1, 4, 4)
 
 
@@ -175,14 +175,14 @@ def test_image_folder_errors(tmp_path):
     write_images(tmp_path / "mixed", ["a"], 2, size=(6, 6))
     write_images(tmp_path / "mixed", ["b"], 2, size=(8, 5))
     with pytest.raises(ValueError, match="--data.image_size"):
-        D.load_image_folder(tmp_path / "mixed")
-    assert D.load_image_folder(tmp_path / "mixed", image_size=5).train.x.shape[1:] == (3, 5, 5)
+        data.load_image_folder(tmp_path / "mixed")
+    assert data.load_image_folder(tmp_path / "mixed", image_size=5).train.x.shape[1:] == (3, 5, 5)
     (tmp_path / "mixed" / "a" / "broken.png").write_bytes(b"not a png")
     with pytest.raises(ValueError, match="broken.png: not a readable image"):
-        D.load_image_folder(tmp_path / "mixed", image_size=5)
+        data.load_image_folder(tmp_path / "mixed", image_size=5)
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="one subfolder per class"):
-        D.load_image_folder(tmp_path / "empty")
+        data.load_image_folder(tmp_path / "empty")
 
 
 def test_npy_directory_and_file(tmp_path):
@@ -193,17 +193,17 @@ def test_npy_directory_and_file(tmp_path):
     np.save(d / "y_train.npy", np.arange(10) % 2)
     np.save(d / "x_test.npy", rng.integers(0, 256, (4, 7, 7, 3), dtype=np.uint8))
     np.save(d / "y_test.npy", np.arange(4) % 2)
-    ds = D.load_npy(d)
+    ds = data.load_npy(d)
     assert ds.train.x.shape == (10, 3, 7, 7) and ds.test.y.tolist() == [0, 1, 0, 1]
 
     vec = tmp_path / "vec.npy"
     np.save(vec, rng.normal(size=(20, 5)).astype(np.float32))
     np.save(tmp_path / "lab.npy", np.arange(20) % 4)
-    ds = D.load_dataset(
+    ds = data.load_dataset(
         DataConfig(name="npy", path=str(vec), labels=str(tmp_path / "lab.npy"), test_fraction=0.2)
     )
     assert ds.sample_shape == (5,) and len(ds.test) == 4 and ds.num_classes == 4
-    unlabelled = D.load_npy(vec)
+    unlabelled = data.load_npy(vec)
     assert bool((unlabelled.train.y == -1).all())
 
 
@@ -211,25 +211,25 @@ def test_npy_errors(tmp_path):
     obj = tmp_path / "obj.npy"
     np.save(obj, np.array([{"a": 1}, None], dtype=object), allow_pickle=True)
     with pytest.raises(ValueError, match="not a plain .npy array"):
-        D.load_npy(obj)
+        data.load_npy(obj)
     arr = tmp_path / "x.npy"
     np.save(arr, np.zeros((6, 2, 2)))
     np.save(tmp_path / "y.npy", np.zeros(5, dtype=np.int64))
     with pytest.raises(ValueError, match=r"expected 6 integer labels"):
-        D.load_npy(arr, labels=str(tmp_path / "y.npy"))
+        data.load_npy(arr, labels=str(tmp_path / "y.npy"))
     np.save(arr, np.array([[np.nan, 1.0], [1.0, 1.0]]))
     with pytest.raises(ValueError, match="NaN or Inf"):
-        D.load_npy(arr)
+        data.load_npy(arr)
     np.save(arr, np.zeros(5))
     with pytest.raises(ValueError, match=r"\(N, D\)"):
-        D.load_npy(arr)
+        data.load_npy(arr)
     (tmp_path / "dir").mkdir()
     with pytest.raises(FileNotFoundError, match="x_train.npy"):
-        D.load_npy(tmp_path / "dir")
+        data.load_npy(tmp_path / "dir")
 
 
 def test_digits_split_is_fixed_and_stratified():
-    a, b = D.load_digits(), D.load_digits()
+    a, b = data.load_digits(), data.load_digits()
     assert torch.equal(a.test.x, b.test.x) and len(a.train) == 1347 and len(a.test) == 450
     counts = torch.bincount(a.test.y)
     assert int(counts.min()) >= 43 and int(counts.max()) <= 46  # 25% of 174..183 per class
@@ -237,8 +237,8 @@ def test_digits_split_is_fixed_and_stratified():
 
 
 def test_limits_and_to_float():
-    ds = D.load_dataset(DataConfig(train_limit=50, test_limit=20))
+    ds = data.load_dataset(DataConfig(train_limit=50, test_limit=20))
     assert len(ds.train) == 50 and len(ds.test) == 20
-    assert D.to_float(torch.tensor([51], dtype=torch.uint8)).item() == pytest.approx(0.2)
+    assert data.to_float(torch.tensor([51], dtype=torch.uint8)).item() == pytest.approx(0.2)
     with pytest.raises(TypeError, match="torch.Tensor"):
-        D.to_float([1, 2])
+        data.to_float([1, 2])

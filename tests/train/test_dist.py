@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from contrastive.train import dist as D
+from contrastive.train import dist
 from contrastive.train.checkpoint import capture_rng
 from contrastive.train.config import ConfigError
 
@@ -22,50 +22,50 @@ CPU = torch.device("cpu")
 )
 def test_bad_config_names_the_key(kw, fragment):
     with pytest.raises(ConfigError, match=fragment):
-        D.DistConfig(**kw)
+        dist.DistConfig(**kw)
 
 
 def test_launched_reads_world_size(monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
-    assert not D.launched()
+    assert not dist.launched()
     monkeypatch.setenv("WORLD_SIZE", "1")
-    assert not D.launched()
+    assert not dist.launched()
     monkeypatch.setenv("WORLD_SIZE", "2")
-    assert D.launched()
+    assert dist.launched()
 
 
 def test_a_plain_run_gets_the_inactive_context_and_nothing_changes(monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
-    ctx = D.init(D.DistConfig(), CPU)
+    ctx = dist.init(dist.DistConfig(), CPU)
     assert (ctx.active, ctx.is_main, ctx.owns_group) == (False, True, False)
     model = nn.Linear(2, 2)
-    assert D.wrap(model, ctx, D.DistConfig(), CPU) is model
-    assert D.broadcast({"a": 1}, ctx) == {"a": 1}
-    assert D.gather_rng(ctx) is None
-    assert D.device_for(ctx, CPU) == CPU
+    assert dist.wrap(model, ctx, dist.DistConfig(), CPU) is model
+    assert dist.broadcast({"a": 1}, ctx) == {"a": 1}
+    assert dist.gather_rng(ctx) is None
+    assert dist.device_for(ctx, CPU) == CPU
     torch.manual_seed(3)
-    D.seed_rank(ctx, 99)  # a single process keeps its stream
+    dist.seed_rank(ctx, 99)  # a single process keeps its stream
     assert torch.equal(torch.rand(3), torch.rand(3, generator=torch.Generator().manual_seed(3)))
-    D.shutdown(ctx)  # no group of its own: nothing to destroy
+    dist.shutdown(ctx)  # no group of its own: nothing to destroy
 
 
 @pytest.mark.parametrize(
     "cfg, fragment",
     [
-        (D.DistConfig(backend="nccl"), "dist.backend=nccl needs CUDA"),
-        (D.DistConfig(sync_batchnorm=True), "dist.sync_batchnorm=true needs CUDA"),
+        (dist.DistConfig(backend="nccl"), "dist.backend=nccl needs CUDA"),
+        (dist.DistConfig(sync_batchnorm=True), "dist.sync_batchnorm=true needs CUDA"),
     ],
 )
 def test_init_refuses_cuda_only_settings_on_the_cpu(monkeypatch, cfg, fragment):
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "0")
     with pytest.raises(ConfigError, match=fragment):
-        D.init(cfg, CPU)
+        dist.init(cfg, CPU)
     assert not torch.distributed.is_initialized()
 
 
 def test_sampler_shards_each_epoch_between_the_ranks():
-    ranks = [D.sampler(10, D.Context(rank=r, world_size=2), seed=7, drop_last=False) for r in range(2)]
+    ranks = [dist.sampler(10, dist.Context(rank=r, world_size=2), seed=7, drop_last=False) for r in range(2)]
     for epoch in (0, 1):
         parts = []
         for s in ranks:
@@ -79,12 +79,12 @@ def test_sampler_shards_each_epoch_between_the_ranks():
     s.set_epoch(1)
     assert list(s) != first  # a new permutation every epoch
     with pytest.raises(ConfigError, match="too few for 3 processes"):
-        D.sampler(5, D.Context(rank=0, world_size=3), seed=0, drop_last=False)
+        dist.sampler(5, dist.Context(rank=0, world_size=3), seed=0, drop_last=False)
 
 
 def test_every_rank_gets_its_own_reproducible_stream():
     def stream(rank):
-        D.seed_rank(D.Context(rank=rank, world_size=2), seed=11)
+        dist.seed_rank(dist.Context(rank=rank, world_size=2), seed=11)
         return torch.rand(4)
 
     assert torch.equal(stream(0), stream(0))
@@ -92,25 +92,25 @@ def test_every_rank_gets_its_own_reproducible_stream():
 
 
 def test_restore_rank_rng_restores_or_reseeds_with_a_note(capsys):
-    ctx = D.Context(rank=1, world_size=2)
+    ctx = dist.Context(rank=1, world_size=2)
     torch.manual_seed(0)
     saved = [capture_rng(), capture_rng()]
     want = torch.rand(3)
     torch.manual_seed(123)
-    D.restore_rank_rng(ctx, {"rng_ranks": saved}, seed=1, epoch=2)  # same world size: rank 1's state
+    dist.restore_rank_rng(ctx, {"rng_ranks": saved}, seed=1, epoch=2)  # same world size: rank 1's state
     assert torch.equal(torch.rand(3), want)
     assert capsys.readouterr().err == ""
-    main = D.Context(rank=0, world_size=2)
-    D.restore_rank_rng(main, {}, seed=1, epoch=2)  # a single-process checkpoint
+    main = dist.Context(rank=0, world_size=2)
+    dist.restore_rank_rng(main, {}, seed=1, epoch=2)  # a single-process checkpoint
     a = torch.rand(3)
-    D.restore_rank_rng(main, {"rng_ranks": saved[:1]}, seed=1, epoch=2)
+    dist.restore_rank_rng(main, {"rng_ranks": saved[:1]}, seed=1, epoch=2)
     assert torch.equal(torch.rand(3), a)  # reseeded from (seed, epoch, rank): reproducible
     err = capsys.readouterr().err
     assert "written by 1 process(es), this run has 2" in err and "reseeded per rank" in err
 
 
 def test_null_log_takes_every_call():
-    log = D.NullLog()
+    log = dist.NullLog()
     log.log({"epoch": 1})
     log.truncate(0)
     log.close()

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from contrastive.cli import main
-from contrastive.train import checkpoint as C
+from contrastive.train import checkpoint
 from contrastive.train.checkpoint import load_checkpoint, load_weights
 from contrastive.train.config import ConfigError, apply_overrides
 from contrastive.train.recipes.siamese import SiameseConfig
@@ -82,16 +82,16 @@ def test_one_epoch_smoke_eval_and_embed(tmp_path, capsys):
 def test_resume_equals_uninterrupted(tmp_path, monkeypatch):
     common = {"train.epochs": 2, "eval.every": 0}
     assert main(["train", "siamese", *_args(tmp_path, **common, **{"run.name": "straight"})]) == 0
-    real_save = C.save_checkpoint
+    real_save = checkpoint.save_checkpoint
 
     def crash_after_epoch_1(path, state):
         real_save(path, state)
         if state["epoch"] == 1:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(C, "save_checkpoint", crash_after_epoch_1)
+    monkeypatch.setattr(checkpoint, "save_checkpoint", crash_after_epoch_1)
     assert main(["train", "siamese", *_args(tmp_path, **common, **{"run.name": "resumed"})]) == 130  # Ctrl-C
-    monkeypatch.setattr(C, "save_checkpoint", real_save)
+    monkeypatch.setattr(checkpoint, "save_checkpoint", real_save)
     resumed = tmp_path / "runs" / "resumed"
     assert load_checkpoint(resumed / "checkpoints" / "last.pt")["epoch"] == 1
     assert main(["train", "siamese", "--resume", str(resumed)]) == 0

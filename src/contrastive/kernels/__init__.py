@@ -5,9 +5,9 @@ Importing this package never imports Triton: the kernels load on the first call 
 backend switch is a swap (see :mod:`contrastive.kernels.dispatch` for the rule).
 
 * :func:`info_nce_triton` ``(z, inv_temp, exclude_self, weights=None, compute_grad=True,
-  block_size=None) -> (loss_rows, grad_z, dinv)``
+  block_size=None) -> (loss_rows, grad_z, d_inv_temp)``
 * :func:`clip_triton` ``(a, b, inv_temp, weights=None, compute_grad=True, block_size=None)
-  -> (loss_rows, grad_a, grad_b, dinv)``
+  -> (loss_rows, grad_a, grad_b, d_inv_temp)``
 * :func:`available`: Triton importable and a CUDA device present (or ``TRITON_INTERPRET=1``).
 
 CUDA tensors run compiled kernels; CPU tensors run under the Triton interpreter, only when

@@ -2,8 +2,9 @@
 
 Host code (:mod:`contrastive.kernels.host`, through ``_launch.py``) loads this file at most twice, once with
 ``TRITON_INTERPRET=1`` (CPU tensors, tests) and once without (CUDA), so that the two kinds
-of kernel never mix. Everything here works in base 2: with ``k1 = inv_temp * log2(e)`` a
-logit is ``s2 = k1 * (x_i . y_j)`` and ``exp(s - m) = exp2(s2 - m2)``; ``c2 = c * log2(e)``.
+of kernel never mix. Everything here works in base 2: with ``inv_temp2 = inv_temp * log2(e)``
+(the reciprocal temperature in base 2) a logit is ``s2 = inv_temp2 * (x_i . y_j)`` and
+``exp(s - m) = exp2(s2 - m2)``; ``c2 = c * log2(e)``.
 
 Notation shared by all kernels (``X`` rows, ``Y`` columns, both ``(N, D)``):
 
@@ -124,7 +125,7 @@ def p1_sums_kernel(
     rrow_ptr,
     rcol_ptr,
     N,
-    k1,
+    inv_temp2,
     c2,
     N_BUCKET,
     D: tl.constexpr,
@@ -168,10 +169,10 @@ def p1_sums_kernel(
                 s = _scores_multi_k(
                     x_ptr, x_ptr, rows, rmask, rows, rmask, D, BLOCK, BLOCK, BLOCK_K, UPCAST, PREC
                 )
-            t = s * k1 + tl.where(rmask, -c2, float("-inf"))[None, :]
+            s2_shifted = s * inv_temp2 + tl.where(rmask, -c2, float("-inf"))[None, :]
             if EXCLUDE:
-                t = tl.where(offs[:, None] == offs[None, :], float("-inf"), t)
-            racc += _rsum(tl.exp2(t), axis=1)
+                s2_shifted = tl.where(offs[:, None] == offs[None, :], float("-inf"), s2_shifted)
+            racc += _rsum(tl.exp2(s2_shifted), axis=1)
         jstart = pid + 1 + k
     else:
         jstart = k
@@ -186,10 +187,12 @@ def p1_sums_kernel(
             s = _scores_multi_k(
                 x_ptr, y_ptr, rows, rmask, cols, cmask, D, BLOCK, BLOCK, BLOCK_K, UPCAST, PREC
             )
-        t = s * k1 + tl.where(cmask, -c2, float("-inf"))[None, :]  # s2 - c2, columns past N -> -inf
+        s2_shifted = (
+            s * inv_temp2 + tl.where(cmask, -c2, float("-inf"))[None, :]
+        )  # s2 - c2, columns past N -> -inf
         if not SYM:
-            t += rbias[:, None]
-        e = tl.exp2(t)  # E_IJ = exp(S_IJ - c)
+            s2_shifted += rbias[:, None]
+        e = tl.exp2(s2_shifted)  # E_IJ = exp(S_IJ - c)
         racc += _rsum(e, axis=1)
         tl.atomic_add(rcol_ptr + cols, _rsum(e, axis=0), mask=cmask, sem="relaxed")
     tl.atomic_add(rrow_ptr + rows, racc, mask=rmask, sem="relaxed")
@@ -217,7 +220,7 @@ def _p1_row_tile(
     rmask,
     jb,
     N,
-    k1,
+    inv_temp2,
     c2,
     D: tl.constexpr,
     FIXED: tl.constexpr,
@@ -237,16 +240,16 @@ def _p1_row_tile(
         s = _scores_multi_k(
             x_ptr, y_ptr, rows, rmask, cols, cmask, D, BLOCK_M, BLOCK_N, BLOCK_K, UPCAST, PREC
         )
-    t = s * k1 + tl.where(cmask, 0.0, float("-inf"))[None, :]  # s2, columns past N -> -inf
+    s2 = s * inv_temp2 + tl.where(cmask, 0.0, float("-inf"))[None, :]  # s2, columns past N -> -inf
     if DIAG:
-        t = tl.where(rows[:, None] == cols[None, :], float("-inf"), t)  # self excluded
+        s2 = tl.where(rows[:, None] == cols[None, :], float("-inf"), s2)  # self excluded
     if FIXED:
-        l += _rsum(tl.exp2(t - c2), axis=1)  # r_i += sum_j exp(S_ij - c)
+        l += _rsum(tl.exp2(s2 - c2), axis=1)  # r_i += sum_j exp(S_ij - c)
     else:
         # online max; m_safe keeps exp2 finite while a row has seen only masked entries
-        m_new = tl.maximum(m, _rmax(t, axis=1))
+        m_new = tl.maximum(m, _rmax(s2, axis=1))
         m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-        l = l * tl.exp2(m - m_safe) + _rsum(tl.exp2(t - m_safe[:, None]), axis=1)
+        l = l * tl.exp2(m - m_safe) + _rsum(tl.exp2(s2 - m_safe[:, None]), axis=1)
         m = m_new
     return m, l
 
@@ -257,7 +260,7 @@ def p1_rows_kernel(
     y_ptr,
     lse_ptr,
     N,
-    k1,
+    inv_temp2,
     c2,
     N_BUCKET,
     D: tl.constexpr,
@@ -305,7 +308,7 @@ def p1_rows_kernel(
                 rmask,
                 jb,
                 N,
-                k1,
+                inv_temp2,
                 c2,
                 D,
                 FIXED,
@@ -327,7 +330,7 @@ def p1_rows_kernel(
                 rmask,
                 jb,
                 N,
-                k1,
+                inv_temp2,
                 c2,
                 D,
                 FIXED,
@@ -349,7 +352,7 @@ def p1_rows_kernel(
                 rmask,
                 jb,
                 N,
-                k1,
+                inv_temp2,
                 c2,
                 D,
                 FIXED,
@@ -372,7 +375,7 @@ def p1_rows_kernel(
                 rmask,
                 jb,
                 N,
-                k1,
+                inv_temp2,
                 c2,
                 D,
                 FIXED,
@@ -441,7 +444,7 @@ def _p2_tile(
     jb,
     dv0,
     N,
-    k1,
+    inv_temp2,
     c2,
     D: tl.constexpr,
     FIXED: tl.constexpr,
@@ -463,15 +466,15 @@ def _p2_tile(
         s = _scores_multi_k(
             x_ptr, y_ptr, rows, rmask, cols, cmask, D, BLOCK_M, BLOCK_N, BLOCK_K, UPCAST, PREC
         )
-    t = s * k1  # S_IJ in base 2
+    s2 = s * inv_temp2  # S_IJ in base 2
     beta_j = tl.load(beta_ptr + cols, mask=cmask, other=0.0)  # (BLOCK_N,)
     if FIXED:
         # H_IJ = E_IJ (alpha_I + beta_J), E = exp(S - c): one exponential per entry
-        h = tl.exp2(t - c2) * (alpha_i[:, None] + beta_j[None, :])
+        h = tl.exp2(s2 - c2) * (alpha_i[:, None] + beta_j[None, :])
     else:
         # H_IJ = alpha_I exp(S - lx_I) + beta_J exp(S - ly_J): each term bounded by its weight
         ly_j = tl.load(ly_ptr + cols, mask=cmask, other=float("inf"))
-        h = alpha_i[:, None] * tl.exp2(t - lx_i[:, None]) + beta_j[None, :] * tl.exp2(t - ly_j[None, :])
+        h = alpha_i[:, None] * tl.exp2(s2 - lx_i[:, None]) + beta_j[None, :] * tl.exp2(s2 - ly_j[None, :])
     if DIAG:
         h = tl.where(rows[:, None] == cols[None, :], 0.0, h)  # P_ii = 0 when self is excluded
     # columns past N: their y rows are zero-padded, so whatever h holds there adds nothing
@@ -494,7 +497,7 @@ def p2_rows_kernel(
     grad_ptr,
     dinv_ptr,
     N,
-    k1,
+    inv_temp2,
     c2,
     out_scale,
     QSHIFT,
@@ -559,7 +562,7 @@ def p2_rows_kernel(
                 jb,
                 dv0,
                 N,
-                k1,
+                inv_temp2,
                 c2,
                 D,
                 FIXED,
@@ -587,7 +590,7 @@ def p2_rows_kernel(
                 jb,
                 dv0,
                 N,
-                k1,
+                inv_temp2,
                 c2,
                 D,
                 FIXED,
@@ -615,7 +618,7 @@ def p2_rows_kernel(
                 jb,
                 dv0,
                 N,
-                k1,
+                inv_temp2,
                 c2,
                 D,
                 FIXED,
@@ -644,7 +647,7 @@ def p2_rows_kernel(
                 jb,
                 dv0,
                 N,
-                k1,
+                inv_temp2,
                 c2,
                 D,
                 FIXED,

@@ -140,7 +140,7 @@ class _Ctx:
         self.N, self.D = x.shape
         self.device = x.device
         self.inv_temp = inv_temp
-        self.k1 = inv_temp * LOG2E
+        self.inv_temp2 = inv_temp * LOG2E
         self.c = inv_temp  # the shift, set per call
         self.block_size, self.tile, self.split = block_size, tile, split
         self.pass1 = pass1
@@ -178,7 +178,7 @@ def _run_pass1(c: _Ctx, x, y, *, sym: bool, exclude: bool, fixed: bool):
             r_row,
             r_col,
             N,
-            c.k1,
+            c.inv_temp2,
             c.c * LOG2E,
             c.n_bucket,
             D=D,
@@ -199,7 +199,7 @@ def _run_pass1(c: _Ctx, x, y, *, sym: bool, exclude: bool, fixed: bool):
             b,
             part,
             N,
-            c.k1,
+            c.inv_temp2,
             c.c * LOG2E,
             c.n_bucket,
             D=D,
@@ -233,7 +233,7 @@ def _run_pass2(c: _Ctx, x, y, alpha, beta, lx, ly, gamma, qshift: int, *, exclud
 
     With the fixed shift ``H_ij = exp(S_ij - c) (alpha_i + beta_j)``, otherwise
     ``H_ij = alpha_i exp(S_ij - lx_i) + beta_j exp(S_ij - ly_j)`` (lx, ly natural-log lse).
-    Returns the (N, D) float32 gradient (before the weight rescale) and the dinv partial sum.
+    Returns the (N, D) float32 gradient (before the weight rescale) and the d_inv_temp partial sum.
     """
     N, D = c.N, c.D
     nsplit = _split_rows(N, c.device, c.split)
@@ -256,7 +256,7 @@ def _run_pass2(c: _Ctx, x, y, alpha, beta, lx, ly, gamma, qshift: int, *, exclud
         out,
         dinv_part,
         N,
-        c.k1,
+        c.inv_temp2,
         c.c * LOG2E,
         c.inv_temp,
         qshift,
@@ -317,7 +317,7 @@ def info_nce_triton(
         exclude_self: drop :math:`k = i` from the denominators (SimCLR).
         weights: per-row weights :math:`w` of the loss whose gradient is returned; default
             ``1/N`` each (the mean). Any sign and scale (e.g. an upstream ``grad_output``).
-        compute_grad: also run pass 2 (gradient and ``dinv``).
+        compute_grad: also run pass 2 (gradient and ``d_inv_temp``).
         block_size: square tile size (power of two >= 16); ``None`` autotunes.
         path: ``None`` picks the fixed shift ``c = inv_temp max_i |z_i|^2`` when
             ``c <= FIXED_SHIFT_MAX`` and the online max above; ``'fixed'``/``'online'`` force one.
@@ -330,7 +330,7 @@ def info_nce_triton(
         z: ``(N, d)``, N even. Returns ``(N,)``, ``(N, d)``, ``()`` (and ``(N,)``).
 
     Returns:
-        ``(loss_rows, grad_z, dinv)``: float32 per-row losses, float32 gradient of
+        ``(loss_rows, grad_z, d_inv_temp)``: float32 per-row losses, float32 gradient of
         ``sum_i w_i loss_i`` (``None`` unless ``compute_grad``), its derivative with respect
         to ``inv_temp`` as a 0-d float32 tensor (``None`` unless ``compute_grad``); then
         ``lse`` when ``return_lse``.
@@ -364,9 +364,9 @@ def info_nce_triton(
     gamma = ws + ws.roll(N // 2)  # one-hot part: -(w_i + w_p(i)) z_p(i)
     grad, part = _run_pass2(c, z, z, a, a, lse, lse, gamma, N // 2, exclude=exclude, fixed=fixed)
     grad.mul_(wmax)  # inv_temp (WG + (WG)^T) Z
-    # dinv = sum_ij w_i G_ij z_i.z_j = (1/2) sum_ij H_ij z_i.z_j - sum_i w_i z_i.z_p(i)
-    dinv = 0.5 * wmax * part - (w * pos).sum()
-    return (loss, grad, dinv) + tail
+    # d_inv_temp = sum_ij w_i G_ij z_i.z_j = (1/2) sum_ij H_ij z_i.z_j - sum_i w_i z_i.z_p(i)
+    d_inv_temp = 0.5 * wmax * part - (w * pos).sum()
+    return (loss, grad, d_inv_temp) + tail
 
 
 def clip_triton(
@@ -413,7 +413,7 @@ def clip_triton(
         a, b: ``(N, d)``. Returns ``(N,)``, ``(N, d)``, ``(N, d)``, ``()``.
 
     Returns:
-        ``(loss_rows, grad_a, grad_b, dinv)``, float32; the last three ``None`` unless
+        ``(loss_rows, grad_a, grad_b, d_inv_temp)``, float32; the last three ``None`` unless
         ``compute_grad``; then ``(lse_rows, lse_cols)`` when ``return_lse``.
 
     Raises:
@@ -453,5 +453,5 @@ def clip_triton(
     grad_b, _ = _run_pass2(c, b, a, ac, ar, lse_c, lse_r, ws, 0, exclude=False, fixed=fixed)  # K^T A
     grad_a.mul_(wmax)
     grad_b.mul_(wmax)
-    dinv = wmax * part - (w * pos).sum()  # sum_ij K_ij a_i.b_j
-    return (loss, grad_a, grad_b, dinv) + tail
+    d_inv_temp = wmax * part - (w * pos).sum()  # sum_ij K_ij a_i.b_j
+    return (loss, grad_a, grad_b, d_inv_temp) + tail

@@ -1,4 +1,5 @@
-"""Margin contrastive loss (seed 000) with the seed's closed-form backward.
+"""Margin contrastive loss (Hadsell, Chopra, LeCun 2006) with its closed-form backward
+(docs/derivations/contrastive_loss.md).
 
 Computed in float64 whatever the input dtype (the loss is O(B d), negligible beside the
 encoder; float32 on MPS, which has no float64): a float32 distance up to 3.4e38 then squares

@@ -1,6 +1,7 @@
-"""Cosine similarity under a map M or a symmetric matrix A (seed 003), analytic backward.
+"""Cosine similarity under a map M or a symmetric matrix A (CSML, Nguyen and Bai
+2010), analytic backward (docs/derivations/cosine_similarity.md).
 
-With r = sqrt(n m) the seed's element formulas factor into rank-one products:
+With r = sqrt(n m) the derivation's element formulas factor into rank-one products:
 
     map:  dsim/dM_ij = x_j (w_i - l v_i / n) / r + y_j (v_i - l w_i / m) / r
     sym:  dsim/dA_ij = y_i x_j / r - l x_i x_j / (2 n r) - l y_i y_j / (2 m r)   (independent entries)

@@ -11,7 +11,7 @@ tile passes (:mod:`.rect_tiles`, :class:`.siglip.SigLIPObjective`), and
 
 * reduce-scatters the gradient its rows send to other ranks' columns to their owners, so the
   gradient it returns for its inputs is that of the *global* ``sum_i w_i loss_i``;
-* all-reduces ``d/d(inv_t)`` and ``d/d(bias)``, so every rank holds the full ones;
+* all-reduces ``d/d(inv_temp)`` and ``d/d(bias)``, so every rank holds the full ones;
 * multiplies the input gradients by ``scale`` (the world size for ``gradient='ddp'``, whose
   reducer averages over ranks).
 
@@ -69,7 +69,7 @@ def _max_norm(*xs: torch.Tensor | None) -> float:
 def _reduced(
     cfg: RowConfig, d_inv: torch.Tensor, d_bias: torch.Tensor | None
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """d/d(inv_t) and d/d(bias) summed over ranks, in one all-reduce."""
+    """d/d(inv_temp) and d/d(bias) summed over ranks, in one all-reduce."""
     tot = all_reduce(
         cfg.op,
         torch.stack([d_inv, d_bias if d_bias is not None else d_inv.new_zeros(())]),
@@ -103,13 +103,13 @@ class DistSupCon(_RowOwner):
     def __init__(
         self,
         zs: list[torch.Tensor | None],
-        inv_t: float,
+        inv_temp: float,
         bias: float | None,
         needs: Sequence[bool],
         cfg: RowConfig,
         labels: torch.Tensor,
     ):
-        self.cfg, self.inv_t, zl = cfg, inv_t, present(zs[0])  # zl: (R, d) local unit rows
+        self.cfg, self.inv_temp, zl = cfg, inv_temp, present(zs[0])  # zl: (R, d) local unit rows
         self.zl, self.n = zl, zl.shape[0]
         self.z = z = gather_rows(cfg.op, zl, cfg.sizes, cfg.group)  # (N, d)
         _, self.cls, counts = torch.unique(labels, return_inverse=True, return_counts=True)
@@ -118,15 +118,15 @@ class DistSupCon(_RowOwner):
         self.npos, self.has = npos[cfg.rows].to(z.dtype), npos[cfg.rows] > 0
         self.csum = z.new_zeros(counts.shape[0], z.shape[1]).index_add_(0, self.cls, z)  # (K, d) class sums
         self.mask = TileMask(self_offset=cfg.offset)
-        self.c = inv_t * _max_norm(z) ** 2
+        self.c = inv_temp * _max_norm(z) ** 2
         self.fixed = use_fixed_shift(self.c, z.dtype)
-        lse, _ = rect_lse(zl, z, inv_t, self.c, self.mask, cfg.bs, self.fixed)  # (R,) pass 1
+        lse, _ = rect_lse(zl, z, inv_temp, self.c, self.mask, cfg.bs, self.fixed)  # (R,) pass 1
         self.lse = torch.where(torch.isfinite(lse), lse, torch.zeros_like(lse))  # -inf: N = 1, no column
 
     def losses(self) -> torch.Tensor:
         zl = self.zl
         pos = (zl * (self.csum[self.cls[self.cfg.rows]] - zl)).sum(1)  # sum_{p in P(i)} z_i . z_p
-        per_row = self.lse - self.inv_t * pos / self.npos.clamp_min(1)
+        per_row = self.lse - self.inv_temp * pos / self.npos.clamp_min(1)
         return torch.where(self.has, per_row, torch.zeros_like(per_row))
 
     def mean_weights(self, like: torch.Tensor) -> torch.Tensor:
@@ -135,7 +135,7 @@ class DistSupCon(_RowOwner):
     def grad(self, w: torch.Tensor) -> Grads:
         cfg, z, zl, cl = self.cfg, self.z, self.zl, self.cls[self.cfg.rows]
         w = torch.where(self.has, w, torch.zeros_like(w))  # rows without positives: no loss
-        gx, gy_ = rect_grad(zl, z, self.inv_t, self.c, self.mask, cfg.bs, self.fixed, self.lse, w)
+        gx, gy_ = rect_grad(zl, z, self.inv_temp, self.c, self.mask, cfg.bs, self.fixed, self.lse, w)
         gy = present(gy_)  # (N, d): need_y is on
         v = w / self.npos.clamp_min(1)  # v_i = w_i / |P(i)|
         vz = v[:, None] * zl  # (R, d)
@@ -146,7 +146,7 @@ class DistSupCon(_RowOwner):
         gy[cfg.rows] += vz  #   (i = k is not in P(k))
         gx += reduce_scatter_rows(cfg.op, gy, cfg.sizes, cfg.rank, cfg.group)  # (WP)^T Z from every rank
         d_inv, _ = _reduced(cfg, d_inv, None)
-        return [gx.mul_(self.inv_t * cfg.scale)], d_inv, None
+        return [gx.mul_(self.inv_temp * cfg.scale)], d_inv, None
 
 
 class DistRetrieval(_RowOwner):
@@ -157,13 +157,13 @@ class DistRetrieval(_RowOwner):
     def __init__(
         self,
         zs: list[torch.Tensor | None],
-        inv_t: float,
+        inv_temp: float,
         bias: float | None,
         needs: Sequence[bool],
         cfg: RowConfig,
         ids: torch.Tensor | None,
     ):
-        self.cfg, self.inv_t = cfg, inv_t
+        self.cfg, self.inv_temp = cfg, inv_temp
         self.al, self.pl, nl = present(zs[0]), present(zs[1]), zs[2]  # local unit rows
         self.n, d, K = self.al.shape[0], self.al.shape[1], cfg.neg_per_anchor
         rows = [self.pl] + ([present(nl).reshape(self.n, K * d)] if K else [])
@@ -182,12 +182,12 @@ class DistRetrieval(_RowOwner):
         self.mask = (
             TileMask(row_key=ids[cfg.rows], col_key=ids, keep_offset=o) if ids is not None else TileMask()
         )
-        self.c = inv_t * _max_norm(self.al) * _max_norm(self.P, self.N)
+        self.c = inv_temp * _max_norm(self.al) * _max_norm(self.P, self.N)
         self.fixed = use_fixed_shift(self.c, self.al.dtype)
         bs, sym = cfg.bs, cfg.symmetric
-        lse_r, lse_c = rect_lse(self.al, self.P, inv_t, self.c, self.mask, bs, self.fixed, cols=sym)
+        lse_r, lse_c = rect_lse(self.al, self.P, inv_temp, self.c, self.mask, bs, self.fixed, cols=sym)
         if self.N is not None:
-            lse_n, _ = rect_lse(self.al, self.N, inv_t, self.c, TileMask(), bs, self.fixed)
+            lse_n, _ = rect_lse(self.al, self.N, inv_temp, self.c, TileMask(), bs, self.fixed)
             lse_r = torch.logaddexp(lse_r, lse_n)  # every candidate of row i
         self.lse_r = lse_r  # (R,)
         if sym:  # (W, B) partials -> (B,)
@@ -195,13 +195,13 @@ class DistRetrieval(_RowOwner):
             self.lse_c = torch.logsumexp(parts, 0)
 
     def losses(self) -> torch.Tensor:
-        diag = self.inv_t * (self.al * self.pl).sum(1)  # S_ii
+        diag = self.inv_temp * (self.al * self.pl).sum(1)  # S_ii
         if self.cfg.symmetric:
             return 0.5 * (self.lse_r - diag) + 0.5 * (self.lse_c[self.cfg.rows] - diag)
         return self.lse_r - diag
 
     def grad(self, w: torch.Tensor) -> Grads:
-        cfg, al, it = self.cfg, self.al, self.inv_t
+        cfg, al, it = self.cfg, self.al, self.inv_temp
         sym, d, K = cfg.symmetric, al.shape[1], cfg.neg_per_anchor
         u = 0.5 * w if sym else w  # row-direction weights
         v = None
@@ -252,7 +252,7 @@ class DistSigLIP(_RowOwner):
     def __init__(
         self,
         zs: list[torch.Tensor | None],
-        inv_t: float,
+        inv_temp: float,
         bias: float | None,
         needs: Sequence[bool],
         cfg: RowConfig,
@@ -260,7 +260,7 @@ class DistSigLIP(_RowOwner):
         assert bias is not None  # the sigmoid loss always has its bias
         self.cfg = cfg
         b = gather_rows(cfg.op, present(zs[1]), cfg.sizes, cfg.group)  # (B, d)
-        self.inner = SigLIPObjective([zs[0], b], inv_t, bias, (True, True), cfg.bs, offset=cfg.offset)
+        self.inner = SigLIPObjective([zs[0], b], inv_temp, bias, (True, True), cfg.bs, offset=cfg.offset)
         self.n = present(zs[0]).shape[0]
 
     def losses(self) -> torch.Tensor:
@@ -283,12 +283,14 @@ def dist_build(kind: str, cfg: RowConfig, extra: torch.Tensor | None = None) -> 
     """The engine's ``build`` for ``kind`` in 'supcon' (extra: global labels), 'retrieval'
     (extra: global positive ids or None), 'siglip'."""
 
-    def build(rows: list[Rows | None], inv_t: float, bias: float | None, needs: Sequence[bool]) -> Objective:
+    def build(
+        rows: list[Rows | None], inv_temp: float, bias: float | None, needs: Sequence[bool]
+    ) -> Objective:
         zs = [None if r is None else whole(r) for r in rows]  # the collectives need whole tensors
         if kind == "supcon":
-            return DistSupCon(zs, inv_t, bias, needs, cfg, present(extra))
+            return DistSupCon(zs, inv_temp, bias, needs, cfg, present(extra))
         if kind == "retrieval":
-            return DistRetrieval(zs, inv_t, bias, needs, cfg, extra)
-        return DistSigLIP(zs, inv_t, bias, needs, cfg)
+            return DistRetrieval(zs, inv_temp, bias, needs, cfg, extra)
+        return DistSigLIP(zs, inv_temp, bias, needs, cfg)
 
     return build

@@ -12,10 +12,10 @@ positive terms. Everything around them lives here and nowhere else:
   the gradient is computed there (one call, no graph kept) and backward only multiplies it by
   grad_output. For 'none' the weights are grad_output itself, known only in backward, which
   then runs the gradient pass with them (pass 2 recomputes the tiles; nothing N x N is saved);
-* the temperature and bias gradients: the objective returns d/d(inv_t) and d/d(bias) of
-  sum_i w_i loss_i; with tau = 1 / inv_t, d/d(tau) = -inv_t^2 d/d(inv_t).
+* the temperature and bias gradients: the objective returns d/d(inv_temp) and d/d(bias) of
+  sum_i w_i loss_i; with tau = 1 / inv_temp, d/d(tau) = -inv_temp^2 d/d(inv_temp).
 
-One name for the inverse temperature throughout ops/: ``inv_t`` = 1 / tau.
+One name for the inverse temperature throughout ops/: ``inv_temp`` = 1 / tau.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ class Objective:
 
     def grad(self, w: torch.Tensor) -> Grads:
         """Gradient of sum_i w_i loss_i: one tensor per input (``None`` where not needed),
-        d/d(inv_t) and d/d(bias) (``None`` without a bias), inputs taken as free vectors."""
+        d/d(inv_temp) and d/d(bias) (``None`` without a bias), inputs taken as free vectors."""
         raise NotImplementedError
 
     def losses_and_grad(self, w: torch.Tensor) -> tuple[torch.Tensor, Grads]:
@@ -80,9 +80,9 @@ def whole(x: Blocks) -> torch.Tensor:
 Build = Callable[[list[Rows | None], float, float | None, Sequence[bool]], Objective]
 
 
-def _finish(grads: Grads, zs: Sequence[Rows | None], inv_t: float, needs: Sequence[bool]) -> Grads:
+def _finish(grads: Grads, zs: Sequence[Rows | None], inv_temp: float, needs: Sequence[bool]) -> Grads:
     """Chain the normalisation (in place: the objective's gradients are its own fresh tensors),
-    turn d/d(inv_t) into d/d(tau)."""
+    turn d/d(inv_temp) into d/d(tau)."""
     gs, d_inv, d_bias = grads
     out: list[torch.Tensor | None] = []
     for g, z, need in zip(gs, zs, needs):
@@ -94,14 +94,14 @@ def _finish(grads: Grads, zs: Sequence[Rows | None], inv_t: float, needs: Sequen
             out.append(g)
         else:
             out.append(chain_normalize_(g.to(z.dtype), z, z.norms))  # (I - z z^T) g / |u|
-    d_tau = -d_inv * (inv_t * inv_t)  # d/dtau = -inv_t^2 d/d(inv_t)
+    d_tau = -d_inv * (inv_temp * inv_temp)  # d/dtau = -inv_temp^2 d/d(inv_temp)
     return out, d_tau, d_bias
 
 
 class EngineFn(torch.autograd.Function):
     """The contract: ``EngineFn.apply(build, normalize, reduction, want_grad, temperature,
     bias, *inputs)`` returns the reduced loss (or per-row losses) in the compute dtype.
-    ``build(zs, inv_t, bias, needs)`` makes the :class:`Objective`; ``needs[k]`` says whether
+    ``build(zs, inv_temp, bias, needs)`` makes the :class:`Objective`; ``needs[k]`` says whether
     input k needs a gradient."""
 
     @staticmethod
@@ -119,12 +119,12 @@ class EngineFn(torch.autograd.Function):
         # the objectives read z block by block: the normalised (or compute-dtype) rows are
         # never held next to the inputs
         zs = [None if x is None else Rows(x, ct, normalize) for x in inputs]  # (n, d) each
-        inv_t = 1.0 / float(scalar(temperature))  # type: ignore[arg-type]
+        inv_temp = 1.0 / float(scalar(temperature))  # type: ignore[arg-type]
         needs = tuple(ctx.needs_input_grad[6:])
-        obj = build(zs, inv_t, scalar(bias), needs)
+        obj = build(zs, inv_temp, scalar(bias), needs)
         ctx.meta = (
             reduction,
-            inv_t,
+            inv_temp,
             [None if x is None else x.dtype for x in inputs],
             getattr(temperature, "dtype", None),
             getattr(bias, "dtype", None),
@@ -137,7 +137,7 @@ class EngineFn(torch.autograd.Function):
         w = obj.mean_weights(like) if reduction == "mean" else ref.new_ones(obj.n)
         if want_grad:
             losses, grads = obj.losses_and_grad(w)
-            gs, d_tau, d_bias = _finish(grads, zs, inv_t, needs)
+            gs, d_tau, d_bias = _finish(grads, zs, inv_temp, needs)
             # saved (not ctx attributes): autograd frees them as soon as the backward is done
             # with them, so the gradient it returns moves into .grad instead of being copied
             ctx.layout = ([g is not None for g in gs], d_bias is not None)
@@ -150,12 +150,12 @@ class EngineFn(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, g_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        reduction, inv_t, in_dtypes, t_dtype, b_dtype = ctx.meta
+        reduction, inv_temp, in_dtypes, tau_dtype, b_dtype = ctx.meta
         needs = ctx.needs_input_grad
         if reduction == "none":
             zs = ctx.zs
             w = g_out.to(next(z for z in zs if z is not None).dtype)  # the upstream weights
-            gs, d_tau, d_bias = _finish(ctx.obj.grad(w), zs, inv_t, needs[6:])
+            gs, d_tau, d_bias = _finish(ctx.obj.grad(w), zs, inv_temp, needs[6:])
             scale: float | torch.Tensor = 1.0
         else:
             has_g, has_bias = ctx.layout
@@ -166,13 +166,13 @@ class EngineFn(torch.autograd.Function):
             scale = g_out.to(d_tau.dtype)
             if bool(scale == 1):  # loss.backward(): hand the saved gradients on as they are
                 scale = 1.0
-        grad_t = (d_tau * scale).to(t_dtype) if needs[4] else None
+        grad_tau = (d_tau * scale).to(tau_dtype) if needs[4] else None
         grad_b = (d_bias * scale).to(b_dtype) if needs[5] and d_bias is not None else None
         grad_in = [
             None if g is None else (g if isinstance(scale, float) else g * scale).to(dt)
             for g, dt in zip(gs, in_dtypes)
         ]
-        return (None, None, None, None, grad_t, grad_b, *grad_in)
+        return (None, None, None, None, grad_tau, grad_b, *grad_in)
 
 
 def run(

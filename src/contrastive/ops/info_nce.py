@@ -1,7 +1,7 @@
 """InfoNCE / NT-Xent (and its decoupled form, DCL) on the engine: the symmetric tile passes
 of :mod:`.sym_tiles` plus the positives, O(N d).
 
-Rows z_i (N = 2B stacked views), positive p(i) = (i + B) mod N, S = inv_t Z Z^T:
+Rows z_i (N = 2B stacked views), positive p(i) = (i + B) mod N, S = inv_temp Z Z^T:
 
     loss_i = lse_i - S_{i,p(i)},  lse_i = log sum_k [k a candidate of i] exp S_ik
 
@@ -12,8 +12,8 @@ symmetric (p is an involution), so the upper-triangle tiles suffice.
 Gradient of sum_i w_i loss_i (seed 002's (WG + (WG)^T) Z / tau without G):
     g = (W P + (W P)^T) Z               the tile passes (P the masked row softmax)
     g_i -= (w_i + w_p(i)) z_p(i)        the one-hot part of G and G^T
-    grad_z = inv_t g
-    d/d(inv_t) = sum_i z_i . grad_z_i / (2 inv_t)    (every logit is degree 2 in Z)
+    grad_z = inv_temp g
+    d/d(inv_temp) = sum_i z_i . grad_z_i / (2 inv_temp)    (every logit is degree 2 in Z)
 
 Flops 4 N^2 d (half the tiles), memory O(N d + tile^2). See docs/derivations/info_nce.md.
 """
@@ -38,7 +38,7 @@ class InfoNCEObjective(Objective):
     def __init__(
         self,
         zs: Sequence[Blocks | None],
-        inv_t: float,
+        inv_temp: float,
         bias: float | None,
         needs: Sequence[bool],
         exclude_self: bool,
@@ -47,39 +47,39 @@ class InfoNCEObjective(Objective):
     ):
         z = self.z = present(zs[0])  # (N, d) rows, made block by block
         self.n = N = z.shape[0]
-        self.inv_t, self.bs = inv_t, bs
+        self.inv_temp, self.bs = inv_temp, bs
         self.p = positive_index(N, z.device)  # (N,) p(i)
         self.mask = TileMask(
             self_offset=0 if exclude_self else None,
             row_key=self.p if decoupled else None,  # masked: j == p(i)
             col_key=torch.arange(N, device=z.device) if decoupled else None,
         )
-        self.c = inv_t * max_sq_norm(z)  # every |S_ij| <= c
+        self.c = inv_temp * max_sq_norm(z)  # every |S_ij| <= c
         self.fixed = use_fixed_shift(self.c, z.dtype)
-        self.lse = sym_lse(z, inv_t, self.c, self.mask, bs, self.fixed)  # (N,) pass 1
+        self.lse = sym_lse(z, inv_temp, self.c, self.mask, bs, self.fixed)  # (N,) pass 1
 
     def losses(self) -> torch.Tensor:
         z = self.z
         pos = z.new_empty(self.n)  # z_i . z_p(i), the rows z[p] never gathered into a copy
         for i0, p0, n in rolled(self.n, self.n // 2):
             pos[i0 : i0 + n] = rowdot(z, z, i0, p0, n)
-        return self.lse - self.inv_t * pos  # -log P_{i,p(i)}
+        return self.lse - self.inv_temp * pos  # -log P_{i,p(i)}
 
     def grad(self, w: torch.Tensor) -> Grads:
-        z, p, inv_t = self.z, self.p, self.inv_t
-        g = sym_grad(z, inv_t, self.c, self.lse, w, self.mask, self.bs, self.fixed)  # (WP + (WP)^T) Z
+        z, p, inv_temp = self.z, self.p, self.inv_temp
+        g = sym_grad(z, inv_temp, self.c, self.lse, w, self.mask, self.bs, self.fixed)  # (WP + (WP)^T) Z
         wp = (w + w[p])[:, None]  # (N, 1)
         for i0, p0, n in rolled(self.n, self.n // 2):
             sub_rows_(g, z, wp, i0, p0, n)  # - (W onehot(p) + its transpose) Z
-        g.mul_(inv_t)  # (WG + (WG)^T) Z / tau
-        d_inv = rowdot(z, g).sum() / (2 * inv_t)  # d/d(inv_t)
+        g.mul_(inv_temp)  # (WG + (WG)^T) Z / tau
+        d_inv = rowdot(z, g).sum() / (2 * inv_temp)  # d/d(inv_temp)
         return [g], d_inv, None
 
 
 def info_nce_objective(exclude_self: bool, decoupled: bool, bs: int) -> Build:
     """The engine's ``build`` for two-view InfoNCE of one stacked ``(N, d)`` input."""
 
-    def build(zs, inv_t, bias, needs):
-        return InfoNCEObjective(zs, inv_t, bias, needs, exclude_self, decoupled, bs)
+    def build(zs, inv_temp, bias, needs):
+        return InfoNCEObjective(zs, inv_temp, bias, needs, exclude_self, decoupled, bs)
 
     return build

@@ -1,4 +1,5 @@
-"""Dense InfoNCE / NT-Xent (seeds 001, 002): holds the N x N logits; the seed's backward.
+"""Dense InfoNCE / NT-Xent (SimCLR, Chen et al. 2020; van den Oord et al. 2018): holds the N x N
+logits; the closed-form backward of docs/derivations/info_nce.md.
 
     L_ij = z_i . z_j / tau,  loss_i = logsumexp_{k (!= i)} L_ik - L_{i,p(i)},  p(i) = (i + N/2) mod N
     d(sum_i w_i loss_i)/dZ = (WG + (WG)^T) Z / tau,  G = P - onehot(p),  W = diag(w)
@@ -27,15 +28,15 @@ class DenseInfoNCEFn(torch.autograd.Function):
         ct = compute_dtype(u.dtype)
         x = u.to(ct)
         z, norms = normalize_rows(x) if normalize else (x, None)  # (N, d)
-        t = temperature_value(temperature, ct, u.device)
+        tau = temperature_value(temperature, ct, u.device)
         N = z.shape[0]
         p = positive_index(N, u.device)
-        S = (z @ z.T) / t  # L_ij, (N, N)
+        S = (z @ z.T) / tau  # L_ij, (N, N)
         if exclude_self:
             S.fill_diagonal_(float("-inf"))
         lse = torch.logsumexp(S, dim=1)  # (N,)
-        pos = (z * z[p]).sum(1) / t  # L_{i,p(i)}
-        ctx.save_for_backward(z, norms if normalize else z.new_empty(0), lse, t)
+        pos = (z * z[p]).sum(1) / tau  # L_{i,p(i)}
+        ctx.save_for_backward(z, norms if normalize else z.new_empty(0), lse, tau)
         ctx.flags = (
             exclude_self,
             normalize,
@@ -46,23 +47,25 @@ class DenseInfoNCEFn(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g):  # g = w, (N,)
-        z, norms, lse, t = ctx.saved_tensors
-        exclude_self, normalize, in_dtype, t_dtype = ctx.flags
+        z, norms, lse, tau = ctx.saved_tensors
+        exclude_self, normalize, in_dtype, tau_dtype = ctx.flags
         g = g.to(z.dtype)
         N = z.shape[0]
         p = positive_index(N, z.device)
-        L = (z @ z.T) / t  # (N, N)
+        L = (z @ z.T) / tau  # (N, N)
         WG = torch.exp(L - lse[:, None])  # P_ij
         if exclude_self:
             WG.fill_diagonal_(0.0)
         WG[torch.arange(N, device=z.device), p] -= 1.0  # G = P - onehot(p)
         WG *= g[:, None]  # W G
-        grad_t = None
-        if t_dtype is not None and ctx.needs_input_grad[1]:
-            grad_t = (-(WG * L).sum() / t).to(t_dtype)  # -sum w_i G_ij L_ij / tau (G_ii = 0 if excluded)
+        grad_tau = None
+        if tau_dtype is not None and ctx.needs_input_grad[1]:
+            grad_tau = (-(WG * L).sum() / tau).to(
+                tau_dtype
+            )  # -sum w_i G_ij L_ij / tau (G_ii = 0 if excluded)
         grad_u = None
         if ctx.needs_input_grad[0]:
-            grad_z = (WG + WG.T) @ z / t  # (G + G^T) Z / tau, weighted
+            grad_z = (WG + WG.T) @ z / tau  # (G + G^T) Z / tau, weighted
             grad_u = chain_normalize(grad_z, z, norms) if normalize else grad_z
             grad_u = grad_u.to(in_dtype)
-        return grad_u, grad_t, None, None
+        return grad_u, grad_tau, None, None

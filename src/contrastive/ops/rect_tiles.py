@@ -1,4 +1,4 @@
-"""Tile passes over a rectangular logit matrix S = inv_t X Y^T (queries X, candidates Y).
+"""Tile passes over a rectangular logit matrix S = inv_temp X Y^T (queries X, candidates Y).
 
 Serves the two-tower loss (row and column softmaxes), retrieval (anchors against positives
 and negatives) and any other query/candidate objective; S is visited one bs x bs tile at a
@@ -12,7 +12,7 @@ When exp(-2c) would underflow, running maxima per row (and column) replace c.
 Pass 2, the softmax part of the gradient of sum_i u_i lse_row_i + sum_j v_j lse_col_j:
     dS = diag(u / r) E + E diag(v / k)      (row softmax R and column softmax C weighted)
     g_X += dS_IJ Y_J,  g_Y += dS_IJ^T X_I
-The objective adds its positives' part and the factor inv_t.
+The objective adds its positives' part and the factor inv_temp.
 
 Flops 2 R C d in pass 1, 4 R C d in pass 2 (2 when Y needs no gradient).
 """
@@ -29,14 +29,14 @@ from .tiles import TileBuffers, TileMask, blocks, online_update
 def rect_lse(
     x: Blocks,
     y: Blocks,
-    inv_t: float,
+    inv_temp: float,
     c: float,
     mask: TileMask,
     bs: int,
     fixed: bool,
     cols: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Row log-sum-exps (R,) of S = inv_t x y^T over unmasked entries, and the column ones (C,)
+    """Row log-sum-exps (R,) of S = inv_temp x y^T over unmasked entries, and the column ones (C,)
     when ``cols``."""
     R, C = x.shape[0], y.shape[0]
     buf = TileBuffers(x.dtype, x.device)
@@ -46,7 +46,7 @@ def rect_lse(
         shift = x.new_full((1, 1), -c)
         ones = x.new_ones(bs)
         for i0, i1 in blocks(R, bs):
-            xi = x[i0:i1] * inv_t  # (bs, d): 1/tau folded into the row block, never into all of X
+            xi = x[i0:i1] * inv_temp  # (bs, d): 1/tau folded into the row block, never into all of X
             for j0, j1 in blocks(C, bs):
                 E = tile_mm(xi, y[j0:j1], buf.get("E", i1 - i0, j1 - j0), shift)  # S_IJ - c
                 E.exp_()  # in [exp(-2c), 1]
@@ -59,7 +59,7 @@ def rect_lse(
     Cc = C if cols else 0
     mc, rc = x.new_full((Cc,), float("-inf")), x.new_zeros(Cc)
     for i0, i1 in blocks(R, bs):
-        xi = x[i0:i1] * inv_t  # (bs, d)
+        xi = x[i0:i1] * inv_temp  # (bs, d)
         for j0, j1 in blocks(C, bs):
             S = tile_mm(xi, y[j0:j1], buf.get("S", i1 - i0, j1 - j0))
             mask.apply(S, i0, j0, float("-inf"))
@@ -78,7 +78,7 @@ def rect_lse(
 def rect_grad(
     x: Blocks,
     y: Blocks,
-    inv_t: float,
+    inv_temp: float,
     c: float,
     mask: TileMask,
     bs: int,
@@ -105,7 +105,7 @@ def rect_grad(
         shift = x.new_full((1, 1), -c)
     for i0, i1 in blocks(R, bs):
         x_i = x[i0:i1]  # (bs, d) rows made once per row block
-        xi = x_i * inv_t
+        xi = x_i * inv_temp
         for j0, j1 in blocks(C, bs):
             y_j = y[j0:j1]
             E = tile_mm(xi, y_j, buf.get("E", i1 - i0, j1 - j0), shift)  # S_IJ (- c)

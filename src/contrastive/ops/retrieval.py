@@ -1,7 +1,7 @@
 """Retrieval loss with hard negatives (MultipleNegativesRanking-style) on the engine.
 
 Anchors a (B, d), positives p (B, d), negatives n (M, d) (K per anchor flattened, or a shared
-queue); the candidates are every positive and every negative, S = inv_t a [p; n]^T:
+queue); the candidates are every positive and every negative, S = inv_temp a [p; n]^T:
 
     loss_i = lse_row_i - S_ii,   lse_row_i = log (sum_j exp S_ij + sum_m exp S_i,B+m)
     symmetric:  loss_i = (lse_row_i - S_ii) / 2 + (lse_col_i - S_ii) / 2,
@@ -15,7 +15,7 @@ Pass 1: :func:`.rect_tiles.rect_lse` over (a, p) (rows, and columns when symmetr
 symmetric) and v = w / 2:
     g_a = (diag(u) R + C diag(v)) P + diag(u) R_n N,   g_p = (...)^T A,   g_n = (diag(u) R_n)^T A
     g_a_i -= w_i p_i,  g_p_i -= w_i a_i      (the positives)
-and everything times inv_t; d/d(inv_t) = sum_i a_i . g_a_i / inv_t. A negative tensor that
+and everything times inv_temp; d/d(inv_temp) = sum_i a_i . g_a_i / inv_temp. A negative tensor that
 needs no gradient skips its GEMM.
 """
 
@@ -38,7 +38,7 @@ class RetrievalObjective(Objective):
     def __init__(
         self,
         zs: Sequence[Blocks | None],
-        inv_t: float,
+        inv_temp: float,
         bias: float | None,
         needs: Sequence[bool],
         symmetric: bool,
@@ -47,32 +47,34 @@ class RetrievalObjective(Objective):
     ):
         self.a, self.p, self.neg = present(zs[0]), present(zs[1]), zs[2]
         self.n = self.a.shape[0]
-        self.inv_t, self.bs, self.symmetric = inv_t, bs, symmetric
+        self.inv_temp, self.bs, self.symmetric = inv_temp, bs, symmetric
         self.needs = needs
         ids = None if positive_ids is None else positive_ids.to(self.a.device)
         self.mask = TileMask(row_key=ids, col_key=ids, keep_offset=0) if ids is not None else TileMask()
-        self.c = shift_bound(inv_t, [self.a], [self.p, self.neg])
+        self.c = shift_bound(inv_temp, [self.a], [self.p, self.neg])
         self.fixed = use_fixed_shift(self.c, self.a.dtype)
-        lse_r, self.lse_c = rect_lse(self.a, self.p, inv_t, self.c, self.mask, bs, self.fixed, cols=symmetric)
+        lse_r, self.lse_c = rect_lse(
+            self.a, self.p, inv_temp, self.c, self.mask, bs, self.fixed, cols=symmetric
+        )
         if self.neg is not None:
-            lse_n, _ = rect_lse(self.a, self.neg, inv_t, self.c, TileMask(), bs, self.fixed)
+            lse_n, _ = rect_lse(self.a, self.neg, inv_temp, self.c, TileMask(), bs, self.fixed)
             lse_r = torch.logaddexp(lse_r, lse_n)  # every candidate of row i
         self.lse_r = lse_r  # (B,)
 
     def losses(self) -> torch.Tensor:
-        diag = self.inv_t * rowdot(self.a, self.p)  # S_ii
+        diag = self.inv_temp * rowdot(self.a, self.p)  # S_ii
         if self.symmetric:
             return 0.5 * (self.lse_r - diag) + 0.5 * (present(self.lse_c) - diag)
         return self.lse_r - diag
 
     def grad(self, w: torch.Tensor) -> Grads:
-        a, p, neg, inv_t = self.a, self.p, self.neg, self.inv_t
+        a, p, neg, inv_temp = self.a, self.p, self.neg, self.inv_temp
         u = 0.5 * w if self.symmetric else w  # row-direction weights
         v = 0.5 * w if self.symmetric else None  # column-direction weights
         ga, gp = rect_grad(
             a,
             p,
-            inv_t,
+            inv_temp,
             self.c,
             self.mask,
             self.bs,
@@ -88,7 +90,7 @@ class RetrievalObjective(Objective):
             ga_n, gn = rect_grad(
                 a,
                 neg,
-                inv_t,
+                inv_temp,
                 self.c,
                 TileMask(),
                 self.bs,
@@ -99,20 +101,20 @@ class RetrievalObjective(Objective):
             )
             ga.add_(ga_n)
             if gn is not None:
-                gn.mul_(inv_t)
+                gn.mul_(inv_temp)
         sub_rows_(ga, p, w[:, None])  # positives: dS_ii -= w_i
-        ga.mul_(inv_t)
+        ga.mul_(inv_temp)
         if gp is not None:
             sub_rows_(gp, a, w[:, None])
-            gp.mul_(inv_t)
-        d_inv = rowdot(a, ga).sum() / inv_t  # sum_ij dS_ij a_i . c_j
+            gp.mul_(inv_temp)
+        d_inv = rowdot(a, ga).sum() / inv_temp  # sum_ij dS_ij a_i . c_j
         return [ga, gp, gn], d_inv, None
 
 
 def retrieval_objective(symmetric: bool, positive_ids: torch.Tensor | None, bs: int) -> Build:
     """The engine's ``build`` for inputs (anchors, positives, negatives or None)."""
 
-    def build(zs, inv_t, bias, needs):
-        return RetrievalObjective(zs, inv_t, bias, needs, symmetric, positive_ids, bs)
+    def build(zs, inv_temp, bias, needs):
+        return RetrievalObjective(zs, inv_temp, bias, needs, symmetric, positive_ids, bs)
 
     return build

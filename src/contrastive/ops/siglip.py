@@ -1,14 +1,14 @@
 """The sigmoid loss of SigLIP (Zhai et al. 2023) on the engine: one pass, no normaliser.
 
-a (B, d), b (B, d), S = inv_t A B^T + bias, y_ij = 1 on the diagonal and -1 elsewhere:
+a (B, d), b (B, d), S = inv_temp A B^T + bias, y_ij = 1 on the diagonal and -1 elsewhere:
 
     loss_i = sum_j -log sigmoid(y_ij S_ij) = sum_j softplus(X_ij),   X_ij = -y_ij S_ij
 
 Every entry is independent, so one visit of each tile gives the loss and, given the weights
 w of sum_i w_i loss_i, the gradient:
     dS_ij = w_i d softplus(X_ij) / dS_ij = -y_ij w_i sigmoid(X_ij)
-    g_a += dS B,  g_b += dS^T A  (times inv_t),  d/d(bias) = sum_ij dS_ij,
-    d/d(inv_t) = sum_ij dS_ij a_i . b_j = sum_i a_i . g_a_i / inv_t
+    g_a += dS B,  g_b += dS^T A  (times inv_temp),  d/d(bias) = sum_ij dS_ij,
+    d/d(inv_temp) = sum_ij dS_ij a_i . b_j = sum_i a_i . g_a_i / inv_temp
 For 'mean' / 'sum' that single pass runs in forward; for 'none' forward computes the losses
 only and backward runs the pass again with the upstream weights. Nothing is kept per tile:
 memory O(B d + tile^2) (open_clip's chunked loss keeps every chunk's logits for backward).
@@ -34,7 +34,7 @@ class SigLIPObjective(Objective):
     def __init__(
         self,
         zs: Sequence[Blocks | None],
-        inv_t: float,
+        inv_temp: float,
         bias: float,
         needs: Sequence[bool],
         bs: int,
@@ -42,11 +42,11 @@ class SigLIPObjective(Objective):
     ):
         self.a, self.b = present(zs[0]), present(zs[1])
         self.n = self.a.shape[0]
-        self.inv_t, self.bias, self.bs, self.needs = inv_t, bias, bs, needs
+        self.inv_temp, self.bias, self.bs, self.needs = inv_temp, bias, bs, needs
         self.offset = offset  # row i's positive is column offset + i (a rank's rows: its offset)
 
     def _pass(self, w: torch.Tensor | None) -> tuple[torch.Tensor, Grads | None]:
-        a, b, inv_t, bs = self.a, self.b, self.inv_t, self.bs
+        a, b, inv_temp, bs = self.a, self.b, self.inv_temp, self.bs
         B = a.shape[0]
         buf = TileBuffers(a.dtype, a.device)
         shift = a.new_full((1, 1), self.bias)
@@ -56,7 +56,7 @@ class SigLIPObjective(Objective):
             d_bias = a.new_zeros(())
         for i0, i1 in blocks(B, bs):
             a_i = a[i0:i1]  # (bs, d) rows made once per row block
-            ai = a_i * inv_t  # 1/tau folded into the row block
+            ai = a_i * inv_temp  # 1/tau folded into the row block
             for j0, j1 in blocks(b.shape[0], bs):
                 b_j = b[j0:j1]
                 X = tile_mm(ai, b_j, buf.get("X", i1 - i0, j1 - j0), shift)  # S_IJ
@@ -75,8 +75,8 @@ class SigLIPObjective(Objective):
         if w is None:
             return losses, None
         d_inv = rowdot(a, ga).sum()  # sum dS_ij a_i . b_j
-        ga.mul_(inv_t)
-        gb.mul_(inv_t)
+        ga.mul_(inv_temp)
+        gb.mul_(inv_temp)
         return losses, ([ga, gb if self.needs[1] else None], d_inv, d_bias)
 
     def losses(self) -> torch.Tensor:
@@ -96,7 +96,7 @@ class SigLIPObjective(Objective):
 def siglip_objective(bs: int) -> Build:
     """The engine's ``build`` for the sigmoid loss of inputs (a, b)."""
 
-    def build(zs, inv_t, bias, needs):
-        return SigLIPObjective(zs, inv_t, bias, needs, bs)
+    def build(zs, inv_temp, bias, needs):
+        return SigLIPObjective(zs, inv_temp, bias, needs, bs)
 
     return build

@@ -1,6 +1,6 @@
 """Supervised contrastive loss (Khosla et al. 2020, "L_out") on the engine, O(N d) memory.
 
-Rows z_i with labels y_i, S = inv_t Z Z^T, P(i) = {p != i : y_p = y_i}, n_i = |P(i)|:
+Rows z_i with labels y_i, S = inv_temp Z Z^T, P(i) = {p != i : y_p = y_i}, n_i = |P(i)|:
 
     loss_i = lse_i - (1 / n_i) sum_{p in P(i)} S_ip,    lse_i = log sum_{a != i} exp S_ia
 
@@ -11,7 +11,7 @@ NT-Xent's (self excluded), so the tile passes are :mod:`.sym_tiles`' with the se
 Gradient of sum_i w_i loss_i, v_i = w_i / n_i (0 without positives), cv_y = sum_{y_k = y} v_k z_k:
     g = (W P + (W P)^T) Z                              the tile passes
     g_k -= v_k (c_{y_k} - z_k) + (cv_{y_k} - v_k z_k)  d/dz_k of sum_i v_i z_i . (c_{y_i} - z_i)
-    grad_z = inv_t g,   d/d(inv_t) = sum_k z_k . grad_z_k / (2 inv_t)
+    grad_z = inv_temp g,   d/d(inv_temp) = sum_k z_k . grad_z_k / (2 inv_temp)
 So supervised contrastive costs what NT-Xent costs: the class sums are O(N d).
 """
 
@@ -33,7 +33,7 @@ class SupConObjective(Objective):
     def __init__(
         self,
         zs: Sequence[Blocks | None],
-        inv_t: float,
+        inv_temp: float,
         bias: float | None,
         needs: Sequence[bool],
         labels: torch.Tensor,
@@ -41,7 +41,7 @@ class SupConObjective(Objective):
     ):
         z = self.z = present(zs[0])  # (N, d)
         self.n = z.shape[0]
-        self.inv_t, self.bs = inv_t, bs
+        self.inv_temp, self.bs = inv_temp, bs
         _, self.cls = torch.unique(labels.to(z.device), return_inverse=True)  # (N,) class index
         counts = torch.bincount(self.cls)  # (K,)
         self.npos = (counts[self.cls] - 1).to(z.dtype)  # (N,) n_i = |P(i)|
@@ -50,9 +50,9 @@ class SupConObjective(Objective):
         for i0 in range(0, self.n, ROWS):
             self.csum.index_add_(0, self.cls[i0 : i0 + ROWS], z[i0 : i0 + ROWS])
         self.mask = TileMask(self_offset=0)
-        self.c = inv_t * max_sq_norm(z)
+        self.c = inv_temp * max_sq_norm(z)
         self.fixed = use_fixed_shift(self.c, z.dtype)
-        lse = sym_lse(z, inv_t, self.c, self.mask, bs, self.fixed)  # (N,) pass 1
+        lse = sym_lse(z, inv_temp, self.c, self.mask, bs, self.fixed)  # (N,) pass 1
         self.lse = torch.where(self.has, lse, torch.zeros_like(lse))  # N = 1 leaves no candidate
 
     def losses(self) -> torch.Tensor:
@@ -61,7 +61,7 @@ class SupConObjective(Objective):
         for i0 in range(0, self.n, ROWS):
             s = slice(i0, i0 + ROWS)
             pos[s] = rowdot(z[s], self.csum[cls[s]] - z[s])
-        per_row = self.lse - self.inv_t * pos / self.npos.clamp_min(1)
+        per_row = self.lse - self.inv_temp * pos / self.npos.clamp_min(1)
         return torch.where(self.has, per_row, torch.zeros_like(per_row))
 
     def mean_weights(self, like: torch.Tensor) -> torch.Tensor:
@@ -70,9 +70,9 @@ class SupConObjective(Objective):
         return h / h.sum().clamp_min(1)
 
     def grad(self, w: torch.Tensor) -> Grads:
-        z, inv_t = self.z, self.inv_t
+        z, inv_temp = self.z, self.inv_temp
         w = torch.where(self.has, w, torch.zeros_like(w))  # rows without positives: no loss
-        g = sym_grad(z, inv_t, self.c, self.lse, w, self.mask, self.bs, self.fixed)  # (WP + (WP)^T) Z
+        g = sym_grad(z, inv_temp, self.c, self.lse, w, self.mask, self.bs, self.fixed)  # (WP + (WP)^T) Z
         v = (w / self.npos.clamp_min(1))[:, None]  # (N, 1) v_i = w_i / n_i
         cls, csum = self.cls, self.csum
         cv = torch.zeros_like(csum)  # (K, d) cv_y = sum_{y_k = y} v_k z_k
@@ -83,15 +83,15 @@ class SupConObjective(Objective):
             s = slice(i0, i0 + ROWS)
             vz = v[s] * z[s]
             g[s].sub_(v[s] * (csum[cls[s]] - z[s]) + (cv[cls[s]] - vz))  # the positives' part
-        g.mul_(inv_t)
-        d_inv = rowdot(z, g).sum() / (2 * inv_t)  # d/d(inv_t)
+        g.mul_(inv_temp)
+        d_inv = rowdot(z, g).sum() / (2 * inv_temp)  # d/d(inv_temp)
         return [g], d_inv, None
 
 
 def supcon_objective(labels: torch.Tensor, bs: int) -> Build:
     """The engine's ``build`` for SupCon of one ``(N, d)`` input with ``labels`` ``(N,)``."""
 
-    def build(zs, inv_t, bias, needs):
-        return SupConObjective(zs, inv_t, bias, needs, labels, bs)
+    def build(zs, inv_temp, bias, needs):
+        return SupConObjective(zs, inv_temp, bias, needs, labels, bs)
 
     return build

@@ -1,10 +1,10 @@
-"""Tile passes over a symmetric logit matrix S = inv_t Z Z^T (one tower), never held.
+"""Tile passes over a symmetric logit matrix S = inv_temp Z Z^T (one tower), never held.
 
 S is symmetric, so only upper-triangle tiles (I <= J) are visited; every mask must be
 symmetric too (self, decoupled positives j = p(i) with p an involution, equal ids).
 
-Pass 1 (normalisers). With c = inv_t * max_i |z_i|^2 every logit lies in [-c, c]:
-    E_IJ = exp(Z_I Z_J^T inv_t - c)         (masked entries zeroed)
+Pass 1 (normalisers). With c = inv_temp * max_i |z_i|^2 every logit lies in [-c, c]:
+    E_IJ = exp(Z_I Z_J^T inv_temp - c)         (masked entries zeroed)
     r_I += E_IJ 1,  r_J += E_IJ^T 1          (row sums, and column sums by symmetry)
     lse_i = log r_i + c
 When exp(-2c) would underflow, a running max per row and per column replaces c.
@@ -12,7 +12,7 @@ When exp(-2c) would underflow, a running max per row and per column replaces c.
 Pass 2 (the softmax part of the gradient of sum_i w_i lse_i), P the row softmax:
     H = W_I P_IJ + (W_J P_JI)^T = diag(a_I) E + E diag(a_J),   a = w / r
     g_I += H Z_J,  g_J += H^T Z_I             (the diagonal tile once: H is symmetric)
-so g = (W P + (W P)^T) Z. The objective adds its positives' part and the factor inv_t.
+so g = (W P + (W P)^T) Z. The objective adds its positives' part and the factor inv_temp.
 
 Flops 2 N^2 d in pass 1 (half the tiles, one GEMM each) and 3 N^2 d in pass 2.
 """
@@ -27,12 +27,12 @@ from .tiles import TileBuffers, TileMask, blocks, online_update
 
 
 def max_sq_norm(z: Blocks) -> float:
-    """max_i |z_i|^2 (1 for unit rows): the fixed shift is inv_t times this."""
+    """max_i |z_i|^2 (1 for unit rows): the fixed shift is inv_temp times this."""
     return float(rowdot(z, z).max())
 
 
-def sym_lse(z: Blocks, inv_t: float, c: float, mask: TileMask, bs: int, fixed: bool) -> torch.Tensor:
-    """Pass 1: lse_i = log sum_k [(i, k) not masked] exp(inv_t z_i . z_k), shape (N,)."""
+def sym_lse(z: Blocks, inv_temp: float, c: float, mask: TileMask, bs: int, fixed: bool) -> torch.Tensor:
+    """Pass 1: lse_i = log sum_k [(i, k) not masked] exp(inv_temp z_i . z_k), shape (N,)."""
     N = z.shape[0]
     plan = blocks(N, bs)
     buf = TileBuffers(z.dtype, z.device)
@@ -41,7 +41,7 @@ def sym_lse(z: Blocks, inv_t: float, c: float, mask: TileMask, bs: int, fixed: b
         shift = z.new_full((1, 1), -c)
         ones = z.new_ones(bs)
         for bi, (i0, i1) in enumerate(plan):
-            zi = z[i0:i1] * inv_t  # (bs, d): 1/tau folded into the row block, never into all of Z
+            zi = z[i0:i1] * inv_temp  # (bs, d): 1/tau folded into the row block, never into all of Z
             for j0, j1 in plan[bi:]:
                 E = tile_mm(zi, z[j0:j1], buf.get("E", i1 - i0, j1 - j0), shift)  # S_IJ - c
                 E.exp_()  # E_IJ in [exp(-2c), 1]
@@ -53,7 +53,7 @@ def sym_lse(z: Blocks, inv_t: float, c: float, mask: TileMask, bs: int, fixed: b
     m = z.new_full((N,), float("-inf"))  # running max per row
     r = z.new_zeros(N)
     for bi, (i0, i1) in enumerate(plan):
-        zi = z[i0:i1] * inv_t  # (bs, d)
+        zi = z[i0:i1] * inv_temp  # (bs, d)
         for j0, j1 in plan[bi:]:
             S = tile_mm(zi, z[j0:j1], buf.get("S", i1 - i0, j1 - j0))
             mask.apply(S, i0, j0, float("-inf"))
@@ -65,7 +65,7 @@ def sym_lse(z: Blocks, inv_t: float, c: float, mask: TileMask, bs: int, fixed: b
 
 def sym_grad(
     z: Blocks,
-    inv_t: float,
+    inv_temp: float,
     c: float,
     lse: torch.Tensor,
     w: torch.Tensor,
@@ -73,7 +73,7 @@ def sym_grad(
     bs: int,
     fixed: bool,
 ) -> torch.Tensor:
-    """Pass 2: (W P + (W P)^T) Z, shape (N, d): d(sum_i w_i lse_i)/dz divided by inv_t."""
+    """Pass 2: (W P + (W P)^T) Z, shape (N, d): d(sum_i w_i lse_i)/dz divided by inv_temp."""
     N = z.shape[0]
     plan = blocks(N, bs)
     buf = TileBuffers(z.dtype, z.device)
@@ -84,7 +84,7 @@ def sym_grad(
         shift = z.new_full((1, 1), -c)
     for bi, (i0, i1) in enumerate(plan):
         z_i = z[i0:i1]  # (bs, d) rows made once per row block
-        zi = z_i * inv_t
+        zi = z_i * inv_temp
         for j0, j1 in plan[bi:]:
             z_j = z_i if j0 == i0 else z[j0:j1]
             E = tile_mm(zi, z_j, buf.get("E", i1 - i0, j1 - j0), shift)  # S_IJ (- c)

@@ -1,8 +1,8 @@
 """Tile bookkeeping shared by the blockwise engines: block plans, reusable tile buffers,
 the shift rule (fixed shift or online max), and the default tile size.
 
-For rows of norm at most rho, every logit s * inv_t lies in [-c, c] with
-c = inv_t * rho_a * rho_b. The engines subtract the fixed shift c before exponentiating,
+For rows of norm at most rho, every logit s * inv_temp lies in [-c, c] with
+c = inv_temp * rho_a * rho_b. The engines subtract the fixed shift c before exponentiating,
 so every exponential lies in [exp(-2c), 1]: no overflow, and no underflow as long as
 exp(-2c) is a normal number of the accumulation dtype. Past that point they switch to an
 online (running) maximum.

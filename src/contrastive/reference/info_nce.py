@@ -10,8 +10,9 @@ Z as free vectors (docs/derivations/info_nce.md) is
     grad_Z L = (G + G^T) Z / (N tau),   G_ij = P_ij - 1[j = p(i)]
 
 (with P_ii = 0 when self is excluded). For raw embeddings u with z = u / ||u|| we chain
-through the normalisation: grad_u = (I - z z^T) grad_z / ||u||. Seed 001's "1/tau^2"
-formula is not a gradient of this loss and is not used. See docs/derivations/info_nce.md.
+through the normalisation: grad_u = (I - z z^T) grad_z / ||u||. The "1/tau^2" formula in
+the SimCLR note this was first derived from (docs/derivations/index.md) is not a gradient of
+this loss and is not used. See docs/derivations/info_nce.md.
 """
 
 import numpy as np

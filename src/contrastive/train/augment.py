@@ -18,9 +18,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["AUGMENTATIONS", "build_augment", "two_views"]
+from .config import AugmentConfig
+from .registry import AUGMENTATIONS
 
-AUGMENTATIONS = ("auto", "simclr", "affine", "noise", "none")
+__all__ = ["AUGMENTATIONS", "build_augment", "two_views"]
 
 
 class Clamp01(nn.Module):
@@ -81,8 +82,6 @@ def build_augment(cfg, sample_shape: tuple[int, ...]) -> nn.Module:
         >>> aug(torch.rand(5, 1, 8, 8)).shape
         torch.Size([5, 1, 8, 8])
     """
-    from .config import AugmentConfig
-
     if not isinstance(cfg, AugmentConfig):
         raise TypeError(f"cfg must be an AugmentConfig, got {type(cfg).__name__}")
     kind = resolve_kind(cfg.kind, tuple(sample_shape))

@@ -21,14 +21,23 @@ import numpy as np
 import torch
 
 __all__ = [
+    "CheckpointError",
+    "all_finite_state",
     "atomic_write",
     "capture_rng",
     "load_checkpoint",
+    "load_model_state",
     "load_weights",
     "restore_rng",
     "save_checkpoint",
     "save_weights",
 ]
+
+
+class CheckpointError(ValueError):
+    """A checkpoint or run file that cannot be used (corrupt, missing a part, another model)."""
+
+    exit_code = 3
 
 
 def atomic_write(path, write: Callable[[str], None]) -> Path:
@@ -137,8 +146,6 @@ def load_checkpoint(path, map_location="cpu") -> dict[str, Any]:
     except OSError:
         raise
     except Exception as err:  # noqa: BLE001 - report any unreadable file the same way
-        from .rundir import CheckpointError
-
         raise CheckpointError(
             f"{path}: not a readable checkpoint ({type(err).__name__}: {str(err)[:200]}); "
             f"it is damaged: use checkpoints/best.pt or start the run again"
@@ -163,3 +170,41 @@ def load_weights(path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise FileNotFoundError(f"weights file {str(path)!r} not found")
     return load_file(str(path))
+
+
+def load_model_state(model: torch.nn.Module, state: Any, path) -> None:
+    """``model.load_state_dict(state["model"])`` with a :class:`CheckpointError` that names the
+    file and the fix when the checkpoint has no model or holds another architecture."""
+    if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
+        raise CheckpointError(
+            f"{path} holds no model weights (no 'model' entry): it is not a checkpoint "
+            f"of `contrastive train`; use the run's checkpoints/last.pt or best.pt"
+        )
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()
+        detail = next((ln.strip() for ln in first[1:] if ln.strip()), first[0] if first else "")
+        raise CheckpointError(
+            f"{path} does not fit this model ({detail}): it was saved by another architecture; check that "
+            f"config.toml's [model] section is the one the run was trained with"
+        ) from None
+
+
+def all_finite_state(model: torch.nn.Module, opt: torch.optim.Optimizer | None = None) -> str | None:
+    """``None`` when every parameter, buffer (BatchNorm statistics) and optimiser state tensor
+    is finite; otherwise the name of the first that is not."""
+    for kind, items in (("weight", model.named_parameters()), ("buffer", model.named_buffers())):
+        for name, t in items:
+            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                return f"{kind} {name}"
+    if opt is not None:
+        for i, st in enumerate(opt.state.values()):
+            for key, t in st.items():
+                if (
+                    isinstance(t, torch.Tensor)
+                    and t.is_floating_point()
+                    and not bool(torch.isfinite(t).all())
+                ):
+                    return f"optimiser state {key} of parameter {i}"
+    return None

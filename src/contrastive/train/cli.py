@@ -166,14 +166,14 @@ def _recipe_of(run_dir) -> str:
 def read_inputs(spec: str, run_dir) -> torch.Tensor:
     """Samples for ``embed``: ``train`` / ``test`` (the run's splits), a ``.npy`` file, an IDX
     file, or a folder of images (searched recursively, sorted by path)."""
-    from . import data as D
+    from . import data
     from .runtime import load_run_config, read_run
 
     info = read_run(run_dir)
     shape = tuple(info.get("sample_shape", ()))
     if spec in ("train", "test"):
         cfg = load_run_config(run_dir, get_recipe(info["recipe"]).config_cls)
-        return getattr(D.load_dataset(cfg.data), spec).x
+        return getattr(data.load_dataset(cfg.data), spec).x
     path = Path(spec)
     if not path.exists():
         raise FileNotFoundError(
@@ -183,9 +183,11 @@ def read_inputs(spec: str, run_dir) -> torch.Tensor:
     if path.is_dir():
         from PIL import Image
 
-        files = sorted(f for f in path.rglob("*") if f.suffix.lower() in D.IMAGE_SUFFIXES)
+        files = sorted(f for f in path.rglob("*") if f.suffix.lower() in data.IMAGE_SUFFIXES)
         if not files:
-            raise ValueError(f"--data {spec!r}: the folder holds no images ({', '.join(D.IMAGE_SUFFIXES)})")
+            raise ValueError(
+                f"--data {spec!r}: the folder holds no images ({', '.join(data.IMAGE_SUFFIXES)})"
+            )
         mode = "L" if shape and shape[0] == 1 else "RGB"
         size = (shape[2], shape[1]) if len(shape) == 3 else None
         arrays = []
@@ -204,9 +206,9 @@ def read_inputs(spec: str, run_dir) -> torch.Tensor:
         x = torch.from_numpy(np.stack(arrays))
         return x[:, None] if x.dim() == 3 else x.permute(0, 3, 1, 2).contiguous()
     if path.suffix == ".npy":
-        return D._as_samples(D._npy(path), path)
-    arr = D.read_idx(path)
-    return D._as_samples(arr, path)
+        return data.as_samples(data.read_array(path), path)
+    arr = data.read_idx(path)
+    return data.as_samples(arr, path)
 
 
 def _embed(args: argparse.Namespace) -> int:

@@ -17,6 +17,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from .registry import AUGMENTATIONS, DATASETS, OPTIMIZERS, SCHEDULES, check_encoder_name
+
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
@@ -32,12 +34,14 @@ __all__ = [
     "RunConfig",
     "TrainConfig",
     "apply_overrides",
+    "choice",
     "config_keys",
     "config_to_dict",
     "dump_toml",
     "from_dict",
     "load_toml",
     "parse_override_args",
+    "require",
 ]
 
 SCALARS = (bool, int, float, str)
@@ -263,13 +267,48 @@ def parse_override_args(args: list[str]) -> dict[str, str]:
 
 
 # ----------------------------------------------------------------------------- shared sections
-def _require(ok: bool, key: str, message: str) -> None:
+def require(ok: bool, key: str, message: str) -> None:
+    """Raise :class:`ConfigError` ``"<key> <message>"`` unless ``ok``: the one check every
+    settings section (and every recipe's own sections) validates with.
+
+    Args:
+        ok: the condition the setting must satisfy.
+        key: the dotted setting name the user types (``"train.batch_size"``).
+        message: what is wrong and what to pass instead (``"must be >= 2, got 1"``).
+
+    Raises:
+        ConfigError: ``ok`` is false.
+
+    Example:
+        >>> require(True, "train.epochs", "must be >= 1")
+        >>> require(False, "train.epochs", "must be >= 1, got 0")
+        Traceback (most recent call last):
+        ...
+        contrastive.train.config.ConfigError: train.epochs must be >= 1, got 0
+    """
     if not ok:
         raise ConfigError(f"{key} {message}")
 
 
-def _choice(value: str, key: str, choices: tuple[str, ...]) -> None:
-    _require(value in choices, key, f"must be one of {choices}, got {value!r}")
+def choice(value: str, key: str, choices: tuple[str, ...]) -> None:
+    """Raise :class:`ConfigError` unless ``value`` is one of ``choices``.
+
+    Args:
+        value: the setting's value.
+        key: the dotted setting name (``"optim.name"``).
+        choices: the accepted values.
+
+    Raises:
+        ConfigError: ``value`` is not in ``choices``; the message lists them.
+
+    Example:
+        >>> choice("sgd", "optim.name", ("sgd", "adamw"))
+        >>> choice("adam", "optim.name", ("sgd", "adamw"))
+        Traceback (most recent call last):
+        ...
+        contrastive.train.config.ConfigError: optim.name must be one of ('sgd', 'adamw'), got 'adam'
+    """
+    require(value in choices, key, f"must be one of {choices}, got {value!r}")
 
 
 @dataclasses.dataclass
@@ -288,13 +327,13 @@ class RunConfig:
     overwrite: bool = False  # reuse runs/<name> (else a fresh -2, -3, ... suffix is added)
 
     def __post_init__(self):
-        _require(self.threads >= 0, "run.threads", f"must be >= 0, got {self.threads}")
-        _require(
+        require(self.threads >= 0, "run.threads", f"must be >= 0, got {self.threads}")
+        require(
             self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
             "run.device",
             f"must be auto, cpu, cuda or cuda:N, got {self.device!r}",
         )
-        _require(
+        require(
             "/" not in self.name and self.name not in (".", ".."),
             "run.name",
             f"must be a plain folder name, got {self.name!r} (use run.root for the parent folder)",
@@ -316,17 +355,13 @@ class DataConfig:
     test_limit: int = 0
 
     def __post_init__(self):
-        from .data import DATASETS
-
-        _choice(self.name, "data.name", DATASETS)
-        _require(
+        choice(self.name, "data.name", DATASETS)
+        require(
             0 < self.test_fraction < 1, "data.test_fraction", f"must be in (0, 1), got {self.test_fraction}"
         )
         for key in ("image_size", "train_limit", "test_limit"):
-            _require(getattr(self, key) >= 0, f"data.{key}", f"must be >= 0, got {getattr(self, key)}")
-        _require(
-            self.channels in (0, 1, 3), "data.channels", f"must be 0 (auto), 1 or 3, got {self.channels}"
-        )
+            require(getattr(self, key) >= 0, f"data.{key}", f"must be >= 0, got {getattr(self, key)}")
+        require(self.channels in (0, 1, 3), "data.channels", f"must be 0 (auto), 1 or 3, got {self.channels}")
 
 
 @dataclasses.dataclass
@@ -356,9 +391,7 @@ class AugmentConfig:
     feature_drop: float = 0.1
 
     def __post_init__(self):
-        from .augment import AUGMENTATIONS
-
-        _choice(self.kind, "augment.kind", AUGMENTATIONS)
+        choice(self.kind, "augment.kind", AUGMENTATIONS)
         for key in (
             "affine_p",
             "noise_p",
@@ -370,24 +403,24 @@ class AugmentConfig:
             "feature_drop",
         ):
             v = getattr(self, key)
-            _require(0.0 <= v <= 1.0, f"augment.{key}", f"is a probability and must be in [0, 1], got {v}")
-        _require(
+            require(0.0 <= v <= 1.0, f"augment.{key}", f"is a probability and must be in [0, 1], got {v}")
+        require(
             0 < self.scale_min <= self.scale_max,
             "augment.scale_min",
             f"must satisfy 0 < scale_min <= scale_max, got {self.scale_min} and {self.scale_max}",
         )
-        _require(
+        require(
             0 < self.crop_scale_min <= 1,
             "augment.crop_scale_min",
             f"must be in (0, 1], got {self.crop_scale_min}",
         )
-        _require(
+        require(
             0 < self.erase_scale_max < 1 and self.erase_scale_max > 0.02,
             "augment.erase_scale_max",
             f"must be in (0.02, 1), got {self.erase_scale_max}",
         )
         for key in ("degrees", "translate", "shear", "noise_std", "jitter"):
-            _require(getattr(self, key) >= 0, f"augment.{key}", f"must be >= 0, got {getattr(self, key)}")
+            require(getattr(self, key) >= 0, f"augment.{key}", f"must be >= 0, got {getattr(self, key)}")
 
 
 @dataclasses.dataclass
@@ -403,15 +436,13 @@ class ModelConfig:
     proj_dim: int = 128
 
     def __post_init__(self):
-        from .models import check_encoder_name
-
         try:
             check_encoder_name(self.encoder)
         except ValueError as err:
             raise ConfigError(str(err)) from None
         for key in ("width", "mlp_hidden", "mlp_depth", "embed_dim", "proj_dim"):
-            _require(getattr(self, key) >= 1, f"model.{key}", f"must be >= 1, got {getattr(self, key)}")
-        _require(self.proj_hidden >= 0, "model.proj_hidden", f"must be >= 0, got {self.proj_hidden}")
+            require(getattr(self, key) >= 1, f"model.{key}", f"must be >= 1, got {getattr(self, key)}")
+        require(self.proj_hidden >= 0, "model.proj_hidden", f"must be >= 0, got {self.proj_hidden}")
 
 
 @dataclasses.dataclass
@@ -428,16 +459,14 @@ class OptimConfig:
     min_lr_ratio: float = 0.0
 
     def __post_init__(self):
-        from .optim import OPTIMIZERS, SCHEDULES
-
-        _choice(self.name, "optim.name", OPTIMIZERS)
-        _choice(self.schedule, "optim.schedule", SCHEDULES)
-        _require(self.lr > 0 and math.isfinite(self.lr), "optim.lr", f"must be positive, got {self.lr}")
-        _require(0 <= self.momentum < 1, "optim.momentum", f"must be in [0, 1), got {self.momentum}")
-        _require(self.weight_decay >= 0, "optim.weight_decay", f"must be >= 0, got {self.weight_decay}")
-        _require(self.lars_eta > 0, "optim.lars_eta", f"must be > 0, got {self.lars_eta}")
-        _require(self.warmup_epochs >= 0, "optim.warmup_epochs", f"must be >= 0, got {self.warmup_epochs}")
-        _require(
+        choice(self.name, "optim.name", OPTIMIZERS)
+        choice(self.schedule, "optim.schedule", SCHEDULES)
+        require(self.lr > 0 and math.isfinite(self.lr), "optim.lr", f"must be positive, got {self.lr}")
+        require(0 <= self.momentum < 1, "optim.momentum", f"must be in [0, 1), got {self.momentum}")
+        require(self.weight_decay >= 0, "optim.weight_decay", f"must be >= 0, got {self.weight_decay}")
+        require(self.lars_eta > 0, "optim.lars_eta", f"must be > 0, got {self.lars_eta}")
+        require(self.warmup_epochs >= 0, "optim.warmup_epochs", f"must be >= 0, got {self.warmup_epochs}")
+        require(
             0 <= self.min_lr_ratio <= 1, "optim.min_lr_ratio", f"must be in [0, 1], got {self.min_lr_ratio}"
         )
 
@@ -456,18 +485,18 @@ class TrainConfig:
     )
 
     def __post_init__(self):
-        _require(self.epochs >= 1, "train.epochs", f"must be >= 1, got {self.epochs}")
-        _require(
+        require(self.epochs >= 1, "train.epochs", f"must be >= 1, got {self.epochs}")
+        require(
             self.chunk_size >= 0,
             "train.chunk_size",
             f"must be >= 0 (rows per encoder chunk; 0 embeds the whole batch at once), got {self.chunk_size}",
         )
-        _require(
+        require(
             self.batch_size >= 2,
             "train.batch_size",
             f"must be >= 2 (each sample needs negatives), got {self.batch_size}",
         )
-        _require(self.grad_clip >= 0, "train.grad_clip", f"must be >= 0 (0 = off), got {self.grad_clip}")
+        require(self.grad_clip >= 0, "train.grad_clip", f"must be >= 0 (0 = off), got {self.grad_clip}")
 
 
 @dataclasses.dataclass
@@ -486,11 +515,11 @@ class EvalConfig:
     threads: int = 1  # thread cap for evaluation and plots (0: none); see runtime.limit_threads
 
     def __post_init__(self):
-        _require(self.every >= 0, "eval.every", f"must be >= 0, got {self.every}")
-        _require(self.knn_k >= 1, "eval.knn_k", f"must be >= 1, got {self.knn_k}")
-        _require(self.knn_temperature > 0, "eval.knn_temperature", f"must be > 0, got {self.knn_temperature}")
-        _require(self.probe_C > 0, "eval.probe_C", f"must be > 0, got {self.probe_C}")
-        _require(self.probe_max_iter >= 1, "eval.probe_max_iter", f"must be >= 1, got {self.probe_max_iter}")
-        _choice(self.map, "eval.map", ("pca", "tsne", "none"))
-        _require(self.batch_size >= 1, "eval.batch_size", f"must be >= 1, got {self.batch_size}")
-        _require(self.threads >= 0, "eval.threads", f"must be >= 0 (0: no cap), got {self.threads}")
+        require(self.every >= 0, "eval.every", f"must be >= 0, got {self.every}")
+        require(self.knn_k >= 1, "eval.knn_k", f"must be >= 1, got {self.knn_k}")
+        require(self.knn_temperature > 0, "eval.knn_temperature", f"must be > 0, got {self.knn_temperature}")
+        require(self.probe_C > 0, "eval.probe_C", f"must be > 0, got {self.probe_C}")
+        require(self.probe_max_iter >= 1, "eval.probe_max_iter", f"must be >= 1, got {self.probe_max_iter}")
+        choice(self.map, "eval.map", ("pca", "tsne", "none"))
+        require(self.batch_size >= 1, "eval.batch_size", f"must be >= 1, got {self.batch_size}")
+        require(self.threads >= 0, "eval.threads", f"must be >= 0 (0: no cap), got {self.threads}")

@@ -30,22 +30,26 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .config import DataConfig
+from .registry import DATASETS
+
 __all__ = [
     "DATASETS",
     "Dataset",
     "Split",
+    "as_samples",
     "load_cifar",
     "load_dataset",
     "load_digits",
     "load_image_folder",
     "load_mnist",
     "load_npy",
+    "read_array",
     "read_idx",
     "stratified_split",
     "to_float",
 ]
 
-DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "cifar100", "folder", "npy")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
 
@@ -397,7 +401,26 @@ def load_image_folder(
 
 
 # ----------------------------------------------------------------------------- .npy arrays
-def _npy(path: Path) -> np.ndarray:
+def read_array(path: Path) -> np.ndarray:
+    """A plain ``.npy`` array (no pickled objects).
+
+    Args:
+        path: the ``.npy`` file.
+
+    Returns:
+        The array as saved.
+
+    Raises:
+        FileNotFoundError: ``path`` is not a file.
+        ValueError: the file is not a plain ``.npy`` array (e.g. it holds pickled objects).
+
+    Example:
+        >>> import tempfile
+        >>> f = Path(tempfile.mkdtemp()) / "x.npy"
+        >>> np.save(f, np.arange(3))
+        >>> read_array(f)
+        array([0, 1, 2])
+    """
     if not path.is_file():
         raise FileNotFoundError(f"expected the array file {str(path)!r}")
     try:
@@ -406,7 +429,27 @@ def _npy(path: Path) -> np.ndarray:
         raise ValueError(f"{path}: not a plain .npy array ({err})") from None
 
 
-def _as_samples(arr: np.ndarray, where: Path) -> torch.Tensor:
+def as_samples(arr: np.ndarray, where: Path) -> torch.Tensor:
+    """Samples as the models take them: ``(N, D)`` vectors, or images as ``(N, C, H, W)``.
+
+    ``(N, H, W)`` gains a channel axis; ``(N, H, W, C)`` with ``C`` in {1, 3} is permuted to
+    ``(N, C, H, W)``. ``uint8`` stays ``uint8`` (pixels); any other number type becomes
+    ``float32`` and must be finite.
+
+    Args:
+        arr: the array, ``(N, D)``, ``(N, H, W)``, ``(N, C, H, W)`` or ``(N, H, W, C)``.
+        where: the file it came from, named in error messages.
+
+    Returns:
+        The samples as a tensor.
+
+    Raises:
+        ValueError: another rank or a non-numeric type; NaN or Inf in a float array.
+
+    Example:
+        >>> as_samples(np.zeros((5, 8, 8, 3), dtype=np.uint8), Path("x.npy")).shape
+        torch.Size([5, 3, 8, 8])
+    """
     if arr.ndim not in (2, 3, 4) or not (np.issubdtype(arr.dtype, np.number)):
         raise ValueError(
             f"{where}: expected numbers of shape (N, D), (N, H, W), (N, C, H, W) or (N, H, W, C), "
@@ -427,7 +470,7 @@ def _as_samples(arr: np.ndarray, where: Path) -> torch.Tensor:
 def _labels(path: Path | None, n: int) -> torch.Tensor:
     if path is None:
         return torch.full((n,), -1, dtype=torch.int64)
-    y = _npy(path)
+    y = read_array(path)
     if y.ndim != 1 or len(y) != n or not np.issubdtype(y.dtype, np.integer):
         raise ValueError(f"{path}: expected {n} integer labels of shape ({n},), got {y.dtype} {y.shape}")
     return torch.from_numpy(y.astype(np.int64))
@@ -445,11 +488,11 @@ def load_npy(path, labels: str = "", test_fraction: float = 0.25, seed: int = 0)
         raise ValueError("the npy dataset needs --data.path=DIR (with x_train.npy) or --data.path=FILE.npy")
     path = Path(path)
     if path.is_dir():
-        x = _as_samples(_npy(path / "x_train.npy"), path / "x_train.npy")
+        x = as_samples(read_array(path / "x_train.npy"), path / "x_train.npy")
         ytr = path / "y_train.npy"
         train = Split(x, _labels(ytr if ytr.exists() else None, len(x)))
         if (path / "x_test.npy").exists():
-            xt = _as_samples(_npy(path / "x_test.npy"), path / "x_test.npy")
+            xt = as_samples(read_array(path / "x_test.npy"), path / "x_test.npy")
             if xt.shape[1:] != x.shape[1:]:
                 raise ValueError(
                     f"{path}: x_test samples are {tuple(xt.shape[1:])}, x_train {tuple(x.shape[1:])}"
@@ -463,7 +506,7 @@ def load_npy(path, labels: str = "", test_fraction: float = 0.25, seed: int = 0)
             )
         tr, te = _split(train.x, train.y, test_fraction, seed)
         return Dataset("npy", tr, te, _class_names(train.y))
-    x = _as_samples(_npy(path), path)
+    x = as_samples(read_array(path), path)
     y = _labels(Path(labels) if labels else None, len(x))
     tr, te = _split(x, y, test_fraction, seed)
     return Dataset("npy", tr, te, _class_names(y))
@@ -484,8 +527,6 @@ def _subsample(split: Split, limit: int, seed: int) -> Split:
 
 def load_dataset(cfg) -> Dataset:
     """Load the dataset a ``DataConfig`` names (see the module docstring for the layouts)."""
-    from .config import DataConfig
-
     if not isinstance(cfg, DataConfig):
         raise TypeError(
             f"cfg must be a DataConfig (e.g. DataConfig(name='digits')), got {type(cfg).__name__}"

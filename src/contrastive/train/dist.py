@@ -41,7 +41,7 @@ import torch
 import torch.distributed as tdist
 from torch import nn
 
-from .config import ConfigError, _require
+from .config import ConfigError, require
 
 __all__ = [
     "DistConfig",
@@ -69,8 +69,8 @@ class DistConfig:
     sync_batchnorm: bool = False  # BatchNorm statistics over the global batch (CUDA only)
 
     def __post_init__(self):
-        _require(self.backend in BACKENDS, "dist.backend", f"must be one of {BACKENDS}, got {self.backend!r}")
-        _require(self.timeout_s > 0, "dist.timeout_s", f"must be > 0 seconds, got {self.timeout_s}")
+        require(self.backend in BACKENDS, "dist.backend", f"must be one of {BACKENDS}, got {self.backend!r}")
+        require(self.timeout_s > 0, "dist.timeout_s", f"must be > 0 seconds, got {self.timeout_s}")
 
 
 @dataclasses.dataclass

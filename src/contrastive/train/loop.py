@@ -37,9 +37,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import checkpoint as C
-from . import dist as D
+from . import checkpoint, dist
 from . import rundir as R
+from .models import encoder_spec
 from .optim import WarmupCosine, build_optimizer
 from .runlog import MetricsLog, NonFiniteLossError, Progress, new_run_dir
 from .runtime import eval_config, num_threads, read_run, resolve_device, restore, seed_everything, write_run
@@ -130,14 +130,12 @@ class Task:
 
     def __init__(self, cfg: Any, encoder: Any | None = None):
         if encoder is not None:  # the run records where the encoder came from (config.toml's model.encoder)
-            from .models import encoder_spec
-
             cfg = dataclasses.replace(
                 cfg, model=dataclasses.replace(cfg.model, encoder=encoder_spec(encoder))
             )
         self.cfg = cfg
         self.encoder = encoder  # the user's own encoder (a module or a factory) when given from Python
-        self.dist = D.Context()  # the loop sets the torchrun context before building
+        self.dist = dist.Context()  # the loop sets the torchrun context before building
         self.run_dir: Path | None = (
             None  # the run folder (set before prepare; e.g. to save a tokenizer there)
         )
@@ -304,16 +302,16 @@ def train_run(task: Task, resume: str | None = None) -> dict[str, Any]:
     """
     cfg = task.cfg
     with num_threads(cfg.run.threads):
-        ctx = D.init(
+        ctx = dist.init(
             _dist_config(cfg), resolve_device(cfg.run.device)
         )  # inactive unless torchrun started > 1
         summary = _fit(task, resume, ctx)
-        D.shutdown(ctx)
+        dist.shutdown(ctx)
         return summary
 
 
-def _dist_config(cfg) -> D.DistConfig:
-    return getattr(cfg, "dist", None) or D.DistConfig()
+def _dist_config(cfg) -> dist.DistConfig:
+    return getattr(cfg, "dist", None) or dist.DistConfig()
 
 
 def _setup(task: Task, world: int = 1):
@@ -345,7 +343,7 @@ def _state(model, opt, sched, scaler, epoch, step, best, baselines) -> dict[str,
         "step": step,
         "best": best,
         "baselines": baselines,
-        "rng": C.capture_rng(),
+        "rng": checkpoint.capture_rng(),
     }
 
 
@@ -360,7 +358,7 @@ def _encoder_info(cfg) -> dict[str, Any]:
     return {"encoder": spec, "encoder_file": getattr(module, "__file__", None)}
 
 
-def _all_finite(value: float, dc: D.Context) -> bool:
+def _all_finite(value: float, dc: dist.Context) -> bool:
     """Whether the loss is finite on every rank (an all-reduce under torchrun), so that all
     ranks stop at the same step even when the loss is not a collective one."""
     finite = bool(torch.isfinite(torch.tensor(value)))
@@ -375,7 +373,7 @@ def _all_finite(value: float, dc: D.Context) -> bool:
     return bool(flag.item() > 0)
 
 
-def _fit(task: Task, resume: str | None, dc: D.Context) -> dict[str, Any]:
+def _fit(task: Task, resume: str | None, dc: dist.Context) -> dict[str, Any]:
     """The run folder's life around :func:`_train`: locked while training (the main process
     holds ``.lock``), temporary files of a killed write removed at the start, a ``--resume``
     checked before anything is written, and a fresh folder removed again when the run fails
@@ -401,7 +399,7 @@ def _fit(task: Task, resume: str | None, dc: D.Context) -> dict[str, Any]:
                 )
                 created = not reused  # only a folder this run made is removed again on failure
                 lock = R.acquire_lock(run_dir)
-            run_dir = Path(D.broadcast(str(run_dir) if main else None, dc))
+            run_dir = Path(dist.broadcast(str(run_dir) if main else None, dc))
         if main:
             R.clean_tmp(run_dir)
         return _train(task, resume, dc, run_dir, changes)
@@ -416,28 +414,30 @@ def _fit(task: Task, resume: str | None, dc: D.Context) -> dict[str, Any]:
 
 
 def _train(
-    task: Task, resume: str | None, dc: D.Context, run_dir: Path, changes: list[str]
+    task: Task, resume: str | None, dc: dist.Context, run_dir: Path, changes: list[str]
 ) -> dict[str, Any]:
     cfg = task.cfg
     t_start = time.perf_counter()
     main = dc.is_main
     task.dist, task.run_dir, task.resuming = dc, run_dir, resume is not None
     device, model, opt, sched, n_items, bs, steps = _setup(task, dc.world_size)
-    device = D.device_for(dc, device)
-    D.seed_rank(dc, cfg.run.seed)  # own augmentations per rank; the weights are already the same everywhere
-    net = D.wrap(model, dc, _dist_config(cfg), device)  # DDP(model) under torchrun, model itself otherwise
-    sampler = D.sampler(n_items, dc, cfg.run.seed, cfg.train.drop_last) if dc.active else None
+    device = dist.device_for(dc, device)
+    dist.seed_rank(
+        dc, cfg.run.seed
+    )  # own augmentations per rank; the weights are already the same everywhere
+    net = dist.wrap(model, dc, _dist_config(cfg), device)  # DDP(model) under torchrun, model itself otherwise
+    sampler = dist.sampler(n_items, dc, cfg.run.seed, cfg.train.drop_last) if dc.active else None
     if main and resume is None:
         write_run(run_dir, cfg, task.name, **task.run_info(), **_encoder_info(cfg))
     ckpt_dir = run_dir / "checkpoints"
     use_amp = cfg.train.amp and device.type == "cuda"
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler("cuda") if use_amp and amp_dtype == torch.float16 else None
-    log = MetricsLog(run_dir, cfg.run.tensorboard) if main else D.NullLog()
+    log = MetricsLog(run_dir, cfg.run.tensorboard) if main else dist.NullLog()
     step, best, baselines = 0, -1.0, {}
 
     def save(names, epoch):  # collective under torchrun (every rank's generators go into rank 0's file)
-        ranks = D.gather_rng(dc)
+        ranks = dist.gather_rng(dc)
         if main:
             state = _state(model, opt, sched, scaler, epoch, step, best, baselines)
             if ranks is not None:
@@ -445,10 +445,10 @@ def _train(
             if "last.pt" in names and (ckpt_dir / "last.pt").exists():
                 os.replace(ckpt_dir / "last.pt", ckpt_dir / "prev.pt")  # kept for a roll back (see below)
             for name in names:
-                C.save_checkpoint(ckpt_dir / name, state)
+                checkpoint.save_checkpoint(ckpt_dir / name, state)
 
     if resume is not None:
-        state = C.load_checkpoint(ckpt_dir / "last.pt", map_location=device)
+        state = checkpoint.load_checkpoint(ckpt_dir / "last.pt", map_location=device)
         R.load_model_state(model, state, ckpt_dir / "last.pt")
         _restore_schedule(opt, sched, state)  # the optimiser's state, this run's settings
         if main:  # only now, with the checkpoint known to fit, is the run folder changed
@@ -456,9 +456,9 @@ def _train(
         if scaler is not None and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
         start, step, best, baselines = state["epoch"], state["step"], state["best"], state["baselines"]
-        C.restore_rng(state["rng"])
+        checkpoint.restore_rng(state["rng"])
         if dc.active:
-            D.restore_rank_rng(dc, state, cfg.run.seed, start)
+            dist.restore_rank_rng(dc, state, cfg.run.seed, start)
         log.truncate(start)
     else:
         start = 0
@@ -590,7 +590,7 @@ def _restore_schedule(opt, sched, state) -> None:
 
 def _finish(task: Task, run_dir: Path, model, log, baselines, final, extra, wall) -> dict[str, Any]:
     """Weights, plots, ``summary.json`` and the final table."""
-    C.save_weights(run_dir / "model.safetensors", model)
+    checkpoint.save_weights(run_dir / "model.safetensors", model)
     paths = dict(task.plots(run_dir, log.records, baselines, final, extra))
     paths.update(
         checkpoint=run_dir / "checkpoints" / "last.pt",

@@ -22,6 +22,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .registry import ENCODERS, OBJECT, PYTHON, check_encoder_name
+
 __all__ = [
     "ENCODERS",
     "Encoder",
@@ -37,10 +39,6 @@ __all__ = [
     "import_factory",
     "resnet18_cifar",
 ]
-
-ENCODERS = ("auto", "mlp", "cnn", "resnet18")
-PYTHON = "python:"  # model.encoder = "python:package.module:factory"
-OBJECT = "object:"  # recorded for a module passed from Python: it must be passed again to resume or evaluate
 
 
 class Normalize(nn.Module):
@@ -209,32 +207,6 @@ class SimCLRModel(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.encoder(x)
         return h, self.head(h)
-
-
-def check_encoder_name(name: Any, key: str = "model.encoder") -> None:
-    """Raise a ValueError unless ``name`` is a built-in encoder, ``python:package.module:factory``
-    or ``object:...`` (recorded by a run whose encoder was passed from Python).
-
-    Examples:
-        >>> check_encoder_name("cnn"); check_encoder_name("python:mypkg.nets:make")
-        >>> check_encoder_name("python:mypkg.nets")
-        Traceback (most recent call last):
-        ...
-        ValueError: model.encoder='python:mypkg.nets' must look like python:package.module:factory (a callable taking the sample shape and the embedding size)
-    """
-    if not isinstance(name, str):
-        raise TypeError(f"{key} must be a string, got {type(name).__name__}")
-    if name in ENCODERS or name.startswith(OBJECT):
-        return
-    if name.startswith(PYTHON):
-        module, _, attr = name[len(PYTHON) :].partition(":")
-        if module and attr and all(p.isidentifier() for p in module.split(".") + attr.split(".")):
-            return
-        raise ValueError(
-            f"{key}={name!r} must look like python:package.module:factory (a callable taking the "
-            f"sample shape and the embedding size)"
-        )
-    raise ValueError(f"{key} must be one of {ENCODERS} or python:package.module:factory, got {name!r}")
 
 
 def import_factory(spec: str) -> Callable[..., nn.Module]:

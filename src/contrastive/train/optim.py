@@ -13,10 +13,10 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import LRScheduler
 
-__all__ = ["LARS", "OPTIMIZERS", "SCHEDULES", "WarmupCosine", "build_optimizer", "param_groups"]
+from .config import OptimConfig
+from .registry import OPTIMIZERS, SCHEDULES
 
-OPTIMIZERS = ("sgd", "lars", "adamw")
-SCHEDULES = ("cosine", "constant")
+__all__ = ["LARS", "OPTIMIZERS", "SCHEDULES", "WarmupCosine", "build_optimizer", "param_groups"]
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -108,8 +108,6 @@ class LARS(torch.optim.Optimizer):
 
 def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
     """The optimiser an ``OptimConfig`` names (``sgd``, ``lars`` or ``adamw``)."""
-    from .config import OptimConfig
-
     if not isinstance(cfg, OptimConfig):
         raise TypeError(f"cfg must be an OptimConfig, got {type(cfg).__name__}")
     groups = param_groups(model, cfg.weight_decay)

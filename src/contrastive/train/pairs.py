@@ -39,7 +39,7 @@ def label_pairs(labels, pairs_per_sample: int = 2, seed: int = 0) -> Pairs:
         >>> len(i), int(y.sum())
         (8, 4)
     """
-    from ..metric._pairs import pair_indices_from_labels
+    from ..metric import pair_indices_from_labels
 
     labels = np.asarray(labels)
     if labels.ndim != 1 or labels.size < 2:

@@ -9,10 +9,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["plot_accuracy", "plot_embedding_map", "plot_loss", "project_2d"]
+__all__ = ["plot_accuracy", "plot_embedding_map", "plot_loss", "project_2d", "pyplot"]
 
 
-def _pyplot():
+def pyplot():
+    """``matplotlib.pyplot`` with the non-interactive Agg backend forced (plots are files;
+    no display is needed or used). Imported on first use: matplotlib is only needed to plot.
+
+    Returns:
+        The ``matplotlib.pyplot`` module.
+
+    Example:
+        >>> pyplot().get_backend().lower()
+        'agg'
+    """
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -28,7 +38,7 @@ def _series(records: list[dict], key: str):
 
 def plot_loss(records: list[dict], path, ylabel: str = "InfoNCE loss (train)") -> Path:
     """Training loss per epoch (from the metrics records) to ``path``."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     x, y = _series(records, "loss")
     ax.plot(x, y, marker="." if len(x) < 30 else None)
@@ -42,7 +52,7 @@ def plot_loss(records: list[dict], path, ylabel: str = "InfoNCE loss (train)") -
 
 def plot_accuracy(records: list[dict], path, baselines: dict[str, dict[str, float]] | None = None) -> Path:
     """kNN and linear-probe test accuracy per evaluated epoch, with the baselines as lines."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     for key, label in (("knn_accuracy", "kNN"), ("linear_accuracy", "linear probe")):
         x, y = _series(records, key)
@@ -94,7 +104,7 @@ def plot_embedding_map(
     title: str = "test embeddings",
 ) -> Path:
     """Scatter of the 2-D projection of ``features`` coloured by ``labels`` to ``path``."""
-    plt = _pyplot()
+    plt = pyplot()
     xy = project_2d(features, method)
     fig, ax = plt.subplots(figsize=(6, 5.5))
     labels = labels.numpy()

@@ -1,6 +1,8 @@
 """The run folder's safety: a lock while a process trains in it, cleaning what a killed
 process left, checking a ``--resume`` before anything is written, and the errors the CLI
-turns into one line and an exit code.
+turns into one line and an exit code (:class:`CheckpointError` and the checks of a loaded
+state live in :mod:`.checkpoint`, which imports nothing of the run folder, and are
+re-exported here).
 
 Exit codes of ``contrastive train | eval | embed`` (the README has the table):
 
@@ -24,7 +26,9 @@ import socket
 from pathlib import Path
 from typing import Any
 
-import torch
+from .checkpoint import CheckpointError, all_finite_state, load_model_state
+from .config import ConfigError
+from .runtime import load_run_config, read_run
 
 __all__ = [
     "CheckpointError",
@@ -44,12 +48,6 @@ LOCK = ".lock"
 # settings that define the model and the data a checkpoint was trained on, and the data order
 FROZEN_SECTIONS = ("model", "data")
 FROZEN_KEYS = ("train.batch_size", "train.drop_last", "run.seed", "optim.name")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint or run file that cannot be used (corrupt, missing a part, another model)."""
-
-    exit_code = 3
 
 
 class RunFolderError(ValueError):
@@ -147,9 +145,6 @@ def check_resume(run_dir, cfg, recipe: str, config_cls=None) -> list[str]:
         CheckpointError: the run has no checkpoint yet (stopped before its first one).
         ConfigError: a setting that cannot change on resume (model, data, batch, seed) does.
     """
-    from .config import ConfigError
-    from .runtime import load_run_config, read_run
-
     run_dir = Path(run_dir)
     info = read_run(run_dir)
     if info.get("recipe") != recipe:
@@ -175,44 +170,6 @@ def check_resume(run_dir, cfg, recipe: str, config_cls=None) -> list[str]:
             f"a new run (drop --resume and pick a new --run.name)"
         )
     return [f"{k} {old[k]!r} -> {new[k]!r}" for k in changed if k not in ("run.name", "run.root")]
-
-
-def load_model_state(model: torch.nn.Module, state: Any, path) -> None:
-    """``model.load_state_dict(state["model"])`` with a :class:`CheckpointError` that names the
-    file and the fix when the checkpoint has no model or holds another architecture."""
-    if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
-        raise CheckpointError(
-            f"{path} holds no model weights (no 'model' entry): it is not a checkpoint "
-            f"of `contrastive train`; use the run's checkpoints/last.pt or best.pt"
-        )
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as err:
-        first = str(err).strip().splitlines()
-        detail = next((ln.strip() for ln in first[1:] if ln.strip()), first[0] if first else "")
-        raise CheckpointError(
-            f"{path} does not fit this model ({detail}): it was saved by another architecture; check that "
-            f"config.toml's [model] section is the one the run was trained with"
-        ) from None
-
-
-def all_finite_state(model: torch.nn.Module, opt: torch.optim.Optimizer | None = None) -> str | None:
-    """``None`` when every parameter, buffer (BatchNorm statistics) and optimiser state tensor
-    is finite; otherwise the name of the first that is not."""
-    for kind, items in (("weight", model.named_parameters()), ("buffer", model.named_buffers())):
-        for name, t in items:
-            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-                return f"{kind} {name}"
-    if opt is not None:
-        for i, st in enumerate(opt.state.values()):
-            for key, t in st.items():
-                if (
-                    isinstance(t, torch.Tensor)
-                    and t.is_floating_point()
-                    and not bool(torch.isfinite(t).all())
-                ):
-                    return f"optimiser state {key} of parameter {i}"
-    return None
 
 
 def describe_os_error(err: OSError) -> str:

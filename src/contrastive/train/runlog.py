@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .checkpoint import atomic_write
+from .rundir import RunFolderError
 
 __all__ = ["MetricsLog", "NonFiniteLossError", "Progress", "format_table", "new_run_dir"]
 
@@ -41,8 +42,6 @@ def new_run_dir(root, name: str, overwrite: bool = False, unique: bool = True) -
         >>> new_run_dir(root, "x").name
         'x-2'
     """
-    from .rundir import RunFolderError
-
     if not name:
         raise ValueError("name must be a non-empty folder name")
     root = Path(root)

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .checkpoint import atomic_write
+from .checkpoint import CheckpointError, all_finite_state, atomic_write, load_checkpoint, load_model_state
 from .config import dump_toml, load_toml
 
 __all__ = [
@@ -143,15 +143,11 @@ def read_run(run_dir) -> dict[str, Any]:
     try:
         info = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        from .rundir import CheckpointError
-
         raise CheckpointError(
             f"{path} is not valid JSON ({err}); the run folder is damaged: restore run.json "
             f'(it names the recipe, e.g. {{"recipe": "simclr"}}) or start the run again'
         ) from None
     if not isinstance(info, dict) or not isinstance(info.get("recipe"), str):
-        from .rundir import CheckpointError
-
         raise CheckpointError(
             f'{path} does not name a recipe (expected {{"recipe": ...}}); the run folder is '
             f"damaged: restore run.json or start the run again"
@@ -180,9 +176,6 @@ def eval_config(run_dir, checkpoint: str, recipe: str, config_cls):
 def restore(model: torch.nn.Module, run_dir, checkpoint: str, device):
     """Load ``checkpoints/<checkpoint>.pt`` into ``model``; returns (the model's state before
     loading, i.e. its initialisation, and the checkpoint dict)."""
-    from .checkpoint import load_checkpoint
-    from .rundir import CheckpointError, all_finite_state, load_model_state
-
     init = {k: v.clone() for k, v in model.state_dict().items()}
     path = Path(run_dir) / "checkpoints" / f"{checkpoint}.pt"
     state = load_checkpoint(path, map_location=device)

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from contrastive.train.text import corpus as C
+from contrastive.train.text import corpus
 
 SOURCE = '''
 import os
@@ -36,7 +36,7 @@ def undocumented(x):
 
 
 def test_extract_pairs_strips_docstring_keeps_decorators_and_names_methods():
-    pairs = C.extract_pairs(SOURCE, "m")
+    pairs = corpus.extract_pairs(SOURCE, "m")
     assert [(q, n) for q, _, n, _ in pairs] == [
         ("Read a file and return its text.", "load"),
         ("The number of items in the store.", "Store.size"),
@@ -44,29 +44,29 @@ def test_extract_pairs_strips_docstring_keeps_decorators_and_names_methods():
     doc = pairs[0][1]
     assert doc.startswith("def load(path") and "Read a file" not in doc and "return fh.read()" in doc
     assert pairs[1][1].splitlines()[0] == "@property"
-    assert C.extract_pairs("def broken(:\n", "m") == []
+    assert corpus.extract_pairs("def broken(:\n", "m") == []
 
 
 def test_module_split_is_deterministic_and_covers_all_splits():
     names = [f"pkg.mod{i}" for i in range(300)]
-    splits = [C.module_split(n) for n in names]
-    assert splits == [C.module_split(n) for n in names]
-    counts = {s: splits.count(s) for s in C.SPLITS}
+    splits = [corpus.module_split(n) for n in names]
+    assert splits == [corpus.module_split(n) for n in names]
+    counts = {s: splits.count(s) for s in corpus.SPLITS}
     assert counts["train"] > counts["validation"] > 0 and counts["test"] > 0
 
 
 def test_build_pycode_tiny_corpus_dedupes_and_never_shares_a_module(tmp_path):
-    data = C.load_pycode(tmp_path, ["json", "csv", "email", "logging"], workers=1, progress=False)
+    data = corpus.load_pycode(tmp_path, ["json", "csv", "email", "logging"], workers=1, progress=False)
     pairs = data.train + data.validation + data.test
     assert len(pairs) > 100
     queries = [" ".join(p.query.lower().split()) for p in pairs]
     assert len(set(queries)) == len(queries)
-    modules = {s: {p.source.split(":")[0] for p in getattr(data, s)} for s in C.SPLITS}
+    modules = {s: {p.source.split(":")[0] for p in getattr(data, s)} for s in corpus.SPLITS}
     assert not (modules["train"] & modules["test"]) and not (modules["train"] & modules["validation"])
     meta = json.loads((tmp_path / next(p.name for p in tmp_path.iterdir()) / "meta.json").read_text())
-    assert meta["pairs"] == {s: len(getattr(data, s)) for s in C.SPLITS}
+    assert meta["pairs"] == {s: len(getattr(data, s)) for s in corpus.SPLITS}
     assert meta["packages"]["json"] and len(meta["sha256"]) == 64
-    again = C.load_pycode(
+    again = corpus.load_pycode(
         tmp_path, ["json", "csv", "email", "logging"], workers=1, progress=False
     )  # the cache
     assert again.test == data.test and again.meta["sha256"] == data.meta["sha256"]
@@ -86,7 +86,7 @@ def test_read_jsonl_names_the_line_and_the_problem(tmp_path, line, what):
     f = tmp_path / "d.jsonl"
     f.write_text('{"query": "a", "positive": "b", "negatives": ["c"]}\n\n' + line + "\n")
     with pytest.raises(ValueError, match=f"line 3: {what}"):
-        C.read_jsonl(f)
+        corpus.read_jsonl(f)
 
 
 def test_read_jsonl_and_corpus_ok(tmp_path):
@@ -94,11 +94,11 @@ def test_read_jsonl_and_corpus_ok(tmp_path):
     f.write_text(
         '{"query": "a", "positive": "b", "negatives": ["c", "d"]}\n{"query": "e", "positive": "f"}\n'
     )
-    pairs = C.read_jsonl(f)
+    pairs = corpus.read_jsonl(f)
     assert pairs[0].negatives == ("c", "d") and pairs[1].negatives == ()
     g = tmp_path / "c.jsonl"
     g.write_text('{"text": "x"}\n"y"\n')
-    assert C.read_corpus(g) == ["x", "y"]
+    assert corpus.read_corpus(g) == ["x", "y"]
     g.write_text('{"text": "x"}\n{"other": 1}\n')
     with pytest.raises(ValueError, match="line 2"):
-        C.read_corpus(g)
+        corpus.read_corpus(g)

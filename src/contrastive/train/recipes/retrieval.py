@@ -35,9 +35,9 @@ from torch import nn
 
 from ... import distributed as cd
 from ... import retrieval_loss, siglip_loss
-from .. import dist as D
 from .. import loop
-from ..config import ConfigError, OptimConfig, RunConfig, TrainConfig, _choice, _require
+from ..config import ConfigError, OptimConfig, RunConfig, TrainConfig, choice, require
+from ..dist import DistConfig, broadcast
 from ..runlog import format_table
 from ..runtime import limit_threads
 from ..text import corpus as TC
@@ -45,7 +45,7 @@ from ..text.encoders import BagEncoder, DualEncoder, HFEncoder, TransformerTextE
 from ..text.lexical import BM25, TfIdf
 from ..text.metrics import METRICS, evaluate_scorer, rrf_scores
 from ..text.tokenizer import TOKENIZERS, TextTokenizer
-from . import Recipe
+from .base import Recipe
 
 __all__ = [
     "RetrievalConfig",
@@ -76,13 +76,13 @@ class TextDataConfig:
     test_limit: int = 0  # and this many validation / test queries
 
     def __post_init__(self):
-        _choice(self.name, "data.name", ("pycode", "jsonl"))
-        _require(
+        choice(self.name, "data.name", ("pycode", "jsonl"))
+        require(
             self.name != "jsonl" or bool(self.path),
             "data.path",
             "must name a JSONL file when data.name=jsonl",
         )
-        _require(
+        require(
             0 <= self.validation_fraction < 1
             and 0 < self.test_fraction < 1
             and self.validation_fraction + self.test_fraction < 1,
@@ -91,7 +91,7 @@ class TextDataConfig:
             f"{self.validation_fraction}",
         )
         for key in ("train_limit", "test_limit"):
-            _require(getattr(self, key) >= 0, f"data.{key}", f"must be >= 0, got {getattr(self, key)}")
+            require(getattr(self, key) >= 0, f"data.{key}", f"must be >= 0, got {getattr(self, key)}")
 
     def package_list(self) -> tuple[str, ...]:
         if self.packages == "default":
@@ -109,13 +109,13 @@ class PairsConfig:
     bm25_b: float = 1.0
 
     def __post_init__(self):
-        _require(self.hard_negatives >= 0, "pairs.hard_negatives", f"must be >= 0, got {self.hard_negatives}")
-        _require(
+        require(self.hard_negatives >= 0, "pairs.hard_negatives", f"must be >= 0, got {self.hard_negatives}")
+        require(
             self.mine_depth >= max(1, self.hard_negatives),
             "pairs.mine_depth",
             f"must be >= pairs.hard_negatives, got {self.mine_depth}",
         )
-        _require(
+        require(
             self.bm25_k1 > 0 and 0 <= self.bm25_b <= 1,
             "pairs.bm25_k1",
             f"must be > 0 and pairs.bm25_b in [0, 1], got {self.bm25_k1} and {self.bm25_b}",
@@ -145,21 +145,21 @@ class TextModelConfig:
 
     def __post_init__(self):
         if not self.encoder.startswith(("python:", "object:")):  # your own: python:package.module:factory
-            _choice(self.encoder, "model.encoder", ENCODERS)
-        _choice(self.pooling, "model.pooling", ("mean", "cls"))
-        _choice(self.tokenizer, "model.tokenizer", TOKENIZERS)
-        _require(
+            choice(self.encoder, "model.encoder", ENCODERS)
+        choice(self.pooling, "model.pooling", ("mean", "cls"))
+        choice(self.tokenizer, "model.tokenizer", TOKENIZERS)
+        require(
             self.encoder != "hf" or bool(self.path),
             "model.path",
             "must name a local Hugging Face model folder when model.encoder=hf",
         )
         for key in ("vocab_size", "dim", "layers", "heads", "query_length", "doc_length"):
-            _require(getattr(self, key) >= 1, f"model.{key}", f"must be >= 1, got {getattr(self, key)}")
-        _require(self.vocab_size >= 8, "model.vocab_size", f"must be >= 8, got {self.vocab_size}")
+            require(getattr(self, key) >= 1, f"model.{key}", f"must be >= 1, got {getattr(self, key)}")
+        require(self.vocab_size >= 8, "model.vocab_size", f"must be >= 8, got {self.vocab_size}")
         for key in ("bigram_buckets", "hidden", "positions"):
-            _require(getattr(self, key) >= 0, f"model.{key}", f"must be >= 0, got {getattr(self, key)}")
+            require(getattr(self, key) >= 0, f"model.{key}", f"must be >= 0, got {getattr(self, key)}")
         for key in ("token_dropout", "dropout"):
-            _require(
+            require(
                 0 <= getattr(self, key) < 1, f"model.{key}", f"must be in [0, 1), got {getattr(self, key)}"
             )
 
@@ -175,8 +175,8 @@ class RetrievalLossConfig:
     bias: float = -10.0  # siglip: logit bias
 
     def __post_init__(self):
-        _choice(self.name, "loss.name", ("infonce", "siglip"))
-        _require(self.temperature > 0, "loss.temperature", f"must be > 0, got {self.temperature}")
+        choice(self.name, "loss.name", ("infonce", "siglip"))
+        require(self.temperature > 0, "loss.temperature", f"must be > 0, got {self.temperature}")
 
 
 @dataclasses.dataclass
@@ -191,13 +191,13 @@ class RetrievalEvalConfig:
     threads: int = 0
 
     def __post_init__(self):
-        _require(self.every >= 0, "eval.every", f"must be >= 0, got {self.every}")
-        _require(
+        require(self.every >= 0, "eval.every", f"must be >= 0, got {self.every}")
+        require(
             self.fusion_k >= 0 and self.fusion_depth >= 1,
             "eval.fusion_k",
             f"must be >= 0 and eval.fusion_depth >= 1, got {self.fusion_k} and {self.fusion_depth}",
         )
-        _require(self.batch_size >= 1, "eval.batch_size", f"must be >= 1, got {self.batch_size}")
+        require(self.batch_size >= 1, "eval.batch_size", f"must be >= 1, got {self.batch_size}")
 
 
 @dataclasses.dataclass
@@ -227,7 +227,7 @@ class RetrievalConfig:
     train: TrainConfig = dataclasses.field(default_factory=_train)
     loss: RetrievalLossConfig = dataclasses.field(default_factory=RetrievalLossConfig)
     eval: RetrievalEvalConfig = dataclasses.field(default_factory=RetrievalEvalConfig)
-    dist: D.DistConfig = dataclasses.field(default_factory=D.DistConfig)
+    dist: DistConfig = dataclasses.field(default_factory=DistConfig)
 
 
 @dataclasses.dataclass
@@ -314,10 +314,10 @@ class RetrievalTask(loop.Task):
         # bit-reproducible) and no two processes write one cache file
         dc = self.dist
         if dc.active and not dc.is_main:
-            D.broadcast(None, dc)  # waits for rank 0's caches
+            broadcast(None, dc)  # waits for rank 0's caches
         n = self._prepare()
         if dc.active and dc.is_main:
-            D.broadcast(None, dc)
+            broadcast(None, dc)
         return n
 
     def _prepare(self) -> int:

@@ -1,4 +1,4 @@
-"""Siamese network with the margin contrastive loss: DrLIM (Hadsell, Chopra, LeCun 2006), seed 000.
+"""Siamese network with the margin contrastive loss: DrLIM (Hadsell, Chopra, LeCun 2006).
 
 An encoder (MLP or the small CNN of :mod:`..models`) followed by a linear map to a
 low-dimensional embedding (2-D by default, as DrLIM) is trained with
@@ -31,16 +31,17 @@ from torch import nn
 
 from ... import contrastive_loss
 from ...verification import verification_report
-from .. import dist as D
 from .. import loop
-from ..config import ConfigError, DataConfig, OptimConfig, RunConfig, TrainConfig, _choice, _require
+from ..config import ConfigError, DataConfig, OptimConfig, RunConfig, TrainConfig, choice, require
 from ..data import Dataset, Split, load_dataset, stratified_split, to_float
+from ..dist import DistConfig
 from ..evaluate import embed
-from ..models import build_encoder, check_encoder_name
+from ..models import build_encoder
 from ..pairs import label_pairs, neighbour_pairs
+from ..registry import check_encoder_name
 from ..runlog import format_table
 from ..runtime import channel_stats
-from . import Recipe
+from .base import Recipe
 
 __all__ = ["SiameseConfig", "SiameseModel", "SiameseTask", "evaluate_run", "load_encoder", "train"]
 
@@ -80,7 +81,7 @@ class SiameseModelConfig:
         except ValueError as err:
             raise ConfigError(str(err)) from None
         for key in ("width", "mlp_hidden", "mlp_depth", "embed_dim"):
-            _require(getattr(self, key) >= 1, f"model.{key}", f"must be >= 1, got {getattr(self, key)}")
+            require(getattr(self, key) >= 1, f"model.{key}", f"must be >= 1, got {getattr(self, key)}")
 
 
 @dataclasses.dataclass
@@ -94,9 +95,9 @@ class PairsConfig:
     pairs_per_sample: int = 10  # labels: pairs per sample, half similar
 
     def __post_init__(self):
-        _choice(self.source, "pairs.source", ("neighbours", "labels"))
+        choice(self.source, "pairs.source", ("neighbours", "labels"))
         for key in ("k", "neg_per_sample", "pairs_per_sample"):
-            _require(getattr(self, key) >= 1, f"pairs.{key}", f"must be >= 1, got {getattr(self, key)}")
+            require(getattr(self, key) >= 1, f"pairs.{key}", f"must be >= 1, got {getattr(self, key)}")
 
 
 @dataclasses.dataclass
@@ -106,7 +107,7 @@ class MarginConfig:
     margin: float = 1.0  # dissimilar pairs farther apart than this cost nothing
 
     def __post_init__(self):
-        _require(self.margin > 0, "loss.margin", f"must be > 0, got {self.margin}")
+        require(self.margin > 0, "loss.margin", f"must be > 0, got {self.margin}")
 
 
 @dataclasses.dataclass
@@ -120,11 +121,11 @@ class VerifyConfig:
     batch_size: int = 1024
 
     def __post_init__(self):
-        _require(self.every >= 0, "eval.every", f"must be >= 0, got {self.every}")
-        _require(
+        require(self.every >= 0, "eval.every", f"must be >= 0, got {self.every}")
+        require(
             self.pairs_per_sample >= 1, "eval.pairs_per_sample", f"must be >= 1, got {self.pairs_per_sample}"
         )
-        _require(self.batch_size >= 1, "eval.batch_size", f"must be >= 1, got {self.batch_size}")
+        require(self.batch_size >= 1, "eval.batch_size", f"must be >= 1, got {self.batch_size}")
 
 
 @dataclasses.dataclass
@@ -139,7 +140,7 @@ class SiameseConfig:
     optim: OptimConfig = dataclasses.field(default_factory=lambda: OptimConfig(warmup_epochs=1))
     train: TrainConfig = dataclasses.field(default_factory=lambda: TrainConfig(epochs=30, batch_size=128))
     eval: VerifyConfig = dataclasses.field(default_factory=VerifyConfig)
-    dist: D.DistConfig = dataclasses.field(default_factory=D.DistConfig)  # multi-process runs (torchrun)
+    dist: DistConfig = dataclasses.field(default_factory=DistConfig)  # multi-process runs (torchrun)
 
 
 class SiameseModel(nn.Module):
@@ -249,7 +250,7 @@ class SiameseTask(loop.Task):
 
     def loss(self, embeddings: tuple[torch.Tensor, ...], batch: loop.Batch) -> torch.Tensor:
         u, v = embeddings  # (B, embed_dim) each, one forward: shared weights
-        return contrastive_loss(u, v, batch.targets, self.cfg.loss.margin, check_finite=False)
+        return contrastive_loss(u, v, batch.targets, margin=self.cfg.loss.margin, check_finite=False)
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module) -> tuple[dict[str, float], torch.Tensor]:
@@ -315,9 +316,9 @@ def _calibration_auc(features, eval_pairs) -> float:
 def plot_map(features: torch.Tensor, labels: torch.Tensor, path, classes=(), title: str = "") -> Path:
     """Scatter of the test embeddings coloured by class: the coordinates themselves when 2-D
     (DrLIM's figure), the first two principal components otherwise."""
-    from ..plots import _pyplot, project_2d
+    from ..plots import project_2d, pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
     xy = features.double().numpy() if features.shape[1] == 2 else project_2d(features, "pca")
     labels = labels.numpy()
     fig, ax = plt.subplots(figsize=(6, 5.5))

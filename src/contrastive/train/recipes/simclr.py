@@ -1,4 +1,4 @@
-"""SimCLR (Chen et al. 2020), seed 001's procedure end to end.
+"""SimCLR (Chen et al. 2020): its training procedure end to end.
 
 For every batch: two augmented views of each sample, the encoder f and projection head g,
 ``z = g(f(x))``, the InfoNCE loss on cosine similarities with the self-similarity excluded
@@ -25,7 +25,6 @@ from torch import nn
 from ... import distributed as cd
 from ... import info_nce, supcon_loss
 from .. import augment as A
-from .. import dist as D
 from .. import loop
 from ..config import (
     AugmentConfig,
@@ -36,15 +35,16 @@ from ..config import (
     OptimConfig,
     RunConfig,
     TrainConfig,
-    _choice,
-    _require,
+    choice,
+    require,
 )
 from ..data import Dataset, load_dataset, to_float
+from ..dist import DistConfig
 from ..evaluate import alignment, embed, evaluate_features, uniformity
 from ..models import SimCLRModel, build_model
 from ..runlog import format_table
 from ..runtime import channel_stats, limit_threads
-from . import Recipe
+from .base import Recipe
 
 __all__ = ["LossConfig", "SimCLRConfig", "SimCLRTask", "evaluate_run", "load_encoder", "train"]
 
@@ -60,17 +60,17 @@ class LossConfig:
         "info_nce"  # info_nce | supcon (every other view of the same class is a positive; needs labels)
     )
     temperature: float = 0.3  # tuned on digits: 0.3-0.4 beat 0.2 and 0.5 for kNN accuracy
-    exclude_self: bool = True  # info_nce: SimCLR's denominator (seed 001); false keeps k = i (seed 002)
+    exclude_self: bool = True  # info_nce: SimCLR's denominator; false keeps k = i (van den Oord 2018)
     decoupled: bool = False  # info_nce: DCL, the positive left out of the denominator (Yeh et al. 2022)
 
     def __post_init__(self):
-        _choice(self.name, "loss.name", LOSSES)
-        _require(
+        choice(self.name, "loss.name", LOSSES)
+        require(
             self.temperature > 0,
             "loss.temperature",
             f"must be > 0, got {self.temperature}; SimCLR uses 0.1-0.5",
         )
-        _require(
+        require(
             not (self.decoupled and self.name != "info_nce"),
             "loss.decoupled",
             f"applies to loss.name=info_nce only, got loss.name={self.name}",
@@ -89,7 +89,7 @@ class SimCLRConfig:
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     loss: LossConfig = dataclasses.field(default_factory=LossConfig)
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
-    dist: D.DistConfig = dataclasses.field(default_factory=D.DistConfig)  # multi-process runs (torchrun)
+    dist: DistConfig = dataclasses.field(default_factory=DistConfig)  # multi-process runs (torchrun)
 
 
 class _Projector(nn.Module):
