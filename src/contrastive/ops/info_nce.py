@@ -29,8 +29,6 @@ from .engine import Build, Grads, Objective, present
 from .sym_tiles import max_sq_norm, sym_grad, sym_lse
 from .tiles import TileMask, use_fixed_shift
 
-_max_sq_norm = max_sq_norm  # the name the distributed glue imports
-
 
 class InfoNCEObjective(Objective):
     """Two-view InfoNCE of stacked z (N, d) on the symmetric tile passes."""

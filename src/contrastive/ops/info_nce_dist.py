@@ -31,9 +31,9 @@ import torch
 
 from . import compute_dtype
 from .collectives import Group, all_reduce, gather_rows, reduce_scatter_rows
-from .info_nce import _max_sq_norm
 from .info_nce_dense import chain_normalize, normalize_rows, temperature_value
 from .info_nce_rows import rows_grad, rows_lse
+from .sym_tiles import max_sq_norm
 from .tiles import use_fixed_shift
 
 
@@ -106,7 +106,7 @@ class DistInfoNCEFn(torch.autograd.Function):
         G = gather_rows(cfg.op, torch.cat([u1, u2], 1), cfg.sizes, cfg.group)  # (B, 2d): [z1 | z2]
         z, norms = _unit(torch.cat([G[:, :d], G[:, d:]]).to(ct), cfg.normalize)  # (N, d)
         inv_temp = 1.0 / float(temperature_value(temperature, torch.float64, "cpu"))
-        c = inv_temp * _max_sq_norm(z)
+        c = inv_temp * max_sq_norm(z)
         fixed = use_fixed_shift(c, ct)
         own = torch.cat([torch.arange(o, o + B_r), torch.arange(B + o, B + o + B_r)]).to(z.device)
         zl = z[own]  # (2B_r, d) local rows
@@ -203,7 +203,7 @@ class DistClipFn(torch.autograd.Function):
         G = gather_rows(cfg.op, torch.cat([a_in, b_in], 1), cfg.sizes, cfg.group)  # (B, 2d): [a | b]
         (a, na), (b, nb) = _unit(G[:, :d].to(ct), cfg.normalize), _unit(G[:, d:].to(ct), cfg.normalize)
         inv_temp = 1.0 / float(temperature_value(temperature, torch.float64, "cpu"))
-        c = inv_temp * (_max_sq_norm(a) * _max_sq_norm(b)) ** 0.5
+        c = inv_temp * (max_sq_norm(a) * max_sq_norm(b)) ** 0.5
         fixed = use_fixed_shift(c, ct)
         s = slice(o, o + B_r)
         lse_r = rows_lse(a[s], b, inv_temp, c, fixed, cfg.bs)  # rows i of S, i local
