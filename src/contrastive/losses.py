@@ -15,7 +15,7 @@ from torch import nn
 from . import _validation as V
 from . import functional
 from ._deprecation import keyword_only, renamed_keywords
-from .ops.cosine_similarity import _packed_to_full
+from .ops.cosine_similarity import packed_to_full
 
 __all__ = [
     "ContrastiveLoss",
@@ -412,7 +412,7 @@ class CosineMetric(nn.Module):
         """The metric ``A`` (``M^T M`` for the map form), ``(in_dim, in_dim)``."""
         if self.form == "map":
             return self.M.T @ self.M
-        return _packed_to_full(self.a, self.in_dim)
+        return packed_to_full(self.a, self.in_dim)
 
     @renamed_keywords({"x": "x1", "y": "x2"})
     def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
@@ -429,7 +429,7 @@ class CosineMetric(nn.Module):
         if min_eigenvalue < 0:
             raise ValueError(f"min_eigenvalue must be >= 0, got {min_eigenvalue}")
         if self.form == "symmetric":
-            A = _packed_to_full(self.a.double(), self.in_dim)
+            A = packed_to_full(self.a.double(), self.in_dim)
             w, Q = torch.linalg.eigh(A)
             A = (Q * w.clamp_min(min_eigenvalue)) @ Q.T
             iu = torch.triu_indices(self.in_dim, self.in_dim)

@@ -24,7 +24,7 @@ from . import compute_dtype
 from .scaling import scaled_rows, scaled_whole, times_pow2
 
 
-def _packed_to_full(a: torch.Tensor, d: int) -> torch.Tensor:
+def packed_to_full(a: torch.Tensor, d: int) -> torch.Tensor:
     """(d(d+1)/2,) upper-triangular entries, row-major -> symmetric (d, d) (no arithmetic, so
     entries near the dtype's largest value do not overflow)."""
     iu = torch.triu_indices(d, d, device=a.device)
@@ -159,7 +159,7 @@ class PackedSymCosineFn(torch.autograd.Function):
     def forward(ctx, x, y, a):
         d = x.shape[1]
         ctx.dtypes = (x.dtype, y.dtype, a.dtype)
-        return _sym_forward(ctx, x, y, _packed_to_full(a, d))
+        return _sym_forward(ctx, x, y, packed_to_full(a, d))
 
     @staticmethod
     def backward(ctx, g):
