@@ -16,7 +16,7 @@ from .ops.collectives import DistributedError, Group, exchange
 GRADIENTS = ("ddp", "exact")
 
 
-def _group(process_group: Group, op: str) -> tuple[Group, int, int] | None:
+def resolve_group(process_group: Group, op: str) -> tuple[Group, int, int] | None:
     """(group, rank, world_size), or None for the single-process path."""
     if not (dist.is_available() and dist.is_initialized()):
         if process_group is not None:
@@ -33,7 +33,7 @@ def _group(process_group: Group, op: str) -> tuple[Group, int, int] | None:
     return (process_group, rank, world) if world > 1 else None
 
 
-def _check_gradient(gradient: Any) -> str:
+def check_gradient(gradient: Any) -> str:
     if gradient not in GRADIENTS:
         raise ValueError(
             f"gradient must be 'ddp' (the gradient is scaled by the world size, for DDP's "
@@ -42,11 +42,11 @@ def _check_gradient(gradient: Any) -> str:
     return gradient
 
 
-def _dtype_code(x: object) -> int:
+def dtype_code(x: object) -> int:
     return zlib.crc32(str(x.dtype).encode()) if isinstance(x, torch.Tensor) else -1
 
 
-def _device(x, group):
+def collective_device(x, group):
     if isinstance(x, torch.Tensor):
         return x.device
     if "nccl" in str(dist.get_backend(group)) and torch.cuda.is_available():
@@ -54,7 +54,7 @@ def _device(x, group):
     return torch.device("cpu")
 
 
-def _agree(op, group, device, err, n_local, checks):
+def agree(op, group, device, err, n_local, checks):
     """Exchange [error?, rows, *checked values] between ranks; raise the same error on every
     rank when one rank's inputs were rejected or a setting differs. Returns the row counts
     per rank; ``n_local`` may be a tuple of counts, then a tuple of per-rank lists."""
@@ -81,7 +81,7 @@ def _agree(op, group, device, err, n_local, checks):
     return tuple(per_rank) if isinstance(n_local, tuple) else per_rank[0]
 
 
-def _rows(name, x):
+def rows_or_empty(name, x):
     """check_tensor, except that a rank may hold zero rows of the global batch."""
     if isinstance(x, torch.Tensor) and x.dim() == 2 and x.shape[0] == 0 and x.dtype in V.FLOAT_DTYPES:
         return x

@@ -9,7 +9,15 @@ import torch
 
 from . import _validation as V
 from . import functional
-from ._dist_common import GRADIENTS, _agree, _check_gradient, _device, _dtype_code, _group, _rows
+from ._dist_common import (
+    GRADIENTS,
+    agree,
+    check_gradient,
+    collective_device,
+    dtype_code,
+    resolve_group,
+    rows_or_empty,
+)
 from .functional import Temperature
 from .objectives import _check_ids, _check_param
 from .ops.collectives import Group, gather_rows
@@ -64,7 +72,7 @@ def _objective_loss(
     err, counts, settings, tau_value, b_value = None, None, None, 0.0, 0.0
     x0 = inputs[0]
     try:
-        _check_gradient(gradient)
+        check_gradient(gradient)
         check_block_size(block_size, 1, torch.device("cpu"))  # validate here, size later
         V.check_reduction(reduction)
         counts, settings = validate()
@@ -81,7 +89,7 @@ def _objective_loss(
     )
     checks = [
         ("embedding dimension", x0.shape[-1] if ok else 0),
-        ("embedding dtype", _dtype_code(x0) if ok else 0),
+        ("embedding dtype", dtype_code(x0) if ok else 0),
         ("temperature", tau_value),
         ("bias", b_value),
         ("normalize", bool(normalize)),
@@ -89,10 +97,10 @@ def _objective_loss(
         ("need for a gradient (requires_grad on the inputs, torch.no_grad)", want_grad),
         ("gradient", GRADIENTS.index(gradient) if ok else 0),
     ] + list(zip(setting_names, settings if ok and settings is not None else [0] * len(setting_names)))
-    sizes = _agree(
+    sizes = agree(
         op,
         group,
-        _device(x0, group),
+        collective_device(x0, group),
         err,
         tuple(counts) if ok and counts is not None else (0,) * n_counts,
         checks,
@@ -180,9 +188,9 @@ def supcon_loss(
         >>> round(supcon_loss(z, torch.tensor([0, 0, 1, 1]), temperature=1.0).item(), 4)   # log 3
         1.0986
     """
-    state = _group(process_group, "supcon_loss")
+    state = resolve_group(process_group, "supcon_loss")
     if state is None:
-        _check_gradient(gradient)
+        check_gradient(gradient)
         return functional.supcon_loss(
             z,
             labels,
@@ -195,7 +203,7 @@ def supcon_loss(
     local = {}
 
     def validate():
-        _rows("z", z)
+        rows_or_empty("z", z)
         local["labels"] = _check_ids("labels", labels, z.shape[0], z, "class labels")
         _embeddings("supcon_loss", [("z", z)], normalize, check_finite)
         return [z.shape[0]], []
@@ -297,9 +305,9 @@ def retrieval_loss(
         >>> round(retrieval_loss(a, a, -a[:, None], temperature=1.0).item(), 4)   # log(e + 4 + 1/e) - 1
         0.9581
     """
-    state = _group(process_group, "retrieval_loss")
+    state = resolve_group(process_group, "retrieval_loss")
     if state is None:
-        _check_gradient(gradient)
+        check_gradient(gradient)
         return functional.retrieval_loss(
             anchors,
             positives,
@@ -318,8 +326,8 @@ def retrieval_loss(
     )
 
     def validate():
-        _rows("anchors", anchors)
-        _rows("positives", positives)
+        rows_or_empty("anchors", anchors)
+        rows_or_empty("positives", positives)
         V.check_same_shape("anchors", anchors, "positives", positives)
         named = [("anchors", anchors), ("positives", positives)]
         K, M = 0, 0
@@ -458,9 +466,9 @@ def siglip_loss(
         >>> round(siglip_loss(a, a, temperature=1.0, bias=0.0).item(), 4)   # softplus(-1) + 2 softplus(0)
         1.6996
     """
-    state = _group(process_group, "siglip_loss")
+    state = resolve_group(process_group, "siglip_loss")
     if state is None:
-        _check_gradient(gradient)
+        check_gradient(gradient)
         return functional.siglip_loss(
             a,
             b,
@@ -473,8 +481,8 @@ def siglip_loss(
         )
 
     def validate():
-        _rows("a", a)
-        _rows("b", b)
+        rows_or_empty("a", a)
+        rows_or_empty("b", b)
         V.check_same_shape("a", a, "b", b)
         _embeddings("siglip_loss", [("a", a), ("b", b)], normalize, check_finite)
         return [a.shape[0]], []

@@ -58,7 +58,15 @@ import torch
 
 from . import _validation as V
 from . import functional
-from ._dist_common import GRADIENTS, _agree, _check_gradient, _device, _dtype_code, _group, _rows
+from ._dist_common import (
+    GRADIENTS,
+    agree,
+    check_gradient,
+    collective_device,
+    dtype_code,
+    resolve_group,
+    rows_or_empty,
+)
 from ._dist_objectives import retrieval_loss, siglip_loss, supcon_loss
 from .functional import Temperature
 from .ops.collectives import DistributedError, Group
@@ -78,8 +86,8 @@ __all__ = [
 
 
 def _check_pair(na, a, nb, b, temperature, reduction, normalize, check_finite):
-    _rows(na, a)
-    _rows(nb, b)
+    rows_or_empty(na, a)
+    rows_or_empty(nb, b)
     V.check_same_shape(na, a, nb, b)
     V.check_same_device(na, a, nb, b)
     if a.dtype != b.dtype:
@@ -102,7 +110,7 @@ def _pair_loss(
     group, rank, world = group_state
     err = None
     try:
-        _check_gradient(gradient)
+        check_gradient(gradient)
         check_block_size(block_size, 1, torch.device("cpu"))  # validate here, size later
         temperature = _check_pair(
             "z1" if op == "info_nce" else "a",
@@ -123,14 +131,14 @@ def _pair_loss(
     ok = err is None
     checks = [
         ("embedding dimension", a.shape[1] if ok else 0),
-        ("embedding dtype", _dtype_code(a) if ok else 0),
+        ("embedding dtype", dtype_code(a) if ok else 0),
         ("temperature", tau_value),
         ("normalize", bool(normalize)),
         ("reduction", V.REDUCTIONS.index(reduction) if ok else 0),
         ("need for a gradient (requires_grad on the inputs, torch.no_grad)", want_grad),
         ("gradient", GRADIENTS.index(gradient) if ok else 0),
     ] + [(name, bool(v)) for name, v in flags]
-    sizes = _agree(op, group, _device(a, group), err, a.shape[0] if ok else 0, checks)
+    sizes = agree(op, group, collective_device(a, group), err, a.shape[0] if ok else 0, checks)
     if sum(sizes) == 0:
         raise ValueError(
             f"contrastive.distributed.{op}: the global batch is empty (every rank passed 0 rows)"
@@ -209,7 +217,7 @@ def all_gather_with_grad(
             stacklevel=2,
         )
         process_group = group
-    state = _group(process_group, "all_gather_with_grad")
+    state = resolve_group(process_group, "all_gather_with_grad")
     if state is None:
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
@@ -221,11 +229,16 @@ def all_gather_with_grad(
             f"x must be a torch.Tensor with 1 to 9 dimensions, got {getattr(x, 'shape', type(x))}"
         )
     trailing = list(x.shape[1:]) if err is None else []
-    checks = [("dtype", _dtype_code(x))] + [
+    checks = [("dtype", dtype_code(x))] + [
         (f"size of dimension {k}", trailing[k - 1] if k - 1 < len(trailing) else -1) for k in range(1, 9)
     ]
-    sizes = _agree(
-        "all_gather_with_grad", group, _device(x, group), err, x.shape[0] if err is None else 0, checks
+    sizes = agree(
+        "all_gather_with_grad",
+        group,
+        collective_device(x, group),
+        err,
+        x.shape[0] if err is None else 0,
+        checks,
     )
     cfg = RowShardSpec("all_gather_with_grad", group, rank, sizes, 1.0, "none", 1, True, False)
     return GatherWithGradFn.apply(x, cfg)
@@ -303,9 +316,9 @@ def info_nce(
         >>> round(info_nce(z, z, temperature=1.0).item(), 4)   # one process: contrastive.info_nce
         1.1654
     """
-    state = _group(process_group, "info_nce")
+    state = resolve_group(process_group, "info_nce")
     if state is None:
-        _check_gradient(gradient)
+        check_gradient(gradient)
         return functional.info_nce(
             z1,
             z2,
@@ -380,9 +393,9 @@ def clip_loss(
         >>> round(clip_loss(torch.eye(3), torch.eye(3), temperature=1.0).item(), 4)
         0.5514
     """
-    state = _group(process_group, "clip_loss")
+    state = resolve_group(process_group, "clip_loss")
     if state is None:
-        _check_gradient(gradient)
+        check_gradient(gradient)
         return functional.clip_loss(
             a,
             b,
