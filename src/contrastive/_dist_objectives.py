@@ -19,7 +19,6 @@ from ._dist_common import (
     rows_or_empty,
 )
 from .functional import Temperature
-from .objectives import _check_ids, _check_param
 from .ops.collectives import Group, gather_rows
 from .ops.dist_objectives import RowConfig, dist_build, global_loss
 from .ops.engine import EngineFn, present
@@ -76,10 +75,10 @@ def _objective_loss(
         check_block_size(block_size, 1, torch.device("cpu"))  # validate here, size later
         V.check_reduction(reduction)
         counts, settings = validate()
-        temperature = _check_param("temperature", temperature, x0, True)
+        temperature = V.check_param("temperature", temperature, x0, True)
         tau_value = float(temperature.detach() if isinstance(temperature, torch.Tensor) else temperature)
         if bias is not None:
-            bias = _check_param("bias", bias, x0, False)
+            bias = V.check_param("bias", bias, x0, False)
             b_value = float(bias.detach() if isinstance(bias, torch.Tensor) else bias)
     except (TypeError, ValueError) as e:
         err = e
@@ -204,7 +203,7 @@ def supcon_loss(
 
     def validate():
         rows_or_empty("z", z)
-        local["labels"] = _check_ids("labels", labels, z.shape[0], z, "class labels")
+        local["labels"] = V.check_ids("labels", labels, z.shape[0], z, "class labels")
         _embeddings("supcon_loss", [("z", z)], normalize, check_finite)
         return [z.shape[0]], []
 
@@ -358,7 +357,7 @@ def retrieval_loss(
                 M = negatives.shape[0]
             named.append(("negatives", negatives))
         if positive_ids is not None:
-            local["ids"] = _check_ids("positive_ids", positive_ids, anchors.shape[0], anchors, "ids")
+            local["ids"] = V.check_ids("positive_ids", positive_ids, anchors.shape[0], anchors, "ids")
         _embeddings("retrieval_loss", named, normalize, check_finite)
         neg_grad = negatives is not None and negatives.requires_grad and torch.is_grad_enabled()
         return [anchors.shape[0], M], [bool(symmetric), kind, K, neg_grad, positive_ids is not None]

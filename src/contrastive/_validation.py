@@ -186,3 +186,47 @@ def check_unit_rows(name: str, x: torch.Tensor) -> None:
     check has always been "not zero")."""
     warnings.warn("check_unit_rows is deprecated; use check_nonzero_rows", DeprecationWarning, stacklevel=2)
     check_nonzero_rows(name, x)
+
+
+INT_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
+
+
+def check_ids(name: str, ids: Any, n: int, ref: torch.Tensor, what: str) -> torch.Tensor:
+    """An integer vector of length n on ref's device."""
+    if not isinstance(ids, torch.Tensor):
+        raise TypeError(
+            f"{name} must be a torch.Tensor of integer {what}, got {type(ids).__name__}; "
+            f"wrap it with torch.as_tensor({name})"
+        )
+    if ids.dtype not in INT_DTYPES:
+        raise TypeError(
+            f"{name} must hold integer {what}, got dtype {ids.dtype}; convert it with {name}.long()"
+        )
+    if ids.dim() != 1 or ids.shape[0] != n:
+        raise ValueError(f"{name} must have shape ({n},), one entry per row, got {tuple(ids.shape)}")
+    if ids.device != ref.device:
+        raise ValueError(
+            f"{name} is on {ids.device} and the embeddings on {ref.device}; move {name} to {ref.device}"
+        )
+    return ids.long()
+
+
+def check_param(name: str, value: Any, ref: torch.Tensor, positive: bool) -> float | torch.Tensor:
+    """temperature (positive) or bias (any finite value): a float or a scalar tensor on ref's device."""
+    if positive:
+        value = check_temperature(value)
+    elif isinstance(value, torch.Tensor):
+        if value.numel() != 1 or not value.dtype.is_floating_point:
+            raise ValueError(
+                f"{name} must be a float or a floating scalar tensor, got shape "
+                f"{tuple(value.shape)} and dtype {value.dtype}"
+            )
+        if not math.isfinite(float(value.detach())):
+            raise ValueError(f"{name} must be finite, got {float(value.detach())}")
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(float(value)):
+            raise ValueError(f"{name} must be finite, got {value}")
+        value = float(value)
+    else:
+        raise TypeError(f"{name} must be a float or a scalar tensor, got {type(value).__name__}")
+    return check_temperature_device(value, ref, name)

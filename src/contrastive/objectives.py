@@ -9,7 +9,6 @@ half-precision inputs computed in float32 and cast back.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,7 +24,6 @@ from .ops.tiles import check_block_size
 __all__ = ["supcon_loss", "retrieval_loss", "siglip_loss"]
 
 Scalar = float | torch.Tensor
-_INT_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
 
 
 def _engine_backend(name: str, backend: Any) -> str:
@@ -39,26 +37,6 @@ def _engine_backend(name: str, backend: Any) -> str:
     return "torch"
 
 
-def _check_ids(name: str, ids: Any, n: int, ref: torch.Tensor, what: str) -> torch.Tensor:
-    """An integer vector of length n on ref's device."""
-    if not isinstance(ids, torch.Tensor):
-        raise TypeError(
-            f"{name} must be a torch.Tensor of integer {what}, got {type(ids).__name__}; "
-            f"wrap it with torch.as_tensor({name})"
-        )
-    if ids.dtype not in _INT_DTYPES:
-        raise TypeError(
-            f"{name} must hold integer {what}, got dtype {ids.dtype}; convert it with {name}.long()"
-        )
-    if ids.dim() != 1 or ids.shape[0] != n:
-        raise ValueError(f"{name} must have shape ({n},), one entry per row, got {tuple(ids.shape)}")
-    if ids.device != ref.device:
-        raise ValueError(
-            f"{name} is on {ids.device} and the embeddings on {ref.device}; move {name} to {ref.device}"
-        )
-    return ids.long()
-
-
 def _check_pair(na: str, a: Any, nb: str, b: Any) -> None:
     V.check_tensor(na, a, 2)
     V.check_tensor(nb, b, 2)
@@ -66,27 +44,6 @@ def _check_pair(na: str, a: Any, nb: str, b: Any) -> None:
     V.check_same_device(na, a, nb, b)
     if a.dtype != b.dtype:
         raise TypeError(f"{na} is {a.dtype} and {nb} is {b.dtype}; cast both to one dtype")
-
-
-def _check_param(name: str, value: Any, ref: torch.Tensor, positive: bool) -> Scalar:
-    """temperature (positive) or bias (any finite value): a float or a scalar tensor on ref's device."""
-    if positive:
-        value = V.check_temperature(value)
-    elif isinstance(value, torch.Tensor):
-        if value.numel() != 1 or not value.dtype.is_floating_point:
-            raise ValueError(
-                f"{name} must be a float or a floating scalar tensor, got shape "
-                f"{tuple(value.shape)} and dtype {value.dtype}"
-            )
-        if not math.isfinite(float(value.detach())):
-            raise ValueError(f"{name} must be finite, got {float(value.detach())}")
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        if not math.isfinite(float(value)):
-            raise ValueError(f"{name} must be finite, got {value}")
-        value = float(value)
-    else:
-        raise TypeError(f"{name} must be a float or a scalar tensor, got {type(value).__name__}")
-    return V.check_temperature_device(value, ref, name)
 
 
 def _common(
@@ -165,8 +122,8 @@ def supcon_loss(
         Khosla et al. Supervised Contrastive Learning. NeurIPS 2020.
     """
     V.check_tensor("z", z, 2)
-    labels = _check_ids("labels", labels, z.shape[0], z, "class labels")
-    temperature = _check_param("temperature", temperature, z, True)
+    labels = V.check_ids("labels", labels, z.shape[0], z, "class labels")
+    temperature = V.check_param("temperature", temperature, z, True)
     _common(["z"], [z], reduction, check_finite, normalize)
     _engine_backend("supcon_loss", backend)
     bs = check_block_size(block_size, z.shape[0], z.device)
@@ -281,10 +238,10 @@ def retrieval_loss(
         names.append("negatives")
         tensors.append(neg)
     if positive_ids is not None:
-        positive_ids = _check_ids("positive_ids", positive_ids, B, anchors, "ids")
+        positive_ids = V.check_ids("positive_ids", positive_ids, B, anchors, "ids")
     if not isinstance(symmetric, bool):
         raise TypeError(f"symmetric must be a bool, got {type(symmetric).__name__}")
-    temperature = _check_param("temperature", temperature, anchors, True)
+    temperature = V.check_param("temperature", temperature, anchors, True)
     _common(names, tensors, reduction, check_finite, normalize)
     _engine_backend("retrieval_loss", backend)
     bs = check_block_size(block_size, max(B, 1 if neg is None else neg.shape[0]), anchors.device)
@@ -351,8 +308,8 @@ def siglip_loss(
         Zhai, Mustafa, Kolesnikov, Beyer. Sigmoid Loss for Language Image Pre-Training. ICCV 2023.
     """
     _check_pair("a", a, "b", b)
-    temperature = _check_param("temperature", temperature, a, True)
-    bias = _check_param("bias", bias, a, False)
+    temperature = V.check_param("temperature", temperature, a, True)
+    bias = V.check_param("bias", bias, a, False)
     _common(["a", "b"], [a, b], reduction, check_finite, normalize)
     _engine_backend("siglip_loss", backend)
     bs = check_block_size(block_size, a.shape[0], a.device)
