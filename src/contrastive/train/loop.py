@@ -44,7 +44,7 @@ from .optim import WarmupCosine, build_optimizer
 from .runlog import MetricsLog, NonFiniteLossError, Progress, new_run_dir
 from .runtime import eval_config, num_threads, read_run, resolve_device, restore, seed_everything, write_run
 
-__all__ = ["Batch", "Task", "evaluate_run", "load_encoder", "train_run"]
+__all__ = ["Batch", "Task", "evaluate_run", "load_encoder", "load_task", "train_run"]
 
 
 @dataclasses.dataclass
@@ -617,8 +617,10 @@ def _finish(task: Task, run_dir: Path, model, log, baselines, final, extra, wall
 
 
 # ----------------------------------------------------------------------------- a finished run
-def _load(task_cls: type[Task], config_cls: type, run_dir, checkpoint: str, encoder=None):
-    """The task of a run (on the best available device) with its checkpoint loaded."""
+def load_task(task_cls: type[Task], config_cls: type, run_dir, checkpoint: str, encoder=None):
+    """The task of a run (on the best available device) with its checkpoint loaded: ``(task,
+    model, initial model state, checkpoint state)``; recipes use it for their own commands
+    (``contrastive search``)."""
     cfg, cfg_auto = eval_config(run_dir, checkpoint, task_cls.name, config_cls)
     task = task_cls(cfg_auto, encoder)
     task.run_dir, task.resuming = Path(run_dir), True
@@ -639,7 +641,7 @@ def evaluate_run(
 ) -> dict[str, Any]:
     """Evaluate a run's checkpoint (``last`` or ``best``) next to the baselines; prints the
     table and writes ``eval.json``."""
-    task, model, init, state = _load(task_cls, config_cls, run_dir, checkpoint, encoder)
+    task, model, init, state = load_task(task_cls, config_cls, run_dir, checkpoint, encoder)
     with num_threads(task.cfg.run.threads):
         trained, _ = task.evaluate(model)
         model.load_state_dict(init)
@@ -653,7 +655,7 @@ def evaluate_run(
 
 def load_encoder(task_cls: type[Task], config_cls: type, run_dir, checkpoint: str = "last", encoder=None):
     """``(module, cfg)``: the trained encoder of a run (eval mode) and its configuration."""
-    task, model, *_ = _load(task_cls, config_cls, run_dir, checkpoint, encoder)
+    task, model, *_ = load_task(task_cls, config_cls, run_dir, checkpoint, encoder)
     return task.encoder_of(model).eval(), task.cfg
 
 

@@ -708,7 +708,7 @@ def embed_data(run_dir, spec: str, checkpoint: str = "last", batch_size: int = 5
     """``contrastive embed`` for retrieval runs: ``(N, dim)`` float32 array of the texts ``spec`` names."""
     if side not in ("query", "doc"):
         raise ValueError(f"side must be 'query' or 'doc', got {side!r}")
-    task, model, _, _ = loop._load(RetrievalTask, RetrievalConfig, run_dir, checkpoint)
+    task, model, _, _ = loop.load_task(RetrievalTask, RetrievalConfig, run_dir, checkpoint)
     texts = _read_texts(spec, task, side)
     if not texts:
         raise ValueError(f"--data {spec!r} holds no texts")
@@ -724,7 +724,7 @@ def search(run_dir, query: str, k: int = 10, checkpoint: str = "last") -> list[t
     """The ``k`` test-corpus documents a run's trained encoder ranks first for ``query``: ``[(score, text)]``."""
     if not isinstance(query, str) or not query.strip():
         raise ValueError('query must be a non-empty string, e.g. contrastive search RUN "read a file"')
-    task, model, _, _ = loop._load(RetrievalTask, RetrievalConfig, run_dir, checkpoint)
+    task, model, _, _ = loop.load_task(RetrievalTask, RetrievalConfig, run_dir, checkpoint)
     split = task.test
     split.queries = [query]
     split.q_tok = task._encode([query], task.cfg.model.query_length)
