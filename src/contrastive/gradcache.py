@@ -208,9 +208,12 @@ class GradCache:
 
     the gradient of the loss over the *whole* batch, while holding the activations of one
     chunk at a time: pass 1 embeds every chunk under ``torch.no_grad`` (recording the random
-    state before each), the loss and :math:`\partial \mathcal L / \partial z` are computed on
-    the detached embeddings, and pass 2 re-embeds each chunk under its recorded random state
-    and back-propagates its slice of the cached gradient.
+    state before each) but the last, whose graph it keeps; the loss and
+    :math:`\partial \mathcal L / \partial z` are computed on the detached embeddings; pass 2
+    back-propagates the last chunk's slice of the cached gradient through the kept graph and
+    re-embeds every other chunk under its recorded random state to back-propagate its slice
+    (an encoder with ``no_sync``, such as DDP, re-embeds every chunk, so that its one
+    synchronising backward comes last).
 
     Exactness: dropout masks of the two passes match (CPU and CUDA generators replayed; the
     generators end the step as pass 1 and the loss left them); BatchNorm running statistics
