@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from contrastive.ops.common import (
+    Rows,
     chain_normalize,
     compute_dtype,
     normalize_rows,
@@ -62,3 +63,32 @@ def test_compute_dtype_temperature_value_scalar_and_positive_index():
     assert temperature_value(0.5, torch.float32, "cpu").item() == 0.5
     assert scalar(None) is None and scalar(t) == 0.25 and scalar(2) == 2.0
     assert positive_index(6).tolist() == [3, 4, 5, 0, 1, 2]
+
+
+@pytest.mark.parametrize(
+    "dtype, scale, one_multiply",
+    [
+        (torch.float32, 1.0, True),
+        (torch.float32, 1e-30, True),
+        (torch.float32, 1e30, True),
+        (torch.float32, 1e-39, False),  # 1 / |u| above 1 / tiny: the two divisions
+        (torch.float32, 1e38, False),  # |u| near the largest float32: 1 / |u| below tiny
+        (torch.float64, 1e-300, True),
+        (torch.float64, 1e-310, False),
+    ],
+)
+def test_rows_blocks_equal_the_unit_rows_on_both_paths(dtype, scale, one_multiply):
+    """Rows makes u / |u| with one multiply where 1 / |u_i| is a normal number for every row,
+    else with normalize_rows' two divisions; blocks, into a buffer or not, agree either way."""
+    x = torch.randn(9, 5, dtype=torch.float64)
+    u = (x * scale).to(dtype)  # subnormal entries keep fewer digits: the reference starts from u
+    y = u.double() / u.double().abs().amax(1, keepdim=True)
+    z0 = y / torch.linalg.vector_norm(y, dim=1, keepdim=True)
+    rows = Rows(u, dtype, True)
+    assert (rows.inv_norm is not None) == one_multiply
+    tol = 1e-6 if dtype == torch.float32 else 1e-14
+    torch.testing.assert_close(rows.full().double(), z0, rtol=tol, atol=0)
+    out = torch.empty(4, 5, dtype=dtype)
+    torch.testing.assert_close(rows.block(3, 7, out), rows[3:7], rtol=0, atol=0)
+    plain = Rows(x.to(dtype), dtype, False)
+    assert plain[2:4].data_ptr() == plain.u[2:4].data_ptr()  # unnormalised rows in the compute dtype: views

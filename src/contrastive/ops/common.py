@@ -69,6 +69,7 @@ class Rows:
         self.u, self.dtype, self.device = u, dtype, u.device
         self.shape = u.shape
         self.norms: torch.Tensor | None = None
+        self.inv_norm: torch.Tensor | None = None  # (N, 1) 1 / |u_i| when every row allows it
         if normalize:
             norms = torch.empty(u.shape[0], 2, dtype=dtype, device=u.device)  # (N, 2): m_i, |u_i / m_i|
             for i0 in range(0, u.shape[0], ROWS):
@@ -79,13 +80,30 @@ class Rows:
                     x / m, dim=1, keepdim=True
                 )  # in [1, sqrt(d)]
             self.norms = norms
+            # one multiply per entry instead of two divisions where 1 / |u_i| = 1 / (m_i n_i) is a
+            # normal number for every row (all but rows near the ends of the dtype's range)
+            inv = (norms[:, :1] * norms[:, 1:]).reciprocal_()  # (N, 1)
+            tiny = torch.finfo(dtype).tiny
+            self.inv_norm = inv if bool(((inv >= tiny) & (inv <= 1 / tiny)).all()) else None
 
     def __getitem__(self, s: slice) -> torch.Tensor:
-        x = self.u[s].to(self.dtype)  # (rows, d); a view when u is in the compute dtype
+        i0, i1, _ = s.indices(self.shape[0])
+        return self.block(i0, i1, None)
+
+    def block(self, i0: int, i1: int, out: torch.Tensor | None) -> torch.Tensor:
+        """``self[i0:i1]``, written into ``out`` (``(i1 - i0, d)``, the compute dtype) when given:
+        the tile loops make a block per tile, and a fresh allocation each time costs page faults."""
+        x = self.u[i0:i1]  # (rows, d)
         if self.norms is None:
-            return x
-        n = self.norms[s]
-        return (x / n[:, :1]).div_(n[:, 1:])  # (u / m) / |u / m|
+            if x.dtype == self.dtype:
+                return x  # a view
+            return x.to(self.dtype) if out is None else out.copy_(x)
+        if out is None:
+            out = torch.empty(x.shape, dtype=self.dtype, device=x.device)
+        if self.inv_norm is not None:
+            return torch.mul(x, self.inv_norm[i0:i1], out=out)  # u / |u|
+        n = self.norms[i0:i1]
+        return torch.div(x, n[:, :1], out=out).div_(n[:, 1:])  # (u / m) / |u / m|: exact at any scale
 
     def full(self) -> torch.Tensor:
         """All rows at once, ``(N, d)`` (for back-ends that need one tensor)."""
@@ -105,6 +123,11 @@ class Rows:
 
 
 Blocks = torch.Tensor | Rows  # what the tile passes read rows from: z[i0:i1] either way
+
+
+def take(z: Blocks, i0: int, i1: int, out: torch.Tensor) -> torch.Tensor:
+    """Rows i0..i1 of ``z``: a view of a tensor, or a :class:`Rows` block made into ``out``."""
+    return z.block(i0, i1, out) if isinstance(z, Rows) else z[i0:i1]
 
 
 def normalize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

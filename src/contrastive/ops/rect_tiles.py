@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from .common import Blocks
+from .common import Blocks, take
 from .gemm import tile_mm
 from .tiles import TileBuffers, TileMask, blocks, online_update
 
@@ -48,7 +48,8 @@ def rect_lse(
         for i0, i1 in blocks(R, bs):
             xi = x[i0:i1] * inv_temp  # (bs, d): 1/tau folded into the row block, never into all of X
             for j0, j1 in blocks(C, bs):
-                E = tile_mm(xi, y[j0:j1], buf.get("E", i1 - i0, j1 - j0), shift)  # S_IJ - c
+                y_j = take(y, j0, j1, buf.get("Y", j1 - j0, y.shape[1]))  # (bs, d)
+                E = tile_mm(xi, y_j, buf.get("E", i1 - i0, j1 - j0), shift)  # S_IJ - c
                 E.exp_()  # in [exp(-2c), 1]
                 mask.apply(E, i0, j0, 0.0)
                 row[i0:i1].addmv_(E, ones[: j1 - j0])  # r_I += E 1
@@ -61,7 +62,8 @@ def rect_lse(
     for i0, i1 in blocks(R, bs):
         xi = x[i0:i1] * inv_temp  # (bs, d)
         for j0, j1 in blocks(C, bs):
-            S = tile_mm(xi, y[j0:j1], buf.get("S", i1 - i0, j1 - j0))
+            y_j = take(y, j0, j1, buf.get("Y", j1 - j0, y.shape[1]))  # (bs, d)
+            S = tile_mm(xi, y_j, buf.get("S", i1 - i0, j1 - j0))
             mask.apply(S, i0, j0, float("-inf"))
             online_update(mr, rr, slice(i0, i1), S.amax(1), lambda s: torch.exp(S - s[:, None]).sum(1))  # noqa: B023 -- called at once
             if cols:
@@ -107,7 +109,7 @@ def rect_grad(
         x_i = x[i0:i1]  # (bs, d) rows made once per row block
         xi = x_i * inv_temp
         for j0, j1 in blocks(C, bs):
-            y_j = y[j0:j1]
+            y_j = take(y, j0, j1, buf.get("Y", j1 - j0, y.shape[1]))  # (bs, d)
             E = tile_mm(xi, y_j, buf.get("E", i1 - i0, j1 - j0), shift)  # S_IJ (- c)
             H = buf.get("H", i1 - i0, j1 - j0)
             if fixed:

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from .common import Blocks, rowdot
+from .common import Blocks, rowdot, take
 from .engine import Build, Grads, Objective, present
 from .gemm import tile_mm
 from .tiles import TileBuffers, blocks
@@ -58,7 +58,7 @@ class SigLIPObjective(Objective):
             a_i = a[i0:i1]  # (bs, d) rows made once per row block
             ai = a_i * inv_temp  # 1/tau folded into the row block
             for j0, j1 in blocks(b.shape[0], bs):
-                b_j = b[j0:j1]
+                b_j = take(b, j0, j1, buf.get("B", j1 - j0, b.shape[1]))  # (bs, d)
                 X = tile_mm(ai, b_j, buf.get("X", i1 - i0, j1 - j0), shift)  # S_IJ
                 diag = X.diagonal(self.offset + i0 - j0)  # y = +1 entries (empty off-tile)
                 diag.neg_()  # X = -y S

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from .common import Blocks, rowdot
+from .common import Blocks, rowdot, take
 from .gemm import tile_mm
 from .tiles import TileBuffers, TileMask, blocks, online_update
 
@@ -43,7 +43,8 @@ def sym_lse(z: Blocks, inv_temp: float, c: float, mask: TileMask, bs: int, fixed
         for bi, (i0, i1) in enumerate(plan):
             zi = z[i0:i1] * inv_temp  # (bs, d): 1/tau folded into the row block, never into all of Z
             for j0, j1 in plan[bi:]:
-                E = tile_mm(zi, z[j0:j1], buf.get("E", i1 - i0, j1 - j0), shift)  # S_IJ - c
+                z_j = take(z, j0, j1, buf.get("Z", j1 - j0, z.shape[1]))  # (bs, d)
+                E = tile_mm(zi, z_j, buf.get("E", i1 - i0, j1 - j0), shift)  # S_IJ - c
                 E.exp_()  # E_IJ in [exp(-2c), 1]
                 mask.apply(E, i0, j0, 0.0)
                 r[i0:i1].addmv_(E, ones[: j1 - j0])  # row sums
@@ -55,7 +56,8 @@ def sym_lse(z: Blocks, inv_temp: float, c: float, mask: TileMask, bs: int, fixed
     for bi, (i0, i1) in enumerate(plan):
         zi = z[i0:i1] * inv_temp  # (bs, d)
         for j0, j1 in plan[bi:]:
-            S = tile_mm(zi, z[j0:j1], buf.get("S", i1 - i0, j1 - j0))
+            z_j = take(z, j0, j1, buf.get("Z", j1 - j0, z.shape[1]))  # (bs, d)
+            S = tile_mm(zi, z_j, buf.get("S", i1 - i0, j1 - j0))
             mask.apply(S, i0, j0, float("-inf"))
             online_update(m, r, slice(i0, i1), S.amax(1), lambda s: torch.exp(S - s[:, None]).sum(1))  # noqa: B023 -- called at once
             if i0 != j0:
@@ -86,7 +88,7 @@ def sym_grad(
         z_i = z[i0:i1]  # (bs, d) rows made once per row block
         zi = z_i * inv_temp
         for j0, j1 in plan[bi:]:
-            z_j = z_i if j0 == i0 else z[j0:j1]
+            z_j = z_i if j0 == i0 else take(z, j0, j1, buf.get("Z", j1 - j0, z.shape[1]))
             E = tile_mm(zi, z_j, buf.get("E", i1 - i0, j1 - j0), shift)  # S_IJ (- c)
             H = buf.get("H", i1 - i0, j1 - j0)
             if fixed:
