@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import torch
 
-from .common import Blocks, take
+from .common import Blocks
 from .gemm import tile_mm
-from .tiles import TileBuffers, TileMask, blocks, online_update
+from .tiles import TileBuffers, TileMask, online_update, walk
 
 
 def rect_lse(
@@ -45,35 +45,29 @@ def rect_lse(
         col = x.new_zeros(C if cols else 0)
         shift = x.new_full((1, 1), -c)
         ones = x.new_ones(bs)
-        for i0, i1 in blocks(R, bs):
-            xi = x[i0:i1] * inv_temp  # (bs, d): 1/tau folded into the row block, never into all of X
-            for j0, j1 in blocks(C, bs):
-                y_j = take(y, j0, j1, buf.get("Y", j1 - j0, y.shape[1]))  # (bs, d)
-                E = tile_mm(xi, y_j, buf.get("E", i1 - i0, j1 - j0), shift)  # S_IJ - c
-                E.exp_()  # in [exp(-2c), 1]
-                mask.apply(E, i0, j0, 0.0)
-                row[i0:i1].addmv_(E, ones[: j1 - j0])  # r_I += E 1
-                if cols:
-                    col[j0:j1].add_(E.sum(0))  # k_J += E^T 1
+        for i0, i1, j0, j1, xi, _, y_j in walk(x, y, inv_temp, bs, buf):
+            E = tile_mm(xi, y_j, buf.get("E", i1 - i0, j1 - j0), shift)  # S_IJ - c
+            E.exp_()  # in [exp(-2c), 1]
+            mask.apply(E, i0, j0, 0.0)
+            row[i0:i1].addmv_(E, ones[: j1 - j0])  # r_I += E 1
+            if cols:
+                col[j0:j1].add_(E.sum(0))  # k_J += E^T 1
         return row.log_() + c, (col.log_() + c if cols else None)
     mr, rr = x.new_full((R,), float("-inf")), x.new_zeros(R)
     Cc = C if cols else 0
     mc, rc = x.new_full((Cc,), float("-inf")), x.new_zeros(Cc)
-    for i0, i1 in blocks(R, bs):
-        xi = x[i0:i1] * inv_temp  # (bs, d)
-        for j0, j1 in blocks(C, bs):
-            y_j = take(y, j0, j1, buf.get("Y", j1 - j0, y.shape[1]))  # (bs, d)
-            S = tile_mm(xi, y_j, buf.get("S", i1 - i0, j1 - j0))
-            mask.apply(S, i0, j0, float("-inf"))
-            online_update(mr, rr, slice(i0, i1), S.amax(1), lambda s: torch.exp(S - s[:, None]).sum(1))  # noqa: B023 -- called at once
-            if cols:
-                online_update(
-                    mc,
-                    rc,
-                    slice(j0, j1),
-                    S.amax(0),
-                    lambda s: torch.exp(S - s[None, :]).sum(0),  # noqa: B023 -- called at once
-                )
+    for i0, i1, j0, j1, xi, _, y_j in walk(x, y, inv_temp, bs, buf):
+        S = tile_mm(xi, y_j, buf.get("S", i1 - i0, j1 - j0))
+        mask.apply(S, i0, j0, float("-inf"))
+        online_update(mr, rr, slice(i0, i1), S.amax(1), lambda s: torch.exp(S - s[:, None]).sum(1))  # noqa: B023 -- called at once
+        if cols:
+            online_update(
+                mc,
+                rc,
+                slice(j0, j1),
+                S.amax(0),
+                lambda s: torch.exp(S - s[None, :]).sum(0),  # noqa: B023 -- called at once
+            )
     return mr + rr.log(), (mc + rc.log() if cols else None)
 
 
@@ -93,7 +87,6 @@ def rect_grad(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(dS Y, dS^T X) with dS = diag(u) R + C diag(v) (R, C the row and column softmaxes of
     the unmasked entries); the column term only when ``lse_c`` is given, g_Y only if ``need_y``."""
-    R, C = x.shape[0], y.shape[0]
     buf = TileBuffers(x.dtype, x.device)
     gx = x.new_zeros(x.shape)  # (R, d)
     gy = y.new_zeros(y.shape) if need_y else y.new_empty(0)  # (C, d)
@@ -105,28 +98,24 @@ def rect_grad(
         alpha = u * torch.exp(c - lse_r)  # u_i / r_i
         beta = vc * torch.exp(c - lc)  # v_j / k_j (empty if one-sided)
         shift = x.new_full((1, 1), -c)
-    for i0, i1 in blocks(R, bs):
-        x_i = x[i0:i1]  # (bs, d) rows made once per row block
-        xi = x_i * inv_temp
-        for j0, j1 in blocks(C, bs):
-            y_j = take(y, j0, j1, buf.get("Y", j1 - j0, y.shape[1]))  # (bs, d)
-            E = tile_mm(xi, y_j, buf.get("E", i1 - i0, j1 - j0), shift)  # S_IJ (- c)
-            H = buf.get("H", i1 - i0, j1 - j0)
-            if fixed:
-                E.exp_()
+    for i0, i1, j0, j1, xi, x_i, y_j in walk(x, y, inv_temp, bs, buf):
+        E = tile_mm(xi, y_j, buf.get("E", i1 - i0, j1 - j0), shift)  # S_IJ (- c)
+        H = buf.get("H", i1 - i0, j1 - j0)
+        if fixed:
+            E.exp_()
+            mask.apply(E, i0, j0, 0.0)
+            torch.mul(E, alpha[i0:i1, None], out=H)  # diag(u_I / r_I) E
+            if two:
+                H.addcmul_(E, beta[j0:j1][None, :])  # + E diag(v_J / k_J)
+        else:
+            torch.exp(E - lse_r[i0:i1, None], out=H)  # row softmax R_IJ
+            mask.apply(H, i0, j0, 0.0)
+            H.mul_(u[i0:i1, None])
+            if two:
+                E.sub_(lc[j0:j1][None, :]).exp_()  # column softmax C_IJ
                 mask.apply(E, i0, j0, 0.0)
-                torch.mul(E, alpha[i0:i1, None], out=H)  # diag(u_I / r_I) E
-                if two:
-                    H.addcmul_(E, beta[j0:j1][None, :])  # + E diag(v_J / k_J)
-            else:
-                torch.exp(E - lse_r[i0:i1, None], out=H)  # row softmax R_IJ
-                mask.apply(H, i0, j0, 0.0)
-                H.mul_(u[i0:i1, None])
-                if two:
-                    E.sub_(lc[j0:j1][None, :]).exp_()  # column softmax C_IJ
-                    mask.apply(E, i0, j0, 0.0)
-                    H.addcmul_(E, vc[j0:j1][None, :])
-            gx[i0:i1].addmm_(H, y_j)  # g_X += dS Y
-            if need_y:
-                gy[j0:j1].addmm_(H.T, x_i)  # g_Y += dS^T X
+                H.addcmul_(E, vc[j0:j1][None, :])
+        gx[i0:i1].addmm_(H, y_j)  # g_X += dS Y
+        if need_y:
+            gy[j0:j1].addmm_(H.T, x_i)  # g_Y += dS^T X
     return gx, (gy if need_y else None)

@@ -22,10 +22,10 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from .common import Blocks, rowdot, take
+from .common import Blocks, rowdot
 from .engine import Build, Grads, Objective, present
 from .gemm import tile_mm
-from .tiles import TileBuffers, blocks
+from .tiles import TileBuffers, walk
 
 
 class SigLIPObjective(Objective):
@@ -54,24 +54,20 @@ class SigLIPObjective(Objective):
         if w is not None:
             ga, gb = a.new_zeros(a.shape), b.new_zeros(b.shape)  # (B, d), (C, d)
             d_bias = a.new_zeros(())
-        for i0, i1 in blocks(B, bs):
-            a_i = a[i0:i1]  # (bs, d) rows made once per row block
-            ai = a_i * inv_temp  # 1/tau folded into the row block
-            for j0, j1 in blocks(b.shape[0], bs):
-                b_j = take(b, j0, j1, buf.get("B", j1 - j0, b.shape[1]))  # (bs, d)
-                X = tile_mm(ai, b_j, buf.get("X", i1 - i0, j1 - j0), shift)  # S_IJ
-                diag = X.diagonal(self.offset + i0 - j0)  # y = +1 entries (empty off-tile)
-                diag.neg_()  # X = -y S
-                losses[i0:i1] -= F.logsigmoid(X.neg()).sum(1)  # softplus(X) = -log sigmoid(-X)
-                if w is None:
-                    continue
-                X.sigmoid_()  # sigmoid(X)
-                X.mul_(w[i0:i1, None])
-                X.diagonal(self.offset + i0 - j0).neg_()  # dS = -y w sigmoid(X)
-                d_bias += X.sum()  # d/d(bias) = sum dS
-                ga[i0:i1].addmm_(X, b_j)  # g_a += dS B
-                if self.needs[1]:
-                    gb[j0:j1].addmm_(X.T, a_i)  # g_b += dS^T A
+        for i0, i1, j0, j1, ai, a_i, b_j in walk(a, b, inv_temp, bs, buf):
+            X = tile_mm(ai, b_j, buf.get("X", i1 - i0, j1 - j0), shift)  # S_IJ
+            diag = X.diagonal(self.offset + i0 - j0)  # y = +1 entries (empty off-tile)
+            diag.neg_()  # X = -y S
+            losses[i0:i1] -= F.logsigmoid(X.neg()).sum(1)  # softplus(X) = -log sigmoid(-X)
+            if w is None:
+                continue
+            X.sigmoid_()  # sigmoid(X)
+            X.mul_(w[i0:i1, None])
+            X.diagonal(self.offset + i0 - j0).neg_()  # dS = -y w sigmoid(X)
+            d_bias += X.sum()  # d/d(bias) = sum dS
+            ga[i0:i1].addmm_(X, b_j)  # g_a += dS B
+            if self.needs[1]:
+                gb[j0:j1].addmm_(X.T, a_i)  # g_b += dS^T A
         if w is None:
             return losses, None
         d_inv = rowdot(a, ga).sum()  # sum dS_ij a_i . b_j

@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import torch
 
-from .common import Blocks, rowdot, take
+from .common import Blocks, rowdot
 from .gemm import tile_mm
-from .tiles import TileBuffers, TileMask, blocks, online_update
+from .tiles import TileBuffers, TileMask, online_update, walk
 
 
 def max_sq_norm(z: Blocks) -> float:
@@ -34,34 +34,27 @@ def max_sq_norm(z: Blocks) -> float:
 def sym_lse(z: Blocks, inv_temp: float, c: float, mask: TileMask, bs: int, fixed: bool) -> torch.Tensor:
     """Pass 1: lse_i = log sum_k [(i, k) not masked] exp(inv_temp z_i . z_k), shape (N,)."""
     N = z.shape[0]
-    plan = blocks(N, bs)
     buf = TileBuffers(z.dtype, z.device)
     if fixed:
         r = z.new_zeros(N)
         shift = z.new_full((1, 1), -c)
         ones = z.new_ones(bs)
-        for bi, (i0, i1) in enumerate(plan):
-            zi = z[i0:i1] * inv_temp  # (bs, d): 1/tau folded into the row block, never into all of Z
-            for j0, j1 in plan[bi:]:
-                z_j = take(z, j0, j1, buf.get("Z", j1 - j0, z.shape[1]))  # (bs, d)
-                E = tile_mm(zi, z_j, buf.get("E", i1 - i0, j1 - j0), shift)  # S_IJ - c
-                E.exp_()  # E_IJ in [exp(-2c), 1]
-                mask.apply(E, i0, j0, 0.0)
-                r[i0:i1].addmv_(E, ones[: j1 - j0])  # row sums
-                if i0 != j0:
-                    r[j0:j1].add_(E.sum(0))  # column sums (symmetry)
+        for i0, i1, j0, j1, zi, _, z_j in walk(z, z, inv_temp, bs, buf, upper=True):
+            E = tile_mm(zi, z_j, buf.get("E", i1 - i0, j1 - j0), shift)  # S_IJ - c
+            E.exp_()  # E_IJ in [exp(-2c), 1]
+            mask.apply(E, i0, j0, 0.0)
+            r[i0:i1].addmv_(E, ones[: j1 - j0])  # row sums
+            if i0 != j0:
+                r[j0:j1].add_(E.sum(0))  # column sums (symmetry)
         return r.log_() + c
     m = z.new_full((N,), float("-inf"))  # running max per row
     r = z.new_zeros(N)
-    for bi, (i0, i1) in enumerate(plan):
-        zi = z[i0:i1] * inv_temp  # (bs, d)
-        for j0, j1 in plan[bi:]:
-            z_j = take(z, j0, j1, buf.get("Z", j1 - j0, z.shape[1]))  # (bs, d)
-            S = tile_mm(zi, z_j, buf.get("S", i1 - i0, j1 - j0))
-            mask.apply(S, i0, j0, float("-inf"))
-            online_update(m, r, slice(i0, i1), S.amax(1), lambda s: torch.exp(S - s[:, None]).sum(1))  # noqa: B023 -- called at once
-            if i0 != j0:
-                online_update(m, r, slice(j0, j1), S.amax(0), lambda s: torch.exp(S - s[None, :]).sum(0))  # noqa: B023 -- called at once
+    for i0, i1, j0, j1, zi, _, z_j in walk(z, z, inv_temp, bs, buf, upper=True):
+        S = tile_mm(zi, z_j, buf.get("S", i1 - i0, j1 - j0))
+        mask.apply(S, i0, j0, float("-inf"))
+        online_update(m, r, slice(i0, i1), S.amax(1), lambda s: torch.exp(S - s[:, None]).sum(1))  # noqa: B023 -- called at once
+        if i0 != j0:
+            online_update(m, r, slice(j0, j1), S.amax(0), lambda s: torch.exp(S - s[None, :]).sum(0))  # noqa: B023 -- called at once
     return m + r.log()
 
 
@@ -76,39 +69,33 @@ def sym_grad(
     fixed: bool,
 ) -> torch.Tensor:
     """Pass 2: (W P + (W P)^T) Z, shape (N, d): d(sum_i w_i lse_i)/dz divided by inv_temp."""
-    N = z.shape[0]
-    plan = blocks(N, bs)
     buf = TileBuffers(z.dtype, z.device)
     g = z.new_zeros(z.shape)  # (N, d)
     shift = None
     if fixed:
         a = w * torch.exp(c - lse)  # w_i / r_i
         shift = z.new_full((1, 1), -c)
-    for bi, (i0, i1) in enumerate(plan):
-        z_i = z[i0:i1]  # (bs, d) rows made once per row block
-        zi = z_i * inv_temp
-        for j0, j1 in plan[bi:]:
-            z_j = z_i if j0 == i0 else take(z, j0, j1, buf.get("Z", j1 - j0, z.shape[1]))
-            E = tile_mm(zi, z_j, buf.get("E", i1 - i0, j1 - j0), shift)  # S_IJ (- c)
-            H = buf.get("H", i1 - i0, j1 - j0)
-            if fixed:
-                E.exp_()
-                mask.apply(E, i0, j0, 0.0)
-                torch.mul(E, a[j0:j1], out=H)  # E diag(a_J)
-                H.addcmul_(E, a[i0:i1, None])  # + diag(a_I) E
-            else:
-                torch.exp(E - lse[i0:i1, None], out=H)  # P_IJ
-                mask.apply(H, i0, j0, 0.0)
-                H.mul_(w[i0:i1, None])  # W_I P_IJ
-                if i0 == j0:
-                    H.add_(H.T.clone())  # + (W_I P_II)^T
-                else:
-                    E.sub_(lse[j0:j1][None, :]).exp_()  # P_JI^T
-                    mask.apply(E, i0, j0, 0.0)
-                    H.addcmul_(E, w[j0:j1][None, :])  # + (W_J P_JI)^T
+    for i0, i1, j0, j1, zi, z_i, z_j in walk(z, z, inv_temp, bs, buf, upper=True):
+        E = tile_mm(zi, z_j, buf.get("E", i1 - i0, j1 - j0), shift)  # S_IJ (- c)
+        H = buf.get("H", i1 - i0, j1 - j0)
+        if fixed:
+            E.exp_()
+            mask.apply(E, i0, j0, 0.0)
+            torch.mul(E, a[j0:j1], out=H)  # E diag(a_J)
+            H.addcmul_(E, a[i0:i1, None])  # + diag(a_I) E
+        else:
+            torch.exp(E - lse[i0:i1, None], out=H)  # P_IJ
+            mask.apply(H, i0, j0, 0.0)
+            H.mul_(w[i0:i1, None])  # W_I P_IJ
             if i0 == j0:
-                g[i0:i1].addmm_(H, z_i)  # H symmetric on the diagonal
+                H.add_(H.T.clone())  # + (W_I P_II)^T
             else:
-                g[i0:i1].addmm_(H, z_j)  # g_I += H Z_J
-                g[j0:j1].addmm_(H.T, z_i)  # g_J += H^T Z_I
+                E.sub_(lse[j0:j1][None, :]).exp_()  # P_JI^T
+                mask.apply(E, i0, j0, 0.0)
+                H.addcmul_(E, w[j0:j1][None, :])  # + (W_J P_JI)^T
+        if i0 == j0:
+            g[i0:i1].addmm_(H, z_i)  # H symmetric on the diagonal
+        else:
+            g[i0:i1].addmm_(H, z_j)  # g_I += H Z_J
+            g[j0:j1].addmm_(H.T, z_i)  # g_J += H^T Z_I
     return g

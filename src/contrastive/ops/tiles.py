@@ -11,9 +11,11 @@ online (running) maximum.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
+
+from .common import ROWS, Blocks, take
 
 DEFAULT_BLOCK_CPU = 512
 DEFAULT_BLOCK_CUDA = 4096
@@ -38,6 +40,37 @@ def check_block_size(block_size: object, n: int, device: torch.device) -> int:
 def blocks(n: int, size: int) -> list[tuple[int, int]]:
     """[(start, end), ...] covering range(n) in steps of ``size``."""
     return [(i, min(i + size, n)) for i in range(0, n, size)]
+
+
+Tile = tuple[int, int, int, int, torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def walk(
+    x: Blocks, y: Blocks, inv_temp: float, bs: int, buf: TileBuffers, upper: bool = False
+) -> Iterator[Tile]:
+    """The tiles of S = inv_temp x y^T as ``(i0, i1, j0, j1, inv_temp x_I, x_I, y_J)``: for
+    every row block I (in order), the column blocks J in order (only J >= I when ``upper``,
+    for a symmetric S with y = x).
+
+    Rows are visited in bands of ``ROWS`` rows: a band's rows (and their scaled copy) are made
+    once, and each column block once per band rather than once per tile, which matters when x
+    and y are :class:`~.common.Rows` made on the fly. For a fixed row block the column blocks
+    still come in order, and for a fixed column block the row blocks, so sums over either index
+    accumulate in the same order as a plain double loop (``upper`` interleaves them).
+    """
+    R, C, d = x.shape[0], y.shape[0], y.shape[1]
+    band = max(1, ROWS // bs) * bs
+    for b0 in range(0, R, band):
+        b1 = min(b0 + band, R)
+        xb = x[b0:b1]  # (band, d) rows made once per band
+        xs = xb * inv_temp  # 1/tau folded into the band, never into all of x
+        rows = blocks(b1 - b0, bs)
+        for j0, j1 in blocks(C, bs)[b0 // bs if upper else 0 :]:
+            y_j = take(y, j0, j1, buf.get("Y", j1 - j0, d))  # (bs, d)
+            for r0, r1 in rows:
+                if upper and j0 < b0 + r0:
+                    continue
+                yield b0 + r0, b0 + r1, j0, j1, xs[r0:r1], xb[r0:r1], y_j
 
 
 def use_fixed_shift(c: float, dtype: torch.dtype) -> bool:
