@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 
+from .ops.common import ROWS
+
 FLOAT_DTYPES = (torch.float64, torch.float32, torch.bfloat16, torch.float16)
 REDUCTIONS = ("mean", "sum", "none")
 
@@ -52,12 +54,10 @@ def check_not_meta(name: str, x: torch.Tensor) -> None:
         )
 
 
-_CHECK_ROWS = 4096  # rows per block of the input checks: their temporaries stay small
-
-
 def _row_blocks(x: torch.Tensor) -> list[torch.Tensor]:
-    """``x`` cut along its first dimension into blocks of ``_CHECK_ROWS`` rows (a 0-d tensor is one block)."""
-    return [x] if x.dim() == 0 else list(x.split(_CHECK_ROWS))
+    """``x`` cut along its first dimension into the engine's ``ROWS``-row blocks (a 0-d tensor
+    is one block): the checks' temporaries stay as small as the engine's."""
+    return [x] if x.dim() == 0 else list(x.split(ROWS))
 
 
 def check_finite(name: str, x: torch.Tensor) -> None:

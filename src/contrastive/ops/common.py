@@ -27,6 +27,7 @@ __all__ = [
     "normalize_rows",
     "chain_normalize",
     "chain_normalize_",
+    "row_slices",
     "rowdot",
     "sub_rows_",
     "rolled",
@@ -35,6 +36,16 @@ __all__ = [
 ]
 
 ROWS = 4096  # row block of the O(N d) helpers: their temporaries stay (ROWS, d), never (N, d)
+
+
+def row_slices(n: int) -> list[slice]:
+    """``ROWS``-row slices covering ``range(n)``: the blocks every O(N d) loop walks.
+
+    Examples:
+        >>> row_slices(5000)
+        [slice(0, 4096, None), slice(4096, 5000, None)]
+    """
+    return [slice(i0, min(i0 + ROWS, n)) for i0 in range(0, n, ROWS)]
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -47,8 +58,9 @@ class Rows:
     ``rows[i0:i1]`` is ``z[i0:i1]`` in the compute dtype, with z = u / |u| row by row when
     ``normalize`` (exactly :func:`normalize_rows`' values) or z = u.
 
-    Only u (the caller's tensor) and the norms ``(N, 2)`` are kept; a block costs two
-    elementwise passes over (rows, d), against the (rows, bs, d) GEMM it feeds.
+    Only u (the caller's tensor), the norms ``(N, 2)`` and ``1 / |u_i|`` are kept; a block
+    costs one elementwise pass over (rows, d) (two for rows near the ends of the dtype's
+    range), against the (rows, bs, d) GEMMs it feeds.
 
     Args:
         u: the input rows, any floating dtype.
@@ -72,13 +84,11 @@ class Rows:
         self.inv_norm: torch.Tensor | None = None  # (N, 1) 1 / |u_i| when every row allows it
         if normalize:
             norms = torch.empty(u.shape[0], 2, dtype=dtype, device=u.device)  # (N, 2): m_i, |u_i / m_i|
-            for i0 in range(0, u.shape[0], ROWS):
-                x = u[i0 : i0 + ROWS].to(dtype)
+            for s in row_slices(u.shape[0]):
+                x = u[s].to(dtype)
                 m = x.abs().amax(dim=1, keepdim=True)  # max-abs m_i
-                norms[i0 : i0 + ROWS, :1] = m
-                norms[i0 : i0 + ROWS, 1:] = torch.linalg.vector_norm(
-                    x / m, dim=1, keepdim=True
-                )  # in [1, sqrt(d)]
+                norms[s, :1] = m
+                norms[s, 1:] = torch.linalg.vector_norm(x / m, dim=1, keepdim=True)  # in [1, sqrt(d)]
             self.norms = norms
             # one multiply per entry instead of two divisions where 1 / |u_i| = 1 / (m_i n_i) is a
             # normal number for every row (all but rows near the ends of the dtype's range)
@@ -184,8 +194,7 @@ def chain_normalize_(grad_z: torch.Tensor, z: Blocks, norms: torch.Tensor) -> to
         >>> g                                          # (I - z z^T) e_1 / 5
         tensor([[ 0.1280, -0.0960]])
     """
-    for i0 in range(0, grad_z.shape[0], ROWS):
-        s = slice(i0, i0 + ROWS)
+    for s in row_slices(grad_z.shape[0]):
         zb, gb, nb = z[s], grad_z[s], norms[s]
         dot = torch.sum(zb * gb, 1, keepdim=True)  # (rows, 1) z_i . grad_z_i
         gb.addcmul_(zb, dot, value=-1)  # (I - z z^T) grad_z

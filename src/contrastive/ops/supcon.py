@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .common import ROWS, Blocks, rowdot
+from .common import Blocks, row_slices, rowdot
 from .engine import Build, Grads, Objective, present
 from .sym_tiles import max_sq_norm, sym_grad, sym_lse
 from .tiles import TileMask, use_fixed_shift
@@ -47,8 +47,8 @@ class SupConObjective(Objective):
         self.npos = (counts[self.cls] - 1).to(z.dtype)  # (N,) n_i = |P(i)|
         self.has = self.npos > 0  # rows that have a positive
         self.csum = z.new_zeros(counts.shape[0], z.shape[1])  # (K, d) c_y = sum_{y_k = y} z_k
-        for i0 in range(0, self.n, ROWS):
-            self.csum.index_add_(0, self.cls[i0 : i0 + ROWS], z[i0 : i0 + ROWS])
+        for s in row_slices(self.n):
+            self.csum.index_add_(0, self.cls[s], z[s])
         self.mask = TileMask(self_offset=0)
         self.c = inv_temp * max_sq_norm(z)
         self.fixed = use_fixed_shift(self.c, z.dtype)
@@ -58,8 +58,7 @@ class SupConObjective(Objective):
     def losses(self) -> torch.Tensor:
         z, cls = self.z, self.cls
         pos = z.new_empty(self.n)  # sum_{p in P(i)} z_i . z_p = z_i . (c_{y_i} - z_i), ROWS rows at a time
-        for i0 in range(0, self.n, ROWS):
-            s = slice(i0, i0 + ROWS)
+        for s in row_slices(self.n):
             pos[s] = rowdot(z[s], self.csum[cls[s]] - z[s])
         per_row = self.lse - self.inv_temp * pos / self.npos.clamp_min(1)
         return torch.where(self.has, per_row, torch.zeros_like(per_row))
@@ -76,11 +75,9 @@ class SupConObjective(Objective):
         v = (w / self.npos.clamp_min(1))[:, None]  # (N, 1) v_i = w_i / n_i
         cls, csum = self.cls, self.csum
         cv = torch.zeros_like(csum)  # (K, d) cv_y = sum_{y_k = y} v_k z_k
-        for i0 in range(0, self.n, ROWS):  # (ROWS, d) temporaries, never (N, d)
-            s = slice(i0, i0 + ROWS)
+        for s in row_slices(self.n):  # (ROWS, d) temporaries, never (N, d)
             cv.index_add_(0, cls[s], v[s] * z[s])
-        for i0 in range(0, self.n, ROWS):
-            s = slice(i0, i0 + ROWS)
+        for s in row_slices(self.n):
             vz = v[s] * z[s]
             g[s].sub_(v[s] * (csum[cls[s]] - z[s]) + (cv[cls[s]] - vz))  # the positives' part
         g.mul_(inv_temp)
