@@ -26,7 +26,6 @@ import json
 import os
 import resource
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -34,7 +33,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 sys.path.insert(0, str(HERE))
-from bench_info_nce import machine  # noqa: E402  (one description of the machine for every benchmark)
+from bench_info_nce import machine, run_worker, write_csv  # noqa: E402  (shared by every benchmark)
 
 MODELS = {"cnn": ("digits SmallCNN", (1, 8, 8), 32), "resnet18": ("CIFAR ResNet-18", (3, 32, 32), 64)}
 
@@ -146,24 +145,18 @@ def run_one(model: str, mode: str, batch: int, a) -> dict:
         str(a.min_time_s),
     ]
     t0 = time.perf_counter()
-    try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=a.timeout_s)
-    except subprocess.TimeoutExpired:
-        return {**row, "status": f"timeout (> {a.timeout_s:.0f} s)"}
-    row["wall_s"] = round(time.perf_counter() - t0, 1)
-    if p.returncode != 0:
-        oom = any(
-            k in p.stderr for k in ("MemoryError", "can't allocate", "DefaultCPUAllocator", "out of memory")
-        )
-        last = p.stderr.strip().splitlines()[-1] if p.stderr.strip() else f"exit {p.returncode}"
-        return {**row, "status": f"out of memory (cap {a.mem_gib:g} GiB)" if oom else f"error: {last[:160]}"}
-    res = json.loads(p.stdout.strip().splitlines()[-1])
+    r = run_worker(cmd, row, a.timeout_s)
+    if r["status"].startswith("timeout"):
+        return r
+    r["wall_s"] = round(time.perf_counter() - t0, 1)
+    if r["status"] == "out of memory":
+        r["status"] = f"out of memory (cap {a.mem_gib:g} GiB)"
+    if r["status"] != "ok":
+        return r
     return {
-        **row,
-        "status": "ok",
-        **res,
-        "us_per_sample": res["step_s"] / batch * 1e6,
-        "cpu_us_per_sample": res["step_cpu_s"] / batch * 1e6,
+        **r,
+        "us_per_sample": r["step_s"] / batch * 1e6,
+        "cpu_us_per_sample": r["step_cpu_s"] / batch * 1e6,
     }
 
 
@@ -311,10 +304,7 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     if a.report is not None:
         rows = [r for path in a.report for r in read_csv(Path(path))]
-        with open(RESULTS / f"{a.out}.csv", "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=FIELDS, extrasaction="ignore")
-            w.writeheader()
-            w.writerows(rows)
+        write_csv(RESULTS / f"{a.out}.csv", FIELDS, rows)
         return report(rows, a.out, a)
     if a.quick:
         a.models, a.cnn_batches, a.out = ["cnn"], [256, 512], a.out + "_quick"
