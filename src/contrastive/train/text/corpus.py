@@ -373,6 +373,23 @@ def load_pycode(
     return RetrievalData("pycode", parts["train"], parts["validation"], parts["test"], [], meta)
 
 
+def _jsonl(
+    path: Path, what: str, flag: str, bad: Callable[[int, str], ValueError]
+) -> Iterator[tuple[int, Any]]:
+    """(line number, decoded JSON value) of each non-blank line of a JSONL file; a missing file
+    names ``flag``, a line that is not JSON raises ``bad(line, reason)``."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {str(path)!r} not found; pass a JSONL file with {flag}")
+    with open(path, encoding="utf-8") as fh:
+        for k, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                yield k, json.loads(line)
+            except json.JSONDecodeError as err:
+                raise bad(k, f"not valid JSON ({err.msg} at column {err.colno})") from None
+
+
 def _bad(path, line: int, what: str) -> ValueError:
     return ValueError(
         f"{path}, line {line}: {what}; each line must be a JSON object like "
@@ -397,28 +414,19 @@ def read_jsonl(path) -> list[Pair]:
         ValueError: .../d.jsonl, line 2: "positive" is missing; ...
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"data file {str(path)!r} not found; pass a JSONL file with --data.path")
     out = []
-    with open(path, encoding="utf-8") as fh:
-        for k, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise _bad(path, k, f"not valid JSON ({err.msg} at column {err.colno})") from None
-            if not isinstance(obj, dict):
-                raise _bad(path, k, f"a JSON {type(obj).__name__}, not an object")
-            for key in ("query", "positive"):
-                if key not in obj:
-                    raise _bad(path, k, f'"{key}" is missing')
-                if not isinstance(obj[key], str) or not obj[key].strip():
-                    raise _bad(path, k, f'"{key}" must be a non-empty string, got {obj[key]!r:.40}')
-            neg = obj.get("negatives", [])
-            if not isinstance(neg, list) or not all(isinstance(n, str) for n in neg):
-                raise _bad(path, k, '"negatives" must be a list of strings')
-            out.append(Pair(obj["query"], obj["positive"], tuple(neg), obj.get("source", f"{path.name}:{k}")))
+    for k, obj in _jsonl(path, "data file", "--data.path", lambda k, what: _bad(path, k, what)):
+        if not isinstance(obj, dict):
+            raise _bad(path, k, f"a JSON {type(obj).__name__}, not an object")
+        for key in ("query", "positive"):
+            if key not in obj:
+                raise _bad(path, k, f'"{key}" is missing')
+            if not isinstance(obj[key], str) or not obj[key].strip():
+                raise _bad(path, k, f'"{key}" must be a non-empty string, got {obj[key]!r:.40}')
+        neg = obj.get("negatives", [])
+        if not isinstance(neg, list) or not all(isinstance(n, str) for n in neg):
+            raise _bad(path, k, '"negatives" must be a list of strings')
+        out.append(Pair(obj["query"], obj["positive"], tuple(neg), obj.get("source", f"{path.name}:{k}")))
     if not out:
         raise ValueError(f"{path} holds no pairs; each line must be a JSON object with query and positive")
     return out
@@ -431,29 +439,18 @@ def read_corpus(path) -> list[str]:
         ValueError: a line without a text (the message names the line).
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"corpus file {str(path)!r} not found; pass a JSONL file with --data.corpus")
+
+    def bad(k: int, what: str) -> ValueError:
+        return ValueError(f'{path}, line {k}: {what}; each line must be {{"text": "..."}} or a JSON string')
+
     docs = []
-    with open(path, encoding="utf-8") as fh:
-        for k, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(
-                    f"{path}, line {k}: not valid JSON ({err.msg}); each line must be "
-                    f'{{"text": "..."}} or a JSON string'
-                ) from None
-            text = obj if isinstance(obj, str) else None
-            if isinstance(obj, dict):
-                text = obj.get("text", obj.get("positive"))
-            if not isinstance(text, str) or not text.strip():
-                raise ValueError(
-                    f'{path}, line {k}: no document text; each line must be {{"text": "..."}} '
-                    f"or a JSON string"
-                )
-            docs.append(text)
+    for k, obj in _jsonl(path, "corpus file", "--data.corpus", bad):
+        text = obj if isinstance(obj, str) else None
+        if isinstance(obj, dict):
+            text = obj.get("text", obj.get("positive"))
+        if not isinstance(text, str) or not text.strip():
+            raise bad(k, "no document text")
+        docs.append(text)
     return docs
 
 
