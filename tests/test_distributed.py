@@ -1,5 +1,5 @@
 """contrastive.distributed on real gloo process groups spawned on localhost: the tests of
-distributed.py, _dist_common.py, ops/info_nce_dist.py and ops/collectives.py across ranks of
+distributed.py, _dist_common.py, ops/dist_objectives.py (info_nce, clip_loss) and ops/collectives.py across ranks of
 unequal batch sizes.
 
 Each spawned job runs a whole battery of checks on every rank (spawning costs seconds, the
@@ -361,15 +361,6 @@ def test_single_process_argument_errors():
         cd.info_nce(z, z, gradient="mean")
     with pytest.raises(RuntimeError, match="not initialised"):
         cd.info_nce(z, z, process_group=object())
-
-
-def test_row_shard_spec_old_name_is_a_deprecated_alias():
-    from contrastive.ops import info_nce_dist
-
-    with pytest.warns(DeprecationWarning, match="RowShardSpec"):
-        assert info_nce_dist.DistConfig is info_nce_dist.RowShardSpec
-    with pytest.raises(AttributeError):
-        info_nce_dist.NoSuchName  # noqa: B018
 
 
 def test_all_gather_with_grad_takes_process_group_and_the_old_group_keyword():

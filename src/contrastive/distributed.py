@@ -28,7 +28,8 @@ and every negative of every row is drawn from all ``N`` rows, not from the rank'
 rows against all ``N`` columns (self excluded and positives at their global indices), and
 reduce-scatters the gradient its rows send to everybody else's, ``(WG)^T Z``, to the owners.
 No rank ever holds an ``N x N`` (or ``B_r x N``) matrix; the gradient is the analytic one.
-See :mod:`contrastive.ops.info_nce_dist` for the algebra.
+Every loss is its single-process objective run by the engine contract on this rank's rows,
+plus the collectives: see :mod:`contrastive.ops.dist_objectives` for the algebra.
 
 **Contract.** Every rank of the group calls the function with the same settings and
 temperature (checked: all ranks raise the same error otherwise, none hangs), and with
@@ -67,11 +68,10 @@ from ._dist_common import (
     resolve_group,
     rows_or_empty,
 )
-from ._dist_objectives import retrieval_loss, siglip_loss, supcon_loss
+from ._dist_objectives import _embeddings, _objective_loss, retrieval_loss, siglip_loss, supcon_loss
 from .functional import Temperature
-from .ops.collectives import DistributedError, Group
-from .ops.info_nce_dist import DistClipFn, DistInfoNCEFn, GatherWithGradFn, RowShardSpec
-from .ops.tiles import check_block_size
+from .ops.collectives import DistributedError, GatherWithGradFn, Group
+from .ops.dist_objectives import RowConfig, dist_build
 
 __all__ = [
     "all_gather_with_grad",
@@ -85,78 +85,39 @@ __all__ = [
 ]
 
 
-def _check_pair(na, a, nb, b, temperature, reduction, normalize, check_finite):
-    rows_or_empty(na, a)
-    rows_or_empty(nb, b)
-    V.check_same_shape(na, a, nb, b)
-    V.check_same_device(na, a, nb, b)
-    if a.dtype != b.dtype:
-        raise TypeError(f"{na} is {a.dtype} and {nb} is {b.dtype}; cast both to one dtype")
-    temperature = V.check_temperature_device(V.check_temperature(temperature), a)
-    V.check_reduction(reduction)
-    if check_finite and a.shape[0]:
-        V.check_finite(na, a)
-        V.check_finite(nb, b)
-    if normalize and a.shape[0]:
-        V.check_nonzero_rows(na, a)
-        V.check_nonzero_rows(nb, b)
-    return temperature
-
-
 def _pair_loss(
-    op, fn, a, b, temperature, flags, reduction, normalize, check_finite, block_size, gradient, group_state
+    op, kind, x, y, temperature, flags, reduction, normalize, check_finite, block_size, gradient, state
 ):
-    """Validate on every rank, agree, then run ``fn`` (DistInfoNCEFn or DistClipFn)."""
-    group, rank, world = group_state
-    err = None
-    try:
-        check_gradient(gradient)
-        check_block_size(block_size, 1, torch.device("cpu"))  # validate here, size later
-        temperature = _check_pair(
-            "z1" if op == "info_nce" else "a",
-            a,
-            "z2" if op == "info_nce" else "b",
-            b,
-            temperature,
-            reduction,
-            normalize,
-            check_finite,
-        )
-        tau_value = float(temperature.detach() if isinstance(temperature, torch.Tensor) else temperature)
-    except (TypeError, ValueError) as e:
-        err, tau_value = e, 0.0
-    want_grad = torch.is_grad_enabled() and any(
-        isinstance(x, torch.Tensor) and x.requires_grad for x in (a, b, temperature)
+    """info_nce (kind 'info_nce', inputs z1, z2) or clip_loss ('clip', inputs a, b) on the
+    engine contract: validate on every rank, agree, run the row-owner objective."""
+    nx, ny = ("z1", "z2") if kind == "info_nce" else ("a", "b")
+
+    def validate():
+        rows_or_empty(nx, x)
+        rows_or_empty(ny, y)
+        V.check_same_shape(nx, x, ny, y)
+        _embeddings(op, [(nx, x), (ny, y)], normalize, check_finite)
+        return [x.shape[0]], [v for _, v in flags]
+
+    def build(cfg, sizes):
+        rc = RowConfig(**cfg, symmetric=kind == "clip")
+        return dist_build(kind, rc, exclude_self=bool(dict(flags).get("exclude_self", True))), rc
+
+    return _objective_loss(
+        op,
+        state,
+        gradient,
+        block_size,
+        reduction,
+        normalize,
+        temperature,
+        None,
+        [x, y],
+        validate,
+        1,
+        [name for name, _ in flags],
+        build,
     )
-    ok = err is None
-    checks = [
-        ("embedding dimension", a.shape[1] if ok else 0),
-        ("embedding dtype", dtype_code(a) if ok else 0),
-        ("temperature", tau_value),
-        ("normalize", bool(normalize)),
-        ("reduction", V.REDUCTIONS.index(reduction) if ok else 0),
-        ("need for a gradient (requires_grad on the inputs, torch.no_grad)", want_grad),
-        ("gradient", GRADIENTS.index(gradient) if ok else 0),
-    ] + [(name, bool(v)) for name, v in flags]
-    sizes = agree(op, group, collective_device(a, group), err, a.shape[0] if ok else 0, checks)
-    if sum(sizes) == 0:
-        raise ValueError(
-            f"contrastive.distributed.{op}: the global batch is empty (every rank passed 0 rows)"
-        )
-    n_cols = 2 * sum(sizes) if op == "info_nce" else sum(sizes)
-    cfg = RowShardSpec(
-        op=op,
-        group=group,
-        rank=rank,
-        sizes=sizes,
-        scale=float(world) if gradient == "ddp" else 1.0,
-        reduction=reduction,
-        bs=check_block_size(block_size, n_cols, a.device),
-        want_grad=want_grad,
-        normalize=bool(normalize),
-        exclude_self=bool(dict(flags).get("exclude_self", True)),
-    )
-    return fn.apply(a, b, temperature, cfg).to(a.dtype)
 
 
 _UNSET: Any = object()  # marks a keyword argument that was not passed
@@ -240,8 +201,7 @@ def all_gather_with_grad(
         x.shape[0] if err is None else 0,
         checks,
     )
-    cfg = RowShardSpec("all_gather_with_grad", group, rank, sizes, 1.0, "none", 1, True, False)
-    return GatherWithGradFn.apply(x, cfg)
+    return GatherWithGradFn.apply(x, "all_gather_with_grad", sizes, rank, group)
 
 
 def info_nce(
@@ -331,7 +291,7 @@ def info_nce(
         )
     return _pair_loss(
         "info_nce",
-        DistInfoNCEFn,
+        "info_nce",
         z1,
         z2,
         temperature,
@@ -366,10 +326,10 @@ def clip_loss(
                 + \tfrac12 \Big(\log\sum_j e^{S_{ji}} - S_{ii}\Big)
 
     over all ``B = sum_r B_r`` global pairs: the value of :func:`contrastive.clip_loss` of
-    the concatenated towers, on every rank. Rank ``r`` owns rows *and* columns
-    ``o_r .. o_r + B_r`` of ``S``: it computes its rows' softmax (``a_r`` against all of
-    ``b``) and its columns' (``b_r`` against all of ``a``), keeps their gradients for its own
-    embeddings and reduce-scatters what they send to the other ranks'. Exactness, the
+    the concatenated towers, on every rank. It is the symmetric :func:`retrieval_loss`
+    without negatives: rank ``r`` computes its rows ``a_r`` against all of ``b`` once, which
+    gives its rows' softmax and partial column normalisers (combined over the ranks), keeps its
+    rows' gradient and reduce-scatters what they send to the other ranks' ``b``. Exactness, the
     ``gradient`` modes, the temperature and the contract are those of :func:`info_nce`.
 
     Args:
@@ -407,7 +367,7 @@ def clip_loss(
         )
     return _pair_loss(
         "clip_loss",
-        DistClipFn,
+        "clip",
         a,
         b,
         temperature,

@@ -70,3 +70,35 @@ def test_need_y_false_returns_only_the_query_gradient():
     assert gy is None
     full, _ = rect_grad(x, y, 2.0, c, TileMask(), 3, True, lse, u)
     torch.testing.assert_close(gx, full, rtol=1e-14, atol=0)
+
+
+@pytest.mark.parametrize(
+    "N, bs, seg", list(itertools.product([2, 7, 12], [1, 3, 5, 512], [(0, 2), (1, 6), (5, 12)]))
+)
+@pytest.mark.parametrize("tau", [0.5, 0.002])
+def test_row_segment_with_its_self_column_masked(N, bs, seg, tau):
+    """What a rank of the distributed losses runs (ops/dist_objectives.py): a contiguous row
+    segment x = y[r0:r1] against all N columns, column r0 + i of row i masked
+    (TileMask(self_offset=r0)) or not, at every tile boundary, both shift paths."""
+    r0, r1 = min(seg[0], N - 1), min(seg[1], N)
+    g = torch.Generator().manual_seed(N * 100 + bs)
+    y = torch.nn.functional.normalize(torch.randn(N, 4, generator=g, dtype=torch.float64), dim=1)
+    x = y[r0:r1]
+    w = torch.rand(r1 - r0, generator=g, dtype=torch.float64) + 0.5
+    inv_t = 1 / tau
+    c, fixed = inv_t, use_fixed_shift(inv_t, torch.float64)
+    assert fixed == (tau == 0.5)
+    for self_col in (r0, None):
+        mask = TileMask(self_offset=self_col)
+        lse, _ = rect_lse(x, y, inv_t, c, mask, bs, fixed)
+        g_x, g_y = rect_grad(x, y, inv_t, c, mask, bs, fixed, lse, w)
+        xd, yd = x.clone().requires_grad_(), y.clone().requires_grad_()
+        want = oracles.row_lse(xd, yd, tau, self_col)
+        want_x, want_y = oracles.weighted_grads(want, w, (xd, yd))
+        torch.testing.assert_close(lse, want.detach(), **TOL)
+        torch.testing.assert_close(g_x, want_x / inv_t, **TOL)
+        torch.testing.assert_close(g_y, want_y / inv_t, **TOL)
+    empty = x[:0]
+    assert rect_lse(empty, y, inv_t, c, TileMask(), bs, fixed)[0].shape == (0,)
+    gx0, gy0 = rect_grad(empty, y, inv_t, c, TileMask(), bs, fixed, lse[:0], w[:0])
+    assert gx0.shape == (0, 4) and bool((gy0 == 0).all())

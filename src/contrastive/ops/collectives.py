@@ -5,7 +5,8 @@ after one small exchange). Fixed-size collectives carry them: each rank pads its
 ``max(sizes)``; a gather concatenates the unpadded slices; a reduce-scatter sends row block
 r of an (sum(sizes), ...) tensor to rank r, summed over ranks. Every collective is wrapped
 so that a peer that failed, exited or timed out gives a :class:`DistributedError` naming
-the operation, instead of a bare backend error.
+the operation, instead of a bare backend error. :class:`GatherWithGradFn` is the gather with
+its reduce-scatter as backward.
 """
 
 from __future__ import annotations
@@ -86,3 +87,21 @@ def all_reduce(op: str, t: torch.Tensor, what: str, group: Group) -> torch.Tenso
     """Sum of t over ranks (in place)."""
     run(op, what, lambda: dist.all_reduce(t, group=group), group)
     return t
+
+
+class GatherWithGradFn(torch.autograd.Function):
+    """``gather_rows`` whose backward is the reduce-scatter: rank r gets the gradient of its
+    rows summed over every rank (the autograd behind ``contrastive.distributed.all_gather_with_grad``).
+    ``GatherWithGradFn.apply(x, op, sizes, rank, group)``."""
+
+    @staticmethod
+    def forward(
+        ctx: Any, x: torch.Tensor, op: str, sizes: list[int], rank: int, group: Group
+    ) -> torch.Tensor:
+        ctx.args = (op, sizes, rank, group)
+        return gather_rows(op, x, sizes, group)  # (sum(sizes), ...)
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        op, sizes, rank, group = ctx.args
+        return reduce_scatter_rows(op, g, sizes, rank, group), None, None, None, None
