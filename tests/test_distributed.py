@@ -363,10 +363,9 @@ def test_single_process_argument_errors():
         cd.info_nce(z, z, process_group=object())
 
 
-def test_all_gather_with_grad_takes_process_group_and_the_old_group_keyword():
+def test_all_gather_with_grad_takes_process_group():
     z = torch.randn(3, 2)
     assert cd.all_gather_with_grad(z, process_group=None) is z
-    with pytest.warns(DeprecationWarning, match="process_group="):
-        assert cd.all_gather_with_grad(z, group=None) is z
-    with pytest.raises(TypeError, match="only process_group="):
-        cd.all_gather_with_grad(z, process_group=object(), group=None)
+    assert cd.all_gather_with_grad(z) is z
+    with pytest.raises(TypeError, match="'group'"):
+        cd.all_gather_with_grad(z, group=None)

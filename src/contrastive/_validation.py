@@ -7,7 +7,6 @@ argument and says how to fix it. None of these helpers is public API.
 from __future__ import annotations
 
 import math
-import warnings
 from typing import Any
 
 import torch
@@ -179,13 +178,6 @@ def check_nonzero_rows(name: str, x: torch.Tensor) -> None:
             f"{name} has a zero-norm row (row {bad}) and normalize=True needs its direction; "
             f"remove or perturb such rows, or pass normalize=False with your own normalisation"
         )
-
-
-def check_unit_rows(name: str, x: torch.Tensor) -> None:
-    """Deprecated alias of :func:`check_nonzero_rows` (the old name said "unit" but the
-    check has always been "not zero")."""
-    warnings.warn("check_unit_rows is deprecated; use check_nonzero_rows", DeprecationWarning, stacklevel=2)
-    check_nonzero_rows(name, x)
 
 
 INT_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)

@@ -52,9 +52,6 @@ True
 
 from __future__ import annotations
 
-import warnings
-from typing import Any
-
 import torch
 
 from . import _validation as V
@@ -120,12 +117,7 @@ def _pair_loss(
     )
 
 
-_UNSET: Any = object()  # marks a keyword argument that was not passed
-
-
-def all_gather_with_grad(
-    x: torch.Tensor, process_group: Group = None, *, group: Any = _UNSET
-) -> torch.Tensor:
+def all_gather_with_grad(x: torch.Tensor, process_group: Group = None) -> torch.Tensor:
     r"""All-gather along dim 0 whose backward returns each slice's gradient to its owner.
 
     Forward: ``torch.cat([x_0, ..., x_{W-1}])`` over the ranks of ``process_group`` (first
@@ -149,7 +141,6 @@ def all_gather_with_grad(
     Args:
         x: this rank's rows.
         process_group: process group (``None``: the default group), as in the losses.
-        group: deprecated spelling of ``process_group`` (warns; removed in the next release).
 
     Shape:
         x: ``(n_r, *)``; output: ``(sum_r n_r, *)``.
@@ -157,7 +148,6 @@ def all_gather_with_grad(
     Raises:
         DistributedError: a rank rejected its input or the collective failed.
         ValueError, TypeError: trailing shapes or dtypes that differ across ranks.
-        TypeError: both ``process_group`` and the deprecated ``group`` given.
 
     Examples:
         >>> import torch
@@ -166,18 +156,6 @@ def all_gather_with_grad(
         >>> all_gather_with_grad(x).shape   # no process group: the identity
         torch.Size([3, 2])
     """
-    if group is not _UNSET:
-        if process_group is not None:
-            raise TypeError(
-                "all_gather_with_grad got both process_group= and group=; pass only process_group= "
-                "(group= is its deprecated spelling)"
-            )
-        warnings.warn(
-            "all_gather_with_grad(group=...) is deprecated; pass process_group=... (as in the losses)",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        process_group = group
     state = resolve_group(process_group, "all_gather_with_grad")
     if state is None:
         if not isinstance(x, torch.Tensor):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import torch
 
 from . import _validation as V
-from ._deprecation import keyword_only, renamed_keywords
 from .objectives import retrieval_loss, siglip_loss, supcon_loss  # noqa: F401  (re-exported)
 from .ops import compute_dtype
 from .ops.contrastive_loss import ContrastiveLossFn, check_loss_fits
@@ -44,7 +43,6 @@ def _reduce(per_row: torch.Tensor, reduction: str, out_dtype: torch.dtype) -> to
     return per_row.to(out_dtype)
 
 
-@keyword_only(3, ("margin", "reduction"))
 def contrastive_loss(
     u: torch.Tensor,
     v: torch.Tensor,
@@ -79,9 +77,8 @@ def contrastive_loss(
         u: first embeddings of each pair.
         v: second embeddings of each pair.
         y: similarity labels in [0, 1] (1 = similar), float, int or bool.
-        margin: m >= 0; dissimilar pairs farther apart than m cost nothing. Keyword-only
-            (passing it positionally is deprecated: it warns and works until the next release).
-        reduction: ``'mean'`` | ``'sum'`` | ``'none'``; keyword-only, as ``margin``.
+        margin: m >= 0; dissimilar pairs farther apart than m cost nothing (keyword-only).
+        reduction: ``'mean'`` | ``'sum'`` | ``'none'`` (keyword-only).
         check_finite: raise on NaN/Inf inputs (one reduction over each input) and on a
             loss that overflows the dtype (one more over the output).
 
@@ -135,19 +132,6 @@ def contrastive_loss(
     if check_finite:
         check_loss_fits(per_pair, out)
     return out
-
-
-def _check_temperature_device(temperature: Temperature, ref: torch.Tensor) -> Temperature:
-    """Deprecated alias of ``contrastive._validation.check_temperature_device`` (one release)."""
-    import warnings
-
-    warnings.warn(
-        "contrastive.functional._check_temperature_device is deprecated; use "
-        "contrastive._validation.check_temperature_device",
-        DeprecationWarning,
-        stacklevel=2,
-    )
-    return V.check_temperature_device(temperature, ref)
 
 
 BACKENDS = ("auto", "torch", "triton", "dense")
@@ -448,7 +432,6 @@ def clip_loss(
     return run_engine(build, [a, b], temperature, normalize=normalize, reduction=reduction)
 
 
-@renamed_keywords({"x": "x1", "y": "x2"})
 def cosine_similarity(
     x1: torch.Tensor,
     x2: torch.Tensor,
@@ -478,9 +461,8 @@ def cosine_similarity(
     of the notes it was written from: ``docs/derivations/cosine_similarity.md``.
 
     Args:
-        x1: first items of the pairs (``x`` in the formulas; ``x=`` is a deprecated keyword
-            that warns and works until the next release).
-        x2: second items of the pairs (``y`` in the formulas; ``y=`` deprecated likewise).
+        x1: first items of the pairs (``x`` in the formulas).
+        x2: second items of the pairs (``y`` in the formulas).
         M: optional map ``(k, d)``.
         A: optional symmetric matrix ``(d, d)`` or packed upper triangle ``(d(d+1)/2,)``;
             ``x^T A x`` must be positive (project ``A`` onto the PSD cone, or use ``M``).

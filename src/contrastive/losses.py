@@ -14,7 +14,6 @@ from torch import nn
 
 from . import _validation as V
 from . import functional
-from ._deprecation import keyword_only, renamed_keywords
 from .ops.cosine_similarity import packed_to_full
 
 __all__ = [
@@ -43,7 +42,6 @@ class ContrastiveLoss(nn.Module):
         tensor(0.1716)
     """
 
-    @keyword_only(2, ("reduction",))  # self, margin
     def __init__(self, margin: float = 1.0, *, reduction: str = "mean"):
         super().__init__()
         self.margin = V.check_margin(margin)
@@ -414,10 +412,8 @@ class CosineMetric(nn.Module):
             return self.M.T @ self.M
         return packed_to_full(self.a, self.in_dim)
 
-    @renamed_keywords({"x": "x1", "y": "x2"})
     def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
-        """The learned cosine of each row pair, ``(B,)``, of ``x1`` and ``x2`` ``(B, in_dim)``
-        (``x=`` / ``y=``: deprecated keyword names, warn until the next release)."""
+        """The learned cosine of each row pair, ``(B,)``, of ``x1`` and ``x2`` ``(B, in_dim)``"""
         if self.form == "map":
             return functional.cosine_similarity(x1, x2, M=self.M.to(x1.dtype))
         return functional.cosine_similarity(x1, x2, A=self.a.to(x1.dtype))
