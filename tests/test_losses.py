@@ -32,6 +32,9 @@ def test_clip_module_learns_temperature():
     out.backward()
     assert crit.logit_scale.grad is not None and a.grad is not None
     torch.testing.assert_close(out.detach(), C.clip_loss(a.detach(), b, 0.07))
+    clamped = C.ClipLoss(0.001, min_temperature=0.01)  # CLIP's clamp: logit scale <= log 100
+    assert clamped.temperature.item() == pytest.approx(0.01)
+    assert C.ClipLoss(0.001, min_temperature=None).temperature.item() == pytest.approx(0.001)
 
 
 def test_cosine_metric_module_and_projection():

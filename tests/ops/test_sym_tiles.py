@@ -50,13 +50,13 @@ def test_passes_equal_the_dense_oracle(N, bs, tau, mask_name):
     kw = masks(N)[mask_name]
     mask = TileMask(**kw)
     drop = oracles.tile_mask(N, N, **kw)
-    inv_t = 1 / tau
-    c, fixed = logit_bound(inv_t, [z])
+    inv_temp = 1 / tau
+    c, fixed = logit_bound(inv_temp, [z])
     assert fixed == (tau == 0.5)
 
-    lse = sym_lse(z, inv_t, c, mask, bs, fixed)
+    lse = sym_lse(z, inv_temp, c, mask, bs, fixed)
     zl = z.clone().requires_grad_(True)
     want = oracles.row_lse(zl, zl, tau, drop=drop)
     torch.testing.assert_close(lse, want.detach(), **TOL)
     (grad,) = oracles.weighted_grads(want, w, (zl,))
-    torch.testing.assert_close(sym_grad(z, inv_t, c, lse, w, mask, bs, fixed), grad / inv_t, **TOL)
+    torch.testing.assert_close(sym_grad(z, inv_temp, c, lse, w, mask, bs, fixed), grad / inv_temp, **TOL)

@@ -118,9 +118,9 @@ def test_empty_mask_leaves_the_tile_alone():
 
 
 def test_logit_bound_is_the_largest_possible_logit():
-    """c = inv_t max|x| max|y| over every tensor of each side (None and empty ones skipped):
+    """c = inv_temp max|x| max|y| over every tensor of each side (None and empty ones skipped):
     every |S_ij| <= c, with equality for parallel rows of the largest norms; the symmetric
-    bound is inv_t max|z|^2; ``fixed`` is use_fixed_shift's rule."""
+    bound is inv_temp max|z|^2; ``fixed`` is use_fixed_shift's rule."""
     g = torch.Generator().manual_seed(0)
     a = torch.randn(4, 3, generator=g, dtype=torch.float64)
     p, n = (

@@ -28,15 +28,15 @@ class DenseInfoNCEFn(torch.autograd.Function):
         ct = compute_dtype(u.dtype)
         x = u.to(ct)
         z, norms = normalize_rows(x) if normalize else (x, None)  # (N, d)
-        tau = temperature_value(temperature, ct, u.device)
+        inv_temp = 1 / temperature_value(temperature, ct, u.device)  # 0-d
         N = z.shape[0]
         p = positive_index(N, u.device)
-        S = (z @ z.T) / tau  # L_ij, (N, N)
+        S = (z @ z.T) * inv_temp  # L_ij, (N, N)
         if exclude_self:
             S.fill_diagonal_(float("-inf"))
         lse = torch.logsumexp(S, dim=1)  # (N,)
-        pos = (z * z[p]).sum(1) / tau  # L_{i,p(i)}
-        ctx.save_for_backward(z, norms if normalize else z.new_empty(0), lse, tau)
+        pos = (z * z[p]).sum(1) * inv_temp  # L_{i,p(i)}
+        ctx.save_for_backward(z, norms if normalize else z.new_empty(0), lse, inv_temp)
         ctx.flags = (
             exclude_self,
             normalize,
@@ -47,12 +47,12 @@ class DenseInfoNCEFn(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g):  # g = w, (N,)
-        z, norms, lse, tau = ctx.saved_tensors
+        z, norms, lse, inv_temp = ctx.saved_tensors
         exclude_self, normalize, in_dtype, tau_dtype = ctx.flags
         g = g.to(z.dtype)
         N = z.shape[0]
         p = positive_index(N, z.device)
-        L = (z @ z.T) / tau  # (N, N)
+        L = (z @ z.T) * inv_temp  # (N, N)
         WG = torch.exp(L - lse[:, None])  # P_ij
         if exclude_self:
             WG.fill_diagonal_(0.0)
@@ -60,12 +60,11 @@ class DenseInfoNCEFn(torch.autograd.Function):
         WG *= g[:, None]  # W G
         grad_tau = None
         if tau_dtype is not None and ctx.needs_input_grad[1]:
-            grad_tau = (-(WG * L).sum() / tau).to(
-                tau_dtype
-            )  # -sum w_i G_ij L_ij / tau (G_ii = 0 if excluded)
+            # d/dtau = -inv_temp^2 d/d(inv_temp) = -sum w_i G_ij L_ij / tau (G_ii = 0 if excluded)
+            grad_tau = (-(WG * L).sum() * inv_temp).to(tau_dtype)
         grad_u = None
         if ctx.needs_input_grad[0]:
-            grad_z = (WG + WG.T) @ z / tau  # (G + G^T) Z / tau, weighted
+            grad_z = (WG + WG.T) @ z * inv_temp  # (G + G^T) Z / tau, weighted
             grad_u = chain_normalize(grad_z, z, norms) if normalize else grad_z
             grad_u = grad_u.to(in_dtype)
         return grad_u, grad_tau, None, None
