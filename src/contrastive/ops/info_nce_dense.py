@@ -15,7 +15,7 @@ import torch
 
 from .common import chain_normalize, compute_dtype, normalize_rows, positive_index, temperature_value
 
-__all__ = ["DenseInfoNCEFn", "chain_normalize", "normalize_rows", "positive_index", "temperature_value"]
+__all__ = ["DenseInfoNCEFn"]
 
 
 class DenseInfoNCEFn(torch.autograd.Function):
