@@ -138,7 +138,7 @@ def _pair_case(errors, fn, ref_fn, rank, world, sizes, d, tau, reduction, seed, 
         (2 * out).backward()
     errors[name + "/grad1"] = _err(z1.grad, scale * r1.grad[s])
     errors[name + "/grad2"] = _err(z2.grad, scale * r2.grad[s])
-    errors[name + "/grad_tau"] = _err(t.grad, rt.grad)
+    errors[name + "/grad_temperature"] = _err(t.grad, rt.grad)
 
 
 def _gather_case(errors, rank, world):

@@ -48,7 +48,7 @@ class DenseInfoNCEFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g):  # g = w, (N,)
         z, norms, lse, inv_temp = ctx.saved_tensors
-        exclude_self, normalize, in_dtype, tau_dtype = ctx.flags
+        exclude_self, normalize, in_dtype, temperature_dtype = ctx.flags
         g = g.to(z.dtype)
         N = z.shape[0]
         p = positive_index(N, z.device)
@@ -58,13 +58,13 @@ class DenseInfoNCEFn(torch.autograd.Function):
             WG.fill_diagonal_(0.0)
         WG[torch.arange(N, device=z.device), p] -= 1.0  # G = P - onehot(p)
         WG *= g[:, None]  # W G
-        grad_tau = None
-        if tau_dtype is not None and ctx.needs_input_grad[1]:
+        grad_temperature = None
+        if temperature_dtype is not None and ctx.needs_input_grad[1]:
             # d/dtau = -inv_temp^2 d/d(inv_temp) = -sum w_i G_ij L_ij / tau (G_ii = 0 if excluded)
-            grad_tau = (-(WG * L).sum() * inv_temp).to(tau_dtype)
+            grad_temperature = (-(WG * L).sum() * inv_temp).to(temperature_dtype)
         grad_u = None
         if ctx.needs_input_grad[0]:
             grad_z = (WG + WG.T) @ z * inv_temp  # (G + G^T) Z / tau, weighted
             grad_u = chain_normalize(grad_z, z, norms) if normalize else grad_z
             grad_u = grad_u.to(in_dtype)
-        return grad_u, grad_tau, None, None
+        return grad_u, grad_temperature, None, None
