@@ -252,7 +252,7 @@ def test_cosine_bad_input(kwargs, err, match):
 
 
 def test_check_temperature_device():
-    from contrastive import _validation as V
+    from contrastive.ops import validation as V
 
     z = torch.zeros(2, 3)
     t = torch.tensor([0.5])

@@ -12,8 +12,8 @@ import math
 import torch
 from torch import nn
 
-from . import _validation as V
 from . import functional
+from .ops import validation as V
 from .ops.cosine_similarity import packed_to_full
 
 __all__ = [

@@ -35,15 +35,27 @@ from typing import NamedTuple, cast
 
 import torch
 
-from .collectives import Group, all_reduce, gather_rows, reduce_scatter_rows
+from . import validation as V
+from .collectives import (
+    GRADIENTS,
+    Group,
+    agree,
+    all_reduce,
+    check_gradient,
+    collective_device,
+    dtype_code,
+    gather_rows,
+    reduce_scatter_rows,
+    rows_or_empty,
+)
 from .common import Rows, rowdot
-from .engine import Build, Grads, Objective, present, whole
+from .engine import Build, EngineFn, Grads, Objective, present, whole
 from .info_nce import positive_dots as pair_dots
 from .info_nce import sub_positives_
 from .rect_tiles import rect_grad, rect_lse
 from .siglip import SigLIPObjective
 from .supcon import class_sums, classes, positive_dots, row_losses, sub_positive_grad_
-from .tiles import TileMask, logit_bound
+from .tiles import TileMask, check_block_size, logit_bound
 
 
 class RowConfig(NamedTuple):
@@ -363,3 +375,139 @@ def dist_build(
         return DistSigLIP(zs, inv_temp, bias, needs, cfg)
 
     return build
+
+
+def _embeddings(op, named, normalize, check_finite):
+    """Check the (name, tensor) embeddings of one rank: floating, one dtype and device, finite,
+    nonzero rows when normalising (a rank may hold 0 rows)."""
+    ref_name, ref = named[0]
+    for name, x in named:
+        if x.dtype != ref.dtype:
+            raise TypeError(f"{name} is {x.dtype} and {ref_name} is {ref.dtype}; cast both to one dtype")
+        V.check_same_device(ref_name, ref, name, x)
+        if x.shape[-1] != ref.shape[-1]:
+            raise ValueError(
+                f"{name} has embedding dimension {x.shape[-1]} and {ref_name} {ref.shape[-1]}; "
+                f"they must agree"
+            )
+        flat = x.reshape(-1, x.shape[-1])
+        if check_finite and flat.shape[0]:
+            V.check_finite(name, flat)
+        if normalize and flat.shape[0]:
+            V.check_nonzero_rows(name, flat)
+
+
+def _objective_loss(
+    op,
+    state,
+    gradient,
+    block_size,
+    reduction,
+    normalize,
+    temperature,
+    bias,
+    inputs,
+    validate,
+    n_counts,
+    setting_names,
+    build,
+):
+    """The driver of the objectives on the engine contract: validate on every rank
+    (``validate()`` returns the local row counts and the setting values; it may fill in
+    ``inputs``), agree, then ``build(cfg, sizes)`` returns the engine's build (it may gather
+    labels or ids), :class:`~contrastive.ops.engine.EngineFn` runs it and the loss value is
+    all-reduced."""
+    group, rank, world = state
+    err, counts, settings, tau_value, b_value = None, None, None, 0.0, 0.0
+    x0 = inputs[0]
+    try:
+        check_gradient(gradient)
+        check_block_size(block_size, 1, torch.device("cpu"))  # validate here, size later
+        V.check_reduction(reduction)
+        counts, settings = validate()
+        temperature = V.check_param("temperature", temperature, x0, True)
+        tau_value = float(temperature.detach() if isinstance(temperature, torch.Tensor) else temperature)
+        if bias is not None:
+            bias = V.check_param("bias", bias, x0, False)
+            b_value = float(bias.detach() if isinstance(bias, torch.Tensor) else bias)
+    except (TypeError, ValueError) as e:
+        err = e
+    ok = err is None
+    want_grad = torch.is_grad_enabled() and any(
+        isinstance(x, torch.Tensor) and x.requires_grad for x in list(inputs) + [temperature, bias]
+    )
+    checks = [
+        ("embedding dimension", x0.shape[-1] if ok else 0),
+        ("embedding dtype", dtype_code(x0) if ok else 0),
+        ("temperature", tau_value),
+        ("bias", b_value),
+        ("normalize", bool(normalize)),
+        ("reduction", V.REDUCTIONS.index(reduction) if ok else 0),
+        ("need for a gradient (requires_grad on the inputs, torch.no_grad)", want_grad),
+        ("gradient", GRADIENTS.index(gradient) if ok else 0),
+    ] + list(zip(setting_names, settings if ok and settings is not None else [0] * len(setting_names)))
+    sizes = agree(
+        op,
+        group,
+        collective_device(x0, group),
+        err,
+        tuple(counts) if ok and counts is not None else (0,) * n_counts,
+        checks,
+    )
+    if sum(sizes[0]) == 0:
+        raise ValueError(
+            f"contrastive.distributed.{op}: the global batch is empty (every rank passed 0 rows)"
+        )
+    cfg = dict(
+        op=op,
+        group=group,
+        rank=rank,
+        sizes=sizes[0],
+        scale=float(world) if gradient == "ddp" else 1.0,
+        bs=check_block_size(block_size, max(sum(s) for s in sizes), x0.device),
+    )
+    engine_build, row_cfg = build(cfg, sizes)
+    out = EngineFn.apply(engine_build, bool(normalize), reduction, want_grad, temperature, bias, *inputs)
+    if reduction != "none":
+        out = global_loss(row_cfg, out)
+    return out.to(x0.dtype)
+
+
+def _pair_loss(
+    op, kind, x, y, temperature, flags, reduction, normalize, check_finite, block_size, gradient, state
+):
+    """info_nce (kind 'info_nce', inputs z1, z2) or clip_loss ('clip', inputs a, b) on the
+    engine contract: validate on every rank, agree, run the row-owner objective."""
+    nx, ny = ("z1", "z2") if kind == "info_nce" else ("a", "b")
+
+    def validate():
+        rows_or_empty(nx, x)
+        rows_or_empty(ny, y)
+        V.check_same_shape(nx, x, ny, y)
+        _embeddings(op, [(nx, x), (ny, y)], normalize, check_finite)
+        return [x.shape[0]], [v for _, v in flags]
+
+    def build(cfg, sizes):
+        rc = RowConfig(**cfg, symmetric=kind == "clip")
+        return dist_build(kind, rc, exclude_self=bool(dict(flags).get("exclude_self", True))), rc
+
+    return _objective_loss(
+        op,
+        state,
+        gradient,
+        block_size,
+        reduction,
+        normalize,
+        temperature,
+        None,
+        [x, y],
+        validate,
+        1,
+        [name for name, _ in flags],
+        build,
+    )
+
+
+def _siglip_build(cfg, sizes):
+    rc = RowConfig(**cfg)
+    return dist_build("siglip", rc), rc

@@ -15,6 +15,8 @@ import torch
 
 from .common import chain_normalize, compute_dtype, normalize_rows, positive_index, temperature_value
 
+Temperature = float | torch.Tensor
+
 __all__ = ["DenseInfoNCEFn"]
 
 
@@ -68,3 +70,23 @@ class DenseInfoNCEFn(torch.autograd.Function):
             grad_u = chain_normalize(grad_z, z, norms) if normalize else grad_z
             grad_u = grad_u.to(in_dtype)
         return grad_u, grad_temperature, None, None
+
+
+def _reduce(per_row: torch.Tensor, reduction: str, out_dtype: torch.dtype) -> torch.Tensor:
+    if reduction == "mean":
+        per_row = per_row.mean()
+    elif reduction == "sum":
+        per_row = per_row.sum()
+    return per_row.to(out_dtype)
+
+
+def _dense_clip(a: torch.Tensor, b: torch.Tensor, temperature: Temperature, normalize: bool) -> torch.Tensor:
+    """The two-tower loss by plain autograd over the full N x N logits (reference path)."""
+    ct = compute_dtype(a.dtype)
+    a, b = a.to(ct), b.to(ct)
+    if normalize:
+        a = a / torch.linalg.vector_norm(a, dim=1, keepdim=True)
+        b = b / torch.linalg.vector_norm(b, dim=1, keepdim=True)
+    S = a @ b.T / temperature
+    d = torch.diagonal(S)
+    return 0.5 * (torch.logsumexp(S, 1) - d) + 0.5 * (torch.logsumexp(S, 0) - d)

@@ -7,11 +7,13 @@ argument and says how to fix it. None of these helpers is public API.
 from __future__ import annotations
 
 import math
+import sys
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
-from .ops.common import ROWS
+from .common import ROWS
 
 FLOAT_DTYPES = (torch.float64, torch.float32, torch.bfloat16, torch.float16)
 REDUCTIONS = ("mean", "sum", "none")
@@ -222,3 +224,54 @@ def check_param(name: str, value: Any, ref: torch.Tensor, positive: bool) -> flo
     else:
         raise TypeError(f"{name} must be a float or a scalar tensor, got {type(value).__name__}")
     return check_temperature_device(value, ref, name)
+
+
+V = sys.modules[__name__]  # the moved helpers' spelling V.check_*; dropped in the next commit
+
+
+BACKENDS = ("auto", "torch", "triton", "dense")
+
+
+def _check_backend(backend: str, *tensors: torch.Tensor) -> str:
+    """Validate ``backend`` and resolve ``'auto'``: Triton for CUDA tensors when it is
+    installed, else the torch engine (see :mod:`contrastive.kernels.dispatch`)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    from ..kernels.dispatch import choose_backend
+
+    return choose_backend(backend, *tensors)
+
+
+def _engine_backend(name: str, backend: Any) -> str:
+    """These objectives have no Triton kernel yet: 'auto' (on any device) and 'torch' run the
+    torch engine."""
+    if backend not in ("auto", "torch"):
+        raise ValueError(
+            f"backend for {name} must be 'auto' or 'torch' (there is no Triton kernel for it yet), "
+            f"got {backend!r}"
+        )
+    return "torch"
+
+
+def _check_pair(na: str, a: Any, nb: str, b: Any) -> None:
+    V.check_tensor(na, a, 2)
+    V.check_tensor(nb, b, 2)
+    V.check_same_shape(na, a, nb, b)
+    V.check_same_device(na, a, nb, b)
+    if a.dtype != b.dtype:
+        raise TypeError(f"{na} is {a.dtype} and {nb} is {b.dtype}; cast both to one dtype")
+
+
+def _common(
+    names: Sequence[str],
+    tensors: Sequence[torch.Tensor],
+    reduction: Any,
+    check_finite: bool,
+    normalize: bool,
+) -> None:
+    V.check_reduction(reduction)
+    for n, t in zip(names, tensors):
+        if check_finite:
+            V.check_finite(n, t)
+        if normalize:
+            V.check_nonzero_rows(n, t.reshape(-1, t.shape[-1]))

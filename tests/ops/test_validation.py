@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from contrastive import InfoNCELoss, functional
-from contrastive import _validation as V
+from contrastive.ops import validation as V
 
 
 @pytest.mark.parametrize("value", ["no", "False", 0, 1, None, 1.0])
