@@ -55,7 +55,6 @@ from __future__ import annotations
 import torch
 
 from . import functional
-from .functional import Temperature
 from .ops import validation as V
 from .ops.collectives import (
     GRADIENTS,
@@ -70,13 +69,14 @@ from .ops.collectives import (
     resolve_group,
     rows_or_empty,
 )
+from .ops.common import Temperature
 from .ops.dist_objectives import (
     RowConfig,
-    _embeddings,
-    _objective_loss,
-    _pair_loss,
-    _siglip_build,
+    check_embeddings,
     dist_build,
+    objective_loss,
+    pair_loss,
+    siglip_build,
 )
 from .ops.engine import present
 
@@ -242,7 +242,7 @@ def info_nce(
             check_finite=check_finite,
             block_size=block_size,
         )
-    return _pair_loss(
+    return pair_loss(
         "info_nce",
         "info_nce",
         z1,
@@ -318,7 +318,7 @@ def clip_loss(
             check_finite=check_finite,
             block_size=block_size,
         )
-    return _pair_loss(
+    return pair_loss(
         "clip_loss",
         "clip",
         a,
@@ -415,7 +415,7 @@ def supcon_loss(
     def validate():
         rows_or_empty("z", z)
         local["labels"] = V.check_ids("labels", labels, z.shape[0], z, "class labels")
-        _embeddings("supcon_loss", [("z", z)], normalize, check_finite)
+        check_embeddings("supcon_loss", [("z", z)], normalize, check_finite)
         return [z.shape[0]], []
 
     def build(cfg, sizes):
@@ -423,7 +423,7 @@ def supcon_loss(
         rc = RowConfig(**cfg)
         return dist_build("supcon", rc, y), rc
 
-    return _objective_loss(
+    return objective_loss(
         "supcon_loss",
         state,
         gradient,
@@ -569,7 +569,7 @@ def retrieval_loss(
             named.append(("negatives", negatives))
         if positive_ids is not None:
             local["ids"] = V.check_ids("positive_ids", positive_ids, anchors.shape[0], anchors, "ids")
-        _embeddings("retrieval_loss", named, normalize, check_finite)
+        check_embeddings("retrieval_loss", named, normalize, check_finite)
         neg_grad = negatives is not None and negatives.requires_grad and torch.is_grad_enabled()
         return [anchors.shape[0], M], [bool(symmetric), kind, K, neg_grad, positive_ids is not None]
 
@@ -597,7 +597,7 @@ def retrieval_loss(
         inputs[2] = negatives.reshape(-1, negatives.shape[-1])  # (B_r K, d), anchor-major
     elif kind == 2:
         inputs[2] = negatives
-    return _objective_loss(
+    return objective_loss(
         "retrieval_loss",
         state,
         gradient,
@@ -694,10 +694,10 @@ def siglip_loss(
         rows_or_empty("a", a)
         rows_or_empty("b", b)
         V.check_same_shape("a", a, "b", b)
-        _embeddings("siglip_loss", [("a", a), ("b", b)], normalize, check_finite)
+        check_embeddings("siglip_loss", [("a", a), ("b", b)], normalize, check_finite)
         return [a.shape[0]], []
 
-    return _objective_loss(
+    return objective_loss(
         "siglip_loss",
         state,
         gradient,
@@ -710,5 +710,5 @@ def siglip_loss(
         validate,
         1,
         [],
-        _siglip_build,
+        siglip_build,
     )

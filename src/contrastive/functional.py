@@ -1,4 +1,9 @@
-"""The functional API: every objective, validated, with its analytic gradient as backward.
+"""The functional API, the one public home of every loss function: the margin contrastive
+loss, InfoNCE / NT-Xent, the two-tower (CLIP) loss, cosine similarity, supervised
+contrastive, retrieval with hard negatives and SigLIP, each validated, with its analytic
+gradient as backward. The blockwise objectives run on the engine contract of
+:mod:`contrastive.ops.engine` (O(N d + block_size^2) memory, no N x N tensor); their
+global-batch forms are in :mod:`contrastive.distributed`.
 
 Conventions: embeddings are ``(N, d)``; two views are ``loss(z1, z2)``; explicit pairs are
 ``loss(u, v, y)`` with ``y = 1`` meaning *similar*; ``reduction`` is ``'mean' | 'sum' |
@@ -10,17 +15,18 @@ from __future__ import annotations
 import torch
 
 from .ops import validation as V
+from .ops.common import Temperature, reduce_rows
 from .ops.contrastive_loss import ContrastiveLossFn, check_loss_fits
 from .ops.cosine_similarity import MapCosineFn, PackedSymCosineFn, SymCosineFn, check_symmetric, packed_dim
 from .ops.engine import run as run_engine
 from .ops.info_nce import info_nce_objective
-from .ops.info_nce_dense import DenseInfoNCEFn, _dense_clip, _reduce
+from .ops.info_nce_dense import DenseInfoNCEFn, dense_clip
 from .ops.retrieval import clip_objective, retrieval_objective
 from .ops.siglip import siglip_objective
 from .ops.supcon import supcon_objective
 from .ops.tiles import check_block_size
 from .ops.triton_glue import triton_clip_objective, triton_info_nce_objective
-from .ops.validation import _check_backend, _check_pair, _common, _engine_backend
+from .ops.validation import check_backend, check_common, check_pair, engine_backend
 
 __all__ = [
     "contrastive_loss",
@@ -32,8 +38,6 @@ __all__ = [
     "retrieval_loss",
     "siglip_loss",
 ]
-
-Temperature = float | torch.Tensor
 
 
 def contrastive_loss(
@@ -121,7 +125,7 @@ def contrastive_loss(
     if bool(((y < 0) | (y > 1)).any()):
         raise ValueError("y must lie in [0, 1] (1 = similar, 0 = dissimilar, soft labels between)")
     per_pair = ContrastiveLossFn.apply(u, v, y, margin)
-    out = _reduce(per_pair, reduction, u.dtype)
+    out = reduce_rows(per_pair, reduction, u.dtype)
     if check_finite:
         check_loss_fits(per_pair, out)
     return out
@@ -225,10 +229,10 @@ def nt_xent(
                 f"use backend='auto' or 'torch'"
             )
         backend = "torch"
-    backend = _check_backend(backend, z)
+    backend = check_backend(backend, z)
     if backend == "dense":
         per_row = DenseInfoNCEFn.apply(z, temperature, bool(exclude_self), bool(normalize))
-        return _reduce(per_row, reduction, z.dtype)
+        return reduce_rows(per_row, reduction, z.dtype)
     if backend == "triton":
         build = triton_info_nce_objective(bool(exclude_self), block_size, z.dtype)
     else:
@@ -390,9 +394,9 @@ def clip_loss(
     if V.check_bool("normalize", normalize):
         V.check_nonzero_rows("a", a)
         V.check_nonzero_rows("b", b)
-    backend = _check_backend(backend, a, b)
+    backend = check_backend(backend, a, b)
     if backend == "dense":
-        return _reduce(_dense_clip(a, b, temperature, normalize), reduction, a.dtype)
+        return reduce_rows(dense_clip(a, b, temperature, normalize), reduction, a.dtype)
     if backend == "triton":
         build = triton_clip_objective(block_size, a.dtype)
     else:
@@ -491,13 +495,10 @@ def cosine_similarity(
     return fn.apply(x1, x2, A).to(x1.dtype)
 
 
-Scalar = float | torch.Tensor
-
-
 def supcon_loss(
     z: torch.Tensor,
     labels: torch.Tensor,
-    temperature: Scalar = 0.1,
+    temperature: Temperature = 0.1,
     *,
     normalize: bool = True,
     reduction: str = "mean",
@@ -557,8 +558,8 @@ def supcon_loss(
     V.check_tensor("z", z, 2)
     labels = V.check_ids("labels", labels, z.shape[0], z, "class labels")
     temperature = V.check_param("temperature", temperature, z, True)
-    _common(["z"], [z], reduction, check_finite, normalize)
-    _engine_backend("supcon_loss", backend)
+    check_common(["z"], [z], reduction, check_finite, normalize)
+    engine_backend("supcon_loss", backend)
     bs = check_block_size(block_size, z.shape[0], z.device)
     return run_engine(
         supcon_objective(labels, bs), [z], temperature, normalize=normalize, reduction=reduction
@@ -569,7 +570,7 @@ def retrieval_loss(
     anchors: torch.Tensor,
     positives: torch.Tensor,
     negatives: torch.Tensor | None = None,
-    temperature: Scalar = 0.05,
+    temperature: Temperature = 0.05,
     *,
     symmetric: bool = False,
     positive_ids: torch.Tensor | None = None,
@@ -635,7 +636,7 @@ def retrieval_loss(
         Henderson et al. Efficient Natural Language Response Suggestion for Smart Reply. 2017.
         Karpukhin et al. Dense Passage Retrieval for Open-Domain Question Answering. EMNLP 2020.
     """
-    _check_pair("anchors", anchors, "positives", positives)
+    check_pair("anchors", anchors, "positives", positives)
     B, d = anchors.shape
     names, tensors = ["anchors", "positives"], [anchors, positives]
     neg = None
@@ -675,8 +676,8 @@ def retrieval_loss(
     if not isinstance(symmetric, bool):
         raise TypeError(f"symmetric must be a bool, got {type(symmetric).__name__}")
     temperature = V.check_param("temperature", temperature, anchors, True)
-    _common(names, tensors, reduction, check_finite, normalize)
-    _engine_backend("retrieval_loss", backend)
+    check_common(names, tensors, reduction, check_finite, normalize)
+    engine_backend("retrieval_loss", backend)
     bs = check_block_size(block_size, max(B, 1 if neg is None else neg.shape[0]), anchors.device)
     build = retrieval_objective(symmetric, positive_ids, bs)
     return run_engine(build, [anchors, positives, neg], temperature, normalize=normalize, reduction=reduction)
@@ -685,8 +686,8 @@ def retrieval_loss(
 def siglip_loss(
     a: torch.Tensor,
     b: torch.Tensor,
-    temperature: Scalar = 0.1,
-    bias: Scalar = -10.0,
+    temperature: Temperature = 0.1,
+    bias: Temperature = -10.0,
     *,
     normalize: bool = True,
     reduction: str = "mean",
@@ -740,11 +741,11 @@ def siglip_loss(
     References:
         Zhai, Mustafa, Kolesnikov, Beyer. Sigmoid Loss for Language Image Pre-Training. ICCV 2023.
     """
-    _check_pair("a", a, "b", b)
+    check_pair("a", a, "b", b)
     temperature = V.check_param("temperature", temperature, a, True)
     bias = V.check_param("bias", bias, a, False)
-    _common(["a", "b"], [a, b], reduction, check_finite, normalize)
-    _engine_backend("siglip_loss", backend)
+    check_common(["a", "b"], [a, b], reduction, check_finite, normalize)
+    engine_backend("siglip_loss", backend)
     bs = check_block_size(block_size, a.shape[0], a.device)
     return run_engine(
         siglip_objective(bs), [a, b], temperature, bias=bias, normalize=normalize, reduction=reduction

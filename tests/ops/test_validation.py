@@ -1,4 +1,4 @@
-"""Argument checks shared by the public functions (``contrastive._validation``)."""
+"""Argument checks shared by the public functions (``contrastive.ops.validation``)."""
 
 import math
 

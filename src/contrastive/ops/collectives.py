@@ -7,6 +7,10 @@ r of an (sum(sizes), ...) tensor to rank r, summed over ranks. Every collective 
 so that a peer that failed, exited or timed out gives a :class:`DistributedError` naming
 the operation, instead of a bare backend error. :class:`GatherWithGradFn` is the gather with
 its reduce-scatter as backward.
+
+The process-group plumbing of :mod:`contrastive.distributed` lives here too: the group, rank
+and world size (:func:`resolve_group`), and the checked settings exchange (:func:`agree`), so
+that no rank waits for a collective another rank will not reach.
 """
 
 from __future__ import annotations

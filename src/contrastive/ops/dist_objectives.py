@@ -26,6 +26,11 @@ ranks. For InfoNCE and SupCon that is ``6 N^2 d`` in all, 1.5x the one-process e
 (which visits the upper triangle of the symmetric ``Z Z^T`` only); retrieval, the two-tower
 loss and SigLIP cost what they cost in one process. Every objective takes its logit bound
 from :func:`.tiles.logit_bound` over the gathered rows, so all ranks use the same shift.
+
+The drivers of the public functions of :mod:`contrastive.distributed` are at the end:
+:func:`objective_loss` validates on every rank, agrees on the settings, runs the row owner
+through :class:`~.engine.EngineFn` and all-reduces the loss value; :func:`pair_loss` is its
+two-input form (``info_nce``, ``clip_loss``).
 """
 
 from __future__ import annotations
@@ -377,7 +382,7 @@ def dist_build(
     return build
 
 
-def _embeddings(op, named, normalize, check_finite):
+def check_embeddings(op, named, normalize, check_finite):
     """Check the (name, tensor) embeddings of one rank: floating, one dtype and device, finite,
     nonzero rows when normalising (a rank may hold 0 rows)."""
     ref_name, ref = named[0]
@@ -397,7 +402,7 @@ def _embeddings(op, named, normalize, check_finite):
             V.check_nonzero_rows(name, flat)
 
 
-def _objective_loss(
+def objective_loss(
     op,
     state,
     gradient,
@@ -473,7 +478,7 @@ def _objective_loss(
     return out.to(x0.dtype)
 
 
-def _pair_loss(
+def pair_loss(
     op, kind, x, y, temperature, flags, reduction, normalize, check_finite, block_size, gradient, state
 ):
     """info_nce (kind 'info_nce', inputs z1, z2) or clip_loss ('clip', inputs a, b) on the
@@ -484,14 +489,14 @@ def _pair_loss(
         rows_or_empty(nx, x)
         rows_or_empty(ny, y)
         V.check_same_shape(nx, x, ny, y)
-        _embeddings(op, [(nx, x), (ny, y)], normalize, check_finite)
+        check_embeddings(op, [(nx, x), (ny, y)], normalize, check_finite)
         return [x.shape[0]], [v for _, v in flags]
 
     def build(cfg, sizes):
         rc = RowConfig(**cfg, symmetric=kind == "clip")
         return dist_build(kind, rc, exclude_self=bool(dict(flags).get("exclude_self", True))), rc
 
-    return _objective_loss(
+    return objective_loss(
         op,
         state,
         gradient,
@@ -508,6 +513,6 @@ def _pair_loss(
     )
 
 
-def _siglip_build(cfg, sizes):
+def siglip_build(cfg, sizes):
     rc = RowConfig(**cfg)
     return dist_build("siglip", rc), rc

@@ -13,11 +13,16 @@ from typing import Any
 
 import torch
 
-from .common import chain_normalize, compute_dtype, normalize_rows, positive_index, temperature_value
+from .common import (
+    Temperature,
+    chain_normalize,
+    compute_dtype,
+    normalize_rows,
+    positive_index,
+    temperature_value,
+)
 
-Temperature = float | torch.Tensor
-
-__all__ = ["DenseInfoNCEFn"]
+__all__ = ["DenseInfoNCEFn", "dense_clip"]
 
 
 class DenseInfoNCEFn(torch.autograd.Function):
@@ -72,16 +77,9 @@ class DenseInfoNCEFn(torch.autograd.Function):
         return grad_u, grad_temperature, None, None
 
 
-def _reduce(per_row: torch.Tensor, reduction: str, out_dtype: torch.dtype) -> torch.Tensor:
-    if reduction == "mean":
-        per_row = per_row.mean()
-    elif reduction == "sum":
-        per_row = per_row.sum()
-    return per_row.to(out_dtype)
-
-
-def _dense_clip(a: torch.Tensor, b: torch.Tensor, temperature: Temperature, normalize: bool) -> torch.Tensor:
-    """The two-tower loss by plain autograd over the full N x N logits (reference path)."""
+def dense_clip(a: torch.Tensor, b: torch.Tensor, temperature: Temperature, normalize: bool) -> torch.Tensor:
+    """The two-tower loss's per-row losses by plain autograd over the full N x N logits
+    (``backend='dense'``, the reference path)."""
     ct = compute_dtype(a.dtype)
     a, b = a.to(ct), b.to(ct)
     if normalize:

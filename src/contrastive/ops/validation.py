@@ -1,13 +1,13 @@
-"""Input validation shared by the public functions.
+"""Input validation shared by the public functions (:mod:`contrastive.functional`,
+:mod:`contrastive.distributed`, :mod:`contrastive.losses`), and the choice of back-end.
 
-Every check raises ``TypeError`` or ``ValueError`` with a message that names the
-argument and says how to fix it. None of these helpers is public API.
+Every check raises ``TypeError`` or ``ValueError`` before any work, with a message that
+names the argument and says how to fix it. None of these helpers is public API.
 """
 
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -226,13 +226,10 @@ def check_param(name: str, value: Any, ref: torch.Tensor, positive: bool) -> flo
     return check_temperature_device(value, ref, name)
 
 
-V = sys.modules[__name__]  # the moved helpers' spelling V.check_*; dropped in the next commit
-
-
 BACKENDS = ("auto", "torch", "triton", "dense")
 
 
-def _check_backend(backend: str, *tensors: torch.Tensor) -> str:
+def check_backend(backend: str, *tensors: torch.Tensor) -> str:
     """Validate ``backend`` and resolve ``'auto'``: Triton for CUDA tensors when it is
     installed, else the torch engine (see :mod:`contrastive.kernels.dispatch`)."""
     if backend not in BACKENDS:
@@ -242,7 +239,7 @@ def _check_backend(backend: str, *tensors: torch.Tensor) -> str:
     return choose_backend(backend, *tensors)
 
 
-def _engine_backend(name: str, backend: Any) -> str:
+def engine_backend(name: str, backend: Any) -> str:
     """These objectives have no Triton kernel yet: 'auto' (on any device) and 'torch' run the
     torch engine."""
     if backend not in ("auto", "torch"):
@@ -253,25 +250,28 @@ def _engine_backend(name: str, backend: Any) -> str:
     return "torch"
 
 
-def _check_pair(na: str, a: Any, nb: str, b: Any) -> None:
-    V.check_tensor(na, a, 2)
-    V.check_tensor(nb, b, 2)
-    V.check_same_shape(na, a, nb, b)
-    V.check_same_device(na, a, nb, b)
+def check_pair(na: str, a: Any, nb: str, b: Any) -> None:
+    """Two 2-d floating tensors of one shape, device and dtype."""
+    check_tensor(na, a, 2)
+    check_tensor(nb, b, 2)
+    check_same_shape(na, a, nb, b)
+    check_same_device(na, a, nb, b)
     if a.dtype != b.dtype:
         raise TypeError(f"{na} is {a.dtype} and {nb} is {b.dtype}; cast both to one dtype")
 
 
-def _common(
+def check_common(
     names: Sequence[str],
     tensors: Sequence[torch.Tensor],
     reduction: Any,
-    check_finite: bool,
+    finite: bool,
     normalize: bool,
 ) -> None:
-    V.check_reduction(reduction)
+    """The reduction, and each named tensor finite (when ``finite``) and without a zero row
+    (when ``normalize``; rows are the last dimension's vectors)."""
+    check_reduction(reduction)
     for n, t in zip(names, tensors):
-        if check_finite:
-            V.check_finite(n, t)
+        if finite:
+            check_finite(n, t)
         if normalize:
-            V.check_nonzero_rows(n, t.reshape(-1, t.shape[-1]))
+            check_nonzero_rows(n, t.reshape(-1, t.shape[-1]))
