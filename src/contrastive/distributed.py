@@ -75,8 +75,8 @@ from .ops.dist_objectives import (
     check_embeddings,
     dist_build,
     objective_loss,
-    pair_loss,
     siglip_build,
+    two_input_loss,
 )
 from .ops.engine import present
 
@@ -242,7 +242,7 @@ def info_nce(
             check_finite=check_finite,
             block_size=block_size,
         )
-    return pair_loss(
+    return two_input_loss(
         "info_nce",
         "info_nce",
         z1,
@@ -318,7 +318,7 @@ def clip_loss(
             check_finite=check_finite,
             block_size=block_size,
         )
-    return pair_loss(
+    return two_input_loss(
         "clip_loss",
         "clip",
         a,

@@ -37,7 +37,7 @@ class DistributedError(RuntimeError):
     """A collective failed, or another rank rejected its inputs: raised on every rank."""
 
 
-def run(op: str, what: str, fn: Callable[[], Any], group: Group) -> Any:
+def guarded(op: str, what: str, fn: Callable[[], Any], group: Group) -> Any:
     """Run collective ``fn()``; turn a backend failure into a DistributedError naming it."""
     try:
         return fn()
@@ -55,7 +55,9 @@ def exchange(op: str, values: Sequence[float], device: torch.device, group: Grou
     """All-gather one small float64 vector per rank: returns (world_size, len(values))."""
     mine = torch.tensor([float(v) for v in values], dtype=torch.float64, device=device)
     out = mine.new_empty(dist.get_world_size(group) * mine.numel())
-    run(op, "exchange of batch sizes and settings", lambda: _all_gather_single(out, mine, group=group), group)
+    guarded(
+        op, "exchange of batch sizes and settings", lambda: _all_gather_single(out, mine, group=group), group
+    )
     return out.view(-1, mine.numel())
 
 
@@ -66,7 +68,7 @@ def gather_rows(op: str, x: torch.Tensor, sizes: list[int], group: Group) -> tor
     if x.shape[0] < top:  # pad to the largest rank
         x = torch.cat([x, x.new_zeros((top - x.shape[0],) + tuple(x.shape[1:]))])
     out = x.new_empty((world * top,) + tuple(x.shape[1:]))
-    run(op, "all-gather of the embeddings", lambda: _all_gather_single(out, x, group=group), group)
+    guarded(op, "all-gather of the embeddings", lambda: _all_gather_single(out, x, group=group), group)
     if all(n == top for n in sizes):
         return out
     return torch.cat([out[r * top : r * top + n] for r, n in enumerate(sizes)])
@@ -86,13 +88,15 @@ def reduce_scatter_rows(
             off += n
         full = padded
     out = full.new_empty((top,) + tuple(full.shape[1:]))
-    run(op, "reduce-scatter of the gradients", lambda: _reduce_scatter_single(out, full, group=group), group)
+    guarded(
+        op, "reduce-scatter of the gradients", lambda: _reduce_scatter_single(out, full, group=group), group
+    )
     return out[: sizes[rank]]
 
 
 def all_reduce(op: str, t: torch.Tensor, what: str, group: Group) -> torch.Tensor:
     """Sum of t over ranks (in place)."""
-    run(op, what, lambda: dist.all_reduce(t, group=group), group)
+    guarded(op, what, lambda: dist.all_reduce(t, group=group), group)
     return t
 
 

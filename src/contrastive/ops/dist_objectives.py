@@ -29,7 +29,7 @@ from :func:`.tiles.logit_bound` over the gathered rows, so all ranks use the sam
 
 The drivers of the public functions of :mod:`contrastive.distributed` are at the end:
 :func:`objective_loss` validates on every rank, agrees on the settings, runs the row owner
-through :class:`~.engine.EngineFn` and all-reduces the loss value; :func:`pair_loss` is its
+through :class:`~.engine.EngineFn` and all-reduces the loss value; :func:`two_input_loss` is its
 two-input form (``info_nce``, ``clip_loss``).
 """
 
@@ -55,11 +55,10 @@ from .collectives import (
 )
 from .common import Rows, rowdot
 from .engine import Build, EngineFn, Grads, Objective, present, whole
-from .info_nce import positive_dots as pair_dots
-from .info_nce import sub_positives_
+from .info_nce import pair_dots, sub_pair_grad_
 from .rect_tiles import rect_grad, rect_lse
 from .siglip import SigLIPObjective
-from .supcon import class_sums, classes, positive_dots, row_losses, sub_positive_grad_
+from .supcon import class_dots, class_sums, classes, row_losses, sub_positive_grad_
 from .tiles import TileMask, check_block_size, logit_bound
 
 
@@ -171,7 +170,7 @@ class DistInfoNCE(_RowOwner):
             g_rows.append(gx)  # ((WP) Z)_R
             g_cols.add_(present(gy))
         g = torch.cat(g_rows)  # (2 B_r, d)
-        sub_positives_(g, zl, w)  # - (W onehot(p) + its transpose) Z
+        sub_pair_grad_(g, zl, w)  # - (W onehot(p) + its transpose) Z
         mine = reduce_scatter_rows(
             cfg.op, torch.cat([g_cols[:B], g_cols[B:]], 1), cfg.sizes, cfg.rank, cfg.group
         )  # (B_r, 2d): ((WP)^T Z)_R from every rank
@@ -209,7 +208,7 @@ class DistSupCon(_RowOwner):
         self.lse = torch.where(torch.isfinite(lse), lse, torch.zeros_like(lse))  # -inf: N = 1, no column
 
     def losses(self) -> torch.Tensor:
-        pos = positive_dots(self.zl, self.csum, self.cls[self.cfg.rows])
+        pos = class_dots(self.zl, self.csum, self.cls[self.cfg.rows])
         return row_losses(self.lse, pos, self.npos, self.has, self.inv_temp)
 
     def mean_weights(self, like: torch.Tensor) -> torch.Tensor:
@@ -478,7 +477,7 @@ def objective_loss(
     return out.to(x0.dtype)
 
 
-def pair_loss(
+def two_input_loss(
     op, kind, x, y, temperature, flags, reduction, normalize, check_finite, block_size, gradient, state
 ):
     """info_nce (kind 'info_nce', inputs z1, z2) or clip_loss ('clip', inputs a, b) on the

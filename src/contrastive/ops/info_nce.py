@@ -30,7 +30,7 @@ from .sym_tiles import sym_grad, sym_lse
 from .tiles import TileMask, logit_bound
 
 
-def positive_dots(z: Blocks) -> torch.Tensor:
+def pair_dots(z: Blocks) -> torch.Tensor:
     """z_i . z_p(i), p(i) = (i + n/2) mod n (two stacked views), ``(n,)``; the rows z[p] are
     never gathered into a copy."""
     n = z.shape[0]
@@ -40,7 +40,7 @@ def positive_dots(z: Blocks) -> torch.Tensor:
     return pos
 
 
-def sub_positives_(g: torch.Tensor, z: Blocks, w: torch.Tensor) -> None:
+def sub_pair_grad_(g: torch.Tensor, z: Blocks, w: torch.Tensor) -> None:
     """g_i -= (w_i + w_p(i)) z_p(i) in place: the one-hot part of W G + (W G)^T, from
     d/dz of -sum_i w_i z_i . z_p(i) (p an involution)."""
     n = z.shape[0]
@@ -75,12 +75,12 @@ class InfoNCEObjective(Objective):
         self.lse = sym_lse(z, inv_temp, self.c, self.mask, bs, self.fixed)  # (N,) pass 1
 
     def losses(self) -> torch.Tensor:
-        return self.lse - self.inv_temp * positive_dots(self.z)  # -log P_{i,p(i)}
+        return self.lse - self.inv_temp * pair_dots(self.z)  # -log P_{i,p(i)}
 
     def grad(self, w: torch.Tensor) -> Grads:
         z, inv_temp = self.z, self.inv_temp
         g = sym_grad(z, inv_temp, self.c, self.lse, w, self.mask, self.bs, self.fixed)  # (WP + (WP)^T) Z
-        sub_positives_(g, z, w)  # - (W onehot(p) + its transpose) Z
+        sub_pair_grad_(g, z, w)  # - (W onehot(p) + its transpose) Z
         g.mul_(inv_temp)  # (WG + (WG)^T) Z / tau
         d_inv = rowdot(z, g).sum() / (2 * inv_temp)  # d/d(inv_temp)
         return [g], d_inv, None

@@ -43,7 +43,7 @@ def class_sums(z: Blocks, cls: torch.Tensor, k: int, v: torch.Tensor | None = No
     return out
 
 
-def positive_dots(z: Blocks, csum: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
+def class_dots(z: Blocks, csum: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
     """sum_{p in P(i)} z_i . z_p = z_i . (c_{y_i} - z_i) for the rows of z, ``(n,)``."""
     pos = z.new_empty(z.shape[0])
     for s in row_slices(z.shape[0]):
@@ -110,7 +110,7 @@ class SupConObjective(Objective):
         self.lse = torch.where(self.has, lse, torch.zeros_like(lse))  # N = 1 leaves no candidate
 
     def losses(self) -> torch.Tensor:
-        pos = positive_dots(self.z, self.csum, self.cls)
+        pos = class_dots(self.z, self.csum, self.cls)
         return row_losses(self.lse, pos, self.npos, self.has, self.inv_temp)
 
     def mean_weights(self, like: torch.Tensor) -> torch.Tensor:
