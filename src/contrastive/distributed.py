@@ -189,8 +189,8 @@ def info_nce(
     :math:`\partial \mathcal L / \partial z_{R_r}` summed over every rank's rows, times
     ``W`` for ``gradient='ddp'`` (see the module docstring). Memory per rank
     ``O(N d + block_size^2)``; communication: one all-gather of ``(B, 2d)``, one
-    reduce-scatter of ``(B, 2d)`` and two scalars. Half-precision inputs are gathered as
-    they are and accumulated in float32.
+    reduce-scatter of ``(B, 2d)`` and two scalars. Half-precision inputs are normalised in
+    float32 on their rank (as the single-process engine does) and gathered in float32.
 
     Args:
         z1: this rank's embeddings of the first view (may have 0 rows on some ranks).
