@@ -163,12 +163,13 @@ class DistInfoNCE(_RowOwner):
     def grad(self, w: torch.Tensor) -> Grads:
         cfg, z, zl, m = self.cfg, self.z, self.zl, self.m
         B, d = sum(cfg.sizes), zl.shape[1]
-        g_rows, g_cols = [], torch.zeros_like(z)  # (N, d): (WP)_R^T Z_R
+        g_rows, g_cols = [], None  # g_cols (N, d): (WP)_R^T Z_R, summed over the two halves
         for k, mask in enumerate(self.masks):
             s = slice(k * m, (k + 1) * m)
             gx, gy = rect_grad(zl[s], z, self.inv_temp, self.c, mask, cfg.bs, self.fixed, self.lse[s], w[s])
             g_rows.append(gx)  # ((WP) Z)_R
-            g_cols.add_(present(gy))
+            g_cols = present(gy) if g_cols is None else g_cols.add_(present(gy))
+        g_cols = present(g_cols)
         g = torch.cat(g_rows)  # (2 B_r, d)
         sub_pair_grad_(g, zl, w)  # - (W onehot(p) + its transpose) Z
         mine = reduce_scatter_rows(
