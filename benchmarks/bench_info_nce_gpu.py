@@ -111,12 +111,12 @@ def make_single(provider, z, temperature, mode):
     import torch.nn.functional as F
 
     N = z.shape[0]
-    inv_t = 1.0 / temperature
+    inv_temp = 1.0 / temperature
     grad = mode == "fwd+bwd"
     if provider == "triton":
         from contrastive.kernels import info_nce_triton
 
-        return lambda: info_nce_triton(z, inv_t, True, compute_grad=grad)[0].mean()
+        return lambda: info_nce_triton(z, inv_temp, True, compute_grad=grad)[0].mean()
     if provider == "inf-cl":
         return "two-tower form only"
     leaf = z.detach().clone().requires_grad_(grad)
@@ -162,7 +162,7 @@ def make_single(provider, z, temperature, mode):
         eye = torch.eye(N, dtype=torch.bool, device=z.device)
 
         def naive():
-            S = (leaf @ leaf.T).float() * inv_t  # (N, N)
+            S = (leaf @ leaf.T).float() * inv_temp  # (N, N)
             return F.cross_entropy(S.masked_fill(eye, float("-inf")), labels)
 
         return run(naive)
@@ -174,12 +174,12 @@ def make_clip(provider, a, b, temperature, mode):
     import torch.nn.functional as F
 
     N = a.shape[0]
-    inv_t = 1.0 / temperature
+    inv_temp = 1.0 / temperature
     grad = mode == "fwd+bwd"
     if provider == "triton":
         from contrastive.kernels import clip_triton
 
-        return lambda: clip_triton(a, b, inv_t, compute_grad=grad)[0].mean()
+        return lambda: clip_triton(a, b, inv_temp, compute_grad=grad)[0].mean()
     la = a.detach().clone().requires_grad_(grad)
     lb = b.detach().clone().requires_grad_(grad)
 
@@ -211,7 +211,7 @@ def make_clip(provider, a, b, temperature, mode):
         labels = torch.arange(N, device=a.device)
 
         def naive():
-            S = (la @ lb.T).float() * inv_t  # (N, N)
+            S = (la @ lb.T).float() * inv_temp  # (N, N)
             return 0.5 * (F.cross_entropy(S, labels) + F.cross_entropy(S.T, labels))
 
         return run(naive)
@@ -226,7 +226,7 @@ def make_clip(provider, a, b, temperature, mode):
         head = math.gcd(d, 256)
         if head not in (16, 32, 64, 128, 256):
             return f"inf-cl needs d divisible by 16 (got {d})"
-        scale = torch.tensor(inv_t, device=a.device)
+        scale = torch.tensor(inv_temp, device=a.device)
         return run(
             lambda: (
                 0.5

@@ -52,7 +52,3 @@ def _parser_with(func):
     sub = p.add_subparsers(dest="command")
     sub.add_parser("x").set_defaults(func=func)
     return p
-
-
-def test_deprecated_module_names_match_the_modules():
-    assert cli.SUBCOMMAND_MODULES == ["contrastive.gradcheck", "contrastive.train.cli"]

@@ -1,5 +1,5 @@
 """contrastive.distributed on real gloo process groups spawned on localhost: the tests of
-distributed.py, _dist_common.py, ops/info_nce_dist.py and ops/collectives.py across ranks of
+distributed.py, _dist_common.py, ops/dist_objectives.py (info_nce, clip_loss) and ops/collectives.py across ranks of
 unequal batch sizes.
 
 Each spawned job runs a whole battery of checks on every rank (spawning costs seconds, the
@@ -138,7 +138,7 @@ def _pair_case(errors, fn, ref_fn, rank, world, sizes, d, tau, reduction, seed, 
         (2 * out).backward()
     errors[name + "/grad1"] = _err(z1.grad, scale * r1.grad[s])
     errors[name + "/grad2"] = _err(z2.grad, scale * r2.grad[s])
-    errors[name + "/grad_tau"] = _err(t.grad, rt.grad)
+    errors[name + "/grad_temperature"] = _err(t.grad, rt.grad)
 
 
 def _gather_case(errors, rank, world):
@@ -363,19 +363,9 @@ def test_single_process_argument_errors():
         cd.info_nce(z, z, process_group=object())
 
 
-def test_row_shard_spec_old_name_is_a_deprecated_alias():
-    from contrastive.ops import info_nce_dist
-
-    with pytest.warns(DeprecationWarning, match="RowShardSpec"):
-        assert info_nce_dist.DistConfig is info_nce_dist.RowShardSpec
-    with pytest.raises(AttributeError):
-        info_nce_dist.NoSuchName  # noqa: B018
-
-
-def test_all_gather_with_grad_takes_process_group_and_the_old_group_keyword():
+def test_all_gather_with_grad_takes_process_group():
     z = torch.randn(3, 2)
     assert cd.all_gather_with_grad(z, process_group=None) is z
-    with pytest.warns(DeprecationWarning, match="process_group="):
-        assert cd.all_gather_with_grad(z, group=None) is z
-    with pytest.raises(TypeError, match="only process_group="):
-        cd.all_gather_with_grad(z, process_group=object(), group=None)
+    assert cd.all_gather_with_grad(z) is z
+    with pytest.raises(TypeError, match="'group'"):
+        cd.all_gather_with_grad(z, group=None)

@@ -251,50 +251,38 @@ def test_cosine_bad_input(kwargs, err, match):
         C.cosine_similarity(torch.ones(2, 2), torch.tensor([[1.0, 0.0], [0.0, 1.0]]), **kwargs)
 
 
-def test_check_temperature_device_moved_to_validation_with_a_deprecated_alias():
-    from contrastive import _validation as V
-    from contrastive import functional as Fn
+def test_check_temperature_device():
+    from contrastive.ops import validation as V
 
     z = torch.zeros(2, 3)
     t = torch.tensor([0.5])
     assert V.check_temperature_device(t, z).shape == ()
     assert V.check_temperature_device(0.5, z) == 0.5
-    with pytest.warns(DeprecationWarning, match="_validation.check_temperature_device"):
-        assert Fn._check_temperature_device(t, z).shape == ()
     with pytest.raises(ValueError, match="move the bias tensor"):
         V.check_temperature_device(torch.tensor(0.1, device="meta"), z, "bias")
 
 
-def test_contrastive_loss_positional_margin_and_reduction_deprecated():
+def test_contrastive_loss_margin_and_reduction_are_keyword_only():
     g = torch.Generator().manual_seed(0)
     u, v = torch.randn(6, 3, generator=g), torch.randn(6, 3, generator=g)
     y = torch.tensor([1.0, 0.0, 0.5, 1.0, 0.0, 0.0])
     new = C.contrastive_loss(u, v, y, margin=2.0, reduction="none")
-    with pytest.warns(DeprecationWarning, match="margin, reduction positionally.*margin=.*reduction="):
-        old = C.contrastive_loss(u, v, y, 2.0, "none")
-    torch.testing.assert_close(old, new, rtol=0, atol=0)
-    with pytest.warns(DeprecationWarning, match="margin positionally"):
-        old = C.contrastive_loss(u, v, y, 2.0, reduction="sum")
-    torch.testing.assert_close(old, new.sum(), rtol=0, atol=0)
+    summed = C.contrastive_loss(u, v, y, margin=2.0, reduction="sum")
+    torch.testing.assert_close(summed, new.sum(), rtol=0, atol=0)
     assert not torch.equal(new, C.contrastive_loss(u, v, y, reduction="none"))  # the margin took effect
-    with pytest.raises(TypeError, match="margin both"):
-        C.contrastive_loss(u, v, y, 2.0, margin=2.0)
+    with pytest.raises(TypeError, match="positional"):
+        C.contrastive_loss(u, v, y, 2.0, "none")
     sig = inspect.signature(C.contrastive_loss).parameters
     assert sig["margin"].kind is sig["reduction"].kind is inspect.Parameter.KEYWORD_ONLY
 
 
-def test_cosine_similarity_x1_x2_and_the_deprecated_x_y_keywords():
+def test_cosine_similarity_takes_x1_x2():
     g = torch.Generator().manual_seed(0)
     x1, x2, M = torch.randn(5, 3, generator=g), torch.randn(5, 3, generator=g), torch.randn(2, 3, generator=g)
     new = C.cosine_similarity(x1=x1, x2=x2, M=M)
-    with pytest.warns(DeprecationWarning, match=r"cosine_similarity\(y=\.\.\.\) is deprecated.*x2="):
-        old = C.cosine_similarity(x1, y=x2, M=M)
-    torch.testing.assert_close(old, new, rtol=0, atol=0)
-    with pytest.warns(DeprecationWarning, match=r"\(x=\.\.\., y=\.\.\.\) is deprecated.*x1=\.\.\., x2="):
-        old = C.cosine_similarity(x=x1, y=x2, M=M)
-    torch.testing.assert_close(old, new, rtol=0, atol=0)
-    with pytest.raises(TypeError, match="both x2= and y="):
-        C.cosine_similarity(x1, x2=x2, y=x2)
+    torch.testing.assert_close(C.cosine_similarity(x1, x2, M=M), new, rtol=0, atol=0)
+    with pytest.raises(TypeError, match="'y'"):
+        C.cosine_similarity(x1, y=x2, M=M)
     with pytest.raises(ValueError, match="x2 must have"):  # messages name the new arguments
         C.cosine_similarity(x1, x2[:4])
     assert list(inspect.signature(C.cosine_similarity).parameters)[:2] == ["x1", "x2"]

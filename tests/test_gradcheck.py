@@ -44,14 +44,3 @@ def test_gradcheck_bad_seed_is_a_usage_error(seed, capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert "--seed: must be an integer >= 0" in err and "Traceback" not in err
-
-
-def test_verify_module_is_a_deprecated_alias():
-    import importlib
-    import sys
-
-    sys.modules.pop("contrastive.verify", None)
-    with pytest.warns(DeprecationWarning, match="contrastive.gradcheck"):
-        old = importlib.import_module("contrastive.verify")
-    assert old.TOLERANCE is gradcheck.TOLERANCE and old.register is gradcheck.register
-    assert old.central_differences is gradcheck.central_differences

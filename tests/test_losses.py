@@ -32,6 +32,9 @@ def test_clip_module_learns_temperature():
     out.backward()
     assert crit.logit_scale.grad is not None and a.grad is not None
     torch.testing.assert_close(out.detach(), C.clip_loss(a.detach(), b, 0.07))
+    clamped = C.ClipLoss(0.001, min_temperature=0.01)  # CLIP's clamp: logit scale <= log 100
+    assert clamped.temperature.item() == pytest.approx(0.01)
+    assert C.ClipLoss(0.001, min_temperature=None).temperature.item() == pytest.approx(0.001)
 
 
 def test_cosine_metric_module_and_projection():
@@ -49,25 +52,17 @@ def test_cosine_metric_module_and_projection():
         C.CosineMetric(3, form="cone")
 
 
-def test_contrastive_loss_module_positional_reduction_deprecated():
-    g = torch.Generator().manual_seed(0)
-    u, v, y = (
-        torch.randn(6, 3, generator=g),
-        torch.randn(6, 3, generator=g),
-        torch.tensor([1.0, 0, 1, 0, 1, 0]),
-    )
-    with pytest.warns(DeprecationWarning, match="reduction="):
-        old = C.ContrastiveLoss(2.0, "sum")
-    assert (old.margin, old.reduction) == (2.0, "sum")
-    torch.testing.assert_close(old(u, v, y), C.ContrastiveLoss(2.0, reduction="sum")(u, v, y), rtol=0, atol=0)
+def test_contrastive_loss_module_reduction_is_keyword_only():
+    m = C.ContrastiveLoss(2.0, reduction="sum")
+    assert (m.margin, m.reduction) == (2.0, "sum")
+    with pytest.raises(TypeError, match="positional"):
+        C.ContrastiveLoss(2.0, "sum")
 
 
-def test_cosine_metric_forward_x1_x2_and_the_deprecated_x_y_keywords():
+def test_cosine_metric_forward_takes_x1_x2():
     g = torch.Generator().manual_seed(0)
     x1, x2 = torch.randn(4, 3, generator=g), torch.randn(4, 3, generator=g)
     metric = C.CosineMetric(3, form="symmetric")
-    with pytest.warns(
-        DeprecationWarning, match=r"CosineMetric.forward\(x=\.\.\., y=\.\.\.\).*x1=\.\.\., x2="
-    ):
-        old = metric(x=x1, y=x2)
-    torch.testing.assert_close(old, metric(x1=x1, x2=x2), rtol=0, atol=0)
+    torch.testing.assert_close(metric(x1, x2), metric(x1=x1, x2=x2), rtol=0, atol=0)
+    with pytest.raises(TypeError, match="'x'"):
+        metric(x=x1, y=x2)

@@ -12,8 +12,6 @@ from .train import cli as train_cli
 
 # the modules whose ``register(subparsers)`` adds subcommands, in the order ``--help`` lists them
 SUBCOMMANDS = (gradcheck, train_cli)
-# deprecated (0.1.0 looked the modules up by these names); kept for one release
-SUBCOMMAND_MODULES = [module.__name__ for module in SUBCOMMANDS]
 
 
 def build_parser() -> argparse.ArgumentParser:

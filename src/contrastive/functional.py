@@ -1,4 +1,9 @@
-"""The functional API: every objective, validated, with its analytic gradient as backward.
+"""The functional API, the one public home of every loss function: the margin contrastive
+loss, InfoNCE / NT-Xent, the two-tower (CLIP) loss, cosine similarity, supervised
+contrastive, retrieval with hard negatives and SigLIP, each validated, with its analytic
+gradient as backward. The blockwise objectives run on the engine contract of
+:mod:`contrastive.ops.engine` (O(N d + block_size^2) memory, no N x N tensor); their
+global-batch forms are in :mod:`contrastive.distributed`.
 
 Conventions: embeddings are ``(N, d)``; two views are ``loss(z1, z2)``; explicit pairs are
 ``loss(u, v, y)`` with ``y = 1`` meaning *similar*; ``reduction`` is ``'mean' | 'sum' |
@@ -9,18 +14,19 @@ from __future__ import annotations
 
 import torch
 
-from . import _validation as V
-from ._deprecation import keyword_only, renamed_keywords
-from .objectives import retrieval_loss, siglip_loss, supcon_loss  # noqa: F401  (re-exported)
-from .ops import compute_dtype
-from .ops.clip import clip_objective
+from .ops import validation as V
+from .ops.common import Temperature, reduce_rows
 from .ops.contrastive_loss import ContrastiveLossFn, check_loss_fits
 from .ops.cosine_similarity import MapCosineFn, PackedSymCosineFn, SymCosineFn, check_symmetric, packed_dim
 from .ops.engine import run as run_engine
 from .ops.info_nce import info_nce_objective
-from .ops.info_nce_dense import DenseInfoNCEFn
+from .ops.info_nce_dense import DenseInfoNCEFn, dense_clip
+from .ops.retrieval import clip_objective, retrieval_objective
+from .ops.siglip import siglip_objective
+from .ops.supcon import supcon_objective
 from .ops.tiles import check_block_size
 from .ops.triton_glue import triton_clip_objective, triton_info_nce_objective
+from .ops.validation import check_backend, check_common, check_pair, engine_backend
 
 __all__ = [
     "contrastive_loss",
@@ -33,18 +39,7 @@ __all__ = [
     "siglip_loss",
 ]
 
-Temperature = float | torch.Tensor
 
-
-def _reduce(per_row: torch.Tensor, reduction: str, out_dtype: torch.dtype) -> torch.Tensor:
-    if reduction == "mean":
-        per_row = per_row.mean()
-    elif reduction == "sum":
-        per_row = per_row.sum()
-    return per_row.to(out_dtype)
-
-
-@keyword_only(3, ("margin", "reduction"))
 def contrastive_loss(
     u: torch.Tensor,
     v: torch.Tensor,
@@ -79,9 +74,8 @@ def contrastive_loss(
         u: first embeddings of each pair.
         v: second embeddings of each pair.
         y: similarity labels in [0, 1] (1 = similar), float, int or bool.
-        margin: m >= 0; dissimilar pairs farther apart than m cost nothing. Keyword-only
-            (passing it positionally is deprecated: it warns and works until the next release).
-        reduction: ``'mean'`` | ``'sum'`` | ``'none'``; keyword-only, as ``margin``.
+        margin: m >= 0; dissimilar pairs farther apart than m cost nothing (keyword-only).
+        reduction: ``'mean'`` | ``'sum'`` | ``'none'`` (keyword-only).
         check_finite: raise on NaN/Inf inputs (one reduction over each input) and on a
             loss that overflows the dtype (one more over the output).
 
@@ -131,36 +125,10 @@ def contrastive_loss(
     if bool(((y < 0) | (y > 1)).any()):
         raise ValueError("y must lie in [0, 1] (1 = similar, 0 = dissimilar, soft labels between)")
     per_pair = ContrastiveLossFn.apply(u, v, y, margin)
-    out = _reduce(per_pair, reduction, u.dtype)
+    out = reduce_rows(per_pair, reduction, u.dtype)
     if check_finite:
         check_loss_fits(per_pair, out)
     return out
-
-
-def _check_temperature_device(temperature: Temperature, ref: torch.Tensor) -> Temperature:
-    """Deprecated alias of ``contrastive._validation.check_temperature_device`` (one release)."""
-    import warnings
-
-    warnings.warn(
-        "contrastive.functional._check_temperature_device is deprecated; use "
-        "contrastive._validation.check_temperature_device",
-        DeprecationWarning,
-        stacklevel=2,
-    )
-    return V.check_temperature_device(temperature, ref)
-
-
-BACKENDS = ("auto", "torch", "triton", "dense")
-
-
-def _check_backend(backend: str, *tensors: torch.Tensor) -> str:
-    """Validate ``backend`` and resolve ``'auto'``: Triton for CUDA tensors when it is
-    installed, else the torch engine (see :mod:`contrastive.kernels.dispatch`)."""
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    from .kernels.dispatch import choose_backend
-
-    return choose_backend(backend, *tensors)
 
 
 def nt_xent(
@@ -261,10 +229,10 @@ def nt_xent(
                 f"use backend='auto' or 'torch'"
             )
         backend = "torch"
-    backend = _check_backend(backend, z)
+    backend = check_backend(backend, z)
     if backend == "dense":
         per_row = DenseInfoNCEFn.apply(z, temperature, bool(exclude_self), bool(normalize))
-        return _reduce(per_row, reduction, z.dtype)
+        return reduce_rows(per_row, reduction, z.dtype)
     if backend == "triton":
         build = triton_info_nce_objective(bool(exclude_self), block_size, z.dtype)
     else:
@@ -360,18 +328,6 @@ def info_nce(
     )
 
 
-def _dense_clip(a: torch.Tensor, b: torch.Tensor, temperature: Temperature, normalize: bool) -> torch.Tensor:
-    """The two-tower loss by plain autograd over the full N x N logits (reference path)."""
-    ct = compute_dtype(a.dtype)
-    a, b = a.to(ct), b.to(ct)
-    if normalize:
-        a = a / torch.linalg.vector_norm(a, dim=1, keepdim=True)
-        b = b / torch.linalg.vector_norm(b, dim=1, keepdim=True)
-    S = a @ b.T / temperature
-    d = torch.diagonal(S)
-    return 0.5 * (torch.logsumexp(S, 1) - d) + 0.5 * (torch.logsumexp(S, 0) - d)
-
-
 def clip_loss(
     a: torch.Tensor,
     b: torch.Tensor,
@@ -438,9 +394,9 @@ def clip_loss(
     if V.check_bool("normalize", normalize):
         V.check_nonzero_rows("a", a)
         V.check_nonzero_rows("b", b)
-    backend = _check_backend(backend, a, b)
+    backend = check_backend(backend, a, b)
     if backend == "dense":
-        return _reduce(_dense_clip(a, b, temperature, normalize), reduction, a.dtype)
+        return reduce_rows(dense_clip(a, b, temperature, normalize), reduction, a.dtype)
     if backend == "triton":
         build = triton_clip_objective(block_size, a.dtype)
     else:
@@ -448,7 +404,6 @@ def clip_loss(
     return run_engine(build, [a, b], temperature, normalize=normalize, reduction=reduction)
 
 
-@renamed_keywords({"x": "x1", "y": "x2"})
 def cosine_similarity(
     x1: torch.Tensor,
     x2: torch.Tensor,
@@ -478,9 +433,8 @@ def cosine_similarity(
     of the notes it was written from: ``docs/derivations/cosine_similarity.md``.
 
     Args:
-        x1: first items of the pairs (``x`` in the formulas; ``x=`` is a deprecated keyword
-            that warns and works until the next release).
-        x2: second items of the pairs (``y`` in the formulas; ``y=`` deprecated likewise).
+        x1: first items of the pairs (``x`` in the formulas).
+        x2: second items of the pairs (``y`` in the formulas).
         M: optional map ``(k, d)``.
         A: optional symmetric matrix ``(d, d)`` or packed upper triangle ``(d(d+1)/2,)``;
             ``x^T A x`` must be positive (project ``A`` onto the PSD cone, or use ``M``).
@@ -539,3 +493,260 @@ def cosine_similarity(
         check_symmetric(A)
     # the op checks M x != 0 and x^T A x > 0 on its rescaled copies (exact for any scale)
     return fn.apply(x1, x2, A).to(x1.dtype)
+
+
+def supcon_loss(
+    z: torch.Tensor,
+    labels: torch.Tensor,
+    temperature: Temperature = 0.1,
+    *,
+    normalize: bool = True,
+    reduction: str = "mean",
+    block_size: int | None = None,
+    backend: str = "auto",
+    check_finite: bool = True,
+) -> torch.Tensor:
+    r"""Supervised contrastive loss (Khosla et al. 2020, the "outside" form): every other row
+    with the same label is a positive.
+
+    .. math::
+
+        \ell_i = -\frac{1}{|P(i)|} \sum_{p \in P(i)}
+            \log \frac{\exp(z_i \cdot z_p / \tau)}{\sum_{a \ne i} \exp(z_i \cdot z_a / \tau)},
+        \qquad P(i) = \{p \ne i : y_p = y_i\}
+
+    Rows without a positive contribute nothing: ``'mean'`` averages over the rows that have
+    one (as pytorch-metric-learning does; 0 when none has), ``'none'`` gives 0 there. With two
+    views per sample and distinct labels per sample it is NT-Xent. The positives cost O(N d):
+    :math:`\sum_{p \in P(i)} z_i \cdot z_p = z_i \cdot (c_{y_i} - z_i)` with :math:`c_y` the
+    class sums, and the gradient's positive part is a class sum too; the denominator runs on
+    the blockwise engine, so no N x N matrix or mask is ever held. The analytic gradient:
+    :math:`\nabla_Z = \frac1\tau [(WP + (WP)^\top) Z - \text{class-sum terms}]`, see
+    ``docs/derivations/supcon_loss.md``.
+
+    Args:
+        z: embeddings, all views stacked.
+        labels: integer class of each row.
+        temperature: tau > 0, a float or a scalar tensor (learnable when it requires grad).
+        normalize: L2-normalise rows (cosine similarity). Zero rows are then an error.
+        reduction: ``'mean'`` | ``'sum'`` | ``'none'`` (per-row losses).
+        block_size: rows per tile (``None``: 512 on CPU, 4096 on CUDA).
+        backend: ``'auto'`` or ``'torch'`` (the torch engine on every device; no Triton kernel yet).
+        check_finite: raise on NaN/Inf inputs.
+
+    Shape:
+        z: ``(N, d)``; labels: ``(N,)``; output: scalar, or ``(N,)`` for ``reduction='none'``.
+
+    Returns:
+        The loss in the dtype of ``z``.
+
+    Raises:
+        TypeError: non-tensor inputs, floating labels, non-floating z.
+        ValueError: labels of the wrong shape or device, temperature <= 0, NaN/Inf, zero rows,
+            a bad reduction, block_size or backend.
+
+    Examples:
+        >>> import torch
+        >>> from contrastive import supcon_loss
+        >>> z = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
+        >>> round(supcon_loss(z, torch.tensor([0, 0, 1, 1]), temperature=1.0).item(), 4)  # log(1 + 2/e)
+        0.5514
+
+    References:
+        Khosla et al. Supervised Contrastive Learning. NeurIPS 2020.
+    """
+    V.check_tensor("z", z, 2)
+    labels = V.check_ids("labels", labels, z.shape[0], z, "class labels")
+    temperature = V.check_param("temperature", temperature, z, True)
+    check_common(["z"], [z], reduction, check_finite, normalize)
+    engine_backend("supcon_loss", backend)
+    bs = check_block_size(block_size, z.shape[0], z.device)
+    return run_engine(
+        supcon_objective(labels, bs), [z], temperature, normalize=normalize, reduction=reduction
+    )
+
+
+def retrieval_loss(
+    anchors: torch.Tensor,
+    positives: torch.Tensor,
+    negatives: torch.Tensor | None = None,
+    temperature: Temperature = 0.05,
+    *,
+    symmetric: bool = False,
+    positive_ids: torch.Tensor | None = None,
+    normalize: bool = True,
+    reduction: str = "mean",
+    block_size: int | None = None,
+    backend: str = "auto",
+    check_finite: bool = True,
+) -> torch.Tensor:
+    r"""Retrieval loss with in-batch and hard negatives (MultipleNegativesRankingLoss-style).
+
+    The candidates are every positive and every negative; row ``i`` is a cross-entropy at its
+    own positive:
+
+    .. math::
+
+        \ell_i = -\log \frac{\exp(a_i \cdot p_i / \tau)}
+            {\sum_j \exp(a_i \cdot p_j / \tau) + \sum_m \exp(a_i \cdot n_m / \tau)}
+
+    ``negatives`` ``(B, K, d)`` are K hard negatives per anchor (every anchor sees all B K of
+    them, as in sentence-transformers), or ``(M, d)`` shared ones (e.g. a queue of earlier
+    embeddings, which may carry no gradient). ``symmetric=True`` adds the positive-to-anchor
+    direction (each positive against all anchors) and averages the two; with
+    ``negatives=None`` that is :func:`~contrastive.functional.clip_loss`. ``positive_ids``:
+    a positive ``p_j`` (j != i) whose id equals that of ``p_i`` is not a negative of row i (a
+    duplicate in the batch), and anchor i is not a negative of column j in the symmetric
+    direction. Computed blockwise, the mask from the ids per tile: O((B + M) d) memory.
+    Derivation: ``docs/derivations/retrieval_loss.md``.
+
+    Args:
+        anchors: queries.
+        positives: the positive of each anchor, row-aligned.
+        negatives: hard negatives ``(B, K, d)``, shared negatives ``(M, d)``, or ``None``.
+        temperature: tau > 0, a float or a scalar tensor (learnable when it requires grad).
+        symmetric: average with the positive-to-anchor direction.
+        positive_ids: integer id of each positive ``(B,)`` (e.g. a document id).
+        normalize: L2-normalise rows (anchors, positives and negatives).
+        reduction: ``'mean'`` | ``'sum'`` | ``'none'`` (per-anchor losses).
+        block_size: rows per tile (``None``: 512 on CPU, 4096 on CUDA).
+        backend: ``'auto'`` or ``'torch'`` (no Triton kernel yet).
+        check_finite: raise on NaN/Inf inputs.
+
+    Shape:
+        anchors, positives: ``(B, d)``; negatives: ``(B, K, d)`` or ``(M, d)``;
+        positive_ids: ``(B,)``; output: scalar, or ``(B,)`` for ``reduction='none'``.
+
+    Returns:
+        The loss in the dtype of ``anchors``.
+
+    Raises:
+        TypeError: non-tensor or non-floating inputs, dtypes that differ, non-integer ids.
+        ValueError: shapes that do not match (negatives of the wrong shape, K = 0), devices
+            that differ, temperature <= 0, NaN/Inf, zero rows, bad reduction/block_size/backend.
+
+    Examples:
+        >>> import torch
+        >>> from contrastive import retrieval_loss
+        >>> a = torch.eye(2); p = torch.eye(2); n = torch.tensor([[[0.0, 1.0]], [[1.0, 0.0]]])
+        >>> round(retrieval_loss(a, p, n, temperature=1.0).item(), 4)   # -log(e / (2e + 2))
+        1.0064
+
+    References:
+        Henderson et al. Efficient Natural Language Response Suggestion for Smart Reply. 2017.
+        Karpukhin et al. Dense Passage Retrieval for Open-Domain Question Answering. EMNLP 2020.
+    """
+    check_pair("anchors", anchors, "positives", positives)
+    B, d = anchors.shape
+    names, tensors = ["anchors", "positives"], [anchors, positives]
+    neg = None
+    if negatives is not None:
+        if not isinstance(negatives, torch.Tensor):
+            raise TypeError(
+                f"negatives must be a torch.Tensor (B, K, d) or (M, d), got {type(negatives).__name__}"
+            )
+        V.check_tensor("negatives", negatives)
+        if negatives.dim() == 3:
+            if negatives.shape[0] != B or negatives.shape[2] != d:
+                raise ValueError(
+                    f"negatives of shape (B, K, d) must be ({B}, K, {d}) for anchors of shape "
+                    f"{tuple(anchors.shape)}, got {tuple(negatives.shape)}"
+                )
+            if negatives.shape[1] == 0:
+                raise ValueError("negatives has K = 0 hard negatives per anchor; pass negatives=None instead")
+            neg = negatives.reshape(B * negatives.shape[1], d)  # (B K, d): every anchor sees all
+        elif negatives.dim() == 2:
+            if negatives.shape[1] != d:
+                raise ValueError(
+                    f"negatives of shape (M, d) must have d = {d} like the anchors, "
+                    f"got {tuple(negatives.shape)}"
+                )
+            neg = negatives
+        else:
+            raise ValueError(f"negatives must have shape (B, K, d) or (M, d), got {tuple(negatives.shape)}")
+        V.check_same_device("anchors", anchors, "negatives", negatives)
+        if negatives.dtype != anchors.dtype:
+            raise TypeError(
+                f"anchors are {anchors.dtype} and negatives {negatives.dtype}; cast both to one dtype"
+            )
+        names.append("negatives")
+        tensors.append(neg)
+    if positive_ids is not None:
+        positive_ids = V.check_ids("positive_ids", positive_ids, B, anchors, "ids")
+    if not isinstance(symmetric, bool):
+        raise TypeError(f"symmetric must be a bool, got {type(symmetric).__name__}")
+    temperature = V.check_param("temperature", temperature, anchors, True)
+    check_common(names, tensors, reduction, check_finite, normalize)
+    engine_backend("retrieval_loss", backend)
+    bs = check_block_size(block_size, max(B, 1 if neg is None else neg.shape[0]), anchors.device)
+    build = retrieval_objective(symmetric, positive_ids, bs)
+    return run_engine(build, [anchors, positives, neg], temperature, normalize=normalize, reduction=reduction)
+
+
+def siglip_loss(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    temperature: Temperature = 0.1,
+    bias: Temperature = -10.0,
+    *,
+    normalize: bool = True,
+    reduction: str = "mean",
+    block_size: int | None = None,
+    backend: str = "auto",
+    check_finite: bool = True,
+) -> torch.Tensor:
+    r"""The sigmoid loss of SigLIP (Zhai et al. 2023): every pair is a binary classification.
+
+    .. math::
+
+        \mathcal L = -\frac1B \sum_{i=1}^B \sum_{j=1}^B
+            \log \sigma\big(y_{ij} (a_i \cdot b_j / \tau + \beta)\big),
+        \qquad y_{ii} = 1,\; y_{ij} = -1 \ (i \ne j)
+
+    No softmax, so no normaliser: one pass over the tiles gives loss and gradient together
+    (:math:`\partial \ell / \partial S_{ij} = -y_{ij} \sigma(-y_{ij} S_{ij})`), and nothing per
+    tile is kept, O(B d) memory. ``temperature`` and ``bias`` may be tensors that require grad
+    (SigLIP learns both: :class:`~contrastive.SigLIPLoss`). Derivation:
+    ``docs/derivations/siglip_loss.md``.
+
+    Args:
+        a: first tower's embeddings (e.g. images).
+        b: second tower's embeddings (e.g. texts), row-aligned with ``a``.
+        temperature: tau > 0 (SigLIP's logit scale is 1 / tau), float or scalar tensor.
+        bias: the logit bias beta, float or scalar tensor (SigLIP starts at -10).
+        normalize: L2-normalise rows.
+        reduction: ``'mean'`` (the formula above: the sum divided by B) | ``'sum'`` |
+            ``'none'`` (the B row sums).
+        block_size: rows per tile (``None``: 512 on CPU, 4096 on CUDA).
+        backend: ``'auto'`` or ``'torch'`` (no Triton kernel yet).
+        check_finite: raise on NaN/Inf inputs.
+
+    Shape:
+        a, b: ``(B, d)``; output: scalar, or ``(B,)`` for ``reduction='none'``.
+
+    Returns:
+        The loss in the dtype of ``a``.
+
+    Raises:
+        TypeError, ValueError: bad types, shapes or devices, temperature <= 0, a non-finite
+            bias, NaN/Inf, zero rows, bad reduction/block_size/backend.
+
+    Examples:
+        >>> import torch
+        >>> from contrastive import siglip_loss
+        >>> a = torch.eye(2)                 # S = [[1, 0], [0, 1]] at tau = 1, bias = 0
+        >>> round(siglip_loss(a, a, 1.0, 0.0).item(), 4)   # softplus(-1) + softplus(0)
+        1.0064
+
+    References:
+        Zhai, Mustafa, Kolesnikov, Beyer. Sigmoid Loss for Language Image Pre-Training. ICCV 2023.
+    """
+    check_pair("a", a, "b", b)
+    temperature = V.check_param("temperature", temperature, a, True)
+    bias = V.check_param("bias", bias, a, False)
+    check_common(["a", "b"], [a, b], reduction, check_finite, normalize)
+    engine_backend("siglip_loss", backend)
+    bs = check_block_size(block_size, a.shape[0], a.device)
+    return run_engine(
+        siglip_objective(bs), [a, b], temperature, bias=bias, normalize=normalize, reduction=reduction
+    )

@@ -12,9 +12,8 @@ import math
 import torch
 from torch import nn
 
-from . import _validation as V
 from . import functional
-from ._deprecation import keyword_only, renamed_keywords
+from .ops import validation as V
 from .ops.cosine_similarity import packed_to_full
 
 __all__ = [
@@ -43,7 +42,6 @@ class ContrastiveLoss(nn.Module):
         tensor(0.1716)
     """
 
-    @keyword_only(2, ("reduction",))  # self, margin
     def __init__(self, margin: float = 1.0, *, reduction: str = "mean"):
         super().__init__()
         self.margin = V.check_margin(margin)
@@ -262,12 +260,13 @@ class ClipLoss(nn.Module):
     :func:`contrastive.functional.clip_loss`.
 
     The temperature is stored as CLIP's logit scale, ``logit_scale = log(1 / tau)``,
-    initialised at tau = 0.07; ``max_logit_scale`` clamps it (CLIP uses log 100).
+    initialised at tau = 0.07; the temperature used is clamped below at ``min_temperature``
+    (CLIP clamps the logit scale at log 100, i.e. tau >= 0.01).
 
     Args:
         temperature: initial tau.
         learn_temperature: make the logit scale a parameter (default).
-        max_logit_scale: upper clamp of the logit scale (``None``: no clamp).
+        min_temperature: lower clamp of tau (``None``: no clamp).
         normalize, reduction: as in :func:`~contrastive.functional.clip_loss`.
 
     Examples:
@@ -283,7 +282,7 @@ class ClipLoss(nn.Module):
         temperature: float = 0.07,
         *,
         learn_temperature: bool = True,
-        max_logit_scale: float | None = math.log(100.0),
+        min_temperature: float | None = 0.01,
         normalize: bool = True,
         reduction: str = "mean",
     ):
@@ -292,15 +291,17 @@ class ClipLoss(nn.Module):
         self.logit_scale = nn.Parameter(
             torch.tensor(math.log(1.0 / float(temperature))), requires_grad=bool(learn_temperature)
         )
-        self.max_logit_scale = max_logit_scale
+        self.min_temperature = (
+            None if min_temperature is None else float(V.check_temperature(min_temperature))
+        )
         self.normalize = normalize
         self.reduction = V.check_reduction(reduction)
 
     @property
     def temperature(self) -> torch.Tensor:
         s: torch.Tensor = self.logit_scale
-        if self.max_logit_scale is not None:
-            s = s.clamp(max=self.max_logit_scale)
+        if self.min_temperature is not None:
+            s = s.clamp(max=math.log(1.0 / self.min_temperature))  # tau >= min_temperature
         return torch.exp(-s)  # tau = 1 / exp(logit_scale)
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -316,11 +317,11 @@ class SigLIPLoss(nn.Module):
     """SigLIP's sigmoid loss ``loss(a, b)`` with learnable temperature and bias; see
     :func:`contrastive.functional.siglip_loss`.
 
-    Initialised as in the paper: logit scale t' = log 10 (tau = 1 / exp(t') = 0.1) and bias
-    b = -10.
+    Initialised as in the paper: tau = 0.1 (stored as the logit scale t' = log(1 / tau) = log 10,
+    the learned parameter) and bias b = -10.
 
     Args:
-        logit_scale: initial t' (tau = exp(-t')).
+        temperature: initial tau.
         bias: initial bias.
         learn_temperature, learn_bias: make them parameters (default both).
         normalize, reduction: as in :func:`~contrastive.functional.siglip_loss`.
@@ -335,7 +336,7 @@ class SigLIPLoss(nn.Module):
 
     def __init__(
         self,
-        logit_scale: float = math.log(10.0),
+        temperature: float = 0.1,
         bias: float = -10.0,
         *,
         learn_temperature: bool = True,
@@ -344,8 +345,9 @@ class SigLIPLoss(nn.Module):
         reduction: str = "mean",
     ):
         super().__init__()
+        V.check_temperature(temperature)
         self.logit_scale = nn.Parameter(
-            torch.tensor(float(logit_scale)), requires_grad=bool(learn_temperature)
+            torch.tensor(math.log(1.0 / float(temperature))), requires_grad=bool(learn_temperature)
         )
         self.bias = nn.Parameter(torch.tensor(float(bias)), requires_grad=bool(learn_bias))
         self.normalize = normalize
@@ -366,7 +368,7 @@ class SigLIPLoss(nn.Module):
         )
 
     def extra_repr(self) -> str:
-        return f"logit_scale={self.logit_scale.item():.4g}, bias={self.bias.item():.4g}"
+        return f"temperature={self.temperature.item():.4g}, bias={self.bias.item():.4g}"
 
 
 class CosineMetric(nn.Module):
@@ -414,10 +416,8 @@ class CosineMetric(nn.Module):
             return self.M.T @ self.M
         return packed_to_full(self.a, self.in_dim)
 
-    @renamed_keywords({"x": "x1", "y": "x2"})
     def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
-        """The learned cosine of each row pair, ``(B,)``, of ``x1`` and ``x2`` ``(B, in_dim)``
-        (``x=`` / ``y=``: deprecated keyword names, warn until the next release)."""
+        """The learned cosine of each row pair, ``(B,)``, of ``x1`` and ``x2`` ``(B, in_dim)``"""
         if self.form == "map":
             return functional.cosine_similarity(x1, x2, M=self.M.to(x1.dtype))
         return functional.cosine_similarity(x1, x2, A=self.a.to(x1.dtype))

@@ -85,19 +85,3 @@ def test_available(monkeypatch):
 def test_interpret_enabled_reads_the_variable(monkeypatch, value, expected):
     monkeypatch.setenv("TRITON_INTERPRET", value)
     assert interpret_enabled() is expected
-
-
-def test_info_nce_module_is_a_deprecated_alias(monkeypatch):
-    import importlib
-    import sys
-
-    import contrastive.kernels.host as host
-
-    sys.modules.pop("contrastive.kernels.info_nce", None)
-    with pytest.warns(DeprecationWarning, match="contrastive.kernels.host"):
-        m = importlib.import_module("contrastive.kernels.info_nce")
-    assert m.info_nce_triton is host.info_nce_triton and m.FIXED_SHIFT_MAX == host.FIXED_SHIFT_MAX
-    assert m.interpret_enabled is interpret_enabled
-    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
-    with pytest.warns(DeprecationWarning, match="contrastive.kernels.available"):
-        assert m.available() == available()

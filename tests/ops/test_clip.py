@@ -1,4 +1,5 @@
-"""ops/clip.py: the two-tower (CLIP) loss on the engine against the dense path, at every tile
+"""The two-tower (CLIP) loss on the engine (ops/retrieval.py's clip_objective: symmetric
+retrieval without negatives) against the dense path, at every tile
 boundary, every reduction, a learnable temperature, float32, and its bad inputs."""
 
 import pytest
@@ -50,22 +51,3 @@ def test_clip_bad_input():
         C.clip_loss(torch.randn(3, 2), torch.randn(4, 2))
     with pytest.raises(ValueError, match="temperature"):
         C.clip_loss(torch.randn(3, 2), torch.randn(3, 2), -1.0)
-
-
-def test_shift_bound_is_the_largest_possible_logit():
-    """c = inv_t max|x| max|y| over every tensor of each side (None and empty ones skipped):
-    every |S_ij| <= c, with equality for parallel rows of the largest norms."""
-    from contrastive.ops.clip import shift_bound
-
-    g = torch.Generator().manual_seed(0)
-    a = torch.randn(4, 3, generator=g, dtype=torch.float64)
-    p, n = (
-        torch.randn(5, 3, generator=g, dtype=torch.float64),
-        torch.randn(2, 3, generator=g, dtype=torch.float64),
-    )
-    c = shift_bound(2.0, [a], [p, None, n, p[:0]])
-    rho_a, rho_y = a.norm(dim=1).max(), torch.cat([p, n]).norm(dim=1).max()
-    assert c == pytest.approx(2.0 * float(rho_a * rho_y), rel=1e-14)
-    assert (2.0 * a @ torch.cat([p, n]).T).abs().max() <= c
-    x = torch.tensor([[3.0, 4.0]], dtype=torch.float64)
-    assert shift_bound(0.5, [x], [2 * x]) == pytest.approx(0.5 * 2.0 * float((x * x).sum()), rel=1e-14)

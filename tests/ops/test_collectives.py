@@ -12,8 +12,8 @@ from contrastive.ops.collectives import (
     all_reduce,
     exchange,
     gather_rows,
+    guarded,
     reduce_scatter_rows,
-    run,
 )
 
 
@@ -33,14 +33,14 @@ def test_a_failing_collective_names_the_operation_and_the_rank(one_rank):
         raise RuntimeError("Connection closed by peer")
 
     with pytest.raises(DistributedError) as exc:
-        run("info_nce", "all-gather of the embeddings", broken, None)
+        guarded("info_nce", "all-gather of the embeddings", broken, None)
     msg = str(exc.value)
     assert msg.startswith(
         "contrastive.distributed.info_nce: the all-gather of the embeddings failed on rank 0 of 1"
     )
     assert "init_process_group(timeout=...)" in msg and "Backend error: Connection closed by peer" in msg
     assert isinstance(exc.value.__cause__, RuntimeError)
-    assert run("info_nce", "x", lambda: 7, None) == 7  # success passes the value through
+    assert guarded("info_nce", "x", lambda: 7, None) == 7  # success passes the value through
 
 
 def test_collectives_of_one_rank(one_rank):

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 import contrastive as C
-from contrastive.ops.clip import clip_objective
 from contrastive.ops.engine import run
 from contrastive.ops.info_nce import info_nce_objective
+from contrastive.ops.retrieval import clip_objective
 
 from .. import oracles
 

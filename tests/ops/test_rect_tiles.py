@@ -34,12 +34,12 @@ def test_passes_equal_the_dense_oracle(R, C, bs, tau, ids, two_sided):
         key = torch.arange(max(R, C)) % 2
         kw = dict(row_key=key[:R], col_key=key[:C], keep_offset=0)
     mask, drop = TileMask(**kw), oracles.tile_mask(R, C, **kw)
-    inv_t = 1 / tau
-    c = inv_t * float(y.norm(dim=1).max())  # |x_i| = 1: every |S_ij| <= c
+    inv_temp = 1 / tau
+    c = inv_temp * float(y.norm(dim=1).max())  # |x_i| = 1: every |S_ij| <= c
     fixed = use_fixed_shift(c, torch.float64)
     assert fixed == (tau == 0.5)
 
-    lse_r, lse_c = rect_lse(x, y, inv_t, c, mask, bs, fixed, cols=two_sided)
+    lse_r, lse_c = rect_lse(x, y, inv_temp, c, mask, bs, fixed, cols=two_sided)
     xl, yl = x.clone().requires_grad_(True), y.clone().requires_grad_(True)
     want_r = oracles.row_lse(xl, yl, tau, drop=drop)
     want_c = oracles.row_lse(yl, xl, tau, drop=drop.T)
@@ -47,14 +47,14 @@ def test_passes_equal_the_dense_oracle(R, C, bs, tau, ids, two_sided):
     if two_sided:
         torch.testing.assert_close(lse_c, want_c.detach(), **TOL)
         objective = (u * want_r).sum() + (v * want_c).sum()
-        gx, gy = rect_grad(x, y, inv_t, c, mask, bs, fixed, lse_r, u, lse_c, v)
+        gx, gy = rect_grad(x, y, inv_temp, c, mask, bs, fixed, lse_r, u, lse_c, v)
     else:
         assert lse_c is None
         objective = (u * want_r).sum()
-        gx, gy = rect_grad(x, y, inv_t, c, mask, bs, fixed, lse_r, u)
+        gx, gy = rect_grad(x, y, inv_temp, c, mask, bs, fixed, lse_r, u)
     want_gx, want_gy = torch.autograd.grad(objective, (xl, yl))
-    torch.testing.assert_close(gx, want_gx / inv_t, **TOL)
-    torch.testing.assert_close(gy, want_gy / inv_t, **TOL)
+    torch.testing.assert_close(gx, want_gx / inv_temp, **TOL)
+    torch.testing.assert_close(gy, want_gy / inv_temp, **TOL)
 
 
 def test_need_y_false_returns_only_the_query_gradient():
@@ -70,3 +70,35 @@ def test_need_y_false_returns_only_the_query_gradient():
     assert gy is None
     full, _ = rect_grad(x, y, 2.0, c, TileMask(), 3, True, lse, u)
     torch.testing.assert_close(gx, full, rtol=1e-14, atol=0)
+
+
+@pytest.mark.parametrize(
+    "N, bs, seg", list(itertools.product([2, 7, 12], [1, 3, 5, 512], [(0, 2), (1, 6), (5, 12)]))
+)
+@pytest.mark.parametrize("tau", [0.5, 0.002])
+def test_row_segment_with_its_self_column_masked(N, bs, seg, tau):
+    """What a rank of the distributed losses runs (ops/dist_objectives.py): a contiguous row
+    segment x = y[r0:r1] against all N columns, column r0 + i of row i masked
+    (TileMask(self_offset=r0)) or not, at every tile boundary, both shift paths."""
+    r0, r1 = min(seg[0], N - 1), min(seg[1], N)
+    g = torch.Generator().manual_seed(N * 100 + bs)
+    y = torch.nn.functional.normalize(torch.randn(N, 4, generator=g, dtype=torch.float64), dim=1)
+    x = y[r0:r1]
+    w = torch.rand(r1 - r0, generator=g, dtype=torch.float64) + 0.5
+    inv_temp = 1 / tau
+    c, fixed = inv_temp, use_fixed_shift(inv_temp, torch.float64)
+    assert fixed == (tau == 0.5)
+    for self_col in (r0, None):
+        mask = TileMask(self_offset=self_col)
+        lse, _ = rect_lse(x, y, inv_temp, c, mask, bs, fixed)
+        g_x, g_y = rect_grad(x, y, inv_temp, c, mask, bs, fixed, lse, w)
+        xd, yd = x.clone().requires_grad_(), y.clone().requires_grad_()
+        want = oracles.row_lse(xd, yd, tau, self_col)
+        want_x, want_y = oracles.weighted_grads(want, w, (xd, yd))
+        torch.testing.assert_close(lse, want.detach(), **TOL)
+        torch.testing.assert_close(g_x, want_x / inv_temp, **TOL)
+        torch.testing.assert_close(g_y, want_y / inv_temp, **TOL)
+    empty = x[:0]
+    assert rect_lse(empty, y, inv_temp, c, TileMask(), bs, fixed)[0].shape == (0,)
+    gx0, gy0 = rect_grad(empty, y, inv_temp, c, TileMask(), bs, fixed, lse[:0], w[:0])
+    assert gx0.shape == (0, 4) and bool((gy0 == 0).all())

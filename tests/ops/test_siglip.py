@@ -135,3 +135,4 @@ def test_module_initialisation_and_gradients():
     assert crit.temperature.item() == pytest.approx(0.1)
     crit(torch.randn(4, 8), torch.randn(4, 8)).backward()
     assert crit.logit_scale.grad is not None and crit.bias.grad is not None
+    assert C.SigLIPLoss(temperature=0.5, bias=0.0).temperature.item() == pytest.approx(0.5)

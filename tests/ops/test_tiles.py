@@ -16,6 +16,7 @@ from contrastive.ops.tiles import (
     blocks,
     check_block_size,
     default_block_size,
+    logit_bound,
     online_update,
     use_fixed_shift,
 )
@@ -114,3 +115,26 @@ def test_empty_mask_leaves_the_tile_alone():
     assert mask.empty
     mask.apply(T, 0, 0, float("-inf"))
     assert torch.equal(T, before)
+
+
+def test_logit_bound_is_the_largest_possible_logit():
+    """c = inv_temp max|x| max|y| over every tensor of each side (None and empty ones skipped):
+    every |S_ij| <= c, with equality for parallel rows of the largest norms; the symmetric
+    bound is inv_temp max|z|^2; ``fixed`` is use_fixed_shift's rule."""
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(4, 3, generator=g, dtype=torch.float64)
+    p, n = (
+        torch.randn(5, 3, generator=g, dtype=torch.float64),
+        torch.randn(2, 3, generator=g, dtype=torch.float64),
+    )
+    c, fixed = logit_bound(2.0, [a], [p, None, n, p[:0]])
+    rho_a, rho_y = a.norm(dim=1).max(), torch.cat([p, n]).norm(dim=1).max()
+    assert c == pytest.approx(2.0 * float(rho_a * rho_y), rel=1e-14)
+    assert (2.0 * a @ torch.cat([p, n]).T).abs().max() <= c
+    assert fixed == use_fixed_shift(c, torch.float64)
+    x = torch.tensor([[3.0, 4.0]], dtype=torch.float64)
+    assert logit_bound(0.5, [x], [2 * x])[0] == pytest.approx(0.5 * 2.0 * 25.0, rel=1e-14)
+    z = torch.tensor([[3.0, 4.0], [1.0, 0.0]], dtype=torch.float64)
+    assert logit_bound(1.0, [z]) == (25.0, True)
+    assert logit_bound(1e4, [z.float()]) == (25e4, False)  # exp(-2c) underflows: online max
+    assert logit_bound(2.0, [z[:0]])[0] == 0.0  # no rows: no logit

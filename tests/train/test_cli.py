@@ -246,21 +246,10 @@ def test_tensorboard_is_optional(tiny_args, capsys):
     assert "pip install tensorboard" in capsys.readouterr().err
 
 
-def test_recipes_are_imported_by_name_and_recipe_modules_is_deprecated():
+def test_recipes_are_imported_by_name():
     from contrastive.train import recipes
 
     assert set(recipes.available_recipes()) == {"simclr", "siamese", "retrieval"}
     assert [m.RECIPE.name for m in recipes.RECIPES] == ["simclr", "siamese", "retrieval"]
-    with pytest.warns(DeprecationWarning, match="RECIPES"):
-        names = recipes.RECIPE_MODULES
-    assert names == [m.__name__ for m in recipes.RECIPES]
     with pytest.raises(AttributeError):
-        _ = recipes.NO_SUCH_NAME
-
-
-def test_train_cli_main_is_a_deprecated_alias_of_the_top_level_main():
-    import contrastive.cli
-    import contrastive.train.cli as train_cli
-
-    with pytest.warns(DeprecationWarning, match="contrastive.cli.main"):
-        assert train_cli.main is contrastive.cli.main
+        _ = recipes.RECIPE_MODULES

@@ -44,15 +44,11 @@ def available() -> bool:
     return _triton_importable()
 
 
-def info_nce_triton(z, inv_temp, exclude_self, weights=None, compute_grad=True, block_size=None, **kwargs):
-    """Single-tower InfoNCE on the GPU; see :func:`contrastive.kernels.host.info_nce_triton`."""
-    from .host import info_nce_triton as _fn
+def __getattr__(name: str):
+    """``info_nce_triton`` and ``clip_triton`` are :mod:`.host`'s, imported on first use (one
+    definition each; importing this package stays light)."""
+    if name in ("info_nce_triton", "clip_triton"):
+        from . import host
 
-    return _fn(z, inv_temp, exclude_self, weights, compute_grad, block_size, **kwargs)
-
-
-def clip_triton(a, b, inv_temp, weights=None, compute_grad=True, block_size=None, **kwargs):
-    """Two-tower (CLIP) InfoNCE on the GPU; see :func:`contrastive.kernels.host.clip_triton`."""
-    from .host import clip_triton as _fn
-
-    return _fn(a, b, inv_temp, weights, compute_grad, block_size, **kwargs)
+        return getattr(host, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -33,7 +33,11 @@ __all__ = [
     "rolled",
     "temperature_value",
     "positive_index",
+    "reduce_rows",
+    "Temperature",
 ]
+
+Temperature = float | torch.Tensor  # a temperature (or bias): a float or a scalar tensor
 
 ROWS = 4096  # row block of the O(N d) helpers: their temporaries stay (ROWS, d), never (N, d)
 
@@ -265,3 +269,13 @@ def scalar(value: float | torch.Tensor | None) -> float | None:
 def positive_index(N: int, device: torch.device | None = None) -> torch.Tensor:
     """p(i) = (i + N/2) mod N, the other view of row i in two stacked views."""
     return (torch.arange(N, device=device) + N // 2) % N
+
+
+def reduce_rows(per_row: torch.Tensor, reduction: str, out_dtype: torch.dtype) -> torch.Tensor:
+    """``'mean'`` / ``'sum'`` of per-row losses, or them as they are (``'none'``), in ``out_dtype``:
+    the reduction of the losses that do not run on the engine (the dense paths, the margin loss)."""
+    if reduction == "mean":
+        per_row = per_row.mean()
+    elif reduction == "sum":
+        per_row = per_row.sum()
+    return per_row.to(out_dtype)

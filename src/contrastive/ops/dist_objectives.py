@@ -1,5 +1,9 @@
-r"""The distributed back-end of supervised contrastive, retrieval and SigLIP: row-owner passes
-on the engine contract.
+r"""The distributed back-end of every objective: row-owner passes on the engine contract.
+
+A distributed objective is the single-process objective, the rows this rank owns, and the
+collectives: InfoNCE (:class:`DistInfoNCE`), supervised contrastive (:class:`DistSupCon`),
+retrieval and the two-tower loss, which is symmetric retrieval without negatives
+(:class:`DistRetrieval`), and SigLIP (:class:`DistSigLIP`).
 
 Global batch: rank r holds ``n_r`` rows of each input; the global input is their concatenation
 in rank order, rank r's rows start at ``o_r = sum_{q<r} n_q``. Each objective here is an
@@ -18,9 +22,15 @@ tile passes (:mod:`.rect_tiles`, :class:`.siglip.SigLIPObjective`), and
 Its losses and ``(w * losses).sum()`` are the local rows'; the caller all-reduces the loss
 value (:func:`global_loss`). Each row and each tile entry is computed by exactly one rank:
 the flops are those of one process visiting every row against every column, split over the
-ranks. For SupCon that is ``6 N^2 d`` in all, 1.5x the one-process engine's ``4 N^2 d``
-(which visits the upper triangle of the symmetric ``Z Z^T`` only); retrieval and SigLIP cost
-what they cost in one process.
+ranks. For InfoNCE and SupCon that is ``6 N^2 d`` in all, 1.5x the one-process engine's ``4 N^2 d``
+(which visits the upper triangle of the symmetric ``Z Z^T`` only); retrieval, the two-tower
+loss and SigLIP cost what they cost in one process. Every objective takes its logit bound
+from :func:`.tiles.logit_bound` over the gathered rows, so all ranks use the same shift.
+
+The drivers of the public functions of :mod:`contrastive.distributed` are at the end:
+:func:`objective_loss` validates on every rank, agrees on the settings, runs the row owner
+through :class:`~.engine.EngineFn` and all-reduces the loss value; :func:`two_input_loss` is its
+two-input form (``info_nce``, ``clip_loss``).
 """
 
 from __future__ import annotations
@@ -30,12 +40,26 @@ from typing import NamedTuple, cast
 
 import torch
 
-from .collectives import Group, all_reduce, gather_rows, reduce_scatter_rows
-from .common import Rows
-from .engine import Build, Grads, Objective, present, whole
+from . import validation as V
+from .collectives import (
+    GRADIENTS,
+    Group,
+    agree,
+    all_reduce,
+    check_gradient,
+    collective_device,
+    dtype_code,
+    gather_rows,
+    reduce_scatter_rows,
+    rows_or_empty,
+)
+from .common import Rows, rowdot
+from .engine import Build, EngineFn, Grads, Objective, present, whole
+from .info_nce import pair_dots, sub_pair_grad_
 from .rect_tiles import rect_grad, rect_lse
 from .siglip import SigLIPObjective
-from .tiles import TileMask, use_fixed_shift
+from .supcon import class_dots, class_sums, classes, row_losses, sub_positive_grad_
+from .tiles import TileMask, check_block_size, logit_bound
 
 
 class RowConfig(NamedTuple):
@@ -57,13 +81,6 @@ class RowConfig(NamedTuple):
     @property
     def rows(self) -> slice:
         return slice(self.offset, self.offset + self.sizes[self.rank])
-
-
-def _max_norm(*xs: torch.Tensor | None) -> float:
-    return max(
-        [float(torch.linalg.vector_norm(x, dim=1).max()) for x in xs if x is not None and x.shape[0]],
-        default=0.0,
-    )
 
 
 def _reduced(
@@ -90,10 +107,79 @@ class _RowOwner(Objective):
     """An objective whose rows are this rank's share of the global ones."""
 
     cfg: RowConfig
+    rows_per_sample = 1  # loss rows per sample of ``cfg.sizes`` (InfoNCE: two views)
 
     def mean_weights(self, like: torch.Tensor) -> torch.Tensor:
-        """'mean' averages over the global rows: 1 / sum of every rank's rows."""
-        return like.new_full((self.n,), 1.0 / sum(self.cfg.sizes))
+        """'mean' averages over the global rows: 1 / their number over every rank."""
+        return like.new_full((self.n,), 1.0 / (self.rows_per_sample * sum(self.cfg.sizes)))
+
+
+class DistInfoNCE(_RowOwner):
+    """InfoNCE rows of this rank: with Z = [z1; z2] (N = 2B gathered rows), its rows are
+    z1_r = Z[o:o + B_r] and z2_r = Z[B + o:B + o + B_r], each against all N columns with its
+    own column masked (``exclude_self``). p(i) = (i + B) mod N maps them onto themselves, so in
+    the local order [z1_r; z2_r] every positive is local, at (i + B_r) mod 2 B_r: the losses and
+    the positives' gradient are :mod:`.info_nce`'s on the local rows.
+
+    Gradient of sum_i w_i loss_i (:mod:`.info_nce`: (WG + (WG)^T) Z / tau), split by owner:
+        ((WP) Z)_i, i local                 rect_grad's row part
+        ((WP)^T Z)_k = sum_r ((WP)_{R_r})^T Z_{R_r}: its column part (N, d), reduce-scattered
+        - (w_i + w_p(i)) z_p(i)              local
+        d/d(inv_temp) = sum_k z_k . g_k / 2  (every logit is degree 2 in Z), all-reduced
+    """
+
+    rows_per_sample = 2
+
+    def __init__(
+        self,
+        zs: list[torch.Tensor | None],
+        inv_temp: float,
+        bias: float | None,
+        needs: Sequence[bool],
+        cfg: RowConfig,
+        exclude_self: bool,
+    ):
+        self.cfg, self.inv_temp = cfg, inv_temp
+        z1, z2 = present(zs[0]), present(zs[1])  # (B_r, d) local unit rows each
+        self.m, d, B, o = z1.shape[0], z1.shape[1], sum(cfg.sizes), cfg.offset
+        G = gather_rows(cfg.op, torch.cat([z1, z2], 1), cfg.sizes, cfg.group)  # (B, 2d): [z1 | z2]
+        self.z = torch.cat([G[:, :d], G[:, d:]])  # (N, d) Z = [z1; z2]
+        self.zl = torch.cat([z1, z2])  # (2 B_r, d) local rows
+        self.n = 2 * self.m
+        self.masks = [TileMask(self_offset=k if exclude_self else None) for k in (o, B + o)]
+        self.c, self.fixed = logit_bound(inv_temp, [self.z])
+        self.lse = torch.cat(
+            [
+                rect_lse(
+                    self.zl[k * self.m : (k + 1) * self.m], self.z, inv_temp, self.c, mask, cfg.bs, self.fixed
+                )[0]
+                for k, mask in enumerate(self.masks)
+            ]
+        )  # (2 B_r,) pass 1
+
+    def losses(self) -> torch.Tensor:
+        return self.lse - self.inv_temp * pair_dots(self.zl)  # -log P_{i,p(i)}
+
+    def grad(self, w: torch.Tensor) -> Grads:
+        cfg, z, zl, m = self.cfg, self.z, self.zl, self.m
+        B, d = sum(cfg.sizes), zl.shape[1]
+        g_rows, g_cols = [], None  # g_cols (N, d): (WP)_R^T Z_R, summed over the two halves
+        for k, mask in enumerate(self.masks):
+            s = slice(k * m, (k + 1) * m)
+            gx, gy = rect_grad(zl[s], z, self.inv_temp, self.c, mask, cfg.bs, self.fixed, self.lse[s], w[s])
+            g_rows.append(gx)  # ((WP) Z)_R
+            g_cols = present(gy) if g_cols is None else g_cols.add_(present(gy))
+        g_cols = present(g_cols)
+        g = torch.cat(g_rows)  # (2 B_r, d)
+        sub_pair_grad_(g, zl, w)  # - (W onehot(p) + its transpose) Z
+        mine = reduce_scatter_rows(
+            cfg.op, torch.cat([g_cols[:B], g_cols[B:]], 1), cfg.sizes, cfg.rank, cfg.group
+        )  # (B_r, 2d): ((WP)^T Z)_R from every rank
+        g[:m] += mine[:, :d]
+        g[m:] += mine[:, d:]
+        d_inv, _ = _reduced(cfg, rowdot(zl, g).sum() / 2, None)  # sum_k z_k . g_k / 2
+        g.mul_(self.inv_temp * cfg.scale)
+        return [g[:m], g[m:]], d_inv, None
 
 
 class DistSupCon(_RowOwner):
@@ -112,22 +198,19 @@ class DistSupCon(_RowOwner):
         self.cfg, self.inv_temp, zl = cfg, inv_temp, present(zs[0])  # zl: (R, d) local unit rows
         self.zl, self.n = zl, zl.shape[0]
         self.z = z = gather_rows(cfg.op, zl, cfg.sizes, cfg.group)  # (N, d)
-        _, self.cls, counts = torch.unique(labels, return_inverse=True, return_counts=True)
+        self.cls, counts = classes(labels, z.device)  # (N,) class index, (K,) rows per class
         npos = counts[self.cls] - 1  # (N,) |P(i)|
         self.count = int((npos > 0).sum())  # global rows with a positive
         self.npos, self.has = npos[cfg.rows].to(z.dtype), npos[cfg.rows] > 0
-        self.csum = z.new_zeros(counts.shape[0], z.shape[1]).index_add_(0, self.cls, z)  # (K, d) class sums
+        self.csum = class_sums(z, self.cls, counts.shape[0])  # (K, d) class sums of all N rows
         self.mask = TileMask(self_offset=cfg.offset)
-        self.c = inv_temp * _max_norm(z) ** 2
-        self.fixed = use_fixed_shift(self.c, z.dtype)
+        self.c, self.fixed = logit_bound(inv_temp, [z])
         lse, _ = rect_lse(zl, z, inv_temp, self.c, self.mask, cfg.bs, self.fixed)  # (R,) pass 1
         self.lse = torch.where(torch.isfinite(lse), lse, torch.zeros_like(lse))  # -inf: N = 1, no column
 
     def losses(self) -> torch.Tensor:
-        zl = self.zl
-        pos = (zl * (self.csum[self.cls[self.cfg.rows]] - zl)).sum(1)  # sum_{p in P(i)} z_i . z_p
-        per_row = self.lse - self.inv_temp * pos / self.npos.clamp_min(1)
-        return torch.where(self.has, per_row, torch.zeros_like(per_row))
+        pos = class_dots(self.zl, self.csum, self.cls[self.cfg.rows])
+        return row_losses(self.lse, pos, self.npos, self.has, self.inv_temp)
 
     def mean_weights(self, like: torch.Tensor) -> torch.Tensor:
         return self.has.to(like.dtype) / max(self.count, 1)  # mean over global rows with a positive
@@ -138,14 +221,11 @@ class DistSupCon(_RowOwner):
         gx, gy_ = rect_grad(zl, z, self.inv_temp, self.c, self.mask, cfg.bs, self.fixed, self.lse, w)
         gy = present(gy_)  # (N, d): need_y is on
         v = w / self.npos.clamp_min(1)  # v_i = w_i / |P(i)|
-        vz = v[:, None] * zl  # (R, d)
-        gx.sub_(v[:, None] * (self.csum[cl] - zl))  # d/dz_i of -v_i z_i . (c_{y_i} - z_i)
-        d_inv = (zl * gx).sum()  # sum over local rows of dS_ij z_i . z_j
-        cv = torch.zeros_like(self.csum).index_add_(0, cl, vz)  # (K, d) local v-weighted class sums
-        gy.sub_(cv[self.cls])  # d/dz_k of the same: -sum_{i in P(k)} v_i z_i
-        gy[cfg.rows] += vz  #   (i = k is not in P(k))
+        # d/dz of -sum_{i local} v_i z_i . (c_{y_i} - z_i): the local rows' part into gx, the
+        # class sums' part into every row's gy
+        sub_positive_grad_(gx, zl, v, self.csum, cl, gy, self.cls)
         gx += reduce_scatter_rows(cfg.op, gy, cfg.sizes, cfg.rank, cfg.group)  # (WP)^T Z from every rank
-        d_inv, _ = _reduced(cfg, d_inv, None)
+        d_inv, _ = _reduced(cfg, rowdot(zl, gx).sum() / 2, None)  # sum_k z_k . g_k / 2
         return [gx.mul_(self.inv_temp * cfg.scale)], d_inv, None
 
 
@@ -182,8 +262,7 @@ class DistRetrieval(_RowOwner):
         self.mask = (
             TileMask(row_key=ids[cfg.rows], col_key=ids, keep_offset=o) if ids is not None else TileMask()
         )
-        self.c = inv_temp * _max_norm(self.al) * _max_norm(self.P, self.N)
-        self.fixed = use_fixed_shift(self.c, self.al.dtype)
+        self.c, self.fixed = logit_bound(inv_temp, [self.al], [self.P, self.N])
         bs, sym = cfg.bs, cfg.symmetric
         lse_r, lse_c = rect_lse(self.al, self.P, inv_temp, self.c, self.mask, bs, self.fixed, cols=sym)
         if self.N is not None:
@@ -279,14 +358,21 @@ class DistSigLIP(_RowOwner):
         return self.losses_and_grad(w)[1]
 
 
-def dist_build(kind: str, cfg: RowConfig, extra: torch.Tensor | None = None) -> Build:
-    """The engine's ``build`` for ``kind`` in 'supcon' (extra: global labels), 'retrieval'
-    (extra: global positive ids or None), 'siglip'."""
+def dist_build(
+    kind: str, cfg: RowConfig, extra: torch.Tensor | None = None, exclude_self: bool = True
+) -> Build:
+    """The engine's ``build`` for ``kind`` in 'info_nce' (inputs z1, z2), 'clip' (inputs a, b),
+    'supcon' (extra: global labels), 'retrieval' (extra: global positive ids or None),
+    'siglip'."""
 
     def build(
         rows: list[Rows | None], inv_temp: float, bias: float | None, needs: Sequence[bool]
     ) -> Objective:
         zs = [None if r is None else whole(r) for r in rows]  # the collectives need whole tensors
+        if kind == "info_nce":
+            return DistInfoNCE(zs, inv_temp, bias, needs, cfg, exclude_self)
+        if kind == "clip":  # symmetric retrieval without negatives (cfg.symmetric is set)
+            return DistRetrieval([*zs, None], inv_temp, bias, needs, cfg, None)
         if kind == "supcon":
             return DistSupCon(zs, inv_temp, bias, needs, cfg, present(extra))
         if kind == "retrieval":
@@ -294,3 +380,139 @@ def dist_build(kind: str, cfg: RowConfig, extra: torch.Tensor | None = None) -> 
         return DistSigLIP(zs, inv_temp, bias, needs, cfg)
 
     return build
+
+
+def check_embeddings(op, named, normalize, check_finite):
+    """Check the (name, tensor) embeddings of one rank: floating, one dtype and device, finite,
+    nonzero rows when normalising (a rank may hold 0 rows)."""
+    ref_name, ref = named[0]
+    for name, x in named:
+        if x.dtype != ref.dtype:
+            raise TypeError(f"{name} is {x.dtype} and {ref_name} is {ref.dtype}; cast both to one dtype")
+        V.check_same_device(ref_name, ref, name, x)
+        if x.shape[-1] != ref.shape[-1]:
+            raise ValueError(
+                f"{name} has embedding dimension {x.shape[-1]} and {ref_name} {ref.shape[-1]}; "
+                f"they must agree"
+            )
+        flat = x.reshape(-1, x.shape[-1])
+        if check_finite and flat.shape[0]:
+            V.check_finite(name, flat)
+        if normalize and flat.shape[0]:
+            V.check_nonzero_rows(name, flat)
+
+
+def objective_loss(
+    op,
+    state,
+    gradient,
+    block_size,
+    reduction,
+    normalize,
+    temperature,
+    bias,
+    inputs,
+    validate,
+    n_counts,
+    setting_names,
+    build,
+):
+    """The driver of the objectives on the engine contract: validate on every rank
+    (``validate()`` returns the local row counts and the setting values; it may fill in
+    ``inputs``), agree, then ``build(cfg, sizes)`` returns the engine's build (it may gather
+    labels or ids), :class:`~contrastive.ops.engine.EngineFn` runs it and the loss value is
+    all-reduced."""
+    group, rank, world = state
+    err, counts, settings, tau_value, b_value = None, None, None, 0.0, 0.0
+    x0 = inputs[0]
+    try:
+        check_gradient(gradient)
+        check_block_size(block_size, 1, torch.device("cpu"))  # validate here, size later
+        V.check_reduction(reduction)
+        counts, settings = validate()
+        temperature = V.check_param("temperature", temperature, x0, True)
+        tau_value = float(temperature.detach() if isinstance(temperature, torch.Tensor) else temperature)
+        if bias is not None:
+            bias = V.check_param("bias", bias, x0, False)
+            b_value = float(bias.detach() if isinstance(bias, torch.Tensor) else bias)
+    except (TypeError, ValueError) as e:
+        err = e
+    ok = err is None
+    want_grad = torch.is_grad_enabled() and any(
+        isinstance(x, torch.Tensor) and x.requires_grad for x in list(inputs) + [temperature, bias]
+    )
+    checks = [
+        ("embedding dimension", x0.shape[-1] if ok else 0),
+        ("embedding dtype", dtype_code(x0) if ok else 0),
+        ("temperature", tau_value),
+        ("bias", b_value),
+        ("normalize", bool(normalize)),
+        ("reduction", V.REDUCTIONS.index(reduction) if ok else 0),
+        ("need for a gradient (requires_grad on the inputs, torch.no_grad)", want_grad),
+        ("gradient", GRADIENTS.index(gradient) if ok else 0),
+    ] + list(zip(setting_names, settings if ok and settings is not None else [0] * len(setting_names)))
+    sizes = agree(
+        op,
+        group,
+        collective_device(x0, group),
+        err,
+        tuple(counts) if ok and counts is not None else (0,) * n_counts,
+        checks,
+    )
+    if sum(sizes[0]) == 0:
+        raise ValueError(
+            f"contrastive.distributed.{op}: the global batch is empty (every rank passed 0 rows)"
+        )
+    cfg = dict(
+        op=op,
+        group=group,
+        rank=rank,
+        sizes=sizes[0],
+        scale=float(world) if gradient == "ddp" else 1.0,
+        bs=check_block_size(block_size, max(sum(s) for s in sizes), x0.device),
+    )
+    engine_build, row_cfg = build(cfg, sizes)
+    out = EngineFn.apply(engine_build, bool(normalize), reduction, want_grad, temperature, bias, *inputs)
+    if reduction != "none":
+        out = global_loss(row_cfg, out)
+    return out.to(x0.dtype)
+
+
+def two_input_loss(
+    op, kind, x, y, temperature, flags, reduction, normalize, check_finite, block_size, gradient, state
+):
+    """info_nce (kind 'info_nce', inputs z1, z2) or clip_loss ('clip', inputs a, b) on the
+    engine contract: validate on every rank, agree, run the row-owner objective."""
+    nx, ny = ("z1", "z2") if kind == "info_nce" else ("a", "b")
+
+    def validate():
+        rows_or_empty(nx, x)
+        rows_or_empty(ny, y)
+        V.check_same_shape(nx, x, ny, y)
+        check_embeddings(op, [(nx, x), (ny, y)], normalize, check_finite)
+        return [x.shape[0]], [v for _, v in flags]
+
+    def build(cfg, sizes):
+        rc = RowConfig(**cfg, symmetric=kind == "clip")
+        return dist_build(kind, rc, exclude_self=bool(dict(flags).get("exclude_self", True))), rc
+
+    return objective_loss(
+        op,
+        state,
+        gradient,
+        block_size,
+        reduction,
+        normalize,
+        temperature,
+        None,
+        [x, y],
+        validate,
+        1,
+        [name for name, _ in flags],
+        build,
+    )
+
+
+def siglip_build(cfg, sizes):
+    rc = RowConfig(**cfg)
+    return dist_build("siglip", rc), rc

@@ -94,8 +94,8 @@ def _finish(grads: Grads, zs: Sequence[Rows | None], inv_temp: float, needs: Seq
             out.append(g)
         else:
             out.append(chain_normalize_(g.to(z.dtype), z, z.norms))  # (I - z z^T) g / |u|
-    d_tau = -d_inv * (inv_temp * inv_temp)  # d/dtau = -inv_temp^2 d/d(inv_temp)
-    return out, d_tau, d_bias
+    d_temperature = -d_inv * (inv_temp * inv_temp)  # d/dtau = -inv_temp^2 d/d(inv_temp)
+    return out, d_temperature, d_bias
 
 
 class EngineFn(torch.autograd.Function):
@@ -137,12 +137,12 @@ class EngineFn(torch.autograd.Function):
         w = obj.mean_weights(like) if reduction == "mean" else ref.new_ones(obj.n)
         if want_grad:
             losses, grads = obj.losses_and_grad(w)
-            gs, d_tau, d_bias = _finish(grads, zs, inv_temp, needs)
+            gs, d_temperature, d_bias = _finish(grads, zs, inv_temp, needs)
             # saved (not ctx attributes): autograd frees them as soon as the backward is done
             # with them, so the gradient it returns moves into .grad instead of being copied
             ctx.layout = ([g is not None for g in gs], d_bias is not None)
             ctx.save_for_backward(
-                d_tau, *(g for g in gs if g is not None), *([d_bias] if d_bias is not None else [])
+                d_temperature, *(g for g in gs if g is not None), *([d_bias] if d_bias is not None else [])
             )
         else:
             losses = obj.losses()
@@ -150,29 +150,29 @@ class EngineFn(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, g_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        reduction, inv_temp, in_dtypes, tau_dtype, b_dtype = ctx.meta
+        reduction, inv_temp, in_dtypes, temperature_dtype, b_dtype = ctx.meta
         needs = ctx.needs_input_grad
         if reduction == "none":
             zs = ctx.zs
             w = g_out.to(next(z for z in zs if z is not None).dtype)  # the upstream weights
-            gs, d_tau, d_bias = _finish(ctx.obj.grad(w), zs, inv_temp, needs[6:])
+            gs, d_temperature, d_bias = _finish(ctx.obj.grad(w), zs, inv_temp, needs[6:])
             scale: float | torch.Tensor = 1.0
         else:
             has_g, has_bias = ctx.layout
-            d_tau, *rest = ctx.saved_tensors
+            d_temperature, *rest = ctx.saved_tensors
             d_bias = rest.pop() if has_bias else None
             it = iter(rest)
             gs = [next(it) if h else None for h in has_g]
-            scale = g_out.to(d_tau.dtype)
+            scale = g_out.to(d_temperature.dtype)
             if bool(scale == 1):  # loss.backward(): hand the saved gradients on as they are
                 scale = 1.0
-        grad_tau = (d_tau * scale).to(tau_dtype) if needs[4] else None
+        grad_temperature = (d_temperature * scale).to(temperature_dtype) if needs[4] else None
         grad_b = (d_bias * scale).to(b_dtype) if needs[5] and d_bias is not None else None
         grad_in = [
             None if g is None else (g if isinstance(scale, float) else g * scale).to(dt)
             for g, dt in zip(gs, in_dtypes)
         ]
-        return (None, None, None, None, grad_tau, grad_b, *grad_in)
+        return (None, None, None, None, grad_temperature, grad_b, *grad_in)
 
 
 def run(

@@ -26,8 +26,27 @@ import torch
 
 from .common import Blocks, positive_index, rolled, rowdot, sub_rows_
 from .engine import Build, Grads, Objective, present
-from .sym_tiles import max_sq_norm, sym_grad, sym_lse
-from .tiles import TileMask, use_fixed_shift
+from .sym_tiles import sym_grad, sym_lse
+from .tiles import TileMask, logit_bound
+
+
+def pair_dots(z: Blocks) -> torch.Tensor:
+    """z_i . z_p(i), p(i) = (i + n/2) mod n (two stacked views), ``(n,)``; the rows z[p] are
+    never gathered into a copy."""
+    n = z.shape[0]
+    pos = z.new_empty(n)
+    for i0, p0, k in rolled(n, n // 2):
+        pos[i0 : i0 + k] = rowdot(z, z, i0, p0, k)
+    return pos
+
+
+def sub_pair_grad_(g: torch.Tensor, z: Blocks, w: torch.Tensor) -> None:
+    """g_i -= (w_i + w_p(i)) z_p(i) in place: the one-hot part of W G + (W G)^T, from
+    d/dz of -sum_i w_i z_i . z_p(i) (p an involution)."""
+    n = z.shape[0]
+    wp = (w + w.roll(-(n // 2)))[:, None]  # (n, 1) w_i + w_p(i)
+    for i0, p0, k in rolled(n, n // 2):
+        sub_rows_(g, z, wp, i0, p0, k)
 
 
 class InfoNCEObjective(Objective):
@@ -52,23 +71,16 @@ class InfoNCEObjective(Objective):
             row_key=self.p if decoupled else None,  # masked: j == p(i)
             col_key=torch.arange(N, device=z.device) if decoupled else None,
         )
-        self.c = inv_temp * max_sq_norm(z)  # every |S_ij| <= c
-        self.fixed = use_fixed_shift(self.c, z.dtype)
+        self.c, self.fixed = logit_bound(inv_temp, [z])  # every |S_ij| <= c
         self.lse = sym_lse(z, inv_temp, self.c, self.mask, bs, self.fixed)  # (N,) pass 1
 
     def losses(self) -> torch.Tensor:
-        z = self.z
-        pos = z.new_empty(self.n)  # z_i . z_p(i), the rows z[p] never gathered into a copy
-        for i0, p0, n in rolled(self.n, self.n // 2):
-            pos[i0 : i0 + n] = rowdot(z, z, i0, p0, n)
-        return self.lse - self.inv_temp * pos  # -log P_{i,p(i)}
+        return self.lse - self.inv_temp * pair_dots(self.z)  # -log P_{i,p(i)}
 
     def grad(self, w: torch.Tensor) -> Grads:
-        z, p, inv_temp = self.z, self.p, self.inv_temp
+        z, inv_temp = self.z, self.inv_temp
         g = sym_grad(z, inv_temp, self.c, self.lse, w, self.mask, self.bs, self.fixed)  # (WP + (WP)^T) Z
-        wp = (w + w[p])[:, None]  # (N, 1)
-        for i0, p0, n in rolled(self.n, self.n // 2):
-            sub_rows_(g, z, wp, i0, p0, n)  # - (W onehot(p) + its transpose) Z
+        sub_pair_grad_(g, z, w)  # - (W onehot(p) + its transpose) Z
         g.mul_(inv_temp)  # (WG + (WG)^T) Z / tau
         d_inv = rowdot(z, g).sum() / (2 * inv_temp)  # d/d(inv_temp)
         return [g], d_inv, None

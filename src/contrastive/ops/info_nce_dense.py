@@ -13,9 +13,16 @@ from typing import Any
 
 import torch
 
-from .common import chain_normalize, compute_dtype, normalize_rows, positive_index, temperature_value
+from .common import (
+    Temperature,
+    chain_normalize,
+    compute_dtype,
+    normalize_rows,
+    positive_index,
+    temperature_value,
+)
 
-__all__ = ["DenseInfoNCEFn", "chain_normalize", "normalize_rows", "positive_index", "temperature_value"]
+__all__ = ["DenseInfoNCEFn", "dense_clip"]
 
 
 class DenseInfoNCEFn(torch.autograd.Function):
@@ -28,15 +35,15 @@ class DenseInfoNCEFn(torch.autograd.Function):
         ct = compute_dtype(u.dtype)
         x = u.to(ct)
         z, norms = normalize_rows(x) if normalize else (x, None)  # (N, d)
-        tau = temperature_value(temperature, ct, u.device)
+        inv_temp = 1 / temperature_value(temperature, ct, u.device)  # 0-d
         N = z.shape[0]
         p = positive_index(N, u.device)
-        S = (z @ z.T) / tau  # L_ij, (N, N)
+        S = (z @ z.T) * inv_temp  # L_ij, (N, N)
         if exclude_self:
             S.fill_diagonal_(float("-inf"))
         lse = torch.logsumexp(S, dim=1)  # (N,)
-        pos = (z * z[p]).sum(1) / tau  # L_{i,p(i)}
-        ctx.save_for_backward(z, norms if normalize else z.new_empty(0), lse, tau)
+        pos = (z * z[p]).sum(1) * inv_temp  # L_{i,p(i)}
+        ctx.save_for_backward(z, norms if normalize else z.new_empty(0), lse, inv_temp)
         ctx.flags = (
             exclude_self,
             normalize,
@@ -47,25 +54,37 @@ class DenseInfoNCEFn(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g):  # g = w, (N,)
-        z, norms, lse, tau = ctx.saved_tensors
-        exclude_self, normalize, in_dtype, tau_dtype = ctx.flags
+        z, norms, lse, inv_temp = ctx.saved_tensors
+        exclude_self, normalize, in_dtype, temperature_dtype = ctx.flags
         g = g.to(z.dtype)
         N = z.shape[0]
         p = positive_index(N, z.device)
-        L = (z @ z.T) / tau  # (N, N)
+        L = (z @ z.T) * inv_temp  # (N, N)
         WG = torch.exp(L - lse[:, None])  # P_ij
         if exclude_self:
             WG.fill_diagonal_(0.0)
         WG[torch.arange(N, device=z.device), p] -= 1.0  # G = P - onehot(p)
         WG *= g[:, None]  # W G
-        grad_tau = None
-        if tau_dtype is not None and ctx.needs_input_grad[1]:
-            grad_tau = (-(WG * L).sum() / tau).to(
-                tau_dtype
-            )  # -sum w_i G_ij L_ij / tau (G_ii = 0 if excluded)
+        grad_temperature = None
+        if temperature_dtype is not None and ctx.needs_input_grad[1]:
+            # d/dtau = -inv_temp^2 d/d(inv_temp) = -sum w_i G_ij L_ij / tau (G_ii = 0 if excluded)
+            grad_temperature = (-(WG * L).sum() * inv_temp).to(temperature_dtype)
         grad_u = None
         if ctx.needs_input_grad[0]:
-            grad_z = (WG + WG.T) @ z / tau  # (G + G^T) Z / tau, weighted
+            grad_z = (WG + WG.T) @ z * inv_temp  # (G + G^T) Z / tau, weighted
             grad_u = chain_normalize(grad_z, z, norms) if normalize else grad_z
             grad_u = grad_u.to(in_dtype)
-        return grad_u, grad_tau, None, None
+        return grad_u, grad_temperature, None, None
+
+
+def dense_clip(a: torch.Tensor, b: torch.Tensor, temperature: Temperature, normalize: bool) -> torch.Tensor:
+    """The two-tower loss's per-row losses by plain autograd over the full N x N logits
+    (``backend='dense'``, the reference path)."""
+    ct = compute_dtype(a.dtype)
+    a, b = a.to(ct), b.to(ct)
+    if normalize:
+        a = a / torch.linalg.vector_norm(a, dim=1, keepdim=True)
+        b = b / torch.linalg.vector_norm(b, dim=1, keepdim=True)
+    S = a @ b.T / temperature
+    d = torch.diagonal(S)
+    return 0.5 * (torch.logsumexp(S, 1) - d) + 0.5 * (torch.logsumexp(S, 0) - d)

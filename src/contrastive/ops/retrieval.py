@@ -17,6 +17,9 @@ symmetric) and v = w / 2:
     g_a_i -= w_i p_i,  g_p_i -= w_i a_i      (the positives)
 and everything times inv_temp; d/d(inv_temp) = sum_i a_i . g_a_i / inv_temp. A negative tensor that
 needs no gradient skips its GEMM.
+
+The two-tower (CLIP) loss is the symmetric loss without negatives or ids (:func:`clip_objective`):
+    loss_i = (lse_row_i - S_ii) / 2 + (lse_col_i - S_ii) / 2,   S = inv_temp A B^T.
 """
 
 from __future__ import annotations
@@ -25,11 +28,10 @@ from collections.abc import Sequence
 
 import torch
 
-from .clip import shift_bound
 from .common import Blocks, rowdot, sub_rows_
 from .engine import Build, Grads, Objective, present
 from .rect_tiles import rect_grad, rect_lse
-from .tiles import TileMask, use_fixed_shift
+from .tiles import TileMask, logit_bound
 
 
 class RetrievalObjective(Objective):
@@ -51,8 +53,7 @@ class RetrievalObjective(Objective):
         self.needs = needs
         ids = None if positive_ids is None else positive_ids.to(self.a.device)
         self.mask = TileMask(row_key=ids, col_key=ids, keep_offset=0) if ids is not None else TileMask()
-        self.c = shift_bound(inv_temp, [self.a], [self.p, self.neg])
-        self.fixed = use_fixed_shift(self.c, self.a.dtype)
+        self.c, self.fixed = logit_bound(inv_temp, [self.a], [self.p, self.neg])
         lse_r, self.lse_c = rect_lse(
             self.a, self.p, inv_temp, self.c, self.mask, bs, self.fixed, cols=symmetric
         )
@@ -116,5 +117,15 @@ def retrieval_objective(symmetric: bool, positive_ids: torch.Tensor | None, bs: 
 
     def build(zs, inv_temp, bias, needs):
         return RetrievalObjective(zs, inv_temp, bias, needs, symmetric, positive_ids, bs)
+
+    return build
+
+
+def clip_objective(bs: int) -> Build:
+    """The engine's ``build`` for the two-tower loss of inputs (a, b): symmetric retrieval of
+    the anchors a against the positives b, without negatives."""
+
+    def build(zs, inv_temp, bias, needs):
+        return RetrievalObjective([*zs, None], inv_temp, bias, [*needs, False], True, None, bs)
 
     return build

@@ -11,11 +11,11 @@ online (running) maximum.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 
-from .common import ROWS, Blocks, take
+from .common import ROWS, Blocks, rowdot, take
 
 DEFAULT_BLOCK_CPU = 512
 DEFAULT_BLOCK_CUDA = 4096
@@ -76,6 +76,36 @@ def walk(
 def use_fixed_shift(c: float, dtype: torch.dtype) -> bool:
     """True when exp(-2c) is a normal number of ``dtype`` with headroom for the sums."""
     return 2.0 * c <= -math.log(torch.finfo(dtype).tiny) - 8.0
+
+
+def _max_sq_norm(rows: Sequence[Blocks | None]) -> float:
+    """max |x_i|^2 over the rows of every non-empty block (0 when there is none)."""
+    return max((float(rowdot(x, x).max()) for x in rows if x is not None and x.shape[0]), default=0.0)
+
+
+def logit_bound(
+    inv_temp: float, xs: Sequence[Blocks | None], ys: Sequence[Blocks | None] | None = None
+) -> tuple[float, bool]:
+    """The logit bound of S = inv_temp X Y^T and the shift rule, for every objective (one place).
+
+    c = inv_temp * max_i |x_i| * max_j |y_j| >= every |S_ij|, over the rows of the blocks in
+    ``xs`` against those in ``ys`` (``None`` blocks and empty ones skipped); ``ys=None`` is the
+    symmetric S = inv_temp Z Z^T of the rows in ``xs``, c = inv_temp * max_i |z_i|^2. Returns
+    ``(c, fixed)``, ``fixed`` from :func:`use_fixed_shift` in the dtype of the first block.
+
+    Examples:
+        >>> import torch
+        >>> logit_bound(2.0, [torch.tensor([[3.0, 4.0]])])   # 2 * 5^2; float32 exp(-100) underflows
+        (50.0, False)
+        >>> logit_bound(2.0, [torch.ones(1, 4)], [None, torch.full((1, 4), 3.0)])  # 2 * 2 * 6
+        (24.0, True)
+    """
+    if ys is None:
+        c = inv_temp * _max_sq_norm(xs)
+    else:
+        c = inv_temp * (_max_sq_norm(xs) * _max_sq_norm(ys)) ** 0.5
+    dtype = next(x.dtype for x in xs if x is not None)
+    return c, use_fixed_shift(c, dtype)
 
 
 class TileBuffers:

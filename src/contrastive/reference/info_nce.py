@@ -70,11 +70,11 @@ def grad(z, temperature=0.5, exclude_self=True, normalize=True, weights=None, de
     WG = w[:, None] * G  # row weights (1/N for the mean)
     grad_z = (WG + WG.T) @ zn / temperature  # (G + G^T) Z / (N tau)
     finite_L = zn @ zn.T / temperature  # unmasked L (masked P_ij are 0)
-    grad_tau = -(WG * finite_L).sum() / temperature  # dL/dtau = -sum_ij w_i G_ij L_ij / tau
+    grad_temperature = -(WG * finite_L).sum() / temperature  # dL/dtau = -sum_ij w_i G_ij L_ij / tau
     if normalize:
         # grad_u = (I - z z^T) grad_z / ||u||
         grad_z = (grad_z - zn * (zn * grad_z).sum(axis=1, keepdims=True)) / norms
-    return grad_z, grad_tau
+    return grad_z, grad_temperature
 
 
 def clip_forward(a, b, temperature=0.07, normalize=True):

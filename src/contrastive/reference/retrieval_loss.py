@@ -80,10 +80,10 @@ def grad(
         D[:, :B] += (K - np.eye(B)) * (0.5 * w)[None, :]
     ga = D @ C / temperature
     gc = D.T @ a / temperature
-    grad_tau = -(D * L).sum() / temperature
+    grad_temperature = -(D * L).sum() / temperature
     ga = chain(ga, a, na, normalize)
     gp = chain(gc[:B], p, npos, normalize)
     gn = None
     if negatives is not None:
         gn = chain(gc[B:], n, nn, normalize).reshape(np.shape(negatives))
-    return ga, gp, gn, grad_tau
+    return ga, gp, gn, grad_temperature

@@ -41,6 +41,6 @@ def grad(a, b, temperature=0.1, bias=-10.0, normalize=True, weights=None):
     D = -w[:, None] * Y * sig
     ga = D @ zb / temperature
     gb = D.T @ za / temperature
-    grad_tau = -(D * G).sum() / temperature**2
+    grad_temperature = -(D * G).sum() / temperature**2
     grad_bias = D.sum()
-    return chain(ga, za, na, normalize), chain(gb, zb, nb, normalize), grad_tau, grad_bias
+    return chain(ga, za, na, normalize), chain(gb, zb, nb, normalize), grad_temperature, grad_bias

@@ -51,5 +51,5 @@ def grad(z, labels, temperature=0.1, normalize=True, weights=None):
     P = np.exp(Lm - logsumexp(Lm, 1)[:, None])  # self-excluded softmax
     D = w[:, None] * (P - M / np.maximum(n, 1)[:, None])  # D = W (P - M / n)
     grad_z = (D + D.T) @ zn / temperature
-    grad_tau = -(D * L).sum() / temperature
-    return chain(grad_z, zn, norms, normalize), grad_tau
+    grad_temperature = -(D * L).sum() / temperature
+    return chain(grad_z, zn, norms, normalize), grad_temperature

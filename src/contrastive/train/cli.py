@@ -13,9 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import warnings
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -322,18 +320,3 @@ def register(subparsers) -> None:
     s.add_argument("--lines", type=int, default=8, help="lines shown of each document (default 8)")
     s.add_argument("--checkpoint", choices=("last", "best"), default="last")
     s.set_defaults(func=_search)
-
-
-def __getattr__(name: str) -> Any:
-    """``contrastive.train.cli.main``: deprecated, the command line's entry point is
-    :func:`contrastive.cli.main` (this module is one of its sub-command tables)."""
-    if name == "main":
-        warnings.warn(
-            "contrastive.train.cli.main is deprecated; use contrastive.cli.main",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        from .. import cli  # the top-level CLI imports this module: resolved only on this deprecated path
-
-        return cli.main
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -7,9 +7,6 @@ evaluation) and three thin functions on the shared loop.
 
 from __future__ import annotations
 
-import warnings
-from typing import Any
-
 from . import retrieval, siamese, simclr
 from .base import Recipe
 
@@ -17,18 +14,6 @@ __all__ = ["RECIPES", "Recipe", "available_recipes", "get_recipe"]
 
 #: The recipe modules, in the order ``contrastive train --help`` lists them.
 RECIPES = (simclr, siamese, retrieval)
-
-
-def __getattr__(name: str) -> Any:
-    if name == "RECIPE_MODULES":  # deprecated: the recipes are imported by name (RECIPES)
-        warnings.warn(
-            "contrastive.train.recipes.RECIPE_MODULES is deprecated and goes in the next release; "
-            "use contrastive.train.recipes.RECIPES (the modules) or available_recipes()",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return [module.__name__ for module in RECIPES]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def available_recipes() -> dict[str, Recipe]:

@@ -1,13 +1,12 @@
-"""Argument checks shared by the public functions (``contrastive._validation``)."""
+"""Argument checks shared by the public functions (``contrastive.ops.validation``)."""
 
 import math
-import warnings
 
 import pytest
 import torch
 
 from contrastive import InfoNCELoss, functional
-from contrastive import _validation as V
+from contrastive.ops import validation as V
 
 
 @pytest.mark.parametrize("value", ["no", "False", 0, 1, None, 1.0])
@@ -60,13 +59,9 @@ def test_fixed_temperature_message_unchanged():
         functional.info_nce(torch.randn(4, 3), torch.randn(4, 3), math.inf)
 
 
-def test_nonzero_rows_is_exact_and_the_old_name_is_a_deprecated_alias():
+def test_nonzero_rows_is_exact():
     x = torch.randn(3, 4) * 1e-25
     V.check_nonzero_rows("x", x)  # tiny rows have a direction
     V.check_nonzero_rows("x", torch.tensor([[1e-45, 0.0]]))  # float32's smallest subnormal
     with pytest.raises(ValueError, match=r"zero-norm row \(row 1\)"):
         V.check_nonzero_rows("x", torch.tensor([[1.0, 0.0], [0.0, -0.0]]))
-    with warnings.catch_warnings(record=True) as seen:
-        warnings.simplefilter("always")
-        V.check_unit_rows("x", x)
-    assert any(issubclass(w.category, DeprecationWarning) for w in seen)

@@ -1,18 +1,19 @@
-"""Input validation shared by the public functions.
+"""Input validation shared by the public functions (:mod:`contrastive.functional`,
+:mod:`contrastive.distributed`, :mod:`contrastive.losses`), and the choice of back-end.
 
-Every check raises ``TypeError`` or ``ValueError`` with a message that names the
-argument and says how to fix it. None of these helpers is public API.
+Every check raises ``TypeError`` or ``ValueError`` before any work, with a message that
+names the argument and says how to fix it. None of these helpers is public API.
 """
 
 from __future__ import annotations
 
 import math
-import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
-from .ops.common import ROWS
+from .common import ROWS
 
 FLOAT_DTYPES = (torch.float64, torch.float32, torch.bfloat16, torch.float16)
 REDUCTIONS = ("mean", "sum", "none")
@@ -181,13 +182,6 @@ def check_nonzero_rows(name: str, x: torch.Tensor) -> None:
         )
 
 
-def check_unit_rows(name: str, x: torch.Tensor) -> None:
-    """Deprecated alias of :func:`check_nonzero_rows` (the old name said "unit" but the
-    check has always been "not zero")."""
-    warnings.warn("check_unit_rows is deprecated; use check_nonzero_rows", DeprecationWarning, stacklevel=2)
-    check_nonzero_rows(name, x)
-
-
 INT_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
 
 
@@ -230,3 +224,54 @@ def check_param(name: str, value: Any, ref: torch.Tensor, positive: bool) -> flo
     else:
         raise TypeError(f"{name} must be a float or a scalar tensor, got {type(value).__name__}")
     return check_temperature_device(value, ref, name)
+
+
+BACKENDS = ("auto", "torch", "triton", "dense")
+
+
+def check_backend(backend: str, *tensors: torch.Tensor) -> str:
+    """Validate ``backend`` and resolve ``'auto'``: Triton for CUDA tensors when it is
+    installed, else the torch engine (see :mod:`contrastive.kernels.dispatch`)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    from ..kernels.dispatch import choose_backend
+
+    return choose_backend(backend, *tensors)
+
+
+def engine_backend(name: str, backend: Any) -> str:
+    """These objectives have no Triton kernel yet: 'auto' (on any device) and 'torch' run the
+    torch engine."""
+    if backend not in ("auto", "torch"):
+        raise ValueError(
+            f"backend for {name} must be 'auto' or 'torch' (there is no Triton kernel for it yet), "
+            f"got {backend!r}"
+        )
+    return "torch"
+
+
+def check_pair(na: str, a: Any, nb: str, b: Any) -> None:
+    """Two 2-d floating tensors of one shape, device and dtype."""
+    check_tensor(na, a, 2)
+    check_tensor(nb, b, 2)
+    check_same_shape(na, a, nb, b)
+    check_same_device(na, a, nb, b)
+    if a.dtype != b.dtype:
+        raise TypeError(f"{na} is {a.dtype} and {nb} is {b.dtype}; cast both to one dtype")
+
+
+def check_common(
+    names: Sequence[str],
+    tensors: Sequence[torch.Tensor],
+    reduction: Any,
+    finite: bool,
+    normalize: bool,
+) -> None:
+    """The reduction, and each named tensor finite (when ``finite``) and without a zero row
+    (when ``normalize``; rows are the last dimension's vectors)."""
+    check_reduction(reduction)
+    for n, t in zip(names, tensors):
+        if finite:
+            check_finite(n, t)
+        if normalize:
+            check_nonzero_rows(n, t.reshape(-1, t.shape[-1]))
