@@ -182,18 +182,21 @@ CLIP_COMBOS = [
 @pytest.mark.parametrize(
     "kwargs", CLIP_COMBOS, ids=lambda k: f"local{int(k['local_loss'])}-gwg{int(k['gather_with_grad'])}"
 )
-@pytest.mark.parametrize("dtype", [torch.float64])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_clip_loss_on_two_ranks_matches_open_clip(kwargs, dtype):
     out = spawn(2, functools.partial(_rank_case, "clip", kwargs, dtype))
     check_all_ok(out, 2)
 
 
 @pytest.mark.parametrize("dist_impl", ["bidir", "shift", "reduce", "gather"])
-def test_siglip_loss_on_two_ranks_matches_open_clip(dist_impl):
-    out = spawn(2, functools.partial(_rank_case, "siglip", dict(dist_impl=dist_impl), torch.float64))
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_siglip_loss_on_two_ranks_matches_open_clip(dist_impl, dtype):
+    out = spawn(2, functools.partial(_rank_case, "siglip", dict(dist_impl=dist_impl), dtype))
     check_all_ok(out, 2)
 
 
-def test_float32_on_two_ranks_matches_open_clip():
-    out = spawn(2, functools.partial(_rank_case, "clip", CLIP_COMBOS[3], torch.float32))
-    check_all_ok(out, 2)
+@pytest.mark.parametrize("dist_impl", ["bidir", "shift"])
+def test_siglip_neighbour_exchanges_on_three_ranks(dist_impl):
+    """With 3 ranks open_clip's 'bidir' runs its two-way exchange (2 ranks only need one hop)."""
+    out = spawn(3, functools.partial(_rank_case, "siglip", dict(dist_impl=dist_impl), torch.float64))
+    check_all_ok(out, 3)

@@ -73,7 +73,8 @@ def _temperature(logit_scale: Any, ref: torch.Tensor) -> float | torch.Tensor:
             f"model.logit_scale.exp()), got {value}"
         )
     if isinstance(logit_scale, torch.Tensor):
-        scale = V.check_temperature_device(logit_scale, ref, "logit_scale")
+        V.check_temperature_device(logit_scale, ref, "logit_scale")
+        scale = logit_scale.reshape(())
         if scale.device.type != "mps":  # the reciprocal in float64: 1 / (1 / s) gives s back
             scale = scale.to(torch.float64)
         return scale.reciprocal()
@@ -315,6 +316,7 @@ class SigLipLoss(nn.Module):
         img: torch.Tensor, txt: torch.Tensor, tau: float | torch.Tensor, bias: float | torch.Tensor
     ) -> torch.Tensor:
         """The local image rows against all texts (positives at the rank's own columns)."""
+        V.check_same_shape("image_features", img, "text_features", txt)
         for name, x in (("image_features", img), ("text_features", txt)):
             V.check_finite(name, x)
         _, every, offset = _gathered(txt, True)  # (N, d), gradient summed back to the owners
