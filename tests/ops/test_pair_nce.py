@@ -96,18 +96,24 @@ def test_gradcheck_with_learnable_temperature():
         assert torch.autograd.gradcheck(lambda a, tt, r=r: pair_nce(a, y, tt, r, 3), (z, t))
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_low_precision_inputs(dtype):
+@pytest.mark.parametrize(
+    "dtype, temperature", [(torch.float32, 0.1), (torch.float32, 0.01), (torch.bfloat16, 0.1)]
+)
+def test_low_precision_inputs(dtype, temperature):
+    """float32 at tau = 0.1 (fixed shift) and 0.01 (online max: exp(-2c) underflows float32)."""
     g = torch.Generator().manual_seed(1)
     z = torch.randn(40, 8, generator=g, dtype=torch.float64)
     y = labels_for(40, 2)
     tol = dict(rtol=1e-5, atol=1e-6) if dtype == torch.float32 else dict(rtol=2e-2, atol=2e-2)
     zl = z.to(dtype).requires_grad_()
-    out = pair_nce(zl, y, 0.1, bs=16)
+    out = pair_nce(zl, y, temperature, bs=16)
     out.backward()
     zr = z.to(dtype).double().requires_grad_()
-    want = oracles.pair_nce(zr, y, 0.1)
+    want = oracles.pair_nce(zr, y, temperature)
     want.backward()
     assert out.dtype == dtype and zl.grad.dtype == dtype
     torch.testing.assert_close(out.double(), want, **tol)
-    torch.testing.assert_close(zl.grad.double(), zr.grad, **tol)
+    # relative to the largest entry: at tau = 0.01 the float32 logits themselves carry errors of
+    # |S| * 6e-8 ~ 6e-6, so a small entry of the gradient has no 1e-5 relative accuracy anywhere
+    scale = max(1.0, float(zr.grad.abs().max()))
+    torch.testing.assert_close(zl.grad.double(), zr.grad, rtol=tol["rtol"], atol=tol["rtol"] * scale)

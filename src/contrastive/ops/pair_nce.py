@@ -13,14 +13,15 @@ denominator that holds them all). Derivation: docs/derivations/pair_nce.md.
 
 Pass 1 (:func:`.sym_tiles.sym_lse` with the mask "equal labels", which holds self): neg (N,).
 Pass 2 (the positives, upper tiles; entries with equal labels off the diagonal), with
-q_ap = sigmoid(neg_a - S_ap) = 1 - p_ap:
+q_ap = sigmoid(neg_a - S_ap) = 1 - p_ap (tiles without a positive pair skip their product):
     loss_a += softplus(neg_a - S_ap),   Q_a += q_ap
-    dS_ap = -w_a q_ap,  g_I += dS_IJ Z_J,  g_J += dS_IJ^T Z_I    (weights w of sum_a w_a loss_a)
-Pass 3 (the negatives, :func:`.sym_tiles.sym_grad` with lse = neg, weights w Q, same mask):
-    dS_an = w_a Q_a exp(S_an - neg_a)     (d loss_a / d neg_a = Q_a, d neg_a / d S_an = softmax)
+Pass 3 (the gradient of sum_a w_a loss_a, upper tiles, positives and negatives together):
+    D_ap = -w_a q_ap                            (positives: d loss_a / d S_ap)
+    D_an = w_a Q_a exp(S_an - neg_a)            (negatives: d loss_a / d neg_a = Q_a, then the softmax)
+    H = D_IJ + D_JI^T,  g_I += H Z_J,  g_J += H^T Z_I
 grad_z = inv_temp g;  d/d(inv_temp) = sum_k z_k . grad_z_k / (2 inv_temp).
-Flops: 2 N^2 d (pass 1) + 3 N^2 d (pass 2) + 3 N^2 d (pass 3); tiles without a positive pair
-skip pass 2's products.
+Tile products (each bs x bs x d, upper tiles only): one per tile in pass 1, one in pass 2, three
+in pass 3: SupCon's four plus one. With 'none' pass 3 runs in backward, Q kept from forward.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import torch.nn.functional as F
 from .common import Blocks, rowdot
 from .engine import Build, Grads, Objective, present
 from .gemm import tile_mm
-from .sym_tiles import max_sq_norm, sym_grad, sym_lse
+from .sym_tiles import max_sq_norm, sym_lse
 from .tiles import TileBuffers, TileMask, use_fixed_shift, walk
 
 
@@ -59,66 +60,79 @@ class PairNCEObjective(Objective):
         self.c = inv_temp * max_sq_norm(z)
         self.fixed = use_fixed_shift(self.c, z.dtype)
         self.neg = sym_lse(z, inv_temp, self.c, self.mask, bs, self.fixed)  # (N,) pass 1
+        self.q_sum: torch.Tensor | None = None  # (N,) Q_a, made by pass 2
 
     def mean_weights(self, like: torch.Tensor) -> torch.Tensor:
         """The mean over positive pairs (pytorch-metric-learning's MeanReducer of pair losses)."""
         return like.new_full((self.n,), 1.0 / self.pairs if self.pairs else 0.0)
 
-    def _positives(
-        self, w: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """Pass 2: per-row losses (N,), and with weights w also Q (N,) and the positives' part of
-        the gradient of sum_a w_a loss_a divided by inv_temp (N, d)."""
+    def _positives(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pass 2: per-row losses l_a = sum_p softplus(neg_a - S_ap) and Q_a = sum_p q_ap, (N,) each."""
         z, cls, neg = self.z, self.cls, self.neg
         buf = TileBuffers(z.dtype, z.device)
-        losses = z.new_zeros(self.n)
-        q_sum = z.new_zeros(self.n) if w is not None else None
-        g = z.new_zeros(z.shape) if w is not None else None  # (N, d)
-        for i0, i1, j0, j1, zi, z_i, z_j in walk(z, z, self.inv_temp, self.bs, buf, upper=True):
+        losses, q_sum = z.new_zeros(self.n), z.new_zeros(self.n)
+        for i0, i1, j0, j1, zi, _, z_j in walk(z, z, self.inv_temp, self.bs, buf, upper=True):
             pos = cls[i0:i1, None] == cls[None, j0:j1]  # (m, n) equal labels
             pos.diagonal(i0 - j0).fill_(False)  # self is not a positive (empty off the diagonal)
             if not bool(pos.any()):
                 continue
-            diag = i0 == j0  # the tile holds both (a, p) and (p, a): its rows cover every pair
             S = tile_mm(zi, z_j, buf.get("S", i1 - i0, j1 - j0))  # S_IJ
-            X = neg[i0:i1, None] - S  # neg_a - S_ap, anchors in I
-            losses[i0:i1] += torch.where(pos, -F.logsigmoid(-X), 0.0).sum(1)  # softplus, exact
-            if not diag:
-                Y = neg[None, j0:j1] - S  # neg_a - S_ap, anchors in J (transposed)
-                losses[j0:j1] += torch.where(pos, -F.logsigmoid(-Y), 0.0).sum(0)
-            if w is None or g is None or q_sum is None:
-                continue
-            H = torch.where(pos, torch.sigmoid(X), 0.0)  # q_ap, anchors in I
-            q_sum[i0:i1] += H.sum(1)
-            H.mul_(w[i0:i1, None])  # -dS_IJ = w_a q_ap
-            if diag:
-                g[i0:i1].addmm_(H + H.T, z_i, alpha=-1)  # g_I += (dS + dS^T) Z_I
-                continue
-            qy = torch.where(pos, torch.sigmoid(Y), 0.0)  # q_ap, anchors in J (transposed)
-            q_sum[j0:j1] += qy.sum(0)
-            H.addcmul_(qy, w[None, j0:j1])  # + (-dS_JI)^T
-            g[i0:i1].addmm_(H, z_j, alpha=-1)  # g_I += (dS_IJ + dS_JI^T) Z_J
-            g[j0:j1].addmm_(H.T, z_i, alpha=-1)  # g_J += (dS_IJ + dS_JI^T)^T Z_I
-        return losses, q_sum, g
+            _accumulate(losses, q_sum, pos, neg[i0:i1, None] - S, 1, slice(i0, i1))  # anchors in I
+            if i0 != j0:  # a diagonal tile holds (a, p) and (p, a): its rows cover every pair
+                _accumulate(losses, q_sum, pos, neg[None, j0:j1] - S, 0, slice(j0, j1))  # anchors in J
+        return losses, q_sum
 
     def losses(self) -> torch.Tensor:
-        return self._positives(None)[0]
-
-    def losses_and_grad(self, w: torch.Tensor) -> tuple[torch.Tensor, Grads]:
-        z, inv_temp = self.z, self.inv_temp
-        losses, q_sum, g = self._positives(w)
-        assert q_sum is not None and g is not None  # weights given: gradients made
-        has = torch.isfinite(self.neg)  # rows with a negative (the others: Q = 0, nothing to add)
-        lse = torch.where(has, self.neg, torch.zeros_like(self.neg))
-        wq = torch.where(has, w * q_sum, torch.zeros_like(q_sum))  # d(sum w loss)/d neg_a = w_a Q_a
-        if bool((wq != 0).any()):
-            sym_grad(z, inv_temp, self.c, lse, wq, self.mask, self.bs, self.fixed, out=g)  # pass 3
-        g.mul_(inv_temp)
-        d_inv = rowdot(z, g).sum() / (2 * inv_temp)  # d/d(inv_temp)
-        return losses, ([g], d_inv, None)
+        losses, self.q_sum = self._positives()  # Q is kept for the gradient pass ('none': backward)
+        return losses
 
     def grad(self, w: torch.Tensor) -> Grads:
-        return self.losses_and_grad(w)[1]
+        """Pass 3: d(sum_a w_a l_a)/dz, one tile pass over positives and negatives together."""
+        z, cls, inv_temp = self.z, self.cls, self.inv_temp
+        if self.q_sum is None:
+            self.losses()
+        assert self.q_sum is not None
+        has = torch.isfinite(self.neg)  # rows with a negative
+        c = self.c if self.fixed else 0.0
+        nc = self.neg - c  # neg_a - c: q_ap = sigmoid(nc_a - T_ap), -inf (q = 0) without negatives
+        wq = torch.where(has, w * self.q_sum, torch.zeros_like(w))  # d(sum w l)/d neg_a = w_a Q_a
+        ln = torch.where(has, nc, torch.zeros_like(nc))  # finite stand-in where the weight is 0
+        alpha = wq * torch.exp(-ln) if self.fixed else wq  # w_a Q_a / r_a, r_a = exp(neg_a - c)
+        buf = TileBuffers(z.dtype, z.device)
+        g = z.new_zeros(z.shape)  # (N, d)
+        shift = z.new_full((1, 1), -c) if self.fixed else None
+        for i0, i1, j0, j1, zi, z_i, z_j in walk(z, z, inv_temp, self.bs, buf, upper=True):
+            T = tile_mm(zi, z_j, buf.get("T", i1 - i0, j1 - j0), shift)  # S_IJ (- c)
+            same = cls[i0:i1, None] == cls[None, j0:j1]  # (m, n): not negatives
+            # negatives, D_an = w_a Q_a exp(S_an - neg_a); H = D_IJ + D_JI^T on the tile
+            if self.fixed:
+                H = torch.exp(T) * (alpha[i0:i1, None] + alpha[None, j0:j1])  # E (a_I + a_J)
+            else:
+                H = wq[i0:i1, None] * torch.exp(T - ln[i0:i1, None])
+                H.addcmul_(torch.exp(T - ln[None, j0:j1]), wq[None, j0:j1])
+            H.masked_fill_(same, 0.0)
+            same.diagonal(i0 - j0).fill_(False)  # now: the positives
+            if bool(same.any()):  # positives, D_ap = -w_a q_ap, both orientations
+                qs = w[i0:i1, None] * torch.sigmoid(nc[i0:i1, None] - T)
+                qs.addcmul_(torch.sigmoid(nc[None, j0:j1] - T), w[None, j0:j1])
+                H.sub_(torch.where(same, qs, 0.0))
+            if i0 == j0:
+                g[i0:i1].addmm_(H, z_i)  # H = D + D^T on a diagonal tile
+            else:
+                g[i0:i1].addmm_(H, z_j)  # g_I += (D_IJ + D_JI^T) Z_J
+                g[j0:j1].addmm_(H.T, z_i)  # g_J += (D_IJ + D_JI^T)^T Z_I
+        g.mul_(inv_temp)  # grad_z = (D + D^T) Z / tau
+        d_inv = rowdot(z, g).sum() / (2 * inv_temp)  # d/d(inv_temp)
+        return [g], d_inv, None
+
+
+def _accumulate(
+    losses: torch.Tensor, q_sum: torch.Tensor, pos: torch.Tensor, x: torch.Tensor, dim: int, rows: slice
+) -> None:
+    """losses[rows] += sum of softplus(x) over the positive entries along ``dim``, and q_sum[rows]
+    of sigmoid(x); x = neg_a - S_ap with the anchors a along the other dimension."""
+    losses[rows] += torch.where(pos, -F.logsigmoid(-x), 0.0).sum(dim)  # softplus, exact for every x
+    q_sum[rows] += torch.where(pos, torch.sigmoid(x), 0.0).sum(dim)  # q_ap = 1 - p_ap
 
 
 def pair_nce_objective(labels: torch.Tensor, bs: int) -> Build:

@@ -67,12 +67,10 @@ def sym_grad(
     mask: TileMask,
     bs: int,
     fixed: bool,
-    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Pass 2: (W P + (W P)^T) Z, shape (N, d): d(sum_i w_i lse_i)/dz divided by inv_temp;
-    added to ``out`` (returned) when given, so an objective adds it to its own part in place."""
+    """Pass 2: (W P + (W P)^T) Z, shape (N, d): d(sum_i w_i lse_i)/dz divided by inv_temp."""
     buf = TileBuffers(z.dtype, z.device)
-    g = z.new_zeros(z.shape) if out is None else out  # (N, d)
+    g = z.new_zeros(z.shape)  # (N, d)
     shift = None
     if fixed:
         a = w * torch.exp(c - lse)  # w_i / r_i
