@@ -41,6 +41,7 @@ import math
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from .. import _validation as V
@@ -97,11 +98,8 @@ def _features(image_features: Any, text_features: Any) -> None:
         )
 
 
-def _process_group(rank: int, world_size: int, name: str) -> tuple[int, int]:
-    """Check that torch.distributed runs with the rank and world size the loss was built with;
-    returns this rank's (row offset, rows) once the caller knows its rows."""
-    import torch.distributed as dist
-
+def _process_group(rank: int, world_size: int, name: str) -> None:
+    """Check that torch.distributed runs with the rank and world size the loss was built with."""
     if not (dist.is_available() and dist.is_initialized()):
         raise RuntimeError(
             f"{name}(world_size={world_size}) needs torch.distributed: call "
@@ -113,14 +111,11 @@ def _process_group(rank: int, world_size: int, name: str) -> tuple[int, int]:
             f"{dist.get_rank()} of {dist.get_world_size()} in the default process group; pass "
             f"rank=torch.distributed.get_rank(), world_size=torch.distributed.get_world_size()"
         )
-    return rank, world_size
 
 
 def _gathered(x: torch.Tensor, with_grad: bool) -> tuple[torch.Tensor, torch.Tensor, int]:
     """(the other ranks' rows in rank order, all rows, this rank's row offset), gathered with or
     without gradient (with: the backward sums every rank's gradient of a row for its owner)."""
-    import torch.distributed as dist
-
     if with_grad:
         every = distributed.all_gather_with_grad(x)  # (N, d); backward: sum over ranks
     else:
