@@ -200,3 +200,15 @@ def test_siglip_neighbour_exchanges_on_three_ranks(dist_impl):
     """With 3 ranks open_clip's 'bidir' runs its two-way exchange (2 ranks only need one hop)."""
     out = spawn(3, functools.partial(_rank_case, "siglip", dict(dist_impl=dist_impl), torch.float64))
     check_all_ok(out, 3)
+
+
+def test_importing_the_drop_ins_imports_no_open_clip():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, contrastive.integrations.open_clip as m; m.ClipLoss(); "
+        "print(sorted(k for k in sys.modules if k.startswith('open_clip')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -143,3 +143,15 @@ def test_refusals():
             cls()(torch.zeros(6, 3), y)
     with pytest.raises(ValueError, match="reducer=AvgNonZeroReducer"):
         ours.NTXentLoss(reducer=reducers.AvgNonZeroReducer())
+
+
+def test_importing_the_drop_ins_imports_no_pytorch_metric_learning():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, contrastive.integrations.pytorch_metric_learning as m; m.NTXentLoss(); "
+        "print(sorted(k for k in sys.modules if k.startswith('pytorch_metric_learning')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
