@@ -1,5 +1,6 @@
 # The README's two commands. Each builds .venv when it is missing, installs the CPU
-# build of torch first (any other torch spec would pull CUDA packages), then the package.
+# build of torch first (any other torch spec would pull CUDA packages), then the package,
+# then open-clip-torch without its dependencies (the open_clip integration's tests read its loss.py).
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -11,6 +12,9 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install torch==2.13.0
 	$(PY) -m pip install -e ".[dev]"
+	# open_clip's loss.py, which tests/integrations/test_open_clip.py compares against; --no-deps:
+	# its dependencies (torchvision, timm, ...) would replace the CPU torch with a CUDA build
+	$(PY) -m pip install --no-deps open-clip-torch==3.3.0
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -218,6 +218,38 @@ def supcon_loss(
     return reduce(per, reduction, max(supcon_anchor_count(labels), 1))
 
 
+def pair_nce_count(labels: torch.Tensor) -> int:
+    """The number of positive pairs (a, p), a != p with equal labels: the denominator of pair NCE's mean."""
+    return int(supcon_positives(labels).sum())
+
+
+def pair_nce(
+    z: torch.Tensor,
+    labels: torch.Tensor,
+    temperature: float | torch.Tensor,
+    reduction: str = "mean",
+    *,
+    normalize: bool = True,
+) -> torch.Tensor:
+    """pytorch-metric-learning's NT-Xent with class labels (docs/derivations/pair_nce.md).
+
+    S = Z Z^T / tau,  loss_a = sum_{p in P(a)} -log(e^{S_ap} / (e^{S_ap} + sum_{n in N(a)} e^{S_an})),
+    P(a) = {p != a : y_p = y_a}, N(a) = {n : y_n != y_a}; 'mean' averages over the positive
+    pairs (:func:`pair_nce_count`), 0 when there is none.
+    """
+    z = _unit(z, normalize)
+    N = z.shape[0]
+    S = z @ z.T / temperature  # (N, N)
+    same = labels[:, None] == labels[None, :]
+    has_neg = (~same).any(1)  # rows without a negative: log 0 = -inf, kept out of autograd's way
+    masked = torch.where(has_neg[:, None], S.masked_fill(same, NEG_INF), torch.zeros_like(S))
+    neg = torch.where(has_neg, torch.logsumexp(masked, 1), torch.full_like(S[:, 0], NEG_INF))  # (N,)
+    term = torch.logaddexp(S, neg[:, None]) - S  # -log p_ap
+    pos = same & ~torch.eye(N, dtype=torch.bool, device=z.device)
+    per = torch.where(pos, term, torch.zeros_like(term)).sum(1)
+    return reduce(per, reduction, max(pair_nce_count(labels), 1))
+
+
 def retrieval_loss(
     a: torch.Tensor,
     p: torch.Tensor,

@@ -13,6 +13,7 @@ import torch
 
 from contrastive.reference import contrastive_loss as ref_margin
 from contrastive.reference import info_nce as ref_info_nce
+from contrastive.reference import pair_nce as ref_pair_nce
 from contrastive.reference import retrieval_loss as ref_retrieval
 from contrastive.reference import siglip_loss as ref_siglip
 from contrastive.reference import supcon_loss as ref_supcon
@@ -108,6 +109,29 @@ def test_supcon_loss(reduction, temperature, normalize):
     if reduction == "mean":  # the reference's own 'mean' weights: 1 / count on rows with a positive
         weights = 2.5 * ref_supcon.mean_weights(labels)
     gz, gt = ref_supcon.grad(z, labels, temperature, normalize, weights=weights)
+    close(zt.grad, gz)
+    close(t.grad, gt)
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("temperature, normalize", [(0.07, True), (0.5, True), (0.5, False)])
+@pytest.mark.parametrize(
+    "labels", [[0, 1, 0, 2, 1, 0, 3, 2, 4], [1] * 9, list(range(9))]
+)  # mixed with singletons; one label; no positive pair
+def test_pair_nce(reduction, temperature, normalize, labels):
+    rng = np.random.default_rng(5)
+    z = rng.normal(size=(9, 4)) * (1.0 if normalize else 0.5)
+    labels = np.array(labels)
+    y = torch.from_numpy(labels)
+    count = oracles.pair_nce_count(y)
+    zt, t, w = leaf(z), leaf(temperature), upstream(9, reduction)
+    out = oracles.pair_nce(zt, y, t, reduction, normalize=normalize)
+    close(out, reduced(ref_pair_nce.forward(z, labels, temperature, normalize), reduction, max(count, 1)))
+    backward(out, w)
+    weights = ref_weights(reduction, 9, w, max(count, 1))
+    if reduction == "mean":  # the reference's own 'mean' weights: 1 / #pairs on every row
+        weights = 2.5 * ref_pair_nce.mean_weights(labels)
+    gz, gt = ref_pair_nce.grad(z, labels, temperature, normalize, weights=weights)
     close(zt.grad, gz)
     close(t.grad, gt)
 

@@ -8,6 +8,7 @@ import torch
 import contrastive as C
 from contrastive.ops.engine import run
 from contrastive.ops.info_nce import info_nce_objective
+from contrastive.ops.pair_nce import pair_nce_objective
 from contrastive.ops.retrieval import clip_objective
 
 from .. import oracles
@@ -79,7 +80,9 @@ class _LargestTensor(torch.utils._python_dispatch.TorchDispatchMode):
         return out
 
 
-@pytest.mark.parametrize("name", ["info_nce", "decoupled", "clip", "supcon", "retrieval", "siglip"])
+@pytest.mark.parametrize(
+    "name", ["info_nce", "decoupled", "clip", "supcon", "retrieval", "siglip", "pair_nce"]
+)
 @pytest.mark.parametrize("reduction", ["mean", "none"])
 def test_no_n_by_n_tensor_is_ever_made(name, reduction):
     """N = 256 rows, tiles of 16: every tensor stays O(N d + tile^2), far below N^2."""
@@ -106,6 +109,9 @@ def test_no_n_by_n_tensor_is_ever_made(name, reduction):
             block_size=bs,
         ),
         "siglip": lambda: C.siglip_loss(x, y, reduction=reduction, block_size=bs),
+        "pair_nce": lambda: run(
+            pair_nce_objective(torch.arange(2 * N) % 50, bs), [torch.cat([x, y])], 0.1, reduction=reduction
+        ),
     }
     with _LargestTensor() as mode:
         out = calls[name]()
@@ -130,7 +136,15 @@ class _LargeStorages(torch.utils._python_dispatch.TorchDispatchMode):
 
 @pytest.mark.parametrize(
     "name, want",
-    [("info_nce", 1), ("supcon", 1), ("none", 1), ("clip", 2), ("retrieval", 2), ("siglip", 2)],
+    [
+        ("info_nce", 1),
+        ("supcon", 1),
+        ("none", 1),
+        ("clip", 2),
+        ("retrieval", 2),
+        ("siglip", 2),
+        ("pair_nce", 1),
+    ],
 )
 def test_the_loss_holds_only_its_gradients_beyond_the_inputs(name, want):
     """N = 16384 rows (four of the helpers' 4096-row blocks): forward and backward together
@@ -147,6 +161,7 @@ def test_the_loss_holds_only_its_gradients_beyond_the_inputs(name, want):
         "clip": lambda: C.clip_loss(x, y),
         "retrieval": lambda: C.retrieval_loss(x, y, None, symmetric=True),
         "siglip": lambda: C.siglip_loss(x, y),
+        "pair_nce": lambda: run(pair_nce_objective(torch.arange(N) % 50, 512), [x], 0.1),
     }
     with _LargeStorages(N * d * 4 * 3 // 4) as mode:
         calls[name]().backward()

@@ -6,6 +6,7 @@ import pytest
 
 from contrastive.gradcheck import central_differences
 from contrastive.reference import info_nce as nce
+from contrastive.reference import pair_nce as pnce
 from contrastive.reference import retrieval_loss as ret
 from contrastive.reference import siglip_loss as sig
 from contrastive.reference import supcon_loss as sup
@@ -40,6 +41,30 @@ def test_supcon_with_two_views_and_distinct_labels_is_nt_xent(rng):
     z = rng.normal(size=(8, 3))
     y = np.arange(8) % 4
     np.testing.assert_allclose(sup.forward(z, y, 0.4), nce.forward(z, 0.4), rtol=1e-12)
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+@pytest.mark.parametrize(
+    "y", [[0, 1, 0, 2, 1, 0, 3, 2, 1, 4, 0], [0] * 11, [5, 5, 5, 1, 1, 2, 3, 4, 6, 7, 8]]
+)  # singletons; one label (no negative); a class with only positives' rows
+def test_pair_nce_grad_matches_fd(rng, normalize, y):
+    z = rng.normal(size=(11, 3)) * (1.0 if normalize else 0.5)
+    y = np.array(y)
+    w = rng.uniform(0.5, 1.5, size=11)
+    g, gt = pnce.grad(z, y, 0.3, normalize, weights=w)
+    fd = central_differences(lambda x: w @ pnce.forward(x, y, 0.3, normalize), z.copy())
+    assert np.max(np.abs(g - fd)) <= 1e-6 * max(np.max(np.abs(fd)), 1.0)
+    assert gt == pytest.approx(
+        fd_scalar(lambda t: w @ pnce.forward(z, y, t, normalize), 0.3), rel=1e-6, abs=1e-9
+    )
+
+
+def test_pair_nce_with_two_views_and_distinct_labels_is_nt_xent(rng):
+    z = rng.normal(size=(8, 3))
+    y = np.arange(8) % 4
+    np.testing.assert_allclose(pnce.forward(z, y, 0.4), nce.forward(z, 0.4), rtol=1e-12)
+    np.testing.assert_allclose(pnce.mean_weights(y), np.full(8, 1 / 8))
+    assert pnce.mean_weights(np.arange(5)).sum() == 0.0
 
 
 @pytest.mark.parametrize("neg_shape", [None, (5, 2, 3), (4, 3)])

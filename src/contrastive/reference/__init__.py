@@ -5,12 +5,21 @@ line (the formula sits in a comment beside the code) and are checked against cen
 finite differences in the test suite; the torch ops are then checked against them.
 """
 
-from . import contrastive_loss, cosine_similarity, info_nce, retrieval_loss, siglip_loss, supcon_loss
+from . import (
+    contrastive_loss,
+    cosine_similarity,
+    info_nce,
+    pair_nce,
+    retrieval_loss,
+    siglip_loss,
+    supcon_loss,
+)
 
 __all__ = [
     "contrastive_loss",
     "cosine_similarity",
     "info_nce",
+    "pair_nce",
     "retrieval_loss",
     "siglip_loss",
     "supcon_loss",
