@@ -433,7 +433,7 @@ class GradCache:
         the one before it. With every input within ``chunk_size`` rows it is the plain loss
         with its graph.
 
-        Args, Shape, Raises: as :meth:`step`.
+        Its arguments, shapes and errors are those of :meth:`step`.
 
         Returns:
             The scalar loss; it requires grad.

@@ -246,9 +246,11 @@ class CachedMultipleNegativesRankingLoss(nn.Module):
     time by :class:`contrastive.GradCache` (its :meth:`~contrastive.GradCache.loss`: pass 2
     runs in the trainer's ``backward``, scaled by its ``grad_output``).
 
+    ``model``, ``scale``, ``similarity_fct``, ``gather_across_devices``, ``directions``,
+    ``partition_mode``, ``hardness_mode`` and ``hardness_strength`` are those of
+    :class:`MultipleNegativesRankingLoss`.
+
     Args:
-        model, scale, similarity_fct, gather_across_devices, directions, partition_mode,
-            hardness_mode, hardness_strength: as :class:`MultipleNegativesRankingLoss`.
         mini_batch_size: rows per encoder call (GradCache balances the chunks: their sizes
             differ by at most one).
         mini_batch_num_tokens: must be ``None`` (a token budget per chunk is not supported).
