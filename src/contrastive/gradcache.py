@@ -564,20 +564,21 @@ class GradCache:
                 assert out_rebuild is not None  # n >= 1 rows: at least one chunk
                 embeddings.append(out_rebuild(full))
         # the loss on the whole batch (its gradient with respect to the embeddings: in finish)
-        loss = self._check_loss(loss_fn(*embeddings))
+        held = [self._check_loss(loss_fn(*embeddings))]  # emptied by finish
         after_loss = _get_rng(devices)
-        value = loss.detach()
+        value = held[0].detach()
         del embeddings, full
 
         def finish(g: torch.Tensor | None) -> None:
-            nonlocal loss, kept
+            nonlocal kept
             restore = _get_rng(devices) if deferred else after_loss
+            loss = held.pop()
             if deferred:
                 torch.autograd.backward(loss, g)
             else:
                 self._backward_loss(loss)
             grads = [[z.grad if z.requires_grad else None for z in full] for full in leaves_all]
-            loss = None  # pass 2 needs the gradients, not the embeddings or the loss's graph
+            del loss  # pass 2 needs the gradients, not the embeddings or the loss's graph
             leaves_all.clear()
             # the kept last chunk: back-propagate through the graph of pass 1, then free it
             if kept:
