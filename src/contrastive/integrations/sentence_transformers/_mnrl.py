@@ -63,8 +63,25 @@ class MultipleNegativesRankingLoss(nn.Module):
             contrastive lacks.
 
     Examples:
+        A ``StaticEmbedding`` model on a four-word vocabulary, and sentence-transformers' loss
+        beside ours:
+
+        >>> import torch
+        >>> from sentence_transformers import SentenceTransformer
+        >>> from sentence_transformers.sentence_transformer import losses
+        >>> from sentence_transformers.sentence_transformer.modules import StaticEmbedding
+        >>> from tokenizers import Tokenizer, models, pre_tokenizers
         >>> from contrastive.integrations.sentence_transformers import MultipleNegativesRankingLoss
-        >>> loss = MultipleNegativesRankingLoss(model, scale=20.0)   # doctest: +SKIP
+        >>> tok = Tokenizer(models.WordLevel({"[UNK]": 0, "a": 1, "b": 2, "c": 3}, unk_token="[UNK]"))
+        >>> tok.pre_tokenizer = pre_tokenizers.Whitespace()
+        >>> _ = torch.manual_seed(0)
+        >>> model = SentenceTransformer(modules=[StaticEmbedding(tok, embedding_dim=8)], device="cpu")
+        >>> batch = [model.preprocess(["a b", "c", "a"]), model.preprocess(["b", "a c", "c c"])]
+        >>> ours = MultipleNegativesRankingLoss(model, scale=20.0)(batch, None)
+        >>> theirs = losses.MultipleNegativesRankingLoss(model, scale=20.0)(batch, None)
+        >>> bool(torch.allclose(ours, theirs, rtol=1e-6))
+        True
+        >>> ours.backward()
     """
 
     def __init__(
