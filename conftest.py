@@ -5,4 +5,6 @@ import importlib.util
 
 _OPTIONAL = {"src/contrastive/integrations/sentence_transformers/*": "sentence_transformers"}
 
-collect_ignore_glob = [path for path, package in _OPTIONAL.items() if importlib.util.find_spec(package) is None]
+collect_ignore_glob = [
+    path for path, package in _OPTIONAL.items() if importlib.util.find_spec(package) is None
+]
