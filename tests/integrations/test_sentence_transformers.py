@@ -456,9 +456,7 @@ def test_trainer_trains_three_steps_and_saves_a_loadable_model(bert_dir, tmp_pat
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
 
     model = bert(bert_dir, torch.float32)
-    columns = {"anchor": TEXTS[:6], "positive": TEXTS[6:], "negative": TEXTS[3:9]}
-    # a fixed fingerprint: datasets need not hash the table (its dill hashing fails on some pyarrow builds)
-    data = datasets.Dataset(datasets.table.InMemoryTable.from_pydict(columns), fingerprint="tiny-triplets")
+    data = datasets.Dataset.from_dict({"anchor": TEXTS[:6], "positive": TEXTS[6:], "negative": TEXTS[3:9]})
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     for loss in [
         ours.MultipleNegativesRankingLoss(model),
