@@ -335,6 +335,9 @@ def test_cached_mnrl_refusals(bert_dir):
         ours.CachedMultipleNegativesRankingLoss(model, mini_batch_size=0)
     with pytest.raises(ValueError, match="at least 2 inputs"):
         ours.CachedMultipleNegativesRankingLoss(model)(batch(model, 1), None)
+    wrapped = st_losses.MatryoshkaLoss(model, ours.CachedMultipleNegativesRankingLoss(model), [32, 16])
+    with pytest.raises(ValueError, match="contrastive.integrations.sentence_transformers.MatryoshkaLoss"):
+        wrapped(batch(model, 2), None)
     loss = ours.CachedMultipleNegativesRankingLoss(model)
     loss.scale = 5.0  # delegated to the wrapped loss, as in sentence-transformers
     assert loss.loss.scale == 5.0 and loss.temperature == 0.2

@@ -364,6 +364,13 @@ class CachedMultipleNegativesRankingLoss(nn.Module):
         features = list(sentence_features)
         if len(features) < 2:
             raise ValueError(f"Expected at least 2 inputs, got {len(features)}")
+        if type(getattr(self.model, "forward", None)).__name__ == "ForwardDecorator":
+            # sentence-transformers' MatryoshkaLoss caches the model's outputs per call, which
+            # the chunked forwards of the cache (and its re-embedding in backward) would scramble
+            raise ValueError(
+                "contrastive's CachedMultipleNegativesRankingLoss is wrapped in sentence-transformers' "
+                "MatryoshkaLoss; wrap it in contrastive.integrations.sentence_transformers.MatryoshkaLoss"
+            )
         columns = _Columns(self.model, features)
 
         def loss_fn(*embeddings: Tensor) -> Tensor:
