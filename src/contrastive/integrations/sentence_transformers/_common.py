@@ -4,6 +4,7 @@ keywords of the engine, and the call of :func:`~contrastive.functional.retrieval
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable
 from typing import Any
@@ -41,13 +42,18 @@ def world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
+@functools.cache
+def _keywords_of(fn: Callable[..., Any]) -> frozenset[str]:
+    return frozenset(inspect.signature(fn).parameters)
+
+
 def require(fn: Callable[..., Any], where: str, keywords: dict[str, Any]) -> None:
     """Raise if ``fn`` lacks one of the engine keywords a setting needs.
 
     Raises:
         NotImplementedError: naming the keyword and the function that lacks it.
     """
-    params = inspect.signature(fn).parameters
+    params = _keywords_of(fn)
     missing = [k for k in keywords if k not in params]
     if missing:
         raise NotImplementedError(
