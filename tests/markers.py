@@ -29,6 +29,7 @@ import torch
 
 MARKED: dict[str, list[str]] = {
     "slow": [
+        "tests/integrations/test_sentence_transformers.py::test_trainer_trains_three_steps_and_saves_a_loadable_model",
         "tests/kernels/test_kernels_bench_gpu.py::*",  # runs the benchmark script in a subprocess
         "tests/kernels/test_kernels_dispatch.py::test_importing_contrastive_never_imports_triton",
         "tests/kernels/test_kernels_dispatch.py::test_kernel_modules_import_without_triton",

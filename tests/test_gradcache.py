@@ -551,3 +551,32 @@ def test_ddp_two_ranks_equal_single_process_global_batch():
     from .test_distributed import check_all_ok, spawn
 
     check_all_ok(spawn(2, _ddp_case), 2)
+
+
+# ----------------------------------------------------------------------------- the deferred form
+@pytest.mark.parametrize("chunk", [3, 20], ids=["cached", "plain"])
+def test_deferred_loss_runs_pass_two_in_backward_scaled_by_grad_output(chunk):
+    """GradCache.loss: the value of step, nothing in .grad until backward, then g * the step's
+    gradient (dropout replayed, a learnable temperature included), RNG as before the backward."""
+    enc = MLP()
+    ref = copy.deepcopy(enc)
+    tau = torch.tensor(0.3, dtype=torch.float64, requires_grad=True)
+    tau_ref = tau.detach().clone().requires_grad_()
+    x1, x2 = _data(n=11)
+    torch.manual_seed(5)
+    want = GradCache(ref, chunk_size=chunk).step(lambda a, b: C.info_nce(a, b, tau_ref), x1, x2)
+    torch.manual_seed(5)
+    loss = GradCache(enc, chunk_size=chunk).loss(lambda a, b: C.info_nce(a, b, tau), x1, x2)
+    assert loss.requires_grad and _err(loss, want) <= TOL
+    assert all(p.grad is None for p in enc.parameters()) and tau.grad is None
+    state = torch.get_rng_state()
+    (0.7 * loss).backward()
+    assert torch.equal(torch.get_rng_state(), state)
+    for p, q in zip(enc.parameters(), ref.parameters()):
+        assert _err(p.grad, 0.7 * q.grad) <= TOL
+    assert _err(tau.grad, 0.7 * tau_ref.grad) <= TOL
+    if chunk == 3:
+        with pytest.raises(RuntimeError, match="twice"):
+            loss.backward()
+    with torch.no_grad(), pytest.raises(RuntimeError, match="no_grad"):
+        GradCache(enc, chunk_size=chunk).loss(lambda a, b: C.info_nce(a, b), x1, x2)

@@ -410,21 +410,74 @@ class GradCache:
                 chunk's rows first, a loss that is not a scalar or does not require grad.
             RuntimeError: called under ``torch.no_grad()``.
         """
+        flat, rows, sizes, towers = self._prepare("step", loss_fn, inputs, towers)
+        if all(n <= c for n, c in zip(rows, sizes)):
+            return self._plain_step(loss_fn, inputs, rows, towers)
+        value, finish = self._cached_step(loss_fn, flat, rows, sizes, towers)
+        finish(None)
+        return value
+
+    def loss(
+        self, loss_fn: Callable[..., torch.Tensor], *inputs: Any, towers: Sequence[int] | None = None
+    ) -> torch.Tensor:
+        r"""The deferred form of :meth:`step`: pass 1 and the loss now, pass 2 in ``backward``.
+
+        Returns the loss as a tensor whose ``backward()`` (or ``torch.autograd.backward``
+        with a ``grad_output`` g, e.g. a trainer's loss scaling or gradient-accumulation
+        division) accumulates ``g * dL/dtheta`` into every parameter's ``.grad``, re-embedding
+        the chunks then: the calling convention of a training loop that does
+        ``loss = loss_fn(batch); loss.backward()`` (sentence-transformers' trainer, for
+        one). The loss's own parameters (a learnable temperature) get ``g * dL/dp`` too.
+        ``scaler`` is not applied here (the outer backward's ``grad_output`` carries any
+        scale). Back-propagate the result once; the random state left after the backward is
+        the one before it. With every input within ``chunk_size`` rows it is the plain loss
+        with its graph.
+
+        Its arguments, shapes and errors are those of :meth:`step`.
+
+        Returns:
+            The scalar loss; it requires grad.
+
+        Examples:
+            >>> import torch, contrastive
+            >>> enc = torch.nn.Linear(8, 4)
+            >>> cache = contrastive.GradCache(enc, chunk_size=4)
+            >>> x1, x2 = torch.randn(10, 8), torch.randn(10, 8)
+            >>> loss = cache.loss(lambda z1, z2: contrastive.info_nce(z1, z2), x1, x2)
+            >>> enc.weight.grad is None          # pass 2 has not run yet
+            True
+            >>> (0.5 * loss).backward()          # runs it, scaled by 0.5
+            >>> enc.weight.grad.shape
+            torch.Size([4, 8])
+        """
+        flat, rows, sizes, towers = self._prepare("loss", loss_fn, inputs, towers)
+        if all(n <= c for n, c in zip(rows, sizes)):
+            embeddings = []
+            for x, n, t in zip(inputs, rows, towers):
+                leaves, rebuild = self._outputs(self._forward(self.encoders[t], x), n, t)
+                embeddings.append(rebuild([_upcast(z) for z in leaves]))
+            return self._check_loss(loss_fn(*embeddings))
+        value, finish = self._cached_step(loss_fn, flat, rows, sizes, towers, deferred=True)
+        return _Deferred.apply(value, torch.empty(0, requires_grad=True), finish)
+
+    def _prepare(
+        self, name: str, loss_fn: Any, inputs: Sequence[Any], towers: Sequence[int] | None
+    ) -> tuple[list[tuple[Leaves, Rebuild]], list[int], list[int], list[int]]:
+        """Validate a call of :meth:`step` / :meth:`loss`: the flattened inputs, their row
+        counts, each one's chunk size and tower."""
         if not callable(loss_fn):
             raise TypeError(
                 f"loss_fn must be callable (embeddings -> scalar loss), got {type(loss_fn).__name__}"
             )
         if not inputs:
-            raise ValueError("step needs at least one input batch: step(loss_fn, x1, x2, ...)")
+            raise ValueError(f"{name} needs at least one input batch: {name}(loss_fn, x1, x2, ...)")
         if not torch.is_grad_enabled():
-            raise RuntimeError("GradCache.step computes gradients; call it outside torch.no_grad()")
+            raise RuntimeError(f"GradCache.{name} computes gradients; call it outside torch.no_grad()")
         towers = self._towers(len(inputs), towers)
         flat = [_flatten(x, f"inputs[{i}]") for i, x in enumerate(inputs)]
         rows = [_rows(leaves, f"inputs[{i}]") for i, (leaves, _) in enumerate(flat)]
         sizes = [self.chunk_sizes[t] for t in towers]
-        if all(n <= c for n, c in zip(rows, sizes)):
-            return self._plain_step(loss_fn, inputs, rows, towers)
-        return self._cached_step(loss_fn, flat, rows, sizes, towers)
+        return flat, rows, sizes, towers
 
     def _plain_step(
         self,
@@ -455,7 +508,11 @@ class GradCache:
         rows: Sequence[int],
         sizes: Sequence[int],
         towers: Sequence[int],
-    ) -> torch.Tensor:
+        deferred: bool = False,
+    ) -> tuple[torch.Tensor, Callable[[torch.Tensor | None], None]]:
+        """Pass 1 and the loss; returns the loss value and ``finish(g)``, which back-propagates
+        the loss (times ``g`` when given; through ``scaler`` when not deferred) into the
+        embeddings and runs pass 2."""
         encoders = self.encoders
         devices = _cuda_devices(
             [p for e in encoders for p in e.parameters()] + [t for leaves, _ in flat for t in leaves]
@@ -506,40 +563,71 @@ class GradCache:
                 leaves_all.append(full)
                 assert out_rebuild is not None  # n >= 1 rows: at least one chunk
                 embeddings.append(out_rebuild(full))
-        # the loss on the whole batch and its gradient with respect to the embeddings
-        loss = self._check_loss(loss_fn(*embeddings))
+        # the loss on the whole batch (its gradient with respect to the embeddings: in finish)
+        held = [self._check_loss(loss_fn(*embeddings))]  # emptied by finish
         after_loss = _get_rng(devices)
-        self._backward_loss(loss)
-        grads = [[z.grad if z.requires_grad else None for z in full] for full in leaves_all]
-        value = loss.detach()
-        del loss, embeddings, leaves_all, full  # pass 2 needs the gradients, not the embeddings
-        # the kept last chunk: back-propagate through the graph of pass 1, then free it
-        if kept:
-            s = slice(starts[ik][-1], starts[ik][-1] + kept[0].shape[0])
-            _backward_chunk(kept, grads[ik], s)
-            del kept
-        # pass 2: re-embed each chunk under its random state and back-propagate its cached gradient
-        jobs = [
-            (i, c)
-            for i in range(len(flat))
-            if any(g is not None for g in grads[i]) and _trainable(encoders[towers[i]], flat[i][0])
-            for c in range(len(chunks[i]))
-            if not (keep_last and i == ik and c == len(chunks[i]) - 1)
-        ]
-        last = {id(encoders[towers[i]]): j for j, (i, _) in enumerate(jobs)}
-        bn = {id(e): _running_stat_modules(e) for e in encoders}
-        try:
-            for j, (i, c) in enumerate(jobs):
-                enc = encoders[towers[i]]
-                chunk = chunks[i][c]
-                with _sync(enc, last[id(enc)] == j), _running_stats_kept(bn[id(enc)]):
-                    states[i].replay(c)
-                    n = _rows(_flatten(chunk, "chunk")[0], "chunk")
-                    out, _ = self._outputs(self._forward(enc, chunk), n, towers[i])
-                    _backward_chunk(out, grads[i], slice(starts[i][c], starts[i][c] + n))
-        finally:
-            _set_rng(after_loss, devices)
-        return value
+        value = held[0].detach()
+        del embeddings, full
+
+        def finish(g: torch.Tensor | None) -> None:
+            nonlocal kept
+            restore = _get_rng(devices) if deferred else after_loss
+            loss = held.pop()
+            if deferred:
+                torch.autograd.backward(loss, g)
+            else:
+                self._backward_loss(loss)
+            grads = [[z.grad if z.requires_grad else None for z in full] for full in leaves_all]
+            del loss  # pass 2 needs the gradients, not the embeddings or the loss's graph
+            leaves_all.clear()
+            # the kept last chunk: back-propagate through the graph of pass 1, then free it
+            if kept:
+                s = slice(starts[ik][-1], starts[ik][-1] + kept[0].shape[0])
+                _backward_chunk(kept, grads[ik], s)
+                kept = []
+            # pass 2: re-embed each chunk under its random state and back-propagate its cached gradient
+            jobs = [
+                (i, c)
+                for i in range(len(flat))
+                if any(g is not None for g in grads[i]) and _trainable(encoders[towers[i]], flat[i][0])
+                for c in range(len(chunks[i]))
+                if not (keep_last and i == ik and c == len(chunks[i]) - 1)
+            ]
+            last = {id(encoders[towers[i]]): j for j, (i, _) in enumerate(jobs)}
+            bn = {id(e): _running_stat_modules(e) for e in encoders}
+            try:
+                for j, (i, c) in enumerate(jobs):
+                    enc = encoders[towers[i]]
+                    chunk = chunks[i][c]
+                    with _sync(enc, last[id(enc)] == j), _running_stats_kept(bn[id(enc)]):
+                        states[i].replay(c)
+                        n = _rows(_flatten(chunk, "chunk")[0], "chunk")
+                        out, _ = self._outputs(self._forward(enc, chunk), n, towers[i])
+                        _backward_chunk(out, grads[i], slice(starts[i][c], starts[i][c] + n))
+            finally:
+                _set_rng(restore, devices)
+
+        return value, finish
+
+
+class _Deferred(torch.autograd.Function):
+    """The loss value of :meth:`GradCache.loss`; its backward runs ``finish(grad_output)``
+    (the loss's backward and pass 2). ``anchor`` is an empty leaf that makes the output
+    require grad."""
+
+    @staticmethod
+    def forward(ctx: Any, value: torch.Tensor, anchor: torch.Tensor, finish: Any) -> torch.Tensor:
+        ctx.finish = finish
+        return value.clone()
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[None, None, None]:
+        finish, ctx.finish = ctx.finish, None
+        if finish is None:
+            raise RuntimeError("the loss of GradCache.loss was back-propagated twice; back-propagate it once")
+        with torch.enable_grad():  # autograd runs backward without grad mode; pass 2 needs graphs
+            finish(g)
+        return None, None, None
 
 
 def _backward_chunk(out: Leaves, grads: Sequence[torch.Tensor | None], rows: slice) -> None:

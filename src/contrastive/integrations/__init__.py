@@ -4,6 +4,8 @@ Each submodule imports its peer package lazily (only when the submodule itself i
 or not at all, so ``import contrastive`` and ``import contrastive.integrations`` import none
 of them:
 
+- :mod:`contrastive.integrations.sentence_transformers`: sentence-transformers' losses
+  (``pip install "contrastive[sentence-transformers]"``).
 - :mod:`contrastive.integrations.open_clip`: open_clip's ``ClipLoss`` and ``SigLipLoss``
   (imports nothing from open_clip; no extra needed).
 - :mod:`contrastive.integrations.pytorch_metric_learning`: pytorch-metric-learning's
