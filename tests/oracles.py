@@ -391,7 +391,9 @@ def retrieval_features(
         ga, gp, gn = (None if x is None else F.normalize(x, dim=-1) for x in (*guide, None)[:3])
         gdocs = gp if gn is None else torch.cat([gp, gn.reshape(-1, gp.shape[1])])
         t = (ga * gp).sum(-1)
-        thr = (t - guide_margin if guide_margin_strategy == "absolute" else t - t.abs() * guide_margin)[:, None]
+        thr = (t - guide_margin if guide_margin_strategy == "absolute" else t - t.abs() * guide_margin)[
+            :, None
+        ]
         fn_qd |= (ga @ gdocs.T > thr) & ~pos_col
         fn_qq |= ga @ ga.T > thr
         fn_pp |= gp @ gp.T > thr

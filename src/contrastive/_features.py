@@ -33,7 +33,9 @@ def check_directions(directions: Any, partition_mode: Any) -> tuple[str, ...]:
             f"got {directions!r}"
         )
     if not directions:
-        raise ValueError("directions is empty; at least 'query_to_doc' (the positive pair's direction) is needed")
+        raise ValueError(
+            "directions is empty; at least 'query_to_doc' (the positive pair's direction) is needed"
+        )
     bad = [d for d in directions if d not in DIRECTIONS]
     if bad:
         raise ValueError(f"directions has unknown names {bad}; valid: {DIRECTIONS}")
@@ -75,7 +77,9 @@ def check_hcl(beta: Any, tau_plus: Any, temperature: Any) -> tuple[float, float]
         return None
     beta = _number("hcl_beta", beta)
     if beta < 0:
-        raise ValueError(f"hcl_beta must be >= 0 (the concentration of the hard-negative weights), got {beta}")
+        raise ValueError(
+            f"hcl_beta must be >= 0 (the concentration of the hard-negative weights), got {beta}"
+        )
     if not 0.0 <= tau_plus < 1.0:
         raise ValueError(f"hcl_tau_plus must be in [0, 1) (the class prior tau+), got {tau_plus}")
     return beta, tau_plus
@@ -104,7 +108,9 @@ def check_guide(
         if x.shape[0] != B:
             raise ValueError(f"{name} must have B = {B} rows like the anchors, got shape {tuple(x.shape)}")
     if ga.shape != gp.shape:
-        raise ValueError(f"guide_anchors {tuple(ga.shape)} and guide_positives {tuple(gp.shape)} differ in shape")
+        raise ValueError(
+            f"guide_anchors {tuple(ga.shape)} and guide_positives {tuple(gp.shape)} differ in shape"
+        )
     if (gn is None) != (negatives is None):
         raise ValueError(
             "guide needs guide_negatives exactly when negatives are given (the guide embeddings of the same rows)"
@@ -114,7 +120,9 @@ def check_guide(
         V.check_tensor("guide_negatives", gn)
         want = (*negatives.shape[:-1], ga.shape[1])
         if tuple(gn.shape) != want:
-            raise ValueError(f"guide_negatives must have shape {want} (the negatives' rows, guide width), got {tuple(gn.shape)}")
+            raise ValueError(
+                f"guide_negatives must have shape {want} (the negatives' rows, guide width), got {tuple(gn.shape)}"
+            )
         gn = gn.reshape(-1, ga.shape[1])
     for name, x in (("guide_anchors", ga), ("guide_positives", gp), ("guide_negatives", gn)):
         if x is None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from . import _features as FT
 from . import _validation as V
 from ._deprecation import keyword_only, renamed_keywords
 from .objectives import retrieval_loss, siglip_loss, supcon_loss  # noqa: F401  (re-exported)
@@ -17,6 +18,7 @@ from .ops.clip import clip_objective
 from .ops.contrastive_loss import ContrastiveLossFn, check_loss_fits
 from .ops.cosine_similarity import MapCosineFn, PackedSymCosineFn, SymCosineFn, check_symmetric, packed_dim
 from .ops.engine import run as run_engine
+from .ops.hcl_objectives import hcl_clip_objective, hcl_info_nce_objective
 from .ops.info_nce import info_nce_objective
 from .ops.info_nce_dense import DenseInfoNCEFn
 from .ops.tiles import check_block_size
@@ -163,6 +165,22 @@ def _check_backend(backend: str, *tensors: torch.Tensor) -> str:
     return choose_backend(backend, *tensors)
 
 
+def _check_hcl_engine(name: str, backend: str, decoupled: bool, n_neg: int) -> None:
+    """Robinson's estimator runs on the torch engine, with the positive in its denominator."""
+    if backend not in ("auto", "torch"):
+        raise ValueError(
+            f"{name} with hcl_beta runs on the torch engine only, got backend={backend!r}; use 'auto' or 'torch'"
+        )
+    if decoupled:
+        raise ValueError(
+            f"{name}: hcl_beta and decoupled=True are two estimators of one denominator; pick one"
+        )
+    if n_neg < 1:
+        raise ValueError(
+            f"{name} with hcl_beta needs at least one negative per row, got {n_neg}; pass more pairs"
+        )
+
+
 def nt_xent(
     z: torch.Tensor,
     temperature: Temperature = 0.5,
@@ -174,6 +192,8 @@ def nt_xent(
     block_size: int | None = None,
     backend: str = "auto",
     decoupled: bool = False,
+    hcl_beta: float | None = None,
+    hcl_tau_plus: float = 0.0,
 ) -> torch.Tensor:
     r"""InfoNCE / NT-Xent on one stacked matrix of ``N = 2B`` embeddings (lower-level form).
 
@@ -218,6 +238,14 @@ def nt_xent(
         decoupled: leave the positive out of the denominator (DCL, Yeh et al. 2022); needs
             N >= 4 when ``exclude_self`` (a row must keep a candidate). Runs on the torch
             engine (``'auto'`` picks it; ``'triton'`` and ``'dense'`` raise).
+        hcl_beta: Robinson et al. 2021's hard-negative estimator (``None``: off; beta >= 0):
+            row i's n_i negatives (every row but itself and its positive) weighted by
+            ``exp(beta s / tau)`` over their mean (not detached), ``Ng_i = (sum imp e^{s/tau}
+            - tau+ n_i e^{l_i}) / (1 - tau+)`` clamped at ``n_i e^{-1/tau}``, and
+            ``loss_i = -log(e^{l_i} / (e^{l_i} + Ng_i))`` (the authors' reference code). Runs
+            on the torch engine; refused with ``decoupled``. A learnable temperature gets the
+            clamp floor's derivative too.
+        hcl_tau_plus: tau+ in [0, 1), the debiasing class prior (only with ``hcl_beta``).
 
     Shape:
         z: ``(N, d)`` with N even; output: scalar, or ``(N,)`` for ``reduction='none'``.
@@ -249,6 +277,12 @@ def nt_xent(
         V.check_finite("z", z)
     if normalize:
         V.check_nonzero_rows("z", z)
+    hcl = FT.check_hcl(hcl_beta, hcl_tau_plus, temperature)
+    if hcl is not None:
+        _check_hcl_engine("nt_xent", backend, decoupled, z.shape[0] - (2 if exclude_self else 1))
+        bs = check_block_size(block_size, z.shape[0], z.device)
+        build = hcl_info_nce_objective(bool(exclude_self), hcl[0], hcl[1], bs)
+        return run_engine(build, [z], temperature, normalize=normalize, reduction=reduction)
     if decoupled:
         if exclude_self and z.shape[0] < 4:
             raise ValueError(
@@ -285,6 +319,8 @@ def info_nce(
     block_size: int | None = None,
     backend: str = "auto",
     decoupled: bool = False,
+    hcl_beta: float | None = None,
+    hcl_tau_plus: float = 0.0,
 ) -> torch.Tensor:
     r"""InfoNCE / NT-Xent (SimCLR) of two views: ``z1[i]`` and ``z2[i]`` are a positive pair.
 
@@ -315,6 +351,8 @@ def info_nce(
             which never holds the N x N matrix (memory O(N d + block_size^2)).
         decoupled: decoupled contrastive learning (DCL): the positive ``z_{p(i)}`` is left
             out of the denominator, ``sum_k [k != i, k != p(i)]``; needs B >= 2.
+        hcl_beta, hcl_tau_plus: Robinson et al.'s estimator, see :func:`nt_xent`; for two
+            views it equals the authors' ``criterion``.
 
     Shape:
         z1, z2: ``(B, d)``; output: scalar, or ``(2B,)`` for ``reduction='none'``.
@@ -357,6 +395,8 @@ def info_nce(
         block_size=block_size,
         backend=backend,
         decoupled=decoupled,
+        hcl_beta=hcl_beta,
+        hcl_tau_plus=hcl_tau_plus,
     )
 
 
@@ -382,6 +422,8 @@ def clip_loss(
     check_finite: bool = True,
     block_size: int | None = None,
     backend: str = "auto",
+    hcl_beta: float | None = None,
+    hcl_tau_plus: float = 0.0,
 ) -> torch.Tensor:
     r"""Two-tower (CLIP) contrastive loss: ``a[i]`` and ``b[i]`` are a positive pair.
 
@@ -409,6 +451,9 @@ def clip_loss(
         block_size: rows per tile (``None``: 512 on CPU, 4096 on CUDA, autotuned for Triton).
         backend: ``'auto'``, ``'torch'``, ``'triton'`` (see :func:`nt_xent`) or ``'dense'``
             (plain autograd over the full logits, the reference).
+        hcl_beta, hcl_tau_plus: Robinson et al.'s estimator (see :func:`nt_xent`) in each
+            direction, a_i's negatives the b_j and b_i's the a_j (j != i), n_i = N - 1, the two
+            averaged.
 
     Shape:
         a, b: ``(N, d)``; output: scalar, or ``(N,)`` for ``reduction='none'``.
@@ -438,6 +483,11 @@ def clip_loss(
     if V.check_bool("normalize", normalize):
         V.check_nonzero_rows("a", a)
         V.check_nonzero_rows("b", b)
+    hcl = FT.check_hcl(hcl_beta, hcl_tau_plus, temperature)
+    if hcl is not None:
+        _check_hcl_engine("clip_loss", backend, False, a.shape[0] - 1)
+        build = hcl_clip_objective(hcl[0], hcl[1], check_block_size(block_size, a.shape[0], a.device))
+        return run_engine(build, [a, b], temperature, normalize=normalize, reduction=reduction)
     backend = _check_backend(backend, a, b)
     if backend == "dense":
         return _reduce(_dense_clip(a, b, temperature, normalize), reduction, a.dtype)

@@ -255,7 +255,7 @@ def retrieval_loss(
         1.0064
         >>> two = retrieval_loss(a, p, n, 1.0, directions=("query_to_doc", "doc_to_query"))
         >>> round(two.item(), 4)   # joint: -log(e / (2e + 2 + e + 1))
-        1.5514
+        1.4119
 
     References:
         Henderson et al. Efficient Natural Language Response Suggestion for Smart Reply. 2017.
@@ -329,7 +329,10 @@ def retrieval_loss(
     _engine_backend("retrieval_loss", backend)
     bs = check_block_size(block_size, max(B, 1 if neg is None else neg.shape[0]), anchors.device)
     plain = hardness_mode is None and hcl is None and guide is None
-    if plain and (dirs == ("query_to_doc",) or (set(dirs) == {"query_to_doc", "doc_to_query"} and partition_mode == "per_direction")):
+    if plain and (
+        dirs == ("query_to_doc",)
+        or (set(dirs) == {"query_to_doc", "doc_to_query"} and partition_mode == "per_direction")
+    ):
         build = retrieval_objective(len(dirs) == 2, positive_ids, bs)  # the plain fast path
     else:
         K = negatives.shape[1] if negatives is not None and negatives.dim() == 3 else 0

@@ -100,7 +100,8 @@ def test_no_n_by_n_tensor_is_ever_made(name, reduction):
             y,
             n,
             0.1,
-            symmetric=True,
+            directions=("query_to_doc", "doc_to_query"),
+            partition_mode="per_direction",
             positive_ids=torch.arange(N) % 100,
             reduction=reduction,
             block_size=bs,
@@ -145,7 +146,9 @@ def test_the_loss_holds_only_its_gradients_beyond_the_inputs(name, want):
         "supcon": lambda: C.supcon_loss(x, torch.arange(N) % 50),
         "none": lambda: C.nt_xent(x, 0.1, reduction="none").sum(),
         "clip": lambda: C.clip_loss(x, y),
-        "retrieval": lambda: C.retrieval_loss(x, y, None, symmetric=True),
+        "retrieval": lambda: C.retrieval_loss(
+            x, y, None, directions=("query_to_doc", "doc_to_query"), partition_mode="per_direction"
+        ),
         "siglip": lambda: C.siglip_loss(x, y),
     }
     with _LargeStorages(N * d * 4 * 3 // 4) as mode:

@@ -211,10 +211,7 @@ class BlockObjective(Objective):
             else:
                 if mask is not None:
                     T.masked_fill_(mask, float("-inf"))
-                sh = (lambda s: s[:, None]) if dim == 1 else (lambda s: s[None, :])
-                online_update(
-                    self.m[k][a], self.r[k][a], sl, T.amax(dim), lambda s: torch.exp(T - sh(s)).sum(dim)
-                )
+                online_update(self.m[k][a], self.r[k][a], sl, T.amax(dim), _expsum(T, dim))
 
     # -- losses and pass 2 ---------------------------------------------------------------
     def losses(self) -> torch.Tensor:
@@ -293,3 +290,10 @@ class BlockObjective(Objective):
             if mask is not None:
                 T.masked_fill_(mask, 0.0)
             H.addcmul_(T, sh(coef[sl]))
+
+
+def _expsum(T: torch.Tensor, dim: int):
+    """``shift -> sum over dim of exp(T - shift)`` (``shift`` indexed by the other dimension)."""
+    if dim == 1:
+        return lambda s: torch.exp(T - s[:, None]).sum(1)
+    return lambda s: torch.exp(T - s[None, :]).sum(0)

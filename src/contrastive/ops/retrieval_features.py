@@ -175,7 +175,10 @@ def retrieval_features_objective(
         if M:
             qn_mask = GuideSel(g[0], g[2], thr, keep_diag=False) if g is not None else None
             blocks.append(Block(0, 2, Side(0, qn_mask, b_qn)))
-        for x, on, gi in ((0, "query_to_query" in dirs or contrast_anchors, 0), (1, "doc_to_doc" in dirs or contrast_positives, 1)):
+        for x, on, gi in (
+            (0, "query_to_query" in dirs or contrast_anchors, 0),
+            (1, "doc_to_doc" in dirs or contrast_positives, 1),
+        ):
             if not on:
                 continue
             m = union([diag_sel(dev), ids_m, GuideSel(g[gi], g[gi], thr, False) if g is not None else None])
