@@ -390,13 +390,18 @@ def retrieval_features(
     if guide is not None:
         ga, gp, gn = (None if x is None else F.normalize(x, dim=-1) for x in (*guide, None)[:3])
         gdocs = gp if gn is None else torch.cat([gp, gn.reshape(-1, gp.shape[1])])
-        t = (ga * gp).sum(-1)
+
+        def cos(x, y):  # elementwise, as GISTEmbedLoss: equal rows give bit-equal entries
+            return (x[:, None, :] * y[None, :, :]).sum(-1)
+
+        g_qd = cos(ga, gdocs)
+        t = g_qd[:, :B].diagonal()  # the threshold from the same matrix, as GISTEmbedLoss
         thr = (t - guide_margin if guide_margin_strategy == "absolute" else t - t.abs() * guide_margin)[
             :, None
         ]
-        fn_qd |= (ga @ gdocs.T > thr) & ~pos_col
-        fn_qq |= ga @ ga.T > thr
-        fn_pp |= gp @ gp.T > thr
+        fn_qd |= (g_qd > thr) & ~pos_col
+        fn_qq |= cos(ga, ga) > thr
+        fn_pp |= cos(gp, gp) > thr
     s_qd = a @ docs.T
     boost = torch.zeros(B, B + M, dtype=torch.bool, device=dev)
     if hardness_mode == "in_batch_negatives":

@@ -21,16 +21,30 @@ CASES = [
     dict(directions=("query_to_doc", "query_to_query")),
     dict(directions=("query_to_doc", "doc_to_doc")),
     dict(directions=ALL4),
-    *[dict(hardness_mode=m, hardness_strength=2.0) for m in ("in_batch_negatives", "hard_negatives", "all_negatives")],
+    *[
+        dict(hardness_mode=m, hardness_strength=2.0)
+        for m in ("in_batch_negatives", "hard_negatives", "all_negatives")
+    ],
     dict(hardness_mode="all_negatives", hardness_strength=1.5, directions=ALL4),
-    dict(hardness_mode="in_batch_negatives", hardness_strength=0.7, directions=("query_to_doc", "doc_to_query"), partition_mode="per_direction"),
+    dict(
+        hardness_mode="in_batch_negatives",
+        hardness_strength=0.7,
+        directions=("query_to_doc", "doc_to_query"),
+        partition_mode="per_direction",
+    ),
     dict(hcl_beta=0.0),
     dict(hcl_beta=1.0),
     dict(hcl_beta=0.5, hcl_tau_plus=0.1),
     dict(guide="G"),
     dict(guide="G", guide_margin=0.1, contrast_anchors=True, contrast_positives=True),
     dict(guide="G", guide_margin=0.2, guide_margin_strategy="relative", contrast_anchors=True),
-    dict(guide="G", guide_margin_strategy="relative", contrast_positives=True, hardness_mode="all_negatives", hardness_strength=1.0),
+    dict(
+        guide="G",
+        guide_margin_strategy="relative",
+        contrast_positives=True,
+        hardness_mode="all_negatives",
+        hardness_strength=1.0,
+    ),
 ]
 
 
@@ -63,6 +77,8 @@ def test_engine_equals_oracle_float64(case, neg, bs, temperature):
     a, p, ga, gp, negs = data(case)
     n, gn = negs[neg]
     kw = _guide(CASES[case], ga, gp, gn)
+    if "hcl_beta" in kw and temperature < 0.005:
+        temperature = 0.005  # the reference formula overflows exp(1/tau) below; still the online-max path
     t = torch.tensor(temperature, dtype=torch.float64)  # learnable: its gradient is checked
     for pid in (None, IDS):
 
@@ -81,7 +97,12 @@ def test_float32_close_to_float64_oracle(case):
     n, gn = negs["hard"]
     kw = _guide(CASES[case], ga, gp, gn)
     ins = [x.float().requires_grad_(True) for x in (a, p, n)]
-    out = C.retrieval_loss(*ins, 0.05, block_size=3, **{k: (tuple(g.float() for g in v) if k == "guide" else v) for k, v in kw.items()})
+    out = C.retrieval_loss(
+        *ins,
+        0.05,
+        block_size=3,
+        **{k: (tuple(g.float() for g in v) if k == "guide" else v) for k, v in kw.items()},
+    )
     out.backward()
     ref_in = [x.clone().requires_grad_(True) for x in (a, p, n)]
     ref = oracles.retrieval_features(*ref_in, 0.05, **kw)
@@ -118,15 +139,25 @@ def test_guide_ties_are_kept_and_margin_drops_them():
 
 @pytest.mark.parametrize("beta, tau_plus", [(0.0, 0.0), (1.0, 0.0), (0.5, 0.1), (2.0, 0.9)])
 @pytest.mark.parametrize("exclude_self", [True, False])
-@pytest.mark.parametrize("bs, temperature", [(3, 0.5), (512, 0.2), (2, 0.001)])
+@pytest.mark.parametrize("bs, temperature", [(3, 0.5), (512, 0.2), (2, 0.005)])
 def test_hcl_info_nce_equals_reference(beta, tau_plus, exclude_self, bs, temperature):
     g = torch.Generator().manual_seed(5)
-    z1, z2 = torch.randn(5, 4, generator=g, dtype=torch.float64), torch.randn(5, 4, generator=g, dtype=torch.float64)
+    z1, z2 = (
+        torch.randn(5, 4, generator=g, dtype=torch.float64),
+        torch.randn(5, 4, generator=g, dtype=torch.float64),
+    )
     t = torch.tensor(temperature, dtype=torch.float64)
 
     def fast(x, y, t_, r):
         return C.info_nce(
-            x, y, t_, exclude_self=exclude_self, reduction=r, block_size=bs, hcl_beta=beta, hcl_tau_plus=tau_plus
+            x,
+            y,
+            t_,
+            exclude_self=exclude_self,
+            reduction=r,
+            block_size=bs,
+            hcl_beta=beta,
+            hcl_tau_plus=tau_plus,
         )
 
     def naive(x, y, t_, r):
@@ -136,13 +167,18 @@ def test_hcl_info_nce_equals_reference(beta, tau_plus, exclude_self, bs, tempera
 
 
 @pytest.mark.parametrize("beta, tau_plus", [(0.0, 0.0), (1.0, 0.0), (0.5, 0.1), (2.0, 0.9)])
-@pytest.mark.parametrize("bs, temperature", [(3, 0.5), (2, 0.001)])
+@pytest.mark.parametrize("bs, temperature", [(3, 0.5), (2, 0.005)])
 def test_hcl_clip_equals_oracle(beta, tau_plus, bs, temperature):
     g = torch.Generator().manual_seed(6)
-    a, b = torch.randn(7, 4, generator=g, dtype=torch.float64), torch.randn(7, 4, generator=g, dtype=torch.float64)
+    a, b = (
+        torch.randn(7, 4, generator=g, dtype=torch.float64),
+        torch.randn(7, 4, generator=g, dtype=torch.float64),
+    )
     t = torch.tensor(temperature, dtype=torch.float64)
     assert_matches(
-        lambda x, y, t_, r: C.clip_loss(x, y, t_, reduction=r, block_size=bs, hcl_beta=beta, hcl_tau_plus=tau_plus),
+        lambda x, y, t_, r: C.clip_loss(
+            x, y, t_, reduction=r, block_size=bs, hcl_beta=beta, hcl_tau_plus=tau_plus
+        ),
         lambda x, y, t_, r: oracles.hcl_clip(x, y, t_, r, beta=beta, tau_plus=tau_plus),
         [a, b],
         [t],
@@ -150,32 +186,42 @@ def test_hcl_clip_equals_oracle(beta, tau_plus, bs, temperature):
 
 
 def test_hcl_clamp_binds_and_its_temperature_term_counts():
-    """tau+ = 0.9 drives the debiased sum below the floor n e^{-1/tau} for some rows: the
-    temperature gradient then carries the floor's derivative (checked against autograd)."""
+    """Close positives and tau+ = 0.9 drive the debiased sum below the floor n e^{-1/tau} for
+    some rows (not all): the temperature gradient then carries the floor's derivative."""
     g = torch.Generator().manual_seed(5)
-    z1, z2 = torch.randn(5, 4, generator=g, dtype=torch.float64), torch.randn(5, 4, generator=g, dtype=torch.float64)
+    z1 = torch.randn(5, 4, generator=g, dtype=torch.float64)
+    scale = torch.tensor([0.1, 0.1, 3.0, 3.0, 3.0], dtype=torch.float64)[:, None]  # close and far positives
+    z2 = z1 + scale * torch.randn(5, 4, generator=g, dtype=torch.float64)
     z = torch.nn.functional.normalize(torch.cat([z1, z2]), dim=-1)
     L = z @ z.T / 0.5
-    pos = L[torch.arange(10), oracles.positive_index(10)]
+    pidx = oracles.positive_index(10)
+    pos = L[torch.arange(10), pidx]
     mask = torch.ones(10, 10, dtype=torch.bool)
-    mask[torch.arange(10), oracles.positive_index(10)] = False
+    mask[torch.arange(10), pidx] = False
     mask.fill_diagonal_(False)
     neg = torch.exp(L).masked_fill(~mask, 0)
     imp = torch.exp(2.0 * L).masked_fill(~mask, 0)
     raw = (-0.9 * 8 * pos.exp() + (imp * neg).sum(1) / (imp.sum(1) / 8)) / 0.1
-    assert bool((raw < 8 * torch.exp(torch.tensor(-2.0))).any())  # the clamp binds somewhere
-    t1 = torch.tensor(0.5, dtype=torch.float64, requires_grad=True)
-    C.info_nce(z1, z2, t1, hcl_beta=2.0, hcl_tau_plus=0.9).backward()
-    t2 = torch.tensor(0.5, dtype=torch.float64, requires_grad=True)
-    oracles.hcl_info_nce(z1, z2, t2, beta=2.0, tau_plus=0.9).backward()
-    torch.testing.assert_close(t1.grad, t2.grad, rtol=1e-10, atol=1e-12)
+    binds = raw < 8 * torch.exp(torch.tensor(-2.0, dtype=torch.float64))
+    assert bool(binds.any()) and not bool(binds.all())
+    t = torch.tensor(0.5, dtype=torch.float64)
+    assert_matches(
+        lambda x, y, t_, r: C.info_nce(x, y, t_, reduction=r, block_size=3, hcl_beta=2.0, hcl_tau_plus=0.9),
+        lambda x, y, t_, r: oracles.hcl_info_nce(x, y, t_, r, beta=2.0, tau_plus=0.9),
+        [z1, z2],
+        [t],
+    )
 
 
 def test_module_forms_take_the_arguments():
     a, p, ga, gp, negs = data(2)
     n, gn = negs["hard"]
-    crit = C.RetrievalLoss(0.1, learn_temperature=True, directions=ALL4, hardness_mode="all_negatives", hardness_strength=1.0)
-    want = C.retrieval_loss(a, p, n, 0.1, directions=ALL4, hardness_mode="all_negatives", hardness_strength=1.0)
+    crit = C.RetrievalLoss(
+        0.1, learn_temperature=True, directions=ALL4, hardness_mode="all_negatives", hardness_strength=1.0
+    )
+    want = C.retrieval_loss(
+        a, p, n, 0.1, directions=ALL4, hardness_mode="all_negatives", hardness_strength=1.0
+    )
     torch.testing.assert_close(crit(a, p, n).double(), want, rtol=1e-6, atol=0)
     crit.log_temperature.grad = None
     crit(a, p, n).backward()
@@ -184,7 +230,9 @@ def test_module_forms_take_the_arguments():
     want = C.retrieval_loss(a, p, n, 0.1, guide=(ga, gp, gn), guide_margin=0.1, contrast_anchors=True)
     torch.testing.assert_close(gist(a, p, n, guide=(ga, gp, gn)).double(), want, rtol=1e-6, atol=0)
     hcl = C.RetrievalLoss(0.1, hcl_beta=1.0)
-    torch.testing.assert_close(hcl(a, p, n).double(), C.retrieval_loss(a, p, n, 0.1, hcl_beta=1.0), rtol=1e-6, atol=0)
+    torch.testing.assert_close(
+        hcl(a, p, n).double(), C.retrieval_loss(a, p, n, 0.1, hcl_beta=1.0), rtol=1e-6, atol=0
+    )
     z1, z2 = a, p
     torch.testing.assert_close(
         C.InfoNCELoss(0.3, hcl_beta=0.5, hcl_tau_plus=0.1)(z1, z2).double(),
@@ -205,11 +253,23 @@ def test_module_forms_take_the_arguments():
         (dict(directions=()), ValueError, "directions is empty"),
         (dict(directions=("doc_to_query",)), ValueError, "must include 'query_to_doc'"),
         (dict(directions=("query_to_doc", "sideways")), ValueError, "unknown names"),
-        (dict(directions=("query_to_doc", "query_to_query"), partition_mode="per_direction"), ValueError, "per_direction"),
-        (dict(directions=("query_to_doc", "doc_to_doc"), partition_mode="per_direction"), ValueError, "per_direction"),
+        (
+            dict(directions=("query_to_doc", "query_to_query"), partition_mode="per_direction"),
+            ValueError,
+            "per_direction",
+        ),
+        (
+            dict(directions=("query_to_doc", "doc_to_doc"), partition_mode="per_direction"),
+            ValueError,
+            "per_direction",
+        ),
         (dict(partition_mode="both"), ValueError, "partition_mode must be"),
         (dict(hardness_mode="hardest"), ValueError, "hardness_mode must be one of"),
-        (dict(hardness_mode="hard_negatives", hardness_strength=-1.0), ValueError, "hardness_strength must be >= 0"),
+        (
+            dict(hardness_mode="hard_negatives", hardness_strength=-1.0),
+            ValueError,
+            "hardness_strength must be >= 0",
+        ),
         (dict(hardness_strength=1.0), ValueError, "no effect without hardness_mode"),
         (dict(hcl_beta=-0.5), ValueError, "hcl_beta must be >= 0"),
         (dict(hcl_beta=1.0, hcl_tau_plus=1.0), ValueError, r"hcl_tau_plus must be in \[0, 1\)"),
@@ -218,7 +278,7 @@ def test_module_forms_take_the_arguments():
         (dict(hcl_beta=1.0, hardness_mode="all_negatives", hardness_strength=1.0), ValueError, "without"),
         (dict(contrast_anchors=True), ValueError, "need guide"),
         (dict(guide="bad"), TypeError, "guide must be a tuple"),
-        (dict(guide="short"), ValueError, "guide_positives .* must have B"),
+        (dict(guide="short"), ValueError, "guide_positives must have B"),
         (dict(guide="noneg"), ValueError, "guide needs guide_negatives"),
         (dict(guide="badneg"), ValueError, "guide_negatives must have shape"),
         (dict(guide="ok", guide_margin_strategy="percent"), ValueError, "guide_margin_strategy"),
