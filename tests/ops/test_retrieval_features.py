@@ -311,3 +311,22 @@ def test_info_nce_and_clip_refusals():
         C.clip_loss(z, z, hcl_beta=-1.0)
     with pytest.raises(ValueError, match="at least one negative"):
         C.clip_loss(z[:1], z[:1], hcl_beta=1.0)
+
+
+def test_guide_tile_keeps_exact_ties_where_a_plain_gemm_would_not():
+    """A GEMM tile against the row-wise threshold differs by a rounding for many random float32
+    batches, and a plain ``G > thr`` would then drop row 1's duplicate positive; the tile's
+    near-threshold entries are decided by the threshold's own function, so the tie stays."""
+    from contrastive.ops.retrieval_features import GuideSel, guide_threshold
+
+    seen = 0
+    for seed in range(100):
+        g = torch.Generator().manual_seed(seed)
+        ga = torch.nn.functional.normalize(torch.randn(6, 33, generator=g), dim=-1)
+        gp = torch.nn.functional.normalize(torch.randn(6, 33, generator=g), dim=-1)
+        gp[4] = gp[1]
+        thr = guide_threshold(ga, gp, 0.0, "absolute")
+        seen += bool((ga @ gp.T)[1, 4] > thr[1])  # the plain comparison would drop it
+        assert not GuideSel(ga, gp, thr, keep_diag=True)(0, 6, 0, 6)[1, 4]
+        assert GuideSel(ga, gp, thr - 1e-3, keep_diag=True)(0, 6, 0, 6)[1, 4]  # any margin drops it
+    assert seen > 0  # the case this test is about did occur
