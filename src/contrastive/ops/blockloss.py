@@ -51,35 +51,100 @@ def tile_logits(xs: torch.Tensor, y: torch.Tensor, out: torch.Tensor) -> torch.T
     return tile_mm(xs, y, out)
 
 
-def union(sels: Sequence[Sel]) -> Sel | None:
-    """The selector of entries selected by any of ``sels`` (``None`` when there are none)."""
-    sels = [s for s in sels if s is not None]
-    if not sels:
+def _diag(i0: int, i1: int, j0: int, j1: int, dev: torch.device) -> torch.Tensor:
+    """(m, n) bool: global row == global column."""
+    return torch.arange(i0, i1, device=dev)[:, None] == torch.arange(j0, j1, device=dev)[None, :]
+
+
+class Diag:
+    """Selects the global diagonal i == j (self pairs, a row's own positive); a mask applies it
+    as a diagonal fill, without a tile. Symmetric, so it is its own transpose."""
+
+    def __init__(self, dev: torch.device):
+        self.dev = dev
+
+    def __call__(self, i0: int, i1: int, j0: int, j1: int) -> torch.Tensor:
+        return _diag(i0, i1, j0, j1, self.dev)
+
+
+class Everything:
+    """Selects every entry (a boost on the whole block)."""
+
+    def __call__(self, i0: int, i1: int, j0: int, j1: int) -> None:
         return None
 
-    def sel(i0: int, i1: int, j0: int, j1: int) -> torch.Tensor | None:
-        out = None
-        for s in sels:
-            t = s(i0, i1, j0, j1)
-            if t is not None:
-                out = t if out is None else out | t
-        return out
+
+class AllButDiag:
+    """Selects every entry but the global diagonal (a boost on every negative of a row)."""
+
+    def __call__(self, i0: int, i1: int, j0: int, j1: int) -> None:
+        return None
+
+
+def eq_sel(rk: torch.Tensor, ck: torch.Tensor, keep_diag: bool = False) -> Sel:
+    """Entries with equal keys (the global diagonal left out when ``keep_diag``)."""
+
+    def sel(i0: int, i1: int, j0: int, j1: int) -> torch.Tensor:
+        m = rk[i0:i1, None] == ck[None, j0:j1]
+        if keep_diag:
+            m.diagonal(i0 - j0).fill_(False)
+        return m
 
     return sel
 
 
-def transposed(sel: Sel | None) -> Sel | None:
-    """A selector for the column side of a tile: ``sel`` asked with the roles of rows and
-    columns swapped (entry (i, j) of the tile is entry (j, i) of row j), returned in tile
-    orientation."""
-    if sel is None:
-        return None
+def transposed(sels: Sequence[Sel | None]) -> list[Sel]:
+    """Selectors for the column side of a tile: each asked with the roles of rows and columns
+    swapped (entry (i, j) of the tile is entry (j, i) of row j), returned in tile orientation."""
 
-    def t(i0: int, i1: int, j0: int, j1: int) -> torch.Tensor | None:
-        m = sel(j0, j1, i0, i1)
-        return None if m is None else m.T
+    def t(sel: Sel) -> Sel:
+        if isinstance(sel, Diag):
+            return sel
 
-    return t
+        def f(i0: int, i1: int, j0: int, j1: int) -> torch.Tensor | None:
+            m = sel(j0, j1, i0, i1)
+            return None if m is None else m.T
+
+        return f
+
+    return [t(s) for s in sels if s is not None]
+
+
+class Cut:
+    """A tile's dropped entries: a bool tile (from the general selectors) and/or the global
+    diagonal. Zeroing multiplies by a 0/1 tile (a masked fill with a dense random mask costs
+    about ten times as much on CPU)."""
+
+    def __init__(self, m: torch.Tensor | None, diag: bool, off: int):
+        self.m, self.diag, self.off = m, diag, off
+        self.keep = None if m is None else torch.logical_not(m)
+
+    def zero_(self, T: torch.Tensor) -> None:
+        if self.keep is not None:
+            if self.keep.dtype != T.dtype:
+                self.keep = self.keep.to(T.dtype)
+            T.mul_(self.keep)
+        if self.diag:
+            T.diagonal(self.off).zero_()
+
+    def neg_inf_(self, T: torch.Tensor) -> None:
+        if self.m is not None:
+            T.masked_fill_(self.m, float("-inf"))
+        if self.diag:
+            T.diagonal(self.off).fill_(float("-inf"))
+
+
+def cut(sels: Sequence[Sel], i0: int, i1: int, j0: int, j1: int) -> Cut | None:
+    """The :class:`Cut` of a side's selectors on one tile (``None``: nothing dropped)."""
+    m, diag = None, False
+    for s in sels:
+        if isinstance(s, Diag):
+            diag = True
+            continue
+        t = s(i0, i1, j0, j1)
+        if t is not None:
+            m = t if m is None else m | t
+    return None if m is None and not diag else Cut(m, diag, i0 - j0)
 
 
 @dataclass
@@ -87,7 +152,7 @@ class Side:
     """Which partition a block side feeds, its mask and (row side only) its boosted entries."""
 
     part: int
-    mask: Sel | None = None
+    mask: Sequence[Sel] = ()
     boost: Sel | None = None
 
 
@@ -154,14 +219,14 @@ class BlockObjective(Objective):
         self.m = [
             [torch.full((n,), float("-inf"), dtype=dt, device=dev) for _ in p.scales] for p in self.parts
         ]
-        for blk, tile, *_ in self._tiles():
+        for blk, tile, _, _, buf in self._tiles():
             i0, i1, j0, j1, S, diag = tile
             if blk.row is not None:
-                L, mask = self._side(blk.row, S, i0, i1, j0, j1, True)
-                self._acc(blk.row.part, L, mask, slice(i0, i1), 1)
+                L, c = self._side(blk.row, S, i0, i1, j0, j1, True, buf)
+                self._acc(blk.row.part, L, c, slice(i0, i1), 1, buf)
             if blk.col is not None and not diag:
-                L, mask = self._side(blk.col, S, i0, i1, j0, j1, False)
-                self._acc(blk.col.part, L, mask, slice(j0, j1), 0)
+                L, c = self._side(blk.col, S, i0, i1, j0, j1, False, buf)
+                self._acc(blk.col.part, L, c, slice(j0, j1), 0, buf)
         self.lse = []
         for k, p in enumerate(self.parts):
             out = []
@@ -187,30 +252,50 @@ class BlockObjective(Objective):
                 yield blk, (i0, i1, j0, j1, S, blk.sym and i0 == j0), x_i, y_j, buf
 
     def _side(
-        self, side: Side, S: torch.Tensor, i0: int, i1: int, j0: int, j1: int, row: bool
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The side's logits (boosted where selected) and its mask, in tile orientation."""
+        self, side: Side, S: torch.Tensor, i0: int, i1: int, j0: int, j1: int, row: bool, buf: TileBuffers
+    ) -> tuple[torch.Tensor, Cut | None]:
+        """The side's logits (boosted where selected) and its dropped entries, tile orientation."""
         L = S
-        if row and side.boost is not None and self.boost != 1.0:
-            b = side.boost(i0, i1, j0, j1)
-            if b is not None:
-                L = torch.where(b, S * self.boost, S)  # s (inv_temp + alpha) on the boosted set
-        mask = side.mask(i0, i1, j0, j1) if side.mask is not None else None
-        return L, mask
+        b = side.boost if row else None
+        if b is not None and self.boost != 1.0:
+            L = buf.get("L", i1 - i0, j1 - j0)
+            if isinstance(b, (Everything, AllButDiag)):
+                torch.mul(S, self.boost, out=L)  # s (inv_temp + alpha) on the boosted set
+                if isinstance(b, AllButDiag):
+                    L.diagonal(i0 - j0).copy_(S.diagonal(i0 - j0))  # the positive keeps s / tau
+            else:
+                sel = b(i0, i1, j0, j1)
+                if sel is None:
+                    L = S
+                else:
+                    torch.addcmul(S, S, sel.to(S.dtype), value=self.boost - 1.0, out=L)
+        return L, cut(side.mask, i0, i1, j0, j1)
 
-    def _acc(self, k: int, L: torch.Tensor, mask: torch.Tensor | None, sl: slice, dim: int) -> None:
+    def _scaled(
+        self, L: torch.Tensor, sigma: float, shift: torch.Tensor | float, buf: TileBuffers
+    ) -> torch.Tensor:
+        """sigma L - shift in the tile buffer "T" (``shift`` a scalar or a row/column vector)."""
+        T = buf.get("T", *L.shape)
+        if sigma == 1.0:
+            torch.sub(L, shift, out=T)
+        else:
+            torch.mul(L, sigma, out=T)
+            T.sub_(shift)
+        return T
+
+    def _acc(self, k: int, L: torch.Tensor, c: Cut | None, sl: slice, dim: int, buf: TileBuffers) -> None:
         """Add the tile's exponentials to partition k's accumulators at rows ``sl``: row sums
         (``dim=1``) or column sums (``dim=0``)."""
         for a, sigma in enumerate(self.parts[k].scales):
-            T = L * sigma if sigma != 1.0 else L.clone()
             if self.fixed[k]:
-                T.sub_(sigma * self.c).exp_()  # in [exp(-2 sigma c), 1]
-                if mask is not None:
-                    T.masked_fill_(mask, 0.0)
+                T = self._scaled(L, sigma, sigma * self.c, buf).exp_()  # in [exp(-2 sigma c), 1]
+                if c is not None:
+                    c.zero_(T)
                 self.r[k][a][sl] += T.sum(dim)
             else:
-                if mask is not None:
-                    T.masked_fill_(mask, float("-inf"))
+                T = self._scaled(L, sigma, 0.0, buf)
+                if c is not None:
+                    c.neg_inf_(T)
                 online_update(self.m[k][a], self.r[k][a], sl, T.amax(dim), _expsum(T, dim))
 
     # -- losses and pass 2 ---------------------------------------------------------------
@@ -238,11 +323,11 @@ class BlockObjective(Objective):
             H = buf.get("H", i1 - i0, j1 - j0)
             H.zero_()
             if blk.row is not None:
-                L, mask = self._side(blk.row, S, i0, i1, j0, j1, True)
-                self._dlogits(H, blk.row.part, coefs, L, mask, slice(i0, i1), 1)
+                L, c = self._side(blk.row, S, i0, i1, j0, j1, True, buf)
+                self._dlogits(H, blk.row.part, coefs, L, c, slice(i0, i1), 1, buf)
             if blk.col is not None and not diag:
-                L, mask = self._side(blk.col, S, i0, i1, j0, j1, False)
-                self._dlogits(H, blk.col.part, coefs, L, mask, slice(j0, j1), 0)
+                L, c = self._side(blk.col, S, i0, i1, j0, j1, False, buf)
+                self._dlogits(H, blk.col.part, coefs, L, c, slice(j0, j1), 0, buf)
             HY = H @ y_j  # (m, d)
             d_inv += (x_i * HY).sum()  # sum_ij H_ij s_ij, each logit once
             if diag:
@@ -273,9 +358,10 @@ class BlockObjective(Objective):
         k: int,
         coefs: list,
         L: torch.Tensor,
-        mask: torch.Tensor | None,
+        c: Cut | None,
         sl: slice,
         dim: int,
+        buf: TileBuffers,
     ) -> None:
         """H += sum_a coef_a sigma_a exp(sigma_a L - lse_a) over partition k's accumulators, the
         coefficients indexed by rows (``dim=1``) or columns (``dim=0``) of the tile."""
@@ -283,13 +369,16 @@ class BlockObjective(Objective):
             coef = coefs[k][a]
             if coef is None:
                 continue
-            lse = self.lse[k][a][sl]
-            sh = (lambda v: v[:, None]) if dim == 1 else (lambda v: v[None, :])
-            T = L * sigma if sigma != 1.0 else L.clone()
-            T.sub_(sh(lse)).exp_()  # the accumulator's softmax
-            if mask is not None:
-                T.masked_fill_(mask, 0.0)
-            H.addcmul_(T, sh(coef[sl]))
+            lse, cf = self.lse[k][a][sl], coef[sl]
+            T = self._scaled(L, sigma, lse[:, None] if dim == 1 else lse[None, :], buf)
+            if c is not None:
+                # a dropped entry may sit far above the lse of the kept ones: cap it so that its
+                # exp stays finite before it is zeroed (kept entries are <= 0 up to rounding)
+                T.clamp_(max=1.0).exp_()
+                c.zero_(T)
+            else:
+                T.exp_()  # the accumulator's softmax
+            H.addcmul_(T, cf[:, None] if dim == 1 else cf[None, :])
 
 
 def _expsum(T: torch.Tensor, dim: int):

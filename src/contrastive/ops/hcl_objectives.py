@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import torch
 
-from .blockloss import Block, BlockObjective, Side, transposed, union
+from .blockloss import Block, BlockObjective, Diag, Side, eq_sel, transposed
 from .engine import Build
 from .hcl import Partition
-from .retrieval_features import diag_sel, eq_sel
 
 
 def _full(zs):
@@ -29,7 +28,7 @@ def hcl_info_nce_objective(exclude_self: bool, beta: float, tau_plus: float, bs:
         z = _full(zs)
         N, dev = z[0].shape[0], z[0].device
         p = (torch.arange(N, device=dev) + N // 2) % N  # (N,) p(i)
-        m = union([diag_sel(dev) if exclude_self else None, eq_sel(p, torch.arange(N, device=dev))])
+        m = [s for s in (Diag(dev) if exclude_self else None, eq_sel(p, torch.arange(N, device=dev))) if s]
         n_neg = torch.full((N,), N - 2 if exclude_self else N - 1, dtype=z[0].dtype, device=dev)
         parts = [Partition(1.0, "hcl", beta, tau_plus, n_neg)]
         blocks = [Block(0, 0, Side(0, m), Side(0, transposed(m)), sym=True)]
@@ -46,7 +45,7 @@ def hcl_clip_objective(beta: float, tau_plus: float, bs: int) -> Build:
         N, dev = z[0].shape[0], z[0].device
         n_neg = torch.full((N,), N - 1, dtype=z[0].dtype, device=dev)
         parts = [Partition(0.5, "hcl", beta, tau_plus, n_neg), Partition(0.5, "hcl", beta, tau_plus, n_neg)]
-        blocks = [Block(0, 1, Side(0, diag_sel(dev)), Side(1, diag_sel(dev)))]
+        blocks = [Block(0, 1, Side(0, [Diag(dev)]), Side(1, [Diag(dev)]))]
         return BlockObjective(z, inv_temp, needs, blocks, parts, (0, 1, None), 1.0, bs)
 
     return build

@@ -28,36 +28,10 @@ from collections.abc import Sequence
 
 import torch
 
-from .blockloss import Block, BlockObjective, Sel, Side, transposed, union
+from .blockloss import AllButDiag, Block, BlockObjective, Diag, Everything, Sel, Side, eq_sel, transposed
 from .common import normalize_rows
 from .engine import Build
 from .hcl import Partition
-
-
-def _diag(i0: int, i1: int, j0: int, j1: int, dev: torch.device) -> torch.Tensor:
-    """(m, n) bool: global row == global column."""
-    return (torch.arange(i0, i1, device=dev)[:, None]) == torch.arange(j0, j1, device=dev)[None, :]
-
-
-def eq_sel(rk: torch.Tensor, ck: torch.Tensor, keep_diag: bool = False) -> Sel:
-    """Entries with equal keys (the global diagonal left out when ``keep_diag``)."""
-
-    def sel(i0: int, i1: int, j0: int, j1: int) -> torch.Tensor:
-        m = rk[i0:i1, None] == ck[None, j0:j1]
-        if keep_diag:
-            m.diagonal(i0 - j0).fill_(False)
-        return m
-
-    return sel
-
-
-def diag_sel(dev: torch.device, invert: bool = False) -> Sel:
-    """The global diagonal (self pairs, or a row's own positive); everything else if ``invert``."""
-    return lambda i0, i1, j0, j1: _diag(i0, i1, j0, j1, dev) ^ invert
-
-
-def all_sel(dev: torch.device) -> Sel:
-    return lambda i0, i1, j0, j1: torch.ones(i1 - i0, j1 - j0, dtype=torch.bool, device=dev)
 
 
 class GuideSel:
@@ -70,15 +44,14 @@ class GuideSel:
 
     def __init__(self, gx: torch.Tensor, gy: torch.Tensor, thr: torch.Tensor, keep_diag: bool):
         self.gx, self.gy, self.thr, self.keep_diag = gx, gy, thr, keep_diag
-        self.tol = 4.0 * gx.shape[1] * torch.finfo(gx.dtype).eps
+        self.tol = 2.0 * gx.shape[1] * torch.finfo(gx.dtype).eps  # >= |GEMM - pair_sim| for unit rows
 
     def __call__(self, i0: int, i1: int, j0: int, j1: int) -> torch.Tensor:
-        G = self.gx[i0:i1] @ self.gy[j0:j1].T  # (m, n) guide similarities
-        thr = self.thr[i0:i1, None]
-        out = G > thr
-        near = (G - thr).abs() <= self.tol
-        if bool(near.any()):
-            ii, jj = near.nonzero(as_tuple=True)
+        D = self.gx[i0:i1] @ self.gy[j0:j1].T  # (m, n) guide similarities
+        D.sub_(self.thr[i0:i1, None])  # minus the row's threshold
+        out = D > 0
+        ii, jj = (D.abs_() <= self.tol).nonzero(as_tuple=True)
+        if ii.numel():
             exact = pair_sim(self.gx[i0 + ii], self.gy[j0 + jj])
             out[ii, jj] = exact > self.thr[i0 + ii]
         if self.keep_diag:
@@ -132,20 +105,20 @@ def retrieval_features_objective(
         # the query's own hard negatives among the M negative rows (a shared set: all of them)
         own: Sel | None = None
         if M:
-            own = eq_sel(torch.arange(B, device=dev), torch.arange(M, device=dev) // K) if K else all_sel(dev)
+            own = eq_sel(torch.arange(B, device=dev), torch.arange(M, device=dev) // K) if K else Everything()
         ids_m = None if ids is None else eq_sel(ids, ids, keep_diag=True)
+        dg = Diag(dev)
         # hardness: which query_to_doc entries are boosted
         b_qd = b_qn = None
         if hardness_mode is not None and hardness_strength > 0.0:
             if hardness_mode in ("in_batch_negatives", "all_negatives"):
-                b_qd = diag_sel(dev, invert=True)
+                b_qd = AllButDiag()
             if M and hardness_mode == "hard_negatives":
                 b_qn = own
             elif M and hardness_mode == "all_negatives":
-                b_qn = all_sel(dev)
+                b_qn = Everything()
             elif M and hardness_mode == "in_batch_negatives" and K:
-                o = own
-                b_qn = lambda i0, i1, j0, j1: ~o(i0, i1, j0, j1)  # noqa: E731
+                b_qn = lambda i0, i1, j0, j1: ~own(i0, i1, j0, j1)  # noqa: E731
         boost = (inv_temp + hardness_strength) / inv_temp if (b_qd or b_qn) else 1.0
         parts: list[Partition]
         qd_mask = [ids_m]
@@ -157,7 +130,7 @@ def retrieval_features_objective(
                 dup = cnt[inv] - 1
             n_neg = (B - 1 - dup + M).to(dt)
             parts = [Partition(1.0, "hcl", beta, tau_plus, n_neg)]
-            qd_mask.append(diag_sel(dev))  # HCL's accumulators see the negatives only
+            qd_mask.append(dg)  # HCL's accumulators see the negatives only
         elif per_dir:
             parts = [Partition(0.5), Partition(0.5)]
         else:
@@ -168,12 +141,12 @@ def retrieval_features_objective(
             Block(
                 0,
                 1,
-                Side(0, union(qd_mask), b_qd),
-                Side(1 if per_dir else 0, transposed(ids_m)) if "doc_to_query" in dirs else None,
+                Side(0, [m for m in qd_mask if m is not None], b_qd),
+                Side(1 if per_dir else 0, transposed([ids_m])) if "doc_to_query" in dirs else None,
             )
         ]
         if M:
-            qn_mask = GuideSel(g[0], g[2], thr, keep_diag=False) if g is not None else None
+            qn_mask = [GuideSel(g[0], g[2], thr, keep_diag=False)] if g is not None else []
             blocks.append(Block(0, 2, Side(0, qn_mask, b_qn)))
         for x, on, gi in (
             (0, "query_to_query" in dirs or contrast_anchors, 0),
@@ -181,10 +154,10 @@ def retrieval_features_objective(
         ):
             if not on:
                 continue
-            m = union([diag_sel(dev), ids_m, GuideSel(g[gi], g[gi], thr, False) if g is not None else None])
+            m = [s for s in (dg, ids_m, GuideSel(g[gi], g[gi], thr, False) if g is not None else None) if s]
             blocks.append(Block(x, x, Side(0, m), Side(0, transposed(m)), sym=True))
         if "doc_to_doc" in dirs and M:
-            blocks.append(Block(1, 2, Side(0, own if K else None)))  # a document's own hard negatives out
+            blocks.append(Block(1, 2, Side(0, [own] if K else [])))  # a document's own hard negatives out
         return BlockObjective(full, inv_temp, needs, blocks, parts, (0, 1, None), boost, bs)
 
     return build
