@@ -344,7 +344,7 @@ def retrieval_loss(
             hardness_mode=hardness_mode,
             hardness_strength=hardness_strength,
             hcl=hcl,
-            guide=guide,  # type: ignore[arg-type]
+            guide=guide,
             guide_margin=float(guide_margin),
             guide_margin_strategy=guide_margin_strategy,
             contrast_anchors=contrast_anchors,

@@ -340,15 +340,17 @@ class BlockObjective(Objective):
         px, py, pidx = self.pos_spec
         x, y = self.zs[px], self.zs[py]
         assert x is not None and y is not None
-        if gs[px] is not None:
+        gpx = gs[px]
+        if gpx is not None:
             yp = y if pidx is None else y[pidx]
-            gs[px].add_(yp * (t * d_ell)[:, None])  # dl_i/dx_i = inv_temp y_pi(i)
-        if gs[py] is not None:
+            gpx.add_(yp * (t * d_ell)[:, None])  # dl_i/dx_i = inv_temp y_pi(i)
+        gpy = gs[py]
+        if gpy is not None:
             src = x * (t * d_ell)[:, None]
             if pidx is None:
-                gs[py].add_(src)
+                gpy.add_(src)
             else:
-                gs[py].index_add_(0, pidx, src)
+                gpy.index_add_(0, pidx, src)
         d_inv += (d_ell * self.s_pos).sum()
         return gs, d_inv, None
 
@@ -381,7 +383,7 @@ class BlockObjective(Objective):
             H.addcmul_(T, cf[:, None] if dim == 1 else cf[None, :])
 
 
-def _expsum(T: torch.Tensor, dim: int):
+def _expsum(T: torch.Tensor, dim: int) -> Callable[[torch.Tensor], torch.Tensor]:
     """``shift -> sum over dim of exp(T - shift)`` (``shift`` indexed by the other dimension)."""
     if dim == 1:
         return lambda s: torch.exp(T - s[:, None]).sum(1)

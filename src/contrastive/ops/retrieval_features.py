@@ -70,6 +70,35 @@ def guide_threshold(ga: torch.Tensor, gp: torch.Tensor, margin: float, strategy:
     return t - margin if strategy == "absolute" else t - t.abs() * margin
 
 
+class _Guide:
+    """The guide's unit rows (anchors, positives, negatives or None) and the thresholds."""
+
+    def __init__(self, rows: list[torch.Tensor | None], thr: torch.Tensor):
+        self.rows, self.thr = rows, thr
+
+    def sel(self, x: int, y: int, keep_diag: bool = False) -> GuideSel:
+        gx, gy = self.rows[x], self.rows[y]
+        assert gx is not None and gy is not None
+        return GuideSel(gx, gy, self.thr, keep_diag)
+
+
+def _unit_guide(
+    guide: Sequence[torch.Tensor | None], dt: torch.dtype, margin: float, strategy: str
+) -> _Guide:
+    rows = [None if x is None else normalize_rows(x.to(dt))[0] for x in guide]
+    ga, gp = rows[0], rows[1]
+    assert ga is not None and gp is not None
+    return _Guide(rows, guide_threshold(ga, gp, margin, strategy))
+
+
+def _negated(sel: Sel) -> Sel:
+    def f(i0: int, i1: int, j0: int, j1: int) -> torch.Tensor | None:
+        m = sel(i0, i1, j0, j1)
+        return None if m is None else ~m
+
+    return f
+
+
 def retrieval_features_objective(
     *,
     B: int,
@@ -98,14 +127,10 @@ def retrieval_features_objective(
         ids = None if positive_ids is None else positive_ids.to(dev)
         dirs = set(directions)
         per_dir = partition_mode == "per_direction" and "doc_to_query" in dirs
-        g = None
-        if guide is not None:
-            g = [None if x is None else normalize_rows(x.to(dt))[0] for x in guide]
-            thr = guide_threshold(g[0], g[1], guide_margin, guide_margin_strategy)
+        gs = None if guide is None else _unit_guide(guide, dt, guide_margin, guide_margin_strategy)
         # the query's own hard negatives among the M negative rows (a shared set: all of them)
-        own: Sel | None = None
-        if M:
-            own = eq_sel(torch.arange(B, device=dev), torch.arange(M, device=dev) // K) if K else Everything()
+        own_k = eq_sel(torch.arange(B, device=dev), torch.arange(M, device=dev) // max(K, 1))
+        own: Sel = own_k if K else Everything()
         ids_m = None if ids is None else eq_sel(ids, ids, keep_diag=True)
         dg = Diag(dev)
         # hardness: which query_to_doc entries are boosted
@@ -118,10 +143,10 @@ def retrieval_features_objective(
             elif M and hardness_mode == "all_negatives":
                 b_qn = Everything()
             elif M and hardness_mode == "in_batch_negatives" and K:
-                b_qn = lambda i0, i1, j0, j1: ~own(i0, i1, j0, j1)  # noqa: E731
+                b_qn = _negated(own_k)
         boost = (inv_temp + hardness_strength) / inv_temp if (b_qd or b_qn) else 1.0
         parts: list[Partition]
-        qd_mask = [ids_m]
+        qd_mask: list[Sel | None] = [ids_m]
         if hcl is not None:
             beta, tau_plus = hcl
             dup = torch.zeros(B, device=dev, dtype=torch.long)
@@ -135,8 +160,8 @@ def retrieval_features_objective(
             parts = [Partition(0.5), Partition(0.5)]
         else:
             parts = [Partition(1.0)]
-        if g is not None:
-            qd_mask.append(GuideSel(g[0], g[1], thr, keep_diag=True))
+        if gs is not None:
+            qd_mask.append(gs.sel(0, 1, keep_diag=True))
         blocks = [
             Block(
                 0,
@@ -146,7 +171,7 @@ def retrieval_features_objective(
             )
         ]
         if M:
-            qn_mask = [GuideSel(g[0], g[2], thr, keep_diag=False)] if g is not None else []
+            qn_mask: list[Sel] = [] if gs is None else [gs.sel(0, 2)]
             blocks.append(Block(0, 2, Side(0, qn_mask, b_qn)))
         for x, on, gi in (
             (0, "query_to_query" in dirs or contrast_anchors, 0),
@@ -154,10 +179,10 @@ def retrieval_features_objective(
         ):
             if not on:
                 continue
-            m = [s for s in (dg, ids_m, GuideSel(g[gi], g[gi], thr, False) if g is not None else None) if s]
+            m = [s for s in (dg, ids_m, None if gs is None else gs.sel(gi, gi)) if s is not None]
             blocks.append(Block(x, x, Side(0, m), Side(0, transposed(m)), sym=True))
         if "doc_to_doc" in dirs and M:
-            blocks.append(Block(1, 2, Side(0, [own] if K else [])))  # a document's own hard negatives out
+            blocks.append(Block(1, 2, Side(0, [own_k] if K else [])))  # a document's own hard negatives out
         return BlockObjective(full, inv_temp, needs, blocks, parts, (0, 1, None), boost, bs)
 
     return build
