@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import torch
 
-from .blockloss import Block, BlockObjective, Diag, Side, eq_sel, transposed
+from .blockloss import Block, BlockObjective, Side
 from .engine import Build
 from .hcl import Partition
+from .selectors import Diag, eq_sel, transposed
 
 
 def _full(zs):

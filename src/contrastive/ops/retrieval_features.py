@@ -28,10 +28,11 @@ from collections.abc import Sequence
 
 import torch
 
-from .blockloss import AllButDiag, Block, BlockObjective, Diag, Everything, Sel, Side, eq_sel, transposed
+from .blockloss import Block, BlockObjective, Side
 from .common import normalize_rows
 from .engine import Build
 from .hcl import Partition
+from .selectors import AllButDiag, Diag, Everything, Sel, eq_sel, transposed
 
 
 class GuideSel:
