@@ -57,15 +57,11 @@ def check_hardness(mode: Any, strength: Any) -> tuple[str | None, float]:
     strength = _number("hardness_strength", strength)
     if strength < 0:
         raise ValueError(f"hardness_strength must be >= 0 (alpha of Lan et al.'s Eq. 5), got {strength}")
-    if mode is None and strength != 0.0:
-        raise ValueError(
-            f"hardness_strength={strength} has no effect without hardness_mode; pass hardness_mode="
-            f"'in_batch_negatives', 'hard_negatives' or 'all_negatives'"
-        )
-    return mode, strength
+    # as MultipleNegativesRankingLoss: the strength is ignored without a mode
+    return mode, (strength if mode is not None else 0.0)
 
 
-def check_hcl(beta: Any, tau_plus: Any, temperature: Any) -> tuple[float, float] | None:
+def check_hcl(beta: Any, tau_plus: Any) -> tuple[float, float] | None:
     """``hcl_beta`` None (off) or >= 0, ``hcl_tau_plus`` in [0, 1) and only with ``hcl_beta``.
     A learnable temperature is supported (the clamp floor's derivative is included)."""
     tau_plus = _number("hcl_tau_plus", tau_plus)

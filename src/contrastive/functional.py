@@ -277,7 +277,7 @@ def nt_xent(
         V.check_finite("z", z)
     if normalize:
         V.check_nonzero_rows("z", z)
-    hcl = FT.check_hcl(hcl_beta, hcl_tau_plus, temperature)
+    hcl = FT.check_hcl(hcl_beta, hcl_tau_plus)
     if hcl is not None:
         _check_hcl_engine("nt_xent", backend, decoupled, z.shape[0] - (2 if exclude_self else 1))
         bs = check_block_size(block_size, z.shape[0], z.device)
@@ -483,7 +483,7 @@ def clip_loss(
     if V.check_bool("normalize", normalize):
         V.check_nonzero_rows("a", a)
         V.check_nonzero_rows("b", b)
-    hcl = FT.check_hcl(hcl_beta, hcl_tau_plus, temperature)
+    hcl = FT.check_hcl(hcl_beta, hcl_tau_plus)
     if hcl is not None:
         _check_hcl_engine("clip_loss", backend, False, a.shape[0] - 1)
         build = hcl_clip_objective(hcl[0], hcl[1], check_block_size(block_size, a.shape[0], a.device))

@@ -123,7 +123,7 @@ class InfoNCELoss(nn.Module):
     ):
         super().__init__()
         self.decoupled = bool(decoupled)
-        FT.check_hcl(hcl_beta, hcl_tau_plus, temperature)
+        FT.check_hcl(hcl_beta, hcl_tau_plus)
         self.hcl_beta, self.hcl_tau_plus = hcl_beta, hcl_tau_plus
         V.check_temperature(temperature)
         self.check_finite = check_finite
@@ -254,7 +254,7 @@ class RetrievalLoss(_Temperature):
         self.directions = FT.check_directions(directions, partition_mode)
         self.partition_mode = partition_mode
         self.hardness_mode, self.hardness_strength = FT.check_hardness(hardness_mode, hardness_strength)
-        FT.check_hcl(hcl_beta, hcl_tau_plus, temperature)
+        FT.check_hcl(hcl_beta, hcl_tau_plus)
         self.hcl_beta, self.hcl_tau_plus = hcl_beta, hcl_tau_plus
         self.guide_margin, self.guide_margin_strategy = guide_margin, guide_margin_strategy
         self.contrast_anchors = V.check_bool("contrast_anchors", contrast_anchors)
@@ -334,7 +334,7 @@ class ClipLoss(nn.Module):
     ):
         super().__init__()
         V.check_temperature(temperature)
-        FT.check_hcl(hcl_beta, hcl_tau_plus, temperature)
+        FT.check_hcl(hcl_beta, hcl_tau_plus)
         self.hcl_beta, self.hcl_tau_plus = hcl_beta, hcl_tau_plus
         self.logit_scale = nn.Parameter(
             torch.tensor(math.log(1.0 / float(temperature))), requires_grad=bool(learn_temperature)

@@ -216,7 +216,8 @@ def retrieval_loss(
             ``"query_to_query"``, ``"doc_to_doc"``.
         partition_mode: ``"joint"`` or ``"per_direction"``.
         hardness_mode: ``None``, ``"in_batch_negatives"``, ``"hard_negatives"`` or ``"all_negatives"``.
-        hardness_strength: alpha >= 0.
+        hardness_strength: alpha >= 0 (ignored without ``hardness_mode``, as in
+            sentence-transformers).
         hcl_beta: Robinson's beta >= 0, or ``None`` (off).
         hcl_tau_plus: Robinson's class prior tau+ in [0, 1).
         guide: ``(guide_anchors, guide_positives)`` or with ``guide_negatives`` (needed exactly
@@ -300,7 +301,7 @@ def retrieval_loss(
         positive_ids = V.check_ids("positive_ids", positive_ids, B, anchors, "ids")
     dirs = FT.check_directions(directions, partition_mode)
     hardness_mode, hardness_strength = FT.check_hardness(hardness_mode, hardness_strength)
-    hcl = FT.check_hcl(hcl_beta, hcl_tau_plus, temperature)
+    hcl = FT.check_hcl(hcl_beta, hcl_tau_plus)
     contrast_anchors = V.check_bool("contrast_anchors", contrast_anchors)
     contrast_positives = V.check_bool("contrast_positives", contrast_positives)
     if guide is not None:
@@ -328,7 +329,7 @@ def retrieval_loss(
     _common(names, tensors, reduction, check_finite, normalize)
     _engine_backend("retrieval_loss", backend)
     bs = check_block_size(block_size, max(B, 1 if neg is None else neg.shape[0]), anchors.device)
-    plain = hardness_mode is None and hcl is None and guide is None
+    plain = (hardness_mode is None or hardness_strength == 0.0) and hcl is None and guide is None
     if plain and (
         dirs == ("query_to_doc",)
         or (set(dirs) == {"query_to_doc", "doc_to_query"} and partition_mode == "per_direction")

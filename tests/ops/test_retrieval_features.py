@@ -270,7 +270,6 @@ def test_module_forms_take_the_arguments():
             ValueError,
             "hardness_strength must be >= 0",
         ),
-        (dict(hardness_strength=1.0), ValueError, "no effect without hardness_mode"),
         (dict(hcl_beta=-0.5), ValueError, "hcl_beta must be >= 0"),
         (dict(hcl_beta=1.0, hcl_tau_plus=1.0), ValueError, r"hcl_tau_plus must be in \[0, 1\)"),
         (dict(hcl_tau_plus=0.1), ValueError, "needs hcl_beta"),
@@ -330,3 +329,11 @@ def test_guide_tile_keeps_exact_ties_where_a_plain_gemm_would_not():
         assert not GuideSel(ga, gp, thr, keep_diag=True)(0, 6, 0, 6)[1, 4]
         assert GuideSel(ga, gp, thr - 1e-3, keep_diag=True)(0, 6, 0, 6)[1, 4]  # any margin drops it
     assert seen > 0  # the case this test is about did occur
+
+
+def test_hardness_strength_without_mode_is_ignored_as_in_sentence_transformers():
+    a, p, _, _, negs = data(4)
+    n = negs["hard"][0]
+    torch.testing.assert_close(
+        C.retrieval_loss(a, p, n, 0.1, hardness_strength=5.0), C.retrieval_loss(a, p, n, 0.1), rtol=0, atol=0
+    )
