@@ -337,3 +337,40 @@ def test_hardness_strength_without_mode_is_ignored_as_in_sentence_transformers()
     torch.testing.assert_close(
         C.retrieval_loss(a, p, n, 0.1, hardness_strength=5.0), C.retrieval_loss(a, p, n, 0.1), rtol=0, atol=0
     )
+
+
+@pytest.mark.parametrize("case", [1, 4, 7, 10, 12, 13])
+def test_unnormalised_rows_equal_oracle(case):
+    """normalize=False: raw dot products (the guide's similarity stays a cosine)."""
+    a, p, ga, gp, negs = data(case)
+    n, gn = negs["hard"]
+    kw = _guide(CASES[case], ga, gp, gn)
+    t = torch.tensor(2.0, dtype=torch.float64)
+    assert_matches(
+        lambda a_, p_, n_, t_, r: C.retrieval_loss(
+            a_, p_, n_, t_, normalize=False, positive_ids=IDS, reduction=r, block_size=3, **kw
+        ),
+        lambda a_, p_, n_, t_, r: oracles.retrieval_features(
+            a_, p_, n_, t_, r, ids=IDS, normalize=False, **kw
+        ),
+        [a, p, n],
+        [t],
+    )
+
+
+def test_hcl_unnormalised_info_nce_and_clip_equal_oracles():
+    g = torch.Generator().manual_seed(8)
+    z1, z2 = (torch.randn(5, 4, generator=g, dtype=torch.float64) for _ in range(2))
+    t = torch.tensor(3.0, dtype=torch.float64)
+    assert_matches(
+        lambda x, y, t_, r: C.info_nce(x, y, t_, normalize=False, reduction=r, block_size=3, hcl_beta=0.5),
+        lambda x, y, t_, r: oracles.hcl_info_nce(x, y, t_, r, beta=0.5, normalize=False),
+        [z1, z2],
+        [t],
+    )
+    assert_matches(
+        lambda x, y, t_, r: C.clip_loss(x, y, t_, normalize=False, reduction=r, block_size=3, hcl_beta=0.5),
+        lambda x, y, t_, r: oracles.hcl_clip(x, y, t_, r, beta=0.5, normalize=False),
+        [z1, z2],
+        [t],
+    )
