@@ -1,5 +1,5 @@
 """retrieval_loss: the blockwise engine against naive autograd at every tile boundary, with
-hard, shared and gradient-free negatives, duplicate ids, the symmetric form, every reduction,
+hard, shared and gradient-free negatives, duplicate ids, both directions (the former symmetric form), every reduction,
 a learnable temperature, half precision, and its bad inputs."""
 
 import numpy as np
