@@ -11,6 +11,13 @@ Providers per objective (``N`` rows of the similarity matrix's larger side):
   siglip     contrastive (siglip_loss), naive, open_clip (open_clip's SigLipLoss, its loss.py
              loaded on its own from the file, features L2-normalised first): B = N pairs.
   dcl        contrastive (info_nce(decoupled=True)), naive: B = N / 2 pairs, N rows.
+  Issue 25's features, on the retrieval setup (B = N / 2, K = 1), each against its dense form
+  and against the plain ``retrieval`` rows of the same run (the targets: hardness and hcl
+  <= 1.3x, gist <= 1.6x, gte4 <= 2.5x the plain loss's time):
+  hardness   retrieval_loss(hardness_mode="all_negatives", hardness_strength=1.0)
+  hcl        retrieval_loss(hcl_beta=1.0, hcl_tau_plus=0.1)
+  gist       retrieval_loss(guide=...) with guide embeddings as wide as the model's, margin 0.05
+  gte4       retrieval_loss(directions=all four, partition_mode="joint")
 
 Each configuration runs in a fresh process (address space capped with RLIMIT_AS), the
 median of several fwd+bwd calls after a warm-up, peak RSS of that process (torch itself is
@@ -37,6 +44,9 @@ import bench_info_nce as base  # (the worker's timing loop, the subprocess runne
 
 RESULTS = base.RESULTS
 TAU = {"supcon": 0.1, "retrieval": 0.05, "siglip": 0.1, "dcl": 0.1}
+FEATURES = ("hardness", "hcl", "gist", "gte4")  # issue 25, on the retrieval setup
+TAU.update({f: 0.05 for f in FEATURES})
+ALL4 = ("query_to_doc", "query_to_query", "doc_to_query", "doc_to_doc")
 BIAS = -10.0
 CLASSES = 1024
 K = 1
@@ -136,7 +146,65 @@ def _make(objective: str, provider: str, N: int, d: int):
                 return (torch.logsumexp(S.masked_fill(drop, float("-inf")), 1) - pos).mean()
 
             return naive_dcl, inputs
+    if objective in FEATURES:
+        return _make_feature(objective, provider, N, d, tau)
     raise ValueError(f"unknown provider {provider!r} for objective {objective!r}")
+
+
+def _make_feature(objective: str, provider: str, N: int, d: int, tau: float):
+    """Issue 25's features on B = N / 2 anchors, positives and K = 1 hard negative each."""
+    import torch
+    import torch.nn.functional as F
+
+    import contrastive as C
+
+    B = N // (1 + K)
+    inputs = [torch.randn(B, d), torch.randn(B, d), torch.randn(B, K, d)]
+    guide = (torch.randn(B, d), torch.randn(B, d), torch.randn(B, K, d))  # as wide as the model
+    kw = {
+        "hardness": dict(hardness_mode="all_negatives", hardness_strength=1.0),
+        "hcl": dict(hcl_beta=1.0, hcl_tau_plus=0.1),
+        "gist": dict(guide=guide, guide_margin=0.05),
+        "gte4": dict(directions=ALL4),
+    }[objective]
+    if provider == "contrastive":
+        return (lambda a, p, n: C.retrieval_loss(a, p, n, tau, **kw)), inputs
+    if provider != "naive":
+        raise ValueError(f"unknown provider {provider!r} for objective {objective!r}")
+    eye = torch.eye(B, dtype=torch.bool)
+    pos_col = torch.cat([eye, torch.zeros(B, B * K, dtype=torch.bool)], 1)  # (B, B (1 + K))
+    own = torch.cat([eye, eye.repeat_interleave(K, 1)], 1)
+
+    def naive(a, p, n):
+        a, p = F.normalize(a, dim=1), F.normalize(p, dim=1)
+        docs = torch.cat([p, F.normalize(n.reshape(-1, d), dim=1)])
+        s = a @ docs.T  # (B, B (1 + K)) cosines
+        L = s / tau
+        if objective == "hardness":
+            L = L + 1.0 * s.detach() * ~pos_col
+        if objective == "gist":
+            ga, gp, gn = (F.normalize(x.reshape(-1, d), dim=1) for x in guide)
+            g = ga @ torch.cat([gp, gn]).T
+            thr = g[:, :B].diagonal()[:, None] - 0.05
+            L = L.masked_fill((g > thr) & ~pos_col, float("-inf"))
+        pos = L[:, :B].diagonal()
+        if objective == "hcl":
+            e_pos = pos.exp()
+            neg = L.exp().masked_fill(pos_col, 0.0)
+            imp = neg.clone()  # exp(beta L) with beta = 1
+            n_neg = B * (1 + K) - 1
+            Ng = (-0.1 * n_neg * e_pos + (imp * neg).sum(1) / (imp.sum(1) / n_neg)) / 0.9
+            Ng = Ng.clamp(min=n_neg * torch.exp(torch.tensor(-1 / tau)))
+            return -torch.log(e_pos / (e_pos + Ng)).mean()
+        blocks = [L]
+        if objective == "gte4":
+            qq = (a @ a.T / tau).masked_fill(eye, float("-inf"))
+            dq = (p @ a.T) / tau
+            dd = (p @ docs.T / tau).masked_fill(own, float("-inf"))
+            blocks += [qq, dq, dd]
+        return (torch.logsumexp(torch.cat(blocks, 1), 1) - pos).mean()
+
+    return naive, inputs
 
 
 def worker(args) -> None:
@@ -208,6 +276,7 @@ def plan(a) -> list:
     d = 64 if a.quick else 128
     sizes = a.sizes or ((512, 1024) if a.quick else (4096, 16384))
     third = {"supcon": ["pml", "nt_xent"], "siglip": ["open_clip"], "retrieval": [], "dcl": []}
+    third.update({f: [] for f in FEATURES})
     out = []
     for obj in a.objectives:
         for n in sizes:
@@ -286,7 +355,10 @@ def main() -> None:
     ap.add_argument("--timeout-s", type=float, default=400.0)
     ap.add_argument("--quick", action="store_true", help="small N only, a smoke run")
     ap.add_argument(
-        "--objectives", nargs="+", default=["supcon", "retrieval", "siglip", "dcl"], choices=sorted(TAU)
+        "--objectives",
+        nargs="+",
+        default=["supcon", "retrieval", "siglip", "dcl", *FEATURES],
+        choices=sorted(TAU),
     )
     ap.add_argument("--sizes", nargs="+", type=int, default=None, help="N values (no N = 65536 rows then)")
     ap.add_argument("--providers", nargs="+", default=None, help="only these providers")

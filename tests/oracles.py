@@ -317,3 +317,150 @@ def weighted_grads(
     weighted gradients of the derivations, e.g. (WG + (WG)^T) Z / tau in
     docs/derivations/info_nce.md)."""
     return torch.autograd.grad((weights.to(per_row) * per_row).sum(), inputs)
+
+
+def _hcl_terms(pos: torch.Tensor, L: torch.Tensor, negmask: torch.Tensor, temperature, beta, tau_plus):
+    """Robinson et al.'s estimator as their reference code writes it (``joshr17/HCL``), per row
+    over the entries of L (logits s / tau) that ``negmask`` marks as negatives: pos = l_i."""
+    neg = torch.exp(L).masked_fill(~negmask, 0.0)
+    imp = torch.exp(beta * L).masked_fill(~negmask, 0.0)  # exp(beta s / tau), not detached
+    N = negmask.sum(1).to(L.dtype)
+    reweight_neg = (imp * neg).sum(1) / (imp.sum(1) / N)
+    e_pos = torch.exp(pos)
+    Ng = (-tau_plus * N * e_pos + reweight_neg) / (1 - tau_plus)
+    tau = temperature if isinstance(temperature, torch.Tensor) else torch.tensor(float(temperature))
+    Ng = torch.maximum(Ng, N * torch.exp(-1.0 / tau))  # the clamp (torch.clamp(min=...)'s gradient)
+    return -torch.log(e_pos / (e_pos + Ng))
+
+
+def hcl_info_nce(
+    z1: torch.Tensor,
+    z2: torch.Tensor,
+    temperature: float | torch.Tensor,
+    reduction: str = "mean",
+    *,
+    beta: float,
+    tau_plus: float = 0.0,
+    exclude_self: bool = True,
+    normalize: bool = True,
+) -> torch.Tensor:
+    """HCL (Robinson et al. 2021) on two views: the authors' ``criterion`` per row of the stacked
+    [z1; z2], negatives every row but itself (when ``exclude_self``) and its positive."""
+    z = _unit(torch.cat([z1, z2]), normalize)
+    N = z.shape[0]
+    L = z @ z.T / temperature
+    p = positive_index(N, z.device)
+    rows = torch.arange(N, device=z.device)
+    negmask = torch.ones(N, N, dtype=torch.bool, device=z.device)
+    negmask[rows, p] = False
+    if exclude_self:
+        negmask[rows, rows] = False
+    return reduce(_hcl_terms(L[rows, p], L, negmask, temperature, beta, tau_plus), reduction)
+
+
+def hcl_clip(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    temperature: float | torch.Tensor,
+    reduction: str = "mean",
+    *,
+    beta: float,
+    tau_plus: float = 0.0,
+    normalize: bool = True,
+) -> torch.Tensor:
+    """HCL on the two-tower loss: the mean of the row (a to b) and column (b to a) estimators."""
+    a, b = _unit(a, normalize), _unit(b, normalize)
+    L = a @ b.T / temperature
+    eye = torch.eye(a.shape[0], dtype=torch.bool, device=a.device)
+    pos = L.diagonal()
+    row = _hcl_terms(pos, L, ~eye, temperature, beta, tau_plus)
+    col = _hcl_terms(pos, L.T, ~eye, temperature, beta, tau_plus)
+    return reduce(0.5 * row + 0.5 * col, reduction)
+
+
+def retrieval_features(
+    a: torch.Tensor,
+    p: torch.Tensor,
+    n: torch.Tensor | None,
+    temperature: float | torch.Tensor,
+    reduction: str = "mean",
+    *,
+    directions: tuple[str, ...] = ("query_to_doc",),
+    partition_mode: str = "joint",
+    hardness_mode: str | None = None,
+    hardness_strength: float = 0.0,
+    hcl_beta: float | None = None,
+    hcl_tau_plus: float = 0.0,
+    guide: tuple | None = None,
+    guide_margin: float = 0.0,
+    guide_margin_strategy: str = "absolute",
+    contrast_anchors: bool = False,
+    contrast_positives: bool = False,
+    ids: torch.Tensor | None = None,
+    normalize: bool = True,
+) -> torch.Tensor:
+    """retrieval_loss with its issue-25 features, dense (docs/derivations/retrieval_loss.md):
+    the logit matrices of every direction named, masked, boosted, then one joint log-sum-exp
+    per row or a mean of per-direction ones; or HCL's estimator over the query_to_doc negatives."""
+    B, d = a.shape
+    K = n.shape[1] if n is not None and n.dim() == 3 else 0
+    negs = None if n is None else _unit(n.reshape(-1, d), normalize)
+    M = 0 if negs is None else negs.shape[0]
+    a, p = _unit(a, normalize), _unit(p, normalize)
+    docs = p if negs is None else torch.cat([p, negs])  # (B + M, d)
+    dev = a.device
+    eye = torch.eye(B, dtype=torch.bool, device=dev)
+    own_neg = torch.ones(B, M, dtype=torch.bool, device=dev)
+    if K:
+        own_neg = torch.arange(B, device=dev)[:, None] == (torch.arange(M, device=dev) // K)[None, :]
+    own = torch.cat([eye, own_neg], 1)  # a query's own documents
+    pos_col = torch.cat([eye, torch.zeros(B, M, dtype=torch.bool, device=dev)], 1)
+    same = torch.zeros(B, B, dtype=torch.bool, device=dev) if ids is None else ids[:, None] == ids[None, :]
+    dup = same & ~eye  # false negatives from the ids
+    fn_qd = torch.cat([dup, torch.zeros(B, M, dtype=torch.bool, device=dev)], 1)
+    fn_qq, fn_pp = dup.clone(), dup.clone()
+    if guide is not None:
+        ga, gp, gn = (None if x is None else F.normalize(x, dim=-1) for x in (*guide, None)[:3])
+        gdocs = gp if gn is None else torch.cat([gp, gn.reshape(-1, gp.shape[1])])
+
+        def cos(x, y):  # elementwise, as GISTEmbedLoss: equal rows give bit-equal entries
+            return (x[:, None, :] * y[None, :, :]).sum(-1)
+
+        g_qd = cos(ga, gdocs)
+        t = g_qd[:, :B].diagonal()  # the threshold from the same matrix, as GISTEmbedLoss
+        thr = (t - guide_margin if guide_margin_strategy == "absolute" else t - t.abs() * guide_margin)[
+            :, None
+        ]
+        fn_qd |= (g_qd > thr) & ~pos_col
+        fn_qq |= cos(ga, ga) > thr
+        fn_pp |= cos(gp, gp) > thr
+    s_qd = a @ docs.T
+    boost = torch.zeros(B, B + M, dtype=torch.bool, device=dev)
+    if hardness_mode == "in_batch_negatives":
+        boost = ~own
+    elif hardness_mode == "hard_negatives":
+        boost = own & ~pos_col & torch.cat([torch.zeros_like(eye), own_neg], 1)
+    elif hardness_mode == "all_negatives":
+        boost = ~pos_col
+    L_qd = s_qd / temperature + hardness_strength * s_qd.detach() * boost
+    pos = L_qd[:, :B].diagonal()
+    if hcl_beta is not None:
+        negmask = ~(fn_qd | pos_col)
+        return reduce(_hcl_terms(pos, L_qd, negmask, temperature, hcl_beta, hcl_tau_plus), reduction)
+    blocks = [L_qd.masked_fill(fn_qd, NEG_INF)]
+    if "doc_to_query" in directions:
+        blocks.append((a @ p.T / temperature).T.masked_fill(dup, NEG_INF))
+    if "query_to_query" in directions or contrast_anchors:
+        blocks.append((a @ a.T / temperature).masked_fill(fn_qq | eye, NEG_INF))
+    if "doc_to_doc" in directions:
+        # a shared set belongs to no query: every document sees it
+        own_docs = own if K else torch.cat([eye, torch.zeros_like(own_neg)], 1)
+        dd = (p @ docs.T / temperature).masked_fill(own_docs | torch.cat([dup, own_neg & False], 1), NEG_INF)
+        blocks.append(dd)
+    elif contrast_positives:
+        blocks.append((p @ p.T / temperature).masked_fill(fn_pp | eye, NEG_INF))
+    if partition_mode == "joint":
+        logz = torch.logsumexp(torch.cat(blocks, 1), 1)
+    else:
+        logz = sum(torch.logsumexp(x, 1) for x in blocks) / len(blocks)
+    return reduce(logz - pos, reduction)

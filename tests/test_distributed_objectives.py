@@ -59,6 +59,10 @@ def _compare(
         errors[f"{name}/grad_param{k}"] = _err(l.grad, r.grad)
 
 
+# the former symmetric=True: both directions, each its own softmax, averaged
+TWO_WAY = {"directions": ("query_to_doc", "doc_to_query"), "partition_mode": "per_direction"}
+
+
 def _supcon(errors, rank, world, sizes, seed, tau, reduction, gradient="exact", normalize=True, bs=3):
     g = torch.Generator().manual_seed(100 + seed)
     N = sum(sizes)
@@ -118,7 +122,14 @@ def _retrieval(
 
     def dist_fn(a, p, n, t, **kw):
         return cd.retrieval_loss(
-            a, p, n, t, symmetric=symmetric, positive_ids=None if I is None else I[s], block_size=bs, **kw
+            a,
+            p,
+            n,
+            t,
+            **(TWO_WAY if symmetric else {}),
+            positive_ids=None if I is None else I[s],
+            block_size=bs,
+            **kw,
         )
 
     def ref_fn(a, p, n, t):
@@ -193,8 +204,8 @@ def single_process_case(rank, world):
     s = _slices(sizes)[rank]
     errors["supcon vs C.supcon_loss"] = _err(cd.supcon_loss(Z[s], y[s]), C.supcon_loss(Z, y))
     errors["retrieval vs C.retrieval_loss"] = _err(
-        cd.retrieval_loss(Z[s], Z2[s], Ng[s], symmetric=True, positive_ids=y[s]),
-        C.retrieval_loss(Z, Z2, Ng, symmetric=True, positive_ids=y),
+        cd.retrieval_loss(Z[s], Z2[s], Ng[s], **TWO_WAY, positive_ids=y[s]),
+        C.retrieval_loss(Z, Z2, Ng, **TWO_WAY, positive_ids=y),
     )
     errors["siglip vs C.siglip_loss"] = _err(cd.siglip_loss(Z[s], Z2[s]), C.siglip_loss(Z, Z2))
     return errors
@@ -239,7 +250,7 @@ def bad_input_case(rank, world):
             errors[key] = 0.0 if rank != 1 and "rank(s) [1] rejected" in str(e) else float("inf")
     mismatches = {
         "bias": lambda: cd.siglip_loss(z, z, bias=-10.0 + rank),
-        "symmetric": lambda: cd.retrieval_loss(z, z, symmetric=rank == 0),
+        "two-way directions": lambda: cd.retrieval_loss(z, z, **(TWO_WAY if rank == 0 else {})),
         "use of positive_ids": lambda: cd.retrieval_loss(
             z, z, positive_ids=torch.arange(4) if rank else None
         ),
@@ -312,7 +323,7 @@ def ddp_and_float32_case(rank, world):
             errors[f"ddp/{name}/{pname}"] = _err(p.grad, q.grad)
     for name, call in [
         ("supcon", lambda a, b: cd.supcon_loss(a, labels[s])),
-        ("retrieval", lambda a, b: cd.retrieval_loss(a, b, symmetric=True)),
+        ("retrieval", lambda a, b: cd.retrieval_loss(a, b, **TWO_WAY)),
         ("siglip", lambda a, b: cd.siglip_loss(a, b)),
     ]:
         ref = {

@@ -109,7 +109,15 @@ CASES: dict[str, Case] = {
     ),
     "retrieval_loss": Case(
         lambda r: {"q": _rows(r, 3), "p": _rows(r, 3), "n": r.normal(size=(3, 2, 4))},
-        lambda q, p, n: functional.retrieval_loss(q, p, n, 0.5, symmetric=True, reduction="none"),
+        lambda q, p, n: functional.retrieval_loss(
+            q,
+            p,
+            n,
+            0.5,
+            directions=("query_to_doc", "doc_to_query"),
+            partition_mode="per_direction",
+            reduction="none",
+        ),
     ),
     "siglip_loss": Case(
         lambda r: {"a": _rows(r), "b": _rows(r)},

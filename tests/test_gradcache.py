@@ -153,7 +153,9 @@ LOSSES = [
         "retrieval_loss_symmetric_shared",
         (0, 0, 0),
         lambda x1, x2: (x1, x2, XN),
-        lambda a, p, n: C.retrieval_loss(a, p, n, 0.05, symmetric=True),
+        lambda a, p, n: C.retrieval_loss(
+            a, p, n, 0.05, directions=("query_to_doc", "doc_to_query"), partition_mode="per_direction"
+        ),
     ),
     ("siglip_loss", TWO, lambda x1, x2: (x1, x2), lambda a, b: C.siglip_loss(a, b, 0.1, -10.0)),
     (

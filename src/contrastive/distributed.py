@@ -52,6 +52,8 @@ True
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from . import functional
@@ -446,7 +448,8 @@ def retrieval_loss(
     negatives: torch.Tensor | None = None,
     temperature: Temperature = 0.05,
     *,
-    symmetric: bool = False,
+    directions: Sequence[str] = ("query_to_doc",),
+    partition_mode: str = "joint",
     positive_ids: torch.Tensor | None = None,
     normalize: bool = True,
     reduction: str = "mean",
@@ -467,9 +470,11 @@ def retrieval_loss(
         \ell_i = \log \sum_{j \notin F(i)} e^{a_i \cdot c_j / \tau} - a_i \cdot p_i / \tau,
         \qquad F(i) = \{j \ne i \le B : \mathrm{id}_j = \mathrm{id}_i\}
 
-    (``F`` empty without ``positive_ids``); ``symmetric=True`` averages it with the
-    positive-to-anchor direction (each ``p_i`` against every anchor, anchors with its id
-    masked the same way). This is :func:`contrastive.retrieval_loss` of the concatenated
+    (``F`` empty without ``positive_ids``); ``directions=("query_to_doc", "doc_to_query"),
+    partition_mode="per_direction"`` averages it with the positive-to-anchor direction (each
+    ``p_i`` against every anchor, anchors with its id masked the same way). The other loss
+    features of the single-process function (joint or same-type directions, hardness, HCL,
+    guide masks, Matryoshka) are not distributed yet and are refused. This is :func:`contrastive.retrieval_loss` of the concatenated
     batch, on every rank. Exactness, ``gradient`` and the contract are those of
     :func:`info_nce`. A queue of shared negatives ``(M, d)`` replicated on every rank should
     be passed in disjoint shares (e.g. ``queue.chunk(world_size)[rank]``): the candidates are
@@ -484,7 +489,7 @@ def retrieval_loss(
     ``O(C d + block_size^2)``, the id masks computed per tile from the ``(B,)`` ids;
     communication: one all-gather of the candidates ``(B, (1 + K) d)`` (plus ``(M, d)`` for
     shared negatives) and of the ids, the same reduce-scatter, two scalar all-reduces, and
-    for ``symmetric`` an all-gather of ``(W, B)`` partial log-sum-exps and of the ``(B,)``
+    for the two-way directions an all-gather of ``(W, B)`` partial log-sum-exps and of the ``(B,)``
     weights.
 
     Args:
@@ -493,7 +498,9 @@ def retrieval_loss(
         negatives: ``None``; ``(B_r, K, d)``, K >= 1 hard negatives per anchor; or
             ``(M_r, d)`` shared negatives (e.g. a queue, possibly without gradient).
         temperature: tau > 0, a float or a scalar tensor, the same on every rank.
-        symmetric: add the positive-to-anchor direction and average the two.
+        directions, partition_mode: ``("query_to_doc",)`` (default), or ``("query_to_doc",
+            "doc_to_query")`` with ``"per_direction"``: the positive-to-anchor direction too,
+            the two averaged.
         positive_ids: ``(B_r,)`` integer ids of the positives; candidates with anchor i's id
             (other than its own positive) are not its negatives. Given on all ranks or none.
         normalize: L2-normalise rows.
@@ -515,6 +522,7 @@ def retrieval_loss(
         >>> round(retrieval_loss(a, a, -a[:, None], temperature=1.0).item(), 4)   # log(e + 4 + 1/e) - 1
         0.9581
     """
+    symmetric = V.check_plain_directions("contrastive.distributed.retrieval_loss", directions, partition_mode)
     state = resolve_group(process_group, "retrieval_loss")
     if state is None:
         check_gradient(gradient)
@@ -523,7 +531,8 @@ def retrieval_loss(
             positives,
             negatives,
             temperature,
-            symmetric=symmetric,
+            directions=directions,
+            partition_mode=partition_mode,
             positive_ids=positive_ids,
             normalize=normalize,
             reduction=reduction,
@@ -610,7 +619,7 @@ def retrieval_loss(
         validate,
         2,
         [
-            "symmetric",
+            "two-way directions",
             "negatives' form (0 none, 1 (B, K, d), 2 (M, d))",
             "K (negatives per anchor)",
             "negatives' requires_grad",

@@ -12,6 +12,8 @@ Conventions: embeddings are ``(N, d)``; two views are ``loss(z1, z2)``; explicit
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from .ops import validation as V
@@ -19,9 +21,11 @@ from .ops.common import Temperature, reduce_rows
 from .ops.contrastive_loss import ContrastiveLossFn, check_loss_fits
 from .ops.cosine_similarity import MapCosineFn, PackedSymCosineFn, SymCosineFn, check_symmetric, packed_dim
 from .ops.engine import run as run_engine
+from .ops.hcl_objectives import hcl_clip_objective, hcl_info_nce_objective
 from .ops.info_nce import info_nce_objective
 from .ops.info_nce_dense import DenseInfoNCEFn, dense_clip
 from .ops.retrieval import clip_objective, retrieval_objective
+from .ops.retrieval_features import retrieval_features_objective
 from .ops.siglip import siglip_objective
 from .ops.supcon import supcon_objective
 from .ops.tiles import check_block_size
@@ -142,6 +146,8 @@ def nt_xent(
     block_size: int | None = None,
     backend: str = "auto",
     decoupled: bool = False,
+    hcl_beta: float | None = None,
+    hcl_tau_plus: float = 0.0,
 ) -> torch.Tensor:
     r"""InfoNCE / NT-Xent on one stacked matrix of ``N = 2B`` embeddings (lower-level form).
 
@@ -186,6 +192,14 @@ def nt_xent(
         decoupled: leave the positive out of the denominator (DCL, Yeh et al. 2022); needs
             N >= 4 when ``exclude_self`` (a row must keep a candidate). Runs on the torch
             engine (``'auto'`` picks it; ``'triton'`` and ``'dense'`` raise).
+        hcl_beta: Robinson et al. 2021's hard-negative estimator (``None``: off; beta >= 0):
+            row i's n_i negatives (every row but itself and its positive) weighted by
+            ``exp(beta s / tau)`` over their mean (not detached), ``Ng_i = (sum imp e^{s/tau}
+            - tau+ n_i e^{l_i}) / (1 - tau+)`` clamped at ``n_i e^{-1/tau}``, and
+            ``loss_i = -log(e^{l_i} / (e^{l_i} + Ng_i))`` (the authors' reference code). Runs
+            on the torch engine; refused with ``decoupled``. A learnable temperature gets the
+            clamp floor's derivative too.
+        hcl_tau_plus: tau+ in [0, 1), the debiasing class prior (only with ``hcl_beta``).
 
     Shape:
         z: ``(N, d)`` with N even; output: scalar, or ``(N,)`` for ``reduction='none'``.
@@ -217,6 +231,12 @@ def nt_xent(
         V.check_finite("z", z)
     if normalize:
         V.check_nonzero_rows("z", z)
+    hcl = V.check_hcl(hcl_beta, hcl_tau_plus)
+    if hcl is not None:
+        V.check_hcl_engine("nt_xent", backend, decoupled, z.shape[0] - (2 if exclude_self else 1))
+        bs = check_block_size(block_size, z.shape[0], z.device)
+        build = hcl_info_nce_objective(bool(exclude_self), hcl[0], hcl[1], bs)
+        return run_engine(build, [z], temperature, normalize=normalize, reduction=reduction)
     if decoupled:
         if exclude_self and z.shape[0] < 4:
             raise ValueError(
@@ -253,6 +273,8 @@ def info_nce(
     block_size: int | None = None,
     backend: str = "auto",
     decoupled: bool = False,
+    hcl_beta: float | None = None,
+    hcl_tau_plus: float = 0.0,
 ) -> torch.Tensor:
     r"""InfoNCE / NT-Xent (SimCLR) of two views: ``z1[i]`` and ``z2[i]`` are a positive pair.
 
@@ -283,6 +305,8 @@ def info_nce(
             which never holds the N x N matrix (memory O(N d + block_size^2)).
         decoupled: decoupled contrastive learning (DCL): the positive ``z_{p(i)}`` is left
             out of the denominator, ``sum_k [k != i, k != p(i)]``; needs B >= 2.
+        hcl_beta, hcl_tau_plus: Robinson et al.'s estimator, see :func:`nt_xent`; for two
+            views it equals the authors' ``criterion``.
 
     Shape:
         z1, z2: ``(B, d)``; output: scalar, or ``(2B,)`` for ``reduction='none'``.
@@ -325,6 +349,8 @@ def info_nce(
         block_size=block_size,
         backend=backend,
         decoupled=decoupled,
+        hcl_beta=hcl_beta,
+        hcl_tau_plus=hcl_tau_plus,
     )
 
 
@@ -338,6 +364,8 @@ def clip_loss(
     check_finite: bool = True,
     block_size: int | None = None,
     backend: str = "auto",
+    hcl_beta: float | None = None,
+    hcl_tau_plus: float = 0.0,
 ) -> torch.Tensor:
     r"""Two-tower (CLIP) contrastive loss: ``a[i]`` and ``b[i]`` are a positive pair.
 
@@ -365,6 +393,9 @@ def clip_loss(
         block_size: rows per tile (``None``: 512 on CPU, 4096 on CUDA, autotuned for Triton).
         backend: ``'auto'``, ``'torch'``, ``'triton'`` (see :func:`nt_xent`) or ``'dense'``
             (plain autograd over the full logits, the reference).
+        hcl_beta, hcl_tau_plus: Robinson et al.'s estimator (see :func:`nt_xent`) in each
+            direction, a_i's negatives the b_j and b_i's the a_j (j != i), n_i = N - 1, the two
+            averaged.
 
     Shape:
         a, b: ``(N, d)``; output: scalar, or ``(N,)`` for ``reduction='none'``.
@@ -394,6 +425,11 @@ def clip_loss(
     if V.check_bool("normalize", normalize):
         V.check_nonzero_rows("a", a)
         V.check_nonzero_rows("b", b)
+    hcl = V.check_hcl(hcl_beta, hcl_tau_plus)
+    if hcl is not None:
+        V.check_hcl_engine("clip_loss", backend, False, a.shape[0] - 1)
+        build = hcl_clip_objective(hcl[0], hcl[1], check_block_size(block_size, a.shape[0], a.device))
+        return run_engine(build, [a, b], temperature, normalize=normalize, reduction=reduction)
     backend = check_backend(backend, a, b)
     if backend == "dense":
         return reduce_rows(dense_clip(a, b, temperature, normalize), reduction, a.dtype)
@@ -572,7 +608,17 @@ def retrieval_loss(
     negatives: torch.Tensor | None = None,
     temperature: Temperature = 0.05,
     *,
-    symmetric: bool = False,
+    directions: Sequence[str] = ("query_to_doc",),
+    partition_mode: str = "joint",
+    hardness_mode: str | None = None,
+    hardness_strength: float = 0.0,
+    hcl_beta: float | None = None,
+    hcl_tau_plus: float = 0.0,
+    guide: Sequence[torch.Tensor | None] | None = None,
+    guide_margin: float = 0.0,
+    guide_margin_strategy: str = "absolute",
+    contrast_anchors: bool = False,
+    contrast_positives: bool = False,
     positive_ids: torch.Tensor | None = None,
     normalize: bool = True,
     reduction: str = "mean",
@@ -592,20 +638,62 @@ def retrieval_loss(
 
     ``negatives`` ``(B, K, d)`` are K hard negatives per anchor (every anchor sees all B K of
     them, as in sentence-transformers), or ``(M, d)`` shared ones (e.g. a queue of earlier
-    embeddings, which may carry no gradient). ``symmetric=True`` adds the positive-to-anchor
-    direction (each positive against all anchors) and averages the two; with
-    ``negatives=None`` that is :func:`~contrastive.functional.clip_loss`. ``positive_ids``:
-    a positive ``p_j`` (j != i) whose id equals that of ``p_i`` is not a negative of row i (a
-    duplicate in the batch), and anchor i is not a negative of column j in the symmetric
-    direction. Computed blockwise, the mask from the ids per tile: O((B + M) d) memory.
+    embeddings, which may carry no gradient). ``positive_ids``: a positive ``p_j`` (j != i) whose
+    id equals that of ``p_i`` is not a negative of row i (a duplicate in the batch), in every
+    direction. Computed blockwise, every mask per tile from O(N) vectors: O((B + M) d) memory.
     Derivation: ``docs/derivations/retrieval_loss.md``.
+
+    The features people pick the loss for (issue 25), with sentence-transformers 6.3's semantics
+    where it defines them:
+
+    * ``directions`` / ``partition_mode`` (GTE, Li et al. 2023; MultipleNegativesRankingLoss's
+      arguments, same refusals): ``"query_to_doc"`` (required), ``"doc_to_query"`` (p_i against
+      every anchor), ``"query_to_query"`` (a_i against the other anchors), ``"doc_to_doc"`` (p_i
+      against every document but query i's own: its positive and own hard negatives).
+      ``"joint"``: one partition function per row over every set named, at the positive
+      s(a_i, p_i); ``"per_direction"``: each direction's softmax, the losses averaged (refused
+      with the same-type directions). ``("query_to_doc", "doc_to_query")`` per direction is the
+      former ``symmetric=True``; without negatives it is :func:`~contrastive.functional.clip_loss`.
+    * ``hardness_mode`` / ``hardness_strength`` alpha (Lan et al. 2025, Eq. 5): the query_to_doc
+      logit of a selected negative is ``s / tau + alpha * stop_grad(s)``;
+      ``"in_batch_negatives"``: candidates not the query's own (other positives, other queries'
+      hard negatives); ``"hard_negatives"``: the query's own hard negatives; ``"all_negatives"``:
+      every candidate but the positive. A shared ``(M, d)`` set counts as every query's own hard
+      negatives.
+    * ``hcl_beta`` / ``hcl_tau_plus`` (Robinson et al. 2021, the authors' code): row i's
+      negatives (every candidate but its positive and masked duplicates) reweighted by
+      ``exp(beta s / tau)`` normalised by their mean, debiased with ``tau+`` and clamped at
+      ``n_i exp(-1/tau)``; ``loss_i = -log(e^{l_i} / (e^{l_i} + Ng_i))``. A learnable temperature
+      gets the clamp floor's derivative too. Only with the default directions and without
+      hardness or a guide.
+    * ``guide`` (GIST, Solatorio 2024; GISTEmbedLoss's masks): guide embeddings from a second
+      model (no gradient, any width), ``t_i = g(a_i, p_i)`` their cosine; candidate j is dropped
+      from row i when its guide similarity to row i exceeds ``t_i - guide_margin``
+      (``"absolute"``) or ``t_i - |t_i| guide_margin`` (``"relative"``); ties kept, also for a
+      duplicate positive (bit-equal guide embeddings tie exactly); the row's own positive never
+      dropped. ``contrast_anchors`` / ``contrast_positives`` add the anchor-anchor and the
+      positive-positive (positives only) blocks, self pairs masked, each guide-masked against
+      the same ``t_i``: GIST's blocks. With the default directions only.
 
     Args:
         anchors: queries.
         positives: the positive of each anchor, row-aligned.
         negatives: hard negatives ``(B, K, d)``, shared negatives ``(M, d)``, or ``None``.
         temperature: tau > 0, a float or a scalar tensor (learnable when it requires grad).
-        symmetric: average with the positive-to-anchor direction.
+        directions: the candidate sets, a tuple of ``"query_to_doc"``, ``"doc_to_query"``,
+            ``"query_to_query"``, ``"doc_to_doc"``.
+        partition_mode: ``"joint"`` or ``"per_direction"``.
+        hardness_mode: ``None``, ``"in_batch_negatives"``, ``"hard_negatives"`` or ``"all_negatives"``.
+        hardness_strength: alpha >= 0 (ignored without ``hardness_mode``, as in
+            sentence-transformers).
+        hcl_beta: Robinson's beta >= 0, or ``None`` (off).
+        hcl_tau_plus: Robinson's class prior tau+ in [0, 1).
+        guide: ``(guide_anchors, guide_positives)`` or with ``guide_negatives`` (needed exactly
+            when ``negatives`` are given, same rows, any width), or ``None``.
+        guide_margin: the margin of the false-negative threshold.
+        guide_margin_strategy: ``"absolute"`` or ``"relative"``.
+        contrast_anchors: add GIST's guide-masked anchor-anchor block (needs ``guide``).
+        contrast_positives: add GIST's guide-masked positive-positive block (needs ``guide``).
         positive_ids: integer id of each positive ``(B,)`` (e.g. a document id).
         normalize: L2-normalise rows (anchors, positives and negatives).
         reduction: ``'mean'`` | ``'sum'`` | ``'none'`` (per-anchor losses).
@@ -622,8 +710,11 @@ def retrieval_loss(
 
     Raises:
         TypeError: non-tensor or non-floating inputs, dtypes that differ, non-integer ids.
-        ValueError: shapes that do not match (negatives of the wrong shape, K = 0), devices
-            that differ, temperature <= 0, NaN/Inf, zero rows, bad reduction/block_size/backend.
+        ValueError: shapes that do not match (negatives or guide embeddings of the wrong shape,
+            K = 0), devices that differ, temperature <= 0, NaN/Inf, zero rows, bad
+            reduction/block_size/backend, an unknown or refused direction or partition mode,
+            a bad hardness mode or negative strength, hcl_beta < 0 or tau+ outside [0, 1),
+            refused feature combinations.
 
     Examples:
         >>> import torch
@@ -631,6 +722,9 @@ def retrieval_loss(
         >>> a = torch.eye(2); p = torch.eye(2); n = torch.tensor([[[0.0, 1.0]], [[1.0, 0.0]]])
         >>> round(retrieval_loss(a, p, n, temperature=1.0).item(), 4)   # -log(e / (2e + 2))
         1.0064
+        >>> two = retrieval_loss(a, p, n, 1.0, directions=("query_to_doc", "doc_to_query"))
+        >>> round(two.item(), 4)   # joint: -log(e / (2e + 2 + e + 1))
+        1.4119
 
     References:
         Henderson et al. Efficient Natural Language Response Suggestion for Smart Reply. 2017.
@@ -673,13 +767,60 @@ def retrieval_loss(
         tensors.append(neg)
     if positive_ids is not None:
         positive_ids = V.check_ids("positive_ids", positive_ids, B, anchors, "ids")
-    if not isinstance(symmetric, bool):
-        raise TypeError(f"symmetric must be a bool, got {type(symmetric).__name__}")
+    dirs = V.check_directions(directions, partition_mode)
+    hardness_mode, hardness_strength = V.check_hardness(hardness_mode, hardness_strength)
+    hcl = V.check_hcl(hcl_beta, hcl_tau_plus)
+    contrast_anchors = V.check_bool("contrast_anchors", contrast_anchors)
+    contrast_positives = V.check_bool("contrast_positives", contrast_positives)
+    if guide is not None:
+        guide, guide_margin = V.check_guide(
+            guide, anchors, negatives, guide_margin, guide_margin_strategy, check_finite
+        )
+        if dirs != ("query_to_doc",):
+            raise ValueError(
+                f"guide runs with directions=('query_to_doc',) only (GIST's blocks come from "
+                f"contrast_anchors / contrast_positives), got directions={dirs}"
+            )
+    elif contrast_anchors or contrast_positives:
+        raise ValueError(
+            "contrast_anchors / contrast_positives are GIST's guide-masked blocks and need guide; without a guide "
+            "use directions=('query_to_doc', 'query_to_query') or ('query_to_doc', 'doc_to_doc')"
+        )
+    if hcl is not None and (dirs != ("query_to_doc",) or hardness_mode is not None or guide is not None):
+        raise ValueError(
+            "hcl_beta (Robinson's estimator) runs with directions=('query_to_doc',) only, without "
+            "hardness_mode and without guide; drop one of them"
+        )
+    if hcl is not None and B < 2 and neg is None:
+        raise ValueError("hcl_beta needs at least one negative per row: pass B >= 2 or negatives")
     temperature = V.check_param("temperature", temperature, anchors, True)
     check_common(names, tensors, reduction, check_finite, normalize)
     engine_backend("retrieval_loss", backend)
     bs = check_block_size(block_size, max(B, 1 if neg is None else neg.shape[0]), anchors.device)
-    build = retrieval_objective(symmetric, positive_ids, bs)
+    plain = (hardness_mode is None or hardness_strength == 0.0) and hcl is None and guide is None
+    if plain and (
+        dirs == ("query_to_doc",)
+        or (set(dirs) == {"query_to_doc", "doc_to_query"} and partition_mode == "per_direction")
+    ):
+        build = retrieval_objective(len(dirs) == 2, positive_ids, bs)  # the plain fast path
+    else:
+        K = negatives.shape[1] if negatives is not None and negatives.dim() == 3 else 0
+        build = retrieval_features_objective(
+            B=B,
+            K=K,
+            directions=dirs,
+            partition_mode=partition_mode,
+            hardness_mode=hardness_mode,
+            hardness_strength=hardness_strength,
+            hcl=hcl,
+            guide=guide,
+            guide_margin=float(guide_margin),
+            guide_margin_strategy=guide_margin_strategy,
+            contrast_anchors=contrast_anchors,
+            contrast_positives=contrast_positives,
+            positive_ids=positive_ids,
+            bs=bs,
+        )
     return run_engine(build, [anchors, positives, neg], temperature, normalize=normalize, reduction=reduction)
 
 

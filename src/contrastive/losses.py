@@ -8,6 +8,7 @@ the math. ``CosineMetric`` holds the learnable map or symmetric matrix of CSML
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -86,6 +87,7 @@ class InfoNCELoss(nn.Module):
         learn_temperature: make tau a parameter (stored as log tau, as CLIP does).
         exclude_self, normalize, reduction: as in :func:`~contrastive.functional.info_nce`.
         decoupled: decoupled contrastive learning (the positive left out of the denominator).
+        hcl_beta, hcl_tau_plus: Robinson et al.'s hard-negative estimator (off by default).
         check_finite, block_size, backend: passed to :func:`~contrastive.functional.info_nce`
             (the NaN/Inf check, the engine's tile size, ``'auto' | 'torch' | 'triton' | 'dense'``).
 
@@ -110,12 +112,16 @@ class InfoNCELoss(nn.Module):
         normalize: bool = True,
         reduction: str = "mean",
         decoupled: bool = False,
+        hcl_beta: float | None = None,
+        hcl_tau_plus: float = 0.0,
         check_finite: bool = True,
         block_size: int | None = None,
         backend: str = "auto",
     ):
         super().__init__()
         self.decoupled = bool(decoupled)
+        V.check_hcl(hcl_beta, hcl_tau_plus)
+        self.hcl_beta, self.hcl_tau_plus = hcl_beta, hcl_tau_plus
         V.check_temperature(temperature)
         self.check_finite = check_finite
         self.block_size = block_size
@@ -145,6 +151,8 @@ class InfoNCELoss(nn.Module):
             normalize=self.normalize,
             reduction=self.reduction,
             decoupled=self.decoupled,
+            hcl_beta=self.hcl_beta,
+            hcl_tau_plus=self.hcl_tau_plus,
             check_finite=self.check_finite,
             block_size=self.block_size,
             backend=self.backend,
@@ -206,7 +214,10 @@ class RetrievalLoss(_Temperature):
     Args:
         temperature: initial tau (0.05, as sentence-transformers' scale 20).
         learn_temperature: make tau a parameter (stored as log tau).
-        symmetric, normalize, reduction: as in :func:`~contrastive.functional.retrieval_loss`.
+        directions, partition_mode, hardness_mode, hardness_strength, hcl_beta, hcl_tau_plus,
+            guide_margin, guide_margin_strategy, contrast_anchors, contrast_positives, normalize,
+            reduction, block_size: as in :func:`~contrastive.functional.retrieval_loss` (the guide
+            embeddings themselves are per batch: ``forward(..., guide=...)``).
 
     Examples:
         >>> import torch
@@ -221,13 +232,31 @@ class RetrievalLoss(_Temperature):
         temperature: float = 0.05,
         *,
         learn_temperature: bool = False,
-        symmetric: bool = False,
+        directions: Sequence[str] = ("query_to_doc",),
+        partition_mode: str = "joint",
+        hardness_mode: str | None = None,
+        hardness_strength: float = 0.0,
+        hcl_beta: float | None = None,
+        hcl_tau_plus: float = 0.0,
+        guide_margin: float = 0.0,
+        guide_margin_strategy: str = "absolute",
+        contrast_anchors: bool = False,
+        contrast_positives: bool = False,
         normalize: bool = True,
         reduction: str = "mean",
+        block_size: int | None = None,
     ):
         super().__init__()
         self._init_temperature(temperature, learn_temperature)
-        self.symmetric, self.normalize = bool(symmetric), normalize
+        self.directions = V.check_directions(directions, partition_mode)
+        self.partition_mode = partition_mode
+        self.hardness_mode, self.hardness_strength = V.check_hardness(hardness_mode, hardness_strength)
+        V.check_hcl(hcl_beta, hcl_tau_plus)
+        self.hcl_beta, self.hcl_tau_plus = hcl_beta, hcl_tau_plus
+        self.guide_margin, self.guide_margin_strategy = guide_margin, guide_margin_strategy
+        self.contrast_anchors = V.check_bool("contrast_anchors", contrast_anchors)
+        self.contrast_positives = V.check_bool("contrast_positives", contrast_positives)
+        self.normalize, self.block_size = normalize, block_size
         self.reduction = V.check_reduction(reduction)
 
     def forward(
@@ -236,22 +265,34 @@ class RetrievalLoss(_Temperature):
         positives: torch.Tensor,
         negatives: torch.Tensor | None = None,
         positive_ids: torch.Tensor | None = None,
+        guide: Sequence[torch.Tensor | None] | None = None,
     ) -> torch.Tensor:
         return functional.retrieval_loss(
             anchors,
             positives,
             negatives,
             self._temperature_on(anchors),
-            symmetric=self.symmetric,
+            directions=self.directions,
+            partition_mode=self.partition_mode,
+            hardness_mode=self.hardness_mode,
+            hardness_strength=self.hardness_strength,
+            hcl_beta=self.hcl_beta,
+            hcl_tau_plus=self.hcl_tau_plus,
+            guide=guide,
+            guide_margin=self.guide_margin,
+            guide_margin_strategy=self.guide_margin_strategy,
+            contrast_anchors=self.contrast_anchors,
+            contrast_positives=self.contrast_positives,
             positive_ids=positive_ids,
             normalize=self.normalize,
             reduction=self.reduction,
+            block_size=self.block_size,
         )
 
     def extra_repr(self) -> str:
         return (
             f"temperature={float(self.temperature):.4g}, learn_temperature={self.learn_temperature}, "
-            f"symmetric={self.symmetric}"
+            f"directions={self.directions}, partition_mode={self.partition_mode!r}"
         )
 
 
@@ -267,7 +308,8 @@ class ClipLoss(nn.Module):
         temperature: initial tau.
         learn_temperature: make the logit scale a parameter (default).
         min_temperature: lower clamp of tau (``None``: no clamp).
-        normalize, reduction: as in :func:`~contrastive.functional.clip_loss`.
+        normalize, reduction, hcl_beta, hcl_tau_plus: as in
+            :func:`~contrastive.functional.clip_loss`.
 
     Examples:
         >>> import torch
@@ -285,9 +327,13 @@ class ClipLoss(nn.Module):
         min_temperature: float | None = 0.01,
         normalize: bool = True,
         reduction: str = "mean",
+        hcl_beta: float | None = None,
+        hcl_tau_plus: float = 0.0,
     ):
         super().__init__()
         V.check_temperature(temperature)
+        V.check_hcl(hcl_beta, hcl_tau_plus)
+        self.hcl_beta, self.hcl_tau_plus = hcl_beta, hcl_tau_plus
         self.logit_scale = nn.Parameter(
             torch.tensor(math.log(1.0 / float(temperature))), requires_grad=bool(learn_temperature)
         )
@@ -306,7 +352,13 @@ class ClipLoss(nn.Module):
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return functional.clip_loss(
-            a, b, self.temperature.to(a.device), normalize=self.normalize, reduction=self.reduction
+            a,
+            b,
+            self.temperature.to(a.device),
+            normalize=self.normalize,
+            reduction=self.reduction,
+            hcl_beta=self.hcl_beta,
+            hcl_tau_plus=self.hcl_tau_plus,
         )
 
     def extra_repr(self) -> str:

@@ -53,7 +53,20 @@ def problem(name, B, dtype, device, seed, block_size=None, rounded=None):
         ids = (torch.arange(B) // 2).to(device)  # pairs of duplicates
 
     def fast(a, p, n, t_, r):
-        return C.retrieval_loss(a, p, n, t_, symmetric=symmetric, positive_ids=ids, reduction=r, **kw)
+        return C.retrieval_loss(
+            a,
+            p,
+            n,
+            t_,
+            **(
+                dict(directions=("query_to_doc", "doc_to_query"), partition_mode="per_direction")
+                if symmetric
+                else {}
+            ),
+            positive_ids=ids,
+            reduction=r,
+            **kw,
+        )
 
     def naive(a, p, n, t_, r):
         return oracles.retrieval_loss(

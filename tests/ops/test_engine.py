@@ -80,8 +80,12 @@ class _LargestTensor(torch.utils._python_dispatch.TorchDispatchMode):
         return out
 
 
+ALL4 = ("query_to_doc", "query_to_query", "doc_to_query", "doc_to_doc")
+FEATURES = ["gte_hardness", "gte_per_direction", "hcl_retrieval", "gist", "hcl_info_nce", "hcl_clip"]
+
+
 @pytest.mark.parametrize(
-    "name", ["info_nce", "decoupled", "clip", "supcon", "retrieval", "siglip", "pair_nce"]
+    "name", ["info_nce", "decoupled", "clip", "supcon", "retrieval", "siglip", "pair_nce", *FEATURES]
 )
 @pytest.mark.parametrize("reduction", ["mean", "none"])
 def test_no_n_by_n_tensor_is_ever_made(name, reduction):
@@ -103,7 +107,8 @@ def test_no_n_by_n_tensor_is_ever_made(name, reduction):
             y,
             n,
             0.1,
-            symmetric=True,
+            directions=("query_to_doc", "doc_to_query"),
+            partition_mode="per_direction",
             positive_ids=torch.arange(N) % 100,
             reduction=reduction,
             block_size=bs,
@@ -111,6 +116,50 @@ def test_no_n_by_n_tensor_is_ever_made(name, reduction):
         "siglip": lambda: C.siglip_loss(x, y, reduction=reduction, block_size=bs),
         "pair_nce": lambda: run(
             pair_nce_objective(torch.arange(2 * N) % 50, bs), [torch.cat([x, y])], 0.1, reduction=reduction
+        ),
+        # issue 25's features: every direction, hardness, HCL, GIST's guide masks
+        "gte_hardness": lambda: C.retrieval_loss(
+            x,
+            y,
+            n,
+            0.1,
+            directions=ALL4,
+            hardness_mode="all_negatives",
+            hardness_strength=2.0,
+            positive_ids=torch.arange(N) % 100,
+            reduction=reduction,
+            block_size=bs,
+        ),
+        "gte_per_direction": lambda: C.retrieval_loss(
+            x,
+            y,
+            n,
+            0.1,
+            directions=("query_to_doc", "doc_to_query"),
+            partition_mode="per_direction",
+            hardness_mode="in_batch_negatives",
+            hardness_strength=1.0,
+            reduction=reduction,
+            block_size=bs,
+        ),
+        "hcl_retrieval": lambda: C.retrieval_loss(
+            x, y, n, 0.1, hcl_beta=1.0, hcl_tau_plus=0.1, reduction=reduction, block_size=bs
+        ),
+        "gist": lambda: C.retrieval_loss(
+            x,
+            y,
+            n,
+            0.1,
+            guide=(x.detach() + 0.5, y.detach() - 0.5, n.detach() * 2),
+            guide_margin=0.05,
+            contrast_anchors=True,
+            contrast_positives=True,
+            reduction=reduction,
+            block_size=bs,
+        ),
+        "hcl_info_nce": lambda: C.info_nce(x, y, 0.1, hcl_beta=1.0, reduction=reduction, block_size=bs),
+        "hcl_clip": lambda: C.clip_loss(
+            x, y, 0.1, hcl_beta=1.0, hcl_tau_plus=0.1, reduction=reduction, block_size=bs
         ),
     }
     with _LargestTensor() as mode:
@@ -159,7 +208,9 @@ def test_the_loss_holds_only_its_gradients_beyond_the_inputs(name, want):
         "supcon": lambda: C.supcon_loss(x, torch.arange(N) % 50),
         "none": lambda: C.nt_xent(x, 0.1, reduction="none").sum(),
         "clip": lambda: C.clip_loss(x, y),
-        "retrieval": lambda: C.retrieval_loss(x, y, None, symmetric=True),
+        "retrieval": lambda: C.retrieval_loss(
+            x, y, None, directions=("query_to_doc", "doc_to_query"), partition_mode="per_direction"
+        ),
         "siglip": lambda: C.siglip_loss(x, y),
         "pair_nce": lambda: run(pair_nce_objective(torch.arange(N) % 50, 512), [x], 0.1),
     }

@@ -1,5 +1,5 @@
 """retrieval_loss: the blockwise engine against naive autograd at every tile boundary, with
-hard, shared and gradient-free negatives, duplicate ids, the symmetric form, every reduction,
+hard, shared and gradient-free negatives, duplicate ids, both directions (the former symmetric form), every reduction,
 a learnable temperature, half precision, and its bad inputs."""
 
 import numpy as np
@@ -11,6 +11,14 @@ from contrastive.reference import retrieval_loss as ref
 
 from .. import oracles
 from .engine_check import assert_matches
+
+TWO = dict(
+    directions=("query_to_doc", "doc_to_query"), partition_mode="per_direction"
+)  # formerly symmetric=True
+
+
+def sym(symmetric):
+    return TWO if symmetric else {}
 
 
 def data(B, neg, seed, d=4):
@@ -37,7 +45,7 @@ def test_engine_equals_naive_float64(B, bs, neg, symmetric, temperature):
 
         def fast(a_, p_, n_, t_, r, pid=pid):
             return C.retrieval_loss(
-                a_, p_, n_, t_, symmetric=symmetric, positive_ids=pid, reduction=r, block_size=bs
+                a_, p_, n_, t_, **sym(symmetric), positive_ids=pid, reduction=r, block_size=bs
             )
 
         def naive(a_, p_, n_, t_, r, pid=pid):
@@ -59,7 +67,7 @@ def test_queue_without_grad_gets_none_and_same_anchor_grads():
 def test_symmetric_without_negatives_is_clip_loss():
     a, p, _ = data(11, None, 2)
     torch.testing.assert_close(
-        C.retrieval_loss(a, p, None, 0.07, symmetric=True), C.clip_loss(a, p, 0.07), rtol=1e-12, atol=0
+        C.retrieval_loss(a, p, None, 0.07, **TWO), C.clip_loss(a, p, 0.07), rtol=1e-12, atol=0
     )
 
 
@@ -70,7 +78,7 @@ def test_engine_matches_reference(symmetric):
     ids = np.array([0, 1, 0, 2, 3, 1])
     ts = [torch.tensor(x, requires_grad=True) for x in (a, p, n)]
     t = torch.tensor(0.3, dtype=torch.float64, requires_grad=True)
-    loss = C.retrieval_loss(*ts, t, symmetric=symmetric, positive_ids=torch.tensor(ids), block_size=4)
+    loss = C.retrieval_loss(*ts, t, **sym(symmetric), positive_ids=torch.tensor(ids), block_size=4)
     loss.backward()
     want = ref.grad(a, p, n, 0.3, symmetric, ids)
     np.testing.assert_allclose(loss.item(), ref.forward(a, p, n, 0.3, symmetric, ids).mean(), rtol=1e-12)
@@ -85,7 +93,7 @@ def test_gradcheck_with_learnable_temperature():
     ids = torch.tensor([0, 1, 0, 2])
     for r in ("mean", "sum", "none"):
         assert torch.autograd.gradcheck(
-            lambda *x, r=r: C.retrieval_loss(*x, symmetric=True, positive_ids=ids, reduction=r, block_size=3),
+            lambda *x, r=r: C.retrieval_loss(*x, **TWO, positive_ids=ids, reduction=r, block_size=3),
             (a, p, n, t),
         )
 
@@ -139,7 +147,7 @@ A, P = torch.randn(4, 3), torch.randn(4, 3)
         ),
         (dict(positive_ids=torch.zeros(4)), TypeError, "positive_ids must hold integer"),
         (dict(temperature=-1.0), ValueError, "temperature"),
-        (dict(symmetric="yes"), TypeError, "symmetric must be a bool"),
+        (dict(directions="query_to_doc"), TypeError, "directions must be a tuple"),
         (dict(backend="dense"), ValueError, "backend"),
         (dict(reduction="avg"), ValueError, "reduction"),
     ],
@@ -157,7 +165,7 @@ def test_bad_pairs():
 
 
 def test_module():
-    crit = C.RetrievalLoss(learn_temperature=True, symmetric=True)
+    crit = C.RetrievalLoss(learn_temperature=True, **TWO)
     a = torch.randn(4, 8, requires_grad=True)
     crit(a, torch.randn(4, 8), torch.randn(4, 2, 8), torch.tensor([0, 1, 2, 0])).backward()
     assert crit.log_temperature.grad is not None and a.grad is not None

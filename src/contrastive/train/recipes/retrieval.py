@@ -535,12 +535,17 @@ class RetrievalTask(loop.Task):
         )
         neg = d[b:] if with_neg else None  # (M_r, dim)
         fn = cd.retrieval_loss if self.dist.active else retrieval_loss
+        two: dict = (
+            {"directions": ("query_to_doc", "doc_to_query"), "partition_mode": "per_direction"}
+            if c.symmetric
+            else {}
+        )
         return fn(
             q,
             d[:b],
             neg,
             tau,
-            symmetric=c.symmetric,
+            **two,
             positive_ids=pos_ids,
             normalize=False,
             check_finite=False,
