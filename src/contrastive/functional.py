@@ -19,6 +19,7 @@ from .ops.cosine_similarity import MapCosineFn, PackedSymCosineFn, SymCosineFn, 
 from .ops.engine import run as run_engine
 from .ops.info_nce import info_nce_objective
 from .ops.info_nce_dense import DenseInfoNCEFn
+from .ops.matryoshka import matryoshka_objective
 from .ops.tiles import check_block_size
 from .ops.triton_glue import triton_clip_objective, triton_info_nce_objective
 
@@ -174,6 +175,8 @@ def nt_xent(
     block_size: int | None = None,
     backend: str = "auto",
     decoupled: bool = False,
+    matryoshka_dims: tuple[int, ...] | list[int] | None = None,
+    matryoshka_weights: tuple[float, ...] | list[float] | None = None,
 ) -> torch.Tensor:
     r"""InfoNCE / NT-Xent on one stacked matrix of ``N = 2B`` embeddings (lower-level form).
 
@@ -218,6 +221,12 @@ def nt_xent(
         decoupled: leave the positive out of the denominator (DCL, Yeh et al. 2022); needs
             N >= 4 when ``exclude_self`` (a row must keep a candidate). Runs on the torch
             engine (``'auto'`` picks it; ``'triton'`` and ``'dense'`` raise).
+        matryoshka_dims: prefix dimensions ``(d_1, ..., d_K)`` in any order (e.g. ``(768, 512,
+            256, 128, 64)``): the loss becomes ``sum_k w_k L(z[:, :d_k])``, each prefix
+            L2-normalised on its own (Kusupati et al. 2022; sentence-transformers'
+            ``MatryoshkaLoss``), every prefix in one walk over the tiles (the GEMM work of the
+            widest prefix once). ``None``: off. Needs ``normalize=True`` and the torch engine.
+        matryoshka_weights: one weight per dim (``None``: ones); a repeated dim's weights add.
 
     Shape:
         z: ``(N, d)`` with N even; output: scalar, or ``(N,)`` for ``reduction='none'``.
@@ -249,6 +258,15 @@ def nt_xent(
         V.check_finite("z", z)
     if normalize:
         V.check_nonzero_rows("z", z)
+    prefixes = V.check_matryoshka(matryoshka_dims, matryoshka_weights, z.shape[1], normalize)
+    V.check_prefix_rows("z", z, prefixes)
+    if prefixes is not None:
+        if backend in ("triton", "dense"):
+            raise ValueError(
+                f"matryoshka_dims runs on the torch engine only, got backend={backend!r}; "
+                f"use backend='auto' or 'torch'"
+            )
+        backend = "torch"
     if decoupled:
         if exclude_self and z.shape[0] < 4:
             raise ValueError(
@@ -269,7 +287,7 @@ def nt_xent(
         build = triton_info_nce_objective(bool(exclude_self), block_size, z.dtype)
     else:
         bs = check_block_size(block_size, z.shape[0], z.device)
-        build = info_nce_objective(bool(exclude_self), bool(decoupled), bs)
+        build = matryoshka_objective(info_nce_objective(bool(exclude_self), bool(decoupled), bs), prefixes)
     return run_engine(build, [z], temperature, normalize=normalize, reduction=reduction)
 
 
@@ -285,6 +303,8 @@ def info_nce(
     block_size: int | None = None,
     backend: str = "auto",
     decoupled: bool = False,
+    matryoshka_dims: tuple[int, ...] | list[int] | None = None,
+    matryoshka_weights: tuple[float, ...] | list[float] | None = None,
 ) -> torch.Tensor:
     r"""InfoNCE / NT-Xent (SimCLR) of two views: ``z1[i]`` and ``z2[i]`` are a positive pair.
 
@@ -315,6 +335,7 @@ def info_nce(
             which never holds the N x N matrix (memory O(N d + block_size^2)).
         decoupled: decoupled contrastive learning (DCL): the positive ``z_{p(i)}`` is left
             out of the denominator, ``sum_k [k != i, k != p(i)]``; needs B >= 2.
+        matryoshka_dims, matryoshka_weights: Matryoshka prefixes, see :func:`nt_xent`.
 
     Shape:
         z1, z2: ``(B, d)``; output: scalar, or ``(2B,)`` for ``reduction='none'``.
@@ -357,6 +378,8 @@ def info_nce(
         block_size=block_size,
         backend=backend,
         decoupled=decoupled,
+        matryoshka_dims=matryoshka_dims,
+        matryoshka_weights=matryoshka_weights,
     )
 
 
@@ -382,6 +405,8 @@ def clip_loss(
     check_finite: bool = True,
     block_size: int | None = None,
     backend: str = "auto",
+    matryoshka_dims: tuple[int, ...] | list[int] | None = None,
+    matryoshka_weights: tuple[float, ...] | list[float] | None = None,
 ) -> torch.Tensor:
     r"""Two-tower (CLIP) contrastive loss: ``a[i]`` and ``b[i]`` are a positive pair.
 
@@ -409,6 +434,8 @@ def clip_loss(
         block_size: rows per tile (``None``: 512 on CPU, 4096 on CUDA, autotuned for Triton).
         backend: ``'auto'``, ``'torch'``, ``'triton'`` (see :func:`nt_xent`) or ``'dense'``
             (plain autograd over the full logits, the reference).
+        matryoshka_dims, matryoshka_weights: Matryoshka prefixes (``sum_k w_k`` of the loss of
+            each prefix ``[:, :d_k]``, normalised on its own), see :func:`nt_xent`.
 
     Shape:
         a, b: ``(N, d)``; output: scalar, or ``(N,)`` for ``reduction='none'``.
@@ -438,13 +465,25 @@ def clip_loss(
     if V.check_bool("normalize", normalize):
         V.check_nonzero_rows("a", a)
         V.check_nonzero_rows("b", b)
+    prefixes = V.check_matryoshka(matryoshka_dims, matryoshka_weights, a.shape[1], normalize)
+    if prefixes is not None:
+        V.check_prefix_rows("a", a, prefixes)
+        V.check_prefix_rows("b", b, prefixes)
+        if backend in ("triton", "dense"):
+            raise ValueError(
+                f"matryoshka_dims runs on the torch engine only, got backend={backend!r}; "
+                f"use backend='auto' or 'torch'"
+            )
+        backend = "torch"
     backend = _check_backend(backend, a, b)
     if backend == "dense":
         return _reduce(_dense_clip(a, b, temperature, normalize), reduction, a.dtype)
     if backend == "triton":
         build = triton_clip_objective(block_size, a.dtype)
     else:
-        build = clip_objective(check_block_size(block_size, a.shape[0], a.device))
+        build = matryoshka_objective(
+            clip_objective(check_block_size(block_size, a.shape[0], a.device)), prefixes
+        )
     return run_engine(build, [a, b], temperature, normalize=normalize, reduction=reduction)
 
 

@@ -8,6 +8,8 @@ the math. ``CosineMetric`` holds the learnable map or symmetric matrix of CSML
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -56,6 +58,25 @@ class ContrastiveLoss(nn.Module):
         return f"margin={self.margin}, reduction={self.reduction!r}"
 
 
+class _Matryoshka:
+    """``matryoshka_dims`` / ``matryoshka_weights`` of a Module form (the width is checked per call)."""
+
+    matryoshka_dims: tuple[int, ...] | None
+    matryoshka_weights: tuple[float, ...] | None
+
+    def _set_matryoshka(self, dims: Any, weights: Any, normalize: bool) -> None:
+        ok = isinstance(dims, (list, tuple)) and dims and all(isinstance(d, int) for d in dims)
+        V.check_matryoshka(dims, weights, max(dims) if ok else 1, normalize)
+        self.matryoshka_dims = None if dims is None else tuple(dims)
+        self.matryoshka_weights = None if weights is None else tuple(weights)
+
+    def _matryoshka(self) -> dict[str, Any]:
+        return dict(matryoshka_dims=self.matryoshka_dims, matryoshka_weights=self.matryoshka_weights)
+
+    def _matryoshka_repr(self) -> str:
+        return "" if self.matryoshka_dims is None else f", matryoshka_dims={self.matryoshka_dims}"
+
+
 class _Temperature(nn.Module):
     """A temperature that is a fixed float or a parameter stored as log tau."""
 
@@ -80,7 +101,7 @@ class _Temperature(nn.Module):
         return temperature.to(ref.device) if isinstance(temperature, torch.Tensor) else temperature
 
 
-class InfoNCELoss(nn.Module):
+class InfoNCELoss(_Matryoshka, nn.Module):
     """InfoNCE / NT-Xent of two views ``loss(z1, z2)``; see :func:`contrastive.functional.info_nce`.
 
     Args:
@@ -90,6 +111,8 @@ class InfoNCELoss(nn.Module):
         decoupled: decoupled contrastive learning (the positive left out of the denominator).
         check_finite, block_size, backend: passed to :func:`~contrastive.functional.info_nce`
             (the NaN/Inf check, the engine's tile size, ``'auto' | 'torch' | 'triton' | 'dense'``).
+        matryoshka_dims, matryoshka_weights: Matryoshka prefixes, as in
+            :func:`~contrastive.functional.nt_xent` (``None``: off).
 
     Examples:
         >>> import torch
@@ -115,8 +138,11 @@ class InfoNCELoss(nn.Module):
         check_finite: bool = True,
         block_size: int | None = None,
         backend: str = "auto",
+        matryoshka_dims: Sequence[int] | None = None,
+        matryoshka_weights: Sequence[float] | None = None,
     ):
         super().__init__()
+        self._set_matryoshka(matryoshka_dims, matryoshka_weights, normalize)
         self.decoupled = bool(decoupled)
         V.check_temperature(temperature)
         self.check_finite = check_finite
@@ -150,12 +176,14 @@ class InfoNCELoss(nn.Module):
             check_finite=self.check_finite,
             block_size=self.block_size,
             backend=self.backend,
+            **self._matryoshka(),
         )
 
     def extra_repr(self) -> str:
         return (
             f"temperature={float(self.temperature):.4g}, learn_temperature={self.learn_temperature}, "
             f"exclude_self={self.exclude_self}, normalize={self.normalize}, decoupled={self.decoupled}"
+            + self._matryoshka_repr()
         )
 
 
@@ -163,13 +191,15 @@ class NTXentLoss(InfoNCELoss):
     """SimCLR's name for :class:`InfoNCELoss` (same arguments)."""
 
 
-class SupConLoss(_Temperature):
+class SupConLoss(_Matryoshka, _Temperature):
     """Supervised contrastive loss ``loss(z, labels)``; see :func:`contrastive.functional.supcon_loss`.
 
     Args:
         temperature: initial tau (0.1, as in Khosla et al.).
         learn_temperature: make tau a parameter (stored as log tau).
         normalize, reduction: as in :func:`~contrastive.functional.supcon_loss`.
+        matryoshka_dims, matryoshka_weights: Matryoshka prefixes, as in
+            :func:`~contrastive.functional.nt_xent` (``None``: off).
 
     Examples:
         >>> import torch
@@ -186,22 +216,33 @@ class SupConLoss(_Temperature):
         learn_temperature: bool = False,
         normalize: bool = True,
         reduction: str = "mean",
+        matryoshka_dims: Sequence[int] | None = None,
+        matryoshka_weights: Sequence[float] | None = None,
     ):
         super().__init__()
         self._init_temperature(temperature, learn_temperature)
+        self._set_matryoshka(matryoshka_dims, matryoshka_weights, normalize)
         self.normalize = normalize
         self.reduction = V.check_reduction(reduction)
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return functional.supcon_loss(
-            z, labels, self._temperature_on(z), normalize=self.normalize, reduction=self.reduction
+            z,
+            labels,
+            self._temperature_on(z),
+            normalize=self.normalize,
+            reduction=self.reduction,
+            **self._matryoshka(),
         )
 
     def extra_repr(self) -> str:
-        return f"temperature={float(self.temperature):.4g}, learn_temperature={self.learn_temperature}"
+        return (
+            f"temperature={float(self.temperature):.4g}, learn_temperature={self.learn_temperature}"
+            + self._matryoshka_repr()
+        )
 
 
-class RetrievalLoss(_Temperature):
+class RetrievalLoss(_Matryoshka, _Temperature):
     """Retrieval loss with hard negatives ``loss(anchors, positives, negatives=None,
     positive_ids=None)``; see :func:`contrastive.functional.retrieval_loss`.
 
@@ -209,6 +250,8 @@ class RetrievalLoss(_Temperature):
         temperature: initial tau (0.05, as sentence-transformers' scale 20).
         learn_temperature: make tau a parameter (stored as log tau).
         symmetric, normalize, reduction: as in :func:`~contrastive.functional.retrieval_loss`.
+        matryoshka_dims, matryoshka_weights: Matryoshka prefixes, as in
+            :func:`~contrastive.functional.nt_xent` (``None``: off).
 
     Examples:
         >>> import torch
@@ -226,9 +269,12 @@ class RetrievalLoss(_Temperature):
         symmetric: bool = False,
         normalize: bool = True,
         reduction: str = "mean",
+        matryoshka_dims: Sequence[int] | None = None,
+        matryoshka_weights: Sequence[float] | None = None,
     ):
         super().__init__()
         self._init_temperature(temperature, learn_temperature)
+        self._set_matryoshka(matryoshka_dims, matryoshka_weights, normalize)
         self.symmetric, self.normalize = bool(symmetric), normalize
         self.reduction = V.check_reduction(reduction)
 
@@ -248,16 +294,17 @@ class RetrievalLoss(_Temperature):
             positive_ids=positive_ids,
             normalize=self.normalize,
             reduction=self.reduction,
+            **self._matryoshka(),
         )
 
     def extra_repr(self) -> str:
         return (
             f"temperature={float(self.temperature):.4g}, learn_temperature={self.learn_temperature}, "
-            f"symmetric={self.symmetric}"
+            f"symmetric={self.symmetric}" + self._matryoshka_repr()
         )
 
 
-class ClipLoss(nn.Module):
+class ClipLoss(_Matryoshka, nn.Module):
     """Two-tower (CLIP) loss ``loss(a, b)`` with a learnable temperature; see
     :func:`contrastive.functional.clip_loss`.
 
@@ -269,6 +316,8 @@ class ClipLoss(nn.Module):
         learn_temperature: make the logit scale a parameter (default).
         max_logit_scale: upper clamp of the logit scale (``None``: no clamp).
         normalize, reduction: as in :func:`~contrastive.functional.clip_loss`.
+        matryoshka_dims, matryoshka_weights: Matryoshka prefixes, as in
+            :func:`~contrastive.functional.nt_xent` (``None``: off).
 
     Examples:
         >>> import torch
@@ -286,8 +335,11 @@ class ClipLoss(nn.Module):
         max_logit_scale: float | None = math.log(100.0),
         normalize: bool = True,
         reduction: str = "mean",
+        matryoshka_dims: Sequence[int] | None = None,
+        matryoshka_weights: Sequence[float] | None = None,
     ):
         super().__init__()
+        self._set_matryoshka(matryoshka_dims, matryoshka_weights, normalize)
         V.check_temperature(temperature)
         self.logit_scale = nn.Parameter(
             torch.tensor(math.log(1.0 / float(temperature))), requires_grad=bool(learn_temperature)
@@ -305,14 +357,22 @@ class ClipLoss(nn.Module):
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return functional.clip_loss(
-            a, b, self.temperature.to(a.device), normalize=self.normalize, reduction=self.reduction
+            a,
+            b,
+            self.temperature.to(a.device),
+            normalize=self.normalize,
+            reduction=self.reduction,
+            **self._matryoshka(),
         )
 
     def extra_repr(self) -> str:
-        return f"temperature={self.temperature.item():.4g}, learn={self.logit_scale.requires_grad}"
+        return (
+            f"temperature={self.temperature.item():.4g}, learn={self.logit_scale.requires_grad}"
+            + self._matryoshka_repr()
+        )
 
 
-class SigLIPLoss(nn.Module):
+class SigLIPLoss(_Matryoshka, nn.Module):
     """SigLIP's sigmoid loss ``loss(a, b)`` with learnable temperature and bias; see
     :func:`contrastive.functional.siglip_loss`.
 
@@ -324,6 +384,8 @@ class SigLIPLoss(nn.Module):
         bias: initial bias.
         learn_temperature, learn_bias: make them parameters (default both).
         normalize, reduction: as in :func:`~contrastive.functional.siglip_loss`.
+        matryoshka_dims, matryoshka_weights: Matryoshka prefixes, as in
+            :func:`~contrastive.functional.nt_xent` (``None``: off).
 
     Examples:
         >>> import torch
@@ -342,8 +404,11 @@ class SigLIPLoss(nn.Module):
         learn_bias: bool = True,
         normalize: bool = True,
         reduction: str = "mean",
+        matryoshka_dims: Sequence[int] | None = None,
+        matryoshka_weights: Sequence[float] | None = None,
     ):
         super().__init__()
+        self._set_matryoshka(matryoshka_dims, matryoshka_weights, normalize)
         self.logit_scale = nn.Parameter(
             torch.tensor(float(logit_scale)), requires_grad=bool(learn_temperature)
         )
@@ -363,10 +428,14 @@ class SigLIPLoss(nn.Module):
             self.bias.to(a.device),
             normalize=self.normalize,
             reduction=self.reduction,
+            **self._matryoshka(),
         )
 
     def extra_repr(self) -> str:
-        return f"logit_scale={self.logit_scale.item():.4g}, bias={self.bias.item():.4g}"
+        return (
+            f"logit_scale={self.logit_scale.item():.4g}, bias={self.bias.item():.4g}"
+            + self._matryoshka_repr()
+        )
 
 
 class CosineMetric(nn.Module):

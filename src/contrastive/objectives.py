@@ -16,6 +16,7 @@ import torch
 
 from . import _validation as V
 from .ops.engine import run as run_engine
+from .ops.matryoshka import Prefixes, matryoshka_objective, matryoshka_siglip_objective
 from .ops.retrieval import retrieval_objective
 from .ops.siglip import siglip_objective
 from .ops.supcon import supcon_objective
@@ -61,6 +62,16 @@ def _common(
             V.check_nonzero_rows(n, t.reshape(-1, t.shape[-1]))
 
 
+def _prefixes(
+    names: Sequence[str], tensors: Sequence[torch.Tensor], dims: Any, weights: Any, normalize: bool
+) -> Prefixes | None:
+    """The validated Matryoshka prefixes (``None``: off), every input's prefixes checked."""
+    prefixes = V.check_matryoshka(dims, weights, tensors[0].shape[-1], normalize)
+    for n, t in zip(names, tensors):
+        V.check_prefix_rows(n, t, prefixes)
+    return prefixes
+
+
 def supcon_loss(
     z: torch.Tensor,
     labels: torch.Tensor,
@@ -71,6 +82,8 @@ def supcon_loss(
     block_size: int | None = None,
     backend: str = "auto",
     check_finite: bool = True,
+    matryoshka_dims: Sequence[int] | None = None,
+    matryoshka_weights: Sequence[float] | None = None,
 ) -> torch.Tensor:
     r"""Supervised contrastive loss (Khosla et al. 2020, the "outside" form): every other row
     with the same label is a positive.
@@ -99,6 +112,9 @@ def supcon_loss(
         block_size: rows per tile (``None``: 512 on CPU, 4096 on CUDA).
         backend: ``'auto'`` or ``'torch'`` (the torch engine on every device; no Triton kernel yet).
         check_finite: raise on NaN/Inf inputs.
+        matryoshka_dims, matryoshka_weights: Matryoshka prefixes, ``sum_k w_k`` of the loss of
+            each prefix ``[:, :d_k]`` normalised on its own, all in one walk over the tiles
+            (see :func:`~contrastive.functional.nt_xent`); needs ``normalize=True``.
 
     Shape:
         z: ``(N, d)``; labels: ``(N,)``; output: scalar, or ``(N,)`` for ``reduction='none'``.
@@ -125,11 +141,11 @@ def supcon_loss(
     labels = V.check_ids("labels", labels, z.shape[0], z, "class labels")
     temperature = V.check_param("temperature", temperature, z, True)
     _common(["z"], [z], reduction, check_finite, normalize)
+    prefixes = _prefixes(["z"], [z], matryoshka_dims, matryoshka_weights, normalize)
     _engine_backend("supcon_loss", backend)
     bs = check_block_size(block_size, z.shape[0], z.device)
-    return run_engine(
-        supcon_objective(labels, bs), [z], temperature, normalize=normalize, reduction=reduction
-    )
+    build = matryoshka_objective(supcon_objective(labels, bs), prefixes)
+    return run_engine(build, [z], temperature, normalize=normalize, reduction=reduction)
 
 
 def retrieval_loss(
@@ -145,6 +161,8 @@ def retrieval_loss(
     block_size: int | None = None,
     backend: str = "auto",
     check_finite: bool = True,
+    matryoshka_dims: Sequence[int] | None = None,
+    matryoshka_weights: Sequence[float] | None = None,
 ) -> torch.Tensor:
     r"""Retrieval loss with in-batch and hard negatives (MultipleNegativesRankingLoss-style).
 
@@ -178,6 +196,9 @@ def retrieval_loss(
         block_size: rows per tile (``None``: 512 on CPU, 4096 on CUDA).
         backend: ``'auto'`` or ``'torch'`` (no Triton kernel yet).
         check_finite: raise on NaN/Inf inputs.
+        matryoshka_dims, matryoshka_weights: Matryoshka prefixes, ``sum_k w_k`` of the loss of
+            each prefix ``[:, :d_k]`` normalised on its own, all in one walk over the tiles
+            (see :func:`~contrastive.functional.nt_xent`); needs ``normalize=True``.
 
     Shape:
         anchors, positives: ``(B, d)``; negatives: ``(B, K, d)`` or ``(M, d)``;
@@ -243,9 +264,10 @@ def retrieval_loss(
         raise TypeError(f"symmetric must be a bool, got {type(symmetric).__name__}")
     temperature = V.check_param("temperature", temperature, anchors, True)
     _common(names, tensors, reduction, check_finite, normalize)
+    prefixes = _prefixes(names, tensors, matryoshka_dims, matryoshka_weights, normalize)
     _engine_backend("retrieval_loss", backend)
     bs = check_block_size(block_size, max(B, 1 if neg is None else neg.shape[0]), anchors.device)
-    build = retrieval_objective(symmetric, positive_ids, bs)
+    build = matryoshka_objective(retrieval_objective(symmetric, positive_ids, bs), prefixes)
     return run_engine(build, [anchors, positives, neg], temperature, normalize=normalize, reduction=reduction)
 
 
@@ -260,6 +282,8 @@ def siglip_loss(
     block_size: int | None = None,
     backend: str = "auto",
     check_finite: bool = True,
+    matryoshka_dims: Sequence[int] | None = None,
+    matryoshka_weights: Sequence[float] | None = None,
 ) -> torch.Tensor:
     r"""The sigmoid loss of SigLIP (Zhai et al. 2023): every pair is a binary classification.
 
@@ -286,6 +310,9 @@ def siglip_loss(
         block_size: rows per tile (``None``: 512 on CPU, 4096 on CUDA).
         backend: ``'auto'`` or ``'torch'`` (no Triton kernel yet).
         check_finite: raise on NaN/Inf inputs.
+        matryoshka_dims, matryoshka_weights: Matryoshka prefixes, ``sum_k w_k`` of the loss of
+            each prefix ``[:, :d_k]`` normalised on its own, all in one walk over the tiles
+            (see :func:`~contrastive.functional.nt_xent`); needs ``normalize=True``.
 
     Shape:
         a, b: ``(B, d)``; output: scalar, or ``(B,)`` for ``reduction='none'``.
@@ -311,8 +338,8 @@ def siglip_loss(
     temperature = V.check_param("temperature", temperature, a, True)
     bias = V.check_param("bias", bias, a, False)
     _common(["a", "b"], [a, b], reduction, check_finite, normalize)
+    prefixes = _prefixes(["a", "b"], [a, b], matryoshka_dims, matryoshka_weights, normalize)
     _engine_backend("siglip_loss", backend)
     bs = check_block_size(block_size, a.shape[0], a.device)
-    return run_engine(
-        siglip_objective(bs), [a, b], temperature, bias=bias, normalize=normalize, reduction=reduction
-    )
+    build = siglip_objective(bs) if prefixes is None else matryoshka_siglip_objective(bs, prefixes)
+    return run_engine(build, [a, b], temperature, bias=bias, normalize=normalize, reduction=reduction)

@@ -79,21 +79,24 @@ class _LargestTensor(torch.utils._python_dispatch.TorchDispatchMode):
         return out
 
 
+@pytest.mark.parametrize("mrl", [None, (3, 1, 4, 2)])
 @pytest.mark.parametrize("name", ["info_nce", "decoupled", "clip", "supcon", "retrieval", "siglip"])
 @pytest.mark.parametrize("reduction", ["mean", "none"])
-def test_no_n_by_n_tensor_is_ever_made(name, reduction):
-    """N = 256 rows, tiles of 16: every tensor stays O(N d + tile^2), far below N^2."""
+def test_no_n_by_n_tensor_is_ever_made(name, reduction, mrl):
+    """N = 256 rows, tiles of 16: every tensor stays O(N d + tile^2), far below N^2, with
+    Matryoshka prefixes too (``mrl``: every prefix's K vectors are (K, N))."""
     N, d, bs = 256, 4, 16
+    kw = dict(matryoshka_dims=mrl)
     g = torch.Generator().manual_seed(0)
     x = torch.randn(N, d, generator=g, dtype=torch.float64, requires_grad=True)
     y = torch.randn(N, d, generator=g, dtype=torch.float64, requires_grad=True)
     n = torch.randn(N, 2, d, generator=g, dtype=torch.float64, requires_grad=True)
     calls = {
-        "info_nce": lambda: C.info_nce(x, y, 0.1, reduction=reduction, block_size=bs),
-        "decoupled": lambda: C.info_nce(x, y, 0.1, reduction=reduction, block_size=bs, decoupled=True),
-        "clip": lambda: C.clip_loss(x, y, 0.1, reduction=reduction, block_size=bs),
+        "info_nce": lambda: C.info_nce(x, y, 0.1, reduction=reduction, block_size=bs, **kw),
+        "decoupled": lambda: C.info_nce(x, y, 0.1, reduction=reduction, block_size=bs, decoupled=True, **kw),
+        "clip": lambda: C.clip_loss(x, y, 0.1, reduction=reduction, block_size=bs, **kw),
         "supcon": lambda: C.supcon_loss(
-            torch.cat([x, y]), torch.arange(2 * N) % 50, reduction=reduction, block_size=bs
+            torch.cat([x, y]), torch.arange(2 * N) % 50, reduction=reduction, block_size=bs, **kw
         ),
         "retrieval": lambda: C.retrieval_loss(
             x,
@@ -104,8 +107,9 @@ def test_no_n_by_n_tensor_is_ever_made(name, reduction):
             positive_ids=torch.arange(N) % 100,
             reduction=reduction,
             block_size=bs,
+            **kw,
         ),
-        "siglip": lambda: C.siglip_loss(x, y, reduction=reduction, block_size=bs),
+        "siglip": lambda: C.siglip_loss(x, y, reduction=reduction, block_size=bs, **kw),
     }
     with _LargestTensor() as mode:
         out = calls[name]()

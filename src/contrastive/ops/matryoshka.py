@@ -1,0 +1,539 @@
+"""Matryoshka losses (Kusupati et al. 2022) on the engine, every prefix in one walk over the tiles.
+
+With prefix dimensions d_1 < ... < d_K (weights mu_k) the loss is sum_k mu_k L(Z^(k)), where
+z^(k)_i = x_i[:d_k] / |x_i[:d_k]| is row i's prefix normalised on its own (sentence-transformers'
+MatryoshkaLoss). The engine hands the objective unit rows x = u / |u| (its usual normalisation;
+every prefix loss is invariant to a row's scale, so nothing changes but the range is safe).
+
+One tile, every prefix (:class:`PrefixTile`). Column chunks C_k = [d_{k-1}, d_k) of the same tile:
+
+    S_k = S_{k-1} + X_I[:, C_k] Y_J[:, C_k]^T            (one full-width GEMM's worth in all)
+    s^(k)_ij = S_k,ij rx^(k)_i ry^(k)_j                   (rank-1 rescaling, rx = 1 / |x_i[:d_k]|)
+
+Pass 2: with H^(k) = d(loss)/d(logit^(k)) on the tile and Hh^(k) = diag(rx^(k)) H^(k) diag(ry^(k)),
+
+    g_X[:, C_c] += (sum_{k >= c} Hh^(k)) Y_J[:, C_c]      (again one GEMM's worth)
+    rho^(k)_i += sum_j H^(k)_ij cos^(k)_ij = rowsum(Hh^(k) * S_k)   (elementwise, no GEMM)
+
+and after the walk the normalisation chain of each prefix, radial part
+g_X[i, :d_k] -= rx^(k)_i^2 rho^(k)_i x_i[:d_k], everything times inv_temp;
+d/d(inv_temp) of the tiles' part is sum_i rho_i (halved for a symmetric S, whose rho counts
+both directions).
+
+The softmax objectives (InfoNCE, SupCon, CLIP, retrieval) run unchanged on per-prefix views
+(:class:`PrefixView`): their O(N d) parts (positives, class sums) per prefix; their tile passes
+(:func:`.rect_tiles.rect_lse`, ``rect_grad``, :func:`.sym_tiles.sym_lse`, ``sym_grad``) see a
+view and hand the call to the views' shared :class:`Joint`. Pass 1: the first prefix's call
+computes every prefix's normalisers in one walk, the others read them. Pass 2: each prefix's
+call is recorded (returning a zero tile part, everything after it in the objectives is linear),
+then one walk per recorded call does every prefix. SigLIP's one pass uses :class:`PrefixTile`
+directly (:class:`MatryoshkaSigLIP`). Memory O(K N + N d + K tile^2). Derivation:
+docs/derivations/matryoshka.md.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from .common import Blocks, Rows, row_slices
+from .engine import Build, Grads, Objective, present
+from .tiles import TileBuffers, TileMask, online_update, walk
+
+
+class Prefixes:
+    """The prefix dimensions, ascending and distinct, with their weights (a repeated dimension's
+    weights add up: w_1 L + w_2 L = (w_1 + w_2) L, as sentence-transformers counts it), and the
+    column chunks [d_{k-1}, d_k).
+
+    Examples:
+        >>> p = Prefixes((8, 2, 4, 2), (1.0, 0.5, 1.0, 2.0))
+        >>> p.dims, p.weights, p.bounds
+        ((2, 4, 8), (2.5, 1.0, 1.0), [(0, 2), (2, 4), (4, 8)])
+    """
+
+    def __init__(self, dims: Sequence[int], weights: Sequence[float] | None = None):
+        ws = [1.0] * len(dims) if weights is None else [float(w) for w in weights]
+        merged: dict[int, float] = {}
+        for d, w in zip(dims, ws):
+            merged[int(d)] = merged.get(int(d), 0.0) + w
+        self.dims = tuple(sorted(merged))
+        self.weights = tuple(merged[d] for d in self.dims)
+        self.bounds = [(0 if k == 0 else self.dims[k - 1], d) for k, d in enumerate(self.dims)]
+
+    def __len__(self) -> int:
+        return len(self.dims)
+
+
+def prefix_norms(x: Blocks, bounds: Sequence[tuple[int, int]]) -> torch.Tensor:
+    """|x_i[:d_k]| for every prefix, ``(K, N)``, ``ROWS`` rows at a time (x: the unit rows)."""
+    out = x.new_empty(len(bounds), x.shape[0])
+    for s in row_slices(x.shape[0]):
+        xb = x[s]  # (rows, D)
+        acc = torch.zeros(xb.shape[0], dtype=xb.dtype, device=xb.device)
+        for k, (c0, c1) in enumerate(bounds):
+            acc += torch.sum(xb[:, c0:c1] * xb[:, c0:c1], 1)  # |x_i[:d_k]|^2, cumulative
+            out[k, s] = acc.sqrt()
+    return out
+
+
+def prefix_floor(dtype: torch.dtype, width: int) -> float:
+    """The smallest prefix norm of a unit row that the tiles resolve: below it the prefix's
+    products underflow the dtype (sqrt(tiny D / eps): 9e-15 for float32 at D = 768)."""
+    fi = torch.finfo(dtype)
+    return math.sqrt(fi.tiny * width / fi.eps)
+
+
+class PrefixRows:
+    """An input's unit rows ``x`` (the engine's :class:`~.common.Rows`) and ``inv`` ``(K, N)``,
+    1 / |x_i[:d_k]| for every prefix; ``index`` is the input's position in the objective."""
+
+    def __init__(self, x: Blocks, prefixes: Prefixes, index: int):
+        self.x, self.prefixes, self.index = x, prefixes, index
+        self.inv = prefix_norms(x, prefixes.bounds).reciprocal_()  # (K, N)
+
+    def view(self, k: int, joint: Joint) -> PrefixView:
+        return PrefixView(self, k, joint)
+
+    def chain_(self, out: torch.Tensor, k: int, g: torch.Tensor) -> None:
+        """out[:, :d_k] += rx (g - z (z . g)): a gradient g ``(N, d_k)`` with respect to z^(k)
+        taken back to the unit rows (chain rule of z^(k) = x[:d_k] / |x[:d_k]|)."""
+        view = self.view(k, None)  # type: ignore[arg-type]
+        d = self.prefixes.dims[k]
+        for s in row_slices(g.shape[0]):
+            zb, gb = view[s], g[s]  # (rows, d_k)
+            dot = torch.sum(zb * gb, 1, keepdim=True)  # z . g
+            out[s, :d].add_((gb - zb * dot) * self.inv[k, s, None])
+
+
+class PrefixView:
+    """Prefix k of an input, normalised: ``view[i0:i1]`` is z^(k) rows, ``(i1 - i0, d_k)``,
+    made on demand (what the objectives' O(N d) parts read, like :class:`~.common.Rows`)."""
+
+    def __init__(self, family: PrefixRows, k: int, joint: Joint):
+        self.family, self.k, self.joint = family, k, joint
+        x = family.x
+        self.dtype, self.device = x.dtype, x.device
+        self.shape = torch.Size((x.shape[0], family.prefixes.dims[k]))
+
+    def __getitem__(self, s: slice) -> torch.Tensor:
+        i0, i1, _ = s.indices(self.shape[0])
+        return self.family.x[i0:i1][:, : self.shape[1]] * self.family.inv[self.k, i0:i1, None]
+
+    def new_zeros(self, *size: Any) -> torch.Tensor:
+        return torch.zeros(*size, dtype=self.dtype, device=self.device)
+
+    def new_empty(self, *size: Any) -> torch.Tensor:
+        return torch.empty(*size, dtype=self.dtype, device=self.device)
+
+    def new_ones(self, *size: Any) -> torch.Tensor:
+        return torch.ones(*size, dtype=self.dtype, device=self.device)
+
+    def new_full(self, size: tuple[int, ...], value: float) -> torch.Tensor:
+        return torch.full(size, value, dtype=self.dtype, device=self.device)
+
+
+class PrefixTile:
+    """The prefix-aware tile: every prefix's logits of one tile from one GEMM's worth of chunk
+    products, and (pass 2) every prefix's H folded back into the chunks in one GEMM's worth.
+
+    Per tile: iterate :meth:`logits` (prefix k's logit tile while ``S`` holds S_k), hand each
+    prefix's H to :meth:`take`, then :meth:`flush`; after the walk, :meth:`finish`.
+    """
+
+    def __init__(self, xf: PrefixRows, yf: PrefixRows, buf: TileBuffers, cols: bool):
+        self.xf, self.yf, self.buf = xf, yf, buf
+        self.bounds = xf.prefixes.bounds
+        self.K = len(self.bounds)
+        self.rho_x = xf.x.new_zeros(self.K, xf.x.shape[0])  # (K, R) sum_j Hh_ij S_ij
+        self.rho_y = self.rho_x if yf is xf else yf.x.new_zeros(self.K, yf.x.shape[0] if cols else 0)
+        self.cols = cols
+
+    def logits(self, i0, i1, j0, j1, xi, y_j, shift):
+        """Yield (k, L): L = s^(k)_IJ (inv_temp folded into ``xi``) plus ``shift`` ((1, 1)) if given."""
+        m, n = i1 - i0, j1 - j0
+        S = self.S = self.buf.get("S", m, n)
+        L = self.buf.get("L", m, n)
+        self.tile = (i0, i1, j0, j1)
+        rx, ry = self.xf.inv, self.yf.inv
+        for k, (c0, c1) in enumerate(self.bounds):
+            if k == 0:
+                torch.mm(xi[:, c0:c1], y_j[:, c0:c1].T, out=S)  # S_1 (inv_temp times the raw dots)
+            else:
+                S.addmm_(xi[:, c0:c1], y_j[:, c0:c1].T)  # S_k = S_{k-1} + chunk k
+            torch.mul(S, rx[k, i0:i1, None], out=L)
+            if shift is None:
+                L.mul_(ry[k, None, j0:j1])
+            else:
+                torch.addcmul(shift, L, ry[k, None, j0:j1], out=L)  # S_k rx ry + shift
+            yield k, L
+
+    def take(self, k: int, H: torch.Tensor, diag: bool = False) -> None:
+        """Prefix k's H on the current tile (while ``S`` is S_k): Hh^(k) = diag(rx) H diag(ry) is
+        kept for :meth:`flush`; rho gets rowsum (and colsum) of Hh^(k) * S_k."""
+        i0, i1, j0, j1 = self.tile
+        G = self.buf.get(f"G{k}", i1 - i0, j1 - j0)
+        torch.mul(H, self.xf.inv[k, i0:i1, None], out=G)
+        G.mul_(self.yf.inv[k, None, j0:j1])  # Hh^(k)
+        P = self.buf.get("P", i1 - i0, j1 - j0)
+        torch.mul(G, self.S, out=P)  # Hh * S = inv_temp H * cos
+        self.rho_x[k, i0:i1] += P.sum(1)
+        if self.cols and not diag:
+            self.rho_y[k, j0:j1] += P.sum(0)
+
+    def flush(self, gx: torch.Tensor, gy: torch.Tensor | None, x_i: torch.Tensor, y_j: torch.Tensor) -> None:
+        """g_X[:, C_c] += (sum_{k >= c} Hh^(k)) Y_J[:, C_c], and g_Y likewise (``None``: skip)."""
+        i0, i1, j0, j1 = self.tile
+        for k in reversed(range(self.K)):
+            G = self.buf.get(f"G{k}", i1 - i0, j1 - j0)
+            if k < self.K - 1:
+                G.add_(self.buf.get(f"G{k + 1}", i1 - i0, j1 - j0))  # sum over the prefixes k' >= k
+            c0, c1 = self.bounds[k]
+            gx[i0:i1, c0:c1].addmm_(G, y_j[:, c0:c1])
+            if gy is not None:
+                gy[j0:j1, c0:c1].addmm_(G.T, x_i[:, c0:c1])
+
+    def finish(self, gx: torch.Tensor, gy: torch.Tensor | None, inv_temp: float) -> torch.Tensor:
+        """The radial part of each prefix's chain, then times inv_temp; returns
+        sum_ij H_ij cos_ij over every prefix (the tiles' d/d(inv_temp), row side)."""
+        _radial_(gx, self.xf, self.rho_x, inv_temp)
+        if gy is not None and gy is not gx:
+            _radial_(gy, self.yf, self.rho_y, inv_temp)
+        gx.mul_(inv_temp)
+        if gy is not None and gy is not gx:
+            gy.mul_(inv_temp)
+        return self.rho_x.sum() / inv_temp
+
+
+def _radial_(g: torch.Tensor, fam: PrefixRows, rho: torch.Tensor, inv_temp: float) -> None:
+    """g[i, C_c] -= (sum_{k >= c} rx^(k)_i^2 rho^(k)_i / inv_temp) x_i[C_c]."""
+    q = rho * fam.inv.square() / inv_temp  # (K, N) rx^2 (z . g)
+    Q = q.flip(0).cumsum(0).flip(0)  # Q[c] = sum_{k >= c} q[k]
+    for s in row_slices(g.shape[0]):
+        xb = fam.x[s]  # (rows, D)
+        for c, (c0, c1) in enumerate(fam.prefixes.bounds):
+            g[s, c0:c1].addcmul_(xb[:, c0:c1], Q[c, s, None], value=-1)
+
+
+def joint_lse(
+    xf: PrefixRows,
+    yf: PrefixRows,
+    inv_temp: float,
+    c: float,
+    mask: TileMask,
+    bs: int,
+    fixed: bool,
+    cols: bool,
+    upper: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Pass 1 of every prefix: row log-sum-exps ``(K, R)`` of the unmasked logits (a symmetric
+    S when ``upper``: upper tiles, column sums into the rows) and the column ones ``(K, C)``."""
+    x, y = xf.x, yf.x
+    K, R, C = len(xf.prefixes), x.shape[0], y.shape[0]
+    buf = TileBuffers(x.dtype, x.device)
+    pt = PrefixTile(xf, yf, buf, False)
+    Cc = C if cols and not upper else 0
+    if fixed:
+        row, col = x.new_zeros(K, R), x.new_zeros(K, Cc)
+        shift, ones = x.new_full((1, 1), -c), x.new_ones(bs)
+        for i0, i1, j0, j1, xi, _, y_j in walk(x, y, inv_temp, bs, buf, upper):
+            for k, E in pt.logits(i0, i1, j0, j1, xi, y_j, shift):
+                E.exp_()  # exp(s - c), in [exp(-2c), 1]
+                mask.apply(E, i0, j0, 0.0)
+                row[k, i0:i1].addmv_(E, ones[: j1 - j0])
+                if upper and i0 != j0:
+                    row[k, j0:j1].add_(E.sum(0))  # column sums, by symmetry
+                elif Cc:
+                    col[k, j0:j1].add_(E.sum(0))
+        return row.log_() + c, (col.log_() + c if Cc else None)
+    mr, rr = x.new_full((K, R), float("-inf")), x.new_zeros(K, R)
+    mc, rc = x.new_full((K, Cc), float("-inf")), x.new_zeros(K, Cc)
+    for i0, i1, j0, j1, xi, _, y_j in walk(x, y, inv_temp, bs, buf, upper):
+        for k, S in pt.logits(i0, i1, j0, j1, xi, y_j, None):
+            mask.apply(S, i0, j0, float("-inf"))
+            online_update(mr[k], rr[k], slice(i0, i1), S.amax(1), lambda s: torch.exp(S - s[:, None]).sum(1))  # noqa: B023 -- called at once
+            if (upper and i0 != j0) or Cc:
+                m_, r_ = (mr[k], rr[k]) if upper else (mc[k], rc[k])
+                online_update(m_, r_, slice(j0, j1), S.amax(0), lambda s: torch.exp(S - s[None, :]).sum(0))  # noqa: B023 -- called at once
+    return mr + rr.log(), (mc + rc.log() if Cc else None)
+
+
+def joint_grad(
+    xf: PrefixRows,
+    yf: PrefixRows,
+    inv_temp: float,
+    c: float,
+    mask: TileMask,
+    bs: int,
+    fixed: bool,
+    lse_r: torch.Tensor,
+    u: torch.Tensor,
+    lse_c: torch.Tensor | None,
+    v: torch.Tensor | None,
+    need_y: bool,
+    upper: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """Pass 2 of every prefix, the softmax part of the gradient of sum_k sum_i u^(k)_i lse^(k)_i
+    (+ the column terms v, lse_c), taken back to the unit rows and times inv_temp:
+    ``(g_X (R, D), g_Y (C, D) or None, d/d(inv_temp))``. ``upper``: S symmetric (x is y), the
+    weights ``u`` of :func:`.sym_tiles.sym_grad` (row softmax both ways); g_Y is then g_X."""
+    x, y = xf.x, yf.x
+    buf = TileBuffers(x.dtype, x.device)
+    two = lse_c is not None and v is not None
+    pt = PrefixTile(xf, yf, buf, need_y or upper)
+    gx = x.new_zeros(x.shape)  # (R, D)
+    gy = gx if upper else (y.new_zeros(y.shape) if need_y else None)  # (C, D)
+    shift = None
+    if fixed:
+        alpha = u * torch.exp(c - lse_r)  # (K, R) u / r
+        beta = present(v) * torch.exp(c - present(lse_c)) if two else None  # (K, C) v / k
+        shift = x.new_full((1, 1), -c)
+    for i0, i1, j0, j1, xi, x_i, y_j in walk(x, y, inv_temp, bs, buf, upper):
+        diag = upper and i0 == j0
+        for k, E in pt.logits(i0, i1, j0, j1, xi, y_j, shift):
+            H = buf.get("H", i1 - i0, j1 - j0)
+            if fixed:
+                E.exp_()
+                mask.apply(E, i0, j0, 0.0)
+                if upper:
+                    torch.mul(E, alpha[k, j0:j1], out=H)  # E diag(a_J)
+                    H.addcmul_(E, alpha[k, i0:i1, None])  # + diag(a_I) E
+                else:
+                    torch.mul(E, alpha[k, i0:i1, None], out=H)  # diag(u / r) E
+                    if beta is not None:
+                        H.addcmul_(E, beta[k, None, j0:j1])  # + E diag(v / k)
+            else:
+                torch.exp(E - lse_r[k, i0:i1, None], out=H)  # row softmax
+                mask.apply(H, i0, j0, 0.0)
+                H.mul_(u[k, i0:i1, None])
+                if diag:
+                    H.add_(H.T.clone())  # + (W_I P_II)^T
+                elif upper or two:
+                    lc, vc = (lse_r, u) if upper else (present(lse_c), present(v))
+                    E.sub_(lc[k, None, j0:j1]).exp_()  # the other direction's softmax
+                    mask.apply(E, i0, j0, 0.0)
+                    H.addcmul_(E, vc[k, None, j0:j1])
+            pt.take(k, H, diag)
+        pt.flush(gx, None if diag else gy, x_i, y_j)
+    d_inv = pt.finish(gx, gy, inv_temp)
+    return gx, gy, (0.5 * d_inv if upper else d_inv)  # a symmetric S's rho counts both directions
+
+
+def _family(y: Blocks) -> PrefixRows:
+    """The prefix rows behind a view (both sides of a Matryoshka tile pass are views)."""
+    if not isinstance(y, PrefixView):
+        raise TypeError("a Matryoshka tile pass needs prefix views on both sides")
+    return y.family
+
+
+class Joint:
+    """What the prefix views of one objective share: the tile passes of every prefix.
+
+    Pass 1 (:meth:`lse`): the first prefix to make a call runs it for every prefix, the others
+    read their share (the objectives make the same calls in the same order for every prefix).
+    Pass 2 (:meth:`grad`): each call is recorded and answered with zeros; :meth:`replay` then
+    runs every recorded call once for all prefixes."""
+
+    def __init__(self, prefixes: Prefixes):
+        self.K = len(prefixes)
+        self.cache: list[tuple[torch.Tensor, torch.Tensor | None]] = []
+        self.calls = [0] * self.K
+        self.records: list[list[dict[str, Any]]] = [[] for _ in range(self.K)]
+
+    def lse(
+        self,
+        xv: PrefixView,
+        yv: Blocks,
+        inv_temp: float,
+        c: float,
+        mask: TileMask,
+        bs: int,
+        fixed: bool,
+        cols: bool,
+        upper: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Prefix ``xv.k``'s share of :func:`joint_lse` (``yv``: a view of the same prefix)."""
+        k = xv.k
+        t = self.calls[k]
+        self.calls[k] += 1
+        if t == len(self.cache):
+            yf = _family(yv)
+            self.cache.append(joint_lse(xv.family, yf, inv_temp, c, mask, bs, fixed, cols, upper))
+        row, col = self.cache[t]
+        return row[k], (None if col is None else col[k])
+
+    def grad(
+        self, xv: PrefixView, yv: Blocks, need_y: bool, upper: bool, **rec: Any
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Record prefix ``xv.k``'s pass 2 (the arguments of :func:`joint_grad`); zeros for now."""
+        _family(yv)
+        self.records[xv.k].append(dict(xv=xv, yv=yv, need_y=need_y, upper=upper, **rec))
+        gx = xv.new_zeros(xv.shape)  # the tile part comes in replay()
+        return gx, (xv.new_zeros(yv.shape) if need_y and not upper else None)
+
+    def replay(self, outs: list[torch.Tensor | None]) -> torch.Tensor | float:
+        """Every recorded call, all prefixes at once, added into ``outs`` (per input, (N, D));
+        returns the tiles' d/d(inv_temp)."""
+        d_inv: torch.Tensor | float = 0.0
+        for calls in zip(*self.records):
+            r0 = calls[0]
+            two = r0["lse_c"] is not None and r0["v"] is not None
+            xf, yf = r0["xv"].family, r0["yv"].family
+            gx, gy, di = joint_grad(
+                xf,
+                yf,
+                r0["inv_temp"],
+                r0["c"],
+                r0["mask"],
+                r0["bs"],
+                r0["fixed"],
+                _stack(calls, "lse_r"),
+                _stack(calls, "u"),
+                _stack(calls, "lse_c") if two else None,
+                _stack(calls, "v") if two else None,
+                bool(r0["need_y"]),
+                r0["upper"],
+            )
+            for f, g in ((xf, gx), (yf, None if r0["upper"] else gy)):
+                if g is not None:
+                    prev = outs[f.index]
+                    outs[f.index] = g if prev is None else prev.add_(g)
+            d_inv = d_inv + di
+        for r in self.records:
+            r.clear()
+        return d_inv
+
+
+def _stack(calls: Sequence[dict[str, Any]], key: str) -> torch.Tensor:
+    """One recorded argument of every prefix, ``(K, n)``."""
+    return torch.stack([r[key] for r in calls])
+
+
+class MatryoshkaObjective(Objective):
+    """sum_k mu_k L(Z^(k)) of any softmax objective ``build`` (InfoNCE, SupCon, CLIP, retrieval):
+    one instance per prefix on :class:`PrefixView` inputs, their tile passes shared (:class:`Joint`)."""
+
+    def __init__(
+        self,
+        build: Build,
+        zs: Sequence[Rows | None],
+        inv_temp: float,
+        bias: float | None,
+        needs: Sequence[bool],
+        prefixes: Prefixes,
+    ):
+        self.prefixes, self.needs = prefixes, needs
+        self.fams = [None if z is None else PrefixRows(z, prefixes, i) for i, z in enumerate(zs)]
+        self.joint = Joint(prefixes)
+        self.objs = [
+            build([None if f is None else f.view(k, self.joint) for f in self.fams], inv_temp, bias, needs)  # type: ignore[misc]
+            for k in range(len(prefixes))
+        ]
+        self.n = self.objs[0].n
+
+    def losses(self) -> torch.Tensor:
+        return sum(mu * o.losses() for mu, o in zip(self.prefixes.weights, self.objs))  # type: ignore[return-value]
+
+    def mean_weights(self, like: torch.Tensor) -> torch.Tensor:
+        return self.objs[0].mean_weights(like)
+
+    def grad(self, w: torch.Tensor) -> Grads:
+        outs: list[torch.Tensor | None] = [None] * len(self.fams)
+        d_inv: torch.Tensor | float = 0.0
+        for k, (mu, obj) in enumerate(zip(self.prefixes.weights, self.objs)):
+            gs, di, _ = obj.grad(mu * w)  # the O(N d) parts; the tile parts are recorded
+            d_inv = d_inv + di
+            for i, g in enumerate(gs):
+                if g is None:
+                    continue
+                f = self.fams[i]
+                assert f is not None  # a gradient for an input that was given
+                out = outs[i]
+                if out is None:
+                    out = outs[i] = f.x.new_zeros(f.x.shape)  # (N, D)
+                f.chain_(out, k, g)
+        d_inv = d_inv + self.joint.replay(outs)
+        outs = [g if need else None for g, need in zip(outs, self.needs)]
+        return outs, torch.as_tensor(d_inv), None
+
+
+def matryoshka_objective(build: Build, prefixes: Prefixes | None) -> Build:
+    """``build`` as is without prefixes, else its Matryoshka form."""
+    if prefixes is None:
+        return build
+
+    def mrl_build(zs, inv_temp, bias, needs):
+        return MatryoshkaObjective(build, zs, inv_temp, bias, needs, prefixes)
+
+    return mrl_build
+
+
+class MatryoshkaSigLIP(Objective):
+    """SigLIP's sigmoid loss summed over prefixes, one pass: per tile and prefix
+    X = -y (s^(k) + bias), loss_i += mu_k sum_j softplus(X_ij), dS = -y mu_k w_i sigmoid(X)."""
+
+    def __init__(
+        self,
+        zs: Sequence[Rows | None],
+        inv_temp: float,
+        bias: float,
+        needs: Sequence[bool],
+        bs: int,
+        prefixes: Prefixes,
+    ):
+        self.fa, self.fb = PrefixRows(present(zs[0]), prefixes, 0), PrefixRows(present(zs[1]), prefixes, 1)
+        self.n = self.fa.x.shape[0]
+        self.inv_temp, self.bias, self.bs, self.needs, self.mu = inv_temp, bias, bs, needs, prefixes.weights
+
+    def _pass(self, w: torch.Tensor | None) -> tuple[torch.Tensor, Grads | None]:
+        a, b = self.fa.x, self.fb.x
+        buf = TileBuffers(a.dtype, a.device)
+        pt = PrefixTile(self.fa, self.fb, buf, bool(self.needs[1]))
+        shift = a.new_full((1, 1), self.bias)
+        losses = a.new_zeros(self.n)
+        ga = a.new_zeros(a.shape) if w is not None else None  # (B, D)
+        gb = b.new_zeros(b.shape) if w is not None and self.needs[1] else None
+        d_bias = a.new_zeros(())
+        for i0, i1, j0, j1, ai, a_i, b_j in walk(a, b, self.inv_temp, self.bs, buf):
+            for k, X in pt.logits(i0, i1, j0, j1, ai, b_j, shift):  # s^(k) + bias
+                X.diagonal(i0 - j0).neg_()  # X = -y S
+                losses[i0:i1] -= self.mu[k] * F.logsigmoid(X.neg()).sum(1)  # softplus(X)
+                if w is None:
+                    continue
+                X.sigmoid_()
+                X.mul_(self.mu[k] * w[i0:i1, None])
+                X.diagonal(i0 - j0).neg_()  # dS = -y mu w sigmoid(X)
+                d_bias += X.sum()
+                pt.take(k, X)
+            if ga is not None:
+                pt.flush(ga, gb, a_i, b_j)
+        if ga is None:
+            return losses, None
+        d_inv = pt.finish(ga, gb, self.inv_temp)
+        return losses, ([ga, gb], d_inv, d_bias)
+
+    def losses(self) -> torch.Tensor:
+        return self._pass(None)[0]
+
+    def losses_and_grad(self, w: torch.Tensor) -> tuple[torch.Tensor, Grads]:
+        losses, grads = self._pass(w)
+        assert grads is not None  # weights given: gradients made
+        return losses, grads
+
+    def grad(self, w: torch.Tensor) -> Grads:
+        grads = self._pass(w)[1]
+        assert grads is not None  # weights given: gradients made
+        return grads
+
+
+def matryoshka_siglip_objective(bs: int, prefixes: Prefixes) -> Build:
+    """The engine's ``build`` for the Matryoshka sigmoid loss of inputs (a, b)."""
+
+    def build(zs, inv_temp, bias, needs):
+        return MatryoshkaSigLIP(zs, inv_temp, bias, needs, bs, prefixes)
+
+    return build
