@@ -172,12 +172,14 @@ class PrefixTile:
                 torch.addcmul(shift, L, ry[k, None, j0:j1], out=L)  # S_k rx ry + shift
             yield k, L
 
-    def take(self, k: int, H: torch.Tensor, diag: bool = False) -> None:
-        """Prefix k's H on the current tile (while ``S`` is S_k): Hh^(k) = diag(rx) H diag(ry) is
-        kept for :meth:`flush`; rho gets rowsum (and colsum) of Hh^(k) * S_k."""
+    def take(self, k: int, H: torch.Tensor, diag: bool = False, row: torch.Tensor | None = None) -> None:
+        """Prefix k's H = diag(row) H' on the current tile (``row``: a row factor not yet applied,
+        or ``None``), while ``S`` is S_k: Hh^(k) = diag(rx) H diag(ry) is kept for :meth:`flush`;
+        rho gets rowsum (and colsum) of Hh^(k) * S_k."""
         i0, i1, j0, j1 = self.tile
         G = self.buf.get(f"G{k}", i1 - i0, j1 - j0)
-        torch.mul(H, self.xf.inv[k, i0:i1, None], out=G)
+        rx = self.xf.inv[k, i0:i1]
+        torch.mul(H, (rx if row is None else rx * row)[:, None], out=G)
         G.mul_(self.yf.inv[k, None, j0:j1])  # Hh^(k)
         P = self.buf.get("P", i1 - i0, j1 - j0)
         torch.mul(G, self.S, out=P)  # Hh * S = inv_temp H * cos
@@ -299,13 +301,15 @@ def joint_grad(
             if fixed:
                 E.exp_()
                 mask.apply(E, i0, j0, 0.0)
+                if not upper and beta is None:  # H = diag(u / r) E, the row factor folded into take
+                    pt.take(k, E, False, alpha[k, i0:i1])
+                    continue
                 if upper:
                     torch.mul(E, alpha[k, j0:j1], out=H)  # E diag(a_J)
                     H.addcmul_(E, alpha[k, i0:i1, None])  # + diag(a_I) E
                 else:
                     torch.mul(E, alpha[k, i0:i1, None], out=H)  # diag(u / r) E
-                    if beta is not None:
-                        H.addcmul_(E, beta[k, None, j0:j1])  # + E diag(v / k)
+                    H.addcmul_(E, beta[k, None, j0:j1])  # + E diag(v / k)
             else:
                 torch.exp(E - lse_r[k, i0:i1, None], out=H)  # row softmax
                 mask.apply(H, i0, j0, 0.0)
@@ -498,6 +502,7 @@ class MatryoshkaSigLIP(Objective):
         ga = a.new_zeros(a.shape) if w is not None else None  # (B, D)
         gb = b.new_zeros(b.shape) if w is not None and self.needs[1] else None
         d_bias = a.new_zeros(())
+        ones = a.new_ones(self.bs)
         for i0, i1, j0, j1, ai, a_i, b_j in walk(a, b, self.inv_temp, self.bs, buf):
             for k, X in pt.logits(i0, i1, j0, j1, ai, b_j, shift):  # s^(k) + bias
                 X.diagonal(i0 - j0).neg_()  # X = -y S
@@ -505,10 +510,10 @@ class MatryoshkaSigLIP(Objective):
                 if w is None:
                     continue
                 X.sigmoid_()
-                X.mul_(self.mu[k] * w[i0:i1, None])
-                X.diagonal(i0 - j0).neg_()  # dS = -y mu w sigmoid(X)
-                d_bias += X.sum()
-                pt.take(k, X)
+                X.diagonal(i0 - j0).neg_()  # -y sigmoid(X)
+                wk = self.mu[k] * w[i0:i1]
+                d_bias += torch.mv(X, ones[: j1 - j0]).dot(wk)  # sum dS, dS = -y mu w sigmoid(X)
+                pt.take(k, X, row=wk)
             if ga is not None:
                 pt.flush(ga, gb, a_i, b_j)
         if ga is None:
