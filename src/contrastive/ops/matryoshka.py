@@ -309,7 +309,7 @@ def joint_grad(
                     H.addcmul_(E, alpha[k, i0:i1, None])  # + diag(a_I) E
                 else:
                     torch.mul(E, alpha[k, i0:i1, None], out=H)  # diag(u / r) E
-                    H.addcmul_(E, beta[k, None, j0:j1])  # + E diag(v / k)
+                    H.addcmul_(E, present(beta)[k, None, j0:j1])  # + E diag(v / k)
             else:
                 torch.exp(E - lse_r[k, i0:i1, None], out=H)  # row softmax
                 mask.apply(H, i0, j0, 0.0)
