@@ -182,13 +182,13 @@ def check_nonzero_rows(name: str, x: torch.Tensor) -> None:
         )
 
 
-def check_matryoshka(dims: Any, weights: Any, width: int, normalize: bool) -> Prefixes | None:
+def check_matryoshka(dims: Any, weights: Any, width: int | None, normalize: bool) -> Prefixes | None:
     """The Matryoshka prefixes of ``matryoshka_dims`` / ``matryoshka_weights`` (``None``: off).
 
     Dims in any order, repeats allowed (sorted with their weights and merged as
     sentence-transformers' MatryoshkaLoss counts them), each in 1..width; weights finite reals,
     one per dim (``None``: ones). Each prefix is normalised on its own, so ``normalize=False``
-    is refused."""
+    is refused. ``width=None``: not known yet (a Module's constructor), dims only checked >= 1."""
     if dims is None:
         if weights is not None:
             raise ValueError("matryoshka_weights was given without matryoshka_dims; pass both or neither")
@@ -205,7 +205,9 @@ def check_matryoshka(dims: Any, weights: Any, width: int, normalize: bool) -> Pr
     for d in dims:
         if isinstance(d, bool) or not isinstance(d, int):
             raise TypeError(f"matryoshka_dims must hold ints, got {d!r} ({type(d).__name__})")
-        if not 1 <= d <= width:
+        if width is None and d < 1:
+            raise ValueError(f"matryoshka_dims must be positive prefix dimensions, got {d}")
+        if width is not None and not 1 <= d <= width:
             raise ValueError(
                 f"matryoshka_dims must lie in 1..{width} (the embedding width), got {d}; "
                 f"drop it or widen the embeddings"

@@ -65,8 +65,7 @@ class _Matryoshka:
     matryoshka_weights: tuple[float, ...] | None
 
     def _set_matryoshka(self, dims: Any, weights: Any, normalize: bool) -> None:
-        ok = isinstance(dims, (list, tuple)) and dims and all(isinstance(d, int) for d in dims)
-        V.check_matryoshka(dims, weights, max(dims) if ok else 1, normalize)
+        V.check_matryoshka(dims, weights, None, normalize)
         self.matryoshka_dims = None if dims is None else tuple(dims)
         self.matryoshka_weights = None if weights is None else tuple(weights)
 

@@ -224,6 +224,12 @@ def test_module_forms_take_the_prefixes():
     for got, want in pairs:
         torch.testing.assert_close(got.double(), want.double(), rtol=1e-6, atol=1e-7)
     assert "matryoshka_dims=(7, 3, 11, 3, 5)" in repr(C.RetrievalLoss(**MRL))
+    with pytest.raises(ValueError, match="positive"):
+        C.ClipLoss(matryoshka_dims=(64, 0))
+    with pytest.raises(ValueError, match="normalize=False"):
+        C.InfoNCELoss(matryoshka_dims=(64,), normalize=False)
+    with pytest.raises(ValueError, match="1..11"):  # the width, known at the call
+        C.SigLIPLoss(matryoshka_dims=(64,))(a, b)
 
 
 st = pytest.importorskip("sentence_transformers")
