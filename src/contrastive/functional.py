@@ -19,7 +19,7 @@ from .ops.cosine_similarity import MapCosineFn, PackedSymCosineFn, SymCosineFn, 
 from .ops.engine import run as run_engine
 from .ops.info_nce import info_nce_objective
 from .ops.info_nce_dense import DenseInfoNCEFn
-from .ops.matryoshka import matryoshka_objective
+from .ops.matryoshka_objectives import matryoshka_objective
 from .ops.tiles import check_block_size
 from .ops.triton_glue import triton_clip_objective, triton_info_nce_objective
 

@@ -16,7 +16,8 @@ import torch
 
 from . import _validation as V
 from .ops.engine import run as run_engine
-from .ops.matryoshka import Prefixes, matryoshka_objective, matryoshka_siglip_objective
+from .ops.matryoshka import Prefixes
+from .ops.matryoshka_objectives import matryoshka_objective, matryoshka_siglip_objective
 from .ops.retrieval import retrieval_objective
 from .ops.siglip import siglip_objective
 from .ops.supcon import supcon_objective
