@@ -82,6 +82,21 @@ def test_retrieval(learn, negatives, symmetric):
         )
 
 
+def test_retrieval_with_a_queue_and_positives_without_gradient():
+    """A shared (M, d) queue and positives that carry no gradient: only the anchors get one."""
+    a, p, q = _rand(7, D), _rand(7, D, seed=1), _rand(5, D, seed=2)
+    naive = oracles.matryoshka(oracles.retrieval_loss, 3, DIMS, WEIGHTS)
+    for reduction in ("mean", "none"):
+        ua, ub = a.clone().requires_grad_(True), a.clone().requires_grad_(True)
+        got = C.retrieval_loss(ua, p, q, 0.3, reduction=reduction, block_size=3, **MRL)
+        want = naive(ub, p, q, 0.3, reduction)
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+        w = torch.linspace(0.5, 2.0, 7, dtype=torch.float64) if reduction == "none" else torch.tensor(1.5)
+        (got * w).sum().backward()
+        (want * w).sum().backward()
+        torch.testing.assert_close(ua.grad, ub.grad, rtol=1e-10, atol=1e-12)
+
+
 @pytest.mark.parametrize("learn", [False, True])
 @pytest.mark.parametrize("bs", [4, 64])
 def test_siglip(learn, bs):

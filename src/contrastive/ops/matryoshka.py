@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from .common import Blocks, row_slices
+from .common import Blocks, Rows, row_slices
 from .engine import present
 from .tiles import TileBuffers, TileMask, online_update, walk
 
@@ -119,7 +119,10 @@ class PrefixView:
 
     def __getitem__(self, s: slice) -> torch.Tensor:
         i0, i1, _ = s.indices(self.shape[0])
-        return self.family.x[i0:i1][:, : self.shape[1]] * self.family.inv[self.k, i0:i1, None]
+        x, d, r = self.family.x, self.shape[1], self.family.inv[self.k, i0:i1, None]  # r: 1 / |x[:d]|
+        if isinstance(x, Rows) and x.inv_norm is not None:  # u[:, :d] / |u| / |x[:d]|, d columns only
+            return x.u[i0:i1, :d].to(self.dtype) * (x.inv_norm[i0:i1] * r)
+        return x[i0:i1][:, :d] * r
 
     def new_zeros(self, *size: Any) -> torch.Tensor:
         return torch.zeros(*size, dtype=self.dtype, device=self.device)
