@@ -29,7 +29,7 @@ Derivation: docs/derivations/matryoshka.md.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -153,8 +153,19 @@ class PrefixTile:
         self.rho_y = self.rho_x if yf is xf else yf.x.new_zeros(self.K, yf.x.shape[0] if cols else 0)
         self.cols = cols
 
-    def logits(self, i0, i1, j0, j1, xi, y_j, shift):
-        """Yield (k, L): L = s^(k)_IJ (inv_temp folded into ``xi``) plus ``shift`` ((1, 1)) if given."""
+    def logits(
+        self,
+        i0: int,
+        i1: int,
+        j0: int,
+        j1: int,
+        xi: torch.Tensor,
+        y_j: torch.Tensor,
+        shift: torch.Tensor | None,
+    ) -> Iterator[tuple[int, torch.Tensor]]:
+        """Yield (k, L) for every prefix, ascending: L = s^(k)_IJ plus ``shift`` (``(1, 1)``) if
+        given, in a buffer the next prefix overwrites. ``xi``: rows I times inv_temp, ``y_j``: rows J,
+        both full width (the walk's tiles)."""
         m, n = i1 - i0, j1 - j0
         S = self.S = self.buf.get("S", m, n)
         L = self.buf.get("L", m, n)
@@ -173,9 +184,10 @@ class PrefixTile:
             yield k, L
 
     def take(self, k: int, H: torch.Tensor, diag: bool = False, row: torch.Tensor | None = None) -> None:
-        """Prefix k's H = diag(row) H' on the current tile (``row``: a row factor not yet applied,
-        or ``None``), while ``S`` is S_k: Hh^(k) = diag(rx) H diag(ry) is kept for :meth:`flush`;
-        rho gets rowsum (and colsum) of Hh^(k) * S_k."""
+        """Prefix k's dS tile ``H`` (times diag(``row``) when given: a row factor the caller leaves
+        to this pass instead of one of its own), called while ``S`` holds S_k: Hh^(k) =
+        diag(rx) H diag(ry) is kept for :meth:`flush`, rho gets the row (and column) sums of
+        Hh^(k) * S_k (not the columns on a symmetric walk's ``diag`` tile)."""
         i0, i1, j0, j1 = self.tile
         G = self.buf.get(f"G{k}", i1 - i0, j1 - j0)
         rx = self.xf.inv[k, i0:i1]
@@ -255,12 +267,12 @@ def joint_lse(
     mr, rr = x.new_full((K, R), float("-inf")), x.new_zeros(K, R)
     mc, rc = x.new_full((K, Cc), float("-inf")), x.new_zeros(K, Cc)
     for i0, i1, j0, j1, xi, _, y_j in walk(x, y, inv_temp, bs, buf, upper):
-        for k, S in pt.logits(i0, i1, j0, j1, xi, y_j, None):
-            mask.apply(S, i0, j0, float("-inf"))
-            online_update(mr[k], rr[k], slice(i0, i1), S.amax(1), lambda s: torch.exp(S - s[:, None]).sum(1))  # noqa: B023 -- called at once
+        for k, L in pt.logits(i0, i1, j0, j1, xi, y_j, None):
+            mask.apply(L, i0, j0, float("-inf"))
+            online_update(mr[k], rr[k], slice(i0, i1), L.amax(1), lambda s: torch.exp(L - s[:, None]).sum(1))  # noqa: B023 -- called at once
             if (upper and i0 != j0) or Cc:
                 m_, r_ = (mr[k], rr[k]) if upper else (mc[k], rc[k])
-                online_update(m_, r_, slice(j0, j1), S.amax(0), lambda s: torch.exp(S - s[None, :]).sum(0))  # noqa: B023 -- called at once
+                online_update(m_, r_, slice(j0, j1), L.amax(0), lambda s: torch.exp(L - s[None, :]).sum(0))  # noqa: B023 -- called at once
     return mr + rr.log(), (mc + rc.log() if Cc else None)
 
 
