@@ -80,6 +80,10 @@ class Joint:
     def replay(self, outs: list[torch.Tensor | None]) -> torch.Tensor | float:
         """Every recorded call, all prefixes at once, added into ``outs`` (per input, (N, D));
         returns the tiles' d/d(inv_temp)."""
+        if len({len(r) for r in self.records}) != 1:  # every prefix's objective made the same calls
+            raise RuntimeError(
+                f"prefixes recorded {[len(r) for r in self.records]} tile passes; expected equal"
+            )
         d_inv: torch.Tensor | float = 0.0
         for calls in zip(*self.records):
             r0 = calls[0]
