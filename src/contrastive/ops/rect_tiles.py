@@ -39,7 +39,7 @@ def rect_lse(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Row log-sum-exps (R,) of S = inv_temp x y^T over unmasked entries, and the column ones (C,)
     when ``cols``."""
-    if isinstance(x, PrefixView):  # Matryoshka: every prefix in one walk (ops/matryoshka.py)
+    if isinstance(x, PrefixView):  # Matryoshka: every prefix in one walk (ops/matryoshka_objectives.Joint)
         return x.joint.lse(x, y, inv_temp, c, mask, bs, fixed, cols=cols, upper=False)
     R, C = x.shape[0], y.shape[0]
     buf = TileBuffers(x.dtype, x.device)

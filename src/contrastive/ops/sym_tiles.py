@@ -34,7 +34,7 @@ def max_sq_norm(z: Blocks) -> float:
 
 def sym_lse(z: Blocks, inv_temp: float, c: float, mask: TileMask, bs: int, fixed: bool) -> torch.Tensor:
     """Pass 1: lse_i = log sum_k [(i, k) not masked] exp(inv_temp z_i . z_k), shape (N,)."""
-    if isinstance(z, PrefixView):  # Matryoshka: every prefix in one walk (ops/matryoshka.py)
+    if isinstance(z, PrefixView):  # Matryoshka: every prefix in one walk (ops/matryoshka_objectives.Joint)
         return z.joint.lse(z, z, inv_temp, c, mask, bs, fixed, cols=False, upper=True)[0]
     N = z.shape[0]
     buf = TileBuffers(z.dtype, z.device)
