@@ -18,6 +18,12 @@ Providers per objective (``N`` rows of the similarity matrix's larger side):
   hcl        retrieval_loss(hcl_beta=1.0, hcl_tau_plus=0.1)
   gist       retrieval_loss(guide=...) with guide embeddings as wide as the model's, margin 0.05
   gte4       retrieval_loss(directions=all four, partition_mode="joint")
+  matryoshka retrieval's setup at d = 768 with matryoshka_dims (768, 512, 256, 128, 64) (the
+             same fractions of d at other widths): contrastive (one retrieval_loss call with
+             the dims, every prefix in one walk), full (one plain full-width retrieval_loss call),
+             separate (five retrieval_loss calls, one per prefix, summed: what
+             sentence-transformers' MatryoshkaLoss does), naive (dense autograd, summed over the
+             prefixes). Targets (issue 25): contrastive <= 1.25x full, >= 1.7x faster than separate.
 
 Each configuration runs in a fresh process (address space capped with RLIMIT_AS), the
 median of several fwd+bwd calls after a warm-up, peak RSS of that process (torch itself is
@@ -43,10 +49,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_info_nce as base  # (the worker's timing loop, the subprocess runner)
 
 RESULTS = base.RESULTS
-TAU = {"supcon": 0.1, "retrieval": 0.05, "siglip": 0.1, "dcl": 0.1}
+TAU = {"supcon": 0.1, "retrieval": 0.05, "siglip": 0.1, "dcl": 0.1, "matryoshka": 0.05}
 FEATURES = ("hardness", "hcl", "gist", "gte4")  # issue 25, on the retrieval setup
 TAU.update({f: 0.05 for f in FEATURES})
 ALL4 = ("query_to_doc", "query_to_query", "doc_to_query", "doc_to_doc")
+MRL_FRACTIONS = (12, 8, 4, 2, 1)  # twelfths of d: (768, 512, 256, 128, 64) at d = 768
+MRL_D = 768
 BIAS = -10.0
 CLASSES = 1024
 K = 1
@@ -148,7 +156,14 @@ def _make(objective: str, provider: str, N: int, d: int):
             return naive_dcl, inputs
     if objective in FEATURES:
         return _make_feature(objective, provider, N, d, tau)
+    if objective == "matryoshka":
+        return _make_matryoshka(provider, N, d, tau)
     raise ValueError(f"unknown provider {provider!r} for objective {objective!r}")
+
+
+def mrl_dims(d: int) -> tuple[int, ...]:
+    """The five prefix dimensions at width d (d a multiple of 12)."""
+    return tuple(d * f // 12 for f in MRL_FRACTIONS)
 
 
 def _make_feature(objective: str, provider: str, N: int, d: int, tau: float):
@@ -205,6 +220,39 @@ def _make_feature(objective: str, provider: str, N: int, d: int, tau: float):
         return (torch.logsumexp(torch.cat(blocks, 1), 1) - pos).mean()
 
     return naive, inputs
+
+
+def _make_matryoshka(provider: str, N: int, d: int, tau: float):
+    """Retrieval (B = N / 2 anchors, K = 1 hard negative each) with five Matryoshka prefixes."""
+    import torch
+    import torch.nn.functional as F
+
+    import contrastive as C
+
+    B, dims = N // (1 + K), mrl_dims(d)
+    inputs = [torch.randn(B, d), torch.randn(B, d), torch.randn(B, K, d)]
+    if provider == "contrastive":
+        return (lambda a, p, n: C.retrieval_loss(a, p, n, tau, matryoshka_dims=dims)), inputs
+    if provider == "full":
+        return (lambda a, p, n: C.retrieval_loss(a, p, n, tau)), inputs
+    if provider == "separate":
+
+        def separate(a, p, n):
+            return sum(C.retrieval_loss(a[:, :k], p[:, :k], n[..., :k], tau) for k in dims)
+
+        return separate, inputs
+    if provider == "naive":
+
+        def naive_matryoshka(a, p, n):
+            total = 0.0
+            for k in dims:
+                ak = F.normalize(a[:, :k], dim=1)
+                cand = F.normalize(torch.cat([p[:, :k], n[..., :k].reshape(-1, k)]), dim=1)
+                total = total + F.cross_entropy(ak @ cand.T / tau, torch.arange(B))
+            return total
+
+        return naive_matryoshka, inputs
+    raise ValueError(f"unknown provider {provider!r} for objective 'matryoshka'")
 
 
 def worker(args) -> None:
@@ -273,12 +321,18 @@ def run_one(objective: str, provider: str, N: int, d: int, a) -> dict:
 
 def plan(a) -> list:
     """[(objective, provider, N, d), ...]."""
-    d = 64 if a.quick else 128
     sizes = a.sizes or ((512, 1024) if a.quick else (4096, 16384))
-    third = {"supcon": ["pml", "nt_xent"], "siglip": ["open_clip"], "retrieval": [], "dcl": []}
+    third = {
+        "supcon": ["pml", "nt_xent"],
+        "siglip": ["open_clip"],
+        "retrieval": [],
+        "dcl": [],
+        "matryoshka": ["full", "separate"],
+    }
     third.update({f: [] for f in FEATURES})
     out = []
     for obj in a.objectives:
+        d = (96 if a.quick else MRL_D) if obj == "matryoshka" else (64 if a.quick else 128)
         for n in sizes:
             out += [
                 (obj, p, n, d)
@@ -329,6 +383,26 @@ def table(rows) -> str:
     return "\n".join(out)
 
 
+def matryoshka_ratios(rows) -> str:
+    """The Matryoshka targets, per N: one call with the dims against one full-width call and
+    against the five separate calls (same run)."""
+    out = []
+    for n in sorted({r["N"] for r in rows if r["objective"] == "matryoshka"}):
+        t = {
+            r["provider"]: r["time_s"]
+            for r in rows
+            if r["objective"] == "matryoshka" and r["N"] == n and r["status"] == "ok"
+        }
+        if "contrastive" in t and "full" in t:
+            line = (
+                f"matryoshka N={n}: dims / full width = {t['contrastive'] / t['full']:.2f}x (target <= 1.25x)"
+            )
+            if "separate" in t:
+                line += f", separate / dims = {t['separate'] / t['contrastive']:.2f}x (target >= 1.7x)"
+            out.append(line)
+    return "\n".join(out)
+
+
 def read_csv(path: Path) -> list:
     """Rows of a CSV this script wrote, numbers parsed."""
     rows = []
@@ -357,7 +431,7 @@ def main() -> None:
     ap.add_argument(
         "--objectives",
         nargs="+",
-        default=["supcon", "retrieval", "siglip", "dcl", *FEATURES],
+        default=["supcon", "retrieval", "siglip", "dcl", *FEATURES, "matryoshka"],
         choices=sorted(TAU),
     )
     ap.add_argument("--sizes", nargs="+", type=int, default=None, help="N values (no N = 65536 rows then)")
@@ -380,7 +454,8 @@ def main() -> None:
     if a.table:
         rows = read_csv(Path(a.table))
         plot(rows, Path(a.table).with_suffix(".png"), f"forward + backward, float32: {base.machine()}")
-        return print(table(rows))
+        print(table(rows))
+        return print(matryoshka_ratios(rows))
 
     rows = []
     for cfg in plan(a):
@@ -423,6 +498,7 @@ def main() -> None:
     plot(rows, RESULTS / f"{name}.png", f"forward + backward, float32: {desc}")
     print(f"\nMachine: {desc}\n")
     print(table(rows))
+    print(matryoshka_ratios(rows))
     print(f"\nwrote {RESULTS / (name + '.csv')} and .png")
 
 

@@ -464,3 +464,21 @@ def retrieval_features(
     else:
         logz = sum(torch.logsumexp(x, 1) for x in blocks) / len(blocks)
     return reduce(logz - pos, reduction)
+
+
+def matryoshka(oracle, n_inputs, dims, weights=None):
+    """The Matryoshka form of an oracle (Kusupati et al. 2022; docs/derivations/matryoshka.md):
+    sum_k w_k oracle(x[..., :d_k] / |x[..., :d_k]|, ...) with each of the first ``n_inputs``
+    arguments (``None`` stays ``None``) cut to its prefix and L2-normalised on its own, as
+    sentence-transformers' MatryoshkaLoss does; ``fn(*inputs, *params, reduction, **kw)`` as
+    the oracle's. Dims in any order, repeats counted once each."""
+    weights = [1.0] * len(dims) if weights is None else weights
+
+    def fn(*args, **kw):
+        total = 0.0
+        for d, w in zip(dims, weights):
+            cut = [None if x is None else F.normalize(x[..., :d], dim=-1) for x in args[:n_inputs]]
+            total = total + w * oracle(*cut, *args[n_inputs:], **kw)
+        return total
+
+    return fn

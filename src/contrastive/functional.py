@@ -13,6 +13,7 @@ Conventions: embeddings are ``(N, d)``; two views are ``loss(z1, z2)``; explicit
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -24,6 +25,8 @@ from .ops.engine import run as run_engine
 from .ops.hcl_objectives import hcl_clip_objective, hcl_info_nce_objective
 from .ops.info_nce import info_nce_objective
 from .ops.info_nce_dense import DenseInfoNCEFn, dense_clip
+from .ops.matryoshka import Prefixes
+from .ops.matryoshka_objectives import matryoshka_objective, matryoshka_siglip_objective
 from .ops.retrieval import clip_objective, retrieval_objective
 from .ops.retrieval_features import retrieval_features_objective
 from .ops.siglip import siglip_objective
@@ -148,6 +151,8 @@ def nt_xent(
     decoupled: bool = False,
     hcl_beta: float | None = None,
     hcl_tau_plus: float = 0.0,
+    matryoshka_dims: tuple[int, ...] | list[int] | None = None,
+    matryoshka_weights: tuple[float, ...] | list[float] | None = None,
 ) -> torch.Tensor:
     r"""InfoNCE / NT-Xent on one stacked matrix of ``N = 2B`` embeddings (lower-level form).
 
@@ -200,6 +205,12 @@ def nt_xent(
             on the torch engine; refused with ``decoupled``. A learnable temperature gets the
             clamp floor's derivative too.
         hcl_tau_plus: tau+ in [0, 1), the debiasing class prior (only with ``hcl_beta``).
+        matryoshka_dims: prefix dimensions ``(d_1, ..., d_K)`` in any order (e.g. ``(768, 512,
+            256, 128, 64)``): the loss becomes ``sum_k w_k L(z[:, :d_k])``, each prefix
+            L2-normalised on its own (Kusupati et al. 2022; sentence-transformers'
+            ``MatryoshkaLoss``), every prefix in one walk over the tiles (the GEMM work of the
+            widest prefix once). ``None``: off. Needs ``normalize=True`` and the torch engine.
+        matryoshka_weights: one weight per dim (``None``: ones); a repeated dim's weights add.
 
     Shape:
         z: ``(N, d)`` with N even; output: scalar, or ``(N,)`` for ``reduction='none'``.
@@ -231,8 +242,19 @@ def nt_xent(
         V.check_finite("z", z)
     if normalize:
         V.check_nonzero_rows("z", z)
+    prefixes = V.check_matryoshka(matryoshka_dims, matryoshka_weights, z.shape[1], normalize)
+    V.check_prefix_rows("z", z, prefixes)
+    if prefixes is not None:
+        if backend in ("triton", "dense"):
+            raise ValueError(
+                f"matryoshka_dims runs on the torch engine only, got backend={backend!r}; "
+                f"use backend='auto' or 'torch'"
+            )
+        backend = "torch"
     hcl = V.check_hcl(hcl_beta, hcl_tau_plus)
     if hcl is not None:
+        if prefixes is not None:
+            raise ValueError("hcl_beta and matryoshka_dims do not combine yet; drop one of them")
         V.check_hcl_engine("nt_xent", backend, decoupled, z.shape[0] - (2 if exclude_self else 1))
         bs = check_block_size(block_size, z.shape[0], z.device)
         build = hcl_info_nce_objective(bool(exclude_self), hcl[0], hcl[1], bs)
@@ -257,7 +279,7 @@ def nt_xent(
         build = triton_info_nce_objective(bool(exclude_self), block_size, z.dtype)
     else:
         bs = check_block_size(block_size, z.shape[0], z.device)
-        build = info_nce_objective(bool(exclude_self), bool(decoupled), bs)
+        build = matryoshka_objective(info_nce_objective(bool(exclude_self), bool(decoupled), bs), prefixes)
     return run_engine(build, [z], temperature, normalize=normalize, reduction=reduction)
 
 
@@ -275,6 +297,8 @@ def info_nce(
     decoupled: bool = False,
     hcl_beta: float | None = None,
     hcl_tau_plus: float = 0.0,
+    matryoshka_dims: tuple[int, ...] | list[int] | None = None,
+    matryoshka_weights: tuple[float, ...] | list[float] | None = None,
 ) -> torch.Tensor:
     r"""InfoNCE / NT-Xent (SimCLR) of two views: ``z1[i]`` and ``z2[i]`` are a positive pair.
 
@@ -307,6 +331,7 @@ def info_nce(
             out of the denominator, ``sum_k [k != i, k != p(i)]``; needs B >= 2.
         hcl_beta, hcl_tau_plus: Robinson et al.'s estimator, see :func:`nt_xent`; for two
             views it equals the authors' ``criterion``.
+        matryoshka_dims, matryoshka_weights: Matryoshka prefixes, see :func:`nt_xent`.
 
     Shape:
         z1, z2: ``(B, d)``; output: scalar, or ``(2B,)`` for ``reduction='none'``.
@@ -351,6 +376,8 @@ def info_nce(
         decoupled=decoupled,
         hcl_beta=hcl_beta,
         hcl_tau_plus=hcl_tau_plus,
+        matryoshka_dims=matryoshka_dims,
+        matryoshka_weights=matryoshka_weights,
     )
 
 
@@ -366,6 +393,8 @@ def clip_loss(
     backend: str = "auto",
     hcl_beta: float | None = None,
     hcl_tau_plus: float = 0.0,
+    matryoshka_dims: tuple[int, ...] | list[int] | None = None,
+    matryoshka_weights: tuple[float, ...] | list[float] | None = None,
 ) -> torch.Tensor:
     r"""Two-tower (CLIP) contrastive loss: ``a[i]`` and ``b[i]`` are a positive pair.
 
@@ -396,6 +425,8 @@ def clip_loss(
         hcl_beta, hcl_tau_plus: Robinson et al.'s estimator (see :func:`nt_xent`) in each
             direction, a_i's negatives the b_j and b_i's the a_j (j != i), n_i = N - 1, the two
             averaged.
+        matryoshka_dims, matryoshka_weights: Matryoshka prefixes (``sum_k w_k`` of the loss of
+            each prefix ``[:, :d_k]``, normalised on its own), see :func:`nt_xent`.
 
     Shape:
         a, b: ``(N, d)``; output: scalar, or ``(N,)`` for ``reduction='none'``.
@@ -425,8 +456,20 @@ def clip_loss(
     if V.check_bool("normalize", normalize):
         V.check_nonzero_rows("a", a)
         V.check_nonzero_rows("b", b)
+    prefixes = V.check_matryoshka(matryoshka_dims, matryoshka_weights, a.shape[1], normalize)
+    if prefixes is not None:
+        V.check_prefix_rows("a", a, prefixes)
+        V.check_prefix_rows("b", b, prefixes)
+        if backend in ("triton", "dense"):
+            raise ValueError(
+                f"matryoshka_dims runs on the torch engine only, got backend={backend!r}; "
+                f"use backend='auto' or 'torch'"
+            )
+        backend = "torch"
     hcl = V.check_hcl(hcl_beta, hcl_tau_plus)
     if hcl is not None:
+        if prefixes is not None:
+            raise ValueError("hcl_beta and matryoshka_dims do not combine yet; drop one of them")
         V.check_hcl_engine("clip_loss", backend, False, a.shape[0] - 1)
         build = hcl_clip_objective(hcl[0], hcl[1], check_block_size(block_size, a.shape[0], a.device))
         return run_engine(build, [a, b], temperature, normalize=normalize, reduction=reduction)
@@ -436,7 +479,9 @@ def clip_loss(
     if backend == "triton":
         build = triton_clip_objective(block_size, a.dtype)
     else:
-        build = clip_objective(check_block_size(block_size, a.shape[0], a.device))
+        build = matryoshka_objective(
+            clip_objective(check_block_size(block_size, a.shape[0], a.device)), prefixes
+        )
     return run_engine(build, [a, b], temperature, normalize=normalize, reduction=reduction)
 
 
@@ -531,6 +576,16 @@ def cosine_similarity(
     return fn.apply(x1, x2, A).to(x1.dtype)
 
 
+def _prefixes(
+    names: Sequence[str], tensors: Sequence[torch.Tensor], dims: Any, weights: Any, normalize: bool
+) -> Prefixes | None:
+    """The validated Matryoshka prefixes (``None``: off), every input's prefixes checked."""
+    prefixes = V.check_matryoshka(dims, weights, tensors[0].shape[-1], normalize)
+    for n, t in zip(names, tensors):
+        V.check_prefix_rows(n, t, prefixes)
+    return prefixes
+
+
 def supcon_loss(
     z: torch.Tensor,
     labels: torch.Tensor,
@@ -541,6 +596,8 @@ def supcon_loss(
     block_size: int | None = None,
     backend: str = "auto",
     check_finite: bool = True,
+    matryoshka_dims: Sequence[int] | None = None,
+    matryoshka_weights: Sequence[float] | None = None,
 ) -> torch.Tensor:
     r"""Supervised contrastive loss (Khosla et al. 2020, the "outside" form): every other row
     with the same label is a positive.
@@ -569,6 +626,9 @@ def supcon_loss(
         block_size: rows per tile (``None``: 512 on CPU, 4096 on CUDA).
         backend: ``'auto'`` or ``'torch'`` (the torch engine on every device; no Triton kernel yet).
         check_finite: raise on NaN/Inf inputs.
+        matryoshka_dims, matryoshka_weights: Matryoshka prefixes, ``sum_k w_k`` of the loss of
+            each prefix ``[:, :d_k]`` normalised on its own, all in one walk over the tiles
+            (see :func:`~contrastive.functional.nt_xent`); needs ``normalize=True``.
 
     Shape:
         z: ``(N, d)``; labels: ``(N,)``; output: scalar, or ``(N,)`` for ``reduction='none'``.
@@ -595,11 +655,11 @@ def supcon_loss(
     labels = V.check_ids("labels", labels, z.shape[0], z, "class labels")
     temperature = V.check_param("temperature", temperature, z, True)
     check_common(["z"], [z], reduction, check_finite, normalize)
+    prefixes = _prefixes(["z"], [z], matryoshka_dims, matryoshka_weights, normalize)
     engine_backend("supcon_loss", backend)
     bs = check_block_size(block_size, z.shape[0], z.device)
-    return run_engine(
-        supcon_objective(labels, bs), [z], temperature, normalize=normalize, reduction=reduction
-    )
+    build = matryoshka_objective(supcon_objective(labels, bs), prefixes)
+    return run_engine(build, [z], temperature, normalize=normalize, reduction=reduction)
 
 
 def retrieval_loss(
@@ -625,6 +685,8 @@ def retrieval_loss(
     block_size: int | None = None,
     backend: str = "auto",
     check_finite: bool = True,
+    matryoshka_dims: Sequence[int] | None = None,
+    matryoshka_weights: Sequence[float] | None = None,
 ) -> torch.Tensor:
     r"""Retrieval loss with in-batch and hard negatives (MultipleNegativesRankingLoss-style).
 
@@ -700,6 +762,11 @@ def retrieval_loss(
         block_size: rows per tile (``None``: 512 on CPU, 4096 on CUDA).
         backend: ``'auto'`` or ``'torch'`` (no Triton kernel yet).
         check_finite: raise on NaN/Inf inputs.
+        matryoshka_dims, matryoshka_weights: Matryoshka prefixes, ``sum_k w_k`` of the loss of
+            each prefix ``[:, :d_k]`` normalised on its own, all in one walk over the tiles
+            (see :func:`~contrastive.functional.nt_xent`); needs ``normalize=True``. With
+            the features that run on their own blocks (joint or same-type directions,
+            hardness, HCL, a guide) each prefix is its own walk, exact but not fused.
 
     Shape:
         anchors, positives: ``(B, d)``; negatives: ``(B, K, d)`` or ``(M, d)``;
@@ -772,6 +839,7 @@ def retrieval_loss(
     hcl = V.check_hcl(hcl_beta, hcl_tau_plus)
     contrast_anchors = V.check_bool("contrast_anchors", contrast_anchors)
     contrast_positives = V.check_bool("contrast_positives", contrast_positives)
+    raw_guide = guide  # as given (a Matryoshka walk per prefix passes it on)
     if guide is not None:
         guide, guide_margin = V.check_guide(
             guide, anchors, negatives, guide_margin, guide_margin_strategy, check_finite
@@ -795,6 +863,7 @@ def retrieval_loss(
         raise ValueError("hcl_beta needs at least one negative per row: pass B >= 2 or negatives")
     temperature = V.check_param("temperature", temperature, anchors, True)
     check_common(names, tensors, reduction, check_finite, normalize)
+    prefixes = _prefixes(names, tensors, matryoshka_dims, matryoshka_weights, normalize)
     engine_backend("retrieval_loss", backend)
     bs = check_block_size(block_size, max(B, 1 if neg is None else neg.shape[0]), anchors.device)
     plain = (hardness_mode is None or hardness_strength == 0.0) and hcl is None and guide is None
@@ -802,8 +871,34 @@ def retrieval_loss(
         dirs == ("query_to_doc",)
         or (set(dirs) == {"query_to_doc", "doc_to_query"} and partition_mode == "per_direction")
     ):
-        build = retrieval_objective(len(dirs) == 2, positive_ids, bs)  # the plain fast path
+        build = matryoshka_objective(retrieval_objective(len(dirs) == 2, positive_ids, bs), prefixes)
     else:
+        if prefixes is not None:  # the features' blocks have no prefix tiles yet: a walk per prefix
+            total = None
+            for d_k, w_k in zip(prefixes.dims, prefixes.weights):
+                part = w_k * retrieval_loss(
+                    anchors[..., :d_k],
+                    positives[..., :d_k],
+                    None if negatives is None else negatives[..., :d_k],
+                    temperature,
+                    directions=dirs,
+                    partition_mode=partition_mode,
+                    hardness_mode=hardness_mode,
+                    hardness_strength=hardness_strength,
+                    hcl_beta=hcl_beta,
+                    hcl_tau_plus=hcl_tau_plus,
+                    guide=raw_guide,
+                    guide_margin=guide_margin,
+                    guide_margin_strategy=guide_margin_strategy,
+                    contrast_anchors=contrast_anchors,
+                    contrast_positives=contrast_positives,
+                    positive_ids=positive_ids,
+                    reduction=reduction,
+                    block_size=block_size,
+                    check_finite=False,
+                )
+                total = part if total is None else total + part
+            return total
         K = negatives.shape[1] if negatives is not None and negatives.dim() == 3 else 0
         build = retrieval_features_objective(
             B=B,
@@ -835,6 +930,8 @@ def siglip_loss(
     block_size: int | None = None,
     backend: str = "auto",
     check_finite: bool = True,
+    matryoshka_dims: Sequence[int] | None = None,
+    matryoshka_weights: Sequence[float] | None = None,
 ) -> torch.Tensor:
     r"""The sigmoid loss of SigLIP (Zhai et al. 2023): every pair is a binary classification.
 
@@ -861,6 +958,9 @@ def siglip_loss(
         block_size: rows per tile (``None``: 512 on CPU, 4096 on CUDA).
         backend: ``'auto'`` or ``'torch'`` (no Triton kernel yet).
         check_finite: raise on NaN/Inf inputs.
+        matryoshka_dims, matryoshka_weights: Matryoshka prefixes, ``sum_k w_k`` of the loss of
+            each prefix ``[:, :d_k]`` normalised on its own, all in one walk over the tiles
+            (see :func:`~contrastive.functional.nt_xent`); needs ``normalize=True``.
 
     Shape:
         a, b: ``(B, d)``; output: scalar, or ``(B,)`` for ``reduction='none'``.
@@ -886,8 +986,8 @@ def siglip_loss(
     temperature = V.check_param("temperature", temperature, a, True)
     bias = V.check_param("bias", bias, a, False)
     check_common(["a", "b"], [a, b], reduction, check_finite, normalize)
+    prefixes = _prefixes(["a", "b"], [a, b], matryoshka_dims, matryoshka_weights, normalize)
     engine_backend("siglip_loss", backend)
     bs = check_block_size(block_size, a.shape[0], a.device)
-    return run_engine(
-        siglip_objective(bs), [a, b], temperature, bias=bias, normalize=normalize, reduction=reduction
-    )
+    build = siglip_objective(bs) if prefixes is None else matryoshka_siglip_objective(bs, prefixes)
+    return run_engine(build, [a, b], temperature, bias=bias, normalize=normalize, reduction=reduction)

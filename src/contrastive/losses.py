@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -55,6 +56,24 @@ class ContrastiveLoss(nn.Module):
         return f"margin={self.margin}, reduction={self.reduction!r}"
 
 
+class _Matryoshka:
+    """``matryoshka_dims`` / ``matryoshka_weights`` of a Module form (the width is checked per call)."""
+
+    matryoshka_dims: tuple[int, ...] | None
+    matryoshka_weights: tuple[float, ...] | None
+
+    def _set_matryoshka(self, dims: Any, weights: Any, normalize: bool) -> None:
+        V.check_matryoshka(dims, weights, None, normalize)
+        self.matryoshka_dims = None if dims is None else tuple(dims)
+        self.matryoshka_weights = None if weights is None else tuple(weights)
+
+    def _matryoshka(self) -> dict[str, Any]:
+        return dict(matryoshka_dims=self.matryoshka_dims, matryoshka_weights=self.matryoshka_weights)
+
+    def _matryoshka_repr(self) -> str:
+        return "" if self.matryoshka_dims is None else f", matryoshka_dims={self.matryoshka_dims}"
+
+
 class _Temperature(nn.Module):
     """A temperature that is a fixed float or a parameter stored as log tau."""
 
@@ -79,7 +98,7 @@ class _Temperature(nn.Module):
         return temperature.to(ref.device) if isinstance(temperature, torch.Tensor) else temperature
 
 
-class InfoNCELoss(nn.Module):
+class InfoNCELoss(_Matryoshka, nn.Module):
     """InfoNCE / NT-Xent of two views ``loss(z1, z2)``; see :func:`contrastive.functional.info_nce`.
 
     Args:
@@ -90,6 +109,8 @@ class InfoNCELoss(nn.Module):
         hcl_beta, hcl_tau_plus: Robinson et al.'s hard-negative estimator (off by default).
         check_finite, block_size, backend: passed to :func:`~contrastive.functional.info_nce`
             (the NaN/Inf check, the engine's tile size, ``'auto' | 'torch' | 'triton' | 'dense'``).
+        matryoshka_dims, matryoshka_weights: Matryoshka prefixes, as in
+            :func:`~contrastive.functional.nt_xent` (``None``: off).
 
     Examples:
         >>> import torch
@@ -117,8 +138,11 @@ class InfoNCELoss(nn.Module):
         check_finite: bool = True,
         block_size: int | None = None,
         backend: str = "auto",
+        matryoshka_dims: Sequence[int] | None = None,
+        matryoshka_weights: Sequence[float] | None = None,
     ):
         super().__init__()
+        self._set_matryoshka(matryoshka_dims, matryoshka_weights, normalize)
         self.decoupled = bool(decoupled)
         V.check_hcl(hcl_beta, hcl_tau_plus)
         self.hcl_beta, self.hcl_tau_plus = hcl_beta, hcl_tau_plus
@@ -156,12 +180,14 @@ class InfoNCELoss(nn.Module):
             check_finite=self.check_finite,
             block_size=self.block_size,
             backend=self.backend,
+            **self._matryoshka(),
         )
 
     def extra_repr(self) -> str:
         return (
             f"temperature={float(self.temperature):.4g}, learn_temperature={self.learn_temperature}, "
             f"exclude_self={self.exclude_self}, normalize={self.normalize}, decoupled={self.decoupled}"
+            + self._matryoshka_repr()
         )
 
 
@@ -169,13 +195,15 @@ class NTXentLoss(InfoNCELoss):
     """SimCLR's name for :class:`InfoNCELoss` (same arguments)."""
 
 
-class SupConLoss(_Temperature):
+class SupConLoss(_Matryoshka, _Temperature):
     """Supervised contrastive loss ``loss(z, labels)``; see :func:`contrastive.functional.supcon_loss`.
 
     Args:
         temperature: initial tau (0.1, as in Khosla et al.).
         learn_temperature: make tau a parameter (stored as log tau).
         normalize, reduction: as in :func:`~contrastive.functional.supcon_loss`.
+        matryoshka_dims, matryoshka_weights: Matryoshka prefixes, as in
+            :func:`~contrastive.functional.nt_xent` (``None``: off).
 
     Examples:
         >>> import torch
@@ -192,22 +220,33 @@ class SupConLoss(_Temperature):
         learn_temperature: bool = False,
         normalize: bool = True,
         reduction: str = "mean",
+        matryoshka_dims: Sequence[int] | None = None,
+        matryoshka_weights: Sequence[float] | None = None,
     ):
         super().__init__()
         self._init_temperature(temperature, learn_temperature)
+        self._set_matryoshka(matryoshka_dims, matryoshka_weights, normalize)
         self.normalize = normalize
         self.reduction = V.check_reduction(reduction)
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return functional.supcon_loss(
-            z, labels, self._temperature_on(z), normalize=self.normalize, reduction=self.reduction
+            z,
+            labels,
+            self._temperature_on(z),
+            normalize=self.normalize,
+            reduction=self.reduction,
+            **self._matryoshka(),
         )
 
     def extra_repr(self) -> str:
-        return f"temperature={float(self.temperature):.4g}, learn_temperature={self.learn_temperature}"
+        return (
+            f"temperature={float(self.temperature):.4g}, learn_temperature={self.learn_temperature}"
+            + self._matryoshka_repr()
+        )
 
 
-class RetrievalLoss(_Temperature):
+class RetrievalLoss(_Matryoshka, _Temperature):
     """Retrieval loss with hard negatives ``loss(anchors, positives, negatives=None,
     positive_ids=None)``; see :func:`contrastive.functional.retrieval_loss`.
 
@@ -218,6 +257,8 @@ class RetrievalLoss(_Temperature):
             guide_margin, guide_margin_strategy, contrast_anchors, contrast_positives, normalize,
             reduction, block_size: as in :func:`~contrastive.functional.retrieval_loss` (the guide
             embeddings themselves are per batch: ``forward(..., guide=...)``).
+        matryoshka_dims, matryoshka_weights: Matryoshka prefixes, as in
+            :func:`~contrastive.functional.nt_xent` (``None``: off).
 
     Examples:
         >>> import torch
@@ -245,9 +286,12 @@ class RetrievalLoss(_Temperature):
         normalize: bool = True,
         reduction: str = "mean",
         block_size: int | None = None,
+        matryoshka_dims: Sequence[int] | None = None,
+        matryoshka_weights: Sequence[float] | None = None,
     ):
         super().__init__()
         self._init_temperature(temperature, learn_temperature)
+        self._set_matryoshka(matryoshka_dims, matryoshka_weights, normalize)
         self.directions = V.check_directions(directions, partition_mode)
         self.partition_mode = partition_mode
         self.hardness_mode, self.hardness_strength = V.check_hardness(hardness_mode, hardness_strength)
@@ -287,16 +331,17 @@ class RetrievalLoss(_Temperature):
             normalize=self.normalize,
             reduction=self.reduction,
             block_size=self.block_size,
+            **self._matryoshka(),
         )
 
     def extra_repr(self) -> str:
         return (
             f"temperature={float(self.temperature):.4g}, learn_temperature={self.learn_temperature}, "
-            f"directions={self.directions}, partition_mode={self.partition_mode!r}"
+            f"directions={self.directions}, partition_mode={self.partition_mode!r}" + self._matryoshka_repr()
         )
 
 
-class ClipLoss(nn.Module):
+class ClipLoss(_Matryoshka, nn.Module):
     """Two-tower (CLIP) loss ``loss(a, b)`` with a learnable temperature; see
     :func:`contrastive.functional.clip_loss`.
 
@@ -310,6 +355,8 @@ class ClipLoss(nn.Module):
         min_temperature: lower clamp of tau (``None``: no clamp).
         normalize, reduction, hcl_beta, hcl_tau_plus: as in
             :func:`~contrastive.functional.clip_loss`.
+        matryoshka_dims, matryoshka_weights: Matryoshka prefixes, as in
+            :func:`~contrastive.functional.nt_xent` (``None``: off).
 
     Examples:
         >>> import torch
@@ -329,8 +376,11 @@ class ClipLoss(nn.Module):
         reduction: str = "mean",
         hcl_beta: float | None = None,
         hcl_tau_plus: float = 0.0,
+        matryoshka_dims: Sequence[int] | None = None,
+        matryoshka_weights: Sequence[float] | None = None,
     ):
         super().__init__()
+        self._set_matryoshka(matryoshka_dims, matryoshka_weights, normalize)
         V.check_temperature(temperature)
         V.check_hcl(hcl_beta, hcl_tau_plus)
         self.hcl_beta, self.hcl_tau_plus = hcl_beta, hcl_tau_plus
@@ -359,13 +409,17 @@ class ClipLoss(nn.Module):
             reduction=self.reduction,
             hcl_beta=self.hcl_beta,
             hcl_tau_plus=self.hcl_tau_plus,
+            **self._matryoshka(),
         )
 
     def extra_repr(self) -> str:
-        return f"temperature={self.temperature.item():.4g}, learn={self.logit_scale.requires_grad}"
+        return (
+            f"temperature={self.temperature.item():.4g}, learn={self.logit_scale.requires_grad}"
+            + self._matryoshka_repr()
+        )
 
 
-class SigLIPLoss(nn.Module):
+class SigLIPLoss(_Matryoshka, nn.Module):
     """SigLIP's sigmoid loss ``loss(a, b)`` with learnable temperature and bias; see
     :func:`contrastive.functional.siglip_loss`.
 
@@ -377,6 +431,8 @@ class SigLIPLoss(nn.Module):
         bias: initial bias.
         learn_temperature, learn_bias: make them parameters (default both).
         normalize, reduction: as in :func:`~contrastive.functional.siglip_loss`.
+        matryoshka_dims, matryoshka_weights: Matryoshka prefixes, as in
+            :func:`~contrastive.functional.nt_xent` (``None``: off).
 
     Examples:
         >>> import torch
@@ -395,9 +451,12 @@ class SigLIPLoss(nn.Module):
         learn_bias: bool = True,
         normalize: bool = True,
         reduction: str = "mean",
+        matryoshka_dims: Sequence[int] | None = None,
+        matryoshka_weights: Sequence[float] | None = None,
     ):
         super().__init__()
         V.check_temperature(temperature)
+        self._set_matryoshka(matryoshka_dims, matryoshka_weights, normalize)
         self.logit_scale = nn.Parameter(
             torch.tensor(math.log(1.0 / float(temperature))), requires_grad=bool(learn_temperature)
         )
@@ -417,10 +476,14 @@ class SigLIPLoss(nn.Module):
             self.bias.to(a.device),
             normalize=self.normalize,
             reduction=self.reduction,
+            **self._matryoshka(),
         )
 
     def extra_repr(self) -> str:
-        return f"temperature={self.temperature.item():.4g}, bias={self.bias.item():.4g}"
+        return (
+            f"temperature={self.temperature.item():.4g}, bias={self.bias.item():.4g}"
+            + self._matryoshka_repr()
+        )
 
 
 class CosineMetric(nn.Module):

@@ -29,7 +29,6 @@ from sentence_transformers.util import cos_sim, dot_score  # noqa: E402
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors  # noqa: E402
 from transformers import BertConfig, BertModel, PreTrainedTokenizerFast  # noqa: E402
 
-import contrastive.functional as F  # noqa: E402
 from contrastive.integrations import sentence_transformers as ours  # noqa: E402
 
 WORDS = "the a cat dog sat on mat ran fast slow big small red blue house car tree river sun rain".split()
@@ -48,13 +47,6 @@ TEXTS = [
     "blue sun",
 ]
 TOL = {torch.float64: 1e-10, torch.float32: 1e-5}
-SIGNATURE = inspect.signature(F.retrieval_loss).parameters
-
-
-def needs(*keywords):
-    """Skip until the engine has the keywords (they come with the feat25 / mat25 branches)."""
-    missing = [k for k in keywords if k not in SIGNATURE]
-    return pytest.mark.skipif(bool(missing), reason=f"retrieval_loss has no {', '.join(missing)} keyword yet")
 
 
 # ----------------------------------------------------------------------------- models
@@ -197,7 +189,6 @@ def test_mnrl_static_embedding(bert_dir):
     )
 
 
-@needs("directions", "partition_mode")
 @pytest.mark.parametrize(
     "directions, mode",
     [
@@ -219,7 +210,6 @@ def test_mnrl_directions(bert_dir, directions, mode, columns):
     )
 
 
-@needs("hardness_mode", "hardness_strength")
 @pytest.mark.parametrize("mode", ["in_batch_negatives", "hard_negatives", "all_negatives"])
 def test_mnrl_hardness(bert_dir, mode):
     model = bert(bert_dir)
@@ -262,14 +252,6 @@ def test_mnrl_refuses_other_similarities_naming_the_supported_ones():
         ours.MultipleNegativesRankingLoss(model, similarity_fct=st.util.manhattan_sim)
     with pytest.raises(ValueError, match="Expected at least 2 embeddings"):
         ours.MultipleNegativesRankingLoss(model)(batch(model, 1), None)
-
-
-@pytest.mark.skipif("directions" in SIGNATURE, reason="the engine has directions=")
-def test_settings_the_engine_lacks_raise_naming_the_keyword():
-    model = static()
-    loss = ours.MultipleNegativesRankingLoss(model, directions=("query_to_doc", "doc_to_query"))
-    with pytest.raises(NotImplementedError, match="directions"):
-        loss(batch(model, 2), None)
 
 
 def test_config_citation_and_temperature_match_sentence_transformers():
@@ -360,7 +342,6 @@ def test_gist_refusals(bert_dir):
     assert loss.citation == st_losses.GISTEmbedLoss(model, guide).citation
 
 
-@needs("guide", "guide_margin", "guide_margin_strategy", "contrast_anchors", "contrast_positives")
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("columns", [2, 3])
 @pytest.mark.parametrize(
@@ -390,13 +371,6 @@ def test_gist_matches_sentence_transformers(bert_dir, columns, dtype, kw):
     )
 
 
-@pytest.mark.skipif("guide" in SIGNATURE, reason="the engine has guide=")
-def test_gist_without_the_engine_keyword_raises_naming_it(bert_dir):
-    model = bert(bert_dir)
-    with pytest.raises(NotImplementedError, match="guide"):
-        ours.GISTEmbedLoss(model, bert(bert_dir))(batch(model, 2), None)
-
-
 # ----------------------------------------------------------------------------- Matryoshka
 def _matryoshka(inner, dims=(32, 16, 8), weights=(1.0, 0.5, 2.0), n=-1):
     def make(module):
@@ -408,7 +382,6 @@ def _matryoshka(inner, dims=(32, 16, 8), weights=(1.0, 0.5, 2.0), n=-1):
     return make(st_losses), make(ours)
 
 
-@needs("matryoshka_dims", "matryoshka_weights")
 @pytest.mark.parametrize(
     "inner",
     [
@@ -430,7 +403,6 @@ def test_matryoshka_matches_sentence_transformers(bert_dir, inner, n_dims_per_st
     assert_same(a, b, torch.float64)
 
 
-@needs("matryoshka_dims", "guide")
 def test_matryoshka_around_gist(bert_dir):
     model, guide = bert(bert_dir), bert(bert_dir)
     theirs, mine = _matryoshka(lambda mod, m: mod.GISTEmbedLoss(m, guide), dims=(32, 8), weights=(1, 1))
@@ -465,9 +437,7 @@ def test_trainer_trains_three_steps_and_saves_a_loadable_model(bert_dir, tmp_pat
         ours.MultipleNegativesRankingLoss(model),
         ours.MatryoshkaLoss(
             model, ours.CachedMultipleNegativesRankingLoss(model, mini_batch_size=1), [32, 16]
-        )
-        if "matryoshka_dims" in SIGNATURE
-        else ours.CachedMultipleNegativesRankingLoss(model, mini_batch_size=1),
+        ),
     ]:
         args = SentenceTransformerTrainingArguments(
             output_dir=str(tmp_path / "out"),

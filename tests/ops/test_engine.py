@@ -82,25 +82,31 @@ class _LargestTensor(torch.utils._python_dispatch.TorchDispatchMode):
 
 ALL4 = ("query_to_doc", "query_to_query", "doc_to_query", "doc_to_doc")
 FEATURES = ["gte_hardness", "gte_per_direction", "hcl_retrieval", "gist", "hcl_info_nce", "hcl_clip"]
+NO_MRL = ("pair_nce", "hcl_info_nce", "hcl_clip")  # refuse matryoshka_dims or do not take it
 
 
+@pytest.mark.parametrize("mrl", [None, (3, 1, 4, 2)])
 @pytest.mark.parametrize(
     "name", ["info_nce", "decoupled", "clip", "supcon", "retrieval", "siglip", "pair_nce", *FEATURES]
 )
 @pytest.mark.parametrize("reduction", ["mean", "none"])
-def test_no_n_by_n_tensor_is_ever_made(name, reduction):
-    """N = 256 rows, tiles of 16: every tensor stays O(N d + tile^2), far below N^2."""
+def test_no_n_by_n_tensor_is_ever_made(name, reduction, mrl):
+    """N = 256 rows, tiles of 16: every tensor stays O(N d + tile^2), far below N^2, with
+    Matryoshka prefixes too (``mrl``: every prefix's K vectors are (K, N))."""
+    if mrl is not None and name in NO_MRL:
+        pytest.skip(f"{name} takes no matryoshka_dims")
     N, d, bs = 256, 4, 16
+    kw = dict(matryoshka_dims=mrl)
     g = torch.Generator().manual_seed(0)
     x = torch.randn(N, d, generator=g, dtype=torch.float64, requires_grad=True)
     y = torch.randn(N, d, generator=g, dtype=torch.float64, requires_grad=True)
     n = torch.randn(N, 2, d, generator=g, dtype=torch.float64, requires_grad=True)
     calls = {
-        "info_nce": lambda: C.info_nce(x, y, 0.1, reduction=reduction, block_size=bs),
-        "decoupled": lambda: C.info_nce(x, y, 0.1, reduction=reduction, block_size=bs, decoupled=True),
-        "clip": lambda: C.clip_loss(x, y, 0.1, reduction=reduction, block_size=bs),
+        "info_nce": lambda: C.info_nce(x, y, 0.1, reduction=reduction, block_size=bs, **kw),
+        "decoupled": lambda: C.info_nce(x, y, 0.1, reduction=reduction, block_size=bs, decoupled=True, **kw),
+        "clip": lambda: C.clip_loss(x, y, 0.1, reduction=reduction, block_size=bs, **kw),
         "supcon": lambda: C.supcon_loss(
-            torch.cat([x, y]), torch.arange(2 * N) % 50, reduction=reduction, block_size=bs
+            torch.cat([x, y]), torch.arange(2 * N) % 50, reduction=reduction, block_size=bs, **kw
         ),
         "retrieval": lambda: C.retrieval_loss(
             x,
@@ -112,8 +118,9 @@ def test_no_n_by_n_tensor_is_ever_made(name, reduction):
             positive_ids=torch.arange(N) % 100,
             reduction=reduction,
             block_size=bs,
+            **kw,
         ),
-        "siglip": lambda: C.siglip_loss(x, y, reduction=reduction, block_size=bs),
+        "siglip": lambda: C.siglip_loss(x, y, reduction=reduction, block_size=bs, **kw),
         "pair_nce": lambda: run(
             pair_nce_objective(torch.arange(2 * N) % 50, bs), [torch.cat([x, y])], 0.1, reduction=reduction
         ),
@@ -129,6 +136,7 @@ def test_no_n_by_n_tensor_is_ever_made(name, reduction):
             positive_ids=torch.arange(N) % 100,
             reduction=reduction,
             block_size=bs,
+            **kw,
         ),
         "gte_per_direction": lambda: C.retrieval_loss(
             x,
@@ -141,9 +149,10 @@ def test_no_n_by_n_tensor_is_ever_made(name, reduction):
             hardness_strength=1.0,
             reduction=reduction,
             block_size=bs,
+            **kw,
         ),
         "hcl_retrieval": lambda: C.retrieval_loss(
-            x, y, n, 0.1, hcl_beta=1.0, hcl_tau_plus=0.1, reduction=reduction, block_size=bs
+            x, y, n, 0.1, hcl_beta=1.0, hcl_tau_plus=0.1, reduction=reduction, block_size=bs, **kw
         ),
         "gist": lambda: C.retrieval_loss(
             x,
@@ -156,6 +165,7 @@ def test_no_n_by_n_tensor_is_ever_made(name, reduction):
             contrast_positives=True,
             reduction=reduction,
             block_size=bs,
+            **kw,
         ),
         "hcl_info_nce": lambda: C.info_nce(x, y, 0.1, hcl_beta=1.0, reduction=reduction, block_size=bs),
         "hcl_clip": lambda: C.clip_loss(

@@ -23,6 +23,7 @@ import torch
 
 from .common import Blocks
 from .gemm import tile_mm
+from .matryoshka import PrefixView
 from .tiles import TileBuffers, TileMask, online_update, walk
 
 
@@ -38,6 +39,8 @@ def rect_lse(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Row log-sum-exps (R,) of S = inv_temp x y^T over unmasked entries, and the column ones (C,)
     when ``cols``."""
+    if isinstance(x, PrefixView):  # Matryoshka: every prefix in one walk (ops/matryoshka_objectives.Joint)
+        return x.joint.lse(x, y, inv_temp, c, mask, bs, fixed, cols=cols, upper=False)
     R, C = x.shape[0], y.shape[0]
     buf = TileBuffers(x.dtype, x.device)
     if fixed:
@@ -87,6 +90,9 @@ def rect_grad(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(dS Y, dS^T X) with dS = diag(u) R + C diag(v) (R, C the row and column softmaxes of
     the unmasked entries); the column term only when ``lse_c`` is given, g_Y only if ``need_y``."""
+    if isinstance(x, PrefixView):  # Matryoshka: recorded, every prefix in one walk later
+        rec = dict(inv_temp=inv_temp, c=c, mask=mask, bs=bs, fixed=fixed, lse_r=lse_r, u=u, lse_c=lse_c, v=v)
+        return x.joint.grad(x, y, need_y, False, **rec)
     buf = TileBuffers(x.dtype, x.device)
     gx = x.new_zeros(x.shape)  # (R, d)
     gy = y.new_zeros(y.shape) if need_y else y.new_empty(0)  # (C, d)

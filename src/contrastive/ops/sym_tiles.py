@@ -23,6 +23,7 @@ import torch
 
 from .common import Blocks, rowdot
 from .gemm import tile_mm
+from .matryoshka import PrefixView
 from .tiles import TileBuffers, TileMask, online_update, walk
 
 
@@ -33,6 +34,8 @@ def max_sq_norm(z: Blocks) -> float:
 
 def sym_lse(z: Blocks, inv_temp: float, c: float, mask: TileMask, bs: int, fixed: bool) -> torch.Tensor:
     """Pass 1: lse_i = log sum_k [(i, k) not masked] exp(inv_temp z_i . z_k), shape (N,)."""
+    if isinstance(z, PrefixView):  # Matryoshka: every prefix in one walk (ops/matryoshka_objectives.Joint)
+        return z.joint.lse(z, z, inv_temp, c, mask, bs, fixed, cols=False, upper=True)[0]
     N = z.shape[0]
     buf = TileBuffers(z.dtype, z.device)
     if fixed:
@@ -69,6 +72,9 @@ def sym_grad(
     fixed: bool,
 ) -> torch.Tensor:
     """Pass 2: (W P + (W P)^T) Z, shape (N, d): d(sum_i w_i lse_i)/dz divided by inv_temp."""
+    if isinstance(z, PrefixView):  # Matryoshka: recorded, every prefix in one walk later
+        rec = dict(inv_temp=inv_temp, c=c, mask=mask, bs=bs, fixed=fixed, lse_r=lse, u=w, lse_c=None, v=None)
+        return z.joint.grad(z, z, False, True, **rec)[0]
     buf = TileBuffers(z.dtype, z.device)
     g = z.new_zeros(z.shape)  # (N, d)
     shift = None

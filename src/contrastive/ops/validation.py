@@ -13,7 +13,8 @@ from typing import Any
 
 import torch
 
-from .common import ROWS
+from .common import ROWS, Rows, compute_dtype
+from .matryoshka import Prefixes, prefix_floor, prefix_norms
 
 FLOAT_DTYPES = (torch.float64, torch.float32, torch.bfloat16, torch.float16)
 REDUCTIONS = ("mean", "sum", "none")
@@ -179,6 +180,79 @@ def check_nonzero_rows(name: str, x: torch.Tensor) -> None:
         raise ValueError(
             f"{name} has a zero-norm row (row {bad}) and normalize=True needs its direction; "
             f"remove or perturb such rows, or pass normalize=False with your own normalisation"
+        )
+
+
+def check_matryoshka(dims: Any, weights: Any, width: int | None, normalize: bool) -> Prefixes | None:
+    """The Matryoshka prefixes of ``matryoshka_dims`` / ``matryoshka_weights`` (``None``: off).
+
+    Dims in any order, repeats allowed (sorted with their weights and merged as
+    sentence-transformers' MatryoshkaLoss counts them), each in 1..width; weights finite reals,
+    one per dim (``None``: ones). Each prefix is normalised on its own, so ``normalize=False``
+    is refused. ``width=None``: not known yet (a Module's constructor), dims only checked >= 1."""
+    if dims is None:
+        if weights is not None:
+            raise ValueError("matryoshka_weights was given without matryoshka_dims; pass both or neither")
+        return None
+    if isinstance(dims, (int, torch.Tensor)) or not isinstance(dims, (list, tuple)):
+        raise TypeError(
+            f"matryoshka_dims must be a list or tuple of ints such as (768, 512, 256, 128, 64), "
+            f"got {type(dims).__name__}"
+        )
+    if not dims:
+        raise ValueError(
+            "matryoshka_dims is empty; pass at least one prefix dimension, or None for no Matryoshka"
+        )
+    for d in dims:
+        if isinstance(d, bool) or not isinstance(d, int):
+            raise TypeError(f"matryoshka_dims must hold ints, got {d!r} ({type(d).__name__})")
+        if width is None and d < 1:
+            raise ValueError(f"matryoshka_dims must be positive prefix dimensions, got {d}")
+        if width is not None and not 1 <= d <= width:
+            raise ValueError(
+                f"matryoshka_dims must lie in 1..{width} (the embedding width), got {d}; "
+                f"drop it or widen the embeddings"
+            )
+    if weights is not None:
+        if isinstance(weights, (int, float, torch.Tensor)) or not isinstance(weights, (list, tuple)):
+            raise TypeError(
+                f"matryoshka_weights must be a list or tuple of numbers, got {type(weights).__name__}"
+            )
+        if len(weights) != len(dims):
+            raise ValueError(
+                f"matryoshka_weights has {len(weights)} entries for {len(dims)} matryoshka_dims; "
+                f"give one weight per dim (or None for ones)"
+            )
+        for w in weights:
+            if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w):
+                raise ValueError(f"matryoshka_weights must be finite numbers, got {w!r}")
+    if not normalize:
+        raise ValueError(
+            "matryoshka_dims normalises every prefix on its own (as sentence-transformers' "
+            "MatryoshkaLoss does), so normalize=False cannot go with it; pass normalize=True"
+        )
+    return Prefixes(dims, weights)
+
+
+def check_prefix_rows(name: str, x: torch.Tensor, prefixes: Prefixes | None) -> None:
+    """Raise when a row's prefix is zero or too small against the row for its direction to be
+    computed (below :func:`~contrastive.ops.matryoshka.prefix_floor` of the row's norm)."""
+    if prefixes is None:
+        return
+    x = x.detach().reshape(-1, x.shape[-1])
+    rows = Rows(x, compute_dtype(x.dtype), True)
+    norms = prefix_norms(rows, prefixes.bounds)  # (K, N), of the unit rows
+    floor = prefix_floor(rows.dtype, x.shape[1])
+    bad = norms < floor
+    if bool(bad.any()):
+        k, i = (int(v) for v in torch.nonzero(bad)[0])
+        what = (
+            "is all zeros" if float(norms[k, i]) == 0 else f"has norm {float(norms[k, i]):.3g} of the row's"
+        )
+        raise ValueError(
+            f"{name} row {i}: its first {prefixes.dims[k]} entries (a matryoshka_dims prefix) {what}, "
+            f"so that prefix has no direction to normalise (below {floor:.2g} of the row); "
+            f"perturb such rows or drop that dim"
         )
 
 

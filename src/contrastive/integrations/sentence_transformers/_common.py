@@ -4,8 +4,6 @@ keywords of the engine, and the call of :func:`~contrastive.functional.retrieval
 
 from __future__ import annotations
 
-import functools
-import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -42,26 +40,6 @@ def world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
-@functools.cache
-def _keywords_of(fn: Callable[..., Any]) -> frozenset[str]:
-    return frozenset(inspect.signature(fn).parameters)
-
-
-def require(fn: Callable[..., Any], where: str, keywords: dict[str, Any]) -> None:
-    """Raise if ``fn`` lacks one of the engine keywords a setting needs.
-
-    Raises:
-        NotImplementedError: naming the keyword and the function that lacks it.
-    """
-    params = _keywords_of(fn)
-    missing = [k for k in keywords if k not in params]
-    if missing:
-        raise NotImplementedError(
-            f"this setting needs {where}(..., {missing[0]}=...), which this version of contrastive does "
-            f"not have (missing keywords: {', '.join(missing)}); use the default setting or upgrade contrastive"
-        )
-
-
 def retrieval(
     anchors: torch.Tensor,
     docs: list[torch.Tensor],
@@ -82,7 +60,12 @@ def retrieval(
     positives = docs[0]  # (B, d)
     negatives = torch.stack(docs[1:], dim=1) if len(docs) > 1 else None  # (B, K, d)
     if gather and world_size() > 1:
-        require(cdist.retrieval_loss, "contrastive.distributed.retrieval_loss", keywords)
+        other = sorted(set(keywords) - {"directions", "partition_mode"})
+        if other:
+            raise NotImplementedError(
+                f"gather_across_devices=True with {', '.join(other)} is not supported yet: the "
+                f"distributed retrieval loss runs the plain directions only; drop it or gather_across_devices"
+            )
         per_row = cdist.retrieval_loss(
             anchors,
             positives,
@@ -94,7 +77,6 @@ def retrieval(
             **keywords,
         )  # (B,) this rank's anchors
         return per_row.mean()
-    require(functional.retrieval_loss, "contrastive.functional.retrieval_loss", keywords)
     return functional.retrieval_loss(
         anchors, positives, negatives, temperature, normalize=normalize, **keywords
     )
