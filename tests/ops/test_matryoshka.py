@@ -299,3 +299,30 @@ def test_equals_sentence_transformers_matryoshka_of_mnrl(hard, dims, weights):
     got.backward()
     torch.testing.assert_close(got, want.detach(), rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(u.grad, want_grad, rtol=1e-9, atol=1e-11)
+
+
+ALL4 = ("query_to_doc", "query_to_query", "doc_to_query", "doc_to_doc")
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(directions=ALL4),
+        dict(hardness_mode="all_negatives", hardness_strength=2.0),
+        dict(hcl_beta=1.0, hcl_tau_plus=0.1),
+        dict(guide_margin=0.05, contrast_anchors=True),
+    ],
+    ids=["gte4", "hardness", "hcl", "gist"],
+)
+def test_retrieval_features_with_matryoshka(kw):
+    """The features' blocks run a walk per prefix: the sum over prefixes of the dense oracle."""
+    B = 7
+    a, p, n = _rand(B, D), _rand(B, D, seed=1), _rand(B, 2, D, seed=2)
+    if "guide_margin" in kw:  # a guide of its own width: the same on every prefix
+        kw = dict(kw, guide=(_rand(B, 5, seed=4), _rand(B, 5, seed=5), _rand(B, 2, 5, seed=6)))
+    naive = oracles.matryoshka(oracles.retrieval_features, 3, DIMS, WEIGHTS)
+
+    def fast(a, p, n, t, r):
+        return C.retrieval_loss(a, p, n, t, reduction=r, block_size=3, **kw, **MRL)
+
+    assert_matches(fast, lambda a, p, n, t, r: naive(a, p, n, t, r, **kw), [a, p, n], [_temps(True)])
