@@ -119,7 +119,11 @@ def _train(args: argparse.Namespace) -> int:
 def _rank() -> int:
     from .dist import launched
 
-    return int(os.environ.get("RANK", "0")) if launched() else 0
+    try:
+        rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:  # a RANK that is not a number: the error itself says so
+        return 0
+    return rank if launched() and 0 <= rank < world else 0
 
 
 def _is_peer_failure(err: BaseException) -> bool:
@@ -144,7 +148,11 @@ def _fail_rank(err: BaseException, code: int) -> int:
 
 def _eval(args: argparse.Namespace) -> int:
     try:
-        get_recipe(_recipe_of(args.run_dir)).evaluate(args.run_dir, args.checkpoint)
+        recipe = get_recipe(_recipe_of(args.run_dir))
+        if args.allow_changed_data:
+            recipe.evaluate(args.run_dir, args.checkpoint, allow_changed_data=True)
+        else:
+            recipe.evaluate(args.run_dir, args.checkpoint)
     except BaseException as err:  # noqa: BLE001 - guarded() re-raises what is not a user or environment error
         return guarded("eval", err)
     return 0
@@ -220,9 +228,20 @@ def _embed(args: argparse.Namespace) -> int:
     try:
         info = read_run(args.run_dir)
         recipe = get_recipe(_recipe_of(args.run_dir))
+        if args.batch_size < 1:
+            raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+        if Path(args.out).suffix != ".npy":  # before the work, not after it
+            raise ValueError(f"--out {args.out!r} must end in .npy")
         if recipe.embed is not None:  # text: the recipe reads and embeds its own inputs
-            features = recipe.embed(args.run_dir, args.data, args.checkpoint, args.batch_size, args.side)
+            more = {"allow_changed_data": True} if args.allow_changed_data else {}
+            features = recipe.embed(
+                args.run_dir, args.data, args.checkpoint, args.batch_size, args.side, **more
+            )
         else:
+            if args.allow_changed_data:
+                raise ValueError(
+                    f"--allow-changed-data applies to text runs; {args.run_dir} is a {recipe.name} run"
+                )
             encoder, _ = recipe.load_encoder(args.run_dir, args.checkpoint)
             x = read_inputs(args.data, args.run_dir)
             want = tuple(info.get("sample_shape", x.shape[1:]))
@@ -233,8 +252,6 @@ def _embed(args: argparse.Namespace) -> int:
                 )
             features = embed(encoder, x, args.batch_size).numpy()  # (N, feature_dim)
         out = Path(args.out)
-        if out.suffix != ".npy":
-            raise ValueError(f"--out {args.out!r} must end in .npy")
         out.parent.mkdir(parents=True, exist_ok=True)
         np.save(out, features)
     except BaseException as err:  # noqa: BLE001 - guarded() re-raises what is not a user or environment error
@@ -253,7 +270,10 @@ def _search(args: argparse.Namespace) -> int:
             )
         if args.k < 1:
             raise ValueError(f"--k must be >= 1, got {args.k}")
-        hits = recipe.search(args.run_dir, args.query, args.k, args.checkpoint)
+        if args.lines < 1:
+            raise ValueError(f"--lines must be >= 1 (lines shown of each document), got {args.lines}")
+        more = {"allow_changed_data": True} if args.allow_changed_data else {}
+        hits = recipe.search(args.run_dir, args.query, args.k, args.checkpoint, **more)
     except BaseException as err:  # noqa: BLE001 - guarded() re-raises what is not a user or environment error
         return guarded("search", err)
     for rank, (score, text) in enumerate(hits, 1):
@@ -293,6 +313,11 @@ def register(subparsers) -> None:
     e = subparsers.add_parser("eval", help="evaluate a run's encoder on its held-out split")
     e.add_argument("run_dir", metavar="RUN_DIR")
     e.add_argument("--checkpoint", choices=("last", "best"), default="last")
+    e.add_argument(
+        "--allow-changed-data",
+        action="store_true",
+        help="answer even when the run's data file changed since training (the output says so)",
+    )
     e.set_defaults(func=_eval)
 
     m = subparsers.add_parser("embed", help="write a run's embeddings of some data to a .npy file")
@@ -306,6 +331,11 @@ def register(subparsers) -> None:
     )
     m.add_argument("--out", required=True, metavar="FILE.npy")
     m.add_argument("--checkpoint", choices=("last", "best"), default="last")
+    m.add_argument(
+        "--allow-changed-data",
+        action="store_true",
+        help="answer even when the run's data file changed since training (the output says so)",
+    )
     m.add_argument("--batch-size", type=int, default=512)
     m.add_argument(
         "--side",
@@ -321,6 +351,11 @@ def register(subparsers) -> None:
     s.add_argument("--k", type=int, default=10, help="how many documents (default 10)")
     s.add_argument("--lines", type=int, default=8, help="lines shown of each document (default 8)")
     s.add_argument("--checkpoint", choices=("last", "best"), default="last")
+    s.add_argument(
+        "--allow-changed-data",
+        action="store_true",
+        help="answer even when the run's data file changed since training (the output says so)",
+    )
     s.set_defaults(func=_search)
 
 

@@ -140,11 +140,18 @@ class Task:
             None  # the run folder (set before prepare; e.g. to save a tokenizer there)
         )
         self.resuming = False  # True when prepare/build run for --resume, eval or embed of an existing run
+        self.allow_changed_data = False  # eval/embed/search: answer from data that changed since training
+        self.notes: dict[str, Any] = {}  # what eval.json records besides the rows (e.g. changed data)
 
     # -- data and model -------------------------------------------------------------------
     def run_name(self) -> str:
         """The run folder's default name (``run.name`` empty)."""
         return f"{self.name}-{self.cfg.data.name}"
+
+    def prepare_model(self) -> None:
+        """What :meth:`build` needs without the training data (``embed`` of a user's file);
+        by default everything :meth:`prepare` loads."""
+        self.prepare()
 
     def prepare(self) -> int:
         """Load and check the data (before seeding); return the number of training items an
@@ -470,12 +477,11 @@ def _train(
         if changes:
             what += f" (changed: {', '.join(changes)})"
         if dc.world_size > 1:
-            what += f" ({dc.world_size} processes, global batch {dc.world_size} x {cfg.train.batch_size})"
+            what += f" ({dc.world_size} processes, global batch {dc.world_size} x {bs})"
         line = task.header(what, run_dir, device)
         if cfg.train.chunk_size:
             line += (
-                f"; gradient caching: batch {cfg.train.batch_size} embedded in chunks of {cfg.train.chunk_size} "
-                f"rows per input"
+                f"; gradient caching: batch {bs} embedded in chunks of {cfg.train.chunk_size} rows per input"
             )
         print(line, flush=True)
     progress = Progress(cfg.train.epochs * steps, start * steps, cfg.run.progress and main)
@@ -617,15 +623,29 @@ def _finish(task: Task, run_dir: Path, model, log, baselines, final, extra, wall
 
 
 # ----------------------------------------------------------------------------- a finished run
-def load_task(task_cls: type[Task], config_cls: type, run_dir, checkpoint: str, encoder=None):
+def load_task(
+    task_cls: type[Task],
+    config_cls: type,
+    run_dir,
+    checkpoint: str,
+    encoder=None,
+    *,
+    data: bool = True,
+    allow_changed_data: bool = False,
+):
     """The task of a run (on the best available device) with its checkpoint loaded: ``(task,
     model, initial model state, checkpoint state)``; recipes use it for their own commands
-    (``contrastive search``)."""
+    (``contrastive search``). ``data=False`` loads only what the model needs (no training
+    data); ``allow_changed_data`` lets a recipe answer from data whose hash differs from the
+    one the run recorded (it says so in ``task.notes``)."""
     cfg, cfg_auto = eval_config(run_dir, checkpoint, task_cls.name, config_cls)
     task = task_cls(cfg_auto, encoder)
-    task.run_dir, task.resuming = Path(run_dir), True
+    task.run_dir, task.resuming, task.allow_changed_data = Path(run_dir), True, allow_changed_data
     device = resolve_device(cfg_auto.run.device)
-    task.prepare()
+    if data:
+        task.prepare()
+    else:
+        task.prepare_model()
     seed_everything(cfg_auto.run.seed)
     try:
         model = task.build(device)
@@ -637,18 +657,26 @@ def load_task(task_cls: type[Task], config_cls: type, run_dir, checkpoint: str, 
 
 
 def evaluate_run(
-    task_cls: type[Task], config_cls: type, run_dir, checkpoint: str = "last", encoder=None
+    task_cls: type[Task],
+    config_cls: type,
+    run_dir,
+    checkpoint: str = "last",
+    encoder=None,
+    *,
+    allow_changed_data: bool = False,
 ) -> dict[str, Any]:
     """Evaluate a run's checkpoint (``last`` or ``best``) next to the baselines; prints the
     table and writes ``eval.json``."""
-    task, model, init, state = load_task(task_cls, config_cls, run_dir, checkpoint, encoder)
+    task, model, init, state = load_task(
+        task_cls, config_cls, run_dir, checkpoint, encoder, allow_changed_data=allow_changed_data
+    )
     with num_threads(task.cfg.run.threads):
         trained, _ = task.evaluate(model)
         model.load_state_dict(init)
         rows = list(task.baselines(model).items())
     rows.append((f"{task.trained_name} ({checkpoint}.pt, epoch {state['epoch']})", trained))
     print(task.table(rows))
-    result = {"checkpoint": checkpoint, "epoch": state["epoch"], "rows": dict(rows)}
+    result = {"checkpoint": checkpoint, "epoch": state["epoch"], "rows": dict(rows), **task.notes}
     (Path(run_dir) / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
 
@@ -667,8 +695,12 @@ def recipe_functions(task_cls: type[Task], config_cls: type) -> tuple[Callable, 
             raise TypeError(f"cfg must be a {config_cls.__name__}, got {type(cfg).__name__}")
         return train_run(task_cls(cfg, encoder), resume)
 
-    def evaluate(run_dir, checkpoint: str = "last", *, encoder=None) -> dict[str, Any]:
-        return evaluate_run(task_cls, config_cls, run_dir, checkpoint, encoder)
+    def evaluate(
+        run_dir, checkpoint: str = "last", *, encoder=None, allow_changed_data: bool = False
+    ) -> dict[str, Any]:
+        return evaluate_run(
+            task_cls, config_cls, run_dir, checkpoint, encoder, allow_changed_data=allow_changed_data
+        )
 
     def load(run_dir, checkpoint: str = "last", *, encoder=None):
         return load_encoder(task_cls, config_cls, run_dir, checkpoint, encoder)

@@ -108,6 +108,12 @@ class TextTokenizer:
 
     @classmethod
     def load(cls, path) -> TextTokenizer:
+        """The tokenizer saved at ``path``.
+
+        Raises:
+            FileNotFoundError: no file at ``path``.
+            CheckpointError: the file is damaged (not a tokenizer ``tokenizers`` can read).
+        """
         from tokenizers import Tokenizer
 
         path = Path(path)
@@ -115,7 +121,15 @@ class TextTokenizer:
             raise FileNotFoundError(
                 f"tokenizer file {str(path)!r} not found; is this a retrieval run folder?"
             )
-        return cls(Tokenizer.from_file(str(path)))
+        try:
+            return cls(Tokenizer.from_file(str(path)))
+        except Exception as err:  # noqa: BLE001 - tokenizers raises a bare Exception for a damaged file
+            from ..checkpoint import CheckpointError
+
+            raise CheckpointError(
+                f"{path} is not a tokenizer file that can be read ({str(err).splitlines()[0] if str(err) else type(err).__name__}); "
+                f"it is damaged: restore it from a copy of the run (the weights fit only this tokenizer)"
+            ) from None
 
     def batch(self, texts: Sequence[str], max_length: int) -> dict[str, torch.Tensor]:
         """``{"ids": (N, L)}``, the input of the bag and transformer encoders."""
