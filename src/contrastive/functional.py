@@ -201,6 +201,9 @@ def nt_xent(
     :math:`\partial \mathcal L / \partial \tau = -\sum_{ij} G_{ij} L_{ij} / (N \tau)`.
     Derivation: ``docs/derivations/info_nce.md``.
 
+    With one pair (N = 2, ``exclude_self=True``) row i has no negative: the loss is exactly 0
+    and so is its gradient (as a cross-entropy over one logit), not a rounding residue.
+
     Args:
         z: stacked embeddings, first half one view, second half the other.
         temperature: tau > 0, a float or a scalar tensor (learnable when it requires grad).
@@ -261,6 +264,8 @@ def nt_xent(
                 f"use backend='auto' or 'torch'"
             )
         backend = "torch"
+    if exclude_self and z.shape[0] == 2:  # one pair: no negative, the loss is exactly 0
+        return V.no_negatives_loss([z], temperature, 2, reduction)
     backend = _check_backend(backend, z)
     if backend == "dense":
         per_row = DenseInfoNCEFn.apply(z, temperature, bool(exclude_self), bool(normalize))
@@ -302,6 +307,9 @@ def info_nce(
     the closed form :math:`(G + G^\top) Z / (N\tau)`, never the autograd of the forward; see
     :func:`nt_xent` for the formulas and ``docs/derivations/info_nce.md`` for the derivation
     (with why a ``1/tau^2`` gradient formula written for it is wrong and not used).
+
+    With one pair (B = 1) there is no negative: the loss is exactly 0 and so is its gradient
+    (as a cross-entropy over one logit), not a rounding residue.
 
     Args:
         z1: embeddings of the first view.
@@ -399,6 +407,9 @@ def clip_loss(
     ``temperature`` that requires grad (CLIP learns it, usually as ``exp(logit_scale)``)
     gets its exact gradient. Derivation: ``docs/derivations/info_nce.md``.
 
+    With one pair (N = 1) there is no negative: the loss is exactly 0 and so is its gradient
+    (as open_clip's cross-entropy over one logit), not a rounding residue.
+
     Args:
         a: first tower's embeddings (e.g. images).
         b: second tower's embeddings (e.g. texts), row-aligned with ``a``.
@@ -438,6 +449,8 @@ def clip_loss(
     if V.check_bool("normalize", normalize):
         V.check_nonzero_rows("a", a)
         V.check_nonzero_rows("b", b)
+    if a.shape[0] == 1:  # one pair: no negative in either direction, the loss is exactly 0
+        return V.no_negatives_loss([a, b], temperature, 1, reduction)
     backend = _check_backend(backend, a, b)
     if backend == "dense":
         return _reduce(_dense_clip(a, b, temperature, normalize), reduction, a.dtype)

@@ -56,12 +56,23 @@ class ContrastiveLoss(nn.Module):
         return f"margin={self.margin}, reduction={self.reduction!r}"
 
 
+def _dtype(learned: bool) -> torch.dtype | None:
+    """A learned scalar follows the default dtype (and the module's ``.to``); a fixed one is
+    kept in float64 so that no input dtype loses precision to it."""
+    return None if learned else torch.float64
+
+
+def _value(x: torch.Tensor, ref: torch.Tensor) -> float | torch.Tensor:
+    """A scalar for the loss: a Python float when fixed, on ``ref``'s device when learned."""
+    return x.to(ref.device) if x.requires_grad else float(x)
+
+
 class _Temperature(nn.Module):
     """A temperature that is a fixed float or a parameter stored as log tau."""
 
     learn_temperature: bool
     log_temperature: nn.Parameter  # when learned
-    _temperature: torch.Tensor  # buffer, when fixed
+    _temperature: float  # when fixed: a Python float, exact in any input dtype (float64 included)
 
     def _init_temperature(self, temperature: float, learn: bool) -> None:
         V.check_temperature(temperature)
@@ -69,11 +80,11 @@ class _Temperature(nn.Module):
         if learn:
             self.log_temperature = nn.Parameter(torch.tensor(math.log(float(temperature))))
         else:
-            self.register_buffer("_temperature", torch.tensor(float(temperature)), persistent=False)
+            self._temperature = float(temperature)
 
     @property
     def temperature(self) -> float | torch.Tensor:
-        return self.log_temperature.exp() if self.learn_temperature else float(self._temperature)
+        return self.log_temperature.exp() if self.learn_temperature else self._temperature
 
     def _temperature_on(self, ref: torch.Tensor) -> float | torch.Tensor:
         temperature = self.temperature
@@ -101,7 +112,7 @@ class InfoNCELoss(nn.Module):
     """
 
     log_temperature: nn.Parameter  # when learned
-    _temperature: torch.Tensor  # buffer, when fixed
+    _temperature: float  # when fixed: a Python float, exact in any input dtype (float64 included)
 
     def __init__(
         self,
@@ -126,14 +137,14 @@ class InfoNCELoss(nn.Module):
         if learn_temperature:
             self.log_temperature = nn.Parameter(torch.tensor(math.log(float(temperature))))
         else:
-            self.register_buffer("_temperature", torch.tensor(float(temperature)), persistent=False)
+            self._temperature = float(temperature)
         self.exclude_self = exclude_self
         self.normalize = normalize
         self.reduction = V.check_reduction(reduction)
 
     @property
     def temperature(self) -> float | torch.Tensor:
-        return self.log_temperature.exp() if self.learn_temperature else float(self._temperature)
+        return self.log_temperature.exp() if self.learn_temperature else self._temperature
 
     def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
         temperature = self.temperature
@@ -289,8 +300,10 @@ class ClipLoss(nn.Module):
     ):
         super().__init__()
         V.check_temperature(temperature)
+        # fixed: float64, passed to the loss as a Python float (exact for float64 inputs)
         self.logit_scale = nn.Parameter(
-            torch.tensor(math.log(1.0 / float(temperature))), requires_grad=bool(learn_temperature)
+            torch.tensor(math.log(1.0 / float(temperature)), dtype=_dtype(learn_temperature)),
+            requires_grad=bool(learn_temperature),
         )
         self.max_logit_scale = max_logit_scale
         self.normalize = normalize
@@ -305,7 +318,7 @@ class ClipLoss(nn.Module):
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return functional.clip_loss(
-            a, b, self.temperature.to(a.device), normalize=self.normalize, reduction=self.reduction
+            a, b, _value(self.temperature, a), normalize=self.normalize, reduction=self.reduction
         )
 
     def extra_repr(self) -> str:
@@ -344,10 +357,14 @@ class SigLIPLoss(nn.Module):
         reduction: str = "mean",
     ):
         super().__init__()
+        # a fixed one: float64, passed to the loss as a Python float (exact for float64 inputs)
         self.logit_scale = nn.Parameter(
-            torch.tensor(float(logit_scale)), requires_grad=bool(learn_temperature)
+            torch.tensor(float(logit_scale), dtype=_dtype(learn_temperature)),
+            requires_grad=bool(learn_temperature),
         )
-        self.bias = nn.Parameter(torch.tensor(float(bias)), requires_grad=bool(learn_bias))
+        self.bias = nn.Parameter(
+            torch.tensor(float(bias), dtype=_dtype(learn_bias)), requires_grad=bool(learn_bias)
+        )
         self.normalize = normalize
         self.reduction = V.check_reduction(reduction)
 
@@ -359,8 +376,8 @@ class SigLIPLoss(nn.Module):
         return functional.siglip_loss(
             a,
             b,
-            self.temperature.to(a.device),
-            self.bias.to(a.device),
+            _value(self.temperature, a),
+            _value(self.bias, a),
             normalize=self.normalize,
             reduction=self.reduction,
         )

@@ -90,6 +90,9 @@ def supcon_loss(
     :math:`\nabla_Z = \frac1\tau [(WP + (WP)^\top) Z - \text{class-sum terms}]`, see
     ``docs/derivations/supcon_loss.md``.
 
+    Two rows of one label (one pair) have no negative: the loss is exactly 0, and so is its
+    gradient.
+
     Args:
         z: embeddings, all views stacked.
         labels: integer class of each row.
@@ -126,6 +129,8 @@ def supcon_loss(
     temperature = V.check_param("temperature", temperature, z, True)
     _common(["z"], [z], reduction, check_finite, normalize)
     _engine_backend("supcon_loss", backend)
+    if z.shape[0] == 2 and bool(labels[0] == labels[1]):  # one pair: no negative, exactly 0
+        return V.no_negatives_loss([z], temperature, 2, reduction)
     bs = check_block_size(block_size, z.shape[0], z.device)
     return run_engine(
         supcon_objective(labels, bs), [z], temperature, normalize=normalize, reduction=reduction
@@ -165,6 +170,9 @@ def retrieval_loss(
     duplicate in the batch), and anchor i is not a negative of column j in the symmetric
     direction. Computed blockwise, the mask from the ids per tile: O((B + M) d) memory.
     Derivation: ``docs/derivations/retrieval_loss.md``.
+
+    One anchor without negatives (B = 1, ``negatives=None``) has no negative: the loss is
+    exactly 0, and so is its gradient.
 
     Args:
         anchors: queries.
@@ -244,6 +252,8 @@ def retrieval_loss(
     temperature = V.check_param("temperature", temperature, anchors, True)
     _common(names, tensors, reduction, check_finite, normalize)
     _engine_backend("retrieval_loss", backend)
+    if B == 1 and (neg is None or neg.shape[0] == 0):  # one pair: no negative, exactly 0
+        return V.no_negatives_loss([anchors, positives], temperature, 1, reduction)
     bs = check_block_size(block_size, max(B, 1 if neg is None else neg.shape[0]), anchors.device)
     build = retrieval_objective(symmetric, positive_ids, bs)
     return run_engine(build, [anchors, positives, neg], temperature, normalize=normalize, reduction=reduction)
