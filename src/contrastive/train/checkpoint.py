@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._optional import needs
+
 __all__ = [
     "CheckpointError",
     "all_finite_state",
@@ -170,7 +172,8 @@ def load_checkpoint(path, map_location="cpu") -> dict[str, Any]:
 
 def save_weights(path, module: torch.nn.Module) -> Path:
     """Export ``module.state_dict()`` as safetensors, atomically."""
-    from safetensors.torch import save_file
+    with needs("train", "model.safetensors"):
+        from safetensors.torch import save_file
 
     if not isinstance(module, torch.nn.Module):
         raise TypeError(f"module must be an nn.Module, got {type(module).__name__}")
@@ -180,7 +183,8 @@ def save_weights(path, module: torch.nn.Module) -> Path:
 
 def load_weights(path) -> dict[str, torch.Tensor]:
     """Read a safetensors file written by :func:`save_weights`."""
-    from safetensors.torch import load_file
+    with needs("train", "model.safetensors"):
+        from safetensors.torch import load_file
 
     path = Path(path)
     if not path.is_file():

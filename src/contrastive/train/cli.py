@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._optional import needs
 from .config import ConfigError, apply_overrides, config_keys, load_toml, parse_override_args
 from .recipes import available_recipes, get_recipe
 from .runlog import NonFiniteLossError
@@ -53,6 +54,10 @@ def message(err: BaseException) -> str:
         return "interrupted (Ctrl-C); a run continues from its last checkpoint with --resume RUN_DIR"
     if isinstance(err, OSError) and not isinstance(err, FileNotFoundError):
         return describe_os_error(err)
+    if isinstance(err, ModuleNotFoundError) and err.name and "pip install" not in str(err):
+        from .._optional import install_hint
+
+        return f"{err}; install it: {install_hint(err.name)}"
     return str(err)
 
 
@@ -191,7 +196,8 @@ def read_inputs(spec: str, run_dir) -> torch.Tensor:
             f"an IDX file or an image folder"
         )
     if path.is_dir():
-        from PIL import Image
+        with needs("train", "reading an image folder"):
+            from PIL import Image
 
         files = sorted(f for f in path.rglob("*") if f.suffix.lower() in data.IMAGE_SUFFIXES)
         if not files:

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .._optional import needs
 from .checkpoint import atomic_write
 from .rundir import RunFolderError
 
@@ -164,7 +165,8 @@ class Progress:
     def __init__(self, total: int, initial: int = 0, enabled: bool = True):
         self.bar = None
         if enabled:
-            from tqdm.auto import tqdm
+            with needs("train", "the progress bar"):
+                from tqdm.auto import tqdm
 
             self.bar = tqdm(
                 total=total,

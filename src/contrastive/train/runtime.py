@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._optional import needs
 from .checkpoint import CheckpointError, all_finite_state, atomic_write, load_checkpoint, load_model_state
 from .config import dump_toml, load_toml
 
@@ -81,7 +82,8 @@ def limit_threads(n: int):
     if n == 0:
         yield
         return
-    from threadpoolctl import threadpool_limits
+    with needs("train", "run.threads / eval.threads"):
+        from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=n):
         yield

@@ -36,6 +36,7 @@ from torch import nn
 
 from ... import distributed as cd
 from ... import retrieval_loss, siglip_loss
+from ..._optional import needs
 from .. import loop
 from ..checkpoint import CheckpointError
 from ..config import ConfigError, OptimConfig, RunConfig, TrainConfig, choice, require
@@ -455,7 +456,8 @@ class RetrievalTask(loop.Task):
     def _tokenizer(self):
         m = self.cfg.model
         if m.encoder == "hf":
-            from transformers import AutoTokenizer
+            with needs("hf", "model.encoder=hf"):
+                from transformers import AutoTokenizer
 
             if not (Path(m.path) / "config.json").is_file():
                 raise FileNotFoundError(
@@ -800,7 +802,8 @@ class RetrievalTask(loop.Task):
 
 
 def _plot_systems(rows: list[tuple[str, dict[str, Any]]], path: Path) -> Path:
-    import matplotlib
+    with needs("train", "the plots"):
+        import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..._optional import needs
+
 __all__ = [
     "DEFAULT_PACKAGES",
     "Pair",
@@ -339,7 +341,8 @@ def load_pycode(
     if not (folder / "meta.json").is_file():
         bar = None
         if progress:
-            from tqdm.auto import tqdm
+            with needs("train", "the progress bar"):
+                from tqdm.auto import tqdm
 
             bar = tqdm(
                 total=0, unit="file", desc="building the pycode corpus", file=sys.stderr, mininterval=0.5

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..._optional import needs
 from .lexical import split_words
 
 __all__ = ["TOKENIZERS", "TextTokenizer", "pad_ids"]
@@ -67,7 +68,8 @@ class TextTokenizer:
         cls, texts: Iterable[str], vocab_size: int = 16000, kind: str = "wordpiece", min_frequency: int = 2
     ) -> TextTokenizer:
         """Train a ``kind`` (wordpiece or bpe) model of at most ``vocab_size`` entries on ``texts``."""
-        from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+        with needs("train", "the retrieval tokenizer"):
+            from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
         if kind not in TOKENIZERS:
             raise ValueError(f"kind must be one of {TOKENIZERS}, got {kind!r}")
@@ -114,7 +116,8 @@ class TextTokenizer:
             FileNotFoundError: no file at ``path``.
             CheckpointError: the file is damaged (not a tokenizer ``tokenizers`` can read).
         """
-        from tokenizers import Tokenizer
+        with needs("train", "the retrieval tokenizer"):
+            from tokenizers import Tokenizer
 
         path = Path(path)
         if not path.is_file():
