@@ -158,8 +158,27 @@ def read_run(run_dir) -> dict[str, Any]:
 
 
 def load_run_config(run_dir, config_cls):
-    """The configuration saved in ``run_dir/config.toml`` on top of ``config_cls()``'s defaults."""
-    return load_toml(config_cls(), Path(run_dir) / "config.toml")
+    """The configuration saved in ``run_dir/config.toml`` on top of ``config_cls()``'s defaults.
+
+    Raises:
+        FileNotFoundError: no ``config.toml`` (exit 3).
+        CheckpointError: a ``config.toml`` that is not valid TOML or holds keys or values this
+            version refuses: the run folder is damaged (exit 3, not a bad argument's 2).
+    """
+    from .config import ConfigError
+
+    path = Path(run_dir) / "config.toml"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} is missing; the run folder is damaged: restore config.toml from a copy of the run"
+        )
+    try:
+        return load_toml(config_cls(), path)
+    except (ConfigError, UnicodeDecodeError) as err:
+        raise CheckpointError(
+            f"{path} cannot be used ({err}); the run folder is damaged: restore config.toml from a "
+            f"copy of the run"
+        ) from None
 
 
 def eval_config(run_dir, checkpoint: str, recipe: str, config_cls):
