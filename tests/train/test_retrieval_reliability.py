@@ -344,3 +344,52 @@ def test_also_run_files_honour_the_umask(tmp_path):
         os.umask(old)
     for name in ("config.toml", "run.json", "metrics.csv", "model.safetensors", "checkpoints/last.pt"):
         assert (run / name).stat().st_mode & 0o777 == 0o644, name
+
+
+# -- the second hostile pass (inputs the issue did not list) --------------------------------
+def test_hostile_checkpoint_of_another_run_is_refused(run, tmp_path, capsys):
+    other, _ = _train(tmp_path, "twin")  # same data and settings: the same shapes
+    shutil.copy(other / "checkpoints" / "last.pt", run / "checkpoints" / "last.pt")
+    capsys.readouterr()
+    assert main(["eval", str(run)]) == 3
+    assert "belongs to another run" in _err(capsys)
+    assert main(["train", "retrieval", "--resume", str(run), "--train.epochs=2"]) == 3
+
+
+def test_hostile_damaged_config_toml_is_a_damaged_run(run, capsys):
+    (run / "config.toml").write_text("[model\nvocab_size = ")
+    capsys.readouterr()
+    assert main(["search", str(run), "read"]) == 3
+    assert "config.toml" in _err(capsys)
+
+
+def test_hostile_non_utf8_config_names_the_line(tmp_path, capsys):
+    cfg = tmp_path / "c.toml"
+    cfg.write_bytes(b'[run]\nname = "caf\xe9"\n')
+    assert main(["train", "retrieval", f"--config={cfg}"]) == 2
+    assert "line 2: not UTF-8" in _err(capsys)
+
+
+def test_hostile_unwritable_out_and_run_root_are_bad_arguments(trained, tmp_path, capsys):
+    (tmp_path / "afile").write_text("x")
+    out = tmp_path / "afile" / "e.npy"
+    assert main(["embed", str(trained[0]), "--data", "test", "--out", str(out)]) == 2
+    assert "--out" in _err(capsys)
+    data = _write_jsonl(tmp_path / "d.jsonl", _pairs(40))
+    args = [f"--{k}={v}" for k, v in {**TINY, "data.name": "jsonl", "data.path": data}.items()]
+    assert main(["train", "retrieval", *args, f"--run.root={tmp_path / 'afile'}"]) == 2
+    assert "run.root" in _err(capsys)
+
+
+def test_hostile_a_lone_rank_1_says_what_it_waits_for(tmp_path, monkeypatch, capsys):
+    env = {"RANK": "1", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port())}
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    data = _write_jsonl(tmp_path / "d.jsonl", _pairs(40))
+    args = [
+        f"--{k}={v}"
+        for k, v in {**TINY, "run.root": tmp_path / "runs", "data.name": "jsonl", "data.path": data}.items()
+    ]
+    assert main(["train", "retrieval", *args, "--dist.timeout_s=3"]) == 2
+    err = _err(capsys)
+    assert "rank 0's store" in err and "unset RANK" in err

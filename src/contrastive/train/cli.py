@@ -145,7 +145,9 @@ def _fail_rank(err: BaseException, code: int) -> int:
     rank = _rank()
     if rank == 0:
         return _fail("train", message(err), code)
-    if not isinstance(err, (NonFiniteLossError, ConfigError)):
+    from .dist import LaunchError
+
+    if isinstance(err, LaunchError) or not isinstance(err, (NonFiniteLossError, ConfigError)):
         hint = "" if not _is_peer_failure(err) else " (another rank probably failed first: see its error)"
         print(f"contrastive train (rank {rank}): error: {message(err)}{hint}", file=sys.stderr)
     return code
@@ -258,8 +260,14 @@ def _embed(args: argparse.Namespace) -> int:
                 )
             features = embed(encoder, x, args.batch_size).numpy()  # (N, feature_dim)
         out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        np.save(out, features)
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            np.save(out, features)
+        except (FileNotFoundError, NotADirectoryError, FileExistsError, IsADirectoryError) as err:
+            raise ValueError(  # where the user pointed, not the machine: a bad argument
+                f"--out {args.out!r}: cannot write the file there ({err.strerror or err}); pass a path "
+                f"in a folder you can write to"
+            ) from None
     except BaseException as err:  # noqa: BLE001 - guarded() re-raises what is not a user or environment error
         return guarded("embed", err)
     print(f"wrote {features.shape[0]} embeddings of size {features.shape[1]} to {out}")

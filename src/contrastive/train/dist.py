@@ -106,13 +106,18 @@ _HINT = (
 )
 
 
+class LaunchError(ConfigError):
+    """The launcher's variables are missing or wrong, or the other processes never came: this
+    process's own problem, so every rank reports it (exit 2)."""
+
+
 def _environment() -> tuple[int, int, int, str, int]:
     """``(rank, world, local_rank, master_addr, master_port)`` from the launcher's variables,
     or a :class:`ConfigError` naming the one that is missing or wrong."""
     env = os.environ
 
     def bad(what: str) -> ConfigError:
-        return ConfigError(f"WORLD_SIZE={env.get('WORLD_SIZE')!r} is set but {what}; {_HINT}")
+        return LaunchError(f"WORLD_SIZE={env.get('WORLD_SIZE')!r} is set but {what}; {_HINT}")
 
     values = {}
     for name, default in (("WORLD_SIZE", None), ("RANK", None), ("LOCAL_RANK", "0"), ("MASTER_PORT", None)):
@@ -140,11 +145,35 @@ def _join(rank: int, world: int, addr: str, port: int, timeout_s: float):
     """The rendezvous store, once all ``world`` processes reached it. Says on stderr within
     seconds what it waits for, and gives up after ``timeout_s`` with a :class:`ConfigError`
     (exit 2): a lone process (variables left in the environment) never waits in silence."""
+    import socket
     import time
 
     agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"  # torchrun hosts the store
     limit = datetime.timedelta(seconds=timeout_s)
     where = f"{addr}:{port}"
+    t0, said = time.monotonic(), False
+    while (
+        rank != 0 or agent
+    ):  # a client: wait here for the store, in Python (torch's own wait logs C++ traces)
+        try:
+            socket.create_connection((addr, port), timeout=1.0).close()
+            break
+        except OSError:
+            waited = time.monotonic() - t0
+            if not said and waited > min(3.0, timeout_s / 2):
+                print(
+                    f"contrastive train: waiting for rank 0's store at {where} (RANK={rank}, WORLD_SIZE={world}): "
+                    f"{_HINT}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                said = True
+            if waited > timeout_s:
+                raise LaunchError(
+                    f"gave up after {timeout_s:g} s (dist.timeout_s) waiting for rank 0's store at {where} "
+                    f"(RANK={rank}, WORLD_SIZE={world}); {_HINT}"
+                ) from None
+            time.sleep(0.2)
     try:
         store = tdist.TCPStore(
             addr,
@@ -157,14 +186,14 @@ def _join(rank: int, world: int, addr: str, port: int, timeout_s: float):
         )
     except (RuntimeError, OSError) as err:  # DistNetworkError, DistStoreError: nobody at MASTER_ADDR
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise ConfigError(
+        raise LaunchError(
             f"process {rank} of {world} could not reach rank 0's store at {where} within {timeout_s:g} s "
             f"({first}); {_HINT}"
         ) from None
     _JOINS[0] += 1
     key = f"contrastive/joined/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}/{_JOINS[0]}"
     joined = store.add(key, 1)
-    t0, said = time.monotonic(), False
+    t0, said = time.monotonic(), False  # the join's own clock
     while joined < world:
         waited = time.monotonic() - t0
         missing = world - joined
@@ -173,7 +202,7 @@ def _join(rank: int, world: int, addr: str, port: int, timeout_s: float):
             print(f"contrastive train: {what}: {_HINT}", file=sys.stderr, flush=True)
             said = True
         if waited > timeout_s:
-            raise ConfigError(f"gave up after {timeout_s:g} s (dist.timeout_s) {what}; {_HINT}")
+            raise LaunchError(f"gave up after {timeout_s:g} s (dist.timeout_s) {what}; {_HINT}")
         time.sleep(0.1)
         joined = store.add(key, 0)
     return store

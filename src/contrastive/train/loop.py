@@ -30,6 +30,7 @@ import dataclasses
 import json
 import os
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,16 @@ from . import rundir as R
 from .models import encoder_spec
 from .optim import WarmupCosine, build_optimizer
 from .runlog import MetricsLog, NonFiniteLossError, Progress, new_run_dir
-from .runtime import eval_config, num_threads, read_run, resolve_device, restore, seed_everything, write_run
+from .runtime import (
+    check_run_id,
+    eval_config,
+    num_threads,
+    read_run,
+    resolve_device,
+    restore,
+    seed_everything,
+    write_run,
+)
 
 __all__ = ["Batch", "Task", "evaluate_run", "load_encoder", "load_task", "train_run"]
 
@@ -340,8 +350,9 @@ def _setup(task: Task, world: int = 1):
     return device, model, opt, sched, n_items, bs, steps
 
 
-def _state(model, opt, sched, scaler, epoch, step, best, baselines) -> dict[str, Any]:
+def _state(model, opt, sched, scaler, epoch, step, best, baselines, run_id: str) -> dict[str, Any]:
     return {
+        "run_id": run_id,  # run.json's: a checkpoint copied from another run is refused
         "model": model.state_dict(),
         "optimizer": opt.state_dict(),
         "scheduler": sched.state_dict(),
@@ -434,8 +445,10 @@ def _train(
     )  # own augmentations per rank; the weights are already the same everywhere
     net = dist.wrap(model, dc, _dist_config(cfg), device)  # DDP(model) under torchrun, model itself otherwise
     sampler = dist.sampler(n_items, dc, cfg.run.seed, cfg.train.drop_last) if dc.active else None
+    # the run's identity, kept by --resume: every checkpoint carries it (see runtime.check_run_id)
+    run_id = (read_run(run_dir).get("run_id") if resume is not None else None) or uuid.uuid4().hex
     if main and resume is None:
-        write_run(run_dir, cfg, task.name, **task.run_info(), **_encoder_info(cfg))
+        write_run(run_dir, cfg, task.name, run_id=run_id, **task.run_info(), **_encoder_info(cfg))
     ckpt_dir = run_dir / "checkpoints"
     use_amp = cfg.train.amp and device.type == "cuda"
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
@@ -446,7 +459,7 @@ def _train(
     def save(names, epoch):  # collective under torchrun (every rank's generators go into rank 0's file)
         ranks = dist.gather_rng(dc)
         if main:
-            state = _state(model, opt, sched, scaler, epoch, step, best, baselines)
+            state = _state(model, opt, sched, scaler, epoch, step, best, baselines, run_id)
             if ranks is not None:
                 state["rng_ranks"] = ranks
             if "last.pt" in names and (ckpt_dir / "last.pt").exists():
@@ -456,10 +469,11 @@ def _train(
 
     if resume is not None:
         state = checkpoint.load_checkpoint(ckpt_dir / "last.pt", map_location=device)
+        check_run_id(state, run_dir, ckpt_dir / "last.pt")
         R.load_model_state(model, state, ckpt_dir / "last.pt")
         _restore_schedule(opt, sched, state)  # the optimiser's state, this run's settings
         if main:  # only now, with the checkpoint known to fit, is the run folder changed
-            write_run(run_dir, cfg, task.name, **task.run_info(), **_encoder_info(cfg))
+            write_run(run_dir, cfg, task.name, run_id=run_id, **task.run_info(), **_encoder_info(cfg))
         if scaler is not None and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
         start, step, best, baselines = state["epoch"], state["step"], state["best"], state["baselines"]

@@ -47,6 +47,11 @@ def new_run_dir(root, name: str, overwrite: bool = False, unique: bool = True) -
         raise ValueError("name must be a non-empty folder name")
     root = Path(root)
     path, k = root / name, 1
+    for where, key in ((root, "run.root"), (path, "run.name")):
+        if where.exists() and not where.is_dir():
+            raise ValueError(
+                f"{key}: {where} is a file, not a folder; pass a folder for the runs (or another name)"
+            )
     if not overwrite and not unique and path.exists() and any(path.iterdir()):
         raise RunFolderError(
             f"{path} already holds a run; continue it with --resume {path}, replace it with "

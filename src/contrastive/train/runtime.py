@@ -18,6 +18,7 @@ from .config import dump_toml, load_toml
 
 __all__ = [
     "channel_stats",
+    "check_run_id",
     "limit_threads",
     "load_run_config",
     "num_threads",
@@ -200,6 +201,7 @@ def restore(model: torch.nn.Module, run_dir, checkpoint: str, device):
     init = {k: v.clone() for k, v in model.state_dict().items()}
     path = Path(run_dir) / "checkpoints" / f"{checkpoint}.pt"
     state = load_checkpoint(path, map_location=device)
+    check_run_id(state, run_dir, path)
     load_model_state(model, state, path)
     bad = all_finite_state(model)
     if bad is not None:  # evaluating it would report chance accuracy as if it were a result
@@ -209,6 +211,17 @@ def restore(model: torch.nn.Module, run_dir, checkpoint: str, device):
             f"or resume the run with a lower optim.lr"
         )
     return init, state
+
+
+def check_run_id(state: dict[str, Any], run_dir, path) -> None:
+    """Refuse a checkpoint written by another run (copied in): its ``run_id`` must be the one
+    ``run.json`` records (runs and checkpoints from before run ids carry none: not checked)."""
+    want, got = read_run(run_dir).get("run_id"), state.get("run_id") if isinstance(state, dict) else None
+    if want is not None and got is not None and want != got:
+        raise CheckpointError(
+            f"{path} belongs to another run (run id {got}; {Path(run_dir) / 'run.json'} records {want}); "
+            f"restore this run's own checkpoint (a copy of another run's weights would answer for it)"
+        )
 
 
 def _version() -> str:

@@ -333,7 +333,9 @@ class RetrievalTask(loop.Task):
         if not parts["train"] or not parts["test"]:
             raise ValueError(
                 f"{d.path}: the split left {len(parts['train'])} training and {len(parts['test'])} test "
-                f"pairs; give more lines or change data.test_fraction"
+                f"pairs (it goes by query: the {len({p.query for v in parts.values() for p in v})} distinct "
+                f"queries, each with all its pairs); give more lines with distinct queries or change "
+                f"data.test_fraction"
             )
         meta = {
             "file": str(d.path),
