@@ -393,3 +393,15 @@ def test_hostile_a_lone_rank_1_says_what_it_waits_for(tmp_path, monkeypatch, cap
     assert main(["train", "retrieval", *args, "--dist.timeout_s=3"]) == 2
     err = _err(capsys)
     assert "rank 0's store" in err and "unset RANK" in err
+
+
+def test_hostile_a_folder_for_a_file_is_a_bad_argument(trained, tmp_path, capsys):
+    (tmp_path / "folder").mkdir()
+    assert (
+        main(["embed", str(trained[0]), "--data", str(tmp_path / "folder"), "--out", str(tmp_path / "e.npy")])
+        == 2
+    )
+    assert "is a folder" in _err(capsys)
+    args = [f"--{k}={v}" for k, v in {**TINY, "data.name": "jsonl", "data.path": tmp_path / "folder"}.items()]
+    assert main(["train", "retrieval", *args, f"--run.root={tmp_path / 'runs'}"]) == 2
+    assert "is a folder" in _err(capsys)

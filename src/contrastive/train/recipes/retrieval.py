@@ -844,7 +844,7 @@ def _read_texts(spec: str, task: RetrievalTask, side: str) -> list[str]:
                 f"pass train, test or a file"
             )
         return split.queries if side == "query" else split.docs
-    if not Path(spec).is_file():
+    if not Path(spec).exists():
         raise FileNotFoundError(
             f"--data {spec!r}: no such file; pass train, validation, test, a JSONL file "
             f'({{"text": ...}} or {{"query": ...}} lines) or a text file with one text per line'

@@ -409,6 +409,8 @@ def _jsonl(
 ) -> Iterator[tuple[int, Any]]:
     """(line number, decoded JSON value) of each non-blank line of a JSONL file; a missing file
     names ``flag``, a line that is not JSON raises ``bad(line, reason)``."""
+    if path.is_dir():
+        raise ValueError(f"{what} {str(path)!r} is a folder; pass a JSONL file with {flag}")
     if not path.is_file():
         raise FileNotFoundError(f"{what} {str(path)!r} not found; pass a JSONL file with {flag}")
     for k, line in text_lines(path, what):
@@ -516,6 +518,8 @@ def read_texts(path, side: str = "doc") -> list[str]:
     if path.suffix == ".jsonl":
         keys = ("query", "text") if side == "query" else ("text", "positive")
         return _jsonl_texts(path, keys, "--data file", "--data")
+    if path.is_dir():
+        raise ValueError(f"--data {str(path)!r} is a folder; a text run embeds a file of texts")
     if not path.is_file():
         raise FileNotFoundError(f"--data file {str(path)!r} not found")
     texts = []
