@@ -405,3 +405,19 @@ def test_hostile_a_folder_for_a_file_is_a_bad_argument(trained, tmp_path, capsys
     args = [f"--{k}={v}" for k, v in {**TINY, "data.name": "jsonl", "data.path": tmp_path / "folder"}.items()]
     assert main(["train", "retrieval", *args, f"--run.root={tmp_path / 'runs'}"]) == 2
     assert "is a folder" in _err(capsys)
+
+
+def test_s2_changed_extra_corpus_or_broken_data_is_named_as_changed(tmp_path, capsys):
+    corpus = tmp_path / "more.jsonl"
+    corpus.write_text('{"text": "def unrelated():\\n    return 0"}\n')
+    run, data = _train(tmp_path, **{"data.corpus": corpus})
+    corpus.write_text('{"text": "def other():\\n    return 1"}\n')
+    capsys.readouterr()
+    assert main(["search", str(run), "read"]) == 3
+    assert "more.jsonl" in _err(capsys)
+    corpus.write_text('{"text": "def unrelated():\\n    return 0"}\n')  # restored: answers again
+    assert main(["search", str(run), "read", "--k", "1"]) == 0
+    data.write_text("not json at all\n")
+    capsys.readouterr()
+    assert main(["eval", str(run)]) == 3
+    assert "changed since training" in _err(capsys)

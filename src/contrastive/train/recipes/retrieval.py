@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import random
 import sys
 from collections.abc import Sequence
@@ -115,8 +116,6 @@ class TextDataConfig:
 
 def _absolute(path: str) -> str:
     """``path`` made absolute (``~`` expanded); empty stays empty."""
-    import os
-
     return os.path.abspath(os.path.expanduser(path)) if path else path
 
 
@@ -328,6 +327,12 @@ class RetrievalTask(loop.Task):
                         f"{path} ({key} of the run {self.run_dir}) is missing; this command needs the "
                         f"run's data: restore the file the run was trained on"
                     )
+            # before parsing: a changed file is named as changed, whatever it now holds
+            now = {
+                "sha256": _sha256(d.path),
+                **({"extra_corpus_sha256": _sha256(d.corpus)} if d.corpus else {}),
+            }
+            self._check_data(now, {"sha256": d.path, "extra_corpus_sha256": d.corpus})
         parts = TC.split_jsonl(TC.read_jsonl(d.path), d.validation_fraction, d.test_fraction, d.split_seed)
         extra = TC.read_corpus(d.corpus) if d.corpus else []
         if not parts["train"] or not parts["test"]:
@@ -345,10 +350,7 @@ class RetrievalTask(loop.Task):
         }
         if d.corpus:
             meta["extra_corpus_sha256"] = _sha256(d.corpus)
-        data = TC.RetrievalData("jsonl", parts["train"], parts["validation"], parts["test"], extra, meta)
-        if self.resuming:
-            self._check_data(meta, {"sha256": d.path, "extra_corpus_sha256": d.corpus})
-        return data
+        return TC.RetrievalData("jsonl", parts["train"], parts["validation"], parts["test"], extra, meta)
 
     def _check_data(self, meta: dict[str, Any], files: dict[str, str]) -> None:
         """A resumed or loaded run reads the data it was trained on: each hash ``run.json``
