@@ -421,3 +421,15 @@ def test_s2_changed_extra_corpus_or_broken_data_is_named_as_changed(tmp_path, ca
     capsys.readouterr()
     assert main(["eval", str(run)]) == 3
     assert "changed since training" in _err(capsys)
+
+
+def test_hostile_paths_are_stored_expanded_and_absolute(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    cfg = apply_overrides(
+        RetrievalConfig(),
+        {"data.name": "jsonl", "data.path": "~/p.jsonl", "data.corpus": "c.jsonl", "model.path": "m"},
+    )
+    assert (cfg.data.path, cfg.data.corpus, cfg.model.path) == tuple(
+        str(tmp_path / f) for f in ("p.jsonl", "c.jsonl", "m")
+    )
