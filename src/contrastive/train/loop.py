@@ -90,6 +90,9 @@ class Task:
         dist: the torchrun context (``dist.active``, ``dist.rank``); set before :meth:`prepare`.
         run_dir, resuming: the run folder, and whether it already existed (``--resume``, eval,
             embed); set before :meth:`prepare`, so a recipe can keep files there (a tokenizer).
+        allow_changed_data: eval / embed / search may answer from data whose hash differs
+            from the run's record (``--allow-changed-data``); ``notes``: what ``eval.json``
+            records besides the rows (e.g. that the data changed).
 
     Examples:
         A third recipe in a few lines: two noisy copies of random vectors, a linear map, InfoNCE.
