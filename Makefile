@@ -1,8 +1,14 @@
-# The README's two commands. Each builds .venv when it is missing, installs the CPU
-# build of torch first (any other torch spec would pull CUDA packages), then the package,
-# then open-clip-torch without its dependencies (the open_clip integration's tests read its loss.py).
-PYTHON ?= python3
-VENV   ?= .venv
+# The README's two commands. Each builds .venv when it is missing, installs torch 2.13.0
+# first (when .venv has no torch yet), then the package, then open-clip-torch without its
+# dependencies (the open_clip integration's tests read its loss.py). Which build of torch comes is the
+# index's choice: from PyPI on Linux that is the CUDA build (gigabytes, with its CUDA
+# packages); for the CPU build name PyTorch's CPU index:
+#   make test TORCH_INDEX=https://download.pytorch.org/whl/cpu
+# (or .../whl/cu126 etc. for a given CUDA). TORCH_SPEC picks another version.
+PYTHON      ?= python3
+VENV        ?= .venv
+TORCH_SPEC  ?= torch==2.13.0
+TORCH_INDEX ?=
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.contrastive-installed
 
@@ -10,7 +16,7 @@ STAMP  := $(VENV)/.contrastive-installed
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install torch==2.13.0
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install "$(TORCH_SPEC)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(PY) -m pip install -e ".[dev]"
 	# open_clip's loss.py, which tests/integrations/test_open_clip.py compares against; --no-deps:
 	# its dependencies (torchvision, timm, ...) would replace the CPU torch with a CUDA build

@@ -51,6 +51,21 @@ MARKED: dict[str, list[str]] = {
         "tests/train/test_siamese.py::test_pair_sources_and_subsets*",
         "tests/train/test_loop.py::*",  # training runs through the shared loop
         "tests/train/test_retrieval.py::*",  # retrieval runs (corpus, tokenizer, mining, training)
+        "tests/train/test_retrieval_reliability.py::test_s*",  # tiny retrieval runs, a 3-4 s wait for a missing rank
+        "tests/train/test_retrieval_reliability.py::test_t1_*",
+        "tests/train/test_retrieval_reliability.py::test_u1_*",
+        "tests/train/test_retrieval_reliability.py::test_u2_*",
+        "tests/train/test_retrieval_reliability.py::test_u7_*",
+        "tests/train/test_retrieval_reliability.py::test_also_batch_*",
+        "tests/train/test_retrieval_reliability.py::test_also_unused_*",
+        "tests/train/test_retrieval_reliability.py::test_also_embed_*",
+        "tests/train/test_retrieval_reliability.py::test_also_run_files_*",
+        "tests/train/test_retrieval_reliability.py::test_h1_stray_*",
+        "tests/train/test_retrieval_reliability.py::test_hostile_checkpoint_*",
+        "tests/train/test_retrieval_reliability.py::test_hostile_damaged_*",
+        "tests/train/test_retrieval_reliability.py::test_hostile_unwritable_*",
+        "tests/train/test_retrieval_reliability.py::test_hostile_a_lone_*",
+        "tests/train/test_retrieval_reliability.py::test_hostile_a_folder_*",
         "tests/train/test_rundir.py::*",  # runs killed, resumed, on a full or read-only disk
         "tests/train/text/test_*.py::*",  # builds a corpus from the standard library, fits BM25, trains encoders
         "tests/test_bench_gradcache.py::*",  # runs the benchmark's worker

@@ -52,3 +52,28 @@ def _parser_with(func):
     sub = p.add_subparsers(dest="command")
     sub.add_parser("x").set_defaults(func=func)
     return p
+
+
+def _exit_table(text: str) -> dict[int, str]:
+    """``{code: first words of its meaning}`` of the first ``| exit | meaning |`` table in ``text``."""
+    start = text.index("| exit | meaning |")
+    rows = {}
+    for line in text[start:].splitlines()[2:]:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        rows[int(cells[0])] = cells[1]
+    return rows
+
+
+def test_readme_exit_codes_agree_with_the_cli_page_and_the_code():
+    """Issue 24: the README's exit-code table is the CLI page's (docs/cli.md), and both are the
+    codes train/cli.py returns."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    readme = _exit_table((root / "README.md").read_text())
+    page = _exit_table((root / "docs" / "cli.md").read_text())
+    assert readme == page
+    codes = {0, train_cli.EXIT_DIVERGED, train_cli.EXIT_USAGE, train_cli.EXIT_FILE, train_cli.EXIT_BUSY}
+    assert set(page) == codes | {train_cli.EXIT_SYSTEM, train_cli.EXIT_INTERRUPTED}

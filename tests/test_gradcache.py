@@ -582,3 +582,40 @@ def test_deferred_loss_runs_pass_two_in_backward_scaled_by_grad_output(chunk):
             loss.backward()
     with torch.no_grad(), pytest.raises(RuntimeError, match="no_grad"):
         GradCache(enc, chunk_size=chunk).loss(lambda a, b: C.info_nce(a, b), x1, x2)
+
+
+@pytest.mark.parametrize("chunk", [3, 4, B])
+def test_s6_inputs_that_require_grad_get_the_plain_steps_gradient(chunk):
+    """Issue 24, S6: chunking leaves ``x.grad`` as the plain path fills it (float64, 1e-10)."""
+    enc, ref = MLP(p=0.0), None
+    ref = copy.deepcopy(enc)
+    x1, x2 = (x.clone().requires_grad_() for x in _data())
+    r1, r2 = (x.detach().clone().requires_grad_() for x in (x1, x2))
+    loss_fn = lambda z1, z2: C.info_nce(z1, z2, TAU)  # noqa: E731
+    GradCache(enc, chunk_size=chunk).step(loss_fn, x1, x2)
+    loss_fn(ref(r1), ref(r2)).backward()
+    for got, want in ((x1, r1), (x2, r2)):
+        assert got.grad is not None and _err(got.grad, want.grad) <= TOL
+    assert_same_grads([enc], [ref])
+    only = torch.randn(B, 6, dtype=torch.float64, requires_grad=True)  # a frozen encoder: only x learns
+    frozen = MLP(p=0.0).requires_grad_(False)
+    GradCache(frozen, chunk_size=3).step(lambda z: z.square().sum(), only)
+    torch.testing.assert_close(
+        only.grad, torch.autograd.grad(frozen(only).square().sum(), only)[0], rtol=0, atol=TOL
+    )
+
+
+def test_also_batchnorm_with_one_row_chunks_is_refused_before_any_work():
+    enc = MLP(bn=True)
+    before = copy.deepcopy(enc.state_dict())
+    x1, x2 = _data()
+    loss_fn = lambda z1, z2: C.info_nce(z1, z2, TAU)  # noqa: E731
+    for chunk in (1, 3):  # B = 10 rows: chunks of 1, or 3-3-3-1... balanced to 3-3-2-2 (no 1-row chunk)
+        if chunk == 1:
+            with pytest.raises(ValueError, match="BatchNorm in train mode.*chunk_size=2"):
+                GradCache(enc, chunk_size=chunk).step(loss_fn, x1, x2)
+            assert all(torch.equal(v, enc.state_dict()[k]) for k, v in before.items())
+        else:
+            GradCache(enc, chunk_size=chunk).step(loss_fn, x1, x2)
+    enc.eval()  # eval mode normalises with the running statistics: one row is fine
+    GradCache(enc, chunk_size=1).step(loss_fn, x1, x2)

@@ -1,5 +1,7 @@
 """The loss modules pass their arguments through to :mod:`contrastive.functional`."""
 
+import math
+
 import pytest
 import torch
 
@@ -66,3 +68,48 @@ def test_cosine_metric_forward_takes_x1_x2():
     torch.testing.assert_close(metric(x1, x2), metric(x1=x1, x2=x2), rtol=0, atol=0)
     with pytest.raises(TypeError, match="'x'"):
         metric(x=x1, y=x2)
+
+
+def test_also_fixed_temperature_keeps_float64_precision():
+    """Issue 24: a fixed temperature is not rounded to float32 (the module equals the function at 1e-12)."""
+    torch.manual_seed(0)
+    z1, z2 = torch.randn(12, 5, dtype=torch.float64), torch.randn(12, 5, dtype=torch.float64)
+    y = torch.arange(12) % 4
+    tau = 0.07  # not a float32 number
+    cases = [
+        (InfoNCELoss(tau)(z1, z2), C.info_nce(z1, z2, tau)),
+        (C.SupConLoss(tau)(z1, y), C.supcon_loss(z1, y, tau)),
+        (C.RetrievalLoss(tau)(z1, z2), C.retrieval_loss(z1, z2, None, tau)),
+        (C.ClipLoss(tau, learn_temperature=False)(z1, z2), C.clip_loss(z1, z2, tau)),
+        (
+            C.SigLIPLoss(math.exp(-2.5), -3.3, learn_temperature=False, learn_bias=False)(z1, z2),
+            C.siglip_loss(z1, z2, math.exp(-2.5), -3.3),
+        ),
+    ]
+    for got, want in cases:
+        assert got.dtype == torch.float64 and abs(got.item() - want.item()) <= 1e-12
+    assert InfoNCELoss(tau).temperature == tau and C.SupConLoss(tau).temperature == tau
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_also_one_pair_is_exactly_zero_with_a_zero_gradient(dtype):
+    """Issue 24: one pair has no negative: the loss is 0 (never a negative residue), grads 0."""
+    for seed in range(20):
+        torch.manual_seed(seed)
+        a = (3 * torch.randn(1, 6, dtype=dtype)).requires_grad_()
+        b = (3 * torch.randn(1, 6, dtype=dtype)).requires_grad_()
+        tau = torch.tensor(0.05, dtype=dtype, requires_grad=True)
+        losses = [
+            C.info_nce(a, b, tau),
+            C.clip_loss(a, b, tau),
+            C.supcon_loss(torch.cat([a, b]), torch.tensor([3, 3]), tau),
+            C.retrieval_loss(a, b, None, tau),
+            C.nt_xent(torch.cat([a, b]), tau),
+        ]
+        for loss in losses:
+            assert loss.dtype == dtype and loss.item() == 0.0
+            a.grad = b.grad = tau.grad = None
+            loss.backward()
+            assert a.grad.abs().max() == 0 and b.grad.abs().max() == 0 and tau.grad == 0
+    assert C.info_nce(a, b, reduction="none").tolist() == [0.0, 0.0]
+    assert C.info_nce(a, b, exclude_self=False).item() > 0  # the self term is a candidate: not empty

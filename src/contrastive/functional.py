@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from .ops import validation as V
-from .ops.common import Temperature, reduce_rows
+from .ops.common import Temperature, no_negatives_loss, reduce_rows
 from .ops.contrastive_loss import ContrastiveLossFn, check_loss_fits
 from .ops.cosine_similarity import MapCosineFn, PackedSymCosineFn, SymCosineFn, check_symmetric, packed_dim
 from .ops.engine import run as run_engine
@@ -180,6 +180,9 @@ def nt_xent(
     :math:`\partial \mathcal L / \partial \tau = -\sum_{ij} G_{ij} L_{ij} / (N \tau)`.
     Derivation: ``docs/derivations/info_nce.md``.
 
+    With one pair (N = 2, ``exclude_self=True``) row i has no negative: the loss is exactly 0
+    and so is its gradient (as a cross-entropy over one logit), not a rounding residue.
+
     Args:
         z: stacked embeddings, first half one view, second half the other.
         temperature: tau > 0, a float or a scalar tensor (learnable when it requires grad).
@@ -271,6 +274,8 @@ def nt_xent(
                 f"use backend='auto' or 'torch'"
             )
         backend = "torch"
+    if exclude_self and z.shape[0] == 2:  # one pair: no negative, the loss is exactly 0
+        return no_negatives_loss([z], temperature, 2, reduction)
     backend = check_backend(backend, z)
     if backend == "dense":
         per_row = DenseInfoNCEFn.apply(z, temperature, bool(exclude_self), bool(normalize))
@@ -316,6 +321,9 @@ def info_nce(
     the closed form :math:`(G + G^\top) Z / (N\tau)`, never the autograd of the forward; see
     :func:`nt_xent` for the formulas and ``docs/derivations/info_nce.md`` for the derivation
     (with why a ``1/tau^2`` gradient formula written for it is wrong and not used).
+
+    With one pair (B = 1) there is no negative: the loss is exactly 0 and so is its gradient
+    (as a cross-entropy over one logit), not a rounding residue.
 
     Args:
         z1: embeddings of the first view.
@@ -412,6 +420,9 @@ def clip_loss(
     ``temperature`` that requires grad (CLIP learns it, usually as ``exp(logit_scale)``)
     gets its exact gradient. Derivation: ``docs/derivations/info_nce.md``.
 
+    With one pair (N = 1) there is no negative: the loss is exactly 0 and so is its gradient
+    (as open_clip's cross-entropy over one logit), not a rounding residue.
+
     Args:
         a: first tower's embeddings (e.g. images).
         b: second tower's embeddings (e.g. texts), row-aligned with ``a``.
@@ -473,6 +484,8 @@ def clip_loss(
         V.check_hcl_engine("clip_loss", backend, False, a.shape[0] - 1)
         build = hcl_clip_objective(hcl[0], hcl[1], check_block_size(block_size, a.shape[0], a.device))
         return run_engine(build, [a, b], temperature, normalize=normalize, reduction=reduction)
+    if a.shape[0] == 1:  # one pair: no negative in either direction, the loss is exactly 0
+        return no_negatives_loss([a, b], temperature, 1, reduction)
     backend = check_backend(backend, a, b)
     if backend == "dense":
         return reduce_rows(dense_clip(a, b, temperature, normalize), reduction, a.dtype)
@@ -617,6 +630,9 @@ def supcon_loss(
     :math:`\nabla_Z = \frac1\tau [(WP + (WP)^\top) Z - \text{class-sum terms}]`, see
     ``docs/derivations/supcon_loss.md``.
 
+    Two rows of one label (one pair) have no negative: the loss is exactly 0, and so is its
+    gradient.
+
     Args:
         z: embeddings, all views stacked.
         labels: integer class of each row.
@@ -657,6 +673,8 @@ def supcon_loss(
     check_common(["z"], [z], reduction, check_finite, normalize)
     prefixes = _prefixes(["z"], [z], matryoshka_dims, matryoshka_weights, normalize)
     engine_backend("supcon_loss", backend)
+    if z.shape[0] == 2 and bool(labels[0] == labels[1]):  # one pair: no negative, exactly 0
+        return no_negatives_loss([z], temperature, 2, reduction)
     bs = check_block_size(block_size, z.shape[0], z.device)
     build = matryoshka_objective(supcon_objective(labels, bs), prefixes)
     return run_engine(build, [z], temperature, normalize=normalize, reduction=reduction)
@@ -736,6 +754,9 @@ def retrieval_loss(
       dropped. ``contrast_anchors`` / ``contrast_positives`` add the anchor-anchor and the
       positive-positive (positives only) blocks, self pairs masked, each guide-masked against
       the same ``t_i``: GIST's blocks. With the default directions only.
+
+    One anchor without negatives (B = 1, ``negatives=None``) has no negative: the loss is
+    exactly 0, and so is its gradient.
 
     Args:
         anchors: queries.
@@ -865,6 +886,8 @@ def retrieval_loss(
     check_common(names, tensors, reduction, check_finite, normalize)
     prefixes = _prefixes(names, tensors, matryoshka_dims, matryoshka_weights, normalize)
     engine_backend("retrieval_loss", backend)
+    if B == 1 and (neg is None or neg.shape[0] == 0):  # one pair: no negative, exactly 0
+        return no_negatives_loss([anchors, positives], temperature, 1, reduction)
     bs = check_block_size(block_size, max(B, 1 if neg is None else neg.shape[0]), anchors.device)
     plain = (hardness_mode is None or hardness_strength == 0.0) and hcl is None and guide is None
     if plain and (

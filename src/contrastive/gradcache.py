@@ -477,7 +477,25 @@ class GradCache:
         flat = [_flatten(x, f"inputs[{i}]") for i, x in enumerate(inputs)]
         rows = [_rows(leaves, f"inputs[{i}]") for i, (leaves, _) in enumerate(flat)]
         sizes = [self.chunk_sizes[t] for t in towers]
+        if any(n > c for n, c in zip(rows, sizes)):
+            self._check_batchnorm_chunks(rows, sizes, towers)
         return flat, rows, sizes, towers
+
+    def _check_batchnorm_chunks(
+        self, rows: Sequence[int], sizes: Sequence[int], towers: Sequence[int]
+    ) -> None:
+        """A chunk of one row through BatchNorm in train mode has no batch statistics: refuse
+        before any work, naming the chunk size that avoids it."""
+        for i, (n, cs, t) in enumerate(zip(rows, sizes, towers)):
+            smallest = n // -(-n // cs)  # the balanced split's smallest chunk
+            bn = [m for m in self.encoders[t].modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+            if n > cs and smallest < 2 and any(m.training for m in bn):
+                raise ValueError(
+                    f"inputs[{i}] ({n} rows, chunk_size={cs}) is cut into chunks as small as 1 row, and encoder "
+                    f"{t} has BatchNorm in train mode, which cannot normalise a single row; use chunk_size >= 2 "
+                    f"with no 1-row chunk (e.g. chunk_size={max(2, -(-n // max(1, n // 2)))}), or put the "
+                    f"BatchNorm layers in eval mode"
+                )
 
     def _plain_step(
         self,
@@ -528,9 +546,14 @@ class GradCache:
         starts: list[list[int]] = []  # starts[i][c]: the chunk's first row
         states: list[_RngStates] = []
         embeddings, leaves_all = [], []
+        # the chunks are views cut with autograd on, so that pass 2 reaches inputs that require grad
+        all_pieces = [
+            [t_.tensor_split(-(-n // cs)) for t_ in leaves]  # balanced: sizes differ by <= 1
+            for (leaves, _), n, cs in zip(flat, rows, sizes)
+        ]
         with torch.no_grad():
-            for i, ((leaves, rebuild), n, cs, t) in enumerate(zip(flat, rows, sizes, towers)):
-                pieces = [t_.tensor_split(-(-n // cs)) for t_ in leaves]  # balanced: sizes differ by <= 1
+            for i, ((_, rebuild), n, t) in enumerate(zip(flat, rows, towers)):
+                pieces = all_pieces[i]
                 chunks.append([rebuild([p[c] for p in pieces]) for c in range(len(pieces[0]))])
                 states.append(_RngStates(len(chunks[i]), devices))
                 starts.append([])

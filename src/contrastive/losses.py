@@ -74,12 +74,23 @@ class _Matryoshka:
         return "" if self.matryoshka_dims is None else f", matryoshka_dims={self.matryoshka_dims}"
 
 
+def _dtype(learned: bool) -> torch.dtype | None:
+    """A learned scalar follows the default dtype (and the module's ``.to``); a fixed one is
+    kept in float64 so that no input dtype loses precision to it."""
+    return None if learned else torch.float64
+
+
+def _value(x: torch.Tensor, ref: torch.Tensor) -> float | torch.Tensor:
+    """A scalar for the loss: a Python float when fixed, on ``ref``'s device when learned."""
+    return x.to(ref.device) if x.requires_grad else float(x)
+
+
 class _Temperature(nn.Module):
     """A temperature that is a fixed float or a parameter stored as log tau."""
 
     learn_temperature: bool
     log_temperature: nn.Parameter  # when learned
-    _temperature: torch.Tensor  # buffer, when fixed
+    _temperature: float  # when fixed: a Python float, exact in any input dtype (float64 included)
 
     def _init_temperature(self, temperature: float, learn: bool) -> None:
         V.check_temperature(temperature)
@@ -87,11 +98,11 @@ class _Temperature(nn.Module):
         if learn:
             self.log_temperature = nn.Parameter(torch.tensor(math.log(float(temperature))))
         else:
-            self.register_buffer("_temperature", torch.tensor(float(temperature)), persistent=False)
+            self._temperature = float(temperature)
 
     @property
     def temperature(self) -> float | torch.Tensor:
-        return self.log_temperature.exp() if self.learn_temperature else float(self._temperature)
+        return self.log_temperature.exp() if self.learn_temperature else self._temperature
 
     def _temperature_on(self, ref: torch.Tensor) -> float | torch.Tensor:
         temperature = self.temperature
@@ -122,7 +133,7 @@ class InfoNCELoss(_Matryoshka, nn.Module):
     """
 
     log_temperature: nn.Parameter  # when learned
-    _temperature: torch.Tensor  # buffer, when fixed
+    _temperature: float  # when fixed: a Python float, exact in any input dtype (float64 included)
 
     def __init__(
         self,
@@ -154,14 +165,14 @@ class InfoNCELoss(_Matryoshka, nn.Module):
         if learn_temperature:
             self.log_temperature = nn.Parameter(torch.tensor(math.log(float(temperature))))
         else:
-            self.register_buffer("_temperature", torch.tensor(float(temperature)), persistent=False)
+            self._temperature = float(temperature)
         self.exclude_self = exclude_self
         self.normalize = normalize
         self.reduction = V.check_reduction(reduction)
 
     @property
     def temperature(self) -> float | torch.Tensor:
-        return self.log_temperature.exp() if self.learn_temperature else float(self._temperature)
+        return self.log_temperature.exp() if self.learn_temperature else self._temperature
 
     def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
         temperature = self.temperature
@@ -384,8 +395,10 @@ class ClipLoss(_Matryoshka, nn.Module):
         V.check_temperature(temperature)
         V.check_hcl(hcl_beta, hcl_tau_plus)
         self.hcl_beta, self.hcl_tau_plus = hcl_beta, hcl_tau_plus
+        # fixed: float64, passed to the loss as a Python float (exact for float64 inputs)
         self.logit_scale = nn.Parameter(
-            torch.tensor(math.log(1.0 / float(temperature))), requires_grad=bool(learn_temperature)
+            torch.tensor(math.log(1.0 / float(temperature)), dtype=_dtype(learn_temperature)),
+            requires_grad=bool(learn_temperature),
         )
         self.min_temperature = (
             None if min_temperature is None else float(V.check_temperature(min_temperature))
@@ -404,7 +417,7 @@ class ClipLoss(_Matryoshka, nn.Module):
         return functional.clip_loss(
             a,
             b,
-            self.temperature.to(a.device),
+            _value(self.temperature, a),
             normalize=self.normalize,
             reduction=self.reduction,
             hcl_beta=self.hcl_beta,
@@ -457,10 +470,14 @@ class SigLIPLoss(_Matryoshka, nn.Module):
         super().__init__()
         V.check_temperature(temperature)
         self._set_matryoshka(matryoshka_dims, matryoshka_weights, normalize)
+        # a fixed one: float64, passed to the loss as a Python float (exact for float64 inputs)
         self.logit_scale = nn.Parameter(
-            torch.tensor(math.log(1.0 / float(temperature))), requires_grad=bool(learn_temperature)
+            torch.tensor(math.log(1.0 / float(temperature)), dtype=_dtype(learn_temperature)),
+            requires_grad=bool(learn_temperature),
         )
-        self.bias = nn.Parameter(torch.tensor(float(bias)), requires_grad=bool(learn_bias))
+        self.bias = nn.Parameter(
+            torch.tensor(float(bias), dtype=_dtype(learn_bias)), requires_grad=bool(learn_bias)
+        )
         self.normalize = normalize
         self.reduction = V.check_reduction(reduction)
 
@@ -472,8 +489,8 @@ class SigLIPLoss(_Matryoshka, nn.Module):
         return functional.siglip_loss(
             a,
             b,
-            self.temperature.to(a.device),
-            self.bias.to(a.device),
+            _value(self.temperature, a),
+            _value(self.bias, a),
             normalize=self.normalize,
             reduction=self.reduction,
             **self._matryoshka(),

@@ -4,6 +4,7 @@ loss and configuration errors."""
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -253,3 +254,28 @@ def test_recipes_are_imported_by_name():
     assert [m.RECIPE.name for m in recipes.RECIPES] == ["simclr", "siamese", "retrieval"]
     with pytest.raises(AttributeError):
         _ = recipes.RECIPE_MODULES
+
+
+@pytest.mark.parametrize(
+    "recipe, modules",
+    [
+        ("simclr", ("sklearn", "sklearn.datasets", "sklearn.model_selection")),
+        ("retrieval", ("tokenizers",)),
+    ],
+)
+def test_also_missing_optional_dependency_names_its_extra(
+    tiny_args, tmp_path, capsys, monkeypatch, recipe, modules
+):
+    """Issue 24: a wheel without the train extra says which extra installs what is missing."""
+    for name in modules:
+        monkeypatch.setitem(sys.modules, name, None)  # as if not installed
+    args = tiny_args() if recipe == "simclr" else [f"--run.root={tmp_path / 'runs'}", "--run.progress=false"]
+    if recipe == "retrieval":
+        data = tmp_path / "d.jsonl"
+        data.write_text(
+            "".join(json.dumps({"query": f"q {i} x", "positive": f"d {i} y"}) + "\n" for i in range(40))
+        )
+        args += ["--data.name=jsonl", f"--data.path={data}", "--model.vocab_size=50", "--train.epochs=1"]
+    assert main(["train", recipe, *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert 'pip install "contrastive[train]"' in err and modules[0] in err and len(err.splitlines()) == 1

@@ -279,3 +279,25 @@ def reduce_rows(per_row: torch.Tensor, reduction: str, out_dtype: torch.dtype) -
     elif reduction == "sum":
         per_row = per_row.sum()
     return per_row.to(out_dtype)
+
+
+def no_negatives_loss(
+    tensors: list[torch.Tensor], temperature: Any, rows: int, reduction: str
+) -> torch.Tensor:
+    """The loss of a batch that has no negative at all (one pair): exactly 0, and so is its
+    gradient (the softmax is over the positive alone), as the cross-entropy of one logit is in
+    sentence-transformers and open_clip; computed rather than rounded (the engine's
+    ``lse - positive`` leaves +-1e-7 in float32, a negative loss). The zero stays in the graph
+    of ``tensors`` (and a tensor ``temperature``), so ``backward`` fills their ``.grad`` with 0.
+
+    Examples:
+        >>> z = torch.randn(1, 3, requires_grad=True)
+        >>> loss = no_negatives_loss([z], 0.5, 2, "mean"); loss.backward()
+        >>> loss.item(), z.grad.abs().sum().item()
+        (0.0, 0.0)
+    """
+    leaves = [t for t in tensors if t is not None] + [temperature] * isinstance(temperature, torch.Tensor)
+    zero = sum((t * 0).sum().to(tensors[0].dtype) for t in leaves)  # 0 in the graph of every input
+    if reduction == "none":
+        return zero + torch.zeros(rows, dtype=tensors[0].dtype, device=tensors[0].device)  # (rows,)
+    return zero

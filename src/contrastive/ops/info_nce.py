@@ -9,7 +9,8 @@ Candidates: every k except i itself when ``exclude_self`` (SimCLR) and except p(
 ``decoupled`` (DCL, Yeh et al. 2022: the positive left out of the denominator). Both masks are
 symmetric (p is an involution), so the upper-triangle tiles suffice.
 
-Gradient of sum_i w_i loss_i (seed 002's (WG + (WG)^T) Z / tau without G):
+Gradient of sum_i w_i loss_i, the (W G + (W G)^T) Z / tau of NT-Xent (Chen et al. 2020, SimCLR;
+docs/derivations/info_nce.md, "Gradient with respect to Z") without forming G:
     g = (W P + (W P)^T) Z               the tile passes (P the masked row softmax)
     g_i -= (w_i + w_p(i)) z_p(i)        the one-hot part of G and G^T
     grad_z = inv_temp g

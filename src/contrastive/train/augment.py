@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .._optional import needs
 from .config import AugmentConfig
 from .registry import AUGMENTATIONS
 
@@ -89,7 +90,8 @@ def build_augment(cfg, sample_shape: tuple[int, ...]) -> nn.Module:
         return nn.Identity()
     if kind == "noise":
         return FeatureNoise(cfg.noise_std, cfg.feature_drop)
-    import kornia.augmentation as K
+    with needs("train", "the augmentations"):
+        import kornia.augmentation as K
 
     size = tuple(sample_shape[1:])
     if kind == "affine":

@@ -13,12 +13,15 @@ from __future__ import annotations
 import os
 import random
 import tempfile
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from .._optional import needs
 
 __all__ = [
     "CheckpointError",
@@ -49,6 +52,8 @@ def atomic_write(path, write: Callable[[str], None]) -> Path:
         >>> _ = atomic_write(d / "x.txt", lambda p: pathlib.Path(p).write_text("ok"))
         >>> (d / "x.txt").read_text(), sorted(q.name for q in d.iterdir())
         ('ok', ['x.txt'])
+        >>> oct((d / "x.txt").stat().st_mode & 0o777) == oct(0o666 & ~_umask())  # as open() makes it
+        True
     """
     path = Path(path)
     if not callable(write):
@@ -58,6 +63,8 @@ def atomic_write(path, write: Callable[[str], None]) -> Path:
     os.close(fd)
     try:
         write(tmp)
+        # mkstemp makes 0600 (and a writer may replace the file): the umask decides, as for open()
+        os.chmod(tmp, 0o666 & ~_umask())
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -66,6 +73,17 @@ def atomic_write(path, write: Callable[[str], None]) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+_UMASK_LOCK = threading.Lock()
+
+
+def _umask() -> int:
+    """The process's umask (read by setting it and putting it back, under a lock)."""
+    with _UMASK_LOCK:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
 
 
 def capture_rng() -> dict[str, Any]:
@@ -154,7 +172,8 @@ def load_checkpoint(path, map_location="cpu") -> dict[str, Any]:
 
 def save_weights(path, module: torch.nn.Module) -> Path:
     """Export ``module.state_dict()`` as safetensors, atomically."""
-    from safetensors.torch import save_file
+    with needs("train", "model.safetensors"):
+        from safetensors.torch import save_file
 
     if not isinstance(module, torch.nn.Module):
         raise TypeError(f"module must be an nn.Module, got {type(module).__name__}")
@@ -164,7 +183,8 @@ def save_weights(path, module: torch.nn.Module) -> Path:
 
 def load_weights(path) -> dict[str, torch.Tensor]:
     """Read a safetensors file written by :func:`save_weights`."""
-    from safetensors.torch import load_file
+    with needs("train", "model.safetensors"):
+        from safetensors.torch import load_file
 
     path = Path(path)
     if not path.is_file():

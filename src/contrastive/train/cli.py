@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .._optional import needs
 from .config import ConfigError, apply_overrides, config_keys, load_toml, parse_override_args
 from .recipes import available_recipes, get_recipe
 from .runlog import NonFiniteLossError
@@ -51,6 +52,10 @@ def message(err: BaseException) -> str:
         return "interrupted (Ctrl-C); a run continues from its last checkpoint with --resume RUN_DIR"
     if isinstance(err, OSError) and not isinstance(err, FileNotFoundError):
         return describe_os_error(err)
+    if isinstance(err, ModuleNotFoundError) and err.name and "pip install" not in str(err):
+        from .._optional import install_hint
+
+        return f"{err}; install it: {install_hint(err.name)}"
     return str(err)
 
 
@@ -117,7 +122,11 @@ def _train(args: argparse.Namespace) -> int:
 def _rank() -> int:
     from .dist import launched
 
-    return int(os.environ.get("RANK", "0")) if launched() else 0
+    try:
+        rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:  # a RANK that is not a number: the error itself says so
+        return 0
+    return rank if launched() and 0 <= rank < world else 0
 
 
 def _is_peer_failure(err: BaseException) -> bool:
@@ -134,7 +143,9 @@ def _fail_rank(err: BaseException, code: int) -> int:
     rank = _rank()
     if rank == 0:
         return _fail("train", message(err), code)
-    if not isinstance(err, (NonFiniteLossError, ConfigError)):
+    from .dist import LaunchError
+
+    if isinstance(err, LaunchError) or not isinstance(err, (NonFiniteLossError, ConfigError)):
         hint = "" if not _is_peer_failure(err) else " (another rank probably failed first: see its error)"
         print(f"contrastive train (rank {rank}): error: {message(err)}{hint}", file=sys.stderr)
     return code
@@ -142,7 +153,11 @@ def _fail_rank(err: BaseException, code: int) -> int:
 
 def _eval(args: argparse.Namespace) -> int:
     try:
-        get_recipe(_recipe_of(args.run_dir)).evaluate(args.run_dir, args.checkpoint)
+        recipe = get_recipe(_recipe_of(args.run_dir))
+        if args.allow_changed_data:
+            recipe.evaluate(args.run_dir, args.checkpoint, allow_changed_data=True)
+        else:
+            recipe.evaluate(args.run_dir, args.checkpoint)
     except BaseException as err:  # noqa: BLE001 - guarded() re-raises what is not a user or environment error
         return guarded("eval", err)
     return 0
@@ -181,7 +196,8 @@ def read_inputs(spec: str, run_dir) -> torch.Tensor:
             f"an IDX file or an image folder"
         )
     if path.is_dir():
-        from PIL import Image
+        with needs("train", "reading an image folder"):
+            from PIL import Image
 
         files = sorted(f for f in path.rglob("*") if f.suffix.lower() in data.IMAGE_SUFFIXES)
         if not files:
@@ -218,9 +234,20 @@ def _embed(args: argparse.Namespace) -> int:
     try:
         info = read_run(args.run_dir)
         recipe = get_recipe(_recipe_of(args.run_dir))
+        if args.batch_size < 1:
+            raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+        if Path(args.out).suffix != ".npy":  # before the work, not after it
+            raise ValueError(f"--out {args.out!r} must end in .npy")
         if recipe.embed is not None:  # text: the recipe reads and embeds its own inputs
-            features = recipe.embed(args.run_dir, args.data, args.checkpoint, args.batch_size, args.side)
+            more = {"allow_changed_data": True} if args.allow_changed_data else {}
+            features = recipe.embed(
+                args.run_dir, args.data, args.checkpoint, args.batch_size, args.side, **more
+            )
         else:
+            if args.allow_changed_data:
+                raise ValueError(
+                    f"--allow-changed-data applies to text runs; {args.run_dir} is a {recipe.name} run"
+                )
             encoder, _ = recipe.load_encoder(args.run_dir, args.checkpoint)
             x = read_inputs(args.data, args.run_dir)
             want = tuple(info.get("sample_shape", x.shape[1:]))
@@ -231,10 +258,14 @@ def _embed(args: argparse.Namespace) -> int:
                 )
             features = embed(encoder, x, args.batch_size).numpy()  # (N, feature_dim)
         out = Path(args.out)
-        if out.suffix != ".npy":
-            raise ValueError(f"--out {args.out!r} must end in .npy")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        np.save(out, features)
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            np.save(out, features)
+        except (FileNotFoundError, NotADirectoryError, FileExistsError, IsADirectoryError) as err:
+            raise ValueError(  # where the user pointed, not the machine: a bad argument
+                f"--out {args.out!r}: cannot write the file there ({err.strerror or err}); pass a path "
+                f"in a folder you can write to"
+            ) from None
     except BaseException as err:  # noqa: BLE001 - guarded() re-raises what is not a user or environment error
         return guarded("embed", err)
     print(f"wrote {features.shape[0]} embeddings of size {features.shape[1]} to {out}")
@@ -251,7 +282,10 @@ def _search(args: argparse.Namespace) -> int:
             )
         if args.k < 1:
             raise ValueError(f"--k must be >= 1, got {args.k}")
-        hits = recipe.search(args.run_dir, args.query, args.k, args.checkpoint)
+        if args.lines < 1:
+            raise ValueError(f"--lines must be >= 1 (lines shown of each document), got {args.lines}")
+        more = {"allow_changed_data": True} if args.allow_changed_data else {}
+        hits = recipe.search(args.run_dir, args.query, args.k, args.checkpoint, **more)
     except BaseException as err:  # noqa: BLE001 - guarded() re-raises what is not a user or environment error
         return guarded("search", err)
     for rank, (score, text) in enumerate(hits, 1):
@@ -291,6 +325,11 @@ def register(subparsers) -> None:
     e = subparsers.add_parser("eval", help="evaluate a run's encoder on its held-out split")
     e.add_argument("run_dir", metavar="RUN_DIR")
     e.add_argument("--checkpoint", choices=("last", "best"), default="last")
+    e.add_argument(
+        "--allow-changed-data",
+        action="store_true",
+        help="answer even when the run's data file changed since training (the output says so)",
+    )
     e.set_defaults(func=_eval)
 
     m = subparsers.add_parser("embed", help="write a run's embeddings of some data to a .npy file")
@@ -304,6 +343,11 @@ def register(subparsers) -> None:
     )
     m.add_argument("--out", required=True, metavar="FILE.npy")
     m.add_argument("--checkpoint", choices=("last", "best"), default="last")
+    m.add_argument(
+        "--allow-changed-data",
+        action="store_true",
+        help="answer even when the run's data file changed since training (the output says so)",
+    )
     m.add_argument("--batch-size", type=int, default=512)
     m.add_argument(
         "--side",
@@ -319,4 +363,9 @@ def register(subparsers) -> None:
     s.add_argument("--k", type=int, default=10, help="how many documents (default 10)")
     s.add_argument("--lines", type=int, default=8, help="lines shown of each document (default 8)")
     s.add_argument("--checkpoint", choices=("last", "best"), default="last")
+    s.add_argument(
+        "--allow-changed-data",
+        action="store_true",
+        help="answer even when the run's data file changed since training (the output says so)",
+    )
     s.set_defaults(func=_search)

@@ -196,8 +196,16 @@ def load_toml(cfg, path) -> Any:
         raise FileNotFoundError(
             f"config file {str(path)!r} not found; pass an existing TOML file to --config"
         )
+    raw = path.read_bytes()
     try:
-        tree = tomllib.loads(path.read_text())
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise ConfigError(
+            f"{path}, line {line}: not UTF-8 (byte 0x{raw[err.start]:02x}); save it as UTF-8"
+        ) from None
+    try:
+        tree = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path}: not valid TOML ({err})") from None
     return from_dict(cfg, tree, str(path))

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .._optional import needs
 from .config import DataConfig
 from .registry import DATASETS
 
@@ -117,7 +118,8 @@ def stratified_split(y: np.ndarray, test_fraction: float, seed: int) -> tuple[np
     idx = np.arange(len(y))
     if len(y) < 2:
         raise ValueError(f"cannot split {len(y)} sample(s) into train and test; give at least 2")
-    from sklearn.model_selection import train_test_split
+    with needs("train", "the digits data"):
+        from sklearn.model_selection import train_test_split
 
     classes, counts = np.unique(y, return_counts=True)
     n_test = int(np.ceil(test_fraction * len(y)))
@@ -142,7 +144,8 @@ def load_digits(test_fraction: float = 0.25, seed: int = 0) -> Dataset:
         >>> ds.sample_shape, len(ds.train), len(ds.test), ds.num_classes
         ((1, 8, 8), 1347, 450, 10)
     """
-    from sklearn.datasets import load_digits as sk_digits
+    with needs("train", "the digits data"):
+        from sklearn.datasets import load_digits as sk_digits
 
     bunch = sk_digits()
     x = torch.from_numpy(bunch.images.astype(np.float32) / 16.0)[:, None]  # (1797, 1, 8, 8)
@@ -330,7 +333,8 @@ def _existing_dir(root, what: str) -> Path:
 
 
 def _read_classes(root: Path, classes: list[str] | None, size: int, channels: int):
-    from PIL import Image, UnidentifiedImageError
+    with needs("train", "reading images"):
+        from PIL import Image, UnidentifiedImageError
 
     found = sorted(d.name for d in root.iterdir() if d.is_dir())
     classes = classes or found

@@ -92,8 +92,120 @@ class Context:
 
 
 def launched() -> bool:
-    """True when torchrun (or an equivalent launcher) asked for more than one process."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+    """True when torchrun (or an equivalent launcher) asked for more than one process (a
+    ``WORLD_SIZE`` that is not a number counts: :func:`init` then says what is wrong)."""
+    world = os.environ.get("WORLD_SIZE", "1").strip()
+    return world not in ("", "0", "1")
+
+
+# what a user who left RANK / WORLD_SIZE in the environment by accident, or started one
+# process of a job by hand, needs to read
+_HINT = (
+    "run under torchrun (torchrun --nproc_per_node=N -m contrastive train ...), or unset RANK and "
+    "WORLD_SIZE to train in one process"
+)
+
+
+class LaunchError(ConfigError):
+    """The launcher's variables are missing or wrong, or the other processes never came: this
+    process's own problem, so every rank reports it (exit 2)."""
+
+
+def _environment() -> tuple[int, int, int, str, int]:
+    """``(rank, world, local_rank, master_addr, master_port)`` from the launcher's variables,
+    or a :class:`ConfigError` naming the one that is missing or wrong."""
+    env = os.environ
+
+    def bad(what: str) -> ConfigError:
+        return LaunchError(f"WORLD_SIZE={env.get('WORLD_SIZE')!r} is set but {what}; {_HINT}")
+
+    values = {}
+    for name, default in (("WORLD_SIZE", None), ("RANK", None), ("LOCAL_RANK", "0"), ("MASTER_PORT", None)):
+        raw = env.get(name, default)
+        if raw is None:
+            raise bad(f"{name} is not")
+        try:
+            values[name] = int(raw)
+        except ValueError:
+            raise bad(f"{name}={raw!r} is not a whole number") from None
+    rank, world, port = values["RANK"], values["WORLD_SIZE"], values["MASTER_PORT"]
+    if not 0 <= rank < world:
+        raise bad(f"RANK={rank} is not in [0, {world})")
+    if not env.get("MASTER_ADDR"):
+        raise bad("MASTER_ADDR is not")
+    if not 0 < port < 2**16:
+        raise bad(f"MASTER_PORT={port} is not a port (1 to 65535)")
+    return rank, world, values["LOCAL_RANK"], env["MASTER_ADDR"], port
+
+
+_JOINS = [0]  # process groups this process has started: a fresh join key for each
+
+
+def _join(rank: int, world: int, addr: str, port: int, timeout_s: float):
+    """The rendezvous store, once all ``world`` processes reached it. Says on stderr within
+    seconds what it waits for, and gives up after ``timeout_s`` with a :class:`ConfigError`
+    (exit 2): a lone process (variables left in the environment) never waits in silence."""
+    import socket
+    import time
+
+    agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"  # torchrun hosts the store
+    limit = datetime.timedelta(seconds=timeout_s)
+    where = f"{addr}:{port}"
+    t0, said = time.monotonic(), False
+    while (
+        rank != 0 or agent
+    ):  # a client: wait here for the store, in Python (torch's own wait logs C++ traces)
+        try:
+            socket.create_connection((addr, port), timeout=1.0).close()
+            break
+        except OSError:
+            waited = time.monotonic() - t0
+            if not said and waited > min(3.0, timeout_s / 2):
+                print(
+                    f"contrastive train: waiting for rank 0's store at {where} (RANK={rank}, WORLD_SIZE={world}): "
+                    f"{_HINT}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                said = True
+            if waited > timeout_s:
+                raise LaunchError(
+                    f"gave up after {timeout_s:g} s (dist.timeout_s) waiting for rank 0's store at {where} "
+                    f"(RANK={rank}, WORLD_SIZE={world}); {_HINT}"
+                ) from None
+            time.sleep(0.2)
+    try:
+        store = tdist.TCPStore(
+            addr,
+            port,
+            world,
+            is_master=rank == 0 and not agent,
+            timeout=limit,
+            wait_for_workers=False,
+            multi_tenant=not agent,
+        )
+    except (RuntimeError, OSError) as err:  # DistNetworkError, DistStoreError: nobody at MASTER_ADDR
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise LaunchError(
+            f"process {rank} of {world} could not reach rank 0's store at {where} within {timeout_s:g} s "
+            f"({first}); {_HINT}"
+        ) from None
+    _JOINS[0] += 1
+    key = f"contrastive/joined/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}/{_JOINS[0]}"
+    joined = store.add(key, 1)
+    t0, said = time.monotonic(), False  # the join's own clock
+    while joined < world:
+        waited = time.monotonic() - t0
+        missing = world - joined
+        what = f"waiting for {missing} more process{'es' if missing > 1 else ''} (RANK={rank}, WORLD_SIZE={world}, {where})"
+        if not said and waited > min(3.0, timeout_s / 2):
+            print(f"contrastive train: {what}: {_HINT}", file=sys.stderr, flush=True)
+            said = True
+        if waited > timeout_s:
+            raise LaunchError(f"gave up after {timeout_s:g} s (dist.timeout_s) {what}; {_HINT}")
+        time.sleep(0.1)
+        joined = store.add(key, 0)
+    return store
 
 
 def init(cfg: DistConfig, device: torch.device) -> Context:
@@ -102,7 +214,10 @@ def init(cfg: DistConfig, device: torch.device) -> Context:
     current device, so a plain ``cuda`` means this rank's GPU (see :func:`device_for`).
 
     Raises:
-        ConfigError: ``nccl`` or ``sync_batchnorm`` asked for without CUDA.
+        ConfigError: ``nccl`` or ``sync_batchnorm`` asked for without CUDA; ``RANK``,
+            ``WORLD_SIZE``, ``MASTER_ADDR`` or ``MASTER_PORT`` missing or wrong; the other
+            processes not there within ``dist.timeout_s`` (the message says so within
+            seconds, and how to run under torchrun or without the variables).
 
     Examples:
         >>> ctx = init(DistConfig(), torch.device("cpu"))  # no torchrun here: a single process
@@ -111,8 +226,6 @@ def init(cfg: DistConfig, device: torch.device) -> Context:
     """
     if not launched():
         return Context()
-    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    local = int(os.environ.get("LOCAL_RANK", "0"))
     if not tdist.is_available():
         raise RuntimeError("WORLD_SIZE > 1 but this torch build has no torch.distributed")
     backend = cfg.backend
@@ -125,6 +238,7 @@ def init(cfg: DistConfig, device: torch.device) -> Context:
             "dist.sync_batchnorm=true needs CUDA (torch's SyncBatchNorm does not run on the CPU); "
             "drop it on the CPU"
         )
+    rank, world, local, addr, port = _environment()  # after the settings: those errors come first
     if device.type == "cuda" and device.index is None:
         torch.cuda.set_device(
             local % torch.cuda.device_count()
@@ -132,7 +246,15 @@ def init(cfg: DistConfig, device: torch.device) -> Context:
     owns = False
     if not tdist.is_initialized():
         kwargs = {"device_id": torch.device("cuda", torch.cuda.current_device())} if backend == "nccl" else {}
-        tdist.init_process_group(backend, timeout=datetime.timedelta(seconds=cfg.timeout_s), **kwargs)
+        store = _join(rank, world, addr, port, cfg.timeout_s)
+        tdist.init_process_group(
+            backend,
+            store=store,
+            rank=rank,
+            world_size=world,
+            timeout=datetime.timedelta(seconds=cfg.timeout_s),
+            **kwargs,
+        )
         owns = True
     ctx = Context(tdist.get_rank(), tdist.get_world_size(), local, owns)
     if ctx.rank != rank or ctx.world_size != world:

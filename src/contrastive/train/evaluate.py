@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._optional import needs
 from .data import to_float
 
 __all__ = [
@@ -175,9 +176,10 @@ def linear_probe(
         raise ValueError(f"C must be > 0 and max_iter >= 1, got {C} and {max_iter}")
     import warnings
 
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
+    with needs("train", "the linear probe"):
+        from sklearn.exceptions import ConvergenceWarning
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.preprocessing import StandardScaler
 
     classes = torch.unique(train_labels)
     if len(classes) < 2:

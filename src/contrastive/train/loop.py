@@ -30,6 +30,7 @@ import dataclasses
 import json
 import os
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,16 @@ from . import rundir as R
 from .models import encoder_spec
 from .optim import WarmupCosine, build_optimizer
 from .runlog import MetricsLog, NonFiniteLossError, Progress, new_run_dir
-from .runtime import eval_config, num_threads, read_run, resolve_device, restore, seed_everything, write_run
+from .runtime import (
+    check_run_id,
+    eval_config,
+    num_threads,
+    read_run,
+    resolve_device,
+    restore,
+    seed_everything,
+    write_run,
+)
 
 __all__ = ["Batch", "Task", "evaluate_run", "load_encoder", "load_task", "train_run"]
 
@@ -80,6 +90,9 @@ class Task:
         dist: the torchrun context (``dist.active``, ``dist.rank``); set before :meth:`prepare`.
         run_dir, resuming: the run folder, and whether it already existed (``--resume``, eval,
             embed); set before :meth:`prepare`, so a recipe can keep files there (a tokenizer).
+        allow_changed_data: eval / embed / search may answer from data whose hash differs
+            from the run's record (``--allow-changed-data``); ``notes``: what ``eval.json``
+            records besides the rows (e.g. that the data changed).
 
     Examples:
         A third recipe in a few lines: two noisy copies of random vectors, a linear map, InfoNCE.
@@ -140,11 +153,18 @@ class Task:
             None  # the run folder (set before prepare; e.g. to save a tokenizer there)
         )
         self.resuming = False  # True when prepare/build run for --resume, eval or embed of an existing run
+        self.allow_changed_data = False  # eval/embed/search: answer from data that changed since training
+        self.notes: dict[str, Any] = {}  # what eval.json records besides the rows (e.g. changed data)
 
     # -- data and model -------------------------------------------------------------------
     def run_name(self) -> str:
         """The run folder's default name (``run.name`` empty)."""
         return f"{self.name}-{self.cfg.data.name}"
+
+    def prepare_model(self) -> None:
+        """What :meth:`build` needs without the training data (``embed`` of a user's file);
+        by default everything :meth:`prepare` loads."""
+        self.prepare()
 
     def prepare(self) -> int:
         """Load and check the data (before seeding); return the number of training items an
@@ -333,8 +353,9 @@ def _setup(task: Task, world: int = 1):
     return device, model, opt, sched, n_items, bs, steps
 
 
-def _state(model, opt, sched, scaler, epoch, step, best, baselines) -> dict[str, Any]:
+def _state(model, opt, sched, scaler, epoch, step, best, baselines, run_id: str) -> dict[str, Any]:
     return {
+        "run_id": run_id,  # run.json's: a checkpoint copied from another run is refused
         "model": model.state_dict(),
         "optimizer": opt.state_dict(),
         "scheduler": sched.state_dict(),
@@ -427,8 +448,10 @@ def _train(
     )  # own augmentations per rank; the weights are already the same everywhere
     net = dist.wrap(model, dc, _dist_config(cfg), device)  # DDP(model) under torchrun, model itself otherwise
     sampler = dist.sampler(n_items, dc, cfg.run.seed, cfg.train.drop_last) if dc.active else None
+    # the run's identity, kept by --resume: every checkpoint carries it (see runtime.check_run_id)
+    run_id = (read_run(run_dir).get("run_id") if resume is not None else None) or uuid.uuid4().hex
     if main and resume is None:
-        write_run(run_dir, cfg, task.name, **task.run_info(), **_encoder_info(cfg))
+        write_run(run_dir, cfg, task.name, run_id=run_id, **task.run_info(), **_encoder_info(cfg))
     ckpt_dir = run_dir / "checkpoints"
     use_amp = cfg.train.amp and device.type == "cuda"
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
@@ -439,7 +462,7 @@ def _train(
     def save(names, epoch):  # collective under torchrun (every rank's generators go into rank 0's file)
         ranks = dist.gather_rng(dc)
         if main:
-            state = _state(model, opt, sched, scaler, epoch, step, best, baselines)
+            state = _state(model, opt, sched, scaler, epoch, step, best, baselines, run_id)
             if ranks is not None:
                 state["rng_ranks"] = ranks
             if "last.pt" in names and (ckpt_dir / "last.pt").exists():
@@ -449,10 +472,11 @@ def _train(
 
     if resume is not None:
         state = checkpoint.load_checkpoint(ckpt_dir / "last.pt", map_location=device)
+        check_run_id(state, run_dir, ckpt_dir / "last.pt")
         R.load_model_state(model, state, ckpt_dir / "last.pt")
         _restore_schedule(opt, sched, state)  # the optimiser's state, this run's settings
         if main:  # only now, with the checkpoint known to fit, is the run folder changed
-            write_run(run_dir, cfg, task.name, **task.run_info(), **_encoder_info(cfg))
+            write_run(run_dir, cfg, task.name, run_id=run_id, **task.run_info(), **_encoder_info(cfg))
         if scaler is not None and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
         start, step, best, baselines = state["epoch"], state["step"], state["best"], state["baselines"]
@@ -470,12 +494,11 @@ def _train(
         if changes:
             what += f" (changed: {', '.join(changes)})"
         if dc.world_size > 1:
-            what += f" ({dc.world_size} processes, global batch {dc.world_size} x {cfg.train.batch_size})"
+            what += f" ({dc.world_size} processes, global batch {dc.world_size} x {bs})"
         line = task.header(what, run_dir, device)
         if cfg.train.chunk_size:
             line += (
-                f"; gradient caching: batch {cfg.train.batch_size} embedded in chunks of {cfg.train.chunk_size} "
-                f"rows per input"
+                f"; gradient caching: batch {bs} embedded in chunks of {cfg.train.chunk_size} rows per input"
             )
         print(line, flush=True)
     progress = Progress(cfg.train.epochs * steps, start * steps, cfg.run.progress and main)
@@ -617,15 +640,29 @@ def _finish(task: Task, run_dir: Path, model, log, baselines, final, extra, wall
 
 
 # ----------------------------------------------------------------------------- a finished run
-def load_task(task_cls: type[Task], config_cls: type, run_dir, checkpoint: str, encoder=None):
+def load_task(
+    task_cls: type[Task],
+    config_cls: type,
+    run_dir,
+    checkpoint: str,
+    encoder=None,
+    *,
+    data: bool = True,
+    allow_changed_data: bool = False,
+):
     """The task of a run (on the best available device) with its checkpoint loaded: ``(task,
     model, initial model state, checkpoint state)``; recipes use it for their own commands
-    (``contrastive search``)."""
+    (``contrastive search``). ``data=False`` loads only what the model needs (no training
+    data); ``allow_changed_data`` lets a recipe answer from data whose hash differs from the
+    one the run recorded (it says so in ``task.notes``)."""
     cfg, cfg_auto = eval_config(run_dir, checkpoint, task_cls.name, config_cls)
     task = task_cls(cfg_auto, encoder)
-    task.run_dir, task.resuming = Path(run_dir), True
+    task.run_dir, task.resuming, task.allow_changed_data = Path(run_dir), True, allow_changed_data
     device = resolve_device(cfg_auto.run.device)
-    task.prepare()
+    if data:
+        task.prepare()
+    else:
+        task.prepare_model()
     seed_everything(cfg_auto.run.seed)
     try:
         model = task.build(device)
@@ -637,18 +674,26 @@ def load_task(task_cls: type[Task], config_cls: type, run_dir, checkpoint: str, 
 
 
 def evaluate_run(
-    task_cls: type[Task], config_cls: type, run_dir, checkpoint: str = "last", encoder=None
+    task_cls: type[Task],
+    config_cls: type,
+    run_dir,
+    checkpoint: str = "last",
+    encoder=None,
+    *,
+    allow_changed_data: bool = False,
 ) -> dict[str, Any]:
     """Evaluate a run's checkpoint (``last`` or ``best``) next to the baselines; prints the
     table and writes ``eval.json``."""
-    task, model, init, state = load_task(task_cls, config_cls, run_dir, checkpoint, encoder)
+    task, model, init, state = load_task(
+        task_cls, config_cls, run_dir, checkpoint, encoder, allow_changed_data=allow_changed_data
+    )
     with num_threads(task.cfg.run.threads):
         trained, _ = task.evaluate(model)
         model.load_state_dict(init)
         rows = list(task.baselines(model).items())
     rows.append((f"{task.trained_name} ({checkpoint}.pt, epoch {state['epoch']})", trained))
     print(task.table(rows))
-    result = {"checkpoint": checkpoint, "epoch": state["epoch"], "rows": dict(rows)}
+    result = {"checkpoint": checkpoint, "epoch": state["epoch"], "rows": dict(rows), **task.notes}
     (Path(run_dir) / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
 
@@ -667,8 +712,12 @@ def recipe_functions(task_cls: type[Task], config_cls: type) -> tuple[Callable, 
             raise TypeError(f"cfg must be a {config_cls.__name__}, got {type(cfg).__name__}")
         return train_run(task_cls(cfg, encoder), resume)
 
-    def evaluate(run_dir, checkpoint: str = "last", *, encoder=None) -> dict[str, Any]:
-        return evaluate_run(task_cls, config_cls, run_dir, checkpoint, encoder)
+    def evaluate(
+        run_dir, checkpoint: str = "last", *, encoder=None, allow_changed_data: bool = False
+    ) -> dict[str, Any]:
+        return evaluate_run(
+            task_cls, config_cls, run_dir, checkpoint, encoder, allow_changed_data=allow_changed_data
+        )
 
     def load(run_dir, checkpoint: str = "last", *, encoder=None):
         return load_encoder(task_cls, config_cls, run_dir, checkpoint, encoder)

@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .._optional import needs
+
 __all__ = ["plot_accuracy", "plot_embedding_map", "plot_loss", "project_2d", "pyplot"]
 
 
@@ -23,7 +25,8 @@ def pyplot():
         >>> pyplot().get_backend().lower()
         'agg'
     """
-    import matplotlib
+    with needs("train", "the plots"):
+        import matplotlib
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
@@ -90,7 +93,8 @@ def project_2d(features: torch.Tensor, method: str = "pca", seed: int = 0) -> np
         _, _, vt = np.linalg.svd(x, full_matrices=False)
         out = x @ vt[:2].T
         return np.pad(out, ((0, 0), (0, 2 - out.shape[1])))
-    from sklearn.manifold import TSNE
+    with needs("train", "the t-SNE plot"):
+        from sklearn.manifold import TSNE
 
     return TSNE(2, init="pca", random_state=seed, perplexity=min(30.0, len(x) - 1.0)).fit_transform(x)
 

@@ -4,13 +4,17 @@ turns into one line and an exit code (:class:`CheckpointError` and the checks of
 state live in :mod:`.checkpoint`, which imports nothing of the run folder, and are
 re-exported here).
 
-Exit codes of ``contrastive train | eval | embed`` (the README has the table):
+Exit codes of ``contrastive train | eval | embed | search`` (the README and docs/cli.md have
+the table with examples):
 
 ====  =========================================================================
 0     success
-1     training stopped: the loss or the weights became NaN/Inf
-2     a bad setting or argument (configuration, command line, inputs)
-3     a file that cannot be used: missing, corrupt, or from another model
+1     training stopped: the loss or the weights became NaN/Inf; under torchrun,
+      a process stopped because another one failed
+2     a bad setting, argument or input (configuration, command line, a JSONL
+      line, the torchrun variables, a missing optional package)
+3     a file that cannot be used: missing, corrupt, not UTF-8, changed since
+      training (a hash differs from the run's record), or from another model
 4     the run folder is busy (another process trains in it) or already exists
 5     the machine refused: disk full, no permission, read-only file system
 130   interrupted (Ctrl-C)

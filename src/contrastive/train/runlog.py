@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .._optional import needs
 from .checkpoint import atomic_write
 from .rundir import RunFolderError
 
@@ -46,6 +47,11 @@ def new_run_dir(root, name: str, overwrite: bool = False, unique: bool = True) -
         raise ValueError("name must be a non-empty folder name")
     root = Path(root)
     path, k = root / name, 1
+    for where, key in ((root, "run.root"), (path, "run.name")):
+        if where.exists() and not where.is_dir():
+            raise ValueError(
+                f"{key}: {where} is a file, not a folder; pass a folder for the runs (or another name)"
+            )
     if not overwrite and not unique and path.exists() and any(path.iterdir()):
         raise RunFolderError(
             f"{path} already holds a run; continue it with --resume {path}, replace it with "
@@ -164,7 +170,8 @@ class Progress:
     def __init__(self, total: int, initial: int = 0, enabled: bool = True):
         self.bar = None
         if enabled:
-            from tqdm.auto import tqdm
+            with needs("train", "the progress bar"):
+                from tqdm.auto import tqdm
 
             self.bar = tqdm(
                 total=total,

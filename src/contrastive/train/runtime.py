@@ -12,11 +12,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._optional import needs
 from .checkpoint import CheckpointError, all_finite_state, atomic_write, load_checkpoint, load_model_state
 from .config import dump_toml, load_toml
 
 __all__ = [
     "channel_stats",
+    "check_run_id",
     "limit_threads",
     "load_run_config",
     "num_threads",
@@ -81,7 +83,8 @@ def limit_threads(n: int):
     if n == 0:
         yield
         return
-    from threadpoolctl import threadpool_limits
+    with needs("train", "run.threads / eval.threads"):
+        from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=n):
         yield
@@ -156,8 +159,27 @@ def read_run(run_dir) -> dict[str, Any]:
 
 
 def load_run_config(run_dir, config_cls):
-    """The configuration saved in ``run_dir/config.toml`` on top of ``config_cls()``'s defaults."""
-    return load_toml(config_cls(), Path(run_dir) / "config.toml")
+    """The configuration saved in ``run_dir/config.toml`` on top of ``config_cls()``'s defaults.
+
+    Raises:
+        FileNotFoundError: no ``config.toml`` (exit 3).
+        CheckpointError: a ``config.toml`` that is not valid TOML or holds keys or values this
+            version refuses: the run folder is damaged (exit 3, not a bad argument's 2).
+    """
+    from .config import ConfigError
+
+    path = Path(run_dir) / "config.toml"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} is missing; the run folder is damaged: restore config.toml from a copy of the run"
+        )
+    try:
+        return load_toml(config_cls(), path)
+    except (ConfigError, UnicodeDecodeError) as err:
+        raise CheckpointError(
+            f"{path} cannot be used ({err}); the run folder is damaged: restore config.toml from a "
+            f"copy of the run"
+        ) from None
 
 
 def eval_config(run_dir, checkpoint: str, recipe: str, config_cls):
@@ -179,6 +201,7 @@ def restore(model: torch.nn.Module, run_dir, checkpoint: str, device):
     init = {k: v.clone() for k, v in model.state_dict().items()}
     path = Path(run_dir) / "checkpoints" / f"{checkpoint}.pt"
     state = load_checkpoint(path, map_location=device)
+    check_run_id(state, run_dir, path)
     load_model_state(model, state, path)
     bad = all_finite_state(model)
     if bad is not None:  # evaluating it would report chance accuracy as if it were a result
@@ -188,6 +211,17 @@ def restore(model: torch.nn.Module, run_dir, checkpoint: str, device):
             f"or resume the run with a lower optim.lr"
         )
     return init, state
+
+
+def check_run_id(state: dict[str, Any], run_dir, path) -> None:
+    """Refuse a checkpoint written by another run (copied in): its ``run_id`` must be the one
+    ``run.json`` records (runs and checkpoints from before run ids carry none: not checked)."""
+    want, got = read_run(run_dir).get("run_id"), state.get("run_id") if isinstance(state, dict) else None
+    if want is not None and got is not None and want != got:
+        raise CheckpointError(
+            f"{path} belongs to another run (run id {got}; {Path(run_dir) / 'run.json'} records {want}); "
+            f"restore this run's own checkpoint (a copy of another run's weights would answer for it)"
+        )
 
 
 def _version() -> str:

@@ -14,13 +14,10 @@ makes the same refusals; the loss goes through :func:`contrastive.functional.ret
 
 from __future__ import annotations
 
-try:
+from ..._optional import needs
+
+with needs("sentence-transformers", "contrastive.integrations.sentence_transformers"):
     import sentence_transformers as _st  # noqa: F401
-except ImportError as e:  # pragma: no cover - exercised by a test with the import blocked
-    raise ImportError(
-        "contrastive.integrations.sentence_transformers needs sentence-transformers: "
-        'pip install "contrastive[sentence-transformers]"'
-    ) from e
 
 from ._gist import GISTEmbedLoss
 from ._matryoshka import MatryoshkaLoss

@@ -23,12 +23,15 @@ class Recipe:
         help: one line for ``--help``.
         config_cls: the configuration dataclass (sections of scalars).
         train: ``train(cfg, resume_dir or None, *, encoder=None) -> summary dict``.
-        evaluate: ``evaluate(run_dir, checkpoint, *, encoder=None) -> dict`` for ``contrastive eval``.
+        evaluate: ``evaluate(run_dir, checkpoint, *, encoder=None, allow_changed_data=False) -> dict``
+            for ``contrastive eval``.
         load_encoder: ``load_encoder(run_dir, checkpoint, *, encoder=None) -> (encoder, cfg)`` for
             ``contrastive embed``. ``encoder``: the user's own encoder passed from Python.
         embed: for recipes whose inputs are not tensors (text): ``embed(run_dir, spec, checkpoint,
-            batch_size, side) -> (N, d) array``, used by ``contrastive embed`` instead of ``load_encoder``.
-        search: ``search(run_dir, query, k, checkpoint) -> [(score, text)]`` for ``contrastive search``.
+            batch_size, side, *, allow_changed_data=False) -> (N, d) array``, used by ``contrastive
+            embed`` instead of ``load_encoder``.
+        search: ``search(run_dir, query, k, checkpoint, *, allow_changed_data=False) -> [(score,
+            text)]`` for ``contrastive search``.
     """
 
     name: str

@@ -24,7 +24,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import random
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -35,7 +37,9 @@ from torch import nn
 
 from ... import distributed as cd
 from ... import retrieval_loss, siglip_loss
+from ..._optional import needs
 from .. import loop
+from ..checkpoint import CheckpointError
 from ..config import ConfigError, OptimConfig, RunConfig, TrainConfig, choice, require
 from ..dist import DistConfig, broadcast
 from ..runlog import format_table
@@ -82,13 +86,24 @@ class TextDataConfig:
             "data.path",
             "must name a JSONL file when data.name=jsonl",
         )
+        # stored absolute: eval / search / embed of the run work from any directory
+        self.path, self.corpus = _absolute(self.path), _absolute(self.corpus)
         require(
-            0 <= self.validation_fraction < 1
-            and 0 < self.test_fraction < 1
-            and self.validation_fraction + self.test_fraction < 1,
+            0 < self.test_fraction < 1,
             "data.test_fraction",
-            f"and data.validation_fraction must be fractions summing below 1, got {self.test_fraction} and "
+            f"must be in (0, 1): the test split is what the run reports, got {self.test_fraction}",
+        )
+        require(
+            0 <= self.validation_fraction < 1,
+            "data.validation_fraction",
+            f"must be in [0, 1) (0: no validation split, best.pt is the last epoch), got "
             f"{self.validation_fraction}",
+        )
+        require(
+            self.validation_fraction + self.test_fraction < 1,
+            "data.test_fraction",
+            f"+ data.validation_fraction must be below 1 (the rest is the training split), got "
+            f"{self.test_fraction} + {self.validation_fraction}",
         )
         for key in ("train_limit", "test_limit"):
             require(getattr(self, key) >= 0, f"data.{key}", f"must be >= 0, got {getattr(self, key)}")
@@ -97,6 +112,11 @@ class TextDataConfig:
         if self.packages == "default":
             return TC.DEFAULT_PACKAGES
         return tuple(p.strip() for p in self.packages.split(",") if p.strip())
+
+
+def _absolute(path: str) -> str:
+    """``path`` made absolute (``~`` expanded); empty stays empty."""
+    return os.path.abspath(os.path.expanduser(path)) if path else path
 
 
 @dataclasses.dataclass
@@ -146,6 +166,7 @@ class TextModelConfig:
     def __post_init__(self):
         if not self.encoder.startswith(("python:", "object:")):  # your own: python:package.module:factory
             choice(self.encoder, "model.encoder", ENCODERS)
+        self.path = _absolute(self.path)  # a local folder: found again from any directory
         choice(self.pooling, "model.pooling", ("mean", "cls"))
         choice(self.tokenizer, "model.tokenizer", TOKENIZERS)
         require(
@@ -249,6 +270,10 @@ def _as_split(pairs: Sequence[TC.Pair], extra_docs: Sequence[str] = ()) -> _Spli
     return _Split([p.query for p in pairs], list(docs), gold)
 
 
+def _sha256(path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
 def _subset(pairs: list[TC.Pair], n: int, seed: int) -> list[TC.Pair]:
     if not n or n >= len(pairs):
         return pairs
@@ -289,24 +314,74 @@ class RetrievalTask(loop.Task):
     def _load_pairs(self) -> TC.RetrievalData:
         d, root = self.cfg.data, Path(self.cfg.run.root) / ".cache"
         if d.name == "pycode":
-            return TC.load_pycode(
+            data = TC.load_pycode(
                 root, d.package_list(), progress=self.cfg.run.progress and self.dist.is_main
             )
+            if self.resuming:  # a package upgrade changes the corpus (and the cache it is read from)
+                self._check_data(data.meta, {"sha256": ""})
+            return data
+        if self.resuming:
+            for key, path in (("data.path", d.path), ("data.corpus", d.corpus)):
+                if path and not Path(path).is_file():
+                    raise CheckpointError(
+                        f"{path} ({key} of the run {self.run_dir}) is missing; this command needs the "
+                        f"run's data: restore the file the run was trained on"
+                    )
+            # before parsing: a changed file is named as changed, whatever it now holds
+            now = {
+                "sha256": _sha256(d.path),
+                **({"extra_corpus_sha256": _sha256(d.corpus)} if d.corpus else {}),
+            }
+            self._check_data(now, {"sha256": d.path, "extra_corpus_sha256": d.corpus})
         parts = TC.split_jsonl(TC.read_jsonl(d.path), d.validation_fraction, d.test_fraction, d.split_seed)
         extra = TC.read_corpus(d.corpus) if d.corpus else []
         if not parts["train"] or not parts["test"]:
             raise ValueError(
                 f"{d.path}: the split left {len(parts['train'])} training and {len(parts['test'])} test "
-                f"pairs; give more lines or change data.test_fraction"
+                f"pairs (it goes by query: the {len({p.query for v in parts.values() for p in v})} distinct "
+                f"queries, each with all its pairs); give more lines with distinct queries or change "
+                f"data.test_fraction"
             )
-        h = hashlib.sha256(Path(d.path).read_bytes()).hexdigest()
         meta = {
             "file": str(d.path),
-            "sha256": h,
+            "sha256": _sha256(d.path),
             "pairs": {s: len(v) for s, v in parts.items()},
             "extra_corpus": len(extra),
         }
+        if d.corpus:
+            meta["extra_corpus_sha256"] = _sha256(d.corpus)
         return TC.RetrievalData("jsonl", parts["train"], parts["validation"], parts["test"], extra, meta)
+
+    def _check_data(self, meta: dict[str, Any], files: dict[str, str]) -> None:
+        """A resumed or loaded run reads the data it was trained on: each hash ``run.json``
+        recorded must match the file's now, or (``allow_changed_data``) the change is noted."""
+        from ..runtime import read_run
+
+        recorded = read_run(self.run_dir).get("corpus", {}) if self.run_dir is not None else {}
+        changed = {
+            key: {
+                "file": files.get(key) or meta.get("cache", ""),
+                "recorded": recorded[key],
+                "now": meta.get(key),
+            }
+            for key in files
+            if key in recorded and recorded[key] != meta.get(key)
+        }
+        if not changed:
+            return
+        shown = "; ".join(
+            f"{c['file']}: sha256 {c['now']} now, {c['recorded']} when trained" for c in changed.values()
+        )
+        if not self.allow_changed_data:
+            raise CheckpointError(
+                f"the run's data changed since training ({shown}); restore the file the run was trained "
+                f"on, or pass --allow-changed-data to answer from the changed file (eval / search / embed)"
+            )
+        self.notes["data_changed"] = list(changed.values())
+        print(
+            f"contrastive: note: answering from changed data, as --allow-changed-data asks ({shown})",
+            file=sys.stderr,
+        )
 
     def prepare(self) -> int:
         # under torchrun rank 0 builds the caches (pairs, tokenizer, mined negatives) first and
@@ -327,7 +402,9 @@ class RetrievalTask(loop.Task):
         train = _subset(data.train, d.train_limit, d.split_seed)
         self.train_pairs = train
         self.tr = _as_split(train, [n for p in train for n in p.negatives])
-        self.val = _as_split(_subset(data.validation or data.test, d.test_limit, d.split_seed))
+        # no validation split (data.validation_fraction=0, or too few pairs): never the test
+        # split in its place; best.pt is then the last evaluated epoch (header, summary.json)
+        self.val = _as_split(_subset(data.validation, d.test_limit, d.split_seed))
         self.test = _as_split(_subset(data.test, d.test_limit, d.split_seed), data.extra_corpus)
         if len(self.tr.queries) < 2:
             raise ConfigError(
@@ -336,10 +413,17 @@ class RetrievalTask(loop.Task):
         self.tokenizer = self._tokenizer()
         m = cfg.model
         for split in (self.tr, self.val, self.test):
+            if not split.queries:
+                continue
             split.q_tok = self._encode(split.queries, m.query_length)
             split.d_tok = self._encode(split.docs, m.doc_length)
         self.candidates = self._cached_mine() if cfg.pairs.hard_negatives else None
         return len(self.tr.queries)
+
+    def prepare_model(self) -> None:
+        """The run's tokenizer only: ``embed`` of a user's file needs no training data."""
+        self.meta = {}
+        self.tokenizer = self._tokenizer()
 
     def _cached_mine(self) -> torch.Tensor:
         """:meth:`_mine`, cached in ``<run.root>/.cache`` by the training pairs and the BM25 settings."""
@@ -360,7 +444,12 @@ class RetrievalTask(loop.Task):
         )
         path = Path(self.cfg.run.root) / ".cache" / f"negatives-{digest.hexdigest()[:12]}.pt"
         if path.is_file():
-            return torch.load(path, weights_only=True)
+            try:
+                cand = torch.load(path, weights_only=True)
+                if isinstance(cand, torch.Tensor) and cand.dim() == 2 and len(cand) == len(self.tr.queries):
+                    return cand
+            except Exception:  # noqa: BLE001 - a damaged cache file is rebuilt, never trusted
+                pass
         cand = self._mine()
         path.parent.mkdir(parents=True, exist_ok=True)
         from ..checkpoint import atomic_write
@@ -371,7 +460,8 @@ class RetrievalTask(loop.Task):
     def _tokenizer(self):
         m = self.cfg.model
         if m.encoder == "hf":
-            from transformers import AutoTokenizer
+            with needs("hf", "model.encoder=hf"):
+                from transformers import AutoTokenizer
 
             if not (Path(m.path) / "config.json").is_file():
                 raise FileNotFoundError(
@@ -381,10 +471,8 @@ class RetrievalTask(loop.Task):
 
             return AutoTokenizer.from_pretrained(m.path, local_files_only=True)
         own = self.run_dir / "tokenizer.json" if self.run_dir is not None else None
-        if (
-            self.resuming and own is not None and own.is_file()
-        ):  # --resume, eval, embed, search: the run's own
-            return TextTokenizer.load(own)
+        if self.resuming and own is not None:  # --resume, eval, embed, search: the run's own, never a new one
+            return self._own_tokenizer(own)
         # trained once per training split and cached (tokenizers' trainer is not bit-reproducible)
         key = hashlib.sha1(
             json.dumps(
@@ -398,14 +486,33 @@ class RetrievalTask(loop.Task):
             ).encode()
         ).hexdigest()[:12]
         path = Path(self.cfg.run.root) / ".cache" / f"tokenizer-{key}.json"
-        if path.is_file():
-            tok = TextTokenizer.load(path)
-        else:
+        try:
+            tok = TextTokenizer.load(path) if path.is_file() else None
+        except CheckpointError:  # a damaged cache file is trained again
+            tok = None
+        if tok is None:
             tok = TextTokenizer.train(self.tr.queries + self.tr.docs, m.vocab_size, m.tokenizer)
             tok.save(path)
         if own is not None and self.dist.is_main:
             tok.save(own)
         return tok
+
+    def _own_tokenizer(self, own: Path) -> TextTokenizer:
+        """The run folder's ``tokenizer.json``, checked against the sha256 ``run.json`` recorded."""
+        from ..runtime import read_run
+
+        if not own.is_file():
+            raise CheckpointError(
+                f"{own} is missing; the run's weights fit only the tokenizer they were trained with: "
+                f"restore tokenizer.json from a copy of the run (a new one is never trained for it)"
+            )
+        recorded = read_run(self.run_dir).get("tokenizer_sha256")
+        if recorded is not None and _sha256(own) != recorded:
+            raise CheckpointError(
+                f"{own} is not the tokenizer the run was trained with (sha256 {_sha256(own)}, run.json "
+                f"records {recorded}); restore tokenizer.json from a copy of the run"
+            )
+        return TextTokenizer.load(own)
 
     def _encode(self, texts: list[str], length: int) -> dict[str, torch.Tensor]:
         if isinstance(self.tokenizer, TextTokenizer):
@@ -471,8 +578,10 @@ class RetrievalTask(loop.Task):
         return self.model
 
     def run_info(self) -> dict[str, Any]:
+        own = self.run_dir / "tokenizer.json" if self.run_dir is not None else None
         return {
             "corpus": self.meta,
+            **({"tokenizer_sha256": _sha256(own)} if own is not None and own.is_file() else {}),
             "pairs": {
                 "train": len(self.tr.queries),
                 "validation": len(self.val.queries),
@@ -579,8 +688,10 @@ class RetrievalTask(loop.Task):
     def evaluate(self, model: nn.Module) -> tuple[dict[str, float], Any]:
         e = self.cfg.eval
         with torch.random.fork_rng(devices=[]), limit_threads(e.threads):
-            qv, dv = self._embed_split(model, self.val)
-            val = evaluate_scorer(lambda s: qv[s] @ dv.T, self.val.gold)
+            val = {}
+            if self.val.queries:  # no validation split: nothing to select on (see score)
+                qv, dv = self._embed_split(model, self.val)
+                val = evaluate_scorer(lambda s: qv[s] @ dv.T, self.val.gold)
             qt, dt = self._embed_split(model, self.test)
             out = evaluate_scorer(lambda s: qt[s] @ dt.T, self.test.gold)
             bm = self._bm25_scores()
@@ -604,14 +715,29 @@ class RetrievalTask(loop.Task):
             tfidf = TfIdf(t.docs)
             rows["tfidf"] = evaluate_scorer(lambda s: tfidf.scores(t.queries[s]), t.gold)
         init, _ = self.evaluate(model)
-        rows["random encoder"] = {k: init[k] for k in METRICS}
+        rows[self.initial_name()] = {k: init[k] for k in METRICS}
         return rows
 
+    def initial_name(self) -> str:
+        """The baseline row of the encoder before training, named for what it is."""
+        e = self.cfg.model.encoder
+        if e == "hf":
+            return "pretrained encoder (before fine-tuning)"
+        return "random encoder" if e in ENCODERS else "initial encoder (before training)"
+
     def initial_record(self, baselines) -> dict[str, Any]:
-        return dict(baselines.get("random encoder", {}))
+        return dict(baselines.get(self.initial_name(), {}))
 
     def score(self, metrics, extra) -> float:
+        if not self.val.queries:  # no validation split: the latest evaluated epoch is "best"
+            return float(metrics["epoch"])
         return metrics.get("val_mrr_at_10", -1.0)
+
+    def selection(self) -> str:
+        """How best.pt is chosen (the header and summary.json say it)."""
+        if self.val.queries:
+            return "validation MRR@10"
+        return "last epoch (no validation split: data.validation_fraction=0 or too few pairs)"
 
     def header(self, what: str, run_dir: Path, device: torch.device) -> str:
         cfg, m = self.cfg, self.cfg.model
@@ -619,11 +745,28 @@ class RetrievalTask(loop.Task):
             json.dumps(self.meta, indent=2) + "\n"
         )  # what the data were built from
         towers = "one shared tower" if m.shared else "two towers"
+        n, b = len(self.tr.queries), cfg.train.batch_size
+        batch = (
+            f"batch {b}"
+            if b <= n
+            else f"batch {n} (train.batch_size={b} is more than the {n} training pairs)"
+        )
+        k = cfg.pairs.hard_negatives if cfg.loss.name == "infonce" else 0
+        negatives = f"{k} hard negatives"
+        given = sum(len(p.negatives) for p in self.train_pairs)
+        if given and not k:
+            why = (
+                "pairs.hard_negatives=0"
+                if cfg.loss.name == "infonce"
+                else "loss.name=siglip uses in-batch pairs"
+            )
+            negatives += f" (the {given} negatives given in the data are not used: {why})"
         return (
-            f"retrieval: {what} {run_dir} on {device}; data {cfg.data.name}: {len(self.tr.queries)} train pairs, "
-            f"{len(self.test.queries)} test queries against {len(self.test.docs)} documents; encoder {m.encoder} "
-            f"({towers}), {cfg.train.epochs} epochs, batch {cfg.train.batch_size}, {cfg.pairs.hard_negatives} hard "
-            f"negatives, loss {cfg.loss.name}, temperature {cfg.loss.temperature}"
+            f"retrieval: {what} {run_dir} on {device}; data {cfg.data.name}: {n} train pairs, "
+            f"{len(self.val.queries)} validation and {len(self.test.queries)} test queries against "
+            f"{len(self.test.docs)} documents; encoder {m.encoder} ({towers}), {cfg.train.epochs} epochs, "
+            f"{batch}, {negatives}, loss {cfg.loss.name}, temperature {cfg.loss.temperature}; best.pt by "
+            f"{self.selection()}"
         )
 
     def plots(self, run_dir: Path, records, baselines, final, extra) -> dict[str, Path]:
@@ -637,7 +780,11 @@ class RetrievalTask(loop.Task):
         return paths
 
     def summary_extra(self) -> dict[str, Any]:
-        return {"fused": getattr(self, "fused", {}), "corpus": self.meta}
+        return {
+            "fused": getattr(self, "fused", {}),
+            "corpus": self.meta,
+            "best_checkpoint_by": self.selection(),
+        }
 
     @staticmethod
     def _rows(rows: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, dict[str, Any]]]:
@@ -664,7 +811,8 @@ class RetrievalTask(loop.Task):
 
 
 def _plot_systems(rows: list[tuple[str, dict[str, Any]]], path: Path) -> Path:
-    import matplotlib
+    with needs("train", "the plots"):
+        import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -697,23 +845,45 @@ train, evaluate_run, load_encoder = loop.recipe_functions(RetrievalTask, Retriev
 def _read_texts(spec: str, task: RetrievalTask, side: str) -> list[str]:
     if spec in ("train", "validation", "test"):
         split = {"train": task.tr, "validation": task.val, "test": task.test}[spec]
+        if not split.queries:
+            raise ValueError(
+                f"--data {spec}: this run has no {spec} split (data.validation_fraction=0 or too few pairs); "
+                f"pass train, test or a file"
+            )
         return split.queries if side == "query" else split.docs
-    path = Path(spec)
-    if not path.is_file():
+    if not Path(spec).exists():
         raise FileNotFoundError(
             f"--data {spec!r}: no such file; pass train, validation, test, a JSONL file "
-            f'({{"text": ...}} lines) or a text file with one text per line'
+            f'({{"text": ...}} or {{"query": ...}} lines) or a text file with one text per line'
         )
-    if path.suffix == ".jsonl":
-        return TC.read_corpus(path)
-    return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return TC.read_texts(spec, side)
 
 
-def embed_data(run_dir, spec: str, checkpoint: str = "last", batch_size: int = 512, side: str = "doc"):
-    """``contrastive embed`` for retrieval runs: ``(N, dim)`` float32 array of the texts ``spec`` names."""
+def embed_data(
+    run_dir,
+    spec: str,
+    checkpoint: str = "last",
+    batch_size: int = 512,
+    side: str = "doc",
+    *,
+    allow_changed_data: bool = False,
+):
+    """``contrastive embed`` for retrieval runs: ``(N, dim)`` float32 array of the texts ``spec``
+    names (a split of the run, or a file: see :func:`contrastive.train.text.corpus.read_texts`;
+    a file needs no training data)."""
     if side not in ("query", "doc"):
         raise ValueError(f"side must be 'query' or 'doc', got {side!r}")
-    task, model, _, _ = loop.load_task(RetrievalTask, RetrievalConfig, run_dir, checkpoint)
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
+    split_spec = spec in ("train", "validation", "test")
+    task, model, _, _ = loop.load_task(
+        RetrievalTask,
+        RetrievalConfig,
+        run_dir,
+        checkpoint,
+        data=split_spec,
+        allow_changed_data=allow_changed_data,
+    )
     texts = _read_texts(spec, task, side)
     if not texts:
         raise ValueError(f"--data {spec!r} holds no texts")
@@ -725,11 +895,17 @@ def embed_data(run_dir, spec: str, checkpoint: str = "last", batch_size: int = 5
     return (qv if side == "query" else dv).numpy()
 
 
-def search(run_dir, query: str, k: int = 10, checkpoint: str = "last") -> list[tuple[float, str]]:
+def search(
+    run_dir, query: str, k: int = 10, checkpoint: str = "last", *, allow_changed_data: bool = False
+) -> list[tuple[float, str]]:
     """The ``k`` test-corpus documents a run's trained encoder ranks first for ``query``: ``[(score, text)]``."""
     if not isinstance(query, str) or not query.strip():
         raise ValueError('query must be a non-empty string, e.g. contrastive search RUN "read a file"')
-    task, model, _, _ = loop.load_task(RetrievalTask, RetrievalConfig, run_dir, checkpoint)
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        raise ValueError(f"k must be an int >= 1, got {k!r}")
+    task, model, _, _ = loop.load_task(
+        RetrievalTask, RetrievalConfig, run_dir, checkpoint, allow_changed_data=allow_changed_data
+    )
     split = task.test
     split.queries = [query]
     split.q_tok = task._encode([query], task.cfg.model.query_length)

@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..._optional import needs
+
 __all__ = [
     "DEFAULT_PACKAGES",
     "Pair",
@@ -45,6 +47,8 @@ __all__ = [
     "module_split",
     "read_jsonl",
     "read_corpus",
+    "read_texts",
+    "text_lines",
 ]
 
 # The standard library plus packages that `make test` installs (`.[dev]`: the train and metric
@@ -337,7 +341,8 @@ def load_pycode(
     if not (folder / "meta.json").is_file():
         bar = None
         if progress:
-            from tqdm.auto import tqdm
+            with needs("train", "the progress bar"):
+                from tqdm.auto import tqdm
 
             bar = tqdm(
                 total=0, unit="file", desc="building the pycode corpus", file=sys.stderr, mininterval=0.5
@@ -373,21 +378,49 @@ def load_pycode(
     return RetrievalData("pycode", parts["train"], parts["validation"], parts["test"], [], meta)
 
 
+def text_lines(path, what: str = "file") -> Iterator[tuple[int, str]]:
+    """``(line number, text)`` of each line of a UTF-8 text file, the line ending removed (a
+    UTF-8 byte-order mark at the start is accepted); bytes that are not UTF-8 raise
+    :class:`~contrastive.train.checkpoint.CheckpointError` (exit 3) naming the file and the line.
+
+    Examples:
+        >>> import tempfile, pathlib
+        >>> f = pathlib.Path(tempfile.mkdtemp()) / "t.txt"
+        >>> _ = f.write_bytes("\\ufeffone\\r\\ntwo\\n".encode())
+        >>> list(text_lines(f))
+        [(1, 'one'), (2, 'two')]
+    """
+    from ..checkpoint import CheckpointError
+
+    with open(path, "rb") as fh:
+        for k, raw in enumerate(fh, 1):
+            try:
+                line = raw.decode("utf-8-sig" if k == 1 else "utf-8")
+            except UnicodeDecodeError as err:
+                raise CheckpointError(
+                    f"{what} {str(path)!r}, line {k}: not UTF-8 (byte 0x{raw[err.start]:02x} at column "
+                    f"{len(raw[: err.start].decode('utf-8', 'replace')) + 1}); save the file as UTF-8"
+                ) from None
+            yield k, line.rstrip("\r\n")
+
+
 def _jsonl(
     path: Path, what: str, flag: str, bad: Callable[[int, str], ValueError]
 ) -> Iterator[tuple[int, Any]]:
     """(line number, decoded JSON value) of each non-blank line of a JSONL file; a missing file
     names ``flag``, a line that is not JSON raises ``bad(line, reason)``."""
+    if path.is_dir():
+        raise ValueError(f"{what} {str(path)!r} is a folder; pass a JSONL file with {flag}")
     if not path.is_file():
         raise FileNotFoundError(f"{what} {str(path)!r} not found; pass a JSONL file with {flag}")
-    with open(path, encoding="utf-8") as fh:
-        for k, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                yield k, json.loads(line)
-            except json.JSONDecodeError as err:
-                raise bad(k, f"not valid JSON ({err.msg} at column {err.colno})") from None
+    for k, line in text_lines(path, what):
+        if not line.strip():
+            continue
+        try:
+            yield k, json.loads(line)
+        except json.JSONDecodeError as err:
+            reason = err.msg.removesuffix(" at")  # "Invalid control character at": json adds "at"
+            raise bad(k, f"not valid JSON ({reason} at column {err.colno})") from None
 
 
 def _bad(path, line: int, what: str) -> ValueError:
@@ -438,20 +471,66 @@ def read_corpus(path) -> list[str]:
     Raises:
         ValueError: a line without a text (the message names the line).
     """
-    path = Path(path)
+    return _jsonl_texts(Path(path), ("text", "positive"), "corpus file", "--data.corpus")
 
-    def bad(k: int, what: str) -> ValueError:
-        return ValueError(f'{path}, line {k}: {what}; each line must be {{"text": "..."}} or a JSON string')
+
+def _jsonl_texts(path: Path, keys: tuple[str, ...], what: str, flag: str) -> list[str]:
+    """The first of ``keys`` present in each object of a JSONL file (or the line's JSON string)."""
+    shown = " or ".join(f'{{"{k}": "..."}}' for k in keys)
+
+    def bad(k: int, why: str) -> ValueError:
+        return ValueError(f"{path}, line {k}: {why}; each line must be {shown} or a JSON string")
 
     docs = []
-    for k, obj in _jsonl(path, "corpus file", "--data.corpus", bad):
+    for k, obj in _jsonl(path, what, flag, bad):
         text = obj if isinstance(obj, str) else None
         if isinstance(obj, dict):
-            text = obj.get("text", obj.get("positive"))
+            text = next((obj[key] for key in keys if key in obj), None)
         if not isinstance(text, str) or not text.strip():
-            raise bad(k, "no document text")
+            raise bad(k, f"no {' or '.join(repr(key) for key in keys)} text")
         docs.append(text)
     return docs
+
+
+def read_texts(path, side: str = "doc") -> list[str]:
+    """The texts ``contrastive embed --data FILE`` embeds, one row each, in file order.
+
+    A ``.jsonl`` file: ``side="query"`` reads each object's ``"query"`` (or ``"text"``),
+    ``side="doc"`` its ``"text"`` (or ``"positive"``); a line may also be a JSON string. Blank
+    lines of a JSONL file separate nothing and are skipped. Any other file: one text per line,
+    so row ``i`` is line ``i + 1``; a blank line is refused (it would be a row without text).
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: a line without the side's text, a blank line of a text file.
+        CheckpointError: bytes that are not UTF-8 (the message names the line).
+
+    Examples:
+        >>> import tempfile, pathlib
+        >>> f = pathlib.Path(tempfile.mkdtemp()) / "p.jsonl"
+        >>> _ = f.write_text('{"query": "q1", "positive": "d1"}\\n{"query": "q2", "positive": "d2"}\\n')
+        >>> read_texts(f, "query"), read_texts(f, "doc")
+        (['q1', 'q2'], ['d1', 'd2'])
+    """
+    if side not in ("query", "doc"):
+        raise ValueError(f"side must be 'query' or 'doc', got {side!r}")
+    path = Path(path)
+    if path.suffix == ".jsonl":
+        keys = ("query", "text") if side == "query" else ("text", "positive")
+        return _jsonl_texts(path, keys, "--data file", "--data")
+    if path.is_dir():
+        raise ValueError(f"--data {str(path)!r} is a folder; a text run embeds a file of texts")
+    if not path.is_file():
+        raise FileNotFoundError(f"--data file {str(path)!r} not found")
+    texts = []
+    for k, line in text_lines(path, "--data file"):
+        if not line.strip():
+            raise ValueError(
+                f"{path}, line {k} is blank; embed writes one row per line (row i = line i + 1): remove "
+                f"the blank line or put a text on it"
+            )
+        texts.append(line)
+    return texts
 
 
 def split_jsonl(pairs: list[Pair], validation_fraction: float, test_fraction: float, seed: int):

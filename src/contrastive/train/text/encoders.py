@@ -24,6 +24,8 @@ import math
 import torch
 from torch import nn
 
+from ..._optional import needs
+
 __all__ = ["BagEncoder", "DualEncoder", "HFEncoder", "TransformerTextEncoder", "masked_mean"]
 
 
@@ -177,7 +179,8 @@ class HFEncoder(nn.Module):
                 f"model.path={path!r} is not a Hugging Face model folder (no config.json); "
                 f"save one with model.save_pretrained(DIR) and tokenizer.save_pretrained(DIR)"
             )
-        from transformers import AutoModel
+        with needs("hf", "model.encoder=hf"):
+            from transformers import AutoModel
 
         self.model = AutoModel.from_pretrained(path, local_files_only=True)
         self.pooling = pooling

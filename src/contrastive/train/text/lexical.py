@@ -21,6 +21,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..._optional import needs
+
 __all__ = ["BM25", "TfIdf", "split_words"]
 
 _WORD = re.compile(r"[A-Za-z0-9]+")
@@ -50,7 +52,8 @@ class _Vocab:
 
     def counts(self, docs: Sequence[list[str]]):
         """Sparse ``(len(docs), V)`` term counts (unknown words dropped)."""
-        from scipy import sparse
+        with needs("train", "BM25"):
+            from scipy import sparse
 
         rows, cols = [], []
         for i, words in enumerate(docs):
@@ -122,7 +125,8 @@ class TfIdf:
         self.docs_t = self._vectors(tf).T.tocsr()  # (V, D)
 
     def _vectors(self, tf):
-        from sklearn.preprocessing import normalize
+        with needs("train", "TF-IDF"):
+            from sklearn.preprocessing import normalize
 
         tf = tf.copy()
         tf.data = (1 + np.log(tf.data)) * self.idf[tf.indices]

@@ -25,6 +25,8 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 import torch
 
+from ..._optional import needs
+
 __all__ = ["METRICS", "DEPTH", "Qrels", "evaluate_scorer", "qrels_of", "rrf_scores"]
 
 METRICS = ("mrr_at_10", "recall_at_1", "recall_at_10", "ndcg_at_10")
@@ -70,10 +72,8 @@ def evaluate_scorer(
         >>> evaluate_scorer(lambda b: s[b], torch.tensor([2, 0]))   # ranks 2 and 3 (a tie: last)
         {'mrr_at_10': 0.41666..., 'recall_at_1': 0.0, 'recall_at_10': 1.0, 'ndcg_at_10': 0.56546...}
     """
-    try:
+    with needs("train", "the ranking metrics"):
         import ir_measures as ir
-    except ImportError as e:  # pragma: no cover - the train extra installs it
-        raise ImportError('ranking metrics need ir-measures: pip install "contrastive[train]"') from e
     qrels = qrels_of(gold)
     judged = [ir.Qrel(str(q), str(d), g) for q, rel in enumerate(qrels) for d, g in rel.items()]
     run = []

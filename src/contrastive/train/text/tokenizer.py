@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..._optional import needs
 from .lexical import split_words
 
 __all__ = ["TOKENIZERS", "TextTokenizer", "pad_ids"]
@@ -67,7 +68,8 @@ class TextTokenizer:
         cls, texts: Iterable[str], vocab_size: int = 16000, kind: str = "wordpiece", min_frequency: int = 2
     ) -> TextTokenizer:
         """Train a ``kind`` (wordpiece or bpe) model of at most ``vocab_size`` entries on ``texts``."""
-        from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+        with needs("train", "the retrieval tokenizer"):
+            from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
         if kind not in TOKENIZERS:
             raise ValueError(f"kind must be one of {TOKENIZERS}, got {kind!r}")
@@ -108,14 +110,29 @@ class TextTokenizer:
 
     @classmethod
     def load(cls, path) -> TextTokenizer:
-        from tokenizers import Tokenizer
+        """The tokenizer saved at ``path``.
+
+        Raises:
+            FileNotFoundError: no file at ``path``.
+            CheckpointError: the file is damaged (not a tokenizer ``tokenizers`` can read).
+        """
+        with needs("train", "the retrieval tokenizer"):
+            from tokenizers import Tokenizer
 
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(
                 f"tokenizer file {str(path)!r} not found; is this a retrieval run folder?"
             )
-        return cls(Tokenizer.from_file(str(path)))
+        try:
+            return cls(Tokenizer.from_file(str(path)))
+        except Exception as err:  # noqa: BLE001 - tokenizers raises a bare Exception for a damaged file
+            from ..checkpoint import CheckpointError
+
+            raise CheckpointError(
+                f"{path} is not a tokenizer file that can be read ({str(err).splitlines()[0] if str(err) else type(err).__name__}); "
+                f"it is damaged: restore it from a copy of the run (the weights fit only this tokenizer)"
+            ) from None
 
     def batch(self, texts: Sequence[str], max_length: int) -> dict[str, torch.Tensor]:
         """``{"ids": (N, L)}``, the input of the bag and transformer encoders."""
