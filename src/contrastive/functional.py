@@ -897,9 +897,9 @@ def retrieval_loss(
         build = matryoshka_objective(retrieval_objective(len(dirs) == 2, positive_ids, bs), prefixes)
     else:
         if prefixes is not None:  # the features' blocks have no prefix tiles yet: a walk per prefix
-            total = None
-            for d_k, w_k in zip(prefixes.dims, prefixes.weights):
-                part = w_k * retrieval_loss(
+            parts = [
+                w_k
+                * retrieval_loss(
                     anchors[..., :d_k],
                     positives[..., :d_k],
                     None if negatives is None else negatives[..., :d_k],
@@ -920,8 +920,9 @@ def retrieval_loss(
                     block_size=block_size,
                     check_finite=False,
                 )
-                total = part if total is None else total + part
-            return total
+                for d_k, w_k in zip(prefixes.dims, prefixes.weights)
+            ]
+            return torch.stack(parts).sum(0)
         K = negatives.shape[1] if negatives is not None and negatives.dim() == 3 else 0
         build = retrieval_features_objective(
             B=B,

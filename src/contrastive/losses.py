@@ -264,10 +264,11 @@ class RetrievalLoss(_Matryoshka, _Temperature):
     Args:
         temperature: initial tau (0.05, as sentence-transformers' scale 20).
         learn_temperature: make tau a parameter (stored as log tau).
-        directions, partition_mode, hardness_mode, hardness_strength, hcl_beta, hcl_tau_plus,
-            guide_margin, guide_margin_strategy, contrast_anchors, contrast_positives, normalize,
-            reduction, block_size: as in :func:`~contrastive.functional.retrieval_loss` (the guide
-            embeddings themselves are per batch: ``forward(..., guide=...)``).
+        directions, partition_mode, hardness_mode, hardness_strength: as in
+            :func:`~contrastive.functional.retrieval_loss`.
+        hcl_beta, hcl_tau_plus, guide_margin, guide_margin_strategy: as there too.
+        contrast_anchors, contrast_positives, normalize, reduction, block_size: as there too (the
+            guide embeddings themselves are per batch: ``forward(..., guide=...)``).
         matryoshka_dims, matryoshka_weights: Matryoshka prefixes, as in
             :func:`~contrastive.functional.nt_xent` (``None``: off).
 
