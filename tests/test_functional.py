@@ -1,4 +1,4 @@
-"""functional.py, the validated public functions: info_nce / nt_xent against the NumPy reference,
+"""contrastive.functional, the validated public functions: info_nce / nt_xent against the NumPy reference,
 gradcheck, the autograd oracle with grad_output != 1, property tests; and every function's bad
 input. The ops' own numerics (contrastive_loss, cosine_similarity) are in tests/ops/."""
 

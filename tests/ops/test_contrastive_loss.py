@@ -1,6 +1,6 @@
 """ops/contrastive_loss.py: the margin contrastive loss's closed-form backward against the NumPy
 reference, gradcheck, the autograd oracle with grad_output != 1, zero distance, and half
-precision. Bad input (the validation in functional.py) is tested in tests/test_functional.py."""
+precision. Bad input (the validation in contrastive.functional) is tested in tests/test_functional.py."""
 
 import numpy as np
 import pytest

@@ -1,6 +1,6 @@
 """ops/cosine_similarity.py: the cosine similarity under a map M, a full symmetric A and a packed
 A, values and analytic gradients against the NumPy reference and gradcheck, and the plain form
-against torch. Bad input (the validation in functional.py) is tested in tests/test_functional.py."""
+against torch. Bad input (the validation in contrastive.functional) is tested in tests/test_functional.py."""
 
 import numpy as np
 import torch

@@ -259,6 +259,16 @@ def check_prefix_rows(name: str, x: torch.Tensor, prefixes: Prefixes | None) -> 
 INT_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
 
 
+def check_prefixes(
+    names: Sequence[str], tensors: Sequence[torch.Tensor], dims: Any, weights: Any, normalize: bool
+) -> Prefixes | None:
+    """The validated Matryoshka prefixes (``None``: off), every input's prefixes checked."""
+    prefixes = check_matryoshka(dims, weights, tensors[0].shape[-1], normalize)
+    for n, t in zip(names, tensors):
+        check_prefix_rows(n, t, prefixes)
+    return prefixes
+
+
 def check_ids(name: str, ids: Any, n: int, ref: torch.Tensor, what: str) -> torch.Tensor:
     """An integer vector of length n on ref's device."""
     if not isinstance(ids, torch.Tensor):
