@@ -57,6 +57,28 @@ class Objective:
         return like.new_full((self.n,), 1.0 / self.n)
 
 
+class OnePassObjective(Objective):
+    """An objective whose loss and gradient come out of one walk (SigLIP: a per-entry sigmoid,
+    no normaliser to accumulate first). Subclasses implement :meth:`_pass`."""
+
+    def _pass(self, w: torch.Tensor | None) -> tuple[torch.Tensor, Grads | None]:
+        """Per-row losses, and with weights ``w`` the gradient of sum_i w_i loss_i."""
+        raise NotImplementedError
+
+    def losses(self) -> torch.Tensor:
+        return self._pass(None)[0]
+
+    def losses_and_grad(self, w: torch.Tensor) -> tuple[torch.Tensor, Grads]:
+        losses, grads = self._pass(w)
+        assert grads is not None  # weights given: gradients made
+        return losses, grads
+
+    def grad(self, w: torch.Tensor) -> Grads:
+        grads = self._pass(w)[1]
+        assert grads is not None  # weights given: gradients made
+        return grads
+
+
 @overload
 def present(x: torch.Tensor | None) -> torch.Tensor: ...  # type: ignore[overload-overlap]
 @overload

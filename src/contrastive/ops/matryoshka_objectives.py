@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from .common import Blocks, Rows
-from .engine import Build, Grads, Objective, present
+from .engine import Build, Grads, Objective, OnePassObjective, present
 from .matryoshka import Prefixes, PrefixRows, PrefixTile, PrefixView, joint_grad, joint_lse
 from .tiles import TileBuffers, TileMask, walk
 
@@ -178,7 +178,7 @@ def matryoshka_objective(build: Build, prefixes: Prefixes | None) -> Build:
     return mrl_build
 
 
-class MatryoshkaSigLIP(Objective):
+class MatryoshkaSigLIP(OnePassObjective):
     """SigLIP's sigmoid loss summed over prefixes, one pass: per tile and prefix
     X = -y (s^(k) + bias), loss_i += mu_k sum_j softplus(X_ij), dS = -y mu_k w_i sigmoid(X)."""
 
@@ -222,19 +222,6 @@ class MatryoshkaSigLIP(Objective):
             return losses, None
         d_inv = pt.finish(ga, gb, self.inv_temp)
         return losses, ([ga, gb], d_inv, d_bias)
-
-    def losses(self) -> torch.Tensor:
-        return self._pass(None)[0]
-
-    def losses_and_grad(self, w: torch.Tensor) -> tuple[torch.Tensor, Grads]:
-        losses, grads = self._pass(w)
-        assert grads is not None  # weights given: gradients made
-        return losses, grads
-
-    def grad(self, w: torch.Tensor) -> Grads:
-        grads = self._pass(w)[1]
-        assert grads is not None  # weights given: gradients made
-        return grads
 
 
 def matryoshka_siglip_objective(bs: int, prefixes: Prefixes) -> Build:

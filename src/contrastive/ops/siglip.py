@@ -23,12 +23,12 @@ import torch
 import torch.nn.functional as F
 
 from .common import Blocks, rowdot
-from .engine import Build, Grads, Objective, present
+from .engine import Build, Grads, OnePassObjective, present
 from .gemm import tile_mm
 from .tiles import TileBuffers, walk
 
 
-class SigLIPObjective(Objective):
+class SigLIPObjective(OnePassObjective):
     """Sigmoid loss of a (B, d), b (B, d) with scalar bias (or of some rows of a against all of b)."""
 
     def __init__(
@@ -74,19 +74,6 @@ class SigLIPObjective(Objective):
         ga.mul_(inv_temp)
         gb.mul_(inv_temp)
         return losses, ([ga, gb if self.needs[1] else None], d_inv, d_bias)
-
-    def losses(self) -> torch.Tensor:
-        return self._pass(None)[0]
-
-    def losses_and_grad(self, w: torch.Tensor) -> tuple[torch.Tensor, Grads]:
-        losses, grads = self._pass(w)
-        assert grads is not None  # weights given: gradients made
-        return losses, grads
-
-    def grad(self, w: torch.Tensor) -> Grads:
-        grads = self._pass(w)[1]
-        assert grads is not None  # weights given: gradients made
-        return grads
 
 
 def siglip_objective(bs: int) -> Build:
