@@ -132,7 +132,8 @@ def _task(tmp_path, jsonl, **more):
     return task
 
 
-def test_mined_negatives_exclude_the_positive_and_put_given_ones_first(tmp_path, jsonl):
+def test_the_task_mines_negatives_from_its_training_split(tmp_path, jsonl):
+    """The recipe's wiring of train/text/mining.py (tested there): the given negatives first."""
     task = _task(tmp_path, jsonl, **{"pairs.hard_negatives": 3, "pairs.mine_depth": 5})
     cand, gold = task.candidates, task.tr.gold
     assert cand.shape == (len(gold), 5) and not (cand == gold[:, None]).any()

@@ -48,7 +48,9 @@ from ..text import corpus as TC
 from ..text.encoders import BagEncoder, DualEncoder, HFEncoder, TransformerTextEncoder
 from ..text.lexical import BM25, TfIdf
 from ..text.metrics import METRICS, evaluate_scorer, rrf_scores
-from ..text.tokenizer import TOKENIZERS, TextTokenizer
+from ..text.mining import cached_mine
+from ..text.search import top_documents
+from ..text.tokenizer import TOKENIZERS, TextTokenizer, cached_tokenizer, load_run_tokenizer
 from .base import Recipe
 
 __all__ = [
@@ -426,36 +428,17 @@ class RetrievalTask(loop.Task):
         self.tokenizer = self._tokenizer()
 
     def _cached_mine(self) -> torch.Tensor:
-        """:meth:`_mine`, cached in ``<run.root>/.cache`` by the training pairs and the BM25 settings."""
-        p = self.cfg.pairs
-        digest = hashlib.sha1()
-        for q, g in zip(self.tr.queries, self.tr.gold.tolist()):
-            digest.update(f"{q}\0{g}\0".encode())
-        digest.update(
-            json.dumps(
-                [
-                    len(self.tr.docs),
-                    p.mine_depth,
-                    p.bm25_k1,
-                    p.bm25_b,
-                    [list(x.negatives) for x in self.train_pairs],
-                ]
-            ).encode()
+        p, tr = self.cfg.pairs, self.tr
+        return cached_mine(
+            Path(self.cfg.run.root) / ".cache",
+            tr.queries,
+            tr.docs,
+            tr.gold,
+            [x.negatives for x in self.train_pairs],
+            p.mine_depth,
+            p.bm25_k1,
+            p.bm25_b,
         )
-        path = Path(self.cfg.run.root) / ".cache" / f"negatives-{digest.hexdigest()[:12]}.pt"
-        if path.is_file():
-            try:
-                cand = torch.load(path, weights_only=True)
-                if isinstance(cand, torch.Tensor) and cand.dim() == 2 and len(cand) == len(self.tr.queries):
-                    return cand
-            except Exception:  # noqa: BLE001 - a damaged cache file is rebuilt, never trusted
-                pass
-        cand = self._mine()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        from ..checkpoint import atomic_write
-
-        atomic_write(path, lambda tmp: torch.save(cand, tmp))
-        return cand
 
     def _tokenizer(self):
         m = self.cfg.model
@@ -474,73 +457,27 @@ class RetrievalTask(loop.Task):
         if self.resuming and own is not None:  # --resume, eval, embed, search: the run's own, never a new one
             return self._own_tokenizer(own)
         # trained once per training split and cached (tokenizers' trainer is not bit-reproducible)
-        key = hashlib.sha1(
-            json.dumps(
-                [
-                    self.meta.get("sha256"),
-                    self.cfg.data.train_limit,
-                    self.cfg.data.split_seed,
-                    m.tokenizer,
-                    m.vocab_size,
-                ]
-            ).encode()
-        ).hexdigest()[:12]
-        path = Path(self.cfg.run.root) / ".cache" / f"tokenizer-{key}.json"
-        try:
-            tok = TextTokenizer.load(path) if path.is_file() else None
-        except CheckpointError:  # a damaged cache file is trained again
-            tok = None
-        if tok is None:
-            tok = TextTokenizer.train(self.tr.queries + self.tr.docs, m.vocab_size, m.tokenizer)
-            tok.save(path)
+        tok = cached_tokenizer(
+            Path(self.cfg.run.root) / ".cache",
+            [self.meta.get("sha256"), self.cfg.data.train_limit, self.cfg.data.split_seed],
+            self.tr.queries + self.tr.docs,
+            m.vocab_size,
+            m.tokenizer,
+        )
         if own is not None and self.dist.is_main:
             tok.save(own)
         return tok
 
     def _own_tokenizer(self, own: Path) -> TextTokenizer:
-        """The run folder's ``tokenizer.json``, checked against the sha256 ``run.json`` recorded."""
         from ..runtime import read_run
 
-        if not own.is_file():
-            raise CheckpointError(
-                f"{own} is missing; the run's weights fit only the tokenizer they were trained with: "
-                f"restore tokenizer.json from a copy of the run (a new one is never trained for it)"
-            )
-        recorded = read_run(self.run_dir).get("tokenizer_sha256")
-        if recorded is not None and _sha256(own) != recorded:
-            raise CheckpointError(
-                f"{own} is not the tokenizer the run was trained with (sha256 {_sha256(own)}, run.json "
-                f"records {recorded}); restore tokenizer.json from a copy of the run"
-            )
-        return TextTokenizer.load(own)
+        return load_run_tokenizer(own, read_run(self.run_dir).get("tokenizer_sha256"))
 
     def _encode(self, texts: list[str], length: int) -> dict[str, torch.Tensor]:
         if isinstance(self.tokenizer, TextTokenizer):
             return self.tokenizer.batch(texts, length)
         enc = self.tokenizer(texts, truncation=True, max_length=length, padding=True, return_tensors="pt")
         return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
-
-    def _mine(self) -> torch.Tensor:
-        """``(Q, M)`` training-document ids: the user's negatives first, then BM25's top hits,
-        the query's own document never among them."""
-        p, tr = self.cfg.pairs, self.tr
-        bm = BM25(tr.docs, p.bm25_k1, p.bm25_b)
-        depth = min(p.mine_depth, len(tr.docs) - 1)
-        if depth < 1:
-            raise ConfigError(
-                "hard negatives need at least 2 distinct training documents; set pairs.hard_negatives=0"
-            )
-        index = {t: i for i, t in enumerate(tr.docs)}
-        out = []
-        for i in range(0, len(tr.queries), 1024):
-            s = torch.from_numpy(bm.scores(tr.queries[i : i + 1024]))  # (chunk, D)
-            s.scatter_(1, tr.gold[i : i + 1024, None], float("-inf"))  # never the positive
-            for r, pair in enumerate(self.train_pairs[i : i + 1024]):
-                for n in pair.negatives:
-                    if index[n] != int(tr.gold[i + r]):
-                        s[r, index[n]] = float("inf")  # given negatives rank first
-            out.append(s.topk(depth, dim=1).indices)
-        return torch.cat(out)
 
     # -- model and steps -----------------------------------------------------------------
     def _tower(self) -> nn.Module:
@@ -910,9 +847,7 @@ def search(
     split.queries = [query]
     split.q_tok = task._encode([query], task.cfg.model.query_length)
     qv, dv = task._embed_split(model, split)
-    s = (qv @ dv.T)[0]  # (D,)
-    top = s.topk(min(k, len(s)))
-    return [(float(v), split.docs[int(i)]) for v, i in zip(top.values, top.indices)]
+    return top_documents(qv, dv, split.docs, k)[0]
 
 
 RECIPE = Recipe(
