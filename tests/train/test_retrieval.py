@@ -96,7 +96,17 @@ def test_pycode_run_then_eval_embed_search(tmp_path, capsys):
     "more",
     [
         {"loss.name": "siglip", "loss.temperature": 0.1},
-        {"loss.symmetric": True, "loss.learn_temperature": True, "model.shared": False},
+        {
+            "loss.directions": "query_to_doc,doc_to_query",
+            "loss.partition_mode": "per_direction",
+            "loss.learn_temperature": True,
+            "model.shared": False,
+        },
+        {
+            "loss.hardness_mode": "hard_negatives",
+            "loss.hardness_strength": 2.0,
+            "loss.matryoshka_dims": "16,8",
+        },
         {"model.encoder": "transformer", "model.layers": 1, "model.heads": 2, "train.chunk_size": 6},
         {"model.bigram_buckets": 64, "model.hidden": 32, "model.tokenizer": "bpe"},
     ],

@@ -29,7 +29,7 @@ import random
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +38,7 @@ from torch import nn
 from ... import distributed as cd
 from ... import retrieval_loss, siglip_loss
 from ..._optional import needs
+from ...ops import validation as V
 from .. import loop
 from ..checkpoint import CheckpointError
 from ..config import ConfigError, OptimConfig, RunConfig, TrainConfig, choice, require
@@ -189,17 +190,107 @@ class TextModelConfig:
 
 @dataclasses.dataclass
 class RetrievalLossConfig:
-    """The objective: softmax over candidates (retrieval_loss) or pairwise sigmoid (siglip)."""
+    """The objective: softmax over candidates (retrieval_loss) or pairwise sigmoid (siglip).
+
+    The infonce loss's features are those of :func:`contrastive.retrieval_loss`, written as
+    config strings: ``directions`` comma-separated (``query_to_doc,doc_to_query``),
+    ``hardness_mode`` ``none`` for off, ``hcl_beta`` -1 for off, ``matryoshka_dims`` /
+    ``matryoshka_weights`` comma-separated (empty: off).
+    """
 
     name: str = "infonce"  # infonce (retrieval_loss) | siglip (in-batch pairs; hard negatives unused)
     temperature: float = 0.05
     learn_temperature: bool = False
-    symmetric: bool = False  # infonce: add the document-to-query direction
+    directions: str = "query_to_doc"  # infonce: + doc_to_query, query_to_query, doc_to_doc (GTE)
+    partition_mode: str = "joint"  # infonce: joint (one softmax over every direction) | per_direction
+    hardness_mode: str = "none"  # infonce: none | in_batch_negatives | hard_negatives | all_negatives
+    hardness_strength: float = 0.0  # infonce: alpha >= 0 of the hardness weighting
+    hcl_beta: float = -1.0  # infonce: >= 0 turns on Robinson et al.'s hard-negative weighting (-1: off)
+    hcl_tau_plus: float = 0.0  # infonce, with hcl_beta: the class prior tau+ in [0, 1)
+    matryoshka_dims: str = ""  # infonce: comma-separated prefix widths, e.g. 256,128,64 (empty: off)
+    matryoshka_weights: str = ""  # one weight per dim (empty: ones)
     bias: float = -10.0  # siglip: logit bias
+
+    # a removed key -> (the value it may still hold in an older run's config.toml, the fix)
+    REMOVED: ClassVar[dict[str, tuple[Any, str]]] = {
+        "symmetric": (
+            False,
+            "use --loss.directions=query_to_doc,doc_to_query --loss.partition_mode=per_direction "
+            "(what loss.symmetric=true was)",
+        )
+    }
 
     def __post_init__(self):
         choice(self.name, "loss.name", ("infonce", "siglip"))
         require(self.temperature > 0, "loss.temperature", f"must be > 0, got {self.temperature}")
+        require(
+            self.hcl_beta == -1.0 or self.hcl_beta >= 0,
+            "loss.hcl_beta",
+            f"must be >= 0 (the concentration of the hard-negative weights), or -1 for off, got {self.hcl_beta}",
+        )
+        choice(self.partition_mode, "loss.partition_mode", V.PARTITION_MODES)
+        choice(self.hardness_mode, "loss.hardness_mode", ("none", *V.HARDNESS_MODES[1:]))
+        kwargs = self.loss_kwargs()  # each value checked as retrieval_loss checks it
+        try:
+            V.check_directions(kwargs["directions"], self.partition_mode)
+            V.check_hardness(kwargs["hardness_mode"], self.hardness_strength)
+            V.check_hcl(kwargs["hcl_beta"], self.hcl_tau_plus)
+            V.check_matryoshka(kwargs["matryoshka_dims"], kwargs["matryoshka_weights"], None, True)
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"loss: {err} (the loss.* keys of the same names)") from None
+        if self.name == "siglip" and kwargs != RetrievalLossConfig().loss_kwargs():
+            raise ConfigError(
+                "loss.directions, partition_mode, hardness_*, hcl_* and matryoshka_* are retrieval_loss's "
+                "(loss.name=infonce); loss.name=siglip takes none of them"
+            )
+        try:  # the combinations retrieval_loss refuses, refused here before any work
+            width = max(kwargs["matryoshka_dims"] or [2])
+            x = torch.arange(1.0, 2 * width + 1).reshape(2, width)  # (2, width), no zero prefix
+            retrieval_loss(x, x, x[:1], 1.0, **kwargs)
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"loss: {err}") from None
+
+    def loss_kwargs(self) -> dict[str, Any]:
+        """The feature arguments of :func:`contrastive.retrieval_loss`, from these settings."""
+
+        def items(text: str, typ: type, key: str) -> list | None:
+            parts = [t.strip() for t in text.split(",") if t.strip()]
+            try:
+                return [typ(t) for t in parts] or None
+            except ValueError:
+                raise ConfigError(
+                    f"loss.{key} expects comma-separated {typ.__name__}s such as 256,128,64, got {text!r}"
+                ) from None
+
+        return {
+            "directions": tuple(t.strip() for t in self.directions.split(",") if t.strip()),
+            "partition_mode": self.partition_mode,
+            "hardness_mode": None if self.hardness_mode == "none" else self.hardness_mode,
+            "hardness_strength": self.hardness_strength,
+            "hcl_beta": None if self.hcl_beta == -1.0 else self.hcl_beta,
+            "hcl_tau_plus": self.hcl_tau_plus,
+            "matryoshka_dims": items(self.matryoshka_dims, int, "matryoshka_dims"),
+            "matryoshka_weights": items(self.matryoshka_weights, float, "matryoshka_weights"),
+        }
+
+    def distributed_refusal(self) -> str | None:
+        """Why ``contrastive.distributed.retrieval_loss`` (torchrun) cannot run these settings, or None."""
+        kwargs = self.loss_kwargs()
+        if self.name != "infonce":
+            return None
+        try:
+            V.check_plain_directions(
+                "contrastive.distributed.retrieval_loss", kwargs["directions"], self.partition_mode
+            )
+        except ValueError as err:
+            return f"loss.directions / loss.partition_mode under torchrun: {err}"
+        for key in ("hardness_mode", "hcl_beta", "matryoshka_dims"):
+            if kwargs[key] is not None:
+                return (
+                    f"loss.{key} under torchrun: contrastive.distributed.retrieval_loss does not take "
+                    f"{key} yet (single-process only for now); drop it or train in one process"
+                )
+        return None
 
 
 @dataclasses.dataclass
@@ -390,6 +481,9 @@ class RetrievalTask(loop.Task):
         # the other ranks then read them: every rank gets the same tokenizer (its trainer is not
         # bit-reproducible) and no two processes write one cache file
         dc = self.dist
+        why = self.cfg.loss.distributed_refusal() if dc.active else None
+        if why:
+            raise ConfigError(why)
         if dc.active and not dc.is_main:
             broadcast(None, dc)  # waits for rank 0's caches
         n = self._prepare()
@@ -580,20 +674,29 @@ class RetrievalTask(loop.Task):
             self.dist.active and self.candidates is not None and self.cfg.pairs.hard_negatives > 0
         )
         neg = d[b:] if with_neg else None  # (M_r, dim)
-        fn = cd.retrieval_loss if self.dist.active else retrieval_loss
-        two: dict = (
-            {"directions": ("query_to_doc", "doc_to_query"), "partition_mode": "per_direction"}
-            if c.symmetric
-            else {}
-        )
-        return fn(
+        if self.dist.active:  # the plain forms only (distributed_refusal, checked in prepare)
+            kw = c.loss_kwargs()
+            return cd.retrieval_loss(
+                q,
+                d[:b],
+                neg,
+                tau,
+                directions=kw["directions"],
+                partition_mode=kw["partition_mode"],
+                positive_ids=pos_ids,
+                normalize=False,
+                check_finite=False,
+            )
+        # every prefix normalised on its own (Matryoshka) needs normalize=True; unit rows are unchanged by it
+        kw = c.loss_kwargs()
+        return retrieval_loss(
             q,
             d[:b],
             neg,
             tau,
-            **two,
+            **kw,
             positive_ids=pos_ids,
-            normalize=False,
+            normalize=kw["matryoshka_dims"] is not None,
             check_finite=False,
         )
 
