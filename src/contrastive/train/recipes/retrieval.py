@@ -414,18 +414,7 @@ class RetrievalTask(loop.Task):
                 self._check_data(data.meta, {"sha256": ""})
             return data
         if self.resuming:
-            for key, path in (("data.path", d.path), ("data.corpus", d.corpus)):
-                if path and not Path(path).is_file():
-                    raise CheckpointError(
-                        f"{path} ({key} of the run {self.run_dir}) is missing; this command needs the "
-                        f"run's data: restore the file the run was trained on"
-                    )
-            # before parsing: a changed file is named as changed, whatever it now holds
-            now = {
-                "sha256": _sha256(d.path),
-                **({"extra_corpus_sha256": _sha256(d.corpus)} if d.corpus else {}),
-            }
-            self._check_data(now, {"sha256": d.path, "extra_corpus_sha256": d.corpus})
+            self._jsonl_hashes()  # before parsing: a changed file is named as changed, whatever it now holds
         parts = TC.split_jsonl(TC.read_jsonl(d.path), d.validation_fraction, d.test_fraction, d.split_seed)
         extra = TC.read_corpus(d.corpus) if d.corpus else []
         if not parts["train"] or not parts["test"]:
@@ -444,6 +433,34 @@ class RetrievalTask(loop.Task):
         if d.corpus:
             meta["extra_corpus_sha256"] = _sha256(d.corpus)
         return TC.RetrievalData("jsonl", parts["train"], parts["validation"], parts["test"], extra, meta)
+
+    def _jsonl_hashes(self) -> dict[str, str]:
+        """The sha256 of the run's JSONL data files now, checked against ``run.json``."""
+        d = self.cfg.data
+        for key, path in (("data.path", d.path), ("data.corpus", d.corpus)):
+            if path and not Path(path).is_file():
+                raise CheckpointError(
+                    f"{path} ({key} of the run {self.run_dir}) is missing; this command needs the "
+                    f"run's data: restore the file the run was trained on"
+                )
+        now = {
+            "sha256": _sha256(d.path),
+            **({"extra_corpus_sha256": _sha256(d.corpus)} if d.corpus else {}),
+        }
+        self._check_data(now, {"sha256": d.path, "extra_corpus_sha256": d.corpus})
+        return now
+
+    def data_hashes(self) -> dict[str, str] | None:
+        """The hashes of the run's data now, checked against ``run.json`` as loading the data
+        checks them, without parsing it; None for a ``pycode`` corpus not built here yet."""
+        d = self.cfg.data
+        if d.name == "jsonl":
+            return self._jsonl_hashes()
+        meta = TC.pycode_meta(Path(self.cfg.run.root) / ".cache", d.package_list())
+        if meta is None:
+            return None
+        self._check_data(meta, {"sha256": ""})
+        return {"sha256": meta.get("sha256", "")}
 
     def _check_data(self, meta: dict[str, Any], files: dict[str, str]) -> None:
         """A resumed or loaded run reads the data it was trained on: each hash ``run.json``
@@ -501,7 +518,7 @@ class RetrievalTask(loop.Task):
         # no validation split (data.validation_fraction=0, or too few pairs): never the test
         # split in its place; best.pt is then the last evaluated epoch (header, summary.json)
         self.val = _as_split(_subset(data.validation, d.test_limit, d.split_seed))
-        self.test = _as_split(_subset(data.test, d.test_limit, d.split_seed), data.extra_corpus)
+        self.test = self._test_split(data)
         if len(self.tr.queries) < 2:
             raise ConfigError(
                 f"the training split has {len(self.tr.queries)} pair(s); retrieval needs at least 2"
@@ -515,6 +532,14 @@ class RetrievalTask(loop.Task):
             split.d_tok = self._encode(split.docs, m.doc_length)
         self.candidates = self._cached_mine() if cfg.pairs.hard_negatives else None
         return len(self.tr.queries)
+
+    def _test_split(self, data: TC.RetrievalData) -> _Split:
+        d = self.cfg.data
+        return _as_split(_subset(data.test, d.test_limit, d.split_seed), data.extra_corpus)
+
+    def test_corpus(self) -> list[str]:
+        """The test split's documents (what ``search`` ranks), read from the run's data."""
+        return self._test_split(self._load_pairs()).docs
 
     def prepare_model(self) -> None:
         """The run's tokenizer only: ``embed`` of a user's file needs no training data."""
@@ -703,19 +728,23 @@ class RetrievalTask(loop.Task):
     # -- evaluation ----------------------------------------------------------------------
     @torch.no_grad()
     def _embed_split(self, model: nn.Module, split: _Split) -> tuple[torch.Tensor, torch.Tensor]:
+        q = self._embed_tokens(model, split.q_tok, "query", len(split.queries))
+        return q, self._embed_tokens(model, split.d_tok, "doc", len(split.docs))
+
+    @torch.no_grad()
+    def _embed_tokens(
+        self, model: nn.Module, tok: dict[str, torch.Tensor], side: str, n: int
+    ) -> torch.Tensor:
+        """``(n, dim)`` unit rows of a tokenised block by the ``side`` tower, in eval mode."""
         bs, dev = self.cfg.eval.batch_size, self.device
         was = model.training
         model.eval()
         try:
-
-            def run(tok, side, n):
-                out = []
-                for i in range(0, n, bs):
-                    rows = torch.arange(i, min(i + bs, n))
-                    out.append(model({k: v.to(dev) for k, v in _trim(tok, rows).items()}, side).float().cpu())
-                return F.normalize(torch.cat(out), dim=1)
-
-            return run(split.q_tok, "query", len(split.queries)), run(split.d_tok, "doc", len(split.docs))
+            out = []
+            for i in range(0, n, bs):
+                rows = torch.arange(i, min(i + bs, n))
+                out.append(model({k: v.to(dev) for k, v in _trim(tok, rows).items()}, side).float().cpu())
+            return F.normalize(torch.cat(out), dim=1)
         finally:
             model.train(was)
 
@@ -927,30 +956,68 @@ def embed_data(
     texts = _read_texts(spec, task, side)
     if not texts:
         raise ValueError(f"--data {spec!r} holds no texts")
-    length = task.cfg.model.query_length if side == "query" else task.cfg.model.doc_length
-    split = _Split(texts, texts, torch.zeros(len(texts), dtype=torch.int64))
-    split.q_tok = split.d_tok = task._encode(texts, length)
     task.cfg = dataclasses.replace(task.cfg, eval=dataclasses.replace(task.cfg.eval, batch_size=batch_size))
-    qv, dv = task._embed_split(model, split)
-    return (qv if side == "query" else dv).numpy()
+    return _embed_texts(task, model, texts, side).numpy()
+
+
+def _queries(query) -> list[str]:
+    if isinstance(query, str):
+        query = [query]
+    if not isinstance(query, (list, tuple)) or not query:
+        raise ValueError('query must be a non-empty string, e.g. contrastive search RUN "read a file"')
+    for i, q in enumerate(query):
+        if not isinstance(q, str) or not q.strip():
+            raise ValueError(
+                f"query {i + 1} is {q!r}; every query must be a non-empty string (one per line with --queries)"
+            )
+    return list(query)
 
 
 def search(
-    run_dir, query: str, k: int = 10, checkpoint: str = "last", *, allow_changed_data: bool = False
-) -> list[tuple[float, str]]:
-    """The ``k`` test-corpus documents a run's trained encoder ranks first for ``query``: ``[(score, text)]``."""
-    if not isinstance(query, str) or not query.strip():
-        raise ValueError('query must be a non-empty string, e.g. contrastive search RUN "read a file"')
+    run_dir, query, k: int = 10, checkpoint: str = "last", *, allow_changed_data: bool = False
+) -> list[tuple[float, str]] | list[list[tuple[float, str]]]:
+    """The ``k`` test-corpus documents a run's trained encoder ranks first for ``query``:
+    ``[(score, text)]``, best first; for a list of queries, one such list per query.
+
+    The corpus's embeddings are cached (:class:`contrastive.train.text.search.EmbeddingCache`:
+    the run folder's ``cache/``, or the user's cache directory where the run folder is
+    read-only), keyed by the sha256 of the checkpoint, of the data and of ``config.toml``: a
+    later search of the same run loads the model and encodes the queries only. The run's
+    checks stay (``run_id``, ``tokenizer.json``'s and the data's sha256)."""
+    from ..runtime import read_run
+    from ..text.search import EmbeddingCache, file_sha256
+
+    queries = _queries(query)
     if not isinstance(k, int) or isinstance(k, bool) or k < 1:
         raise ValueError(f"k must be an int >= 1, got {k!r}")
     task, model, _, _ = loop.load_task(
-        RetrievalTask, RetrievalConfig, run_dir, checkpoint, allow_changed_data=allow_changed_data
+        RetrievalTask, RetrievalConfig, run_dir, checkpoint, data=False, allow_changed_data=allow_changed_data
     )
-    split = task.test
-    split.queries = [query]
-    split.q_tok = task._encode([query], task.cfg.model.query_length)
-    qv, dv = task._embed_split(model, split)
-    return top_documents(qv, dv, split.docs, k)[0]
+    run_dir = Path(run_dir)
+    hashes = task.data_hashes()  # the data check of every command (refused, or noted when allowed)
+    cache = EmbeddingCache(run_dir, checkpoint, str(read_run(run_dir).get("run_id", "")))
+    key = {
+        "checkpoint_sha256": file_sha256(run_dir / "checkpoints" / f"{checkpoint}.pt"),
+        "data_sha256": hashes,
+        "config_sha256": file_sha256(run_dir / "config.toml"),
+    }
+    got = cache.load(key) if hashes is not None else None
+    if got is None:
+        docs = task.test_corpus()
+        emb = _embed_texts(task, model, docs, "doc")  # (D, dim)
+        if hashes is None:  # the pycode corpus was built just now: its hash is known from here on
+            key["data_sha256"] = task.data_hashes()
+        cache.save(key, docs, emb)
+    else:
+        docs, emb = got
+    hits = top_documents(_embed_texts(task, model, queries, "query"), emb, docs, k)
+    return hits[0] if isinstance(query, str) else hits
+
+
+def _embed_texts(task: RetrievalTask, model: nn.Module, texts: list[str], side: str) -> torch.Tensor:
+    """``(N, dim)`` unit rows of ``texts`` by the query or the document tower."""
+    length = task.cfg.model.query_length if side == "query" else task.cfg.model.doc_length
+    return task._embed_tokens(model, task._encode(texts, length), side, len(texts))
 
 
 RECIPE = Recipe(
