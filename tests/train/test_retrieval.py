@@ -224,7 +224,20 @@ def test_hf_encoder_on_a_tiny_random_bert(tmp_path, jsonl):
         )
         assert main(["train", "retrieval", *args]) == 0
         run = tmp_path / "runs" / pooling
-        assert json.loads((run / "summary.json").read_text())["trained"]["mrr_at_10"] >= 0
+        summary = json.loads((run / "summary.json").read_text())
+        assert summary["trained"]["mrr_at_10"] >= 0
+        # the trained tower as a sentence-transformers model: its encode is `contrastive embed`
+        assert summary["paths"]["sentence_transformers"] == str(run / "model")
+        st = pytest.importorskip("sentence_transformers")
+        texts = ["read the file", "def parse_json_3(text):\n    return text.json()", "sort a queue of tokens"]
+        (tmp_path / "texts.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+        out = tmp_path / f"{pooling}.npy"
+        assert main(["embed", str(run), "--data", str(tmp_path / "texts.jsonl"), "--out", str(out)]) == 0
+        ours = np.load(out)
+        theirs = st.SentenceTransformer(str(run / "model"), device="cpu").encode(texts, convert_to_numpy=True)
+        assert theirs.dtype == np.float32 and theirs.shape == ours.shape
+        np.testing.assert_allclose(theirs, ours, rtol=1e-5, atol=1e-5)
+        assert not np.allclose(ours, _pretrained_embeddings(folder, pooling, texts), atol=1e-3)  # trained
     assert len(search(tmp_path / "runs" / "cls", "read the file", k=2)) == 2
     bad = _args(
         tmp_path,
@@ -236,6 +249,18 @@ def test_hf_encoder_on_a_tiny_random_bert(tmp_path, jsonl):
         },
     )
     assert main(["train", "retrieval", *bad]) == 3  # a missing model folder: exit 3 (README exit-code table)
+
+
+def _pretrained_embeddings(folder, pooling, texts):
+    """The tiny BERT's embeddings before training (the export must hold the trained weights)."""
+    from contrastive.train.text.encoders import HFEncoder
+
+    transformers = pytest.importorskip("transformers")
+    tok = transformers.AutoTokenizer.from_pretrained(folder)
+    enc = tok(texts, truncation=True, max_length=24, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        out = HFEncoder(str(folder), pooling).eval()(dict(enc))
+    return torch.nn.functional.normalize(out, dim=1).numpy()
 
 
 def test_config_errors():
@@ -260,6 +285,7 @@ def test_own_encoder_by_import_path(tmp_path, jsonl):
     )
     assert main(["train", "retrieval", *args]) == 0
     assert json.loads((tmp_path / "runs" / "own" / "summary.json").read_text())["trained"]["mrr_at_10"] >= 0
+    assert not (tmp_path / "runs" / "own" / "model").exists()  # a sentence-transformers folder: hf only
     assert len(search(tmp_path / "runs" / "own", "read the file", k=3)) == 3
 
 

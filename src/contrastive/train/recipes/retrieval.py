@@ -848,6 +848,20 @@ class RetrievalTask(loop.Task):
             )
         return paths
 
+    def export(self, run_dir: Path, model: nn.Module) -> dict[str, Path]:
+        """A Hugging Face encoder with one shared tower is also written as a sentence-transformers
+        model, ``run_dir/"model"`` (``SentenceTransformer(run_dir / "model")`` loads it; its
+        ``encode`` is ``embed --side doc``: document length, unit rows); other encoders: nothing."""
+        m = self.cfg.model
+        if m.encoder != "hf" or not self.model.dual.shared:
+            return {}
+        from ..text.export import save_sentence_transformer
+
+        folder = save_sentence_transformer(
+            self.model.dual.query_tower, self.tokenizer, run_dir / "model", m.doc_length
+        )
+        return {"sentence_transformers": folder}
+
     def summary_extra(self) -> dict[str, Any]:
         return {
             "fused": getattr(self, "fused", {}),
