@@ -7,13 +7,19 @@ documents per query drawn from the top ``pairs.mine_depth`` BM25 hits of the tra
 (never the positive itself), all embedded by the document tower; the query tower embeds the
 queries; the loss is :func:`contrastive.retrieval_loss` (every positive and every hard negative
 of the batch is a candidate of every query; a duplicate of a query's own positive is not its
-negative) or, with ``loss.name=siglip``, :func:`contrastive.siglip_loss` over the in-batch pairs.
+negative), with its features from the ``loss.*`` settings (directions, partition mode,
+hardness, HCL, Matryoshka; :class:`RetrievalLossConfig`), or, with ``loss.name=siglip``,
+:func:`contrastive.siglip_loss` over the in-batch pairs.
 
 Evaluation: every query of the held-out split against the whole held-out corpus, MRR@10,
 Recall@1, Recall@10 and nDCG@10 for BM25, TF-IDF, the randomly initialised encoder, the trained
 encoder, and BM25 + trained fused by reciprocal rank. ``best.pt`` keeps the best validation
 MRR@10. The run folder also holds ``tokenizer.json`` and ``corpus.json`` (package versions,
-pairs per split, content hash). Everything else is the shared loop's (:mod:`contrastive.train.loop`).
+pairs per split, content hash), and for a Hugging Face encoder with one shared tower ``model/``,
+the trained model as a sentence-transformers folder (:mod:`contrastive.train.text.export`).
+Everything else is the shared loop's (:mod:`contrastive.train.loop`); the text machinery
+(corpus, tokenizer and its cache, BM25 mining, search and its cache) is
+:mod:`contrastive.train.text`'s.
 
 Run it with ``contrastive train retrieval``; ``contrastive search RUN "a query"`` shows the top
 documents of a trained run.
@@ -50,7 +56,7 @@ from ..text.encoders import BagEncoder, DualEncoder, HFEncoder, TransformerTextE
 from ..text.lexical import BM25, TfIdf
 from ..text.metrics import METRICS, evaluate_scorer, rrf_scores
 from ..text.mining import cached_mine
-from ..text.search import top_documents
+from ..text.search import check_queries, search_run
 from ..text.tokenizer import TOKENIZERS, TextTokenizer, cached_tokenizer, load_run_tokenizer
 from .base import Recipe
 
@@ -748,6 +754,11 @@ class RetrievalTask(loop.Task):
         finally:
             model.train(was)
 
+    def embed_texts(self, model: nn.Module, texts: list[str], side: str) -> torch.Tensor:
+        """``(N, dim)`` unit rows of ``texts`` by the ``query`` or the ``doc`` tower."""
+        length = self.cfg.model.query_length if side == "query" else self.cfg.model.doc_length
+        return self._embed_tokens(model, self._encode(texts, length), side, len(texts))
+
     def _bm25_scores(self) -> torch.Tensor:
         if getattr(self, "_bm25_test", None) is None:
             bm = BM25(self.test.docs, self.cfg.pairs.bm25_k1, self.cfg.pairs.bm25_b)
@@ -971,67 +982,23 @@ def embed_data(
     if not texts:
         raise ValueError(f"--data {spec!r} holds no texts")
     task.cfg = dataclasses.replace(task.cfg, eval=dataclasses.replace(task.cfg.eval, batch_size=batch_size))
-    return _embed_texts(task, model, texts, side).numpy()
-
-
-def _queries(query) -> list[str]:
-    if isinstance(query, str):
-        query = [query]
-    if not isinstance(query, (list, tuple)) or not query:
-        raise ValueError('query must be a non-empty string, e.g. contrastive search RUN "read a file"')
-    for i, q in enumerate(query):
-        if not isinstance(q, str) or not q.strip():
-            raise ValueError(
-                f"query {i + 1} is {q!r}; every query must be a non-empty string (one per line with --queries)"
-            )
-    return list(query)
+    return task.embed_texts(model, texts, side).numpy()
 
 
 def search(
     run_dir, query, k: int = 10, checkpoint: str = "last", *, allow_changed_data: bool = False
 ) -> list[tuple[float, str]] | list[list[tuple[float, str]]]:
     """The ``k`` test-corpus documents a run's trained encoder ranks first for ``query``:
-    ``[(score, text)]``, best first; for a list of queries, one such list per query.
-
-    The corpus's embeddings are cached (:class:`contrastive.train.text.search.EmbeddingCache`:
-    the run folder's ``cache/``, or the user's cache directory where the run folder is
-    read-only), keyed by the sha256 of the checkpoint, of the data and of ``config.toml``: a
-    later search of the same run loads the model and encodes the queries only. The run's
-    checks stay (``run_id``, ``tokenizer.json``'s and the data's sha256)."""
-    from ..runtime import read_run
-    from ..text.search import EmbeddingCache, file_sha256
-
-    queries = _queries(query)
+    ``[(score, text)]``, best first; for a list of queries, one such list per query. The
+    corpus's embeddings are cached: :func:`contrastive.train.text.search.search_run`."""
+    queries = check_queries(query)
     if not isinstance(k, int) or isinstance(k, bool) or k < 1:
         raise ValueError(f"k must be an int >= 1, got {k!r}")
-    task, model, _, _ = loop.load_task(
+    task, model, _, _ = loop.load_task(  # the model only: the corpus comes from the cache if it can
         RetrievalTask, RetrievalConfig, run_dir, checkpoint, data=False, allow_changed_data=allow_changed_data
     )
-    run_dir = Path(run_dir)
-    hashes = task.data_hashes()  # the data check of every command (refused, or noted when allowed)
-    cache = EmbeddingCache(run_dir, checkpoint, str(read_run(run_dir).get("run_id", "")))
-    key = {
-        "checkpoint_sha256": file_sha256(run_dir / "checkpoints" / f"{checkpoint}.pt"),
-        "data_sha256": hashes,
-        "config_sha256": file_sha256(run_dir / "config.toml"),
-    }
-    got = cache.load(key) if hashes is not None else None
-    if got is None:
-        docs = task.test_corpus()
-        emb = _embed_texts(task, model, docs, "doc")  # (D, dim)
-        if hashes is None:  # the pycode corpus was built just now: its hash is known from here on
-            key["data_sha256"] = task.data_hashes()
-        cache.save(key, docs, emb)
-    else:
-        docs, emb = got
-    hits = top_documents(_embed_texts(task, model, queries, "query"), emb, docs, k)
+    hits = search_run(task, model, run_dir, checkpoint, queries, k)
     return hits[0] if isinstance(query, str) else hits
-
-
-def _embed_texts(task: RetrievalTask, model: nn.Module, texts: list[str], side: str) -> torch.Tensor:
-    """``(N, dim)`` unit rows of ``texts`` by the query or the document tower."""
-    length = task.cfg.model.query_length if side == "query" else task.cfg.model.doc_length
-    return task._embed_tokens(model, task._encode(texts, length), side, len(texts))
 
 
 RECIPE = Recipe(

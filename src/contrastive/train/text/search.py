@@ -2,6 +2,9 @@
 and the cache of the corpus's embeddings that makes every search after the first cost one
 model load and the queries' encoding.
 
+:func:`search_run` answers queries for a loaded run (the retrieval recipe's task and model,
+built without its training data): the corpus's embeddings from the cache when its key holds,
+else the corpus read and embedded, and the cache written.
 :func:`top_documents` ranks unit-norm document embeddings by their dot product with each
 query's embedding. :class:`EmbeddingCache` keeps a run's corpus (the documents and their
 ``(D, dim)`` float32 embeddings) in one file per checkpoint name, ``search-<checkpoint>.pt``,
@@ -20,11 +23,19 @@ import hashlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
+from torch import nn
 
-__all__ = ["EmbeddingCache", "file_sha256", "top_documents", "user_cache_dir"]
+__all__ = [
+    "EmbeddingCache",
+    "check_queries",
+    "file_sha256",
+    "search_run",
+    "top_documents",
+    "user_cache_dir",
+]
 
 FORMAT = 1
 
@@ -140,3 +151,68 @@ class EmbeddingCache:
             except OSError:
                 continue
         return None
+
+
+class SearchTask(Protocol):
+    """What :func:`search_run` needs of a loaded retrieval task."""
+
+    def data_hashes(self) -> dict[str, str] | None: ...  # the run's data check; None: not built yet
+
+    def test_corpus(self) -> list[str]: ...  # read from the data
+
+    def embed_texts(self, model: nn.Module, texts: list[str], side: str) -> torch.Tensor: ...
+
+
+def check_queries(query) -> list[str]:
+    """``query`` (a string, or a list of them) as a list of non-blank queries.
+
+    Raises:
+        ValueError: no query, or a blank or non-string one (named by its position).
+
+    Examples:
+        >>> check_queries("read a file"), check_queries(["a", "b"])
+        (['read a file'], ['a', 'b'])
+    """
+    if isinstance(query, str):
+        query = [query]
+    if not isinstance(query, (list, tuple)) or not query:
+        raise ValueError('query must be a non-empty string, e.g. contrastive search RUN "read a file"')
+    for i, q in enumerate(query):
+        if not isinstance(q, str) or not q.strip():
+            raise ValueError(
+                f"query {i + 1} is {q!r}; every query must be a non-empty string (one per line with --queries)"
+            )
+    return list(query)
+
+
+def search_run(
+    task: SearchTask, model: nn.Module, run_dir, checkpoint: str, queries: list[str], k: int
+) -> list[list[tuple[float, str]]]:
+    """The top ``k`` ``(score, document)`` of the run's test corpus for each query.
+
+    The corpus's embeddings come from the :class:`EmbeddingCache` of ``(run_dir, checkpoint)``
+    when it holds the key ``{sha256 of the checkpoint file, the data's hashes as checked now
+    (task.data_hashes()), sha256 of config.toml}``; otherwise the corpus is read, embedded by
+    the document tower and cached. The data check runs either way (a changed file is refused,
+    or noted with ``allow_changed_data``).
+    """
+    from ..runtime import read_run
+
+    run_dir = Path(run_dir)
+    hashes = task.data_hashes()
+    cache = EmbeddingCache(run_dir, checkpoint, str(read_run(run_dir).get("run_id", "")))
+    key = {
+        "checkpoint_sha256": file_sha256(run_dir / "checkpoints" / f"{checkpoint}.pt"),
+        "data_sha256": hashes,
+        "config_sha256": file_sha256(run_dir / "config.toml"),
+    }
+    got = cache.load(key) if hashes is not None else None
+    if got is None:
+        docs = task.test_corpus()
+        emb = task.embed_texts(model, docs, "doc")  # (D, dim)
+        if hashes is None:  # a corpus built just now (pycode): its hash is known from here on
+            key["data_sha256"] = task.data_hashes()
+        cache.save(key, docs, emb)
+    else:
+        docs, emb = got
+    return top_documents(task.embed_texts(model, queries, "query"), emb, docs, k)
