@@ -249,6 +249,18 @@ def test_hf_encoder_on_a_tiny_random_bert(tmp_path, jsonl):
         },
     )
     assert main(["train", "retrieval", *bad]) == 3  # a missing model folder: exit 3 (README exit-code table)
+    wide = _args(
+        tmp_path,
+        **{
+            "data.name": "jsonl",
+            "data.path": jsonl,
+            "model.encoder": "hf",
+            "model.path": folder,
+            "loss.matryoshka_dims": "32,8",
+            "run.name": "wide",
+        },
+    )
+    assert main(["train", "retrieval", *wide]) == 2  # prefixes wider than the BERT's 16: refused
 
 
 def _pretrained_embeddings(folder, pooling, texts):

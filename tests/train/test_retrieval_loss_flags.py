@@ -107,6 +107,7 @@ def test_each_flag_reaches_the_loss(task, monkeypatch, flags, expected):
         ({"loss.matryoshka_dims": "16,8", "loss.matryoshka_weights": "1"}, "one weight per dim"),
         ({"loss.matryoshka_weights": "1"}, "without matryoshka_dims"),
         ({"loss.name": "siglip", "loss.hardness_mode": "in_batch_negatives"}, "siglip takes none"),
+        ({"loss.matryoshka_dims": "512,64"}, "wider than the embeddings (model.dim = 256)"),
     ],
 )
 def test_bad_values_are_one_line_config_errors(flags, words):

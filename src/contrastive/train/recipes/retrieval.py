@@ -349,6 +349,19 @@ class RetrievalConfig:
     eval: RetrievalEvalConfig = dataclasses.field(default_factory=RetrievalEvalConfig)
     dist: DistConfig = dataclasses.field(default_factory=DistConfig)
 
+    def __post_init__(self):
+        if self.model.encoder in ("bag", "transformer"):  # the width is known here (hf: when built)
+            _check_prefixes(self.loss, self.model.dim, "model.dim")
+
+
+def _check_prefixes(loss: RetrievalLossConfig, width: int, what: str) -> None:
+    dims = loss.loss_kwargs()["matryoshka_dims"] or []
+    if any(d > width for d in dims):
+        raise ConfigError(
+            f"loss.matryoshka_dims={loss.matryoshka_dims} has prefixes wider than the embeddings "
+            f"({what} = {width}); use dims <= {width}"
+        )
+
 
 @dataclasses.dataclass
 class _Split:
@@ -623,7 +636,9 @@ class RetrievalTask(loop.Task):
                 f"this run's encoder ({m.encoder}) was passed from Python; pass it again (encoder=...)"
             )
         if m.encoder == "hf":
-            return HFEncoder(m.path, m.pooling)
+            tower = HFEncoder(m.path, m.pooling)
+            _check_prefixes(self.cfg.loss, tower.dim, f"the hidden size of {m.path}")
+            return tower
         v = self.tokenizer.vocab_size
         if m.encoder == "transformer":
             return TransformerTextEncoder(
