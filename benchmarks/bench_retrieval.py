@@ -8,6 +8,8 @@ average to ``benchmarks/results/retrieval.csv`` and a bar plot to ``retrieval.pn
 
     python benchmarks/bench_retrieval.py                      # every variant (about 5 min each on 2 cores)
     python benchmarks/bench_retrieval.py --variants default siglip --root /tmp/runs
+    python benchmarks/bench_retrieval.py --variants default "HCL beta 0.5" \
+        --extra "--data.packages=stdlib --train.epochs=1 --data.train_limit=200"   # a smoke check
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ import argparse
 import csv
 import json
 import os
+import re
 import resource
+import shlex
 import subprocess
 import sys
 import time
@@ -27,15 +31,26 @@ VARIANTS = {
     "no hard negatives": ["--pairs.hard_negatives=0"],
     "batch 1024 via chunk_size 256": ["--train.batch_size=1024", "--train.chunk_size=256"],
     "siglip": ["--loss.name=siglip", "--loss.temperature=0.1"],
-    "symmetric": ["--loss.symmetric=true"],
+    "two directions per_direction": [
+        "--loss.directions=query_to_doc,doc_to_query",
+        "--loss.partition_mode=per_direction",
+    ],
+    "GTE four directions joint": [
+        "--loss.directions=query_to_doc,doc_to_query,query_to_query,doc_to_doc",
+        "--loss.partition_mode=joint",
+    ],
+    "hardness all_negatives 5": ["--loss.hardness_mode=all_negatives", "--loss.hardness_strength=5"],
+    "hardness hard_negatives 5": ["--loss.hardness_mode=hard_negatives", "--loss.hardness_strength=5"],
+    "HCL beta 0.5": ["--loss.hcl_beta=0.5"],
+    "Matryoshka 256,128,64,32": ["--loss.matryoshka_dims=256,128,64,32"],
     "learnable temperature": ["--loss.learn_temperature=true"],
     "two towers": ["--model.shared=false"],
 }
 OUT = Path(__file__).resolve().parent / "results"
 
 
-def run(name: str, extra, root: str) -> dict:
-    folder = name.replace(" ", "-")
+def run(name: str, extra, root: str, more=()) -> dict:
+    folder = re.sub(r"[^A-Za-z0-9_.]+", "-", name)
     cmd = [
         sys.executable,
         "-m",
@@ -47,6 +62,7 @@ def run(name: str, extra, root: str) -> dict:
         "--run.overwrite=true",
         "--run.progress=false",
         *extra,
+        *more,
     ]
     load = os.getloadavg()[0]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -58,7 +74,7 @@ def run(name: str, extra, root: str) -> dict:
     t, b = s["trained"], s["baselines"]
     return {
         "variant": name,
-        "args": " ".join(extra),
+        "args": " ".join([*extra, *more]),
         "mrr_at_10": t["mrr_at_10"],
         "recall_at_1": t["recall_at_1"],
         "recall_at_10": t["recall_at_10"],
@@ -100,12 +116,17 @@ def main() -> None:
     p.add_argument("--variants", nargs="*", default=list(VARIANTS), help=f"any of {list(VARIANTS)}")
     p.add_argument("--root", default="runs/bench-retrieval")
     p.add_argument("--out", default=str(OUT / "retrieval.csv"))
+    p.add_argument(
+        "--extra",
+        default="",
+        help="overrides added to every variant, one string (e.g. a smaller run to check the script)",
+    )
     args = p.parse_args()
     rows = []
     for name in args.variants:
         if name not in VARIANTS:
             raise SystemExit(f"unknown variant {name!r}; choose from {list(VARIANTS)}")
-        rows.append(run(name, VARIANTS[name], args.root))
+        rows.append(run(name, VARIANTS[name], args.root, shlex.split(args.extra)))
         print(json.dumps(rows[-1]), flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -51,6 +51,7 @@ MARKED: dict[str, list[str]] = {
         "tests/train/test_siamese.py::test_pair_sources_and_subsets*",
         "tests/train/test_loop.py::*",  # training runs through the shared loop
         "tests/train/test_retrieval.py::*",  # retrieval runs (corpus, tokenizer, mining, training)
+        "tests/train/test_retrieval_search.py::*",  # a tiny retrieval run, then searches
         "tests/train/test_retrieval_reliability.py::test_s*",  # tiny retrieval runs, a 3-4 s wait for a missing rank
         "tests/train/test_retrieval_reliability.py::test_t1_*",
         "tests/train/test_retrieval_reliability.py::test_u1_*",

@@ -6,7 +6,8 @@ summary from rank 0; one step on 2 ranks of half the batch each gives the loss a
 (towers and learnable temperature) of one step of one process on the whole batch, since the
 loss is :func:`contrastive.distributed.retrieval_loss` with DDP's gradient averaging; a
 supervised-contrastive SimCLR run completes on 2 ranks, and ``loss.decoupled=true`` is still
-refused under torchrun with a one-line message.
+refused under torchrun with a one-line message, as are the retrieval loss features the
+distributed retrieval loss does not take.
 """
 
 from __future__ import annotations
@@ -68,7 +69,14 @@ def _retrieval_opts(tmp_path, jsonl, **more):
 
 @pytest.mark.parametrize(
     "loss",
-    [{"pairs.hard_negatives": 2, "loss.symmetric": "true"}, {"loss.name": "siglip"}],
+    [
+        {
+            "pairs.hard_negatives": 2,
+            "loss.directions": "query_to_doc,doc_to_query",
+            "loss.partition_mode": "per_direction",
+        },
+        {"loss.name": "siglip"},
+    ],
     ids=["hard-negatives", "siglip"],
 )
 def test_retrieval_under_torchrun(tmp_path, loss):
@@ -95,7 +103,8 @@ def test_retrieval_two_ranks_equal_one_process_on_the_global_batch(tmp_path):
         "pairs.hard_negatives": 1,  # each query's top mined document, so no random draw: the given
         "pairs.mine_depth": 1,  # negative, or else another pair's positive (then not a negative)
         "model.token_dropout": 0.0,
-        "loss.symmetric": "true",
+        "loss.directions": "query_to_doc,doc_to_query",
+        "loss.partition_mode": "per_direction",
         "loss.learn_temperature": "true",
         "loss.temperature": 0.1,
         "optim.name": "sgd",
@@ -144,4 +153,15 @@ def test_supcon_under_torchrun_and_decoupled_refused(tmp_path):
     assert "contrastive train: error: loss.decoupled=true (DCL) has no global-batch" in proc.stderr, (
         proc.stderr[-3000:]
     )
+    assert "[rank0]: Traceback" not in proc.stderr and "[rank1]: Traceback" not in proc.stderr
+
+
+def test_retrieval_features_refused_under_torchrun(tmp_path):
+    """What contrastive.distributed.retrieval_loss does not take stops the job with one line
+    before any data is read (the single-process tests are in test_retrieval_loss_flags.py)."""
+    jsonl = _write_jsonl(tmp_path / "pairs.jsonl", _pairs(40))
+    opts = _retrieval_opts(tmp_path, jsonl, **{"run.name": "hcl", "loss.hcl_beta": 0.5})
+    proc = _torchrun(tmp_path, "retrieval", opts, timeout=60)
+    assert proc.returncode != 0, proc.stderr
+    assert "contrastive train: error: loss.hcl_beta under torchrun" in proc.stderr, proc.stderr[-3000:]
     assert "[rank0]: Traceback" not in proc.stderr and "[rank1]: Traceback" not in proc.stderr

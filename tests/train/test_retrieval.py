@@ -96,7 +96,17 @@ def test_pycode_run_then_eval_embed_search(tmp_path, capsys):
     "more",
     [
         {"loss.name": "siglip", "loss.temperature": 0.1},
-        {"loss.symmetric": True, "loss.learn_temperature": True, "model.shared": False},
+        {
+            "loss.directions": "query_to_doc,doc_to_query",
+            "loss.partition_mode": "per_direction",
+            "loss.learn_temperature": True,
+            "model.shared": False,
+        },
+        {
+            "loss.hardness_mode": "hard_negatives",
+            "loss.hardness_strength": 2.0,
+            "loss.matryoshka_dims": "16,8",
+        },
         {"model.encoder": "transformer", "model.layers": 1, "model.heads": 2, "train.chunk_size": 6},
         {"model.bigram_buckets": 64, "model.hidden": 32, "model.tokenizer": "bpe"},
     ],
@@ -132,7 +142,8 @@ def _task(tmp_path, jsonl, **more):
     return task
 
 
-def test_mined_negatives_exclude_the_positive_and_put_given_ones_first(tmp_path, jsonl):
+def test_the_task_mines_negatives_from_its_training_split(tmp_path, jsonl):
+    """The recipe's wiring of train/text/mining.py (tested there): the given negatives first."""
     task = _task(tmp_path, jsonl, **{"pairs.hard_negatives": 3, "pairs.mine_depth": 5})
     cand, gold = task.candidates, task.tr.gold
     assert cand.shape == (len(gold), 5) and not (cand == gold[:, None]).any()
@@ -213,7 +224,20 @@ def test_hf_encoder_on_a_tiny_random_bert(tmp_path, jsonl):
         )
         assert main(["train", "retrieval", *args]) == 0
         run = tmp_path / "runs" / pooling
-        assert json.loads((run / "summary.json").read_text())["trained"]["mrr_at_10"] >= 0
+        summary = json.loads((run / "summary.json").read_text())
+        assert summary["trained"]["mrr_at_10"] >= 0
+        # the trained tower as a sentence-transformers model: its encode is `contrastive embed`
+        assert summary["paths"]["sentence_transformers"] == str(run / "model")
+        st = pytest.importorskip("sentence_transformers")
+        texts = ["read the file", "def parse_json_3(text):\n    return text.json()", "sort a queue of tokens"]
+        (tmp_path / "texts.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+        out = tmp_path / f"{pooling}.npy"
+        assert main(["embed", str(run), "--data", str(tmp_path / "texts.jsonl"), "--out", str(out)]) == 0
+        ours = np.load(out)
+        theirs = st.SentenceTransformer(str(run / "model"), device="cpu").encode(texts, convert_to_numpy=True)
+        assert theirs.dtype == np.float32 and theirs.shape == ours.shape
+        np.testing.assert_allclose(theirs, ours, rtol=1e-5, atol=1e-5)
+        assert not np.allclose(ours, _pretrained_embeddings(folder, pooling, texts), atol=1e-3)  # trained
     assert len(search(tmp_path / "runs" / "cls", "read the file", k=2)) == 2
     bad = _args(
         tmp_path,
@@ -225,6 +249,30 @@ def test_hf_encoder_on_a_tiny_random_bert(tmp_path, jsonl):
         },
     )
     assert main(["train", "retrieval", *bad]) == 3  # a missing model folder: exit 3 (README exit-code table)
+    wide = _args(
+        tmp_path,
+        **{
+            "data.name": "jsonl",
+            "data.path": jsonl,
+            "model.encoder": "hf",
+            "model.path": folder,
+            "loss.matryoshka_dims": "32,8",
+            "run.name": "wide",
+        },
+    )
+    assert main(["train", "retrieval", *wide]) == 2  # prefixes wider than the BERT's 16: refused
+
+
+def _pretrained_embeddings(folder, pooling, texts):
+    """The tiny BERT's embeddings before training (the export must hold the trained weights)."""
+    from contrastive.train.text.encoders import HFEncoder
+
+    transformers = pytest.importorskip("transformers")
+    tok = transformers.AutoTokenizer.from_pretrained(folder)
+    enc = tok(texts, truncation=True, max_length=24, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        out = HFEncoder(str(folder), pooling).eval()(dict(enc))
+    return torch.nn.functional.normalize(out, dim=1).numpy()
 
 
 def test_config_errors():
@@ -249,6 +297,7 @@ def test_own_encoder_by_import_path(tmp_path, jsonl):
     )
     assert main(["train", "retrieval", *args]) == 0
     assert json.loads((tmp_path / "runs" / "own" / "summary.json").read_text())["trained"]["mrr_at_10"] >= 0
+    assert not (tmp_path / "runs" / "own" / "model").exists()  # a sentence-transformers folder: hf only
     assert len(search(tmp_path / "runs" / "own", "read the file", k=3)) == 3
 
 

@@ -284,16 +284,41 @@ def _search(args: argparse.Namespace) -> int:
             raise ValueError(f"--k must be >= 1, got {args.k}")
         if args.lines < 1:
             raise ValueError(f"--lines must be >= 1 (lines shown of each document), got {args.lines}")
+        if (args.query is None) == (args.queries is None):
+            raise ValueError('pass one query ("QUERY") or --queries FILE (one query per line, - for stdin)')
+        queries = args.query if args.queries is None else _read_queries(args.queries)
         more = {"allow_changed_data": True} if args.allow_changed_data else {}
-        hits = recipe.search(args.run_dir, args.query, args.k, args.checkpoint, **more)
+        hits = recipe.search(args.run_dir, queries, args.k, args.checkpoint, **more)
     except BaseException as err:  # noqa: BLE001 - guarded() re-raises what is not a user or environment error
         return guarded("search", err)
-    for rank, (score, text) in enumerate(hits, 1):
-        lines = text.strip().splitlines()
-        more = f"  ... ({len(lines) - args.lines} more lines)" if len(lines) > args.lines else ""
-        print(f"#{rank}  score {score:.4f}")
-        print("\n".join("    " + line for line in lines[: args.lines]) + more + "\n")
+    blocks = [(args.query, hits)] if args.queries is None else list(zip(queries, hits))
+    for query, found in blocks:
+        if args.queries is not None:  # one block per query, headed by it
+            print(f"== {query}")
+        for rank, (score, text) in enumerate(found, 1):
+            lines = text.strip().splitlines()
+            more = f"  ... ({len(lines) - args.lines} more lines)" if len(lines) > args.lines else ""
+            print(f"#{rank}  score {score:.4f}")
+            print("\n".join("    " + line for line in lines[: args.lines]) + more + "\n")
     return 0
+
+
+def _read_queries(spec: str) -> list[str]:
+    """``--queries``: one query per non-blank line of a UTF-8 file, or of stdin for ``-``."""
+    if spec == "-":
+        text = sys.stdin.read()
+    else:
+        from .text.corpus import text_lines
+
+        if not Path(spec).is_file():
+            raise FileNotFoundError(
+                f"--queries {spec!r}: no such file; pass a file with one query per line, or -"
+            )
+        text = "\n".join(line for _, line in text_lines(spec, "--queries file"))
+    queries = [line.strip() for line in text.splitlines() if line.strip()]
+    if not queries:
+        raise ValueError(f"--queries {spec!r} holds no query (one per line)")
+    return queries
 
 
 def register(subparsers) -> None:
@@ -359,7 +384,12 @@ def register(subparsers) -> None:
 
     s = subparsers.add_parser("search", help="print the documents a retrieval run ranks first for a query")
     s.add_argument("run_dir", metavar="RUN_DIR")
-    s.add_argument("query")
+    s.add_argument("query", nargs="?", help="the query (or --queries)")
+    s.add_argument(
+        "--queries",
+        metavar="FILE",
+        help="many queries, one per line (- for stdin); the output has one block per query, headed '== QUERY'",
+    )
     s.add_argument("--k", type=int, default=10, help="how many documents (default 10)")
     s.add_argument("--lines", type=int, default=8, help="lines shown of each document (default 8)")
     s.add_argument("--checkpoint", choices=("last", "best"), default="last")

@@ -165,7 +165,13 @@ def apply_overrides(cfg, overrides: Mapping[str, Any]):
     changes: dict[str, dict[str, Any]] = {}
     for key, value in overrides.items():
         if key not in keys:
-            raise _unknown(key, keys)
+            sec, _, name = key.partition(".")
+            removed = getattr(sections.get(sec), "REMOVED", {}).get(name)  # {key: (old default, fix)}
+            if removed is None:
+                raise _unknown(key, keys)
+            if coerce(key, type(removed[0]), value) != removed[0]:
+                raise ConfigError(f"{key} was removed; {removed[1]}")
+            continue  # an older run's config.toml holding the removed key at its old default
         sec, name = key.split(".", 1)
         changes.setdefault(sec, {})[name] = coerce(key, keys[key][0], value)
     new = {sec: dataclasses.replace(obj, **changes.get(sec, {})) for sec, obj in sections.items()}

@@ -233,6 +233,10 @@ class Task:
         """Write the run's plots; ``{name: path}``."""
         return {}
 
+    def export(self, run_dir: Path, model: nn.Module) -> dict[str, Path]:
+        """Write the trained model in other formats (after the weights); ``{name: path}``."""
+        return {}
+
     def summary_extra(self) -> dict[str, Any]:
         """Entries of ``summary.json`` between the wall time and the baselines."""
         return {}
@@ -615,6 +619,7 @@ def _finish(task: Task, run_dir: Path, model, log, baselines, final, extra, wall
     """Weights, plots, ``summary.json`` and the final table."""
     checkpoint.save_weights(run_dir / "model.safetensors", model)
     paths = dict(task.plots(run_dir, log.records, baselines, final, extra))
+    paths.update(task.export(run_dir, model))
     paths.update(
         checkpoint=run_dir / "checkpoints" / "last.pt",
         best_checkpoint=run_dir / "checkpoints" / "best.pt",

@@ -7,13 +7,19 @@ documents per query drawn from the top ``pairs.mine_depth`` BM25 hits of the tra
 (never the positive itself), all embedded by the document tower; the query tower embeds the
 queries; the loss is :func:`contrastive.retrieval_loss` (every positive and every hard negative
 of the batch is a candidate of every query; a duplicate of a query's own positive is not its
-negative) or, with ``loss.name=siglip``, :func:`contrastive.siglip_loss` over the in-batch pairs.
+negative), with its features from the ``loss.*`` settings (directions, partition mode,
+hardness, HCL, Matryoshka; :class:`RetrievalLossConfig`), or, with ``loss.name=siglip``,
+:func:`contrastive.siglip_loss` over the in-batch pairs.
 
 Evaluation: every query of the held-out split against the whole held-out corpus, MRR@10,
 Recall@1, Recall@10 and nDCG@10 for BM25, TF-IDF, the randomly initialised encoder, the trained
 encoder, and BM25 + trained fused by reciprocal rank. ``best.pt`` keeps the best validation
 MRR@10. The run folder also holds ``tokenizer.json`` and ``corpus.json`` (package versions,
-pairs per split, content hash). Everything else is the shared loop's (:mod:`contrastive.train.loop`).
+pairs per split, content hash), and for a Hugging Face encoder with one shared tower ``model/``,
+the trained model as a sentence-transformers folder (:mod:`contrastive.train.text.export`).
+Everything else is the shared loop's (:mod:`contrastive.train.loop`); the text machinery
+(corpus, tokenizer and its cache, BM25 mining, search and its cache) is
+:mod:`contrastive.train.text`'s.
 
 Run it with ``contrastive train retrieval``; ``contrastive search RUN "a query"`` shows the top
 documents of a trained run.
@@ -29,7 +35,7 @@ import random
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +44,7 @@ from torch import nn
 from ... import distributed as cd
 from ... import retrieval_loss, siglip_loss
 from ..._optional import needs
+from ...ops import validation as V
 from .. import loop
 from ..checkpoint import CheckpointError
 from ..config import ConfigError, OptimConfig, RunConfig, TrainConfig, choice, require
@@ -48,7 +55,9 @@ from ..text import corpus as TC
 from ..text.encoders import BagEncoder, DualEncoder, HFEncoder, TransformerTextEncoder
 from ..text.lexical import BM25, TfIdf
 from ..text.metrics import METRICS, evaluate_scorer, rrf_scores
-from ..text.tokenizer import TOKENIZERS, TextTokenizer
+from ..text.mining import cached_mine
+from ..text.search import check_queries, search_run
+from ..text.tokenizer import TOKENIZERS, TextTokenizer, cached_tokenizer, load_run_tokenizer
 from .base import Recipe
 
 __all__ = [
@@ -187,17 +196,107 @@ class TextModelConfig:
 
 @dataclasses.dataclass
 class RetrievalLossConfig:
-    """The objective: softmax over candidates (retrieval_loss) or pairwise sigmoid (siglip)."""
+    """The objective: softmax over candidates (retrieval_loss) or pairwise sigmoid (siglip).
+
+    The infonce loss's features are those of :func:`contrastive.retrieval_loss`, written as
+    config strings: ``directions`` comma-separated (``query_to_doc,doc_to_query``),
+    ``hardness_mode`` ``none`` for off, ``hcl_beta`` -1 for off, ``matryoshka_dims`` /
+    ``matryoshka_weights`` comma-separated (empty: off).
+    """
 
     name: str = "infonce"  # infonce (retrieval_loss) | siglip (in-batch pairs; hard negatives unused)
     temperature: float = 0.05
     learn_temperature: bool = False
-    symmetric: bool = False  # infonce: add the document-to-query direction
+    directions: str = "query_to_doc"  # infonce: + doc_to_query, query_to_query, doc_to_doc (GTE)
+    partition_mode: str = "joint"  # infonce: joint (one softmax over every direction) | per_direction
+    hardness_mode: str = "none"  # infonce: none | in_batch_negatives | hard_negatives | all_negatives
+    hardness_strength: float = 0.0  # infonce: alpha >= 0 of the hardness weighting
+    hcl_beta: float = -1.0  # infonce: >= 0 turns on Robinson et al.'s hard-negative weighting (-1: off)
+    hcl_tau_plus: float = 0.0  # infonce, with hcl_beta: the class prior tau+ in [0, 1)
+    matryoshka_dims: str = ""  # infonce: comma-separated prefix widths, e.g. 256,128,64 (empty: off)
+    matryoshka_weights: str = ""  # one weight per dim (empty: ones)
     bias: float = -10.0  # siglip: logit bias
+
+    # a removed key -> (the value it may still hold in an older run's config.toml, the fix)
+    REMOVED: ClassVar[dict[str, tuple[Any, str]]] = {
+        "symmetric": (
+            False,
+            "use --loss.directions=query_to_doc,doc_to_query --loss.partition_mode=per_direction "
+            "(what loss.symmetric=true was)",
+        )
+    }
 
     def __post_init__(self):
         choice(self.name, "loss.name", ("infonce", "siglip"))
         require(self.temperature > 0, "loss.temperature", f"must be > 0, got {self.temperature}")
+        require(
+            self.hcl_beta == -1.0 or self.hcl_beta >= 0,
+            "loss.hcl_beta",
+            f"must be >= 0 (the concentration of the hard-negative weights), or -1 for off, got {self.hcl_beta}",
+        )
+        choice(self.partition_mode, "loss.partition_mode", V.PARTITION_MODES)
+        choice(self.hardness_mode, "loss.hardness_mode", ("none", *V.HARDNESS_MODES[1:]))
+        kwargs = self.loss_kwargs()  # each value checked as retrieval_loss checks it
+        try:
+            V.check_directions(kwargs["directions"], self.partition_mode)
+            V.check_hardness(kwargs["hardness_mode"], self.hardness_strength)
+            V.check_hcl(kwargs["hcl_beta"], self.hcl_tau_plus)
+            V.check_matryoshka(kwargs["matryoshka_dims"], kwargs["matryoshka_weights"], None, True)
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"loss: {err} (the loss.* keys of the same names)") from None
+        if self.name == "siglip" and kwargs != RetrievalLossConfig().loss_kwargs():
+            raise ConfigError(
+                "loss.directions, partition_mode, hardness_*, hcl_* and matryoshka_* are retrieval_loss's "
+                "(loss.name=infonce); loss.name=siglip takes none of them"
+            )
+        try:  # the combinations retrieval_loss refuses, refused here before any work
+            width = max(kwargs["matryoshka_dims"] or [2])
+            x = torch.arange(1.0, 2 * width + 1).reshape(2, width)  # (2, width), no zero prefix
+            retrieval_loss(x, x, x[:1], 1.0, **kwargs)
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"loss: {err}") from None
+
+    def loss_kwargs(self) -> dict[str, Any]:
+        """The feature arguments of :func:`contrastive.retrieval_loss`, from these settings."""
+
+        def items(text: str, typ: type, key: str) -> list | None:
+            parts = [t.strip() for t in text.split(",") if t.strip()]
+            try:
+                return [typ(t) for t in parts] or None
+            except ValueError:
+                raise ConfigError(
+                    f"loss.{key} expects comma-separated {typ.__name__}s such as 256,128,64, got {text!r}"
+                ) from None
+
+        return {
+            "directions": tuple(t.strip() for t in self.directions.split(",") if t.strip()),
+            "partition_mode": self.partition_mode,
+            "hardness_mode": None if self.hardness_mode == "none" else self.hardness_mode,
+            "hardness_strength": self.hardness_strength,
+            "hcl_beta": None if self.hcl_beta == -1.0 else self.hcl_beta,
+            "hcl_tau_plus": self.hcl_tau_plus,
+            "matryoshka_dims": items(self.matryoshka_dims, int, "matryoshka_dims"),
+            "matryoshka_weights": items(self.matryoshka_weights, float, "matryoshka_weights"),
+        }
+
+    def distributed_refusal(self) -> str | None:
+        """Why ``contrastive.distributed.retrieval_loss`` (torchrun) cannot run these settings, or None."""
+        kwargs = self.loss_kwargs()
+        if self.name != "infonce":
+            return None
+        try:
+            V.check_plain_directions(
+                "contrastive.distributed.retrieval_loss", kwargs["directions"], self.partition_mode
+            )
+        except ValueError as err:
+            return f"loss.directions / loss.partition_mode under torchrun: {err}"
+        for key in ("hardness_mode", "hcl_beta", "matryoshka_dims"):
+            if kwargs[key] is not None:
+                return (
+                    f"loss.{key} under torchrun: contrastive.distributed.retrieval_loss does not take "
+                    f"{key} yet (single-process only for now); drop it or train in one process"
+                )
+        return None
 
 
 @dataclasses.dataclass
@@ -249,6 +348,19 @@ class RetrievalConfig:
     loss: RetrievalLossConfig = dataclasses.field(default_factory=RetrievalLossConfig)
     eval: RetrievalEvalConfig = dataclasses.field(default_factory=RetrievalEvalConfig)
     dist: DistConfig = dataclasses.field(default_factory=DistConfig)
+
+    def __post_init__(self):
+        if self.model.encoder in ("bag", "transformer"):  # the width is known here (hf: when built)
+            _check_prefixes(self.loss, self.model.dim, "model.dim")
+
+
+def _check_prefixes(loss: RetrievalLossConfig, width: int, what: str) -> None:
+    dims = loss.loss_kwargs()["matryoshka_dims"] or []
+    if any(d > width for d in dims):
+        raise ConfigError(
+            f"loss.matryoshka_dims={loss.matryoshka_dims} has prefixes wider than the embeddings "
+            f"({what} = {width}); use dims <= {width}"
+        )
 
 
 @dataclasses.dataclass
@@ -321,18 +433,7 @@ class RetrievalTask(loop.Task):
                 self._check_data(data.meta, {"sha256": ""})
             return data
         if self.resuming:
-            for key, path in (("data.path", d.path), ("data.corpus", d.corpus)):
-                if path and not Path(path).is_file():
-                    raise CheckpointError(
-                        f"{path} ({key} of the run {self.run_dir}) is missing; this command needs the "
-                        f"run's data: restore the file the run was trained on"
-                    )
-            # before parsing: a changed file is named as changed, whatever it now holds
-            now = {
-                "sha256": _sha256(d.path),
-                **({"extra_corpus_sha256": _sha256(d.corpus)} if d.corpus else {}),
-            }
-            self._check_data(now, {"sha256": d.path, "extra_corpus_sha256": d.corpus})
+            self._jsonl_hashes()  # before parsing: a changed file is named as changed, whatever it now holds
         parts = TC.split_jsonl(TC.read_jsonl(d.path), d.validation_fraction, d.test_fraction, d.split_seed)
         extra = TC.read_corpus(d.corpus) if d.corpus else []
         if not parts["train"] or not parts["test"]:
@@ -351,6 +452,34 @@ class RetrievalTask(loop.Task):
         if d.corpus:
             meta["extra_corpus_sha256"] = _sha256(d.corpus)
         return TC.RetrievalData("jsonl", parts["train"], parts["validation"], parts["test"], extra, meta)
+
+    def _jsonl_hashes(self) -> dict[str, str]:
+        """The sha256 of the run's JSONL data files now, checked against ``run.json``."""
+        d = self.cfg.data
+        for key, path in (("data.path", d.path), ("data.corpus", d.corpus)):
+            if path and not Path(path).is_file():
+                raise CheckpointError(
+                    f"{path} ({key} of the run {self.run_dir}) is missing; this command needs the "
+                    f"run's data: restore the file the run was trained on"
+                )
+        now = {
+            "sha256": _sha256(d.path),
+            **({"extra_corpus_sha256": _sha256(d.corpus)} if d.corpus else {}),
+        }
+        self._check_data(now, {"sha256": d.path, "extra_corpus_sha256": d.corpus})
+        return now
+
+    def data_hashes(self) -> dict[str, str] | None:
+        """The hashes of the run's data now, checked against ``run.json`` as loading the data
+        checks them, without parsing it; None for a ``pycode`` corpus not built here yet."""
+        d = self.cfg.data
+        if d.name == "jsonl":
+            return self._jsonl_hashes()
+        meta = TC.pycode_meta(Path(self.cfg.run.root) / ".cache", d.package_list())
+        if meta is None:
+            return None
+        self._check_data(meta, {"sha256": ""})
+        return {"sha256": meta.get("sha256", "")}
 
     def _check_data(self, meta: dict[str, Any], files: dict[str, str]) -> None:
         """A resumed or loaded run reads the data it was trained on: each hash ``run.json``
@@ -388,6 +517,9 @@ class RetrievalTask(loop.Task):
         # the other ranks then read them: every rank gets the same tokenizer (its trainer is not
         # bit-reproducible) and no two processes write one cache file
         dc = self.dist
+        why = self.cfg.loss.distributed_refusal() if dc.active else None
+        if why:
+            raise ConfigError(why)
         if dc.active and not dc.is_main:
             broadcast(None, dc)  # waits for rank 0's caches
         n = self._prepare()
@@ -405,7 +537,7 @@ class RetrievalTask(loop.Task):
         # no validation split (data.validation_fraction=0, or too few pairs): never the test
         # split in its place; best.pt is then the last evaluated epoch (header, summary.json)
         self.val = _as_split(_subset(data.validation, d.test_limit, d.split_seed))
-        self.test = _as_split(_subset(data.test, d.test_limit, d.split_seed), data.extra_corpus)
+        self.test = self._test_split(data)
         if len(self.tr.queries) < 2:
             raise ConfigError(
                 f"the training split has {len(self.tr.queries)} pair(s); retrieval needs at least 2"
@@ -420,42 +552,31 @@ class RetrievalTask(loop.Task):
         self.candidates = self._cached_mine() if cfg.pairs.hard_negatives else None
         return len(self.tr.queries)
 
+    def _test_split(self, data: TC.RetrievalData) -> _Split:
+        d = self.cfg.data
+        return _as_split(_subset(data.test, d.test_limit, d.split_seed), data.extra_corpus)
+
+    def test_corpus(self) -> list[str]:
+        """The test split's documents (what ``search`` ranks), read from the run's data."""
+        return self._test_split(self._load_pairs()).docs
+
     def prepare_model(self) -> None:
         """The run's tokenizer only: ``embed`` of a user's file needs no training data."""
         self.meta = {}
         self.tokenizer = self._tokenizer()
 
     def _cached_mine(self) -> torch.Tensor:
-        """:meth:`_mine`, cached in ``<run.root>/.cache`` by the training pairs and the BM25 settings."""
-        p = self.cfg.pairs
-        digest = hashlib.sha1()
-        for q, g in zip(self.tr.queries, self.tr.gold.tolist()):
-            digest.update(f"{q}\0{g}\0".encode())
-        digest.update(
-            json.dumps(
-                [
-                    len(self.tr.docs),
-                    p.mine_depth,
-                    p.bm25_k1,
-                    p.bm25_b,
-                    [list(x.negatives) for x in self.train_pairs],
-                ]
-            ).encode()
+        p, tr = self.cfg.pairs, self.tr
+        return cached_mine(
+            Path(self.cfg.run.root) / ".cache",
+            tr.queries,
+            tr.docs,
+            tr.gold,
+            [x.negatives for x in self.train_pairs],
+            p.mine_depth,
+            p.bm25_k1,
+            p.bm25_b,
         )
-        path = Path(self.cfg.run.root) / ".cache" / f"negatives-{digest.hexdigest()[:12]}.pt"
-        if path.is_file():
-            try:
-                cand = torch.load(path, weights_only=True)
-                if isinstance(cand, torch.Tensor) and cand.dim() == 2 and len(cand) == len(self.tr.queries):
-                    return cand
-            except Exception:  # noqa: BLE001 - a damaged cache file is rebuilt, never trusted
-                pass
-        cand = self._mine()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        from ..checkpoint import atomic_write
-
-        atomic_write(path, lambda tmp: torch.save(cand, tmp))
-        return cand
 
     def _tokenizer(self):
         m = self.cfg.model
@@ -474,73 +595,27 @@ class RetrievalTask(loop.Task):
         if self.resuming and own is not None:  # --resume, eval, embed, search: the run's own, never a new one
             return self._own_tokenizer(own)
         # trained once per training split and cached (tokenizers' trainer is not bit-reproducible)
-        key = hashlib.sha1(
-            json.dumps(
-                [
-                    self.meta.get("sha256"),
-                    self.cfg.data.train_limit,
-                    self.cfg.data.split_seed,
-                    m.tokenizer,
-                    m.vocab_size,
-                ]
-            ).encode()
-        ).hexdigest()[:12]
-        path = Path(self.cfg.run.root) / ".cache" / f"tokenizer-{key}.json"
-        try:
-            tok = TextTokenizer.load(path) if path.is_file() else None
-        except CheckpointError:  # a damaged cache file is trained again
-            tok = None
-        if tok is None:
-            tok = TextTokenizer.train(self.tr.queries + self.tr.docs, m.vocab_size, m.tokenizer)
-            tok.save(path)
+        tok = cached_tokenizer(
+            Path(self.cfg.run.root) / ".cache",
+            [self.meta.get("sha256"), self.cfg.data.train_limit, self.cfg.data.split_seed],
+            self.tr.queries + self.tr.docs,
+            m.vocab_size,
+            m.tokenizer,
+        )
         if own is not None and self.dist.is_main:
             tok.save(own)
         return tok
 
     def _own_tokenizer(self, own: Path) -> TextTokenizer:
-        """The run folder's ``tokenizer.json``, checked against the sha256 ``run.json`` recorded."""
         from ..runtime import read_run
 
-        if not own.is_file():
-            raise CheckpointError(
-                f"{own} is missing; the run's weights fit only the tokenizer they were trained with: "
-                f"restore tokenizer.json from a copy of the run (a new one is never trained for it)"
-            )
-        recorded = read_run(self.run_dir).get("tokenizer_sha256")
-        if recorded is not None and _sha256(own) != recorded:
-            raise CheckpointError(
-                f"{own} is not the tokenizer the run was trained with (sha256 {_sha256(own)}, run.json "
-                f"records {recorded}); restore tokenizer.json from a copy of the run"
-            )
-        return TextTokenizer.load(own)
+        return load_run_tokenizer(own, read_run(self.run_dir).get("tokenizer_sha256"))
 
     def _encode(self, texts: list[str], length: int) -> dict[str, torch.Tensor]:
         if isinstance(self.tokenizer, TextTokenizer):
             return self.tokenizer.batch(texts, length)
         enc = self.tokenizer(texts, truncation=True, max_length=length, padding=True, return_tensors="pt")
         return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
-
-    def _mine(self) -> torch.Tensor:
-        """``(Q, M)`` training-document ids: the user's negatives first, then BM25's top hits,
-        the query's own document never among them."""
-        p, tr = self.cfg.pairs, self.tr
-        bm = BM25(tr.docs, p.bm25_k1, p.bm25_b)
-        depth = min(p.mine_depth, len(tr.docs) - 1)
-        if depth < 1:
-            raise ConfigError(
-                "hard negatives need at least 2 distinct training documents; set pairs.hard_negatives=0"
-            )
-        index = {t: i for i, t in enumerate(tr.docs)}
-        out = []
-        for i in range(0, len(tr.queries), 1024):
-            s = torch.from_numpy(bm.scores(tr.queries[i : i + 1024]))  # (chunk, D)
-            s.scatter_(1, tr.gold[i : i + 1024, None], float("-inf"))  # never the positive
-            for r, pair in enumerate(self.train_pairs[i : i + 1024]):
-                for n in pair.negatives:
-                    if index[n] != int(tr.gold[i + r]):
-                        s[r, index[n]] = float("inf")  # given negatives rank first
-            out.append(s.topk(depth, dim=1).indices)
-        return torch.cat(out)
 
     # -- model and steps -----------------------------------------------------------------
     def _tower(self) -> nn.Module:
@@ -561,7 +636,9 @@ class RetrievalTask(loop.Task):
                 f"this run's encoder ({m.encoder}) was passed from Python; pass it again (encoder=...)"
             )
         if m.encoder == "hf":
-            return HFEncoder(m.path, m.pooling)
+            tower = HFEncoder(m.path, m.pooling)
+            _check_prefixes(self.cfg.loss, tower.dim, f"the hidden size of {m.path}")
+            return tower
         v = self.tokenizer.vocab_size
         if m.encoder == "transformer":
             return TransformerTextEncoder(
@@ -643,41 +720,59 @@ class RetrievalTask(loop.Task):
             self.dist.active and self.candidates is not None and self.cfg.pairs.hard_negatives > 0
         )
         neg = d[b:] if with_neg else None  # (M_r, dim)
-        fn = cd.retrieval_loss if self.dist.active else retrieval_loss
-        two: dict = (
-            {"directions": ("query_to_doc", "doc_to_query"), "partition_mode": "per_direction"}
-            if c.symmetric
-            else {}
-        )
-        return fn(
+        if self.dist.active:  # the plain forms only (distributed_refusal, checked in prepare)
+            kw = c.loss_kwargs()
+            return cd.retrieval_loss(
+                q,
+                d[:b],
+                neg,
+                tau,
+                directions=kw["directions"],
+                partition_mode=kw["partition_mode"],
+                positive_ids=pos_ids,
+                normalize=False,
+                check_finite=False,
+            )
+        # every prefix normalised on its own (Matryoshka) needs normalize=True; unit rows are unchanged by it
+        kw = c.loss_kwargs()
+        return retrieval_loss(
             q,
             d[:b],
             neg,
             tau,
-            **two,
+            **kw,
             positive_ids=pos_ids,
-            normalize=False,
+            normalize=kw["matryoshka_dims"] is not None,
             check_finite=False,
         )
 
     # -- evaluation ----------------------------------------------------------------------
     @torch.no_grad()
     def _embed_split(self, model: nn.Module, split: _Split) -> tuple[torch.Tensor, torch.Tensor]:
+        q = self._embed_tokens(model, split.q_tok, "query", len(split.queries))
+        return q, self._embed_tokens(model, split.d_tok, "doc", len(split.docs))
+
+    @torch.no_grad()
+    def _embed_tokens(
+        self, model: nn.Module, tok: dict[str, torch.Tensor], side: str, n: int
+    ) -> torch.Tensor:
+        """``(n, dim)`` unit rows of a tokenised block by the ``side`` tower, in eval mode."""
         bs, dev = self.cfg.eval.batch_size, self.device
         was = model.training
         model.eval()
         try:
-
-            def run(tok, side, n):
-                out = []
-                for i in range(0, n, bs):
-                    rows = torch.arange(i, min(i + bs, n))
-                    out.append(model({k: v.to(dev) for k, v in _trim(tok, rows).items()}, side).float().cpu())
-                return F.normalize(torch.cat(out), dim=1)
-
-            return run(split.q_tok, "query", len(split.queries)), run(split.d_tok, "doc", len(split.docs))
+            out = []
+            for i in range(0, n, bs):
+                rows = torch.arange(i, min(i + bs, n))
+                out.append(model({k: v.to(dev) for k, v in _trim(tok, rows).items()}, side).float().cpu())
+            return F.normalize(torch.cat(out), dim=1)
         finally:
             model.train(was)
+
+    def embed_texts(self, model: nn.Module, texts: list[str], side: str) -> torch.Tensor:
+        """``(N, dim)`` unit rows of ``texts`` by the ``query`` or the ``doc`` tower."""
+        length = self.cfg.model.query_length if side == "query" else self.cfg.model.doc_length
+        return self._embed_tokens(model, self._encode(texts, length), side, len(texts))
 
     def _bm25_scores(self) -> torch.Tensor:
         if getattr(self, "_bm25_test", None) is None:
@@ -778,6 +873,20 @@ class RetrievalTask(loop.Task):
                 self._rows(list(baselines.items()) + [("trained encoder", final)]), run_dir / "mrr.png"
             )
         return paths
+
+    def export(self, run_dir: Path, model: nn.Module) -> dict[str, Path]:
+        """A Hugging Face encoder with one shared tower is also written as a sentence-transformers
+        model, ``run_dir/"model"`` (``SentenceTransformer(run_dir / "model")`` loads it; its
+        ``encode`` is ``embed --side doc``: document length, unit rows); other encoders: nothing."""
+        m = self.cfg.model
+        if m.encoder != "hf" or not self.model.dual.shared:
+            return {}
+        from ..text.export import save_sentence_transformer
+
+        folder = save_sentence_transformer(
+            self.model.dual.query_tower, self.tokenizer, run_dir / "model", m.doc_length
+        )
+        return {"sentence_transformers": folder}
 
     def summary_extra(self) -> dict[str, Any]:
         return {
@@ -887,32 +996,24 @@ def embed_data(
     texts = _read_texts(spec, task, side)
     if not texts:
         raise ValueError(f"--data {spec!r} holds no texts")
-    length = task.cfg.model.query_length if side == "query" else task.cfg.model.doc_length
-    split = _Split(texts, texts, torch.zeros(len(texts), dtype=torch.int64))
-    split.q_tok = split.d_tok = task._encode(texts, length)
     task.cfg = dataclasses.replace(task.cfg, eval=dataclasses.replace(task.cfg.eval, batch_size=batch_size))
-    qv, dv = task._embed_split(model, split)
-    return (qv if side == "query" else dv).numpy()
+    return task.embed_texts(model, texts, side).numpy()
 
 
 def search(
-    run_dir, query: str, k: int = 10, checkpoint: str = "last", *, allow_changed_data: bool = False
-) -> list[tuple[float, str]]:
-    """The ``k`` test-corpus documents a run's trained encoder ranks first for ``query``: ``[(score, text)]``."""
-    if not isinstance(query, str) or not query.strip():
-        raise ValueError('query must be a non-empty string, e.g. contrastive search RUN "read a file"')
+    run_dir, query, k: int = 10, checkpoint: str = "last", *, allow_changed_data: bool = False
+) -> list[tuple[float, str]] | list[list[tuple[float, str]]]:
+    """The ``k`` test-corpus documents a run's trained encoder ranks first for ``query``:
+    ``[(score, text)]``, best first; for a list of queries, one such list per query. The
+    corpus's embeddings are cached: :func:`contrastive.train.text.search.search_run`."""
+    queries = check_queries(query)
     if not isinstance(k, int) or isinstance(k, bool) or k < 1:
         raise ValueError(f"k must be an int >= 1, got {k!r}")
-    task, model, _, _ = loop.load_task(
-        RetrievalTask, RetrievalConfig, run_dir, checkpoint, allow_changed_data=allow_changed_data
+    task, model, _, _ = loop.load_task(  # the model only: the corpus comes from the cache if it can
+        RetrievalTask, RetrievalConfig, run_dir, checkpoint, data=False, allow_changed_data=allow_changed_data
     )
-    split = task.test
-    split.queries = [query]
-    split.q_tok = task._encode([query], task.cfg.model.query_length)
-    qv, dv = task._embed_split(model, split)
-    s = (qv @ dv.T)[0]  # (D,)
-    top = s.topk(min(k, len(s)))
-    return [(float(v), split.docs[int(i)]) for v, i in zip(top.values, top.indices)]
+    hits = search_run(task, model, run_dir, checkpoint, queries, k)
+    return hits[0] if isinstance(query, str) else hits
 
 
 RECIPE = Recipe(

@@ -45,6 +45,7 @@ __all__ = [
     "first_paragraph",
     "load_pycode",
     "module_split",
+    "pycode_meta",
     "read_jsonl",
     "read_corpus",
     "read_texts",
@@ -376,6 +377,20 @@ def load_pycode(
     parts = {s: read_jsonl(folder / f"{s}.jsonl") for s in SPLITS}
     meta["cache"] = str(folder)
     return RetrievalData("pycode", parts["train"], parts["validation"], parts["test"], [], meta)
+
+
+def pycode_meta(cache_root, packages: Sequence[str] = DEFAULT_PACKAGES) -> dict[str, Any] | None:
+    """The ``meta.json`` of the cached ``pycode`` corpus of ``packages`` (its content sha256,
+    the pairs per split), without reading the pairs; None where it is not built."""
+    folder = Path(cache_root) / f"pycode-{_cache_key(tuple(packages))}"
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(meta, dict):
+        return None
+    meta["cache"] = str(folder)
+    return meta
 
 
 def text_lines(path, what: str = "file") -> Iterator[tuple[int, str]]:

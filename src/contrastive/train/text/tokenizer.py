@@ -9,6 +9,8 @@ padded ``(N, L)`` int64 tensor (rows truncated to ``max_length`` tokens, zeros a
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,7 @@ import torch
 from ..._optional import needs
 from .lexical import split_words
 
-__all__ = ["TOKENIZERS", "TextTokenizer", "pad_ids"]
+__all__ = ["TOKENIZERS", "TextTokenizer", "cached_tokenizer", "load_run_tokenizer", "pad_ids"]
 
 TOKENIZERS = ("wordpiece", "bpe")
 PAD, UNK = "[PAD]", "[UNK]"
@@ -137,3 +139,45 @@ class TextTokenizer:
     def batch(self, texts: Sequence[str], max_length: int) -> dict[str, torch.Tensor]:
         """``{"ids": (N, L)}``, the input of the bag and transformer encoders."""
         return {"ids": self.encode(texts, max_length)}
+
+
+def cached_tokenizer(
+    cache_dir, key: Sequence[Any], texts: Sequence[str], vocab_size: int, kind: str
+) -> TextTokenizer:
+    """A tokenizer trained on ``texts`` once per ``key`` (the training split's identity and the
+    settings) and kept in ``cache_dir/tokenizer-<key>.json``: ``tokenizers``' trainer is not
+    bit-reproducible, so the runs of one split share one tokenizer. A damaged cache file is
+    trained again."""
+    digest = hashlib.sha1(json.dumps([*key, kind, vocab_size]).encode()).hexdigest()[:12]
+    path = Path(cache_dir) / f"tokenizer-{digest}.json"
+    try:
+        tok = TextTokenizer.load(path) if path.is_file() else None
+    except Exception:  # noqa: BLE001 - a damaged cache file (CheckpointError) is trained again
+        tok = None
+    if tok is None:
+        tok = TextTokenizer.train(list(texts), vocab_size, kind)
+        tok.save(path)
+    return tok
+
+
+def load_run_tokenizer(path, recorded_sha256: str | None) -> TextTokenizer:
+    """A run folder's ``tokenizer.json``, checked against the sha256 ``run.json`` recorded.
+
+    Raises:
+        CheckpointError: the file is missing, or is not the one the run was trained with.
+    """
+    from ..checkpoint import CheckpointError
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(
+            f"{path} is missing; the run's weights fit only the tokenizer they were trained with: "
+            f"restore tokenizer.json from a copy of the run (a new one is never trained for it)"
+        )
+    now = hashlib.sha256(path.read_bytes()).hexdigest()
+    if recorded_sha256 is not None and now != recorded_sha256:
+        raise CheckpointError(
+            f"{path} is not the tokenizer the run was trained with (sha256 {now}, run.json "
+            f"records {recorded_sha256}); restore tokenizer.json from a copy of the run"
+        )
+    return TextTokenizer.load(path)
