@@ -404,7 +404,18 @@ def _supcon_mrl(errors, rank, world, sizes, seed, reduction, gradient):
 
 
 def _features(
-    errors, rank, world, sizes, seed, reduction, negatives, gradient="exact", ids=True, guide=False, **kw
+    errors,
+    rank,
+    world,
+    sizes,
+    seed,
+    reduction,
+    negatives,
+    gradient="exact",
+    ids=True,
+    guide=False,
+    neg_grad=True,
+    **kw,
 ):
     """retrieval_loss with feature arguments ``kw`` against contrastive.retrieval_loss of the
     global batch (itself checked against the dense oracles in tests/ops)."""
@@ -426,7 +437,7 @@ def _features(
         gn = None if Ng is None else Ng @ W3
         G = (A @ W3, P @ W3, gn)
     s, sn = _slices(sizes)[rank], _slices(nsz)[rank]
-    name = f"features/{sizes}/{negatives}/{reduction}/{gradient}/ids={ids}/guide={guide}/{kw}"
+    name = f"features/{sizes}/{negatives}/{reduction}/{gradient}/ids={ids}/guide={guide}/ng={neg_grad}/{kw}"
 
     def local_guide():
         if G is None:
@@ -447,7 +458,7 @@ def _features(
         world,
         dist_fn,
         ref_fn,
-        [(A, sizes, True), (P, sizes, True), (Ng, nsz, True)],
+        [(A, sizes, True), (P, sizes, True), (Ng, nsz, neg_grad)],
         sizes,
         reduction,
         gradient,
@@ -554,6 +565,20 @@ def directions_guide_case(rank, world):
                 for kw in guides:
                     _features(errors, rank, world, sizes, k, reduction, neg, gradient, guide=True, **kw)
         _features(errors, rank, world, sizes, k, "mean", "per_anchor", ids=False, directions=ALL_DIRS, **MRL)
+        for neg in ("per_anchor", "shared"):  # negatives without gradient: no pass over their columns
+            _features(
+                errors,
+                rank,
+                world,
+                sizes,
+                k,
+                "sum",
+                neg,
+                guide=True,
+                neg_grad=False,
+                directions=("query_to_doc",),
+            )
+            _features(errors, rank, world, sizes, k, "none", neg, neg_grad=False, directions=ALL_DIRS)
     return errors
 
 
@@ -602,3 +627,17 @@ def test_single_process_fallback():
     assert torch.equal(cd.siglip_loss(z, z2), C.siglip_loss(z, z2))
     with pytest.raises(ValueError, match="gradient must be 'ddp'"):
         cd.siglip_loss(z, z2, gradient="sum")
+    # the loss features are forwarded
+    mrl = {"matryoshka_dims": (4, 2), "matryoshka_weights": (1.0, 0.5)}
+    assert torch.equal(cd.info_nce(z, z2, hcl_beta=0.5), C.info_nce(z, z2, hcl_beta=0.5))
+    assert torch.equal(cd.clip_loss(z, z2, **mrl), C.clip_loss(z, z2, **mrl))
+    assert torch.equal(cd.supcon_loss(z, y, **mrl), C.supcon_loss(z, y, **mrl))
+    assert torch.equal(cd.siglip_loss(z, z2, **mrl), C.siglip_loss(z, z2, **mrl))
+    feats = {
+        "directions": ("query_to_doc", "query_to_query"),
+        "hardness_mode": "all_negatives",
+        "hardness_strength": 1.0,
+    }
+    assert torch.equal(cd.retrieval_loss(z, z2, **feats), C.retrieval_loss(z, z2, **feats))
+    with pytest.raises(ValueError, match="hcl_beta and matryoshka_dims"):
+        cd.clip_loss(z, z2, hcl_beta=0.5, **mrl)

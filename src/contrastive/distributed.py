@@ -179,8 +179,8 @@ def info_nce(
     block_size: int | None = None,
     hcl_beta: float | None = None,
     hcl_tau_plus: float = 0.0,
-    matryoshka_dims: Sequence[int] | None = None,
-    matryoshka_weights: Sequence[float] | None = None,
+    matryoshka_dims: tuple[int, ...] | list[int] | None = None,
+    matryoshka_weights: tuple[float, ...] | list[float] | None = None,
 ) -> torch.Tensor:
     r"""InfoNCE / NT-Xent over the global batch: every rank's samples are everyone's negatives.
 
@@ -296,8 +296,8 @@ def clip_loss(
     block_size: int | None = None,
     hcl_beta: float | None = None,
     hcl_tau_plus: float = 0.0,
-    matryoshka_dims: Sequence[int] | None = None,
-    matryoshka_weights: Sequence[float] | None = None,
+    matryoshka_dims: tuple[int, ...] | list[int] | None = None,
+    matryoshka_weights: tuple[float, ...] | list[float] | None = None,
 ) -> torch.Tensor:
     r"""Two-tower (CLIP) loss over the global batch ``a = cat_r a_r``, ``b = cat_r b_r``.
 
@@ -525,9 +525,10 @@ def retrieval_loss(
 
     (``F`` empty without ``positive_ids``); ``directions=("query_to_doc", "doc_to_query"),
     partition_mode="per_direction"`` averages it with the positive-to-anchor direction (each
-    ``p_i`` against every anchor, anchors with its id masked the same way). The other loss
-    features of the single-process function (joint or same-type directions, hardness, HCL,
-    guide masks, Matryoshka) are not distributed yet and are refused. This is :func:`contrastive.retrieval_loss` of the concatenated
+    ``p_i`` against every anchor, anchors with its id masked the same way). Every loss feature
+    of the single-process function is taken, with its semantics and refusals: the other GTE
+    directions and ``"joint"``, ``hardness_mode``, ``hcl_beta``, a GIST ``guide`` with its
+    blocks, Matryoshka prefixes. This is :func:`contrastive.retrieval_loss` of the concatenated
     batch, on every rank. Exactness, ``gradient`` and the contract are those of
     :func:`info_nce`. A queue of shared negatives ``(M, d)`` replicated on every rank should
     be passed in disjoint shares (e.g. ``queue.chunk(world_size)[rank]``): the candidates are
@@ -545,25 +546,49 @@ def retrieval_loss(
     for the two-way directions an all-gather of ``(W, B)`` partial log-sum-exps and of the ``(B,)``
     weights.
 
+    **The loss features** (anything but the two plain direction sets above without features;
+    :mod:`contrastive.ops.dist_features`): rank ``r`` computes its rows' partitions completely,
+    its anchors (and, for ``doc_to_query``, ``doc_to_doc`` or ``contrast_positives``, its
+    positives) against the gathered candidates of every block named, the masks and boosts of
+    the single-process objective at the rows' global indices. The ``doc_to_query`` logits are
+    computed by the positive's owner, so those tiles are walked twice over the ranks (once as
+    ``query_to_doc``); ``query_to_query`` / ``doc_to_doc`` gather the anchors / positives as
+    candidates (no symmetric walk: each rank's rows against all). The guide embeddings are
+    gathered like the candidates, without gradient. Matryoshka runs one engine pass per prefix.
+
     Args:
         anchors: this rank's queries (may have 0 rows on some ranks).
         positives: the positive document of each anchor, row-aligned.
         negatives: ``None``; ``(B_r, K, d)``, K >= 1 hard negatives per anchor; or
             ``(M_r, d)`` shared negatives (e.g. a queue, possibly without gradient).
         temperature: tau > 0, a float or a scalar tensor, the same on every rank.
-        directions, partition_mode: ``("query_to_doc",)`` (default), or ``("query_to_doc",
-            "doc_to_query")`` with ``"per_direction"``: the positive-to-anchor direction too,
-            the two averaged.
+        directions, partition_mode: the GTE candidate sets and their partition, as in
+            :func:`contrastive.retrieval_loss` (``"query_to_doc"``, ``"doc_to_query"``,
+            ``"query_to_query"``, ``"doc_to_doc"``; ``"joint"`` or ``"per_direction"``), over
+            the global batch; the same on every rank.
+        hardness_mode, hardness_strength: Lan et al.'s hardness penalty, as in
+            :func:`contrastive.retrieval_loss` (a shared negative set counts as every query's
+            own hard negatives); the same on every rank.
+        hcl_beta, hcl_tau_plus: Robinson et al.'s estimator over each anchor's global negatives
+            (only with the default directions, without hardness or guide).
+        guide: ``(guide_anchors, guide_positives)`` or with ``guide_negatives``: this rank's
+            rows of the guide model's embeddings (no gradient, any width, split like the
+            embeddings), GIST's false-negative masks against the global batch.
+        guide_margin, guide_margin_strategy, contrast_anchors, contrast_positives: as in
+            :func:`contrastive.retrieval_loss`; the same on every rank.
         positive_ids: ``(B_r,)`` integer ids of the positives; candidates with anchor i's id
             (other than its own positive) are not its negatives. Given on all ranks or none.
         normalize: L2-normalise rows.
         reduction: ``'mean'`` (over the ``B`` global anchors) | ``'sum'`` | ``'none'`` (this
             rank's ``B_r`` anchor losses).
         process_group, gradient, check_finite, block_size: as in :func:`info_nce`.
+        matryoshka_dims, matryoshka_weights: Matryoshka prefixes, as in :func:`info_nce`
+            (a guide keeps its own width).
 
     Shape:
         anchors, positives: ``(B_r, d)``; negatives: ``(B_r, K, d)`` or ``(M_r, d)``;
-        positive_ids: ``(B_r,)``; output: scalar, or ``(B_r,)`` for ``'none'``.
+        positive_ids: ``(B_r,)``; guide: ``(B_r, g)`` each, negatives' ``(B_r, K, g)`` or
+        ``(M_r, g)``; output: scalar, or ``(B_r,)`` for ``'none'``.
 
     Raises:
         TypeError, ValueError, DistributedError: as in :func:`info_nce`.

@@ -27,6 +27,7 @@ all-reduces d/d(inv_temp) and scales by ``cfg.scale``. The 'mean' weight is 1 / 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any, cast
 
 import torch
 
@@ -113,6 +114,12 @@ class DistBlock(_RowOwner):
             out[i] = mine if out[i] is None else present(out[i]).add_(mine)
         d_inv, _ = _reduced(self.cfg, d_inv, None)
         return [None if g is None else g.mul_(self.cfg.scale) for g in out], d_inv, None
+
+
+def _at(i: int | None) -> int:
+    """The index of a gathered input that the block's direction made sure to gather."""
+    assert i is not None
+    return i
 
 
 def _scatter(cfg: RowConfig, sizes: list[int]) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -230,7 +237,7 @@ def dist_features_build(
         gathered: list = [(gather_rows(cfg.op, pl, cfg.sizes, cfg.group), 1, back)]  # 3: P (B, d)
         iN = iA = None
         if nl is not None:
-            nsz = present(cfg.neg_sizes)
+            nsz = cast(list[int], cfg.neg_sizes)  # set whenever negatives are
             iN = 3 + len(gathered)
             gathered.append((gather_rows(cfg.op, nl, nsz, cfg.group), 2, _scatter(cfg, nsz)))  # N (M, d)
         if qq or "doc_to_query" in dirs:
@@ -245,10 +252,11 @@ def dist_features_build(
         if guide is not None:  # guide unit rows: local ones for the rows, gathered for the columns
             gl = [None if x is None else normalize_rows(x.to(dt))[0] for x in guide]
             thr = guide_threshold(present(gl[0]), present(gl[1]), guide_margin, guide_margin_strategy)
-            gg = [gather_rows(cfg.op, present(gl[0]), cfg.sizes, cfg.group)]
+            gg: list[torch.Tensor | None] = [gather_rows(cfg.op, present(gl[0]), cfg.sizes, cfg.group)]
             gg.append(gather_rows(cfg.op, present(gl[1]), cfg.sizes, cfg.group))
+            gn = gl[2]  # guide negatives: the negatives' split
             gg.append(
-                None if gl[2] is None else gather_rows(cfg.op, gl[2], present(cfg.neg_sizes), cfg.group)
+                None if gn is None else gather_rows(cfg.op, gn, cast(list[int], cfg.neg_sizes), cfg.group)
             )
 
             def gsel(x: int, y: int, keep_diag: bool = False) -> Sel:
@@ -285,13 +293,13 @@ def dist_features_build(
             qd_mask.append(gs(0, 1, keep_diag=True))
         blocks = [Block(0, 3, Side(0, [m for m in qd_mask if m is not None], b_qd))]
         if "doc_to_query" in dirs:  # p_i against every anchor, the q.d block's column side
-            blocks.append(Block(1, present(iA), Side(1 if per_dir else 0, [] if ids_m is None else [ids_m])))
+            blocks.append(Block(1, _at(iA), Side(1 if per_dir else 0, [] if ids_m is None else [ids_m])))
         if iN is not None:
             blocks.append(Block(0, iN, Side(0, [] if gs is None else [gs(0, 2)], b_qn)))
         for x, on, gi, col in ((0, qq, 0, iA), (1, dd, 1, 3)):
             if on:
                 m = [s for s in (diag, ids_m, None if gs is None else gs(gi, gi)) if s is not None]
-                blocks.append(Block(x, present(col), Side(0, m)))
+                blocks.append(Block(x, _at(col), Side(0, m)))
         if "doc_to_doc" in dirs and iN is not None:
             blocks.append(Block(1, iN, Side(0, [own_k] if K else [])))  # a document's own hard negatives out
         needs_g = [True, True, cfg.neg_grad]
@@ -327,17 +335,17 @@ def check_dist_features(
     negatives: torch.Tensor | None,
     check_finite: bool,
     *,
-    directions,
-    partition_mode,
-    hardness_mode,
-    hardness_strength,
-    hcl_beta,
-    hcl_tau_plus,
-    guide,
-    guide_margin,
-    guide_margin_strategy,
-    contrast_anchors,
-    contrast_positives,
+    directions: Any,
+    partition_mode: Any,
+    hardness_mode: Any,
+    hardness_strength: Any,
+    hcl_beta: Any,
+    hcl_tau_plus: Any,
+    guide: Any,
+    guide_margin: Any,
+    guide_margin_strategy: Any,
+    contrast_anchors: Any,
+    contrast_positives: Any,
 ) -> dict:
     """The retrieval features of one rank checked as :func:`contrastive.retrieval_loss` checks
     them; returns them validated, ``plain`` when the row-owner retrieval runs them (the two plain

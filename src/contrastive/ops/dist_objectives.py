@@ -27,6 +27,10 @@ ranks. For InfoNCE and SupCon that is ``6 N^2 d`` in all, 1.5x the one-process e
 loss and SigLIP cost what they cost in one process. Every objective takes its logit bound
 from :func:`.tiles.logit_bound` over the gathered rows, so all ranks use the same shift.
 
+The loss features of issue 25 that run on :mod:`.blockloss` (retrieval's GTE directions,
+hardness, guide masks; HCL) have their row-owner form in :mod:`.dist_features`; Matryoshka
+is a run per prefix in :func:`objective_loss`.
+
 The drivers of the public functions of :mod:`contrastive.distributed` are at the end:
 :func:`objective_loss` validates on every rank, agrees on the settings, runs the row owner
 through :class:`~.engine.EngineFn` and all-reduces the loss value; :func:`two_input_loss` is its
@@ -37,7 +41,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Sequence
-from typing import NamedTuple, cast
+from typing import Any, NamedTuple, cast
 
 import torch
 
@@ -440,7 +444,8 @@ def objective_loss(
         V.check_reduction(reduction)
         counts, settings = validate()
         if matryoshka is not None:
-            prefixes = check_prefixes(*matryoshka, normalize)
+            dims, weights, named = matryoshka
+            prefixes = check_prefixes(dims, weights, named, normalize)
             mrl_code = prefix_code(prefixes)
         temperature = V.check_param("temperature", temperature, x0, True)
         tau_value = float(temperature.detach() if isinstance(temperature, torch.Tensor) else temperature)
@@ -505,10 +510,12 @@ def objective_loss(
     return out.to(x0.dtype)
 
 
-def check_prefixes(dims, weights, named, normalize) -> Prefixes | None:
+def check_prefixes(
+    dims: Any, weights: Any, named: Sequence[tuple[str, torch.Tensor | None]], normalize: bool
+) -> Prefixes | None:
     """The Matryoshka prefixes of one rank's inputs (``named``: (name, tensor or None)), as the
     single-process functions check them."""
-    ref = named[0][1]
+    ref = present(named[0][1])
     prefixes = V.check_matryoshka(dims, weights, ref.shape[-1], normalize)
     for name, x in named:
         if prefixes is not None and x is not None and x.numel():
