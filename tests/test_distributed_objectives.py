@@ -582,9 +582,61 @@ def directions_guide_case(rank, world):
     return errors
 
 
+def probe_case(rank, world):
+    """No rank makes a tensor of N^2 elements (forward and backward) on the feature paths: the
+    largest stays <= 4 N d at N = 256 global rows, d = 4, tiles of 16 (N^2 = 16 x 4 N d)."""
+    from tests.ops.test_engine import _LargestTensor
+
+    errors, N, d, bs = {}, 256, 4, 16
+    sizes = [N // world + (r < N % world) for r in range(world)]
+    g = torch.Generator().manual_seed(7)
+    A, P = (torch.randn(N, d, generator=g, dtype=torch.float64) for _ in range(2))
+    Ng = torch.randn(N, 2, d, generator=g, dtype=torch.float64)
+    s = _slices(sizes)[rank]
+    a, p, n = (x[s].clone().requires_grad_() for x in (A, P, Ng))
+    y = torch.arange(N)[s] % 10
+    mrl = {"matryoshka_dims": (3, 1, 4), "block_size": bs}
+    kw = {"block_size": bs}
+    calls = {
+        "gte_hardness": lambda: cd.retrieval_loss(
+            a,
+            p,
+            n,
+            0.1,
+            directions=ALL_DIRS,
+            hardness_mode="all_negatives",
+            hardness_strength=2.0,
+            positive_ids=y,
+            **kw,
+        ),
+        "hcl_retrieval": lambda: cd.retrieval_loss(a, p, n, 0.1, hcl_beta=1.0, hcl_tau_plus=0.1, **kw),
+        "gist": lambda: cd.retrieval_loss(
+            a,
+            p,
+            n,
+            0.1,
+            guide=(a.detach() + 0.5, p.detach() - 0.5, n.detach() * 2),
+            contrast_anchors=True,
+            contrast_positives=True,
+            **kw,
+        ),
+        "hcl_info_nce": lambda: cd.info_nce(a, p, 0.1, hcl_beta=1.0, reduction="none", **kw).sum(),
+        "hcl_clip": lambda: cd.clip_loss(a, p, 0.1, hcl_beta=1.0, **kw),
+        "mrl_retrieval": lambda: cd.retrieval_loss(a, p, n, 0.1, **mrl),
+        "mrl_supcon": lambda: cd.supcon_loss(a, y, **mrl),
+        "mrl_siglip": lambda: cd.siglip_loss(a, p, **mrl),
+    }
+    for name, call in calls.items():
+        with _LargestTensor() as mode:
+            call_out = call()
+            call_out.backward()
+        errors[f"probe/{name}"] = 0.0 if mode.largest <= 4 * N * d else float(mode.largest)
+    return errors
+
+
 @pytest.mark.multiprocess
 @pytest.mark.parametrize("world", [2, 3])
-@pytest.mark.parametrize("case", [matryoshka_case, hcl_hardness_case, directions_guide_case])
+@pytest.mark.parametrize("case", [matryoshka_case, hcl_hardness_case, directions_guide_case, probe_case])
 def test_issue25_features_equal_one_process(world, case):
     """Matryoshka on every objective, HCL (info_nce, clip, retrieval), hardness, GTE directions and
     GIST guides on retrieval: loss, input, temperature and bias gradients at 2 and 3 ranks, uneven
