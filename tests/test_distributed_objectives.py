@@ -337,6 +337,20 @@ def ddp_and_float32_case(rank, world):
         errors[f"float32/{name}"] = max(0.0, _err(call(X[s].float(), Y[s].float()), ref) - 1e-5)
         out = call(X[s].bfloat16(), Y[s].bfloat16())
         errors[f"bfloat16/{name}"] = max(0.0, _err(out.double(), ref) - 2e-2) + (out.dtype != torch.bfloat16)
+    # the loss features in float32 against float64 single-process values
+    feats = {
+        "gte": dict(directions=ALL_DIRS, hardness_mode="all_negatives", hardness_strength=1.0),
+        "hcl": dict(hcl_beta=0.5, hcl_tau_plus=0.1),
+        "gist": dict(guide=(X[:, :3], Y[:, :3]), contrast_anchors=True),
+        "mrl": dict(matryoshka_dims=(6, 2, 4)),
+    }
+    for name, kw in feats.items():
+        local = dict(kw)
+        if "guide" in kw:
+            local["guide"] = tuple(x[s] for x in kw["guide"])
+        ref = C.retrieval_loss(X, Y, None, 0.1, **kw)
+        out = cd.retrieval_loss(X[s].float(), Y[s].float(), None, 0.1, **local)
+        errors[f"float32/retrieval-{name}"] = max(0.0, _err(out, ref) - 1e-5) + (out.dtype != torch.float32)
     return errors
 
 
