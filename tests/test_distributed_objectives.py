@@ -450,6 +450,10 @@ def _features(
         W3 = torch.randn(d, 3, generator=g, dtype=torch.float64)
         gn = None if Ng is None else Ng @ W3
         G = (A @ W3, P @ W3, gn)
+        if (
+            guide == "dup"
+        ):  # the last positive's guide row duplicates the first's (another rank's): a tie, kept
+            G[1][-1] = G[1][0]
     s, sn = _slices(sizes)[rank], _slices(nsz)[rank]
     name = f"features/{sizes}/{negatives}/{reduction}/{gradient}/ids={ids}/guide={guide}/ng={neg_grad}/{kw}"
 
@@ -579,6 +583,10 @@ def directions_guide_case(rank, world):
                 for kw in guides:
                     _features(errors, rank, world, sizes, k, reduction, neg, gradient, guide=True, **kw)
         _features(errors, rank, world, sizes, k, "mean", "per_anchor", ids=False, directions=ALL_DIRS, **MRL)
+        _features(errors, rank, world, sizes, k, "none", "per_anchor", guide="dup", ids=False)
+        _features(
+            errors, rank, world, sizes, k, "mean", None, guide="dup", ids=False, contrast_positives=True
+        )
         for neg in ("per_anchor", "shared"):  # negatives without gradient: no pass over their columns
             _features(
                 errors,
