@@ -53,7 +53,7 @@ def key_sel(rk: torch.Tensor, ck: torch.Tensor) -> Sel:
     return sel
 
 
-def both(a: Sel, keep: Sel) -> Sel:
+def but_not(a: Sel, keep: Sel) -> Sel:
     """Entries selected by ``a`` and not by ``keep``."""
 
     def sel(i0: int, i1: int, j0: int, j1: int) -> torch.Tensor | None:
@@ -64,6 +64,8 @@ def both(a: Sel, keep: Sel) -> Sel:
 
 
 def negated(a: Sel) -> Sel:
+    """Entries not selected by ``a`` (a boost on every candidate but some)."""
+
     def sel(i0: int, i1: int, j0: int, j1: int) -> torch.Tensor:
         return ~present(a(i0, i1, j0, j1))
 
@@ -247,7 +249,7 @@ def dist_features_build(
         mine = torch.arange(o, o + n, device=dev)  # global index of the local rows
         diag = key_sel(mine, torch.arange(B, device=dev))  # self / own positive at column o + i
         own_k = key_sel(mine, torch.arange(M, device=dev) // max(K, 1))  # the query's own hard negatives
-        ids_m = None if ids is None else both(key_sel(ids[o : o + n].to(dev), ids.to(dev)), diag)
+        ids_m = None if ids is None else but_not(key_sel(ids[o : o + n].to(dev), ids.to(dev)), diag)
         gs = None
         if guide is not None:  # guide unit rows: local ones for the rows, gathered for the columns
             gl = [None if x is None else normalize_rows(x.to(dt))[0] for x in guide]
@@ -261,7 +263,7 @@ def dist_features_build(
 
             def gsel(x: int, y: int, keep_diag: bool = False) -> Sel:
                 s = GuideSel(present(gl[x]), present(gg[y]), thr, False)
-                return both(s, diag) if keep_diag else s
+                return but_not(s, diag) if keep_diag else s
 
             gs = gsel
         b_qd = b_qn = None
