@@ -250,7 +250,10 @@ def bad_input_case(rank, world):
             errors[key] = 0.0 if rank != 1 and "rank(s) [1] rejected" in str(e) else float("inf")
     mismatches = {
         "bias": lambda: cd.siglip_loss(z, z, bias=-10.0 + rank),
-        "two-way directions": lambda: cd.retrieval_loss(z, z, **(TWO_WAY if rank == 0 else {})),
+        "directions": lambda: cd.retrieval_loss(z, z, **(TWO_WAY if rank == 0 else {})),
+        "hcl_beta": lambda: cd.info_nce(z, z, hcl_beta=0.5 if rank else None),
+        "matryoshka_dims and matryoshka_weights": lambda: cd.clip_loss(z, z, matryoshka_dims=(3, 1 + rank)),
+        "hardness_mode": lambda: cd.retrieval_loss(z, z, hardness_mode="all_negatives" if rank else None),
         "use of positive_ids": lambda: cd.retrieval_loss(
             z, z, positive_ids=torch.arange(4) if rank else None
         ),
@@ -334,7 +337,333 @@ def ddp_and_float32_case(rank, world):
         errors[f"float32/{name}"] = max(0.0, _err(call(X[s].float(), Y[s].float()), ref) - 1e-5)
         out = call(X[s].bfloat16(), Y[s].bfloat16())
         errors[f"bfloat16/{name}"] = max(0.0, _err(out.double(), ref) - 2e-2) + (out.dtype != torch.bfloat16)
+    # the loss features in float32 against float64 single-process values
+    feats = {
+        "gte": dict(directions=ALL_DIRS, hardness_mode="all_negatives", hardness_strength=1.0),
+        "hcl": dict(hcl_beta=0.5, hcl_tau_plus=0.1),
+        "gist": dict(guide=(X[:, :3], Y[:, :3]), contrast_anchors=True),
+        "mrl": dict(matryoshka_dims=(6, 2, 4)),
+    }
+    for name, kw in feats.items():
+        local = dict(kw)
+        if "guide" in kw:
+            local["guide"] = tuple(x[s] for x in kw["guide"])
+        ref = C.retrieval_loss(X, Y, None, 0.1, **kw)
+        out = cd.retrieval_loss(X[s].float(), Y[s].float(), None, 0.1, **local)
+        errors[f"float32/retrieval-{name}"] = max(0.0, _err(out, ref) - 1e-5) + (out.dtype != torch.float32)
     return errors
+
+
+# ----------------------------------------------------------------------------- issue 25's features
+MRL = {"matryoshka_dims": (6, 2, 4, 2), "matryoshka_weights": (1.0, 0.5, 2.0, 0.25)}
+
+
+def _pairs(kind, errors, rank, world, sizes, seed, reduction, gradient, **kw):
+    """info_nce / clip_loss / siglip_loss with feature arguments ``kw`` against their
+    single-process function on the global batch."""
+    g = torch.Generator().manual_seed(400 + seed)
+    B = sum(sizes)
+    X = torch.randn(B, 6, generator=g, dtype=torch.float64)
+    Y = X + 0.8 * torch.randn(B, 6, generator=g, dtype=torch.float64)
+    name = f"{kind}/{sizes}/{reduction}/{gradient}/{sorted(kw)}"
+    dist_fn, ref_fn, params = {
+        "info_nce": (cd.info_nce, C.info_nce, (0.3,)),
+        "clip": (cd.clip_loss, C.clip_loss, (0.2,)),
+        "siglip": (cd.siglip_loss, C.siglip_loss, (0.3, -2.0)),
+    }[kind]
+    # the global rows in rank order: info_nce's rank r holds [z1_r; z2_r] (2 B_r rows)
+    order = torch.arange(B)
+    row_sizes = sizes
+    if kind == "info_nce":
+        order = torch.cat(
+            [torch.cat([torch.arange(B)[sl], B + torch.arange(B)[sl]]) for sl in _slices(sizes)]
+        )
+        row_sizes = [2 * n for n in sizes]
+    _compare(
+        errors,
+        name,
+        rank,
+        world,
+        lambda a, b, *p, **k: dist_fn(a, b, *p, block_size=2, **kw, **k),
+        lambda a, b, *p: (ref_fn(a, b, *p, reduction="none", block_size=3, **kw)[order], len(order)),
+        [(X, sizes, True), (Y, sizes, True)],
+        row_sizes,
+        reduction,
+        gradient,
+        seed,
+        params,
+    )
+
+
+def _supcon_mrl(errors, rank, world, sizes, seed, reduction, gradient):
+    g = torch.Generator().manual_seed(500 + seed)
+    N = sum(sizes)
+    Z = torch.randn(N, 6, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 3, (N,), generator=g)
+    s = _slices(sizes)[rank]
+    _compare(
+        errors,
+        f"supcon-mrl/{sizes}/{reduction}/{gradient}",
+        rank,
+        world,
+        lambda z, t, **kw: cd.supcon_loss(z, y[s], t, block_size=2, **MRL, **kw),
+        lambda z, t: (C.supcon_loss(z, y, t, reduction="none", **MRL), oracles.supcon_anchor_count(y)),
+        [(Z, sizes, True)],
+        sizes,
+        reduction,
+        gradient,
+        seed,
+        (0.3,),
+    )
+
+
+def _features(
+    errors,
+    rank,
+    world,
+    sizes,
+    seed,
+    reduction,
+    negatives,
+    gradient="exact",
+    ids=True,
+    guide=False,
+    neg_grad=True,
+    **kw,
+):
+    """retrieval_loss with feature arguments ``kw`` against contrastive.retrieval_loss of the
+    global batch (itself checked against the dense oracles in tests/ops)."""
+    g = torch.Generator().manual_seed(600 + seed)
+    B, d = sum(sizes), 6
+    A = torch.randn(B, d, generator=g, dtype=torch.float64)
+    P = A + 0.7 * torch.randn(B, d, generator=g, dtype=torch.float64)
+    if negatives == "per_anchor":
+        Ng, nsz = torch.randn(B, 2, d, generator=g, dtype=torch.float64), sizes
+    elif negatives == "shared":
+        nsz = [(2 * r + 1) % 4 for r in range(world)]
+        Ng = torch.randn(sum(nsz), d, generator=g, dtype=torch.float64)
+    else:
+        Ng, nsz = None, sizes
+    I = torch.randint(0, max(2, B // 2), (B,), generator=g) if ids else None
+    G = None
+    if guide:  # a guide of width 3 that is close to the embeddings, so that it masks some candidates
+        W3 = torch.randn(d, 3, generator=g, dtype=torch.float64)
+        gn = None if Ng is None else Ng @ W3
+        G = (A @ W3, P @ W3, gn)
+        if (
+            guide == "dup"
+        ):  # the last positive's guide row duplicates the first's (another rank's): a tie, kept
+            G[1][-1] = G[1][0]
+    s, sn = _slices(sizes)[rank], _slices(nsz)[rank]
+    name = f"features/{sizes}/{negatives}/{reduction}/{gradient}/ids={ids}/guide={guide}/ng={neg_grad}/{kw}"
+
+    def local_guide():
+        if G is None:
+            return None
+        return (G[0][s], G[1][s], None if G[2] is None else G[2][sn])
+
+    def dist_fn(a, p, n, t, **k):
+        ids_r = None if I is None else I[s]
+        return cd.retrieval_loss(a, p, n, t, positive_ids=ids_r, guide=local_guide(), block_size=2, **kw, **k)
+
+    def ref_fn(a, p, n, t):
+        return C.retrieval_loss(a, p, n, t, positive_ids=I, guide=G, reduction="none", block_size=3, **kw), B
+
+    _compare(
+        errors,
+        name,
+        rank,
+        world,
+        dist_fn,
+        ref_fn,
+        [(A, sizes, True), (P, sizes, True), (Ng, nsz, neg_grad)],
+        sizes,
+        reduction,
+        gradient,
+        seed,
+        (0.3,),
+    )
+
+
+ALL_DIRS = ("query_to_doc", "doc_to_query", "query_to_query", "doc_to_doc")
+
+
+def matryoshka_case(rank, world):
+    errors = {}
+    size_sets = {2: [[3, 5]], 3: [[2, 3, 4], [3, 0, 2]]}[world]
+    for k, sizes in enumerate(size_sets):
+        for reduction in ("mean", "sum", "none"):
+            gradient = "ddp" if reduction == "sum" else "exact"
+            for kind in ("info_nce", "clip", "siglip"):
+                _pairs(kind, errors, rank, world, sizes, k, reduction, gradient, **MRL)
+            _supcon_mrl(errors, rank, world, sizes, k, reduction, gradient)
+            _features(errors, rank, world, sizes, k, reduction, "per_anchor", gradient, **MRL)
+            _features(
+                errors, rank, world, sizes, k, reduction, "shared", gradient, ids=False, **MRL, **TWO_WAY
+            )
+        # with a feature (a prefix at a time in one process too)
+        _features(
+            errors,
+            rank,
+            world,
+            sizes,
+            k,
+            "mean",
+            "per_anchor",
+            hardness_mode="all_negatives",
+            hardness_strength=2.0,
+            **MRL,
+        )
+    return errors
+
+
+def hcl_hardness_case(rank, world):
+    errors = {}
+    size_sets = {2: [[3, 5]], 3: [[2, 3, 4], [3, 0, 2]]}[world]
+    for k, sizes in enumerate(size_sets):
+        for reduction in ("mean", "sum", "none"):
+            gradient = "ddp" if reduction == "sum" else "exact"
+            _pairs(
+                "info_nce", errors, rank, world, sizes, k, reduction, gradient, hcl_beta=0.7, hcl_tau_plus=0.1
+            )
+            _pairs(
+                "clip", errors, rank, world, sizes, k, reduction, gradient, hcl_beta=0.5, hcl_tau_plus=0.05
+            )
+            for neg in ("per_anchor", "shared", None):
+                _features(
+                    errors, rank, world, sizes, k, reduction, neg, gradient, hcl_beta=0.6, hcl_tau_plus=0.1
+                )
+                for mode in ("in_batch_negatives", "hard_negatives", "all_negatives"):
+                    _features(
+                        errors,
+                        rank,
+                        world,
+                        sizes,
+                        k,
+                        reduction,
+                        neg,
+                        gradient,
+                        hardness_mode=mode,
+                        hardness_strength=1.5,
+                    )
+        _pairs("info_nce", errors, rank, world, sizes, k, "mean", "exact", exclude_self=False, hcl_beta=0.3)
+        # the clamp floor binds (large tau+): its temperature derivative
+        _features(errors, rank, world, sizes, k, "mean", "per_anchor", hcl_beta=1.0, hcl_tau_plus=0.9)
+    return errors
+
+
+def directions_guide_case(rank, world):
+    errors = {}
+    size_sets = {2: [[3, 5]], 3: [[2, 3, 4], [3, 0, 2]]}[world]
+    dir_sets = [
+        {"directions": ALL_DIRS},
+        {"directions": ("query_to_doc", "doc_to_query")},
+        {"directions": ("query_to_doc", "query_to_query")},
+        {"directions": ("query_to_doc", "doc_to_doc")},
+        {**TWO_WAY, "hardness_mode": "in_batch_negatives", "hardness_strength": 1.0},
+        {"directions": ALL_DIRS, "hardness_mode": "all_negatives", "hardness_strength": 0.5},
+    ]
+    guides = [
+        {},
+        {"guide_margin": 0.1, "guide_margin_strategy": "relative"},
+        {"contrast_anchors": True, "contrast_positives": True},
+        {
+            "contrast_positives": True,
+            "guide_margin": 0.05,
+            "hardness_mode": "hard_negatives",
+            "hardness_strength": 1.0,
+        },
+    ]
+    for k, sizes in enumerate(size_sets):
+        for reduction in ("mean", "sum", "none"):
+            gradient = "ddp" if reduction == "sum" else "exact"
+            for neg in ("per_anchor", "shared", None):
+                for kw in dir_sets:
+                    _features(errors, rank, world, sizes, k, reduction, neg, gradient, **kw)
+                for kw in guides:
+                    _features(errors, rank, world, sizes, k, reduction, neg, gradient, guide=True, **kw)
+        _features(errors, rank, world, sizes, k, "mean", "per_anchor", ids=False, directions=ALL_DIRS, **MRL)
+        _features(errors, rank, world, sizes, k, "none", "per_anchor", guide="dup", ids=False)
+        _features(
+            errors, rank, world, sizes, k, "mean", None, guide="dup", ids=False, contrast_positives=True
+        )
+        for neg in ("per_anchor", "shared"):  # negatives without gradient: no pass over their columns
+            _features(
+                errors,
+                rank,
+                world,
+                sizes,
+                k,
+                "sum",
+                neg,
+                guide=True,
+                neg_grad=False,
+                directions=("query_to_doc",),
+            )
+            _features(errors, rank, world, sizes, k, "none", neg, neg_grad=False, directions=ALL_DIRS)
+    return errors
+
+
+def probe_case(rank, world):
+    """No rank makes a tensor of N^2 elements (forward and backward) on the feature paths: the
+    largest stays <= 4 N d at N = 256 global rows, d = 4, tiles of 16 (N^2 = 16 x 4 N d)."""
+    from tests.ops.test_engine import _LargestTensor
+
+    errors, N, d, bs = {}, 256, 4, 16
+    sizes = [N // world + (r < N % world) for r in range(world)]
+    g = torch.Generator().manual_seed(7)
+    A, P = (torch.randn(N, d, generator=g, dtype=torch.float64) for _ in range(2))
+    Ng = torch.randn(N, 2, d, generator=g, dtype=torch.float64)
+    s = _slices(sizes)[rank]
+    a, p, n = (x[s].clone().requires_grad_() for x in (A, P, Ng))
+    y = torch.arange(N)[s] % 10
+    mrl = {"matryoshka_dims": (3, 1, 4), "block_size": bs}
+    kw = {"block_size": bs}
+    calls = {
+        "gte_hardness": lambda: cd.retrieval_loss(
+            a,
+            p,
+            n,
+            0.1,
+            directions=ALL_DIRS,
+            hardness_mode="all_negatives",
+            hardness_strength=2.0,
+            positive_ids=y,
+            **kw,
+        ),
+        "hcl_retrieval": lambda: cd.retrieval_loss(a, p, n, 0.1, hcl_beta=1.0, hcl_tau_plus=0.1, **kw),
+        "gist": lambda: cd.retrieval_loss(
+            a,
+            p,
+            n,
+            0.1,
+            guide=(a.detach() + 0.5, p.detach() - 0.5, n.detach() * 2),
+            contrast_anchors=True,
+            contrast_positives=True,
+            **kw,
+        ),
+        "hcl_info_nce": lambda: cd.info_nce(a, p, 0.1, hcl_beta=1.0, reduction="none", **kw).sum(),
+        "hcl_clip": lambda: cd.clip_loss(a, p, 0.1, hcl_beta=1.0, **kw),
+        "mrl_retrieval": lambda: cd.retrieval_loss(a, p, n, 0.1, **mrl),
+        "mrl_supcon": lambda: cd.supcon_loss(a, y, **mrl),
+        "mrl_siglip": lambda: cd.siglip_loss(a, p, **mrl),
+    }
+    for name, call in calls.items():
+        with _LargestTensor() as mode:
+            call_out = call()
+            call_out.backward()
+        errors[f"probe/{name}"] = 0.0 if mode.largest <= 4 * N * d else float(mode.largest)
+    return errors
+
+
+@pytest.mark.multiprocess
+@pytest.mark.parametrize("world", [2, 3])
+@pytest.mark.parametrize("case", [matryoshka_case, hcl_hardness_case, directions_guide_case, probe_case])
+def test_issue25_features_equal_one_process(world, case):
+    """Matryoshka on every objective, HCL (info_nce, clip, retrieval), hardness, GTE directions and
+    GIST guides on retrieval: loss, input, temperature and bias gradients at 2 and 3 ranks, uneven
+    and empty per-rank batches, every reduction, equal to the single-process functions (float64)."""
+    check_all_ok(spawn(world, case), world)
 
 
 # ----------------------------------------------------------------------------- tests
@@ -372,3 +701,17 @@ def test_single_process_fallback():
     assert torch.equal(cd.siglip_loss(z, z2), C.siglip_loss(z, z2))
     with pytest.raises(ValueError, match="gradient must be 'ddp'"):
         cd.siglip_loss(z, z2, gradient="sum")
+    # the loss features are forwarded
+    mrl = {"matryoshka_dims": (4, 2), "matryoshka_weights": (1.0, 0.5)}
+    assert torch.equal(cd.info_nce(z, z2, hcl_beta=0.5), C.info_nce(z, z2, hcl_beta=0.5))
+    assert torch.equal(cd.clip_loss(z, z2, **mrl), C.clip_loss(z, z2, **mrl))
+    assert torch.equal(cd.supcon_loss(z, y, **mrl), C.supcon_loss(z, y, **mrl))
+    assert torch.equal(cd.siglip_loss(z, z2, **mrl), C.siglip_loss(z, z2, **mrl))
+    feats = {
+        "directions": ("query_to_doc", "query_to_query"),
+        "hardness_mode": "all_negatives",
+        "hardness_strength": 1.0,
+    }
+    assert torch.equal(cd.retrieval_loss(z, z2, **feats), C.retrieval_loss(z, z2, **feats))
+    with pytest.raises(ValueError, match="hcl_beta and matryoshka_dims"):
+        cd.clip_loss(z, z2, hcl_beta=0.5, **mrl)

@@ -72,6 +72,7 @@ from .ops.collectives import (
     rows_or_empty,
 )
 from .ops.common import Temperature
+from .ops.dist_features import FEATURE_SETTINGS, check_dist_features, dist_features_build, feature_settings
 from .ops.dist_objectives import (
     RowConfig,
     check_embeddings,
@@ -92,6 +93,11 @@ __all__ = [
     "DistributedError",
     "GRADIENTS",
 ]
+
+
+def _mrl(dims, weights, named):
+    """objective_loss's ``matryoshka`` argument (``None``: neither dims nor weights given)."""
+    return None if dims is None and weights is None else (dims, weights, named)
 
 
 def all_gather_with_grad(x: torch.Tensor, process_group: Group = None) -> torch.Tensor:
@@ -171,6 +177,10 @@ def info_nce(
     gradient: str = "ddp",
     check_finite: bool = True,
     block_size: int | None = None,
+    hcl_beta: float | None = None,
+    hcl_tau_plus: float = 0.0,
+    matryoshka_dims: tuple[int, ...] | list[int] | None = None,
+    matryoshka_weights: tuple[float, ...] | list[float] | None = None,
 ) -> torch.Tensor:
     r"""InfoNCE / NT-Xent over the global batch: every rank's samples are everyone's negatives.
 
@@ -212,6 +222,13 @@ def info_nce(
             ``'exact'``: ``dL/dz`` of the global loss w.r.t. this rank's inputs.
         check_finite: raise on NaN/Inf inputs.
         block_size: rows per tile (``None``: 512 on CPU, 4096 on CUDA).
+        hcl_beta, hcl_tau_plus: Robinson et al.'s hard-negative estimator (see
+            :func:`contrastive.functional.nt_xent`), each row's negatives drawn from all ``N``
+            global rows; the same on every rank.
+        matryoshka_dims, matryoshka_weights: Matryoshka prefixes, ``sum_k w_k`` of the loss of
+            each prefix ``[:, :d_k]`` normalised on its own (see
+            :func:`contrastive.functional.nt_xent`); the same on every rank. One engine run per
+            prefix (exact; the single-process form fuses them into one walk).
 
     Shape:
         z1, z2: ``(B_r, d)``; output: scalar, or ``(2 B_r,)`` for ``reduction='none'``.
@@ -243,6 +260,10 @@ def info_nce(
             reduction=reduction,
             check_finite=check_finite,
             block_size=block_size,
+            hcl_beta=hcl_beta,
+            hcl_tau_plus=hcl_tau_plus,
+            matryoshka_dims=matryoshka_dims,
+            matryoshka_weights=matryoshka_weights,
         )
     return two_input_loss(
         "info_nce",
@@ -257,6 +278,8 @@ def info_nce(
         block_size,
         gradient,
         state,
+        (matryoshka_dims, matryoshka_weights),
+        (hcl_beta, hcl_tau_plus),
     )
 
 
@@ -271,6 +294,10 @@ def clip_loss(
     gradient: str = "ddp",
     check_finite: bool = True,
     block_size: int | None = None,
+    hcl_beta: float | None = None,
+    hcl_tau_plus: float = 0.0,
+    matryoshka_dims: tuple[int, ...] | list[int] | None = None,
+    matryoshka_weights: tuple[float, ...] | list[float] | None = None,
 ) -> torch.Tensor:
     r"""Two-tower (CLIP) loss over the global batch ``a = cat_r a_r``, ``b = cat_r b_r``.
 
@@ -295,6 +322,9 @@ def clip_loss(
         reduction: ``'mean'`` (over the ``B`` global pairs) | ``'sum'`` | ``'none'`` (this
             rank's ``B_r`` pair losses).
         process_group, gradient, check_finite, block_size: as in :func:`info_nce`.
+        hcl_beta, hcl_tau_plus: Robinson et al.'s estimator in each direction (see
+            :func:`contrastive.functional.clip_loss`), the negatives drawn from all ``B`` pairs.
+        matryoshka_dims, matryoshka_weights: Matryoshka prefixes, as in :func:`info_nce`.
 
     Shape:
         a, b: ``(B_r, d)``; output: scalar, or ``(B_r,)`` for ``reduction='none'``.
@@ -319,6 +349,10 @@ def clip_loss(
             reduction=reduction,
             check_finite=check_finite,
             block_size=block_size,
+            hcl_beta=hcl_beta,
+            hcl_tau_plus=hcl_tau_plus,
+            matryoshka_dims=matryoshka_dims,
+            matryoshka_weights=matryoshka_weights,
         )
     return two_input_loss(
         "clip_loss",
@@ -333,6 +367,8 @@ def clip_loss(
         block_size,
         gradient,
         state,
+        (matryoshka_dims, matryoshka_weights),
+        (hcl_beta, hcl_tau_plus),
     )
 
 
@@ -347,6 +383,8 @@ def supcon_loss(
     gradient: str = "ddp",
     check_finite: bool = True,
     block_size: int | None = None,
+    matryoshka_dims: Sequence[int] | None = None,
+    matryoshka_weights: Sequence[float] | None = None,
 ) -> torch.Tensor:
     r"""Supervised contrastive loss (Khosla et al. 2020) over the global batch ``z = cat_r z_r``.
 
@@ -381,6 +419,7 @@ def supcon_loss(
         reduction: ``'mean'`` (over the global rows with a positive) | ``'sum'`` |
             ``'none'``: this rank's ``N_r`` row losses (0 where a row has no positive).
         process_group, gradient, check_finite, block_size: as in :func:`info_nce`.
+        matryoshka_dims, matryoshka_weights: Matryoshka prefixes, as in :func:`info_nce`.
 
     Shape:
         z: ``(N_r, d)``; labels: ``(N_r,)``; output: scalar, or ``(N_r,)`` for ``'none'``.
@@ -411,6 +450,8 @@ def supcon_loss(
             reduction=reduction,
             check_finite=check_finite,
             block_size=block_size,
+            matryoshka_dims=matryoshka_dims,
+            matryoshka_weights=matryoshka_weights,
         )
     local = {}
 
@@ -439,6 +480,7 @@ def supcon_loss(
         1,
         [],
         build,
+        _mrl(matryoshka_dims, matryoshka_weights, [("z", z)]),
     )
 
 
@@ -450,6 +492,15 @@ def retrieval_loss(
     *,
     directions: Sequence[str] = ("query_to_doc",),
     partition_mode: str = "joint",
+    hardness_mode: str | None = None,
+    hardness_strength: float = 0.0,
+    hcl_beta: float | None = None,
+    hcl_tau_plus: float = 0.0,
+    guide: Sequence[torch.Tensor | None] | None = None,
+    guide_margin: float = 0.0,
+    guide_margin_strategy: str = "absolute",
+    contrast_anchors: bool = False,
+    contrast_positives: bool = False,
     positive_ids: torch.Tensor | None = None,
     normalize: bool = True,
     reduction: str = "mean",
@@ -457,6 +508,8 @@ def retrieval_loss(
     gradient: str = "ddp",
     check_finite: bool = True,
     block_size: int | None = None,
+    matryoshka_dims: Sequence[int] | None = None,
+    matryoshka_weights: Sequence[float] | None = None,
 ) -> torch.Tensor:
     r"""Retrieval loss with hard negatives over the global batch: every rank's positives and
     negatives are candidates of every anchor.
@@ -472,9 +525,10 @@ def retrieval_loss(
 
     (``F`` empty without ``positive_ids``); ``directions=("query_to_doc", "doc_to_query"),
     partition_mode="per_direction"`` averages it with the positive-to-anchor direction (each
-    ``p_i`` against every anchor, anchors with its id masked the same way). The other loss
-    features of the single-process function (joint or same-type directions, hardness, HCL,
-    guide masks, Matryoshka) are not distributed yet and are refused. This is :func:`contrastive.retrieval_loss` of the concatenated
+    ``p_i`` against every anchor, anchors with its id masked the same way). Every loss feature
+    of the single-process function is taken, with its semantics and refusals: the other GTE
+    directions and ``"joint"``, ``hardness_mode``, ``hcl_beta``, a GIST ``guide`` with its
+    blocks, Matryoshka prefixes. This is :func:`contrastive.retrieval_loss` of the concatenated
     batch, on every rank. Exactness, ``gradient`` and the contract are those of
     :func:`info_nce`. A queue of shared negatives ``(M, d)`` replicated on every rank should
     be passed in disjoint shares (e.g. ``queue.chunk(world_size)[rank]``): the candidates are
@@ -492,25 +546,49 @@ def retrieval_loss(
     for the two-way directions an all-gather of ``(W, B)`` partial log-sum-exps and of the ``(B,)``
     weights.
 
+    **The loss features** (anything but the two plain direction sets above without features;
+    :mod:`contrastive.ops.dist_features`): rank ``r`` computes its rows' partitions completely,
+    its anchors (and, for ``doc_to_query``, ``doc_to_doc`` or ``contrast_positives``, its
+    positives) against the gathered candidates of every block named, the masks and boosts of
+    the single-process objective at the rows' global indices. The ``doc_to_query`` logits are
+    computed by the positive's owner, so those tiles are walked twice over the ranks (once as
+    ``query_to_doc``); ``query_to_query`` / ``doc_to_doc`` gather the anchors / positives as
+    candidates (no symmetric walk: each rank's rows against all). The guide embeddings are
+    gathered like the candidates, without gradient. Matryoshka runs one engine pass per prefix.
+
     Args:
         anchors: this rank's queries (may have 0 rows on some ranks).
         positives: the positive document of each anchor, row-aligned.
         negatives: ``None``; ``(B_r, K, d)``, K >= 1 hard negatives per anchor; or
             ``(M_r, d)`` shared negatives (e.g. a queue, possibly without gradient).
         temperature: tau > 0, a float or a scalar tensor, the same on every rank.
-        directions, partition_mode: ``("query_to_doc",)`` (default), or ``("query_to_doc",
-            "doc_to_query")`` with ``"per_direction"``: the positive-to-anchor direction too,
-            the two averaged.
+        directions, partition_mode: the GTE candidate sets and their partition, as in
+            :func:`contrastive.retrieval_loss` (``"query_to_doc"``, ``"doc_to_query"``,
+            ``"query_to_query"``, ``"doc_to_doc"``; ``"joint"`` or ``"per_direction"``), over
+            the global batch; the same on every rank.
+        hardness_mode, hardness_strength: Lan et al.'s hardness penalty, as in
+            :func:`contrastive.retrieval_loss` (a shared negative set counts as every query's
+            own hard negatives); the same on every rank.
+        hcl_beta, hcl_tau_plus: Robinson et al.'s estimator over each anchor's global negatives
+            (only with the default directions, without hardness or guide).
+        guide: ``(guide_anchors, guide_positives)`` or with ``guide_negatives``: this rank's
+            rows of the guide model's embeddings (no gradient, any width, split like the
+            embeddings), GIST's false-negative masks against the global batch.
+        guide_margin, guide_margin_strategy, contrast_anchors, contrast_positives: as in
+            :func:`contrastive.retrieval_loss`; the same on every rank.
         positive_ids: ``(B_r,)`` integer ids of the positives; candidates with anchor i's id
             (other than its own positive) are not its negatives. Given on all ranks or none.
         normalize: L2-normalise rows.
         reduction: ``'mean'`` (over the ``B`` global anchors) | ``'sum'`` | ``'none'`` (this
             rank's ``B_r`` anchor losses).
         process_group, gradient, check_finite, block_size: as in :func:`info_nce`.
+        matryoshka_dims, matryoshka_weights: Matryoshka prefixes, as in :func:`info_nce`
+            (a guide keeps its own width).
 
     Shape:
         anchors, positives: ``(B_r, d)``; negatives: ``(B_r, K, d)`` or ``(M_r, d)``;
-        positive_ids: ``(B_r,)``; output: scalar, or ``(B_r,)`` for ``'none'``.
+        positive_ids: ``(B_r,)``; guide: ``(B_r, g)`` each, negatives' ``(B_r, K, g)`` or
+        ``(M_r, g)``; output: scalar, or ``(B_r,)`` for ``'none'``.
 
     Raises:
         TypeError, ValueError, DistributedError: as in :func:`info_nce`.
@@ -522,7 +600,19 @@ def retrieval_loss(
         >>> round(retrieval_loss(a, a, -a[:, None], temperature=1.0).item(), 4)   # log(e + 4 + 1/e) - 1
         0.9581
     """
-    symmetric = V.check_plain_directions("contrastive.distributed.retrieval_loss", directions, partition_mode)
+    features = dict(
+        directions=directions,
+        partition_mode=partition_mode,
+        hardness_mode=hardness_mode,
+        hardness_strength=hardness_strength,
+        hcl_beta=hcl_beta,
+        hcl_tau_plus=hcl_tau_plus,
+        guide=guide,
+        guide_margin=guide_margin,
+        guide_margin_strategy=guide_margin_strategy,
+        contrast_anchors=contrast_anchors,
+        contrast_positives=contrast_positives,
+    )
     state = resolve_group(process_group, "retrieval_loss")
     if state is None:
         check_gradient(gradient)
@@ -531,15 +621,16 @@ def retrieval_loss(
             positives,
             negatives,
             temperature,
-            directions=directions,
-            partition_mode=partition_mode,
+            **features,  # type: ignore[arg-type]
             positive_ids=positive_ids,
             normalize=normalize,
             reduction=reduction,
             check_finite=check_finite,
             block_size=block_size,
+            matryoshka_dims=matryoshka_dims,
+            matryoshka_weights=matryoshka_weights,
         )
-    local = {}
+    local: dict = {}
     kind = (
         0 if negatives is None else 1 if isinstance(negatives, torch.Tensor) and negatives.dim() == 3 else 2
     )
@@ -580,21 +671,28 @@ def retrieval_loss(
             local["ids"] = V.check_ids("positive_ids", positive_ids, anchors.shape[0], anchors, "ids")
         check_embeddings("retrieval_loss", named, normalize, check_finite)
         neg_grad = negatives is not None and negatives.requires_grad and torch.is_grad_enabled()
-        return [anchors.shape[0], M], [bool(symmetric), kind, K, neg_grad, positive_ids is not None]
+        f = local["features"] = check_dist_features(anchors, negatives, check_finite, **features)
+        return [anchors.shape[0], M], [kind, K, neg_grad, positive_ids is not None, *feature_settings(f)]
 
     def build(cfg, sizes):
         ids = None
         if positive_ids is not None:
             ids = gather_rows("retrieval_loss", local["ids"], sizes[0], cfg["group"])  # (B,) global ids
         K = present(negatives).shape[1] if kind == 1 else 0  # kind 1: (B, K, d) negatives
+        f = local["features"]
+        symmetric = set(f["directions"]) == {"query_to_doc", "doc_to_query"}
         rc = RowConfig(
             **cfg,
-            symmetric=bool(symmetric),
+            symmetric=symmetric,
             neg_sizes=sizes[1] if kind else None,
             neg_per_anchor=K,
             neg_grad=bool(kind and present(negatives).requires_grad and torch.is_grad_enabled()),
         )
-        return dist_build("retrieval", rc, ids), rc
+        if f["plain"]:
+            return dist_build("retrieval", rc, ids), rc
+        if f["hcl"] is not None and sum(sizes[0]) < 2 and sum(sizes[1]) == 0:
+            raise ValueError("hcl_beta needs at least one negative per row: pass B >= 2 or negatives")
+        return dist_features_build(rc, ids=ids, **{k: v for k, v in f.items() if k != "plain"}), rc
 
     inputs = [anchors, positives, None]
     if (
@@ -619,13 +717,18 @@ def retrieval_loss(
         validate,
         2,
         [
-            "two-way directions",
             "negatives' form (0 none, 1 (B, K, d), 2 (M, d))",
             "K (negatives per anchor)",
             "negatives' requires_grad",
             "use of positive_ids",
+            *FEATURE_SETTINGS,
         ],
         build,
+        _mrl(
+            matryoshka_dims,
+            matryoshka_weights,
+            [("anchors", anchors), ("positives", positives), ("negatives", negatives)],
+        ),
     )
 
 
@@ -641,6 +744,8 @@ def siglip_loss(
     gradient: str = "ddp",
     check_finite: bool = True,
     block_size: int | None = None,
+    matryoshka_dims: Sequence[int] | None = None,
+    matryoshka_weights: Sequence[float] | None = None,
 ) -> torch.Tensor:
     r"""The sigmoid loss of SigLIP (Zhai et al. 2023) over the global batch ``a = cat_r a_r``,
     ``b = cat_r b_r``.
@@ -671,6 +776,7 @@ def siglip_loss(
         reduction: ``'mean'`` (the sum over all ``B^2`` pairs divided by ``B``) | ``'sum'`` |
             ``'none'`` (this rank's ``B_r`` row sums).
         process_group, gradient, check_finite, block_size: as in :func:`info_nce`.
+        matryoshka_dims, matryoshka_weights: Matryoshka prefixes, as in :func:`info_nce`.
 
     Shape:
         a, b: ``(B_r, d)``; output: scalar, or ``(B_r,)`` for ``'none'``.
@@ -697,6 +803,8 @@ def siglip_loss(
             reduction=reduction,
             check_finite=check_finite,
             block_size=block_size,
+            matryoshka_dims=matryoshka_dims,
+            matryoshka_weights=matryoshka_weights,
         )
 
     def validate():
@@ -720,4 +828,5 @@ def siglip_loss(
         1,
         [],
         siglip_build,
+        _mrl(matryoshka_dims, matryoshka_weights, [("a", a), ("b", b)]),
     )

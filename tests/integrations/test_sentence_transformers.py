@@ -11,7 +11,6 @@ naming the keyword, while ``contrastive.functional.retrieval_loss`` lacks it.
 from __future__ import annotations
 
 import functools
-import inspect
 import random
 import subprocess
 import sys
@@ -492,20 +491,44 @@ def _dist_case(path, rank, world):
             )
             errors[name + "/grads"] = max(err(g2[n], g1[n]) for n in g1)
             dist.barrier()
-    import contrastive.distributed as cd
-
-    if (
-        "directions" not in inspect.signature(cd.retrieval_loss).parameters
-    ):  # a clear refusal, not a wrong loss
+    for name, kw in {  # the features gathered: this rank's anchors against every rank's documents
+        "gte4": dict(directions=("query_to_doc", "query_to_query", "doc_to_query", "doc_to_doc")),
+        "two-way": dict(directions=("query_to_doc", "doc_to_query"), partition_mode="per_direction"),
+        "hardness": dict(hardness_mode="all_negatives", hardness_strength=2.0),
+    }.items():
         model = bert(path)
-        loss = ours.MultipleNegativesRankingLoss(
-            model, gather_across_devices=True, directions=("query_to_doc", "doc_to_query")
+        features = batch(model, 3, offset=5 * rank, rows=4)
+        (v1, g1), (v2, g2) = (
+            run(
+                st_losses.MultipleNegativesRankingLoss(model, gather_across_devices=True, **kw),
+                model,
+                features,
+            ),
+            run(ours.MultipleNegativesRankingLoss(model, gather_across_devices=True, **kw), model, features),
         )
-        try:
-            loss(batch(model, 2), None)
-            errors["directions refused"] = 1.0
-        except NotImplementedError as e:
-            errors["directions refused"] = 0.0 if "contrastive.distributed.retrieval_loss" in str(e) else 1.0
+        errors[f"{name}/loss"] = err(v2, v1)
+        errors[f"{name}/grads"] = max(err(g2[n], g1[n]) for n in g1)
+        dist.barrier()
+    model = bert(path)
+    features = batch(model, 2, offset=5 * rank, rows=4)
+    (v1, g1), (v2, g2) = (
+        run(
+            st_losses.MatryoshkaLoss(
+                model, st_losses.MultipleNegativesRankingLoss(model, gather_across_devices=True), [32, 16]
+            ),
+            model,
+            features,
+        ),
+        run(
+            ours.MatryoshkaLoss(
+                model, ours.MultipleNegativesRankingLoss(model, gather_across_devices=True), [32, 16]
+            ),
+            model,
+            features,
+        ),
+    )
+    errors["matryoshka/loss"] = err(v2, v1)
+    errors["matryoshka/grads"] = max(err(g2[n], g1[n]) for n in g1)
     try:
         ours.GISTEmbedLoss(bert(path), bert(path), gather_across_devices=True)(batch(bert(path), 2), None)
         errors["gist refused"] = 1.0

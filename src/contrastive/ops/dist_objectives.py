@@ -27,6 +27,10 @@ ranks. For InfoNCE and SupCon that is ``6 N^2 d`` in all, 1.5x the one-process e
 loss and SigLIP cost what they cost in one process. Every objective takes its logit bound
 from :func:`.tiles.logit_bound` over the gathered rows, so all ranks use the same shift.
 
+The loss features of issue 25 that run on :mod:`.blockloss` (retrieval's GTE directions,
+hardness, guide masks; HCL) have their row-owner form in :mod:`.dist_features`; Matryoshka
+is a run per prefix in :func:`objective_loss`.
+
 The drivers of the public functions of :mod:`contrastive.distributed` are at the end:
 :func:`objective_loss` validates on every rank, agrees on the settings, runs the row owner
 through :class:`~.engine.EngineFn` and all-reduces the loss value; :func:`two_input_loss` is its
@@ -35,8 +39,9 @@ two-input form (``info_nce``, ``clip_loss``).
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Sequence
-from typing import NamedTuple, cast
+from typing import Any, NamedTuple, cast
 
 import torch
 
@@ -56,6 +61,7 @@ from .collectives import (
 from .common import Rows, rowdot
 from .engine import Build, EngineFn, Grads, Objective, present, whole
 from .info_nce import pair_dots, sub_pair_grad_
+from .matryoshka import Prefixes
 from .rect_tiles import rect_grad, rect_lse
 from .siglip import SigLIPObjective
 from .supcon import class_dots, class_sums, classes, row_losses, sub_positive_grad_
@@ -416,20 +422,31 @@ def objective_loss(
     n_counts,
     setting_names,
     build,
+    matryoshka=None,
 ):
     """The driver of the objectives on the engine contract: validate on every rank
     (``validate()`` returns the local row counts and the setting values; it may fill in
     ``inputs``), agree, then ``build(cfg, sizes)`` returns the engine's build (it may gather
     labels or ids), :class:`~contrastive.ops.engine.EngineFn` runs it and the loss value is
-    all-reduced."""
+    all-reduced.
+
+    ``matryoshka``: ``(dims, weights, [(name, local tensor or None)])`` or ``None``. The loss is
+    then ``sum_k w_k`` of the objective on the inputs' prefixes ``[..., :d_k]``, each normalised
+    on its own by the engine (exactly the single-process Matryoshka loss): one agreement, one
+    engine run per prefix (a walk per prefix, not fused into one as in one process)."""
     group, rank, world = state
     err, counts, settings, tau_value, b_value = None, None, None, 0.0, 0.0
+    prefixes, mrl_code = None, 0.0
     x0 = inputs[0]
     try:
         check_gradient(gradient)
         check_block_size(block_size, 1, torch.device("cpu"))  # validate here, size later
         V.check_reduction(reduction)
         counts, settings = validate()
+        if matryoshka is not None:
+            dims, weights, named = matryoshka
+            prefixes = check_prefixes(dims, weights, named, normalize)
+            mrl_code = prefix_code(prefixes)
         temperature = V.check_param("temperature", temperature, x0, True)
         tau_value = float(temperature.detach() if isinstance(temperature, torch.Tensor) else temperature)
         if bias is not None:
@@ -450,6 +467,7 @@ def objective_loss(
         ("reduction", V.REDUCTIONS.index(reduction) if ok else 0),
         ("need for a gradient (requires_grad on the inputs, torch.no_grad)", want_grad),
         ("gradient", GRADIENTS.index(gradient) if ok else 0),
+        ("matryoshka_dims and matryoshka_weights", mrl_code),
     ] + list(zip(setting_names, settings if ok and settings is not None else [0] * len(setting_names)))
     sizes = agree(
         op,
@@ -472,29 +490,91 @@ def objective_loss(
         bs=check_block_size(block_size, max(sum(s) for s in sizes), x0.device),
     )
     engine_build, row_cfg = build(cfg, sizes)
-    out = EngineFn.apply(engine_build, bool(normalize), reduction, want_grad, temperature, bias, *inputs)
+    if prefixes is None:
+        out = EngineFn.apply(engine_build, bool(normalize), reduction, want_grad, temperature, bias, *inputs)
+    else:
+        out = None
+        for d_k, w_k in zip(prefixes.dims, prefixes.weights):  # sum_k w_k L(x[..., :d_k])
+            part = w_k * EngineFn.apply(
+                engine_build,
+                True,
+                reduction,
+                want_grad,
+                temperature,
+                bias,
+                *[None if x is None else x[..., :d_k] for x in inputs],
+            )
+            out = part if out is None else out + part
     if reduction != "none":
         out = global_loss(row_cfg, out)
     return out.to(x0.dtype)
 
 
+def check_prefixes(
+    dims: Any, weights: Any, named: Sequence[tuple[str, torch.Tensor | None]], normalize: bool
+) -> Prefixes | None:
+    """The Matryoshka prefixes of one rank's inputs (``named``: (name, tensor or None)), as the
+    single-process functions check them."""
+    ref = present(named[0][1])
+    prefixes = V.check_matryoshka(dims, weights, ref.shape[-1], normalize)
+    for name, x in named:
+        if prefixes is not None and x is not None and x.numel():
+            V.check_prefix_rows(name, x, prefixes)
+    return prefixes
+
+
+def prefix_code(prefixes: Prefixes | None) -> float:
+    """One number standing for the prefixes and their weights, compared across ranks (0: off)."""
+    if prefixes is None:
+        return 0.0
+    return float(zlib.crc32(repr((prefixes.dims, prefixes.weights)).encode()) + 1)
+
+
 def two_input_loss(
-    op, kind, x, y, temperature, flags, reduction, normalize, check_finite, block_size, gradient, state
+    op,
+    kind,
+    x,
+    y,
+    temperature,
+    flags,
+    reduction,
+    normalize,
+    check_finite,
+    block_size,
+    gradient,
+    state,
+    matryoshka=(None, None),
+    hcl=(None, 0.0),
 ):
     """info_nce (kind 'info_nce', inputs z1, z2) or clip_loss ('clip', inputs a, b) on the
-    engine contract: validate on every rank, agree, run the row-owner objective."""
+    engine contract: validate on every rank, agree, run the row-owner objective (its HCL form
+    with ``hcl`` = (beta, tau_plus), beta not None)."""
     nx, ny = ("z1", "z2") if kind == "info_nce" else ("a", "b")
+    local = {}
+    exclude_self = bool(dict(flags).get("exclude_self", True))
+    mrl = None if matryoshka == (None, None) else (*matryoshka, [(nx, x), (ny, y)])
 
     def validate():
         rows_or_empty(nx, x)
         rows_or_empty(ny, y)
         V.check_same_shape(nx, x, ny, y)
         check_embeddings(op, [(nx, x), (ny, y)], normalize, check_finite)
-        return [x.shape[0]], [v for _, v in flags]
+        local["hcl"] = V.check_hcl(*hcl)
+        if local["hcl"] is not None and mrl is not None:
+            raise ValueError("hcl_beta and matryoshka_dims do not combine yet; drop one of them")
+        h = local["hcl"] or (-1.0, 0.0)
+        return [x.shape[0]], [v for _, v in flags] + list(h)
 
     def build(cfg, sizes):
         rc = RowConfig(**cfg, symmetric=kind == "clip")
-        return dist_build(kind, rc, exclude_self=bool(dict(flags).get("exclude_self", True))), rc
+        if local["hcl"] is not None:
+            B = sum(rc.sizes)
+            n_neg = 2 * B - (2 if exclude_self else 1) if kind == "info_nce" else B - 1
+            V.check_hcl_engine(op, "auto", False, n_neg)  # the same global sizes on every rank
+            from .dist_features import dist_hcl_build  # it builds on this module
+
+            return dist_hcl_build(kind, rc, exclude_self, *local["hcl"]), rc
+        return dist_build(kind, rc, exclude_self=exclude_self), rc
 
     return objective_loss(
         op,
@@ -508,8 +588,9 @@ def two_input_loss(
         [x, y],
         validate,
         1,
-        [name for name, _ in flags],
+        [name for name, _ in flags] + ["hcl_beta", "hcl_tau_plus"],
         build,
+        mrl,
     )
 
 

@@ -499,18 +499,3 @@ def check_hcl_engine(name: str, backend: str, decoupled: bool, n_neg: int) -> No
         raise ValueError(
             f"{name} with hcl_beta needs at least one negative per row, got {n_neg}; pass more pairs"
         )
-
-
-def check_plain_directions(name: str, directions: Any, partition_mode: Any) -> bool:
-    """The directions a path without the loss features runs (the distributed retrieval loss):
-    ``("query_to_doc",)`` or the two-way per-direction average; True for the two-way one."""
-    dirs = check_directions(directions, partition_mode)
-    if dirs == ("query_to_doc",):
-        return False
-    if set(dirs) == {"query_to_doc", "doc_to_query"} and partition_mode == "per_direction":
-        return True
-    raise ValueError(
-        f"{name} runs directions=('query_to_doc',) or ('query_to_doc', 'doc_to_query') with "
-        f"partition_mode='per_direction', got directions={dirs}, partition_mode={partition_mode!r}; "
-        f"the other directions are single-process only for now (contrastive.retrieval_loss)"
-    )

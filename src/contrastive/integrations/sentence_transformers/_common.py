@@ -60,12 +60,6 @@ def retrieval(
     positives = docs[0]  # (B, d)
     negatives = torch.stack(docs[1:], dim=1) if len(docs) > 1 else None  # (B, K, d)
     if gather and world_size() > 1:
-        other = sorted(set(keywords) - {"directions", "partition_mode"})
-        if other:
-            raise NotImplementedError(
-                f"gather_across_devices=True with {', '.join(other)} is not supported yet: the "
-                f"distributed retrieval loss runs the plain directions only; drop it or gather_across_devices"
-            )
         per_row = cdist.retrieval_loss(
             anchors,
             positives,

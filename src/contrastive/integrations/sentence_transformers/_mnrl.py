@@ -59,9 +59,6 @@ class MultipleNegativesRankingLoss(nn.Module):
     Raises:
         ValueError: the refusals of sentence-transformers, and a ``similarity_fct`` other than
             the two above.
-        NotImplementedError: (in forward) ``gather_across_devices`` on several ranks together
-            with hardness weighting, joint or same-type directions or Matryoshka dims (the
-            distributed loss runs the plain directions only).
 
     Examples:
         A ``StaticEmbedding`` model on a four-word vocabulary, and sentence-transformers' loss

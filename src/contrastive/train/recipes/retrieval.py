@@ -279,25 +279,6 @@ class RetrievalLossConfig:
             "matryoshka_weights": items(self.matryoshka_weights, float, "matryoshka_weights"),
         }
 
-    def distributed_refusal(self) -> str | None:
-        """Why ``contrastive.distributed.retrieval_loss`` (torchrun) cannot run these settings, or None."""
-        kwargs = self.loss_kwargs()
-        if self.name != "infonce":
-            return None
-        try:
-            V.check_plain_directions(
-                "contrastive.distributed.retrieval_loss", kwargs["directions"], self.partition_mode
-            )
-        except ValueError as err:
-            return f"loss.directions / loss.partition_mode under torchrun: {err}"
-        for key in ("hardness_mode", "hcl_beta", "matryoshka_dims"):
-            if kwargs[key] is not None:
-                return (
-                    f"loss.{key} under torchrun: contrastive.distributed.retrieval_loss does not take "
-                    f"{key} yet (single-process only for now); drop it or train in one process"
-                )
-        return None
-
 
 @dataclasses.dataclass
 class RetrievalEvalConfig:
@@ -517,9 +498,6 @@ class RetrievalTask(loop.Task):
         # the other ranks then read them: every rank gets the same tokenizer (its trainer is not
         # bit-reproducible) and no two processes write one cache file
         dc = self.dist
-        why = self.cfg.loss.distributed_refusal() if dc.active else None
-        if why:
-            raise ConfigError(why)
         if dc.active and not dc.is_main:
             broadcast(None, dc)  # waits for rank 0's caches
         n = self._prepare()
