@@ -4,13 +4,14 @@
 ``--config run.toml``, ``--resume RUN_DIR`` and any number of ``--section.key=value``
 overrides (``--help`` lists the keys). Every user error and environment failure prints one
 line naming the problem and the fix, never a traceback, and exits with the status of its
-class (see :mod:`contrastive.train.rundir` and the README): 1 non-finite loss, 2 bad
+class (see the table below, the README and docs/cli.md): 1 non-finite loss, 2 bad
 setting, 3 unusable file, 4 run folder busy or taken, 5 disk full / permission, 130 Ctrl-C.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 from pathlib import Path
@@ -46,8 +47,6 @@ def exit_code(err: BaseException) -> int:
 
 def message(err: BaseException) -> str:
     """The one line shown for ``err``."""
-    from .rundir import describe_os_error
-
     if isinstance(err, KeyboardInterrupt):
         return "interrupted (Ctrl-C); a run continues from its last checkpoint with --resume RUN_DIR"
     if isinstance(err, OSError) and not isinstance(err, FileNotFoundError):
@@ -91,7 +90,7 @@ def _fail(command: str, err, code: int) -> int:
 def _train(args: argparse.Namespace) -> int:
     recipe = get_recipe(args.recipe)
     try:
-        from .runtime import load_run_config, read_run
+        from .rundir import load_run_config, read_run
 
         cfg = recipe.config_cls()
         if args.resume:
@@ -165,11 +164,11 @@ def _eval(args: argparse.Namespace) -> int:
 
 def _recipe_of(run_dir) -> str:
     """The recipe named by ``run_dir/run.json``, known to this installation."""
-    from .runtime import read_run
+    from .rundir import read_run
 
     name = read_run(run_dir)["recipe"]
     if name not in available_recipes():
-        from .rundir import CheckpointError
+        from .checkpoint import CheckpointError
 
         raise CheckpointError(
             f"{run_dir}/run.json names the recipe {name!r}, which this installation does not "
@@ -182,7 +181,7 @@ def read_inputs(spec: str, run_dir) -> torch.Tensor:
     """Samples for ``embed``: ``train`` / ``test`` (the run's splits), a ``.npy`` file, an IDX
     file, or a folder of images (searched recursively, sorted by path)."""
     from . import data
-    from .runtime import load_run_config, read_run
+    from .rundir import load_run_config, read_run
 
     info = read_run(run_dir)
     shape = tuple(info.get("sample_shape", ()))
@@ -213,7 +212,7 @@ def read_inputs(spec: str, run_dir) -> torch.Tensor:
                     im = im.convert(mode)
                     arrays.append(np.asarray(im.resize(size, Image.BILINEAR) if size else im, dtype=np.uint8))
             except (OSError, SyntaxError, ValueError) as err:  # PIL: UnidentifiedImageError, truncated files
-                from .rundir import CheckpointError
+                from .checkpoint import CheckpointError
 
                 raise CheckpointError(
                     f"--data {spec!r}: cannot read the image {f} ({type(err).__name__}: {err}); "
@@ -229,7 +228,7 @@ def read_inputs(spec: str, run_dir) -> torch.Tensor:
 
 def _embed(args: argparse.Namespace) -> int:
     from .evaluate import embed
-    from .runtime import read_run
+    from .rundir import read_run
 
     try:
         info = read_run(args.run_dir)
@@ -369,3 +368,18 @@ def register(subparsers) -> None:
         help="answer even when the run's data file changed since training (the output says so)",
     )
     s.set_defaults(func=_search)
+
+
+def describe_os_error(err: OSError) -> str:
+    """One line for an error the machine raised while reading or writing a file."""
+    where = f" ({err.filename})" if getattr(err, "filename", None) else ""
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return (
+            f"no space left on the device{where}; free some space (or pick another run.root) and run again "
+            f"(--resume RUN_DIR continues from the last checkpoint)"
+        )
+    if err.errno == errno.EROFS:
+        return f"the file system is read-only{where}; write the run elsewhere (run.root, or --out for embed)"
+    if err.errno in (errno.EACCES, errno.EPERM):
+        return f"permission denied{where}; make the folder writable or write elsewhere (run.root, --out)"
+    return f"{err.strerror or err}{where}"

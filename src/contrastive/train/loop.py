@@ -40,19 +40,11 @@ from torch import nn
 
 from . import checkpoint, dist
 from . import rundir as R
+from .dist import num_threads, resolve_device, seed_everything
 from .models import encoder_spec
 from .optim import WarmupCosine, build_optimizer
-from .runlog import MetricsLog, NonFiniteLossError, Progress, new_run_dir
-from .runtime import (
-    check_run_id,
-    eval_config,
-    num_threads,
-    read_run,
-    resolve_device,
-    restore,
-    seed_everything,
-    write_run,
-)
+from .rundir import check_run_id, eval_config, new_run_dir, read_run, restore, write_run
+from .runlog import MetricsLog, NonFiniteLossError, Progress
 
 __all__ = ["Batch", "Task", "evaluate_run", "load_encoder", "load_task", "train_run"]
 
@@ -448,7 +440,7 @@ def _train(
     )  # own augmentations per rank; the weights are already the same everywhere
     net = dist.wrap(model, dc, _dist_config(cfg), device)  # DDP(model) under torchrun, model itself otherwise
     sampler = dist.sampler(n_items, dc, cfg.run.seed, cfg.train.drop_last) if dc.active else None
-    # the run's identity, kept by --resume: every checkpoint carries it (see runtime.check_run_id)
+    # the run's identity, kept by --resume: every checkpoint carries it (see rundir.check_run_id)
     run_id = (read_run(run_dir).get("run_id") if resume is not None else None) or uuid.uuid4().hex
     if main and resume is None:
         write_run(run_dir, cfg, task.name, run_id=run_id, **task.run_info(), **_encoder_info(cfg))
@@ -473,7 +465,7 @@ def _train(
     if resume is not None:
         state = checkpoint.load_checkpoint(ckpt_dir / "last.pt", map_location=device)
         check_run_id(state, run_dir, ckpt_dir / "last.pt")
-        R.load_model_state(model, state, ckpt_dir / "last.pt")
+        checkpoint.load_model_state(model, state, ckpt_dir / "last.pt")
         _restore_schedule(opt, sched, state)  # the optimiser's state, this run's settings
         if main:  # only now, with the checkpoint known to fit, is the run folder changed
             write_run(run_dir, cfg, task.name, run_id=run_id, **task.run_info(), **_encoder_info(cfg))
@@ -571,7 +563,7 @@ def _train(
                 record.update(final)
                 progress.write(f"epoch {epoch}: " + ", ".join(f"{k} {v:.4f}" for k, v in final.items()))
             log.log(record)
-            bad = R.all_finite_state(model, opt)  # weights, BatchNorm statistics, optimiser state
+            bad = checkpoint.all_finite_state(model, opt)  # weights, BatchNorm statistics, optimiser state
             if bad is not None:
                 raise NonFiniteLossError(
                     f"the weights became NaN/Inf during epoch {epoch} ({bad}; the loss was still finite): training "

@@ -41,9 +41,8 @@ from ..._optional import needs
 from .. import loop
 from ..checkpoint import CheckpointError
 from ..config import ConfigError, OptimConfig, RunConfig, TrainConfig, choice, require
-from ..dist import DistConfig, broadcast
+from ..dist import DistConfig, broadcast, limit_threads
 from ..runlog import format_table
-from ..runtime import limit_threads
 from ..text import corpus as TC
 from ..text.encoders import BagEncoder, DualEncoder, HFEncoder, TransformerTextEncoder
 from ..text.lexical import BM25, TfIdf
@@ -355,7 +354,7 @@ class RetrievalTask(loop.Task):
     def _check_data(self, meta: dict[str, Any], files: dict[str, str]) -> None:
         """A resumed or loaded run reads the data it was trained on: each hash ``run.json``
         recorded must match the file's now, or (``allow_changed_data``) the change is noted."""
-        from ..runtime import read_run
+        from ..rundir import read_run
 
         recorded = read_run(self.run_dir).get("corpus", {}) if self.run_dir is not None else {}
         changed = {
@@ -499,7 +498,7 @@ class RetrievalTask(loop.Task):
 
     def _own_tokenizer(self, own: Path) -> TextTokenizer:
         """The run folder's ``tokenizer.json``, checked against the sha256 ``run.json`` recorded."""
-        from ..runtime import read_run
+        from ..rundir import read_run
 
         if not own.is_file():
             raise CheckpointError(

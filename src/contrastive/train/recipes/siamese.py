@@ -33,14 +33,13 @@ from ... import contrastive_loss
 from ...verification import verification_report
 from .. import loop
 from ..config import ConfigError, DataConfig, OptimConfig, RunConfig, TrainConfig, choice, require
-from ..data import Dataset, Split, load_dataset, stratified_split, to_float
+from ..data import Dataset, Split, channel_stats, load_dataset, stratified_split, to_float
 from ..dist import DistConfig
 from ..evaluate import embed
 from ..models import build_encoder
 from ..pairs import label_pairs, neighbour_pairs
 from ..registry import check_encoder_name
 from ..runlog import format_table
-from ..runtime import channel_stats
 from .base import Recipe
 
 __all__ = ["SiameseConfig", "SiameseModel", "SiameseTask", "evaluate_run", "load_encoder", "train"]

@@ -38,12 +38,11 @@ from ..config import (
     choice,
     require,
 )
-from ..data import Dataset, load_dataset, to_float
-from ..dist import DistConfig
+from ..data import Dataset, channel_stats, load_dataset, to_float
+from ..dist import DistConfig, limit_threads
 from ..evaluate import alignment, embed, evaluate_features, uniformity
 from ..models import SimCLRModel, build_model
 from ..runlog import format_table
-from ..runtime import channel_stats, limit_threads
 from .base import Recipe
 
 __all__ = ["LossConfig", "SimCLRConfig", "SimCLRTask", "evaluate_run", "load_encoder", "train"]
