@@ -188,14 +188,19 @@ class TextModelConfig:
 class RetrievalLossConfig:
     """The objective: softmax over candidates (retrieval_loss) or pairwise sigmoid (siglip)."""
 
-    name: str = "infonce"  # infonce (retrieval_loss) | siglip (in-batch pairs; hard negatives unused)
+    name: str = "info_nce"  # info_nce (retrieval_loss) | siglip (in-batch pairs; hard negatives unused)
     temperature: float = 0.05
     learn_temperature: bool = False
-    symmetric: bool = False  # infonce: add the document-to-query direction
+    symmetric: bool = False  # info_nce: add the document-to-query direction
     bias: float = -10.0  # siglip: logit bias
 
     def __post_init__(self):
-        choice(self.name, "loss.name", ("infonce", "siglip"))
+        require(
+            self.name != "infonce",
+            "loss.name",
+            "must be 'info_nce', not 'infonce' (one spelling): --loss.name=info_nce",
+        )
+        choice(self.name, "loss.name", ("info_nce", "siglip"))
         require(self.temperature > 0, "loss.temperature", f"must be > 0, got {self.temperature}")
 
 
@@ -593,7 +598,7 @@ class RetrievalTask(loop.Task):
         tr = self.tr
         pos = tr.gold[idx]  # (B,)
         docs = pos
-        k = self.cfg.pairs.hard_negatives if self.cfg.loss.name == "infonce" else 0
+        k = self.cfg.pairs.hard_negatives if self.cfg.loss.name == "info_nce" else 0
         if k and self.candidates is not None:
             cand = self.candidates[idx]  # (B, M)
             pick = torch.randint(0, cand.shape[1], (len(idx), k))
@@ -750,13 +755,13 @@ class RetrievalTask(loop.Task):
             if b <= n
             else f"batch {n} (train.batch_size={b} is more than the {n} training pairs)"
         )
-        k = cfg.pairs.hard_negatives if cfg.loss.name == "infonce" else 0
+        k = cfg.pairs.hard_negatives if cfg.loss.name == "info_nce" else 0
         negatives = f"{k} hard negatives"
         given = sum(len(p.negatives) for p in self.train_pairs)
         if given and not k:
             why = (
                 "pairs.hard_negatives=0"
-                if cfg.loss.name == "infonce"
+                if cfg.loss.name == "info_nce"
                 else "loss.name=siglip uses in-batch pairs"
             )
             negatives += f" (the {given} negatives given in the data are not used: {why})"

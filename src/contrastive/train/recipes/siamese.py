@@ -84,7 +84,7 @@ class SiameseModelConfig:
 
 
 @dataclasses.dataclass
-class PairsConfig:
+class SiamesePairsConfig:
     """Where the training pairs come from."""
 
     source: str = "neighbours"  # neighbours (DrLIM, no labels) | labels
@@ -100,7 +100,7 @@ class PairsConfig:
 
 
 @dataclasses.dataclass
-class MarginConfig:
+class SiameseLossConfig:
     """Margin contrastive loss settings."""
 
     margin: float = 1.0  # dissimilar pairs farther apart than this cost nothing
@@ -110,7 +110,7 @@ class MarginConfig:
 
 
 @dataclasses.dataclass
-class VerifyConfig:
+class SiameseEvalConfig:
     """Held-out verification and the map."""
 
     every: int = 5  # evaluate every this many epochs (0: only at the end)
@@ -134,11 +134,11 @@ class SiameseConfig:
     run: RunConfig = dataclasses.field(default_factory=RunConfig)
     data: SiameseDataConfig = dataclasses.field(default_factory=SiameseDataConfig)
     model: SiameseModelConfig = dataclasses.field(default_factory=SiameseModelConfig)
-    pairs: PairsConfig = dataclasses.field(default_factory=PairsConfig)
-    loss: MarginConfig = dataclasses.field(default_factory=MarginConfig)
+    pairs: SiamesePairsConfig = dataclasses.field(default_factory=SiamesePairsConfig)
+    loss: SiameseLossConfig = dataclasses.field(default_factory=SiameseLossConfig)
     optim: OptimConfig = dataclasses.field(default_factory=lambda: OptimConfig(warmup_epochs=1))
     train: TrainConfig = dataclasses.field(default_factory=lambda: TrainConfig(epochs=30, batch_size=128))
-    eval: VerifyConfig = dataclasses.field(default_factory=VerifyConfig)
+    eval: SiameseEvalConfig = dataclasses.field(default_factory=SiameseEvalConfig)
     dist: DistConfig = dataclasses.field(default_factory=DistConfig)  # multi-process runs (torchrun)
 
 

@@ -45,14 +45,14 @@ from ..models import SimCLRModel, build_model
 from ..runlog import format_table
 from .base import Recipe
 
-__all__ = ["LossConfig", "SimCLRConfig", "SimCLRTask", "evaluate_run", "load_encoder", "train"]
+__all__ = ["SimCLRConfig", "SimCLRLossConfig", "SimCLRTask", "evaluate_run", "load_encoder", "train"]
 
 
 LOSSES = ("info_nce", "supcon")
 
 
 @dataclasses.dataclass
-class LossConfig:
+class SimCLRLossConfig:
     """The objective: InfoNCE (NT-Xent) of the two views, or supervised contrastive (labels)."""
 
     name: str = (
@@ -86,7 +86,7 @@ class SimCLRConfig:
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
-    loss: LossConfig = dataclasses.field(default_factory=LossConfig)
+    loss: SimCLRLossConfig = dataclasses.field(default_factory=SimCLRLossConfig)
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
     dist: DistConfig = dataclasses.field(default_factory=DistConfig)  # multi-process runs (torchrun)
 
