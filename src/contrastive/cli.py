@@ -171,10 +171,11 @@ def _fail_rank(err: BaseException, code: int) -> int:
 def _eval(args: argparse.Namespace) -> int:
     try:
         recipe = get_recipe(_recipe_of(args.run_dir))
-        if args.allow_changed_data:
-            recipe.evaluate(args.run_dir, args.checkpoint, allow_changed_data=True)
-        else:
-            recipe.evaluate(args.run_dir, args.checkpoint)
+        if args.allow_changed_data and recipe.embed is None:
+            raise ValueError(
+                f"--allow-changed-data applies to text runs; {args.run_dir} is a {recipe.name} run"
+            )
+        recipe.evaluate(args.run_dir, args.checkpoint, allow_changed_data=args.allow_changed_data)
     except BaseException as err:  # noqa: BLE001 - guarded() re-raises what is not a user or environment error
         return guarded("eval", err)
     return 0

@@ -343,45 +343,7 @@ def plot_map(features: torch.Tensor, labels: torch.Tensor, path, classes=(), tit
 COLUMNS = [("roc_auc", "ROC-AUC %"), ("eer", "EER %"), ("accuracy", "accuracy % (calibrated threshold)")]
 
 
-def train(cfg: SiameseConfig, resume: str | None = None, *, encoder: Any = None) -> dict[str, Any]:
-    """Train a siamese network as ``cfg`` says; with ``resume``, continue the run in that directory.
-
-    Args:
-        cfg: the configuration.
-        resume: a run directory to continue from its ``checkpoints/last.pt``.
-        encoder: your own network ``x -> G_W(x)`` instead of ``model.encoder``'s: a factory
-            ``factory(sample_shape, embed_dim) -> nn.Module`` (recorded by its import path) or a
-            module (pass it again to resume or evaluate from Python); see
-            :func:`contrastive.train.models.build_encoder`.
-
-    Returns:
-        The summary (also in ``summary.json``): run directory, baselines, final metrics, paths, wall time.
-
-    Raises:
-        NonFiniteLossError: the loss or the weights became NaN/Inf (the last good checkpoint is kept).
-        ConfigError, ValueError, FileNotFoundError: bad settings or data.
-    """
-    if not isinstance(cfg, SiameseConfig):
-        raise TypeError(f"cfg must be a SiameseConfig, got {type(cfg).__name__}")
-    return loop.train_run(SiameseTask(cfg, encoder), resume)
-
-
-def evaluate_run(run_dir, checkpoint: str = "last", *, encoder: Any = None) -> dict[str, Any]:
-    """Verification metrics of a run's checkpoint next to the baselines; prints the table and
-    writes ``eval.json``."""
-    return loop.evaluate_run(SiameseTask, SiameseConfig, run_dir, checkpoint, encoder)
-
-
-def load_encoder(run_dir, checkpoint: str = "last", *, encoder: Any = None):
-    """``(model, cfg)``: the trained map ``x -> G_W(x)`` of a run (eval mode) and its configuration."""
-    return loop.load_encoder(SiameseTask, SiameseConfig, run_dir, checkpoint, encoder)
-
-
-RECIPE = Recipe(
-    name="siamese",
-    help="Siamese / DrLIM: pairs from neighbours or labels, margin contrastive loss",
-    config_cls=SiameseConfig,
-    train=train,
-    evaluate=evaluate_run,
-    load_encoder=load_encoder,
+RECIPE = Recipe.of(
+    SiameseTask, SiameseConfig, "Siamese / DrLIM: pairs from neighbours or labels, margin contrastive loss"
 )
+train, evaluate_run, load_encoder = RECIPE.train, RECIPE.evaluate, RECIPE.load_encoder
