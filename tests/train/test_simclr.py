@@ -79,6 +79,8 @@ def test_one_epoch_smoke_eval_and_embed(tiny_args, tmp_path, capsys):
         == 2
     )
     assert "trained on (1, 8, 8)" in capsys.readouterr().err
+    assert main(["eval", str(run), "--allow-changed-data"]) == 2  # the flag is for text runs
+    assert "--allow-changed-data applies to text runs" in capsys.readouterr().err
     assert main(["eval", str(tmp_path)]) == 3  # not a run folder: a file class error
     assert "not a run directory" in capsys.readouterr().err
 
