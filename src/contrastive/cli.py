@@ -63,12 +63,27 @@ def exit_code(err: BaseException) -> int:
     return EXIT_USAGE
 
 
+def _describe_os_error(err: OSError) -> str:
+    """One line for an error the machine raised while reading or writing a file."""
+    where = f" ({err.filename})" if getattr(err, "filename", None) else ""
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return (
+            f"no space left on the device{where}; free some space (or pick another run.root) and run again "
+            f"(--resume RUN_DIR continues from the last checkpoint)"
+        )
+    if err.errno == errno.EROFS:
+        return f"the file system is read-only{where}; write the run elsewhere (run.root, or --out for embed)"
+    if err.errno in (errno.EACCES, errno.EPERM):
+        return f"permission denied{where}; make the folder writable or write elsewhere (run.root, --out)"
+    return f"{err.strerror or err}{where}"
+
+
 def _message(err: BaseException) -> str:
     """The one line shown for ``err``."""
     if isinstance(err, KeyboardInterrupt):
         return "interrupted (Ctrl-C); a run continues from its last checkpoint with --resume RUN_DIR"
     if isinstance(err, OSError) and not isinstance(err, FileNotFoundError):
-        return describe_os_error(err)
+        return _describe_os_error(err)
     if isinstance(err, ModuleNotFoundError) and err.name and "pip install" not in str(err):
         from ._optional import install_hint
 
@@ -351,6 +366,19 @@ def _register_gradcheck(subparsers) -> None:
     p.set_defaults(func=_gradcheck)
 
 
+def _run_command(subparsers, name: str, help: str) -> argparse.ArgumentParser:
+    """A command on a run folder: ``RUN_DIR``, ``--checkpoint`` and ``--allow-changed-data``."""
+    p = subparsers.add_parser(name, help=help)
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--checkpoint", choices=("last", "best"), default="last")
+    p.add_argument(
+        "--allow-changed-data",
+        action="store_true",
+        help="answer even when the run's data file changed since training (the output says so)",
+    )
+    return p
+
+
 def _register_train(subparsers) -> None:
     """Add ``train``, ``eval``, ``embed`` and ``search`` to the ``contrastive`` parser."""
     p = subparsers.add_parser(
@@ -377,18 +405,10 @@ def _register_train(subparsers) -> None:
         )
         q.set_defaults(func=_train)
 
-    e = subparsers.add_parser("eval", help="evaluate a run's encoder on its held-out split")
-    e.add_argument("run_dir", metavar="RUN_DIR")
-    e.add_argument("--checkpoint", choices=("last", "best"), default="last")
-    e.add_argument(
-        "--allow-changed-data",
-        action="store_true",
-        help="answer even when the run's data file changed since training (the output says so)",
-    )
+    e = _run_command(subparsers, "eval", "evaluate a run's encoder on its held-out split")
     e.set_defaults(func=_eval)
 
-    m = subparsers.add_parser("embed", help="write a run's embeddings of some data to a .npy file")
-    m.add_argument("run_dir", metavar="RUN_DIR")
+    m = _run_command(subparsers, "embed", "write a run's embeddings of some data to a .npy file")
     m.add_argument(
         "--data",
         required=True,
@@ -397,12 +417,6 @@ def _register_train(subparsers) -> None:
         "--side query) or a file of texts (.jsonl or one per line)",
     )
     m.add_argument("--out", required=True, metavar="FILE.npy")
-    m.add_argument("--checkpoint", choices=("last", "best"), default="last")
-    m.add_argument(
-        "--allow-changed-data",
-        action="store_true",
-        help="answer even when the run's data file changed since training (the output says so)",
-    )
     m.add_argument("--batch-size", type=int, default=512)
     m.add_argument(
         "--side",
@@ -412,33 +426,11 @@ def _register_train(subparsers) -> None:
     )
     m.set_defaults(func=_embed)
 
-    s = subparsers.add_parser("search", help="print the documents a retrieval run ranks first for a query")
-    s.add_argument("run_dir", metavar="RUN_DIR")
+    s = _run_command(subparsers, "search", "print the documents a retrieval run ranks first for a query")
     s.add_argument("query")
     s.add_argument("--k", type=int, default=10, help="how many documents (default 10)")
     s.add_argument("--lines", type=int, default=8, help="lines shown of each document (default 8)")
-    s.add_argument("--checkpoint", choices=("last", "best"), default="last")
-    s.add_argument(
-        "--allow-changed-data",
-        action="store_true",
-        help="answer even when the run's data file changed since training (the output says so)",
-    )
     s.set_defaults(func=_search)
-
-
-def describe_os_error(err: OSError) -> str:
-    """One line for an error the machine raised while reading or writing a file."""
-    where = f" ({err.filename})" if getattr(err, "filename", None) else ""
-    if err.errno in (errno.ENOSPC, errno.EDQUOT):
-        return (
-            f"no space left on the device{where}; free some space (or pick another run.root) and run again "
-            f"(--resume RUN_DIR continues from the last checkpoint)"
-        )
-    if err.errno == errno.EROFS:
-        return f"the file system is read-only{where}; write the run elsewhere (run.root, or --out for embed)"
-    if err.errno in (errno.EACCES, errno.EPERM):
-        return f"permission denied{where}; make the folder writable or write elsewhere (run.root, --out)"
-    return f"{err.strerror or err}{where}"
 
 
 def build_parser() -> argparse.ArgumentParser:
