@@ -38,12 +38,12 @@ MARKED: dict[str, list[str]] = {
         "tests/metric/test_metric_objective.py::test_solvers_decrease_the_objective*",
         "tests/metric/test_metric_objective.py::test_fitted_symmetric_metric_is_positive_definite*",
         "tests/train/test_augment.py::test_seeded_views_are_reproducible*",
-        "tests/train/test_cli.py::test_one_epoch_smoke_eval_and_embed",  # training runs
-        "tests/train/test_cli.py::test_resume_*",
-        "tests/train/test_cli.py::test_cifar_resnet_lars_from_toml",
-        "tests/train/test_cli.py::test_unlabelled_vectors",
-        "tests/train/test_cli.py::test_non_finite_*",
-        "tests/train/test_cli.py::test_tensorboard_is_optional",
+        "tests/train/test_simclr.py::test_one_epoch_smoke_eval_and_embed",  # training runs
+        "tests/train/test_simclr.py::test_resume_*",
+        "tests/train/test_simclr.py::test_cifar_resnet_lars_from_toml",
+        "tests/train/test_simclr.py::test_unlabelled_vectors",
+        "tests/train/test_simclr.py::test_non_finite_*",
+        "tests/train/test_simclr.py::test_tensorboard_is_optional",
         "tests/train/test_models.py::test_encoder_shapes*",
         "tests/train/test_plots.py::test_plots_write_png",
         "tests/train/test_siamese.py::test_one_epoch_smoke_eval_and_embed",

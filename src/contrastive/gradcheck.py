@@ -1,4 +1,5 @@
-"""``contrastive gradcheck``: verify every objective's gradient, print a table.
+"""Verify every objective's gradient and print a table (the ``contrastive gradcheck`` command,
+whose parser is in :mod:`contrastive.cli`).
 
 Two checks per objective: the NumPy reference's analytic gradient against central finite
 differences (float64), and the torch op (value and gradient) against the reference in
@@ -8,7 +9,6 @@ max relative error (max |a - b| / max |b|, over the value and every gradient).
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -349,7 +349,8 @@ def run(dtypes=tuple(DTYPES), seed: int = 0) -> list[Row]:
     return rows
 
 
-def format_table(rows: list[Row]) -> str:
+def format_rows(rows: list[Row]) -> str:
+    """The rows as a plain-text table, one line per check."""
     head = ("objective", "check", "dtype", "max abs err", "max rel err", "tolerance", "pass")
     body = [
         (
@@ -369,34 +370,3 @@ def format_table(rows: list[Row]) -> str:
         return "  ".join(str(c).ljust(w) for c, w in zip(cells, widths))
 
     return "\n".join([line(head), line(["-" * w for w in widths])] + [line(b) for b in body])
-
-
-def main(args: argparse.Namespace) -> int:
-    dtypes = tuple(args.dtype) if args.dtype else tuple(DTYPES)
-    rows = run(dtypes, args.seed)
-    print(format_table(rows))
-    failed = [r for r in rows if not r.ok]
-    print(f"\n{len(rows) - len(failed)} of {len(rows)} checks passed")
-    return 1 if failed else 0
-
-
-def _seed(text: str) -> int:
-    """argparse type: a seed for NumPy's generator, an integer >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(
-            f"must be an integer >= 0 (a NumPy seed), got {value}; pass e.g. --seed 0"
-        )
-    return value
-
-
-def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "gradcheck", help="verify every objective's analytic gradient", description=__doc__
-    )
-    p.add_argument("--dtype", action="append", choices=list(DTYPES), help="restrict to dtypes (repeatable)")
-    p.add_argument("--seed", type=_seed, default=0, help="seed of the random test data (>= 0)")
-    p.set_defaults(func=main)

@@ -59,3 +59,15 @@ def test_safetensors_weights(tmp_path):
     other = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
     other.load_state_dict(checkpoint.load_weights(tmp_path / "w.safetensors"))
     assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), other.state_dict().values()))
+
+
+def test_all_finite_state_names_the_tensor():
+    net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    assert checkpoint.all_finite_state(net, opt) is None
+    net[0](torch.ones(1, 2)).sum().backward()
+    opt.step()
+    next(iter(opt.state.values()))["momentum_buffer"].fill_(float("nan"))
+    assert checkpoint.all_finite_state(net, opt).startswith("optimiser state momentum_buffer")
+    net[1].running_var[0] = float("inf")
+    assert checkpoint.all_finite_state(net, opt) == "buffer 1.running_var"

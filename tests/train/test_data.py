@@ -1,5 +1,5 @@
 """Loaders on small files written here: IDX (raw and gz), CIFAR pickles, image folders, .npy,
-and the errors malformed or missing files raise."""
+the errors malformed or missing files raise, and the per-channel statistics."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import torch
 
 from contrastive.train import data
 from contrastive.train.config import DataConfig
+from contrastive.train.data import channel_stats
 
 
 def write_idx(path, array: np.ndarray, gz: bool = False):
@@ -242,3 +243,25 @@ def test_limits_and_to_float():
     assert data.to_float(torch.tensor([51], dtype=torch.uint8)).item() == pytest.approx(0.2)
     with pytest.raises(TypeError, match="torch.Tensor"):
         data.to_float([1, 2])
+
+
+@pytest.mark.parametrize("chunk", [3, 4096])
+def test_channel_stats_of_images_and_vectors(chunk):
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(10, 3, 4, 4, generator=g, dtype=torch.float64)
+    mean, std = channel_stats(x, chunk=chunk)
+    np.testing.assert_allclose(mean, x.mean((0, 2, 3)).numpy(), rtol=1e-12)
+    np.testing.assert_allclose(std, x.std((0, 2, 3), unbiased=False).numpy(), rtol=1e-10)
+    u8 = (x * 255).round().to(torch.uint8)
+    np.testing.assert_allclose(
+        channel_stats(u8, chunk=chunk)[0], (u8.double() / 255).mean((0, 2, 3)).numpy(), rtol=1e-12
+    )
+    v = torch.rand(7, 5, generator=g)
+    np.testing.assert_allclose(channel_stats(v, chunk=chunk)[0], v.double().mean(0).numpy(), rtol=1e-6)
+    assert channel_stats(torch.ones(4, 2))[1] == [1e-3, 1e-3]  # a constant channel: std clamped
+
+
+@pytest.mark.parametrize("bad", [torch.zeros(0, 3), torch.zeros(3), torch.zeros(2, 3, 4), [[0.0]]])
+def test_channel_stats_bad_input(bad):
+    with pytest.raises(ValueError, match=r"x must be a non-empty tensor of shape \(N, C, H, W\) or \(N, D\)"):
+        channel_stats(bad)

@@ -1,11 +1,14 @@
 """train/dist.py in one process: the configuration's errors, the inactive context of a plain
 run (every helper then leaves the run alone), init's refusals before any process group is
-made, the per-rank sampler and seeds, and the reseeding note on a world-size change. The
-multi-process behaviour (torchrun, DDP, faults) is tested in test_distributed_train.py and
+made, the per-rank sampler and seeds, and the reseeding note on a world-size change. The device, thread and seed
+helpers every run uses are tested first. The multi-process behaviour (torchrun, DDP, faults) is tested in test_distributed_train.py and
 test_distributed_recipes.py."""
 
 from __future__ import annotations
 
+import random
+
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -13,8 +16,51 @@ from torch import nn
 from contrastive.train import dist
 from contrastive.train.checkpoint import capture_rng
 from contrastive.train.config import ConfigError
+from contrastive.train.dist import limit_threads, num_threads, resolve_device, seed_everything
 
 CPU = torch.device("cpu")
+
+
+def test_resolve_device():
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto") == torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(TypeError, match="device must be a string"):
+        resolve_device(0)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="run.device='cuda' but CUDA is not available.*run.device=cpu"):
+            resolve_device("cuda")
+
+
+def test_num_threads_restores_the_setting_even_after_an_error():
+    before = torch.get_num_threads()
+    with pytest.raises(RuntimeError), num_threads(1):
+        assert torch.get_num_threads() == 1
+        raise RuntimeError("inside")
+    assert torch.get_num_threads() == before
+    with num_threads(0):
+        assert torch.get_num_threads() == before
+
+
+@pytest.mark.parametrize("cm", [num_threads, limit_threads])
+@pytest.mark.parametrize("bad", [-1, 1.5])
+def test_thread_limits_reject_bad_counts(cm, bad):
+    with pytest.raises(ValueError, match="n must be an int >= 0"), cm(bad):
+        pass
+
+
+def test_seed_everything_seeds_python_numpy_and_torch():
+    def draw():
+        return random.random(), np.random.rand(), torch.rand(1).item()
+
+    seed_everything(5)
+    a = draw()
+    seed_everything(5)
+    assert draw() == a
+    seed_everything(6)
+    assert draw() != a
+    seed_everything(2**40)  # NumPy's seed is taken modulo 2^32
+    with pytest.raises(ValueError, match="seed must be a non-negative int"):
+        seed_everything(-1)
 
 
 @pytest.mark.parametrize(

@@ -187,8 +187,8 @@ def test_chunked_simclr_step_equals_the_plain_step_in_float64(user_module, monke
 
     from contrastive import gradcache
     from contrastive.train import loop
+    from contrastive.train.dist import seed_everything
     from contrastive.train.recipes.simclr import SimCLRConfig, SimCLRTask
-    from contrastive.train.runtime import seed_everything
 
     cfg = apply_overrides(
         SimCLRConfig(),

@@ -283,6 +283,13 @@ def test_config_errors():
     with pytest.raises(ValueError, match="model.path"):
         apply_overrides(RetrievalConfig(), {"model.encoder": "hf"})
     assert dataclasses.asdict(RetrievalConfig())["optim"]["fused"] is True
+    assert RetrievalConfig().loss.name == "info_nce"
+    with pytest.raises(
+        ValueError, match="loss.name must be 'info_nce', not 'infonce'"
+    ):  # one spelling, no alias
+        apply_overrides(RetrievalConfig(), {"loss.name": "infonce"})
+    with pytest.raises(ValueError, match=r"loss.name must be one of \('info_nce', 'siglip'\)"):
+        apply_overrides(RetrievalConfig(), {"loss.name": "triplet"})
 
 
 def test_own_encoder_by_import_path(tmp_path, jsonl):

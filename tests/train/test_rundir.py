@@ -1,9 +1,11 @@
 """Run folders that never break (issue 14): resume checked before anything is written, settings
 that change on resume, the last good checkpoint, the lock, leftovers of killed writes, and one
-line with a distinct exit code for every user or environment error."""
+line with a distinct exit code for every user or environment error; and the run folder's
+files: created, config.toml and run.json written, read back and checked."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -17,10 +19,14 @@ import numpy as np
 import pytest
 import torch
 
+from contrastive import __version__
 from contrastive.cli import main
+from contrastive.train import checkpoint
 from contrastive.train import rundir as R
-from contrastive.train.checkpoint import load_checkpoint, save_checkpoint
+from contrastive.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from contrastive.train.config import apply_overrides
 from contrastive.train.evaluate import linear_probe
+from contrastive.train.recipes.simclr import SimCLRConfig
 
 from .conftest import TINY
 
@@ -111,7 +117,7 @@ def test_unchanged_resume_restores_the_optimiser_exactly():
 
 # ----------------------------------------------------------------------------- finding 2
 def test_non_finite_buffers_are_not_checkpointed_and_a_lower_lr_resumes(tmp_path, monkeypatch, capsys):
-    real = R.all_finite_state
+    real = checkpoint.all_finite_state
     calls = {"n": 0}
 
     def corrupt_at_epoch_2(model, opt=None):
@@ -121,7 +127,7 @@ def test_non_finite_buffers_are_not_checkpointed_and_a_lower_lr_resumes(tmp_path
             bn.running_var.fill_(float("inf"))
         return real(model, opt)
 
-    monkeypatch.setattr(R, "all_finite_state", corrupt_at_epoch_2)
+    monkeypatch.setattr(checkpoint, "all_finite_state", corrupt_at_epoch_2)
     code = main(["train", "simclr", *_args(tmp_path, **{"run.name": "bn", "train.epochs": 3})])
     err = capsys.readouterr().err
     assert code == 1 and "running_var" in err and "(epoch 1), was kept" in err
@@ -129,21 +135,9 @@ def test_non_finite_buffers_are_not_checkpointed_and_a_lower_lr_resumes(tmp_path
     state = load_checkpoint(run / "checkpoints" / "last.pt")
     assert state["epoch"] == 1
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
-    monkeypatch.setattr(R, "all_finite_state", real)
+    monkeypatch.setattr(checkpoint, "all_finite_state", real)
     assert main(["train", "simclr", "--resume", str(run), "--optim.lr=0.0003"]) == 0
     assert _records(run)[-1]["epoch"] == 3 and np.isfinite(_records(run)[-1]["loss"])
-
-
-def test_all_finite_state_names_the_tensor():
-    net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
-    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
-    assert R.all_finite_state(net, opt) is None
-    net[0](torch.ones(1, 2)).sum().backward()
-    opt.step()
-    next(iter(opt.state.values()))["momentum_buffer"].fill_(float("nan"))
-    assert R.all_finite_state(net, opt).startswith("optimiser state momentum_buffer")
-    net[1].running_var[0] = float("inf")
-    assert R.all_finite_state(net, opt) == "buffer 1.running_var"
 
 
 # ----------------------------------------------------------------------------- finding 6 (and SIGKILL)
@@ -370,3 +364,55 @@ def test_eval_refuses_a_non_finite_checkpoint(run, capsys):
     assert main(["eval", str(run)]) == 3
     err = _no_traceback(capsys)
     assert "holds NaN/Inf" in err and "running_var" in err and "--checkpoint best" in err
+
+
+# ----------------------------------------------------------------------------- the run folder's files
+def test_new_run_dir_suffix_and_overwrite(tmp_path):
+    first = R.new_run_dir(tmp_path, "demo")
+    (first / "metrics.jsonl").write_text('{"epoch": 5}\n')
+    (first / "checkpoints").mkdir()
+    (first / "checkpoints" / "best.pt").write_bytes(b"old")
+    (first / "notes.txt").write_text("mine")
+    assert R.new_run_dir(tmp_path, "demo").name == "demo-2"
+    again = R.new_run_dir(tmp_path, "demo", overwrite=True)
+    assert again == first and sorted(p.name for p in again.iterdir()) == ["notes.txt"]  # only run files go
+
+
+def test_write_read_and_load_a_run(tmp_path):
+    cfg = apply_overrides(SimCLRConfig(), {"train.epochs": "3", "model.width": "4"})
+    R.write_run(tmp_path, cfg, "simclr", sample_shape=[1, 8, 8])
+    info = R.read_run(tmp_path)
+    assert info == {"recipe": "simclr", "version": __version__, "sample_shape": [1, 8, 8]}
+    loaded = R.load_run_config(tmp_path, SimCLRConfig)
+    assert loaded == cfg
+    saved, for_eval = R.eval_config(tmp_path, "best", "simclr", SimCLRConfig)
+    assert saved == cfg and for_eval.run.device == "auto"
+    assert dataclasses.replace(for_eval, run=cfg.run) == cfg
+
+
+def test_eval_config_checks_the_checkpoint_name_and_the_recipe(tmp_path):
+    R.write_run(tmp_path, SimCLRConfig(), "simclr")
+    with pytest.raises(ValueError, match="checkpoint must be 'last' or 'best'"):
+        R.eval_config(tmp_path, "final", "simclr", SimCLRConfig)
+    with pytest.raises(ValueError, match="is not a siamese run"):
+        R.eval_config(tmp_path, "last", "siamese", SimCLRConfig)
+
+
+@pytest.mark.parametrize(
+    "content, error, fragment",
+    [
+        (
+            None,
+            FileNotFoundError,
+            "is not a run directory \\(no run.json\\); pass a folder made by `contrastive train`",
+        ),
+        ("{not json", CheckpointError, "is not valid JSON .*restore run.json"),
+        (json.dumps({"version": "0.1.0"}), CheckpointError, "does not name a recipe"),
+        (json.dumps(["simclr"]), CheckpointError, "does not name a recipe"),
+    ],
+)
+def test_read_run_names_a_damaged_or_missing_run_json(tmp_path, content, error, fragment):
+    if content is not None:
+        (tmp_path / "run.json").write_text(content)
+    with pytest.raises(error, match=fragment):
+        R.read_run(tmp_path)

@@ -1,21 +1,10 @@
-"""Run directories and the metrics log."""
+"""train/runlog.py: the metrics files (JSONL and CSV, truncated on resume) and the final table."""
 
 from __future__ import annotations
 
 import csv
 
-from contrastive.train.runlog import MetricsLog, format_table, new_run_dir
-
-
-def test_new_run_dir_suffix_and_overwrite(tmp_path):
-    first = new_run_dir(tmp_path, "demo")
-    (first / "metrics.jsonl").write_text('{"epoch": 5}\n')
-    (first / "checkpoints").mkdir()
-    (first / "checkpoints" / "best.pt").write_bytes(b"old")
-    (first / "notes.txt").write_text("mine")
-    assert new_run_dir(tmp_path, "demo").name == "demo-2"
-    again = new_run_dir(tmp_path, "demo", overwrite=True)
-    assert again == first and sorted(p.name for p in again.iterdir()) == ["notes.txt"]  # only run files go
+from contrastive.train.runlog import MetricsLog, format_table
 
 
 def test_metrics_log_jsonl_csv_truncate(tmp_path):

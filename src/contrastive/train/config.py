@@ -526,7 +526,7 @@ class EvalConfig:
     baselines: bool = True  # raw pixels and the randomly initialised encoder
     map: str = "tsne"  # 2-D map of the (L2-normalised) test embeddings: tsne | pca | none
     batch_size: int = 512
-    threads: int = 1  # thread cap for evaluation and plots (0: none); see runtime.limit_threads
+    threads: int = 1  # thread cap for evaluation and plots (0: none); see dist.limit_threads
 
     def __post_init__(self):
         require(self.every >= 0, "eval.every", f"must be >= 0, got {self.every}")

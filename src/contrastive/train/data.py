@@ -39,6 +39,7 @@ __all__ = [
     "Dataset",
     "Split",
     "as_samples",
+    "channel_stats",
     "load_cifar",
     "load_dataset",
     "load_digits",
@@ -100,6 +101,32 @@ def to_float(x: torch.Tensor) -> torch.Tensor:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
     return x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
+
+
+def channel_stats(x: torch.Tensor, chunk: int = 4096) -> tuple[list[float], list[float]]:
+    """Per-channel (images ``(N, C, H, W)``) or per-feature (``(N, D)``) mean and std of data in
+    [0, 1] (uint8 is scaled), std clamped to >= 1e-3.
+
+    Examples:
+        >>> channel_stats(torch.tensor([[0.0, 1.0], [2.0, 1.0]]))
+        ([1.0, 1.0], [1.0, 0.001])
+    """
+    if not isinstance(x, torch.Tensor) or x.dim() not in (2, 4) or len(x) == 0:
+        raise ValueError("x must be a non-empty tensor of shape (N, C, H, W) or (N, D)")
+    dims = (0, 2, 3) if x.dim() == 4 else (0,)
+    total = torch.zeros(x.shape[1], dtype=torch.float64)
+    total_sq = torch.zeros_like(total)
+    count = 0
+    for i in range(0, len(x), chunk):
+        b = x[i : i + chunk].double()
+        if x.dtype == torch.uint8:
+            b = b / 255.0
+        total += b.sum(dims)
+        total_sq += (b * b).sum(dims)
+        count += b.numel() // x.shape[1]
+    mean = total / count
+    std = (total_sq / count - mean * mean).clamp_min(0).sqrt().clamp_min(1e-3)
+    return mean.tolist(), std.tolist()
 
 
 def stratified_split(y: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,4 +1,6 @@
-"""Multi-process training: what a recipe needs to run under ``torchrun``.
+"""The training process: its device, threads and random seeds (:func:`resolve_device`,
+:func:`num_threads`, :func:`limit_threads`, :func:`seed_everything`), and what a recipe needs
+to run under ``torchrun``.
 
 ``torchrun --nproc_per_node=W -m contrastive train simclr ...`` starts ``W`` processes with
 ``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``, ``MASTER_ADDR`` and ``MASTER_PORT`` set. A recipe
@@ -31,19 +33,27 @@ The split of work, under an active context:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import os
+import random
 import sys
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as tdist
 from torch import nn
 
+from .._optional import needs
 from .config import ConfigError, require
 
 __all__ = [
+    "resolve_device",
+    "num_threads",
+    "limit_threads",
+    "seed_everything",
     "DistConfig",
     "Context",
     "init",
@@ -58,6 +68,76 @@ __all__ = [
 ]
 
 BACKENDS = ("auto", "gloo", "nccl")
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` is CUDA when available, else the CPU; a CUDA request without CUDA is an error.
+
+    Examples:
+        >>> resolve_device("cpu")
+        device(type='cpu')
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"device must be a string such as 'auto', 'cpu' or 'cuda', got {type(name).__name__}")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"run.device={name!r} but CUDA is not available here; use run.device=cpu or auto")
+    return torch.device(name)
+
+
+@contextlib.contextmanager
+def num_threads(n: int):
+    """Run the block with ``n`` torch CPU threads (0 leaves the setting alone), then restore it.
+
+    Examples:
+        >>> before = torch.get_num_threads()
+        >>> with num_threads(1):
+        ...     torch.get_num_threads()
+        1
+        >>> torch.get_num_threads() == before
+        True
+    """
+    if not isinstance(n, int) or n < 0:
+        raise ValueError(f"n must be an int >= 0 (0 keeps torch's setting), got {n!r}")
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@contextlib.contextmanager
+def limit_threads(n: int):
+    """Cap every native thread pool (OpenBLAS, OpenMP, torch's included) at ``n`` threads in
+    the block (0: no cap). Evaluation is many small BLAS calls (the linear probe's L-BFGS,
+    t-SNE) that run faster on one thread, and far faster when other jobs share the cores.
+
+    Examples:
+        >>> with limit_threads(1):
+        ...     pass
+    """
+    if not isinstance(n, int) or n < 0:
+        raise ValueError(f"n must be an int >= 0 (0: no cap), got {n!r}")
+    if n == 0:
+        yield
+        return
+    with needs("train", "run.threads / eval.threads"):
+        from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=n):
+        yield
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's generators (all devices)."""
+    if not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
 
 
 @dataclasses.dataclass
@@ -306,8 +386,6 @@ def seed_rank(ctx: Context, seed: int) -> None:
     """Give every rank its own augmentation stream (called after the model is built, so the
     initial weights stay the same everywhere); a single process is left alone."""
     if ctx.active:
-        from .runtime import seed_everything
-
         seed_everything((seed * 1_000_003 + 7919 * ctx.rank) % 2**63)
 
 

@@ -18,9 +18,9 @@ One training step, for a batch of indices ``idx``::
 The embedding and the loss are separate so that the loop can cut the embedding of a batch into
 chunks (gradient caching) without the recipe knowing.
 
-A recipe module then holds its configuration, a :class:`Task` subclass and three functions
-built with :func:`train_run`, :func:`evaluate_run` and :func:`load_encoder` (see
-``recipes/simclr.py``).
+A recipe module then holds its configuration, a :class:`Task` subclass and the three public
+functions :func:`recipe_functions` makes for it (``train``, ``evaluate_run``, ``load_encoder``;
+see ``recipes/simclr.py``).
 """
 
 from __future__ import annotations
@@ -40,21 +40,13 @@ from torch import nn
 
 from . import checkpoint, dist
 from . import rundir as R
+from .dist import num_threads, resolve_device, seed_everything
 from .models import encoder_spec
 from .optim import WarmupCosine, build_optimizer
-from .runlog import MetricsLog, NonFiniteLossError, Progress, new_run_dir
-from .runtime import (
-    check_run_id,
-    eval_config,
-    num_threads,
-    read_run,
-    resolve_device,
-    restore,
-    seed_everything,
-    write_run,
-)
+from .rundir import check_run_id, eval_config, new_run_dir, read_run, restore, write_run
+from .runlog import MetricsLog, NonFiniteLossError, Progress
 
-__all__ = ["Batch", "Task", "evaluate_run", "load_encoder", "load_task", "train_run"]
+__all__ = ["Batch", "Task", "evaluate_run", "load_encoder", "load_task", "recipe_functions", "train_run"]
 
 
 @dataclasses.dataclass
@@ -452,7 +444,7 @@ def _train(
     )  # own augmentations per rank; the weights are already the same everywhere
     net = dist.wrap(model, dc, _dist_config(cfg), device)  # DDP(model) under torchrun, model itself otherwise
     sampler = dist.sampler(n_items, dc, cfg.run.seed, cfg.train.drop_last) if dc.active else None
-    # the run's identity, kept by --resume: every checkpoint carries it (see runtime.check_run_id)
+    # the run's identity, kept by --resume: every checkpoint carries it (see rundir.check_run_id)
     run_id = (read_run(run_dir).get("run_id") if resume is not None else None) or uuid.uuid4().hex
     if main and resume is None:
         write_run(run_dir, cfg, task.name, run_id=run_id, **task.run_info(), **_encoder_info(cfg))
@@ -477,7 +469,7 @@ def _train(
     if resume is not None:
         state = checkpoint.load_checkpoint(ckpt_dir / "last.pt", map_location=device)
         check_run_id(state, run_dir, ckpt_dir / "last.pt")
-        R.load_model_state(model, state, ckpt_dir / "last.pt")
+        checkpoint.load_model_state(model, state, ckpt_dir / "last.pt")
         _restore_schedule(opt, sched, state)  # the optimiser's state, this run's settings
         if main:  # only now, with the checkpoint known to fit, is the run folder changed
             write_run(run_dir, cfg, task.name, run_id=run_id, **task.run_info(), **_encoder_info(cfg))
@@ -575,7 +567,7 @@ def _train(
                 record.update(final)
                 progress.write(f"epoch {epoch}: " + ", ".join(f"{k} {v:.4f}" for k, v in final.items()))
             log.log(record)
-            bad = R.all_finite_state(model, opt)  # weights, BatchNorm statistics, optimiser state
+            bad = checkpoint.all_finite_state(model, opt)  # weights, BatchNorm statistics, optimiser state
             if bad is not None:
                 raise NonFiniteLossError(
                     f"the weights became NaN/Inf during epoch {epoch} ({bad}; the loss was still finite): training "
@@ -710,21 +702,55 @@ def load_encoder(task_cls: type[Task], config_cls: type, run_dir, checkpoint: st
 
 
 def recipe_functions(task_cls: type[Task], config_cls: type) -> tuple[Callable, Callable, Callable]:
-    """``(train, evaluate_run, load_encoder)`` of a recipe, typed on its configuration class."""
+    """``(train, evaluate_run, load_encoder)`` of a recipe, typed on its configuration class:
+    the three public functions of every recipe module, written once here.
+
+    Examples:
+        >>> from contrastive.train.recipes import simclr
+        >>> simclr.train.__module__, simclr.train.__qualname__
+        ('contrastive.train.recipes.simclr', 'train')
+    """
 
     def train(cfg, resume: str | None = None, *, encoder=None) -> dict[str, Any]:
+        """Train the recipe as ``cfg`` says; with ``resume``, continue the run in that directory.
+
+        Args:
+            cfg: the configuration (the recipe's configuration class).
+            resume: a run directory to continue from its ``checkpoints/last.pt``.
+            encoder: your own encoder instead of the one ``model.encoder`` names: a factory
+                (recorded in the run by its import path, so ``eval``, ``embed`` and ``--resume``
+                rebuild it; the image recipes call ``factory(sample_shape, embed_dim)``, see
+                :func:`contrastive.train.models.build_encoder`), or a module (then pass the same
+                module again to resume or evaluate from Python).
+
+        Returns:
+            The summary (also written to ``summary.json``): the run directory, the baselines and
+            final metrics, the paths of checkpoints and plots, the wall time.
+
+        Raises:
+            NonFiniteLossError: the loss (or the weights) became NaN/Inf; the last good
+                checkpoint is kept.
+            ConfigError, ValueError, FileNotFoundError: bad settings or data.
+        """
         if not isinstance(cfg, config_cls):
             raise TypeError(f"cfg must be a {config_cls.__name__}, got {type(cfg).__name__}")
         return train_run(task_cls(cfg, encoder), resume)
 
-    def evaluate(
+    def evaluate_run_(
         run_dir, checkpoint: str = "last", *, encoder=None, allow_changed_data: bool = False
     ) -> dict[str, Any]:
+        """Evaluate a run's checkpoint (``last`` or ``best``) next to the recipe's baselines;
+        prints the table and writes ``eval.json``. ``allow_changed_data``: answer even when the
+        run's data file changed since training (text runs; the output says so)."""
         return evaluate_run(
             task_cls, config_cls, run_dir, checkpoint, encoder, allow_changed_data=allow_changed_data
         )
 
-    def load(run_dir, checkpoint: str = "last", *, encoder=None):
+    def load_encoder_(run_dir, checkpoint: str = "last", *, encoder=None):
+        """``(encoder, cfg)``: the trained encoder of a run (eval mode) and its configuration."""
         return load_encoder(task_cls, config_cls, run_dir, checkpoint, encoder)
 
-    return train, evaluate, load
+    functions = (train, evaluate_run_, load_encoder_)
+    for f, name in zip(functions, ("train", "evaluate_run", "load_encoder")):
+        f.__module__, f.__name__, f.__qualname__ = task_cls.__module__, name, name
+    return functions

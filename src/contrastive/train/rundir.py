@@ -1,50 +1,45 @@
-"""The run folder's safety: a lock while a process trains in it, cleaning what a killed
-process left, checking a ``--resume`` before anything is written, and the errors the CLI
-turns into one line and an exit code (:class:`CheckpointError` and the checks of a loaded
-state live in :mod:`.checkpoint`, which imports nothing of the run folder, and are
-re-exported here).
+"""The run folder ``runs/<name>/``: created (:func:`new_run_dir`), locked while a process
+trains in it, cleaned of what a killed process left, its identity (``run.json``) and resolved
+configuration (``config.toml``) written and read back, a ``--resume`` checked before anything
+is written, and a checkpoint restored into a model after checking it belongs to the run.
 
-Exit codes of ``contrastive train | eval | embed | search`` (the README and docs/cli.md have
-the table with examples):
-
-====  =========================================================================
-0     success
-1     training stopped: the loss or the weights became NaN/Inf; under torchrun,
-      a process stopped because another one failed
-2     a bad setting, argument or input (configuration, command line, a JSONL
-      line, the torchrun variables, a missing optional package)
-3     a file that cannot be used: missing, corrupt, not UTF-8, changed since
-      training (a hash differs from the run's record), or from another model
-4     the run folder is busy (another process trains in it) or already exists
-5     the machine refused: disk full, no permission, read-only file system
-130   interrupted (Ctrl-C)
-====  =========================================================================
+A run folder holds ``config.toml``, ``run.json`` (the recipe, the package version, the run id
+and what the recipe records, e.g. the sample shape), ``metrics.jsonl`` and ``metrics.csv``
+(written by :mod:`.runlog`), ``checkpoints/`` (``last.pt``, ``best.pt``, written by
+:mod:`.checkpoint`), ``model.safetensors``, the plots, ``summary.json`` and, while a process
+trains in it, ``.lock``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import errno
+import json
 import os
+import shutil
 import socket
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import CheckpointError, all_finite_state, load_model_state
-from .config import ConfigError
-from .runtime import load_run_config, read_run
+import torch
+
+from .checkpoint import CheckpointError, all_finite_state, atomic_write, load_checkpoint, load_model_state
+from .config import ConfigError, dump_toml, load_toml
 
 __all__ = [
-    "CheckpointError",
+    "RUN_FILES",
     "RunFolderError",
     "acquire_lock",
-    "all_finite_state",
     "check_resume",
+    "check_run_id",
     "check_unlocked",
     "clean_tmp",
-    "describe_os_error",
-    "load_model_state",
+    "eval_config",
+    "load_run_config",
+    "new_run_dir",
+    "read_run",
     "release_lock",
+    "restore",
+    "write_run",
 ]
 
 LOCK = ".lock"
@@ -58,6 +53,68 @@ class RunFolderError(ValueError):
     """The run folder is in use by another process, or already holds a run."""
 
     exit_code = 4
+
+
+def new_run_dir(root, name: str, overwrite: bool = False, unique: bool = True) -> Path:
+    """``root/name``, created. When it exists and is not empty: with ``overwrite`` the files of
+    the earlier run are removed and the folder reused; else with ``unique`` (a default name)
+    ``root/name-2``, ``-3``, ... is used; else (a name the user chose) it is refused.
+
+    Raises:
+        RunFolderError: ``root/name`` holds a run and neither ``overwrite`` nor ``unique``.
+
+    Examples:
+        >>> import tempfile
+        >>> root = tempfile.mkdtemp()
+        >>> a = new_run_dir(root, "x"); (a / "f").write_text("")
+        0
+        >>> new_run_dir(root, "x").name
+        'x-2'
+    """
+    if not name:
+        raise ValueError("name must be a non-empty folder name")
+    root = Path(root)
+    path, k = root / name, 1
+    for where, key in ((root, "run.root"), (path, "run.name")):
+        if where.exists() and not where.is_dir():
+            raise ValueError(
+                f"{key}: {where} is a file, not a folder; pass a folder for the runs (or another name)"
+            )
+    if not overwrite and not unique and path.exists() and any(path.iterdir()):
+        raise RunFolderError(
+            f"{path} already holds a run; continue it with --resume {path}, replace it with "
+            f"--run.overwrite=true, or choose another --run.name"
+        )
+    while not overwrite and path.exists() and any(path.iterdir()):
+        k += 1
+        path = root / f"{name}-{k}"
+    path.mkdir(parents=True, exist_ok=True)
+    if overwrite:
+        _clear_run_files(path)
+    return path
+
+
+RUN_FILES = (
+    "config.toml",
+    "run.json",
+    "metrics.jsonl",
+    "metrics.csv",
+    "summary.json",
+    "eval.json",
+    "model.safetensors",
+    "loss.png",
+    "accuracy.png",
+    "map_pca.png",
+    "map_tsne.png",
+)
+
+
+def _clear_run_files(path: Path) -> None:
+    """Remove what an earlier run left in ``path`` (only the files a run writes)."""
+    for name in RUN_FILES:
+        (path / name).unlink(missing_ok=True)
+    for name in ("checkpoints", "tensorboard"):  # (a live run's .lock stays: it is checked first)
+        shutil.rmtree(path / name, ignore_errors=True)
 
 
 def _read_lock(path: Path):
@@ -130,6 +187,61 @@ def clean_tmp(run_dir) -> list[Path]:
     return gone
 
 
+def write_run(run_dir, cfg, recipe: str, **info: Any) -> None:
+    """Write ``config.toml`` (the resolved configuration) and ``run.json`` (the recipe's name,
+    the package version and ``info``, e.g. the sample shape)."""
+    run_dir = Path(run_dir)
+    atomic_write(run_dir / "config.toml", lambda tmp: Path(tmp).write_text(dump_toml(cfg)))
+    info = {"recipe": recipe, "version": _version(), **info}
+    atomic_write(run_dir / "run.json", lambda tmp: Path(tmp).write_text(json.dumps(info, indent=2) + "\n"))
+
+
+def read_run(run_dir) -> dict[str, Any]:
+    """``run.json`` of a run directory (raises a clear error when it is not one)."""
+    run_dir = Path(run_dir)
+    path = run_dir / "run.json"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{str(run_dir)!r} is not a run directory (no run.json); pass a folder made by `contrastive train`, "
+            f"e.g. runs/simclr-digits"
+        )
+    try:
+        info = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(
+            f"{path} is not valid JSON ({err}); the run folder is damaged: restore run.json "
+            f'(it names the recipe, e.g. {{"recipe": "simclr"}}) or start the run again'
+        ) from None
+    if not isinstance(info, dict) or not isinstance(info.get("recipe"), str):
+        raise CheckpointError(
+            f'{path} does not name a recipe (expected {{"recipe": ...}}); the run folder is '
+            f"damaged: restore run.json or start the run again"
+        )
+    return info
+
+
+def load_run_config(run_dir, config_cls):
+    """The configuration saved in ``run_dir/config.toml`` on top of ``config_cls()``'s defaults.
+
+    Raises:
+        FileNotFoundError: no ``config.toml`` (exit 3).
+        CheckpointError: a ``config.toml`` that is not valid TOML or holds keys or values this
+            version refuses: the run folder is damaged (exit 3, not a bad argument's 2).
+    """
+    path = Path(run_dir) / "config.toml"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} is missing; the run folder is damaged: restore config.toml from a copy of the run"
+        )
+    try:
+        return load_toml(config_cls(), path)
+    except (ConfigError, UnicodeDecodeError) as err:
+        raise CheckpointError(
+            f"{path} cannot be used ({err}); the run folder is damaged: restore config.toml from a "
+            f"copy of the run"
+        ) from None
+
+
 def _flat(cfg) -> dict[str, Any]:
     return {
         f"{s.name}.{k.name}": getattr(getattr(cfg, s.name), k.name)
@@ -176,16 +288,47 @@ def check_resume(run_dir, cfg, recipe: str, config_cls=None) -> list[str]:
     return [f"{k} {old[k]!r} -> {new[k]!r}" for k in changed if k not in ("run.name", "run.root")]
 
 
-def describe_os_error(err: OSError) -> str:
-    """One line for an error the machine raised while reading or writing a file."""
-    where = f" ({err.filename})" if getattr(err, "filename", None) else ""
-    if err.errno in (errno.ENOSPC, errno.EDQUOT):
-        return (
-            f"no space left on the device{where}; free some space (or pick another run.root) and run again "
-            f"(--resume RUN_DIR continues from the last checkpoint)"
+def eval_config(run_dir, checkpoint: str, recipe: str, config_cls):
+    """The configuration of ``recipe``'s run in ``run_dir``, to rebuild it for evaluation on
+    the best available device; checks the checkpoint name and the recipe first."""
+    if checkpoint not in ("last", "best"):
+        raise ValueError(f"checkpoint must be 'last' or 'best', got {checkpoint!r}")
+    if read_run(run_dir)["recipe"] != recipe:
+        raise ValueError(f"{run_dir} is not a {recipe} run")
+    cfg = load_run_config(run_dir, config_cls)
+    return cfg, dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, device="auto"))
+
+
+def restore(model: torch.nn.Module, run_dir, checkpoint: str, device):
+    """Load ``checkpoints/<checkpoint>.pt`` into ``model``; returns (the model's state before
+    loading, i.e. its initialisation, and the checkpoint dict)."""
+    init = {k: v.clone() for k, v in model.state_dict().items()}
+    path = Path(run_dir) / "checkpoints" / f"{checkpoint}.pt"
+    state = load_checkpoint(path, map_location=device)
+    check_run_id(state, run_dir, path)
+    load_model_state(model, state, path)
+    bad = all_finite_state(model)
+    if bad is not None:  # evaluating it would report chance accuracy as if it were a result
+        raise CheckpointError(
+            f"{path} holds NaN/Inf (its {bad}): it was saved by a diverged run; evaluate "
+            f"the other checkpoint (--checkpoint {'last' if checkpoint == 'best' else 'best'}) "
+            f"or resume the run with a lower optim.lr"
         )
-    if err.errno == errno.EROFS:
-        return f"the file system is read-only{where}; write the run elsewhere (run.root, or --out for embed)"
-    if err.errno in (errno.EACCES, errno.EPERM):
-        return f"permission denied{where}; make the folder writable or write elsewhere (run.root, --out)"
-    return f"{err.strerror or err}{where}"
+    return init, state
+
+
+def check_run_id(state: dict[str, Any], run_dir, path) -> None:
+    """Refuse a checkpoint written by another run (copied in): its ``run_id`` must be the one
+    ``run.json`` records (runs and checkpoints from before run ids carry none: not checked)."""
+    want, got = read_run(run_dir).get("run_id"), state.get("run_id") if isinstance(state, dict) else None
+    if want is not None and got is not None and want != got:
+        raise CheckpointError(
+            f"{path} belongs to another run (run id {got}; {Path(run_dir) / 'run.json'} records {want}); "
+            f"restore this run's own checkpoint (a copy of another run's weights would answer for it)"
+        )
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return __version__

@@ -1,9 +1,6 @@
-"""Run directories, the metrics log (JSONL + CSV, optional TensorBoard), the progress bar and
-the final table: what a training run leaves behind and shows.
-
-A run directory ``runs/<name>/`` holds ``config.toml`` (the resolved configuration),
-``metrics.jsonl`` and ``metrics.csv`` (one record per epoch, evaluation metrics where
-evaluated), ``checkpoints/``, the plots and ``summary.json``.
+"""What a training run logs and shows: the metrics files (``metrics.jsonl`` and ``metrics.csv``,
+one record per epoch with the evaluation metrics where evaluated; optionally TensorBoard),
+the progress bar, the final table, and the error that stops a run whose loss is not finite.
 """
 
 from __future__ import annotations
@@ -18,77 +15,12 @@ from typing import Any
 
 from .._optional import needs
 from .checkpoint import atomic_write
-from .rundir import RunFolderError
 
-__all__ = ["MetricsLog", "NonFiniteLossError", "Progress", "format_table", "new_run_dir"]
+__all__ = ["MetricsLog", "NonFiniteLossError", "Progress", "format_table"]
 
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or Inf; training stopped and the last good checkpoint was kept."""
-
-
-def new_run_dir(root, name: str, overwrite: bool = False, unique: bool = True) -> Path:
-    """``root/name``, created. When it exists and is not empty: with ``overwrite`` the files of
-    the earlier run are removed and the folder reused; else with ``unique`` (a default name)
-    ``root/name-2``, ``-3``, ... is used; else (a name the user chose) it is refused.
-
-    Raises:
-        RunFolderError: ``root/name`` holds a run and neither ``overwrite`` nor ``unique``.
-
-    Examples:
-        >>> import tempfile
-        >>> root = tempfile.mkdtemp()
-        >>> a = new_run_dir(root, "x"); (a / "f").write_text("")
-        0
-        >>> new_run_dir(root, "x").name
-        'x-2'
-    """
-    if not name:
-        raise ValueError("name must be a non-empty folder name")
-    root = Path(root)
-    path, k = root / name, 1
-    for where, key in ((root, "run.root"), (path, "run.name")):
-        if where.exists() and not where.is_dir():
-            raise ValueError(
-                f"{key}: {where} is a file, not a folder; pass a folder for the runs (or another name)"
-            )
-    if not overwrite and not unique and path.exists() and any(path.iterdir()):
-        raise RunFolderError(
-            f"{path} already holds a run; continue it with --resume {path}, replace it with "
-            f"--run.overwrite=true, or choose another --run.name"
-        )
-    while not overwrite and path.exists() and any(path.iterdir()):
-        k += 1
-        path = root / f"{name}-{k}"
-    path.mkdir(parents=True, exist_ok=True)
-    if overwrite:
-        _clear_run_files(path)
-    return path
-
-
-RUN_FILES = (
-    "config.toml",
-    "run.json",
-    "metrics.jsonl",
-    "metrics.csv",
-    "summary.json",
-    "eval.json",
-    "model.safetensors",
-    "loss.png",
-    "accuracy.png",
-    "map_pca.png",
-    "map_tsne.png",
-)
-
-
-def _clear_run_files(path: Path) -> None:
-    """Remove what an earlier run left in ``path`` (only the files a run writes)."""
-    import shutil
-
-    for name in RUN_FILES:
-        (path / name).unlink(missing_ok=True)
-    for name in ("checkpoints", "tensorboard"):  # (a live run's .lock stays: it is checked first)
-        shutil.rmtree(path / name, ignore_errors=True)
 
 
 def _clean(value: Any) -> Any:

@@ -1,8 +1,9 @@
 """What a training recipe gives the command line: the :class:`Recipe` record.
 
 Each recipe module (:mod:`.simclr`, :mod:`.siamese`, :mod:`.retrieval`) defines ``RECIPE``, a
-:class:`Recipe`; :mod:`contrastive.train.recipes` collects them. This module imports nothing
-of the recipes, so that they can import it.
+:class:`Recipe` (:meth:`Recipe.of` makes it from the recipe's task and configuration);
+:mod:`contrastive.train.recipes` collects them. This module imports nothing of the recipes, so
+that they can import it.
 """
 
 from __future__ import annotations
@@ -44,3 +45,19 @@ class Recipe:
         None  # text recipes: embed(run_dir, spec, checkpoint, batch_size, side)
     )
     search: Callable[..., Any] | None = None  # search(run_dir, query, k, checkpoint) -> [(score, text)]
+
+    @classmethod
+    def of(cls, task_cls: type, config_cls: type, help: str, **more: Any) -> Recipe:
+        """The recipe of ``task_cls`` (a :class:`contrastive.train.loop.Task`; its ``name`` is the
+        sub-command) with ``train``, ``evaluate`` and ``load_encoder`` made by
+        :func:`contrastive.train.loop.recipe_functions`; ``more``: ``embed``, ``search``.
+
+        Examples:
+            >>> from contrastive.train.recipes import simclr
+            >>> simclr.RECIPE.name, simclr.RECIPE.train is simclr.train
+            ('simclr', True)
+        """
+        from ..loop import recipe_functions
+
+        train, evaluate, load_encoder = recipe_functions(task_cls, config_cls)
+        return cls(task_cls.name, help, config_cls, train, evaluate, load_encoder, **more)

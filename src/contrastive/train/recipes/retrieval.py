@@ -48,9 +48,8 @@ from ...ops import validation as V
 from .. import loop
 from ..checkpoint import CheckpointError
 from ..config import ConfigError, OptimConfig, RunConfig, TrainConfig, choice, require
-from ..dist import DistConfig, broadcast
+from ..dist import DistConfig, broadcast, limit_threads
 from ..runlog import format_table
-from ..runtime import limit_threads
 from ..text import corpus as TC
 from ..text.encoders import BagEncoder, DualEncoder, HFEncoder, TransformerTextEncoder
 from ..text.lexical import BM25, TfIdf
@@ -198,22 +197,22 @@ class TextModelConfig:
 class RetrievalLossConfig:
     """The objective: softmax over candidates (retrieval_loss) or pairwise sigmoid (siglip).
 
-    The infonce loss's features are those of :func:`contrastive.retrieval_loss`, written as
+    The info_nce loss's features are those of :func:`contrastive.retrieval_loss`, written as
     config strings: ``directions`` comma-separated (``query_to_doc,doc_to_query``),
     ``hardness_mode`` ``none`` for off, ``hcl_beta`` -1 for off, ``matryoshka_dims`` /
     ``matryoshka_weights`` comma-separated (empty: off).
     """
 
-    name: str = "infonce"  # infonce (retrieval_loss) | siglip (in-batch pairs; hard negatives unused)
+    name: str = "info_nce"  # info_nce (retrieval_loss) | siglip (in-batch pairs; hard negatives unused)
     temperature: float = 0.05
     learn_temperature: bool = False
-    directions: str = "query_to_doc"  # infonce: + doc_to_query, query_to_query, doc_to_doc (GTE)
-    partition_mode: str = "joint"  # infonce: joint (one softmax over every direction) | per_direction
-    hardness_mode: str = "none"  # infonce: none | in_batch_negatives | hard_negatives | all_negatives
-    hardness_strength: float = 0.0  # infonce: alpha >= 0 of the hardness weighting
-    hcl_beta: float = -1.0  # infonce: >= 0 turns on Robinson et al.'s hard-negative weighting (-1: off)
-    hcl_tau_plus: float = 0.0  # infonce, with hcl_beta: the class prior tau+ in [0, 1)
-    matryoshka_dims: str = ""  # infonce: comma-separated prefix widths, e.g. 256,128,64 (empty: off)
+    directions: str = "query_to_doc"  # info_nce: + doc_to_query, query_to_query, doc_to_doc (GTE)
+    partition_mode: str = "joint"  # info_nce: joint (one softmax over every direction) | per_direction
+    hardness_mode: str = "none"  # info_nce: none | in_batch_negatives | hard_negatives | all_negatives
+    hardness_strength: float = 0.0  # info_nce: alpha >= 0 of the hardness weighting
+    hcl_beta: float = -1.0  # info_nce: >= 0 turns on Robinson et al.'s hard-negative weighting (-1: off)
+    hcl_tau_plus: float = 0.0  # info_nce, with hcl_beta: the class prior tau+ in [0, 1)
+    matryoshka_dims: str = ""  # info_nce: comma-separated prefix widths, e.g. 256,128,64 (empty: off)
     matryoshka_weights: str = ""  # one weight per dim (empty: ones)
     bias: float = -10.0  # siglip: logit bias
 
@@ -227,7 +226,12 @@ class RetrievalLossConfig:
     }
 
     def __post_init__(self):
-        choice(self.name, "loss.name", ("infonce", "siglip"))
+        require(
+            self.name != "infonce",
+            "loss.name",
+            "must be 'info_nce', not 'infonce' (one spelling): --loss.name=info_nce",
+        )
+        choice(self.name, "loss.name", ("info_nce", "siglip"))
         require(self.temperature > 0, "loss.temperature", f"must be > 0, got {self.temperature}")
         require(
             self.hcl_beta == -1.0 or self.hcl_beta >= 0,
@@ -247,7 +251,7 @@ class RetrievalLossConfig:
         if self.name == "siglip" and kwargs != RetrievalLossConfig().loss_kwargs():
             raise ConfigError(
                 "loss.directions, partition_mode, hardness_*, hcl_* and matryoshka_* are retrieval_loss's "
-                "(loss.name=infonce); loss.name=siglip takes none of them"
+                "(loss.name=info_nce); loss.name=siglip takes none of them"
             )
         try:  # the combinations retrieval_loss refuses, refused here before any work
             width = max(kwargs["matryoshka_dims"] or [2])
@@ -465,7 +469,7 @@ class RetrievalTask(loop.Task):
     def _check_data(self, meta: dict[str, Any], files: dict[str, str]) -> None:
         """A resumed or loaded run reads the data it was trained on: each hash ``run.json``
         recorded must match the file's now, or (``allow_changed_data``) the change is noted."""
-        from ..runtime import read_run
+        from ..rundir import read_run
 
         recorded = read_run(self.run_dir).get("corpus", {}) if self.run_dir is not None else {}
         changed = {
@@ -585,7 +589,7 @@ class RetrievalTask(loop.Task):
         return tok
 
     def _own_tokenizer(self, own: Path) -> TextTokenizer:
-        from ..runtime import read_run
+        from ..rundir import read_run
 
         return load_run_tokenizer(own, read_run(self.run_dir).get("tokenizer_sha256"))
 
@@ -649,7 +653,7 @@ class RetrievalTask(loop.Task):
         tr = self.tr
         pos = tr.gold[idx]  # (B,)
         docs = pos
-        k = self.cfg.pairs.hard_negatives if self.cfg.loss.name == "infonce" else 0
+        k = self.cfg.pairs.hard_negatives if self.cfg.loss.name == "info_nce" else 0
         if k and self.candidates is not None:
             cand = self.candidates[idx]  # (B, M)
             pick = torch.randint(0, cand.shape[1], (len(idx), k))
@@ -824,13 +828,13 @@ class RetrievalTask(loop.Task):
             if b <= n
             else f"batch {n} (train.batch_size={b} is more than the {n} training pairs)"
         )
-        k = cfg.pairs.hard_negatives if cfg.loss.name == "infonce" else 0
+        k = cfg.pairs.hard_negatives if cfg.loss.name == "info_nce" else 0
         negatives = f"{k} hard negatives"
         given = sum(len(p.negatives) for p in self.train_pairs)
         if given and not k:
             why = (
                 "pairs.hard_negatives=0"
-                if cfg.loss.name == "infonce"
+                if cfg.loss.name == "info_nce"
                 else "loss.name=siglip uses in-batch pairs"
             )
             negatives += f" (the {given} negatives given in the data are not used: {why})"

@@ -33,14 +33,13 @@ from ... import contrastive_loss
 from ...verification import verification_report
 from .. import loop
 from ..config import ConfigError, DataConfig, OptimConfig, RunConfig, TrainConfig, choice, require
-from ..data import Dataset, Split, load_dataset, stratified_split, to_float
+from ..data import Dataset, Split, channel_stats, load_dataset, stratified_split, to_float
 from ..dist import DistConfig
 from ..evaluate import embed
 from ..models import build_encoder
 from ..pairs import label_pairs, neighbour_pairs
 from ..registry import check_encoder_name
 from ..runlog import format_table
-from ..runtime import channel_stats
 from .base import Recipe
 
 __all__ = ["SiameseConfig", "SiameseModel", "SiameseTask", "evaluate_run", "load_encoder", "train"]
@@ -85,7 +84,7 @@ class SiameseModelConfig:
 
 
 @dataclasses.dataclass
-class PairsConfig:
+class SiamesePairsConfig:
     """Where the training pairs come from."""
 
     source: str = "neighbours"  # neighbours (DrLIM, no labels) | labels
@@ -101,7 +100,7 @@ class PairsConfig:
 
 
 @dataclasses.dataclass
-class MarginConfig:
+class SiameseLossConfig:
     """Margin contrastive loss settings."""
 
     margin: float = 1.0  # dissimilar pairs farther apart than this cost nothing
@@ -111,7 +110,7 @@ class MarginConfig:
 
 
 @dataclasses.dataclass
-class VerifyConfig:
+class SiameseEvalConfig:
     """Held-out verification and the map."""
 
     every: int = 5  # evaluate every this many epochs (0: only at the end)
@@ -135,11 +134,11 @@ class SiameseConfig:
     run: RunConfig = dataclasses.field(default_factory=RunConfig)
     data: SiameseDataConfig = dataclasses.field(default_factory=SiameseDataConfig)
     model: SiameseModelConfig = dataclasses.field(default_factory=SiameseModelConfig)
-    pairs: PairsConfig = dataclasses.field(default_factory=PairsConfig)
-    loss: MarginConfig = dataclasses.field(default_factory=MarginConfig)
+    pairs: SiamesePairsConfig = dataclasses.field(default_factory=SiamesePairsConfig)
+    loss: SiameseLossConfig = dataclasses.field(default_factory=SiameseLossConfig)
     optim: OptimConfig = dataclasses.field(default_factory=lambda: OptimConfig(warmup_epochs=1))
     train: TrainConfig = dataclasses.field(default_factory=lambda: TrainConfig(epochs=30, batch_size=128))
-    eval: VerifyConfig = dataclasses.field(default_factory=VerifyConfig)
+    eval: SiameseEvalConfig = dataclasses.field(default_factory=SiameseEvalConfig)
     dist: DistConfig = dataclasses.field(default_factory=DistConfig)  # multi-process runs (torchrun)
 
 
@@ -344,45 +343,7 @@ def plot_map(features: torch.Tensor, labels: torch.Tensor, path, classes=(), tit
 COLUMNS = [("roc_auc", "ROC-AUC %"), ("eer", "EER %"), ("accuracy", "accuracy % (calibrated threshold)")]
 
 
-def train(cfg: SiameseConfig, resume: str | None = None, *, encoder: Any = None) -> dict[str, Any]:
-    """Train a siamese network as ``cfg`` says; with ``resume``, continue the run in that directory.
-
-    Args:
-        cfg: the configuration.
-        resume: a run directory to continue from its ``checkpoints/last.pt``.
-        encoder: your own network ``x -> G_W(x)`` instead of ``model.encoder``'s: a factory
-            ``factory(sample_shape, embed_dim) -> nn.Module`` (recorded by its import path) or a
-            module (pass it again to resume or evaluate from Python); see
-            :func:`contrastive.train.models.build_encoder`.
-
-    Returns:
-        The summary (also in ``summary.json``): run directory, baselines, final metrics, paths, wall time.
-
-    Raises:
-        NonFiniteLossError: the loss or the weights became NaN/Inf (the last good checkpoint is kept).
-        ConfigError, ValueError, FileNotFoundError: bad settings or data.
-    """
-    if not isinstance(cfg, SiameseConfig):
-        raise TypeError(f"cfg must be a SiameseConfig, got {type(cfg).__name__}")
-    return loop.train_run(SiameseTask(cfg, encoder), resume)
-
-
-def evaluate_run(run_dir, checkpoint: str = "last", *, encoder: Any = None) -> dict[str, Any]:
-    """Verification metrics of a run's checkpoint next to the baselines; prints the table and
-    writes ``eval.json``."""
-    return loop.evaluate_run(SiameseTask, SiameseConfig, run_dir, checkpoint, encoder)
-
-
-def load_encoder(run_dir, checkpoint: str = "last", *, encoder: Any = None):
-    """``(model, cfg)``: the trained map ``x -> G_W(x)`` of a run (eval mode) and its configuration."""
-    return loop.load_encoder(SiameseTask, SiameseConfig, run_dir, checkpoint, encoder)
-
-
-RECIPE = Recipe(
-    name="siamese",
-    help="Siamese / DrLIM: pairs from neighbours or labels, margin contrastive loss",
-    config_cls=SiameseConfig,
-    train=train,
-    evaluate=evaluate_run,
-    load_encoder=load_encoder,
+RECIPE = Recipe.of(
+    SiameseTask, SiameseConfig, "Siamese / DrLIM: pairs from neighbours or labels, margin contrastive loss"
 )
+train, evaluate_run, load_encoder = RECIPE.train, RECIPE.evaluate, RECIPE.load_encoder

@@ -38,22 +38,21 @@ from ..config import (
     choice,
     require,
 )
-from ..data import Dataset, load_dataset, to_float
-from ..dist import DistConfig
+from ..data import Dataset, channel_stats, load_dataset, to_float
+from ..dist import DistConfig, limit_threads
 from ..evaluate import alignment, embed, evaluate_features, uniformity
 from ..models import SimCLRModel, build_model
 from ..runlog import format_table
-from ..runtime import channel_stats, limit_threads
 from .base import Recipe
 
-__all__ = ["LossConfig", "SimCLRConfig", "SimCLRTask", "evaluate_run", "load_encoder", "train"]
+__all__ = ["SimCLRConfig", "SimCLRLossConfig", "SimCLRTask", "evaluate_run", "load_encoder", "train"]
 
 
 LOSSES = ("info_nce", "supcon")
 
 
 @dataclasses.dataclass
-class LossConfig:
+class SimCLRLossConfig:
     """The objective: InfoNCE (NT-Xent) of the two views, or supervised contrastive (labels)."""
 
     name: str = (
@@ -87,7 +86,7 @@ class SimCLRConfig:
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
-    loss: LossConfig = dataclasses.field(default_factory=LossConfig)
+    loss: SimCLRLossConfig = dataclasses.field(default_factory=SimCLRLossConfig)
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
     dist: DistConfig = dataclasses.field(default_factory=DistConfig)  # multi-process runs (torchrun)
 
@@ -177,19 +176,7 @@ class SimCLRTask(loop.Task):
             out: dict[str, float] = {}
             if _labelled(ds):
                 f_train = embed(model.encoder, ds.train.x, e.batch_size, device)
-                out.update(
-                    evaluate_features(
-                        f_train,
-                        ds.train.y,
-                        f_test,
-                        ds.test.y,
-                        e.knn_k,
-                        e.knn_temperature,
-                        e.probe,
-                        e.probe_C,
-                        e.probe_max_iter,
-                    )
-                )
+                out.update(self._feature_metrics(f_train, f_test))
             x = to_float(ds.test.x[:2048]).to(device)
             v1, v2 = A.two_views(self.aug, x, seed=cfg.run.seed)
             proj = _Projector(model)
@@ -198,23 +185,29 @@ class SimCLRTask(loop.Task):
             out["uniformity"] = uniformity(embed(proj, x, e.batch_size, device))
         return out, f_test
 
+    def _feature_metrics(self, f_train: torch.Tensor, f_test: torch.Tensor) -> dict[str, float]:
+        """kNN, retrieval and linear-probe metrics of features ``(N_train, d)`` and ``(N_test, d)``
+        of the two splits, with the ``eval`` settings."""
+        ds, e = self.ds, self.cfg.eval
+        return evaluate_features(
+            f_train,
+            ds.train.y,
+            f_test,
+            ds.test.y,
+            e.knn_k,
+            e.knn_temperature,
+            e.probe,
+            e.probe_C,
+            e.probe_max_iter,
+        )
+
     def baselines(self, model: nn.Module) -> dict[str, dict[str, float]]:
         """Raw pixels and the randomly initialised encoder, on the same split."""
         ds, e = self.ds, self.cfg.eval
         if not (e.baselines and _labelled(ds)):
             return {}
         with limit_threads(e.threads):
-            raw = evaluate_features(
-                to_float(ds.train.x).flatten(1),
-                ds.train.y,
-                to_float(ds.test.x).flatten(1),
-                ds.test.y,
-                e.knn_k,
-                e.knn_temperature,
-                e.probe,
-                e.probe_C,
-                e.probe_max_iter,
-            )
+            raw = self._feature_metrics(to_float(ds.train.x).flatten(1), to_float(ds.test.x).flatten(1))
         init, _ = self.evaluate(model)
         return {"raw pixels": raw, "random encoder": init}
 
@@ -286,48 +279,7 @@ def _encoder_name(model: SimCLRModel) -> str:
     return type(backbone).__name__
 
 
-def train(cfg: SimCLRConfig, resume: str | None = None, *, encoder: Any = None) -> dict[str, Any]:
-    """Train SimCLR as ``cfg`` says; with ``resume``, continue the run in that directory.
-
-    Args:
-        cfg: the configuration.
-        resume: a run directory to continue from its ``checkpoints/last.pt``.
-        encoder: your own encoder f instead of ``model.encoder``'s (see
-            :func:`contrastive.train.models.build_encoder`): a factory
-            ``factory(sample_shape, embed_dim) -> nn.Module`` (recorded in the run by its import
-            path, so ``eval``, ``embed`` and ``--resume`` rebuild it), or a module (then pass the
-            same module again to resume or evaluate from Python).
-
-    Returns:
-        The summary (also written to ``summary.json``): the run directory, the baselines and
-        final metrics, the paths of checkpoints and plots, the wall time.
-
-    Raises:
-        NonFiniteLossError: the loss (or the weights) became NaN/Inf; the last good
-            checkpoint is kept.
-        ConfigError, ValueError, FileNotFoundError: bad settings or data.
-    """
-    if not isinstance(cfg, SimCLRConfig):
-        raise TypeError(f"cfg must be a SimCLRConfig, got {type(cfg).__name__}")
-    return loop.train_run(SimCLRTask(cfg, encoder), resume)
-
-
-def evaluate_run(run_dir, checkpoint: str = "last", *, encoder: Any = None) -> dict[str, Any]:
-    """Evaluate a run's checkpoint (``last`` or ``best``) next to raw pixels and the random
-    initial encoder; prints the table and writes ``eval.json``."""
-    return loop.evaluate_run(SimCLRTask, SimCLRConfig, run_dir, checkpoint, encoder)
-
-
-def load_encoder(run_dir, checkpoint: str = "last", *, encoder: Any = None):
-    """``(encoder, cfg)``: the trained encoder of a run (eval mode) and its configuration."""
-    return loop.load_encoder(SimCLRTask, SimCLRConfig, run_dir, checkpoint, encoder)
-
-
-RECIPE = Recipe(
-    name="simclr",
-    help="SimCLR: two augmented views, encoder + projection head, InfoNCE",
-    config_cls=SimCLRConfig,
-    train=train,
-    evaluate=evaluate_run,
-    load_encoder=load_encoder,
+RECIPE = Recipe.of(
+    SimCLRTask, SimCLRConfig, "SimCLR: two augmented views, encoder + projection head, InfoNCE"
 )
+train, evaluate_run, load_encoder = RECIPE.train, RECIPE.evaluate, RECIPE.load_encoder

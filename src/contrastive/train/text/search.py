@@ -196,7 +196,7 @@ def search_run(
     the document tower and cached. The data check runs either way (a changed file is refused,
     or noted with ``allow_changed_data``).
     """
-    from ..runtime import read_run
+    from ..rundir import read_run
 
     run_dir = Path(run_dir)
     hashes = task.data_hashes()

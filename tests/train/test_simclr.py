@@ -1,5 +1,6 @@
-"""The command line end to end: a one-epoch run, eval, embed, resume equality, a non-finite
-loss and configuration errors."""
+"""The SimCLR recipe (train/recipes/simclr.py) end to end through the command line: a one-epoch
+run, eval, embed, resume equality, a non-finite loss or weights, configuration errors, the
+colour path, unlabelled vectors and the optional dependencies."""
 
 from __future__ import annotations
 
@@ -78,6 +79,8 @@ def test_one_epoch_smoke_eval_and_embed(tiny_args, tmp_path, capsys):
         == 2
     )
     assert "trained on (1, 8, 8)" in capsys.readouterr().err
+    assert main(["eval", str(run), "--allow-changed-data"]) == 2  # the flag is for text runs
+    assert "--allow-changed-data applies to text runs" in capsys.readouterr().err
     assert main(["eval", str(tmp_path)]) == 3  # not a run folder: a file class error
     assert "not a run directory" in capsys.readouterr().err
 
@@ -245,15 +248,6 @@ def test_tensorboard_is_optional(tiny_args, capsys):
         pytest.skip("tensorboard is installed here")
     assert main(["train", "simclr", *tiny_args(**{"run.tensorboard": "true"})]) == 2
     assert "pip install tensorboard" in capsys.readouterr().err
-
-
-def test_recipes_are_imported_by_name():
-    from contrastive.train import recipes
-
-    assert set(recipes.available_recipes()) == {"simclr", "siamese", "retrieval"}
-    assert [m.RECIPE.name for m in recipes.RECIPES] == ["simclr", "siamese", "retrieval"]
-    with pytest.raises(AttributeError):
-        _ = recipes.RECIPE_MODULES
 
 
 @pytest.mark.parametrize(
