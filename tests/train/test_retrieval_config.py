@@ -1,8 +1,7 @@
 """The retrieval recipe's loss flags (``--loss.directions``, ``partition_mode``, ``hardness_mode``
 / ``hardness_strength``, ``hcl_beta`` / ``hcl_tau_plus``, ``matryoshka_dims`` / ``weights``):
 each reaches :func:`contrastive.retrieval_loss` and gives its value; bad values and the removed
-``--loss.symmetric`` are one-line config errors; under torchrun the features
-``contrastive.distributed.retrieval_loss`` refuses are refused before any work."""
+``--loss.symmetric`` are one-line config errors (retrieval_config.py, the recipe's configuration)."""
 
 from __future__ import annotations
 
@@ -12,7 +11,6 @@ import torch.nn.functional as F
 
 from contrastive import retrieval_loss
 from contrastive.cli import main
-from contrastive.train import dist
 from contrastive.train.config import ConfigError, apply_overrides
 from contrastive.train.recipes import retrieval as R
 
@@ -126,26 +124,3 @@ def test_removed_symmetric_flag_on_the_command_line(tmp_path, capsys):
     )
     # an older run's config.toml holds symmetric = false: it still loads, meaning the default
     assert apply_overrides(R.RetrievalConfig(), {"loss.symmetric": False}).loss == R.RetrievalLossConfig()
-
-
-@pytest.mark.parametrize(
-    ("flags", "ok"),
-    [
-        ({}, True),
-        ({"loss.directions": "query_to_doc,doc_to_query", "loss.partition_mode": "per_direction"}, True),
-        ({"loss.directions": "query_to_doc,doc_to_query"}, False),
-        ({"loss.hardness_mode": "in_batch_negatives", "loss.hardness_strength": 1.0}, False),
-        ({"loss.hcl_beta": 0.5}, False),
-        ({"loss.matryoshka_dims": "8,4"}, False),
-    ],
-)
-def test_torchrun_refuses_what_the_distributed_loss_refuses(tmp_path, flags, ok):
-    cfg = apply_overrides(R.RetrievalConfig(), {**TINY, "run.root": str(tmp_path), **flags})
-    t = R.RetrievalTask(cfg)
-    t.dist = dist.Context(rank=0, world_size=2)
-    why = cfg.loss.distributed_refusal()
-    assert (why is None) == ok
-    if not ok:
-        assert "under torchrun" in why and len(why.splitlines()) == 1
-        with pytest.raises(ConfigError, match="under torchrun"):
-            t.prepare()  # before any data is read or mined
