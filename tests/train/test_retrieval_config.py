@@ -1,8 +1,7 @@
 """The retrieval recipe's loss flags (``--loss.directions``, ``partition_mode``, ``hardness_mode``
 / ``hardness_strength``, ``hcl_beta`` / ``hcl_tau_plus``, ``matryoshka_dims`` / ``weights``):
 each reaches :func:`contrastive.retrieval_loss` and gives its value; bad values and the removed
-``--loss.symmetric`` are one-line config errors; under torchrun the features
-``contrastive.distributed.retrieval_loss`` refuses are refused before any work."""
+``--loss.symmetric`` are one-line config errors (retrieval_config.py, the recipe's configuration)."""
 
 from __future__ import annotations
 
