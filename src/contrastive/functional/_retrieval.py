@@ -203,21 +203,9 @@ def retrieval_loss(
         guide, guide_margin = V.check_guide(
             guide, anchors, negatives, guide_margin, guide_margin_strategy, check_finite
         )
-        if dirs != ("query_to_doc",):
-            raise ValueError(
-                f"guide runs with directions=('query_to_doc',) only (GIST's blocks come from "
-                f"contrast_anchors / contrast_positives), got directions={dirs}"
-            )
-    elif contrast_anchors or contrast_positives:
-        raise ValueError(
-            "contrast_anchors / contrast_positives are GIST's guide-masked blocks and need guide; without a guide "
-            "use directions=('query_to_doc', 'query_to_query') or ('query_to_doc', 'doc_to_doc')"
-        )
-    if hcl is not None and (dirs != ("query_to_doc",) or hardness_mode is not None or guide is not None):
-        raise ValueError(
-            "hcl_beta (Robinson's estimator) runs with directions=('query_to_doc',) only, without "
-            "hardness_mode and without guide; drop one of them"
-        )
+    V.check_feature_combination(
+        dirs, hardness_mode, hcl, guide is not None, contrast_anchors, contrast_positives
+    )
     if hcl is not None and B < 2 and neg is None:
         raise ValueError("hcl_beta needs at least one negative per row: pass B >= 2 or negatives")
     temperature = V.check_param("temperature", temperature, anchors, True)

@@ -374,21 +374,9 @@ def check_dist_features(
             gn = guide[2] if len(guide) == 3 else None
             guide = (guide[0], guide[1], None if gn is None else gn.reshape(-1, guide[0].shape[-1]))
         guide = list(guide)
-        if dirs != ("query_to_doc",):
-            raise ValueError(
-                f"guide runs with directions=('query_to_doc',) only (GIST's blocks come from "
-                f"contrast_anchors / contrast_positives), got directions={dirs}"
-            )
-    elif contrast_anchors or contrast_positives:
-        raise ValueError(
-            "contrast_anchors / contrast_positives are GIST's guide-masked blocks and need guide; without a guide "
-            "use directions=('query_to_doc', 'query_to_query') or ('query_to_doc', 'doc_to_doc')"
-        )
-    if hcl is not None and (dirs != ("query_to_doc",) or hardness_mode is not None or guide is not None):
-        raise ValueError(
-            "hcl_beta (Robinson's estimator) runs with directions=('query_to_doc',) only, without "
-            "hardness_mode and without guide; drop one of them"
-        )
+    V.check_feature_combination(
+        dirs, hardness_mode, hcl, guide is not None, contrast_anchors, contrast_positives
+    )
     plain_dirs = dirs == ("query_to_doc",) or (
         set(dirs) == {"query_to_doc", "doc_to_query"} and partition_mode == "per_direction"
     )

@@ -499,3 +499,31 @@ def check_hcl_engine(name: str, backend: str, decoupled: bool, n_neg: int) -> No
         raise ValueError(
             f"{name} with hcl_beta needs at least one negative per row, got {n_neg}; pass more pairs"
         )
+
+
+def check_feature_combination(
+    dirs: tuple[str, ...],
+    hardness_mode: str | None,
+    hcl: tuple[float, float] | None,
+    guided: bool,
+    contrast_anchors: bool,
+    contrast_positives: bool,
+) -> None:
+    """The retrieval features' combinations, as :func:`contrastive.retrieval_loss` and its
+    distributed form allow them: a guide and HCL with the default direction only, GIST's
+    blocks only with a guide, HCL without hardness or a guide."""
+    if guided and dirs != ("query_to_doc",):
+        raise ValueError(
+            f"guide runs with directions=('query_to_doc',) only (GIST's blocks come from "
+            f"contrast_anchors / contrast_positives), got directions={dirs}"
+        )
+    if not guided and (contrast_anchors or contrast_positives):
+        raise ValueError(
+            "contrast_anchors / contrast_positives are GIST's guide-masked blocks and need guide; without a guide "
+            "use directions=('query_to_doc', 'query_to_query') or ('query_to_doc', 'doc_to_doc')"
+        )
+    if hcl is not None and (dirs != ("query_to_doc",) or hardness_mode is not None or guided):
+        raise ValueError(
+            "hcl_beta (Robinson's estimator) runs with directions=('query_to_doc',) only, without "
+            "hardness_mode and without guide; drop one of them"
+        )
