@@ -147,6 +147,15 @@ def measure(fn, inputs, backward: bool, args) -> None:
 # ---------------------------------------------------------------- driver side
 
 
+# the measurement columns every worker row has (after the benchmark's own key column)
+MEASURED = ["mode", "d", "N", "provider", "status", "time_s", "runs", "peak_rss_mib", "base_rss_mib"]
+
+
+def result_text(r: dict) -> str:
+    """A measured row as printed while the sweep runs: its time and peak, or its status."""
+    return f"{r['time_s']:.3f} s, peak {r['peak_rss_mib']:.0f} MiB" if r["status"] == "ok" else r["status"]
+
+
 def write_csv(path: Path, fields: list[str], rows: list[dict]) -> None:
     """Write ``rows`` (dicts; keys outside ``fields`` ignored) as a CSV with ``fields`` as header."""
     with open(path, "w", newline="") as f:
@@ -315,22 +324,12 @@ def main() -> None:
     for cfg in configs:
         r = run_one(*cfg, a)
         rows.append(r)
-        msg = f"{r['time_s']:.3f} s, peak {r['peak_rss_mib']:.0f} MiB" if r["status"] == "ok" else r["status"]
-        print(f"{cfg[0]:8s} {cfg[4]:8s} N={cfg[2]:7d} d={cfg[3]:4d} {cfg[1]:17s} {msg}", flush=True)
+        print(
+            f"{cfg[0]:8s} {cfg[4]:8s} N={cfg[2]:7d} d={cfg[3]:4d} {cfg[1]:17s} {result_text(r)}", flush=True
+        )
     RESULTS.mkdir(exist_ok=True)
     name = a.out or ("bench_info_nce_quick" if a.quick else f"bench_info_nce_{a.plan}")
-    fields = [
-        "objective",
-        "mode",
-        "d",
-        "N",
-        "provider",
-        "status",
-        "time_s",
-        "runs",
-        "peak_rss_mib",
-        "base_rss_mib",
-    ]
+    fields = ["objective", *MEASURED]
     write_csv(RESULTS / f"{name}.csv", fields, rows)
     desc = machine()
     fb = [

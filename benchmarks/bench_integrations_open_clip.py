@@ -28,7 +28,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 sys.path.insert(0, str(HERE))
-from bench_info_nce import machine, measure, plot, run_worker, write_csv  # noqa: E402  (shared by every benchmark)
+from bench_info_nce import MEASURED, machine, measure, plot, result_text, run_worker, write_csv  # noqa: E402  (shared by every benchmark)
 
 LOSSES = ("clip", "siglip")
 PROVIDERS = ("open_clip", "contrastive")
@@ -157,26 +157,10 @@ def main() -> None:
             for provider in PROVIDERS:
                 r = run_one(loss, provider, N, a)
                 rows.append(r)
-                msg = (
-                    f"{r['time_s']:.3f} s, peak {r['peak_rss_mib']:.0f} MiB"
-                    if r["status"] == "ok"
-                    else r["status"]
-                )
-                print(f"{loss:7s} N={N:6d} d={a.d:4d} {provider:12s} {msg}", flush=True)
+                print(f"{loss:7s} N={N:6d} d={a.d:4d} {provider:12s} {result_text(r)}", flush=True)
     RESULTS.mkdir(exist_ok=True)
     name = a.out or ("bench_integrations_open_clip_quick" if a.quick else "bench_integrations_open_clip")
-    fields = [
-        "loss",
-        "mode",
-        "d",
-        "N",
-        "provider",
-        "status",
-        "time_s",
-        "runs",
-        "peak_rss_mib",
-        "base_rss_mib",
-    ]
+    fields = ["loss", *MEASURED]
     write_csv(RESULTS / f"{name}.csv", fields, rows)
     try:
         for loss in LOSSES:

@@ -461,8 +461,7 @@ def main() -> None:
     for cfg in plan(a):
         r = run_one(*cfg, a)
         rows.append(r)
-        msg = f"{r['time_s']:.3f} s, peak {r['peak_rss_mib']:.0f} MiB" if r["status"] == "ok" else r["status"]
-        print(f"{cfg[0]:9s} N={cfg[2]:6d} d={cfg[3]:4d} {cfg[1]:12s} {msg}", flush=True)
+        print(f"{cfg[0]:9s} N={cfg[2]:6d} d={cfg[3]:4d} {cfg[1]:12s} {base.result_text(r)}", flush=True)
     if a.with_info_nce:
         for obj, prov in [
             ("nt_xent", "contrastive"),
@@ -473,26 +472,13 @@ def main() -> None:
         ]:
             r = base.run_one(obj, prov, 16384, 128, "fwd+bwd", a)
             rows.append(r)
-            msg = (
-                f"{r['time_s']:.3f} s, peak {r['peak_rss_mib']:.0f} MiB"
-                if r["status"] == "ok"
-                else r["status"]
+            print(
+                f"{obj:9s} N={16384:6d} d={128:4d} {prov:12s} {base.result_text(r)}  (bench_info_nce.py)",
+                flush=True,
             )
-            print(f"{obj:9s} N={16384:6d} d={128:4d} {prov:12s} {msg}  (bench_info_nce.py)", flush=True)
     RESULTS.mkdir(exist_ok=True)
     name = a.out or ("bench_objectives_quick" if a.quick else "bench_objectives")
-    fields = [
-        "objective",
-        "mode",
-        "d",
-        "N",
-        "provider",
-        "status",
-        "time_s",
-        "runs",
-        "peak_rss_mib",
-        "base_rss_mib",
-    ]
+    fields = ["objective", *base.MEASURED]
     base.write_csv(RESULTS / f"{name}.csv", fields, rows)
     desc = base.machine()
     plot(rows, RESULTS / f"{name}.png", f"forward + backward, float32: {desc}")
