@@ -126,19 +126,10 @@ def nt_xent(
         V.check_finite("z", z)
     if normalize:
         V.check_nonzero_rows("z", z)
-    prefixes = V.check_matryoshka(matryoshka_dims, matryoshka_weights, z.shape[1], normalize)
-    V.check_prefix_rows("z", z, prefixes)
-    if prefixes is not None:
-        if backend in ("triton", "dense"):
-            raise ValueError(
-                f"matryoshka_dims runs on the torch engine only, got backend={backend!r}; "
-                f"use backend='auto' or 'torch'"
-            )
-        backend = "torch"
-    hcl = V.check_hcl(hcl_beta, hcl_tau_plus)
+    prefixes, hcl, backend = V.check_two_view_features(
+        ["z"], [z], matryoshka_dims, matryoshka_weights, normalize, hcl_beta, hcl_tau_plus, backend
+    )
     if hcl is not None:
-        if prefixes is not None:
-            raise ValueError("hcl_beta and matryoshka_dims do not combine yet; drop one of them")
         V.check_hcl_engine("nt_xent", backend, decoupled, z.shape[0] - (2 if exclude_self else 1))
         bs = check_block_size(block_size, z.shape[0], z.device)
         build = hcl_info_nce_objective(bool(exclude_self), hcl[0], hcl[1], bs)
@@ -348,20 +339,10 @@ def clip_loss(
     if V.check_bool("normalize", normalize):
         V.check_nonzero_rows("a", a)
         V.check_nonzero_rows("b", b)
-    prefixes = V.check_matryoshka(matryoshka_dims, matryoshka_weights, a.shape[1], normalize)
-    if prefixes is not None:
-        V.check_prefix_rows("a", a, prefixes)
-        V.check_prefix_rows("b", b, prefixes)
-        if backend in ("triton", "dense"):
-            raise ValueError(
-                f"matryoshka_dims runs on the torch engine only, got backend={backend!r}; "
-                f"use backend='auto' or 'torch'"
-            )
-        backend = "torch"
-    hcl = V.check_hcl(hcl_beta, hcl_tau_plus)
+    prefixes, hcl, backend = V.check_two_view_features(
+        ["a", "b"], [a, b], matryoshka_dims, matryoshka_weights, normalize, hcl_beta, hcl_tau_plus, backend
+    )
     if hcl is not None:
-        if prefixes is not None:
-            raise ValueError("hcl_beta and matryoshka_dims do not combine yet; drop one of them")
         V.check_hcl_engine("clip_loss", backend, False, a.shape[0] - 1)
         build = hcl_clip_objective(hcl[0], hcl[1], check_block_size(block_size, a.shape[0], a.device))
         return run_engine(build, [a, b], temperature, normalize=normalize, reduction=reduction)

@@ -269,6 +269,33 @@ def check_prefixes(
     return prefixes
 
 
+def check_two_view_features(
+    names: Sequence[str],
+    tensors: Sequence[torch.Tensor],
+    dims: Any,
+    weights: Any,
+    normalize: bool,
+    hcl_beta: Any,
+    hcl_tau_plus: Any,
+    backend: str,
+) -> tuple[Prefixes | None, tuple[float, float] | None, str]:
+    """The Matryoshka prefixes and Robinson's HCL of ``info_nce`` / ``nt_xent`` / ``clip_loss``,
+    and the back-end they leave: Matryoshka runs on the torch engine only (``'auto'`` becomes
+    ``'torch'``), and the two do not combine yet."""
+    prefixes = check_prefixes(names, tensors, dims, weights, normalize)
+    if prefixes is not None:
+        if backend in ("triton", "dense"):
+            raise ValueError(
+                f"matryoshka_dims runs on the torch engine only, got backend={backend!r}; "
+                f"use backend='auto' or 'torch'"
+            )
+        backend = "torch"
+    hcl = check_hcl(hcl_beta, hcl_tau_plus)
+    if hcl is not None and prefixes is not None:
+        raise ValueError("hcl_beta and matryoshka_dims do not combine yet; drop one of them")
+    return prefixes, hcl, backend
+
+
 def check_ids(name: str, ids: Any, n: int, ref: torch.Tensor, what: str) -> torch.Tensor:
     """An integer vector of length n on ref's device."""
     if not isinstance(ids, torch.Tensor):
